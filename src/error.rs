@@ -1,0 +1,193 @@
+//! Error codes with wire-stable numbers.
+//!
+//! Numbers below 9000 are those of the SDK's `CRVIDEOSDK_ERR_DEF` where one fits; codes
+//! peermsg adds live in 9000..=9999, a range the SDK does not use. `docs/PROTOCOL.md` holds
+//! the same table. Any `u32` is a valid `ErrorCode` on the wire: a code this version does
+//! not know is carried as is and shown by number.
+
+use core::fmt;
+
+/// A result or failure code, as carried in `RESULT`, `CANCEL`, `LOGIN_RESULT` and `CLOSE`
+/// frames and in result events.
+///
+/// ```
+/// use peermsg::ErrorCode;
+///
+/// assert_eq!(ErrorCode::OFFLINE.as_u32(), 603);
+/// assert_eq!(ErrorCode::from_u32(603), ErrorCode::OFFLINE);
+/// assert_eq!(ErrorCode::OFFLINE.name(), Some("OFFLINE"));
+/// assert_eq!(ErrorCode::OFFLINE.to_string(), "603 OFFLINE: target user not connected");
+/// assert_eq!(ErrorCode::from_u32(4242).to_string(), "4242 (unknown code)");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ErrorCode(u32);
+
+/// Declares the codes once: the constants and the table that names them come from one list.
+macro_rules! codes {
+    ($($(#[$doc:meta])* $name:ident = $num:literal, $meaning:literal;)*) => {
+        impl ErrorCode {
+            $($(#[$doc])* pub const $name: ErrorCode = ErrorCode($num);)*
+        }
+        const TABLE: &[(ErrorCode, &str, &str)] = &[$((ErrorCode::$name, stringify!($name), $meaning),)*];
+    };
+}
+
+codes! {
+    /// Success.
+    NOERR = 0, "success";
+    /// Anything not covered by another code.
+    UNKNOWERR = 1, "unknown error";
+    /// Empty or malformed user id, or another bad argument.
+    PARAM_ERR = 5, "bad argument";
+    /// This login was replaced by a newer login of the same user.
+    KICKOUT_BY_RELOGIN = 10, "logged in elsewhere";
+    /// A send was attempted before login succeeded.
+    NOT_LOGIN = 12, "not logged in";
+    /// No answer within the configured time.
+    SOCKETTIMEOUT = 205, "timed out";
+    /// The connection went away with the send pending.
+    CONNECTIONLOST = 207, "connection lost";
+    /// The target user is not connected.
+    OFFLINE = 603, "target user not connected";
+    /// The send failed for another reason.
+    SENDFAIL = 1000, "send failed";
+    /// The command is over the size cap.
+    SENDCMD_LARGE = 1100, "command too large";
+    /// The buffer is over the size cap.
+    SENDBUFFER_LARGE = 1101, "buffer too large";
+    /// The target user id is not valid.
+    SENDDATA_TARGETINVALID = 1102, "invalid target user";
+    /// The file source failed.
+    SENDFILE_FILEINERROR = 1103, "file source failed";
+    /// Cancel of an unknown or finished send, or of a command.
+    TRANSID_INVALID = 1104, "unknown or finished send id";
+    /// The file does not exist.
+    FILE_NOT_EXIST = 1400, "file not found";
+    /// The file could not be read.
+    FILE_READ_ERR = 1401, "file read error";
+    /// The file could not be written.
+    FILE_WRITE_ERR = 1402, "file write error";
+    /// The file already exists.
+    FILE_EXIST = 1403, "file already exists";
+    /// A file operation failed.
+    FILE_OPERATION_ERR = 1404, "file operation failed";
+    /// The file's size is wrong or over the cap.
+    FILE_SIZE_ERR = 1405, "bad file size";
+    /// The sender cancelled the send.
+    CANCELLED = 9000, "cancelled by the sender";
+    /// The receiver rejected the send before taking any of it.
+    REJECTED = 9001, "rejected by the receiver";
+    /// The receiver aborted the send part way.
+    ABORTED = 9002, "aborted by the receiver";
+    /// The received bytes do not match the sender's digest.
+    DIGEST_MISMATCH = 9003, "digest mismatch";
+    /// The received size differs from the declared size.
+    SIZE_MISMATCH = 9004, "size mismatch";
+    /// The peer broke the protocol (malformed or unexpected frame).
+    PROTOCOL_VIOLATION = 9005, "protocol violation";
+    /// No protocol version in common.
+    UNSUPPORTED_VERSION = 9006, "unsupported protocol version";
+    /// The peer sent data beyond the credit it was granted.
+    FLOW_CONTROL = 9007, "flow control violated";
+    /// Too many commands or transfers in flight, or a declared size over a limit.
+    LIMIT_EXCEEDED = 9008, "limit exceeded";
+    /// The application refused the login.
+    LOGIN_REJECTED = 9009, "login rejected";
+    /// The peer is shutting down.
+    SHUTDOWN = 9010, "peer shutting down";
+}
+
+impl ErrorCode {
+    /// The code with this wire number, known or not.
+    pub const fn from_u32(n: u32) -> Self {
+        ErrorCode(n)
+    }
+
+    /// The wire number.
+    pub const fn as_u32(self) -> u32 {
+        self.0
+    }
+
+    /// `true` for [`ErrorCode::NOERR`].
+    pub const fn is_success(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The SDK-style name, or `None` for a code this version does not know.
+    pub fn name(self) -> Option<&'static str> {
+        self.entry().map(|(_, name, _)| name)
+    }
+
+    /// A short description, or `None` for a code this version does not know.
+    pub fn meaning(self) -> Option<&'static str> {
+        self.entry().map(|(_, _, meaning)| meaning)
+    }
+
+    fn entry(self) -> Option<(ErrorCode, &'static str, &'static str)> {
+        TABLE.iter().copied().find(|(code, _, _)| *code == self)
+    }
+
+    /// Every code this version knows, in ascending order.
+    pub fn known() -> impl Iterator<Item = ErrorCode> {
+        TABLE.iter().map(|(code, _, _)| *code)
+    }
+}
+
+impl From<u32> for ErrorCode {
+    fn from(n: u32) -> Self {
+        ErrorCode(n)
+    }
+}
+
+impl From<ErrorCode> for u32 {
+    fn from(code: ErrorCode) -> u32 {
+        code.0
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.entry() {
+            Some((_, name, meaning)) => write!(f, "{} {}: {}", self.0, name, meaning),
+            None => write!(f, "{} (unknown code)", self.0),
+        }
+    }
+}
+
+impl fmt::Debug for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "ErrorCode::{name}({})", self.0),
+            None => write!(f, "ErrorCode({})", self.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::format;
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        let codes: alloc::vec::Vec<u32> = ErrorCode::known().map(ErrorCode::as_u32).collect();
+        assert!(codes.windows(2).all(|w| w[0] < w[1]), "{codes:?}");
+    }
+
+    #[test]
+    fn new_codes_stay_in_their_range() {
+        for code in ErrorCode::known().filter(|c| c.as_u32() >= 2000) {
+            assert!((9000..=9999).contains(&code.as_u32()), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn debug_names_known_codes() {
+        assert_eq!(
+            format!("{:?}", ErrorCode::NOT_LOGIN),
+            "ErrorCode::NOT_LOGIN(12)"
+        );
+        assert_eq!(format!("{:?}", ErrorCode::from_u32(77)), "ErrorCode(77)");
+    }
+}

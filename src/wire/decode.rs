@@ -1,0 +1,586 @@
+//! The decoder: the one place a frame is parsed.
+//!
+//! A frame is `type`, `length`, then `length` bytes of body. The decoder reads the two
+//! header varints from whatever has arrived; an unknown type or a length over the limit is
+//! an error at once, before the body is awaited. When the whole frame is there it is split
+//! off the input and its body parsed with nom; byte fields come out as `Bytes` slices of
+//! the input, never copies.
+
+use bytes::{Buf, Bytes, BytesMut};
+use nom::bytes::complete::take;
+use nom::error::{ErrorKind, ParseError};
+use nom::{Err, IResult};
+
+use super::frame::*;
+use super::limits::{Limits, MAX_FRAME_SIZE, MIN_FRAME_SIZE};
+use super::text::{Text, UserId, UserIdError};
+use super::varint::varint;
+use crate::ErrorCode;
+
+/// A limit of [`Limits`] or of the protocol, named in [`DecodeError::LimitExceeded`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// [`Limits::max_user_id_len`].
+    UserIdLen,
+    /// [`Limits::max_token_len`].
+    TokenLen,
+    /// [`Limits::max_file_name_len`].
+    FileNameLen,
+    /// [`Limits::max_reason_len`].
+    ReasonLen,
+    /// [`Limits::max_cmd_size`].
+    CmdSize,
+    /// [`Limits::max_buffer_size`].
+    BufferSize,
+    /// [`Limits::max_file_size`].
+    FileSize,
+    /// The larger of the buffer and file limits, for data offsets and `END` sizes.
+    TransferSize,
+}
+
+impl core::fmt::Display for Limit {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Limit::UserIdLen => "user id length",
+            Limit::TokenLen => "token length",
+            Limit::FileNameLen => "file name length",
+            Limit::ReasonLen => "close reason length",
+            Limit::CmdSize => "command size",
+            Limit::BufferSize => "buffer size",
+            Limit::FileSize => "file size",
+            Limit::TransferSize => "transfer size",
+        })
+    }
+}
+
+/// What was wrong with the input. Any error ends the connection: the stream cannot be
+/// trusted past it. [`DecodeError::code`] gives the code to close with.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The frame type is not one this version knows.
+    #[error("unknown frame type {0:#x}")]
+    UnknownFrameType(u64),
+    /// The frame's length is over `max_frame_size`.
+    #[error("{frame:?} frame of {len} bytes is over the limit of {max}")]
+    FrameTooLarge {
+        /// The frame's type.
+        frame: FrameType,
+        /// Its declared body length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A varint was written in more bytes than its value needs.
+    #[error("varint {value} written in {len} bytes; the shortest form is required")]
+    NonCanonicalVarint {
+        /// The value.
+        value: u64,
+        /// Bytes used.
+        len: usize,
+    },
+    /// The body ended inside a field.
+    #[error("{frame:?} frame ends inside a field")]
+    Truncated {
+        /// The frame's type.
+        frame: FrameType,
+    },
+    /// The body goes on after its last field.
+    #[error("{frame:?} frame has {extra} bytes after its last field")]
+    TrailingBytes {
+        /// The frame's type.
+        frame: FrameType,
+        /// How many.
+        extra: usize,
+    },
+    /// A `HELLO` that does not start with [`MAGIC`]: the peer does not speak peermsg.
+    #[error("HELLO does not start with the peermsg magic: the peer does not speak peermsg")]
+    BadMagic,
+    /// A length or size is over its limit.
+    #[error("{limit} {value} is over the limit of {max}")]
+    LimitExceeded {
+        /// Which limit.
+        limit: Limit,
+        /// The value found.
+        value: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A user id is not valid.
+    #[error("{frame:?} frame: {error}")]
+    InvalidUserId {
+        /// The frame's type.
+        frame: FrameType,
+        /// What is wrong with it.
+        error: UserIdError,
+    },
+    /// A text field is not UTF-8.
+    #[error("{field} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// `"file name"` or `"close reason"`.
+        field: &'static str,
+    },
+    /// A number is outside the values its field allows.
+    #[error("{field} {value} is out of range")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+    },
+    /// An `END` with a digest algorithm this version does not know.
+    #[error("unknown digest algorithm {0}")]
+    UnknownDigest(u64),
+    /// A digest of the wrong length for its algorithm.
+    #[error("digest of algorithm {algorithm} must be {expected} bytes, not {len}")]
+    DigestLength {
+        /// The algorithm id.
+        algorithm: u64,
+        /// Its digest length.
+        expected: u64,
+        /// The length found.
+        len: u64,
+    },
+    /// A buffer `OPEN` with a file name.
+    #[error("OPEN of a buffer carries a file name")]
+    BufferWithName,
+    /// A `CMD` fragment longer than the command it declares.
+    #[error("CMD fragment of {len} bytes is longer than its declared total of {total}")]
+    CmdOverTotal {
+        /// Bytes in the frame.
+        len: u64,
+        /// Declared total.
+        total: u64,
+    },
+}
+
+impl DecodeError {
+    /// The code to close the connection with.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::PROTOCOL_VIOLATION
+    }
+}
+
+/// The error type of the field parsers: either the body ran out, which the caller reports
+/// with the frame type, or a field is invalid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FieldError {
+    Truncated,
+    Invalid(DecodeError),
+}
+
+impl ParseError<&[u8]> for FieldError {
+    fn from_error_kind(_: &[u8], _: ErrorKind) -> Self {
+        FieldError::Truncated
+    }
+
+    fn append(_: &[u8], _: ErrorKind, other: Self) -> Self {
+        other
+    }
+}
+
+type Parsed<'a, T> = IResult<&'a [u8], T, FieldError>;
+
+fn invalid<T>(e: DecodeError) -> Result<T, Err<FieldError>> {
+    Err(Err::Failure(FieldError::Invalid(e)))
+}
+
+/// A streaming frame decoder. It holds only its limits; the bytes stay in the caller's
+/// `BytesMut`.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use peermsg::wire::{Decoder, Frame, Limits, Ping};
+///
+/// let mut wire = BytesMut::new();
+/// Frame::Ping(Ping { nonce: 300 }).encode(&mut wire).unwrap();
+/// let bytes = wire.split().freeze();
+///
+/// // The bytes arrive one at a time: "need more" until the frame is whole.
+/// let mut decoder = Decoder::new(Limits::default());
+/// let mut input = BytesMut::new();
+/// let mut frames = Vec::new();
+/// for b in bytes.iter() {
+///     input.extend_from_slice(&[*b]);
+///     while let Some(frame) = decoder.decode(&mut input).unwrap() {
+///         frames.push(frame);
+///     }
+/// }
+/// assert_eq!(frames, [Frame::Ping(Ping { nonce: 300 })]);
+/// assert!(input.is_empty());
+/// ```
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    limits: Limits,
+}
+
+impl Decoder {
+    /// A decoder that enforces `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Decoder { limits }
+    }
+
+    /// The limits it enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Takes the next whole frame off the front of `src`.
+    ///
+    /// Returns `Ok(None)` when `src` holds no whole frame yet, leaving `src` as it was
+    /// (apart from reserving room for the rest of a frame whose length is known and within
+    /// the limit). After an error the stream is lost and the connection should be closed
+    /// with [`DecodeError::code`].
+    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let (rest, frame_type) = match varint(src) {
+            Ok((rest, n)) => (
+                rest,
+                FrameType::from_u64(n).ok_or(DecodeError::UnknownFrameType(n))?,
+            ),
+            Err(e) => return need_more(e),
+        };
+        let (rest, len) = match varint(rest) {
+            Ok(v) => v,
+            Err(e) => return need_more(e),
+        };
+        let max = self.limits.max_frame_size;
+        if len > max {
+            return Err(DecodeError::FrameTooLarge {
+                frame: frame_type,
+                len,
+                max,
+            });
+        }
+        let header = src.len() - rest.len();
+        // `len` is at most max_frame_size, itself at most 16 MiB: the cast cannot truncate.
+        let total = header + len as usize;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        let mut frame = src.split_to(total);
+        frame.advance(header);
+        parse_body(frame_type, &frame.freeze(), &self.limits).map(Some)
+    }
+}
+
+/// Maps a header parse failure: short input is "need more", anything else an error.
+fn need_more<T>(e: Err<FieldError>) -> Result<Option<T>, DecodeError> {
+    match e {
+        Err::Incomplete(_)
+        | Err::Error(FieldError::Truncated)
+        | Err::Failure(FieldError::Truncated) => Ok(None),
+        Err::Error(FieldError::Invalid(e)) | Err::Failure(FieldError::Invalid(e)) => Err(e),
+    }
+}
+
+/// Parses one complete body of type `frame_type`.
+pub(crate) fn parse_body(
+    frame_type: FrameType,
+    body: &Bytes,
+    limits: &Limits,
+) -> Result<Frame, DecodeError> {
+    let b = Body {
+        bytes: body,
+        limits,
+        frame_type,
+    };
+    let input: &[u8] = body;
+    let parsed = match frame_type {
+        FrameType::Hello => b.hello(input),
+        FrameType::Login => b.login(input),
+        FrameType::LoginResult => b
+            .code(input)
+            .map(|(i, code)| (i, Frame::LoginResult(LoginResult { code }))),
+        FrameType::Ping => varint(input).map(|(i, nonce)| (i, Frame::Ping(Ping { nonce }))),
+        FrameType::Pong => varint(input).map(|(i, nonce)| (i, Frame::Pong(Ping { nonce }))),
+        FrameType::Close => b.close(input),
+        FrameType::ConnCredit => {
+            varint(input).map(|(i, max_data)| (i, Frame::ConnCredit(ConnCredit { max_data })))
+        }
+        FrameType::Cmd => b.cmd(input),
+        FrameType::CmdCont => b.cmd_cont(input),
+        FrameType::Open => b.open(input),
+        FrameType::Data => b.data(input),
+        FrameType::End => b.end(input),
+        FrameType::Credit => b.credit(input),
+        FrameType::Cancel => b
+            .id_code(input)
+            .map(|(i, (id, code))| (i, Frame::Cancel(Cancel { id, code }))),
+        FrameType::Result => b
+            .id_code(input)
+            .map(|(i, (id, code))| (i, Frame::Result(SendResult { id, code }))),
+    };
+    match parsed {
+        // HELLO may grow fields at its end; a peer ignores those it does not know.
+        Ok((rest, frame)) if rest.is_empty() || frame_type == FrameType::Hello => Ok(frame),
+        Ok((rest, _)) => Err(DecodeError::TrailingBytes {
+            frame: frame_type,
+            extra: rest.len(),
+        }),
+        Err(Err::Error(FieldError::Invalid(e)) | Err::Failure(FieldError::Invalid(e))) => Err(e),
+        Err(_) => Err(DecodeError::Truncated { frame: frame_type }),
+    }
+}
+
+/// The body being parsed: where byte fields are sliced from, and the limits they obey.
+struct Body<'b> {
+    bytes: &'b Bytes,
+    limits: &'b Limits,
+    frame_type: FrameType,
+}
+
+impl Body<'_> {
+    /// A length-prefixed byte field; the length is checked against `max` before the bytes
+    /// are taken.
+    fn prefixed<'a>(&self, i: &'a [u8], limit: Limit, max: u64) -> Parsed<'a, Bytes> {
+        let (i, len) = varint(i)?;
+        if len > max {
+            return invalid(DecodeError::LimitExceeded {
+                limit,
+                value: len,
+                max,
+            });
+        }
+        let (i, field) = take(len)(i)?;
+        Ok((i, self.bytes.slice_ref(field)))
+    }
+
+    /// The rest of the body, as the payload of `CMD`, `CMD_CONT` and `DATA`.
+    fn payload<'a>(&self, i: &'a [u8]) -> Parsed<'a, Bytes> {
+        Ok((&i[i.len()..], self.bytes.slice_ref(i)))
+    }
+
+    fn user_id<'a>(&self, i: &'a [u8]) -> Parsed<'a, UserId> {
+        let (i, bytes) = self.prefixed(i, Limit::UserIdLen, self.limits.max_user_id_len)?;
+        match UserId::from_bytes(bytes) {
+            Ok(id) => Ok((i, id)),
+            Err(error) => invalid(DecodeError::InvalidUserId {
+                frame: self.frame_type,
+                error,
+            }),
+        }
+    }
+
+    fn text<'a>(
+        &self,
+        i: &'a [u8],
+        limit: Limit,
+        max: u64,
+        field: &'static str,
+    ) -> Parsed<'a, Text> {
+        let (i, bytes) = self.prefixed(i, limit, max)?;
+        match Text::from_utf8(bytes) {
+            Ok(text) => Ok((i, text)),
+            Err(_) => invalid(DecodeError::InvalidUtf8 { field }),
+        }
+    }
+
+    fn code<'a>(&self, i: &'a [u8]) -> Parsed<'a, ErrorCode> {
+        let (i, n) = varint(i)?;
+        match u32::try_from(n) {
+            Ok(n) => Ok((i, ErrorCode::from_u32(n))),
+            Err(_) => invalid(DecodeError::OutOfRange {
+                field: "error code",
+                value: n,
+            }),
+        }
+    }
+
+    /// `value` must be at most `max`.
+    fn at_most(value: u64, limit: Limit, max: u64) -> Result<(), Err<FieldError>> {
+        if value > max {
+            return invalid(DecodeError::LimitExceeded { limit, value, max });
+        }
+        Ok(())
+    }
+
+    fn hello<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
+        let (i, magic) = take(MAGIC.len())(i)?;
+        if magic != MAGIC {
+            return invalid(DecodeError::BadMagic);
+        }
+        let mut v = [0u64; 11];
+        let mut i = i;
+        for slot in &mut v {
+            (i, *slot) = varint(i)?;
+        }
+        let [version, capabilities, role, max_frame_size, max_cmd_size, max_buffer_size, max_file_size, max_cmds_in_flight, max_transfers, transfer_window, conn_window] =
+            v;
+        let role = match role {
+            0 => Role::Client,
+            1 => Role::Relay,
+            value => {
+                return invalid(DecodeError::OutOfRange {
+                    field: "role",
+                    value,
+                })
+            }
+        };
+        if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&max_frame_size) {
+            return invalid(DecodeError::OutOfRange {
+                field: "max_frame_size",
+                value: max_frame_size,
+            });
+        }
+        let hello = Hello {
+            version,
+            capabilities: Capabilities(capabilities),
+            role,
+            max_frame_size,
+            max_cmd_size,
+            max_buffer_size,
+            max_file_size,
+            max_cmds_in_flight,
+            max_transfers,
+            transfer_window,
+            conn_window,
+        };
+        Ok((i, Frame::Hello(hello)))
+    }
+
+    fn login<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
+        let (i, user) = self.user_id(i)?;
+        let (i, token) = self.prefixed(i, Limit::TokenLen, self.limits.max_token_len)?;
+        Ok((i, Frame::Login(Login { user, token })))
+    }
+
+    fn close<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
+        let (i, code) = self.code(i)?;
+        let (i, reason) = self.text(
+            i,
+            Limit::ReasonLen,
+            self.limits.max_reason_len,
+            "close reason",
+        )?;
+        Ok((i, Frame::Close(Close { code, reason })))
+    }
+
+    fn cmd<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
+        let (i, id) = varint(i)?;
+        let (i, peer) = self.user_id(i)?;
+        let (i, total_len) = varint(i)?;
+        Self::at_most(total_len, Limit::CmdSize, self.limits.max_cmd_size)?;
+        let (i, data) = self.payload(i)?;
+        if data.len() as u64 > total_len {
+            return invalid(DecodeError::CmdOverTotal {
+                len: data.len() as u64,
+                total: total_len,
+            });
+        }
+        Ok((
+            i,
+            Frame::Cmd(Cmd {
+                id,
+                peer,
+                total_len,
+                data,
+            }),
+        ))
+    }
+
+    fn cmd_cont<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
+        let (i, id) = varint(i)?;
+        let (i, offset) = varint(i)?;
+        let (i, data) = self.payload(i)?;
+        let end = offset.saturating_add(data.len() as u64);
+        Self::at_most(end, Limit::CmdSize, self.limits.max_cmd_size)?;
+        Ok((i, Frame::CmdCont(CmdCont { id, offset, data })))
+    }
+
+    fn open<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
+        let (i, id) = varint(i)?;
+        let (i, kind) = varint(i)?;
+        let kind = match kind {
+            0 => TransferKind::Buffer,
+            1 => TransferKind::File,
+            value => {
+                return invalid(DecodeError::OutOfRange {
+                    field: "transfer kind",
+                    value,
+                })
+            }
+        };
+        let (i, peer) = self.user_id(i)?;
+        let (i, size) = varint(i)?;
+        match kind {
+            TransferKind::Buffer => {
+                Self::at_most(size, Limit::BufferSize, self.limits.max_buffer_size)?
+            }
+            TransferKind::File => Self::at_most(size, Limit::FileSize, self.limits.max_file_size)?,
+        }
+        let (i, name) = self.text(
+            i,
+            Limit::FileNameLen,
+            self.limits.max_file_name_len,
+            "file name",
+        )?;
+        if kind == TransferKind::Buffer && !name.is_empty() {
+            return invalid(DecodeError::BufferWithName);
+        }
+        Ok((
+            i,
+            Frame::Open(Open {
+                id,
+                kind,
+                peer,
+                size,
+                name,
+            }),
+        ))
+    }
+
+    fn data<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
+        let (i, id) = varint(i)?;
+        let (i, offset) = varint(i)?;
+        let (i, payload) = self.payload(i)?;
+        let end = offset.saturating_add(payload.len() as u64);
+        Self::at_most(end, Limit::TransferSize, self.limits.max_transfer_size())?;
+        Ok((
+            i,
+            Frame::Data(Data {
+                id,
+                offset,
+                payload,
+            }),
+        ))
+    }
+
+    fn end<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
+        let (i, id) = varint(i)?;
+        let (i, size) = varint(i)?;
+        Self::at_most(size, Limit::TransferSize, self.limits.max_transfer_size())?;
+        let (i, algorithm) = varint(i)?;
+        if algorithm != Digest::CRC32C_ID {
+            return invalid(DecodeError::UnknownDigest(algorithm));
+        }
+        let (i, len) = varint(i)?;
+        if len != 4 {
+            return invalid(DecodeError::DigestLength {
+                algorithm,
+                expected: 4,
+                len,
+            });
+        }
+        let (i, crc) = nom::number::complete::be_u32(i)?;
+        Ok((
+            i,
+            Frame::End(End {
+                id,
+                size,
+                digest: Digest::Crc32c(crc),
+            }),
+        ))
+    }
+
+    fn credit<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
+        let (i, id) = varint(i)?;
+        let (i, max_offset) = varint(i)?;
+        Ok((i, Frame::Credit(Credit { id, max_offset })))
+    }
+
+    fn id_code<'a>(&self, i: &'a [u8]) -> Parsed<'a, (MessageId, ErrorCode)> {
+        let (i, id) = varint(i)?;
+        let (i, code) = self.code(i)?;
+        Ok((i, (id, code)))
+    }
+}

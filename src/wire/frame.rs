@@ -1,0 +1,375 @@
+//! The frames of the protocol, as plain data. `docs/PROTOCOL.md` gives their bytes.
+
+use bytes::Bytes;
+
+use super::text::{Text, UserId};
+use crate::ErrorCode;
+
+/// The protocol version this crate speaks.
+pub const VERSION: u64 = 1;
+
+/// The four bytes that open every `HELLO` body: a peer that is not peermsg is told apart at
+/// its first frame.
+pub const MAGIC: [u8; 4] = *b"PMSG";
+
+/// A message id: allocated by the side that sends the command or opens the transfer, on
+/// that connection, counting up from 0 by one. A relay maps ids between connections.
+pub type MessageId = u64;
+
+/// Declares the frame types once: the enum, its wire numbers and its wire names.
+macro_rules! frame_types {
+    ($($(#[$doc:meta])* $variant:ident = $num:literal, $wire:literal;)*) => {
+        /// The type of a frame, its first varint on the wire.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum FrameType {
+            $($(#[$doc])* $variant = $num,)*
+        }
+
+        impl FrameType {
+            /// The type with this wire number, if there is one.
+            pub const fn from_u64(n: u64) -> Option<Self> {
+                match n {
+                    $($num => Some(FrameType::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// The name `docs/PROTOCOL.md` uses.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(FrameType::$variant => $wire,)*
+                }
+            }
+
+            /// Every frame type, in wire-number order.
+            pub const ALL: &'static [FrameType] = &[$(FrameType::$variant,)*];
+        }
+    };
+}
+
+frame_types! {
+    /// Version, capabilities and limits; the first frame each side sends.
+    Hello = 0x01, "HELLO";
+    /// A user id and token.
+    Login = 0x02, "LOGIN";
+    /// The answer to `LOGIN`.
+    LoginResult = 0x03, "LOGIN_RESULT";
+    /// Keepalive request.
+    Ping = 0x04, "PING";
+    /// Keepalive answer.
+    Pong = 0x05, "PONG";
+    /// The last frame on a connection.
+    Close = 0x06, "CLOSE";
+    /// Connection-wide flow-control credit.
+    ConnCredit = 0x07, "CONN_CREDIT";
+    /// A command, or its first fragment.
+    Cmd = 0x10, "CMD";
+    /// A later fragment of a command.
+    CmdCont = 0x11, "CMD_CONT";
+    /// The start of a buffer or file transfer.
+    Open = 0x12, "OPEN";
+    /// Transfer bytes at an absolute offset.
+    Data = 0x13, "DATA";
+    /// The end of a transfer: final size and digest.
+    End = 0x14, "END";
+    /// Per-transfer flow-control credit.
+    Credit = 0x15, "CREDIT";
+    /// The sender gave up on a message.
+    Cancel = 0x16, "CANCEL";
+    /// The receiver's final word on a message: delivered, or why not.
+    Result = 0x17, "RESULT";
+}
+
+impl FrameType {
+    /// The wire number.
+    pub const fn as_u64(self) -> u64 {
+        self as u64
+    }
+}
+
+/// Which end of a connection a peer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Role {
+    /// A user endpoint (also both ends of a direct link).
+    Client = 0,
+    /// A relay server.
+    Relay = 1,
+}
+
+/// Optional features, a bit each; a feature is used only when both sides set it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Capabilities(pub u64);
+
+impl Capabilities {
+    /// CRC-32C transfer digests (required in version 1).
+    pub const DIGEST_CRC32C: Capabilities = Capabilities(1 << 0);
+    /// Resume after reconnect (reserved for a later version; see docs/PROTOCOL.md).
+    pub const RESUME: Capabilities = Capabilities(1 << 1);
+
+    /// What this version sets.
+    pub const fn supported() -> Self {
+        Self::DIGEST_CRC32C
+    }
+
+    /// `true` if every bit of `other` is set.
+    pub const fn contains(self, other: Capabilities) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits set in both.
+    pub const fn intersect(self, other: Capabilities) -> Capabilities {
+        Capabilities(self.0 & other.0)
+    }
+}
+
+/// `HELLO`: the first frame of each side. The limits are what the sender of the `HELLO`
+/// accepts; its peer must stay within them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// The highest protocol version the sender speaks.
+    pub version: u64,
+    /// The sender's optional features.
+    pub capabilities: Capabilities,
+    /// Client or relay.
+    pub role: Role,
+    /// Largest frame body the sender accepts.
+    pub max_frame_size: u64,
+    /// Largest command the sender accepts.
+    pub max_cmd_size: u64,
+    /// Largest buffer the sender accepts.
+    pub max_buffer_size: u64,
+    /// Largest file the sender accepts.
+    pub max_file_size: u64,
+    /// How many commands the peer may have sent and not yet seen a `RESULT` for.
+    pub max_cmds_in_flight: u64,
+    /// How many transfers the peer may have open toward the sender at once.
+    pub max_transfers: u64,
+    /// Credit each new transfer starts with: bytes the peer may send before any `CREDIT`.
+    pub transfer_window: u64,
+    /// Connection credit at the start: `DATA` payload bytes before any `CONN_CREDIT`.
+    pub conn_window: u64,
+}
+
+/// `LOGIN`: who the sender is, with a token the application checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Login {
+    /// The user logging in.
+    pub user: UserId,
+    /// Opaque credentials.
+    pub token: Bytes,
+}
+
+/// `LOGIN_RESULT`: [`ErrorCode::NOERR`] or why the login was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginResult {
+    /// The outcome.
+    pub code: ErrorCode,
+}
+
+/// `PING` and `PONG`: a `PONG` echoes the `PING`'s nonce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ping {
+    /// Chosen by the pinging side.
+    pub nonce: u64,
+}
+
+/// `CLOSE`: why the connection ends. Nothing follows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Close {
+    /// [`ErrorCode::NOERR`] for a normal close.
+    pub code: ErrorCode,
+    /// Human-readable detail, possibly empty.
+    pub reason: Text,
+}
+
+/// `CONN_CREDIT`: the sender of this frame accepts `DATA` payload on this connection up to
+/// this total, counted from the connection's start. Only increases count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnCredit {
+    /// Absolute byte count.
+    pub max_data: u64,
+}
+
+/// `CMD`: a command, whole or its first fragment.
+///
+/// Toward a relay, `peer` names the target; from a relay, the source, stamped by the relay.
+/// On a direct link it names the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cmd {
+    /// New message id.
+    pub id: MessageId,
+    /// Target or source user.
+    pub peer: UserId,
+    /// Size of the whole command.
+    pub total_len: u64,
+    /// Bytes `0..data.len()` of the command.
+    pub data: Bytes,
+}
+
+/// `CMD_CONT`: bytes of a command after its first fragment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CmdCont {
+    /// The command's id.
+    pub id: MessageId,
+    /// Where `data` starts in the command.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Bytes,
+}
+
+/// What a transfer carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum TransferKind {
+    /// An in-memory buffer, delivered whole.
+    Buffer = 0,
+    /// A file, delivered by offset to the receiver's sink.
+    File = 1,
+}
+
+/// `OPEN`: a buffer or file transfer begins. `peer` is as in [`Cmd`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Open {
+    /// New message id.
+    pub id: MessageId,
+    /// Buffer or file.
+    pub kind: TransferKind,
+    /// Target or source user.
+    pub peer: UserId,
+    /// Declared total size; `END` must confirm it.
+    pub size: u64,
+    /// Original file name; empty for a buffer.
+    pub name: Text,
+}
+
+/// `DATA`: transfer bytes at an absolute offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Data {
+    /// The transfer.
+    pub id: MessageId,
+    /// Where `payload` starts in the transfer.
+    pub offset: u64,
+    /// The bytes.
+    pub payload: Bytes,
+}
+
+/// An integrity digest of a whole transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Digest {
+    /// CRC-32C (Castagnoli), algorithm id 1.
+    Crc32c(u32),
+}
+
+impl Digest {
+    /// Algorithm id of CRC-32C.
+    pub const CRC32C_ID: u64 = 1;
+
+    /// The algorithm id on the wire.
+    pub const fn algorithm(&self) -> u64 {
+        match self {
+            Digest::Crc32c(_) => Self::CRC32C_ID,
+        }
+    }
+}
+
+/// `END`: the sender has sent every byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct End {
+    /// The transfer.
+    pub id: MessageId,
+    /// Final size.
+    pub size: u64,
+    /// Digest of all `size` bytes.
+    pub digest: Digest,
+}
+
+/// `CREDIT`: the sender of this frame accepts bytes of transfer `id` up to offset
+/// `max_offset` (exclusive). Only increases count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credit {
+    /// The transfer (an id its peer allocated).
+    pub id: MessageId,
+    /// Absolute offset.
+    pub max_offset: u64,
+}
+
+/// `CANCEL`: the message's sender gives it up; the receiver drops what it holds of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cancel {
+    /// The message.
+    pub id: MessageId,
+    /// Why: [`ErrorCode::CANCELLED`], [`ErrorCode::SENDFILE_FILEINERROR`], ...
+    pub code: ErrorCode,
+}
+
+/// `RESULT`: the receiver's final word on a message. [`ErrorCode::NOERR`] means delivered
+/// (for transfers: size and digest verified); otherwise the message was rejected (before
+/// any data was taken), aborted (part way) or failed, and the code says why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendResult {
+    /// The message (an id its peer allocated).
+    pub id: MessageId,
+    /// The outcome.
+    pub code: ErrorCode,
+}
+
+/// A frame of any type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// `HELLO`: see [`Hello`].
+    Hello(Hello),
+    /// `LOGIN`: see [`Login`].
+    Login(Login),
+    /// `LOGIN_RESULT`: see [`LoginResult`].
+    LoginResult(LoginResult),
+    /// `PING`: see [`Ping`].
+    Ping(Ping),
+    /// `PONG`: see [`Ping`].
+    Pong(Ping),
+    /// `CLOSE`: see [`Close`].
+    Close(Close),
+    /// `CONN_CREDIT`: see [`ConnCredit`].
+    ConnCredit(ConnCredit),
+    /// `CMD`: see [`Cmd`].
+    Cmd(Cmd),
+    /// `CMD_CONT`: see [`CmdCont`].
+    CmdCont(CmdCont),
+    /// `OPEN`: see [`Open`].
+    Open(Open),
+    /// `DATA`: see [`Data`].
+    Data(Data),
+    /// `END`: see [`End`].
+    End(End),
+    /// `CREDIT`: see [`Credit`].
+    Credit(Credit),
+    /// `CANCEL`: see [`Cancel`].
+    Cancel(Cancel),
+    /// `RESULT`: see [`SendResult`].
+    Result(SendResult),
+}
+
+impl Frame {
+    /// The frame's type.
+    pub const fn frame_type(&self) -> FrameType {
+        match self {
+            Frame::Hello(_) => FrameType::Hello,
+            Frame::Login(_) => FrameType::Login,
+            Frame::LoginResult(_) => FrameType::LoginResult,
+            Frame::Ping(_) => FrameType::Ping,
+            Frame::Pong(_) => FrameType::Pong,
+            Frame::Close(_) => FrameType::Close,
+            Frame::ConnCredit(_) => FrameType::ConnCredit,
+            Frame::Cmd(_) => FrameType::Cmd,
+            Frame::CmdCont(_) => FrameType::CmdCont,
+            Frame::Open(_) => FrameType::Open,
+            Frame::Data(_) => FrameType::Data,
+            Frame::End(_) => FrameType::End,
+            Frame::Credit(_) => FrameType::Credit,
+            Frame::Cancel(_) => FrameType::Cancel,
+            Frame::Result(_) => FrameType::Result,
+        }
+    }
+}

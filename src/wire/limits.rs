@@ -1,0 +1,159 @@
+//! Limits: the sizes a decoder accepts, checked before anything is buffered or allocated.
+
+use super::varint::VARINT_MAX;
+
+/// The smallest `max_frame_size` a peer may advertise: every control frame with the
+/// largest user id, token, file name and reason allowed by [`Limits::validate`] fits in it.
+pub const MIN_FRAME_SIZE: u64 = 1024;
+/// The largest `max_frame_size` a peer may advertise (16 MiB).
+pub const MAX_FRAME_SIZE: u64 = 16 << 20;
+
+/// What a decoder accepts from its peer. Each side advertises its own in `HELLO`; a sender
+/// must stay within the peer's.
+///
+/// Every field is checked by the decoder as soon as the value is read, before the body it
+/// governs is awaited or any memory is set aside for it.
+///
+/// ```
+/// use peermsg::wire::Limits;
+///
+/// let limits = Limits { max_cmd_size: 1024, ..Limits::default() };
+/// assert!(limits.validate().is_ok());
+/// assert!(Limits { max_frame_size: 100, ..limits }.validate().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame body (the bytes after the length field). Default 16 KiB.
+    pub max_frame_size: u64,
+    /// Longest user id, in bytes. Default 128.
+    pub max_user_id_len: u64,
+    /// Longest login token, in bytes. Default 512.
+    pub max_token_len: u64,
+    /// Longest file name, in bytes. Default 512.
+    pub max_file_name_len: u64,
+    /// Longest close reason, in bytes. Default 256.
+    pub max_reason_len: u64,
+    /// Largest command. Default 64 KiB.
+    pub max_cmd_size: u64,
+    /// Largest buffer. Default 100 MiB.
+    pub max_buffer_size: u64,
+    /// Largest file. Default: the largest varint, 2^62 - 1.
+    pub max_file_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_size: 16 * 1024,
+            max_user_id_len: 128,
+            max_token_len: 512,
+            max_file_name_len: 512,
+            max_reason_len: 256,
+            max_cmd_size: 64 * 1024,
+            max_buffer_size: 100 * 1024 * 1024,
+            max_file_size: VARINT_MAX,
+        }
+    }
+}
+
+/// Why a [`Limits`] cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    /// `max_frame_size` is outside `MIN_FRAME_SIZE..=MAX_FRAME_SIZE`.
+    #[error("max_frame_size {0} is outside {MIN_FRAME_SIZE}..={MAX_FRAME_SIZE}")]
+    FrameSize(u64),
+    /// A user id, token, file name or reason limit is zero or too large to fit in the
+    /// smallest frame a peer may advertise.
+    #[error("{0} must be between 1 and {1}")]
+    FieldLength(&'static str, u64),
+    /// A size limit is over [`VARINT_MAX`].
+    #[error("{0} is over the largest varint")]
+    Size(&'static str),
+}
+
+impl Limits {
+    /// Checks that the limits are usable: the frame size within bounds, and the text
+    /// fields small enough that `LOGIN`, `OPEN` and `CLOSE` fit in [`MIN_FRAME_SIZE`].
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&self.max_frame_size) {
+            return Err(LimitsError::FrameSize(self.max_frame_size));
+        }
+        // Room for the varints around them; see docs/PROTOCOL.md, "Limits".
+        let fields = [
+            ("max_user_id_len", self.max_user_id_len, 255),
+            ("max_token_len", self.max_token_len, 640),
+            ("max_file_name_len", self.max_file_name_len, 640),
+            ("max_reason_len", self.max_reason_len, 900),
+        ];
+        for (name, value, max) in fields {
+            if value == 0 || value > max {
+                return Err(LimitsError::FieldLength(name, max));
+            }
+        }
+        let sizes = [
+            ("max_cmd_size", self.max_cmd_size),
+            ("max_buffer_size", self.max_buffer_size),
+            ("max_file_size", self.max_file_size),
+        ];
+        for (name, value) in sizes {
+            if value > VARINT_MAX {
+                return Err(LimitsError::Size(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The largest transfer size any `OPEN` may declare: the larger of the buffer and file
+    /// limits. Data offsets are checked against it.
+    pub fn max_transfer_size(&self) -> u64 {
+        self.max_buffer_size.max(self.max_file_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn frame_size_bounds_are_inclusive() {
+        let at = |n| {
+            Limits {
+                max_frame_size: n,
+                ..Limits::default()
+            }
+            .validate()
+        };
+        assert_eq!(at(MIN_FRAME_SIZE), Ok(()));
+        assert_eq!(at(MAX_FRAME_SIZE), Ok(()));
+        assert_eq!(
+            at(MIN_FRAME_SIZE - 1),
+            Err(LimitsError::FrameSize(MIN_FRAME_SIZE - 1))
+        );
+        assert_eq!(
+            at(MAX_FRAME_SIZE + 1),
+            Err(LimitsError::FrameSize(MAX_FRAME_SIZE + 1))
+        );
+    }
+
+    #[test]
+    fn text_limits_must_fit_the_smallest_frame() {
+        let l = Limits {
+            max_user_id_len: 256,
+            ..Limits::default()
+        };
+        assert_eq!(
+            l.validate(),
+            Err(LimitsError::FieldLength("max_user_id_len", 255))
+        );
+        let l = Limits {
+            max_token_len: 0,
+            ..Limits::default()
+        };
+        assert!(l.validate().is_err());
+    }
+}

@@ -1,0 +1,25 @@
+//! The wire: frames, their encoder and their streaming decoder.
+//!
+//! `docs/PROTOCOL.md` is the byte-level specification; this module is its code. Frames are
+//! plain data ([`Frame`]); [`Frame::encode`] writes one into any `BufMut`;
+//! [`Decoder::decode`] takes one off the front of a `BytesMut` that holds whatever has
+//! arrived so far, checking every length against [`Limits`] before it waits for or keeps
+//! the bytes the length announces.
+
+mod decode;
+mod encode;
+mod frame;
+mod limits;
+mod text;
+mod varint;
+
+pub use decode::{DecodeError, Decoder, Limit};
+pub use encode::EncodeError;
+pub use frame::{
+    Cancel, Capabilities, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Digest, End, Frame,
+    FrameType, Hello, Login, LoginResult, MessageId, Open, Ping, Role, SendResult, TransferKind,
+    MAGIC, VERSION,
+};
+pub use limits::{Limits, LimitsError, MAX_FRAME_SIZE, MIN_FRAME_SIZE};
+pub use text::{Text, UserId, UserIdError};
+pub use varint::{varint_len, VARINT_MAX};
