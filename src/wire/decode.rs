@@ -584,3 +584,244 @@ impl Body<'_> {
         Ok((i, (id, code)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::varint::put_varint;
+    use alloc::vec::Vec;
+
+    /// A frame built by hand: type, canonical length, body.
+    fn raw(ty: u64, body: &[u8]) -> BytesMut {
+        let mut b = BytesMut::new();
+        put_varint(&mut b, ty);
+        put_varint(&mut b, body.len() as u64);
+        b.extend_from_slice(body);
+        b
+    }
+
+    fn decode(mut b: BytesMut) -> Result<Option<Frame>, DecodeError> {
+        Decoder::new(Limits::default()).decode(&mut b)
+    }
+
+    #[test]
+    fn unknown_type_fails_before_the_length_arrives() {
+        assert_eq!(
+            decode(BytesMut::from(&[0x00][..])),
+            Err(DecodeError::UnknownFrameType(0))
+        );
+        assert_eq!(
+            decode(BytesMut::from(&[0x3f][..])),
+            Err(DecodeError::UnknownFrameType(0x3f))
+        );
+        assert_eq!(
+            decode(BytesMut::from(&[0x41, 0x00][..])),
+            Err(DecodeError::UnknownFrameType(256))
+        );
+    }
+
+    #[test]
+    fn oversize_length_fails_from_the_header_alone() {
+        // DATA declaring 16 KiB + 1 bytes; no body present.
+        let mut b = BytesMut::new();
+        put_varint(&mut b, FrameType::Data.as_u64());
+        put_varint(&mut b, 16 * 1024 + 1);
+        assert_eq!(
+            decode(b),
+            Err(DecodeError::FrameTooLarge {
+                frame: FrameType::Data,
+                len: 16 * 1024 + 1,
+                max: 16 * 1024
+            })
+        );
+    }
+
+    #[test]
+    fn need_more_consumes_nothing() {
+        let whole = raw(FrameType::Ping.as_u64(), &[0x41, 0x00]);
+        let mut decoder = Decoder::new(Limits::default());
+        for cut in 0..whole.len() {
+            let mut part = BytesMut::from(&whole[..cut]);
+            assert_eq!(decoder.decode(&mut part), Ok(None), "cut at {cut}");
+            assert_eq!(&part[..], &whole[..cut]);
+        }
+    }
+
+    #[test]
+    fn body_shorter_than_its_fields_is_truncated() {
+        assert_eq!(
+            decode(raw(0x04, &[])),
+            Err(DecodeError::Truncated {
+                frame: FrameType::Ping
+            })
+        );
+        // RESULT whose code varint announces 2 bytes but the body ends after 1.
+        assert_eq!(
+            decode(raw(0x17, &[0x00, 0x43])),
+            Err(DecodeError::Truncated {
+                frame: FrameType::Result
+            })
+        );
+    }
+
+    #[test]
+    fn bytes_after_the_last_field_are_refused_except_in_hello() {
+        assert_eq!(
+            decode(raw(0x04, &[0x01, 0x00])),
+            Err(DecodeError::TrailingBytes {
+                frame: FrameType::Ping,
+                extra: 1
+            })
+        );
+        let mut body = Vec::from(MAGIC);
+        body.extend_from_slice(&[1, 1, 0, 0x50, 0x00, 1, 1, 1, 1, 1, 1, 1]);
+        body.extend_from_slice(b"future fields");
+        assert!(
+            matches!(decode(raw(0x01, &body)), Ok(Some(Frame::Hello(h))) if h.max_frame_size == 4096)
+        );
+    }
+
+    #[test]
+    fn hello_checks_magic_role_and_frame_size() {
+        let hello = |magic: &[u8], role: u8, frame: [u8; 2]| {
+            let mut body = Vec::from(magic);
+            body.extend_from_slice(&[1, 1, role, frame[0], frame[1], 1, 1, 1, 1, 1, 1, 1]);
+            decode(raw(0x01, &body))
+        };
+        assert_eq!(hello(b"HTTP", 0, [0x44, 0]), Err(DecodeError::BadMagic));
+        assert_eq!(
+            hello(&MAGIC, 2, [0x44, 0]),
+            Err(DecodeError::OutOfRange {
+                field: "role",
+                value: 2
+            })
+        );
+        assert_eq!(
+            hello(&MAGIC, 0, [0x43, 0xff]),
+            Err(DecodeError::OutOfRange {
+                field: "max_frame_size",
+                value: 1023
+            })
+        );
+        assert!(hello(&MAGIC, 1, [0x44, 0]).is_ok());
+    }
+
+    #[test]
+    fn non_canonical_varints_are_refused_in_header_and_body() {
+        assert_eq!(
+            decode(BytesMut::from(&[0x40, 0x04, 0x01, 0x00][..])),
+            Err(DecodeError::NonCanonicalVarint { value: 4, len: 2 })
+        );
+        assert_eq!(
+            decode(raw(0x04, &[0x40, 0x01])),
+            Err(DecodeError::NonCanonicalVarint { value: 1, len: 2 })
+        );
+    }
+
+    #[test]
+    fn user_ids_are_checked() {
+        let login = |user: &[u8]| {
+            let mut body = Vec::from([user.len() as u8]);
+            body.extend_from_slice(user);
+            body.push(0);
+            decode(raw(0x02, &body))
+        };
+        let bad = |error| {
+            Err(DecodeError::InvalidUserId {
+                frame: FrameType::Login,
+                error,
+            })
+        };
+        assert_eq!(login(b""), bad(UserIdError::Empty));
+        assert_eq!(login(b"a\xffb"), bad(UserIdError::InvalidUtf8));
+        assert_eq!(login(b"a\x00b"), bad(UserIdError::ControlCharacter));
+        assert!(
+            matches!(login("zoë".as_bytes()), Ok(Some(Frame::Login(l))) if l.user.as_str() == "zoë")
+        );
+    }
+
+    #[test]
+    fn text_fields_must_be_utf8() {
+        assert_eq!(
+            decode(raw(0x06, &[0x00, 0x02, 0xc3, 0x28])),
+            Err(DecodeError::InvalidUtf8 {
+                field: "close reason"
+            })
+        );
+        let open = [0x00, 0x01, 0x01, b'u', 0x05, 0x01, 0xff];
+        assert_eq!(
+            decode(raw(0x12, &open)),
+            Err(DecodeError::InvalidUtf8 { field: "file name" })
+        );
+    }
+
+    #[test]
+    fn numbers_outside_their_field_are_refused() {
+        let code = [0x00, 0xc0, 0, 0, 1, 0, 0, 0, 0]; // 2^32
+        assert_eq!(
+            decode(raw(0x17, &code)),
+            Err(DecodeError::OutOfRange {
+                field: "error code",
+                value: 1 << 32
+            })
+        );
+        let open = [0x00, 0x02, 0x01, b'u', 0x05, 0x00];
+        assert_eq!(
+            decode(raw(0x12, &open)),
+            Err(DecodeError::OutOfRange {
+                field: "transfer kind",
+                value: 2
+            })
+        );
+        let buffer_named = [0x00, 0x00, 0x01, b'u', 0x05, 0x01, b'x'];
+        assert_eq!(
+            decode(raw(0x12, &buffer_named)),
+            Err(DecodeError::BufferWithName)
+        );
+        let cmd = [0x00, 0x01, b'u', 0x01, b'a', b'b'];
+        assert_eq!(
+            decode(raw(0x10, &cmd)),
+            Err(DecodeError::CmdOverTotal { len: 2, total: 1 })
+        );
+    }
+
+    #[test]
+    fn digests_are_checked_by_algorithm() {
+        assert_eq!(
+            decode(raw(0x14, &[0, 0, 2, 4, 1, 2, 3, 4])),
+            Err(DecodeError::UnknownDigest(2))
+        );
+        assert_eq!(
+            decode(raw(0x14, &[0, 0, 1, 3, 1, 2, 3])),
+            Err(DecodeError::DigestLength {
+                algorithm: 1,
+                expected: 4,
+                len: 3
+            })
+        );
+        assert_eq!(
+            decode(raw(0x14, &[5, 9, 1, 4, 0xe3, 0x06, 0x92, 0x83])),
+            Ok(Some(Frame::End(End {
+                id: 5,
+                size: 9,
+                digest: Digest::Crc32c(0xe306_9283)
+            })))
+        );
+    }
+
+    #[test]
+    fn payload_is_a_slice_of_the_input_not_a_copy() {
+        let mut b = raw(0x13, &[0x07, 0x00, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let range = b.as_ptr_range();
+        let Ok(Some(Frame::Data(d))) = Decoder::new(Limits::default()).decode(&mut b) else {
+            panic!("DATA expected");
+        };
+        assert_eq!(&d.payload[..], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(range.contains(&d.payload.as_ptr()));
+    }
+
+    #[test]
+    fn every_error_closes_with_protocol_violation() {
+        assert_eq!(DecodeError::BadMagic.code(), ErrorCode::PROTOCOL_VIOLATION);
+    }
+}

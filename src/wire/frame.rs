@@ -99,7 +99,6 @@ pub enum Role {
 
 /// Optional features, a bit each; a feature is used only when both sides set it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Capabilities(pub u64);
 
 impl Capabilities {

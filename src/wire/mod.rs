@@ -6,6 +6,8 @@
 //! arrived so far, checking every length against [`Limits`] before it waits for or keeps
 //! the bytes the length announces.
 
+#[cfg(feature = "arbitrary")]
+mod arbitrary;
 mod decode;
 mod encode;
 mod frame;
