@@ -259,7 +259,7 @@ impl Decoder {
         }
         let mut frame = src.split_to(total);
         frame.advance(header);
-        parse_body(frame_type, &frame.freeze(), &self.limits).map(Some)
+        parse_body(frame_type, frame.freeze(), &self.limits).map(Some)
     }
 }
 
@@ -276,15 +276,16 @@ fn need_more<T>(e: Err<FieldError>) -> Result<Option<T>, DecodeError> {
 /// Parses one complete body of type `frame_type`.
 pub(crate) fn parse_body(
     frame_type: FrameType,
-    body: &Bytes,
+    mut body: Bytes,
     limits: &Limits,
 ) -> Result<Frame, DecodeError> {
     let b = Body {
-        bytes: body,
+        bytes: &body,
+        payload_at: core::cell::Cell::new(0),
         limits,
         frame_type,
     };
-    let input: &[u8] = body;
+    let input: &[u8] = &body;
     let parsed = match frame_type {
         FrameType::Hello => b.hello(input),
         FrameType::Login => b.login(input),
@@ -310,9 +311,16 @@ pub(crate) fn parse_body(
             .id_code(input)
             .map(|(i, (id, code))| (i, Frame::Result(SendResult { id, code }))),
     };
+    let payload_at = b.payload_at.get();
     match parsed {
         // HELLO may grow fields at its end; a peer ignores those it does not know.
-        Ok((rest, frame)) if rest.is_empty() || frame_type == FrameType::Hello => Ok(frame),
+        Ok((rest, mut frame)) if rest.is_empty() || frame_type == FrameType::Hello => {
+            if let Some(payload) = frame.payload_mut() {
+                body.advance(payload_at);
+                *payload = body;
+            }
+            Ok(frame)
+        }
         Ok((rest, _)) => Err(DecodeError::TrailingBytes {
             frame: frame_type,
             extra: rest.len(),
@@ -325,6 +333,8 @@ pub(crate) fn parse_body(
 /// The body being parsed: where byte fields are sliced from, and the limits they obey.
 struct Body<'b> {
     bytes: &'b Bytes,
+    /// Where the payload starts, once a payload field has been read.
+    payload_at: core::cell::Cell<usize>,
     limits: &'b Limits,
     frame_type: FrameType,
 }
@@ -345,9 +355,12 @@ impl Body<'_> {
         Ok((i, self.bytes.slice_ref(field)))
     }
 
-    /// The rest of the body, as the payload of `CMD`, `CMD_CONT` and `DATA`.
-    fn payload<'a>(&self, i: &'a [u8]) -> Parsed<'a, Bytes> {
-        Ok((&i[i.len()..], self.bytes.slice_ref(i)))
+    /// The rest of the body, the payload of `CMD`, `CMD_CONT` and `DATA`: its length now;
+    /// [`parse_body`] then hands the body itself over as the payload, which saves a
+    /// reference-count update per frame over slicing it here.
+    fn payload<'a>(&self, i: &'a [u8]) -> Parsed<'a, usize> {
+        self.payload_at.set(self.bytes.len() - i.len());
+        Ok((&i[i.len()..], i.len()))
     }
 
     fn user_id<'a>(&self, i: &'a [u8]) -> Parsed<'a, UserId> {
@@ -460,10 +473,10 @@ impl Body<'_> {
         let (i, peer) = self.user_id(i)?;
         let (i, total_len) = varint(i)?;
         Self::at_most(total_len, Limit::CmdSize, self.limits.max_cmd_size)?;
-        let (i, data) = self.payload(i)?;
-        if data.len() as u64 > total_len {
+        let (i, len) = self.payload(i)?;
+        if len as u64 > total_len {
             return invalid(DecodeError::CmdOverTotal {
-                len: data.len() as u64,
+                len: len as u64,
                 total: total_len,
             });
         }
@@ -473,7 +486,7 @@ impl Body<'_> {
                 id,
                 peer,
                 total_len,
-                data,
+                data: Bytes::new(),
             }),
         ))
     }
@@ -481,9 +494,10 @@ impl Body<'_> {
     fn cmd_cont<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
         let (i, id) = varint(i)?;
         let (i, offset) = varint(i)?;
-        let (i, data) = self.payload(i)?;
-        let end = offset.saturating_add(data.len() as u64);
+        let (i, len) = self.payload(i)?;
+        let end = offset.saturating_add(len as u64);
         Self::at_most(end, Limit::CmdSize, self.limits.max_cmd_size)?;
+        let data = Bytes::new();
         Ok((i, Frame::CmdCont(CmdCont { id, offset, data })))
     }
 
@@ -532,9 +546,10 @@ impl Body<'_> {
     fn data<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
         let (i, id) = varint(i)?;
         let (i, offset) = varint(i)?;
-        let (i, payload) = self.payload(i)?;
-        let end = offset.saturating_add(payload.len() as u64);
+        let (i, len) = self.payload(i)?;
+        let end = offset.saturating_add(len as u64);
         Self::at_most(end, Limit::TransferSize, self.limits.max_transfer_size())?;
+        let payload = Bytes::new();
         Ok((
             i,
             Frame::Data(Data {

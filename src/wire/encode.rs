@@ -29,6 +29,9 @@ pub enum EncodeError {
     },
 }
 
+/// Payloads are copied in pieces of this size. See docs/PERFORMANCE.md, "The copy trap".
+const PAYLOAD_COPY_CHUNK: usize = 2048;
+
 /// One field of a frame body, as the wire lays it out.
 enum Field<'a> {
     /// A varint.
@@ -54,7 +57,12 @@ impl Field<'_> {
     fn write<B: BufMut>(&self, dst: &mut B) {
         match *self {
             Field::Varint(v) => put_varint(dst, v),
-            Field::Fixed(b) | Field::Payload(b) => dst.put_slice(b),
+            Field::Fixed(b) => dst.put_slice(b),
+            Field::Payload(b) => {
+                for piece in b.chunks(PAYLOAD_COPY_CHUNK) {
+                    dst.put_slice(piece);
+                }
+            }
             Field::Prefixed(b) => {
                 put_varint(dst, b.len() as u64);
                 dst.put_slice(b);

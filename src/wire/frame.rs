@@ -351,6 +351,15 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// The trailing payload of `CMD`, `CMD_CONT` and `DATA`.
+    pub(crate) fn payload_mut(&mut self) -> Option<&mut Bytes> {
+        match self {
+            Frame::Cmd(Cmd { data, .. }) | Frame::CmdCont(CmdCont { data, .. }) => Some(data),
+            Frame::Data(Data { payload, .. }) => Some(payload),
+            _ => None,
+        }
+    }
+
     /// The frame's type.
     pub const fn frame_type(&self) -> FrameType {
         match self {
