@@ -274,6 +274,7 @@ fn need_more<T>(e: Err<FieldError>) -> Result<Option<T>, DecodeError> {
 }
 
 /// Parses one complete body of type `frame_type`.
+#[inline]
 pub(crate) fn parse_body(
     frame_type: FrameType,
     mut body: Bytes,
@@ -342,7 +343,15 @@ struct Body<'b> {
 impl Body<'_> {
     /// A length-prefixed byte field; the length is checked against `max` before the bytes
     /// are taken.
+    #[inline]
     fn prefixed<'a>(&self, i: &'a [u8], limit: Limit, max: u64) -> Parsed<'a, Bytes> {
+        let (i, field) = self.prefixed_slice(i, limit, max)?;
+        Ok((i, self.bytes.slice_ref(field)))
+    }
+
+    /// [`Body::prefixed`] as a slice of the input.
+    #[inline]
+    fn prefixed_slice<'a>(&self, i: &'a [u8], limit: Limit, max: u64) -> Parsed<'a, &'a [u8]> {
         let (i, len) = varint(i)?;
         if len > max {
             return invalid(DecodeError::LimitExceeded {
@@ -351,21 +360,23 @@ impl Body<'_> {
                 max,
             });
         }
-        let (i, field) = take(len)(i)?;
-        Ok((i, self.bytes.slice_ref(field)))
+        take(len)(i)
     }
 
     /// The rest of the body, the payload of `CMD`, `CMD_CONT` and `DATA`: its length now;
     /// [`parse_body`] then hands the body itself over as the payload, which saves a
     /// reference-count update per frame over slicing it here.
+    #[inline]
     fn payload<'a>(&self, i: &'a [u8]) -> Parsed<'a, usize> {
         self.payload_at.set(self.bytes.len() - i.len());
         Ok((&i[i.len()..], i.len()))
     }
 
+    #[inline]
     fn user_id<'a>(&self, i: &'a [u8]) -> Parsed<'a, UserId> {
-        let (i, bytes) = self.prefixed(i, Limit::UserIdLen, self.limits.max_user_id_len)?;
-        match UserId::from_bytes(bytes) {
+        let max = self.limits.max_user_id_len;
+        let (i, id) = self.prefixed_slice(i, Limit::UserIdLen, max)?;
+        match UserId::from_slice(id, |id| self.bytes.slice_ref(id)) {
             Ok(id) => Ok((i, id)),
             Err(error) => invalid(DecodeError::InvalidUserId {
                 frame: self.frame_type,
@@ -374,6 +385,7 @@ impl Body<'_> {
         }
     }
 
+    #[inline]
     fn text<'a>(
         &self,
         i: &'a [u8],
@@ -388,6 +400,7 @@ impl Body<'_> {
         }
     }
 
+    #[inline]
     fn code<'a>(&self, i: &'a [u8]) -> Parsed<'a, ErrorCode> {
         let (i, n) = varint(i)?;
         match u32::try_from(n) {
@@ -451,12 +464,14 @@ impl Body<'_> {
         Ok((i, Frame::Hello(hello)))
     }
 
+    #[inline]
     fn login<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
         let (i, user) = self.user_id(i)?;
         let (i, token) = self.prefixed(i, Limit::TokenLen, self.limits.max_token_len)?;
         Ok((i, Frame::Login(Login { user, token })))
     }
 
+    #[inline]
     fn close<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
         let (i, code) = self.code(i)?;
         let (i, reason) = self.text(
@@ -468,6 +483,7 @@ impl Body<'_> {
         Ok((i, Frame::Close(Close { code, reason })))
     }
 
+    #[inline]
     fn cmd<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
         let (i, id) = varint(i)?;
         let (i, peer) = self.user_id(i)?;
@@ -491,6 +507,7 @@ impl Body<'_> {
         ))
     }
 
+    #[inline]
     fn cmd_cont<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
         let (i, id) = varint(i)?;
         let (i, offset) = varint(i)?;
@@ -501,6 +518,7 @@ impl Body<'_> {
         Ok((i, Frame::CmdCont(CmdCont { id, offset, data })))
     }
 
+    #[inline]
     fn open<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
         let (i, id) = varint(i)?;
         let (i, kind) = varint(i)?;
@@ -543,6 +561,7 @@ impl Body<'_> {
         ))
     }
 
+    #[inline]
     fn data<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
         let (i, id) = varint(i)?;
         let (i, offset) = varint(i)?;
@@ -560,6 +579,7 @@ impl Body<'_> {
         ))
     }
 
+    #[inline]
     fn end<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
         let (i, id) = varint(i)?;
         let (i, size) = varint(i)?;
@@ -587,12 +607,14 @@ impl Body<'_> {
         ))
     }
 
+    #[inline]
     fn credit<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
         let (i, id) = varint(i)?;
         let (i, max_offset) = varint(i)?;
         Ok((i, Frame::Credit(Credit { id, max_offset })))
     }
 
+    #[inline]
     fn id_code<'a>(&self, i: &'a [u8]) -> Parsed<'a, (MessageId, ErrorCode)> {
         let (i, id) = varint(i)?;
         let (i, code) = self.code(i)?;

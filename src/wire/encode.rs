@@ -54,6 +54,7 @@ impl Field<'_> {
         }
     }
 
+    #[inline]
     fn write<B: BufMut>(&self, dst: &mut B) {
         match *self {
             Field::Varint(v) => put_varint(dst, v),
@@ -85,6 +86,7 @@ struct Measure {
 impl Frame {
     /// Calls `f` with each body field in wire order: the single description of every
     /// frame's layout.
+    #[inline]
     fn fields(&self, f: &mut impl FnMut(Field<'_>)) {
         use Field::*;
         match self {
@@ -163,6 +165,7 @@ impl Frame {
         }
     }
 
+    #[inline]
     fn measure(&self) -> Result<Measure, EncodeError> {
         let (mut body, mut payload, mut too_large) = (0usize, 0usize, None);
         self.fields(&mut |field| match field.len() {
@@ -245,6 +248,7 @@ impl Frame {
         self.write(dst, m, false)
     }
 
+    #[inline]
     fn write<B: BufMut>(
         &self,
         dst: &mut B,

@@ -96,7 +96,9 @@ pub enum UserIdError {
 /// A user id: non-empty UTF-8 without control characters.
 ///
 /// Its length limit is configuration ([`Limits::max_user_id_len`](super::Limits)), checked
-/// where the id enters: by the decoder and by the endpoints' send calls.
+/// where the id enters: by the decoder and by the endpoints' send calls. Ids of up to
+/// [`UserId::INLINE_LEN`] bytes, the usual case, are held inline: making, cloning and
+/// dropping one touches no allocation and no reference count.
 ///
 /// ```
 /// use peermsg::wire::{UserId, UserIdError};
@@ -106,39 +108,99 @@ pub enum UserIdError {
 /// assert_eq!(UserId::new(""), Err(UserIdError::Empty));
 /// assert_eq!(UserId::new("a\nb"), Err(UserIdError::ControlCharacter));
 /// ```
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct UserId(Text);
+#[derive(Clone)]
+pub struct UserId(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline {
+        len: u8,
+        bytes: [u8; UserId::INLINE_LEN],
+    },
+    Shared(Bytes),
+}
 
 impl UserId {
+    /// The longest id held inline.
+    pub const INLINE_LEN: usize = 23;
+
     /// Checks and copies `id`.
     pub fn new(id: &str) -> Result<Self, UserIdError> {
-        Self::from_bytes(Bytes::copy_from_slice(id.as_bytes()))
+        Self::from_slice(id.as_bytes(), |b| Bytes::copy_from_slice(b))
     }
 
-    /// Checks `bytes`, keeping the buffer (no copy).
+    /// Checks `bytes`; a long id keeps the buffer (no copy).
     pub fn from_bytes(bytes: Bytes) -> Result<Self, UserIdError> {
-        check_user_id(&bytes)?;
-        Ok(UserId(Text(bytes)))
+        Self::from_slice(&bytes, |_| bytes.clone())
+    }
+
+    /// Checks `id`; a short one is copied inline, a long one is held as `shared(id)`.
+    pub(crate) fn from_slice(
+        id: &[u8],
+        shared: impl FnOnce(&[u8]) -> Bytes,
+    ) -> Result<Self, UserIdError> {
+        check_user_id(id)?;
+        Ok(UserId(match id.len() {
+            len @ ..=Self::INLINE_LEN => {
+                let mut bytes = [0; Self::INLINE_LEN];
+                bytes[..len].copy_from_slice(id);
+                Repr::Inline {
+                    len: len as u8,
+                    bytes,
+                }
+            }
+            _ => Repr::Shared(shared(id)),
+        }))
     }
 
     /// The id.
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        // Checked at construction; checked again because the core has no unsafe code.
+        core::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 
     /// The UTF-8 bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
+        match &self.0 {
+            Repr::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Repr::Shared(bytes) => bytes,
+        }
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_bytes().len()
     }
 
     /// Always `false`: a user id is never empty. Present for API symmetry with `len`.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_bytes().is_empty()
+    }
+}
+
+impl PartialEq for UserId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for UserId {}
+
+impl PartialOrd for UserId {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for UserId {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl core::hash::Hash for UserId {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
     }
 }
 
@@ -199,6 +261,24 @@ mod tests {
             UserId::from_bytes(Bytes::from_static(b"\xff\xfe")),
             Err(UserIdError::InvalidUtf8)
         );
+    }
+
+    #[test]
+    fn short_and_long_ids_behave_the_same() {
+        let short = "s".repeat(UserId::INLINE_LEN);
+        let long = "l".repeat(UserId::INLINE_LEN + 1);
+        for id in [short.as_str(), long.as_str()] {
+            let a = UserId::new(id).unwrap();
+            let b = UserId::from_bytes(Bytes::copy_from_slice(id.as_bytes())).unwrap();
+            assert_eq!(a, b);
+            assert_eq!(a.as_str(), id);
+            assert_eq!(a.len(), id.len());
+        }
+        assert!(matches!(
+            UserId::new(&short).unwrap().0,
+            Repr::Inline { .. }
+        ));
+        assert!(matches!(UserId::new(&long).unwrap().0, Repr::Shared(_)));
     }
 
     #[test]
