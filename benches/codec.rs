@@ -58,7 +58,7 @@ fn bench_pair(
     let total: usize = payloads.iter().map(Bytes::len).sum();
 
     let mut buf = BytesMut::new();
-    let mut decoder = Decoder::new(Limits::default());
+    let mut decoder = Decoder::new(Limits::default()).unwrap();
     group.bench_function("peermsg", |b| {
         b.iter(|| {
             assert_eq!(

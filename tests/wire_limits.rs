@@ -7,7 +7,7 @@ use peermsg::ErrorCode;
 fn decode_with(limits: Limits, frame: &Frame) -> Result<Option<Frame>, DecodeError> {
     let mut buf = BytesMut::new();
     frame.encode(&mut buf).expect("encodes");
-    Decoder::new(limits).decode(&mut buf)
+    Decoder::new(limits).unwrap().decode(&mut buf)
 }
 
 fn decode(frame: &Frame) -> Result<Option<Frame>, DecodeError> {

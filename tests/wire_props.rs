@@ -23,7 +23,7 @@ fn encode_all(frames: &[Frame]) -> Bytes {
 
 /// Feeds `stream` to one decoder in pieces cut at `cuts`, collecting what comes out.
 fn decode_in_pieces(stream: &[u8], cuts: &[usize]) -> (Vec<Frame>, Option<DecodeError>, usize) {
-    let mut decoder = Decoder::new(Limits::default());
+    let mut decoder = Decoder::new(Limits::default()).unwrap();
     let mut input = BytesMut::new();
     let mut frames = Vec::new();
     let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
@@ -58,7 +58,7 @@ proptest! {
         let n = f.encode_header(&mut header).unwrap();
         prop_assert_eq!(&header[..], &buf[..n]);
 
-        let decoded = Decoder::new(Limits::default()).decode(&mut buf);
+        let decoded = Decoder::new(Limits::default()).unwrap().decode(&mut buf);
         prop_assert_eq!(decoded, Ok(Some(f)));
         prop_assert!(buf.is_empty());
     }
@@ -105,7 +105,7 @@ proptest! {
         let mut input = BytesMut::from(&[ty, bytes.len() as u8 & 0x3f][..]);
         input.extend_from_slice(&bytes);
         let original = input.clone().freeze();
-        if let Ok(Some(f)) = Decoder::new(Limits::default()).decode(&mut input) {
+        if let Ok(Some(f)) = Decoder::new(Limits::default()).unwrap().decode(&mut input) {
             let consumed = original.len() - input.len();
             let mut again = BytesMut::new();
             f.encode(&mut again).unwrap();

@@ -15,7 +15,7 @@ struct Input {
 }
 
 fn run(bytes: &[u8], pieces: &[u16]) -> (Vec<Frame>, Option<DecodeError>) {
-    let mut decoder = Decoder::new(Limits::default());
+    let mut decoder = Decoder::new(Limits::default()).unwrap();
     let mut input = BytesMut::new();
     let mut frames = Vec::new();
     let mut rest = bytes;

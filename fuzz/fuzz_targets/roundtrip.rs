@@ -12,7 +12,7 @@ fuzz_target!(|frames: Vec<Frame>| {
         let n = frame.encode(&mut stream).expect("arbitrary frames encode");
         assert_eq!(Ok(n), frame.encoded_len());
     }
-    let mut decoder = Decoder::new(Limits::default());
+    let mut decoder = Decoder::new(Limits::default()).unwrap();
     for frame in &frames {
         assert_eq!(decoder.decode(&mut stream).as_ref(), Ok(&Some(frame.clone())));
     }

@@ -12,7 +12,7 @@ use nom::error::{ErrorKind, ParseError};
 use nom::{Err, IResult};
 
 use super::frame::*;
-use super::limits::{Limits, MAX_FRAME_SIZE, MIN_FRAME_SIZE};
+use super::limits::{Limits, LimitsError, MAX_FRAME_SIZE, MIN_FRAME_SIZE};
 use super::text::{Text, UserId, UserIdError};
 use super::varint::varint;
 use crate::ErrorCode;
@@ -196,7 +196,7 @@ fn invalid<T>(e: DecodeError) -> Result<T, Err<FieldError>> {
 /// let bytes = wire.split().freeze();
 ///
 /// // The bytes arrive one at a time: "need more" until the frame is whole.
-/// let mut decoder = Decoder::new(Limits::default());
+/// let mut decoder = Decoder::new(Limits::default()).unwrap();
 /// let mut input = BytesMut::new();
 /// let mut frames = Vec::new();
 /// for b in bytes.iter() {
@@ -214,9 +214,10 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// A decoder that enforces `limits`.
-    pub fn new(limits: Limits) -> Self {
-        Decoder { limits }
+    /// A decoder that enforces `limits`, once [`Limits::validate`] accepts them.
+    pub fn new(limits: Limits) -> Result<Self, LimitsError> {
+        limits.validate()?;
+        Ok(Decoder { limits })
     }
 
     /// The limits it enforces.
@@ -251,7 +252,8 @@ impl Decoder {
             });
         }
         let header = src.len() - rest.len();
-        // `len` is at most max_frame_size, itself at most 16 MiB: the cast cannot truncate.
+        // `len` is at most max_frame_size, which `new` checked is at most 16 MiB: the cast
+        // cannot truncate nor the sum overflow.
         let total = header + len as usize;
         if src.len() < total {
             src.reserve(total - src.len());
@@ -638,7 +640,7 @@ mod tests {
     }
 
     fn decode(mut b: BytesMut) -> Result<Option<Frame>, DecodeError> {
-        Decoder::new(Limits::default()).decode(&mut b)
+        Decoder::new(Limits::default()).unwrap().decode(&mut b)
     }
 
     #[test]
@@ -676,7 +678,7 @@ mod tests {
     #[test]
     fn need_more_consumes_nothing() {
         let whole = raw(FrameType::Ping.as_u64(), &[0x41, 0x00]);
-        let mut decoder = Decoder::new(Limits::default());
+        let mut decoder = Decoder::new(Limits::default()).unwrap();
         for cut in 0..whole.len() {
             let mut part = BytesMut::from(&whole[..cut]);
             assert_eq!(decoder.decode(&mut part), Ok(None), "cut at {cut}");
@@ -850,11 +852,24 @@ mod tests {
     fn payload_is_a_slice_of_the_input_not_a_copy() {
         let mut b = raw(0x13, &[0x07, 0x00, 1, 2, 3, 4, 5, 6, 7, 8]);
         let range = b.as_ptr_range();
-        let Ok(Some(Frame::Data(d))) = Decoder::new(Limits::default()).decode(&mut b) else {
+        let Ok(Some(Frame::Data(d))) = Decoder::new(Limits::default()).unwrap().decode(&mut b)
+        else {
             panic!("DATA expected");
         };
         assert_eq!(&d.payload[..], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert!(range.contains(&d.payload.as_ptr()));
+    }
+
+    #[test]
+    fn limits_are_checked_before_a_decoder_exists() {
+        let huge = Limits {
+            max_frame_size: u64::MAX,
+            ..Limits::default()
+        };
+        assert_eq!(
+            Decoder::new(huge).err(),
+            Some(LimitsError::FrameSize(u64::MAX))
+        );
     }
 
     #[test]

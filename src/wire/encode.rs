@@ -220,7 +220,7 @@ impl Frame {
     ///
     /// let mut buf = BytesMut::new();
     /// Frame::Ping(Ping { nonce: 7 }).encode(&mut buf).unwrap();
-    /// let frame = Decoder::new(Limits::default()).decode(&mut buf).unwrap();
+    /// let frame = Decoder::new(Limits::default()).unwrap().decode(&mut buf).unwrap();
     /// assert_eq!(frame, Some(Frame::Ping(Ping { nonce: 7 })));
     /// ```
     pub fn encode<B: BufMut>(&self, dst: &mut B) -> Result<usize, EncodeError> {

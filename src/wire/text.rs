@@ -126,7 +126,7 @@ impl UserId {
 
     /// Checks and copies `id`.
     pub fn new(id: &str) -> Result<Self, UserIdError> {
-        Self::from_slice(id.as_bytes(), |b| Bytes::copy_from_slice(b))
+        Self::from_slice(id.as_bytes(), Bytes::copy_from_slice)
     }
 
     /// Checks `bytes`; a long id keeps the buffer (no copy).
