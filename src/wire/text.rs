@@ -143,7 +143,9 @@ impl UserId {
         Ok(UserId(match id.len() {
             len @ ..=Self::INLINE_LEN => {
                 let mut bytes = [0; Self::INLINE_LEN];
-                bytes[..len].copy_from_slice(id);
+                for (to, from) in bytes.iter_mut().zip(id) {
+                    *to = *from;
+                }
                 Repr::Inline {
                     len: len as u8,
                     bytes,
