@@ -511,13 +511,26 @@ impl Body<'_> {
 
     #[inline]
     fn cmd_cont<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
+        let max = self.limits.max_cmd_size;
+        let (i, (id, offset)) = self.placed_payload(i, Limit::CmdSize, max)?;
+        let data = Bytes::new();
+        Ok((i, Frame::CmdCont(CmdCont { id, offset, data })))
+    }
+
+    /// The fields of `CMD_CONT` and `DATA`: id, offset, then a payload that must end at or
+    /// before `max`.
+    #[inline]
+    fn placed_payload<'a>(
+        &self,
+        i: &'a [u8],
+        limit: Limit,
+        max: u64,
+    ) -> Parsed<'a, (MessageId, u64)> {
         let (i, id) = varint(i)?;
         let (i, offset) = varint(i)?;
         let (i, len) = self.payload(i)?;
-        let end = offset.saturating_add(len as u64);
-        Self::at_most(end, Limit::CmdSize, self.limits.max_cmd_size)?;
-        let data = Bytes::new();
-        Ok((i, Frame::CmdCont(CmdCont { id, offset, data })))
+        Self::at_most(offset.saturating_add(len as u64), limit, max)?;
+        Ok((i, (id, offset)))
     }
 
     #[inline]
@@ -565,11 +578,8 @@ impl Body<'_> {
 
     #[inline]
     fn data<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
-        let (i, id) = varint(i)?;
-        let (i, offset) = varint(i)?;
-        let (i, len) = self.payload(i)?;
-        let end = offset.saturating_add(len as u64);
-        Self::at_most(end, Limit::TransferSize, self.limits.max_transfer_size())?;
+        let max = self.limits.max_transfer_size();
+        let (i, (id, offset)) = self.placed_payload(i, Limit::TransferSize, max)?;
         let payload = Bytes::new();
         Ok((
             i,
