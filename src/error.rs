@@ -164,6 +164,116 @@ impl fmt::Debug for ErrorCode {
     }
 }
 
+/// Why a send was refused before anything was queued. [`SendError::code`] gives the
+/// SDK-style code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Login has not succeeded (yet).
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// The target is not a valid user id.
+    #[error("invalid target: {0}")]
+    InvalidTarget(crate::wire::UserIdError),
+    /// The target is longer than the peer accepts.
+    #[error("target user id of {len} bytes is over the limit of {max}")]
+    TargetTooLong {
+        /// Its length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// On a direct link, the target is not the peer.
+    #[error("the target is not the peer of this direct link")]
+    NotThePeer,
+    /// The command is over the size cap.
+    #[error("command of {size} bytes is over the cap of {max}")]
+    CmdTooLarge {
+        /// Its size.
+        size: u64,
+        /// The cap.
+        max: u64,
+    },
+    /// The buffer is over the size cap.
+    #[error("buffer of {size} bytes is over the cap of {max}")]
+    BufferTooLarge {
+        /// Its size.
+        size: u64,
+        /// The cap.
+        max: u64,
+    },
+    /// The file is over the size cap.
+    #[error("file of {size} bytes is over the cap of {max}")]
+    FileTooLarge {
+        /// Its size.
+        size: u64,
+        /// The cap.
+        max: u64,
+    },
+    /// The file name is longer than the peer accepts.
+    #[error("file name of {len} bytes is over the limit of {max}")]
+    FileNameTooLong {
+        /// Its length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Too many sends are already waiting.
+    #[error("too many sends waiting")]
+    QueueFull,
+    /// The connection is closed.
+    #[error("the connection is closed")]
+    Closed,
+}
+
+impl SendError {
+    /// The code a result event would carry.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SendError::NotLoggedIn => ErrorCode::NOT_LOGIN,
+            SendError::InvalidTarget(_) => ErrorCode::PARAM_ERR,
+            SendError::TargetTooLong { .. } | SendError::NotThePeer => {
+                ErrorCode::SENDDATA_TARGETINVALID
+            }
+            SendError::CmdTooLarge { .. } => ErrorCode::SENDCMD_LARGE,
+            SendError::BufferTooLarge { .. } => ErrorCode::SENDBUFFER_LARGE,
+            SendError::FileTooLarge { .. } => ErrorCode::FILE_SIZE_ERR,
+            SendError::FileNameTooLong { .. } => ErrorCode::PARAM_ERR,
+            SendError::QueueFull => ErrorCode::LIMIT_EXCEEDED,
+            SendError::Closed => ErrorCode::CONNECTIONLOST,
+        }
+    }
+}
+
+/// Why an action on a send or an incoming message was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// No such send or incoming message is in progress.
+    #[error("unknown or finished id")]
+    UnknownId,
+    /// File bytes that were not asked for: another offset, or another length.
+    #[error("file data at offset {offset}, length {len}: expected offset {expected_offset}, length {expected_len}")]
+    UnexpectedFileData {
+        /// Offset given.
+        offset: u64,
+        /// Length given.
+        len: u64,
+        /// Offset asked for.
+        expected_offset: u64,
+        /// Length asked for.
+        expected_len: u64,
+    },
+}
+
+impl ActionError {
+    /// The code for it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ActionError::UnknownId => ErrorCode::TRANSID_INVALID,
+            ActionError::UnexpectedFileData { .. } => ErrorCode::PARAM_ERR,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

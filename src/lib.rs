@@ -85,11 +85,13 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod client;
+mod digest;
 mod error;
 mod time;
 pub mod wire;
 
-pub use error::ErrorCode;
+pub use error::{ActionError, ErrorCode, SendError};
 
 /// The README's code, compiled and run as a doctest so it stays true.
 #[cfg(doctest)]

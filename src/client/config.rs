@@ -1,0 +1,104 @@
+//! The client's configuration, with its defaults in one place.
+
+use core::time::Duration;
+
+use crate::wire::{Limits, LimitsError};
+
+/// Everything a [`Client`](super::Client) can be tuned by. `Config::default()` suits a fast
+/// link; each field documents its default.
+///
+/// ```
+/// use core::time::Duration;
+/// use peermsg::client::Config;
+///
+/// let config = Config { send_timeout: Some(Duration::from_secs(30)), ..Config::default() };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// What this endpoint accepts from its peer (frame size, user id and name lengths,
+    /// command 64 KiB, buffer 100 MiB, file size). Default: [`Limits::default`].
+    pub limits: Limits,
+    /// Commands the peer may have sent to us without a `RESULT`. Default 64.
+    pub max_cmds_in_flight: u64,
+    /// Transfers the peer may have open toward us at once. Default 16.
+    pub max_transfers: u64,
+    /// Bytes of one transfer the peer may send beyond what we have consumed. Default 1 MiB.
+    pub transfer_window: u64,
+    /// Bytes of all transfers the peer may send beyond what we have consumed. Default 4 MiB.
+    pub conn_window: u64,
+    /// Sends of ours waiting for a free slot (commands beyond the peer's in-flight cap,
+    /// transfers beyond its concurrency cap). A send over this is refused with
+    /// `LIMIT_EXCEEDED`. Default 1024.
+    pub max_queued_sends: usize,
+    /// Largest piece of a file asked of the application at once. Default 256 KiB.
+    pub file_read_size: u64,
+    /// Progress events come every this many bytes (and always at the end). Default 64 KiB.
+    pub progress_step: u64,
+    /// Send a `PING` after this long without hearing from the peer. Default 15 s.
+    pub keepalive_interval: Duration,
+    /// Give the connection up after this long without hearing from the peer. Default 45 s.
+    pub idle_timeout: Duration,
+    /// End a send that has no result after this long with `SOCKETTIMEOUT`. Default: none.
+    pub send_timeout: Option<Duration>,
+    /// Most bytes one [`Client::poll_transmit`](super::Client::poll_transmit) call
+    /// appends (it always appends at least one whole frame if any is ready). Default 256 KiB.
+    pub transmit_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            max_cmds_in_flight: 64,
+            max_transfers: 16,
+            transfer_window: 1 << 20,
+            conn_window: 4 << 20,
+            max_queued_sends: 1024,
+            file_read_size: 256 * 1024,
+            progress_step: 64 * 1024,
+            keepalive_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            send_timeout: None,
+            transmit_batch: 256 * 1024,
+        }
+    }
+}
+
+/// Why a [`Config`] cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The limits are not usable.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
+    /// A count, window or size that must be positive is zero.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// The idle timeout is not longer than the keepalive interval, so a live but quiet
+    /// peer would be dropped before it is pinged.
+    #[error("idle_timeout must be longer than keepalive_interval")]
+    Timers,
+}
+
+impl Config {
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.validate()?;
+        let positive = [
+            ("max_cmds_in_flight", self.max_cmds_in_flight),
+            ("max_transfers", self.max_transfers),
+            ("transfer_window", self.transfer_window),
+            ("conn_window", self.conn_window),
+            ("file_read_size", self.file_read_size),
+            ("progress_step", self.progress_step),
+            ("transmit_batch", self.transmit_batch as u64),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Zero(name));
+        }
+        if self.idle_timeout <= self.keepalive_interval {
+            return Err(ConfigError::Timers);
+        }
+        Ok(())
+    }
+}

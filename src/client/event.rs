@@ -1,0 +1,182 @@
+//! What a client reports: events as plain data.
+
+use bytes::Bytes;
+use core::fmt;
+
+use crate::wire::{Text, UserId};
+use crate::ErrorCode;
+
+/// A send of ours, as [`Client::send_cmd`](super::Client::send_cmd) and its siblings
+/// return it. Local: never on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SendId(pub u64);
+
+/// A message coming to us, as the events about it name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReceiveId(pub u64);
+
+impl fmt::Display for SendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "send-{}", self.0)
+    }
+}
+
+impl fmt::Display for ReceiveId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "recv-{}", self.0)
+    }
+}
+
+/// What a send carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SendKind {
+    /// A command (`sendCmd`).
+    Cmd,
+    /// An in-memory buffer (`sendBuffer`).
+    Buffer,
+    /// A file (`sendFile`).
+    File,
+}
+
+/// Something the application should know or act on. Drained with
+/// [`Client::poll_event`](super::Client::poll_event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The answer to [`Client::login`](super::Client::login): `NOERR` or why not.
+    LoginResult {
+        /// The outcome.
+        code: ErrorCode,
+    },
+    /// On a direct link: the peer logged in as `user`.
+    PeerLogin {
+        /// The peer's user id.
+        user: UserId,
+    },
+    /// The one result of a send (the SDK's `sendCmdRlst`, `sendBufferRlst`,
+    /// `sendFileRlst`). `NOERR` only once the receiver confirmed delivery; for buffers and
+    /// files, after it verified size and digest. Nothing about the send follows it.
+    SendResult {
+        /// The send.
+        id: SendId,
+        /// What it carried.
+        kind: SendKind,
+        /// `NOERR`, or what ended it.
+        code: ErrorCode,
+        /// The cookie given with the send.
+        cookie: u64,
+    },
+    /// Bytes of a buffer or file the receiver has taken (the SDK's `sendProgress`):
+    /// monotonic, at most `total`, every `progress_step` bytes and always at the end.
+    Progress {
+        /// The send.
+        id: SendId,
+        /// Bytes the receiver acknowledged.
+        sent: u64,
+        /// The send's size.
+        total: u64,
+        /// The cookie given with the send.
+        cookie: u64,
+    },
+    /// The answer to [`Client::cancel_send`](super::Client::cancel_send) (the SDK's
+    /// `cancelSendRlst`): `NOERR`, or `TRANSID_INVALID` for a command or an unknown or
+    /// finished send.
+    CancelResult {
+        /// The send named in the cancel.
+        id: SendId,
+        /// The outcome.
+        code: ErrorCode,
+        /// The cookie given with the cancel.
+        cookie: u64,
+    },
+    /// Bytes of a file being sent are needed: answer with
+    /// [`Client::supply_file_data`](super::Client::supply_file_data) (exactly `len` bytes
+    /// from `offset`) or [`Client::file_read_failed`](super::Client::file_read_failed).
+    FileRead {
+        /// The send.
+        id: SendId,
+        /// Where to read.
+        offset: u64,
+        /// How much.
+        len: u64,
+    },
+    /// A command arrived (the SDK's `notifyCmdData`).
+    CmdReceived {
+        /// The sender, as stamped by the relay (or the peer of a direct link).
+        from: UserId,
+        /// The command.
+        data: Bytes,
+    },
+    /// A buffer or file is on its way. It can be refused with
+    /// [`Client::reject`](super::Client::reject); a file's bytes follow as
+    /// [`Event::FileData`].
+    Offer {
+        /// The incoming message.
+        id: ReceiveId,
+        /// The sender.
+        from: UserId,
+        /// `SendKind::Buffer` or `SendKind::File`.
+        kind: SendKind,
+        /// The original file name (empty for a buffer). Untrusted: sanitise before use.
+        name: Text,
+        /// The declared size.
+        size: u64,
+    },
+    /// A buffer arrived whole, size and digest verified (the SDK's `notifyBufferData`).
+    BufferReceived {
+        /// The incoming message.
+        id: ReceiveId,
+        /// The sender.
+        from: UserId,
+        /// The buffer.
+        data: Bytes,
+    },
+    /// Bytes of an incoming file, in order, for the application's sink.
+    FileData {
+        /// The incoming message.
+        id: ReceiveId,
+        /// Where `data` goes in the file.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// An incoming file is complete, size and digest verified (with the sink's temporary
+    /// file, the SDK's `notifyFileData`).
+    FileReceived {
+        /// The incoming message.
+        id: ReceiveId,
+        /// The sender.
+        from: UserId,
+        /// Its size.
+        size: u64,
+    },
+    /// Bytes of an incoming buffer or file received so far, every `progress_step` bytes
+    /// and at the end.
+    ReceiveProgress {
+        /// The incoming message.
+        id: ReceiveId,
+        /// Bytes received.
+        received: u64,
+        /// The declared size.
+        total: u64,
+    },
+    /// An incoming buffer or file ended without completing (the SDK's
+    /// `notifyCancelSend`): the sender cancelled (`CANCELLED`), its file source failed,
+    /// the connection was lost, or the data failed verification. Discard what was
+    /// received of it.
+    ReceiveFailed {
+        /// The incoming message.
+        id: ReceiveId,
+        /// The sender.
+        from: UserId,
+        /// Why.
+        code: ErrorCode,
+    },
+    /// The connection is over: nothing more will come in or go out after the bytes already
+    /// handed to `poll_transmit`.
+    Closed {
+        /// `NOERR` for a normal close; otherwise why.
+        code: ErrorCode,
+        /// Detail, from the peer's `CLOSE` or of our own making.
+        reason: Text,
+    },
+}

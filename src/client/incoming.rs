@@ -1,0 +1,53 @@
+//! Messages coming to us: their state while they arrive.
+//!
+//! | state | entered by | leaves by |
+//! | --- | --- | --- |
+//! | Arriving | `CMD` or `OPEN` | all bytes (command), `END` verified (transfer), `CANCEL`, our reject, connection loss |
+//! | Delivered | the last byte or a verified `END` | the application polls the event; then `RESULT(NOERR)` goes out |
+//!
+//! A command's or buffer's `RESULT` waits until the application has taken the event, so a
+//! peer's in-flight caps also bound how much undelivered data we hold.
+
+use bytes::BytesMut;
+
+use crate::digest::RunningDigest;
+use crate::wire::UserId;
+
+use super::event::SendKind;
+
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub kind: SendKind,
+    pub from: UserId,
+    pub size: u64,
+    /// Bytes received so far.
+    pub received: u64,
+    /// Bytes the application has taken (a buffer's are taken as they arrive).
+    pub consumed: u64,
+    /// The credit we last granted: the peer may send below this offset.
+    pub granted: u64,
+    /// Bytes reported in the last receive progress event.
+    pub reported: u64,
+    /// A command's or buffer's bytes so far.
+    pub data: BytesMut,
+    pub digest: Option<RunningDigest>,
+    /// Complete and announced; waiting for the application to take the event.
+    pub delivered: bool,
+}
+
+impl Incoming {
+    pub(crate) fn new(kind: SendKind, from: UserId, size: u64, window: u64) -> Self {
+        Incoming {
+            kind,
+            from,
+            size,
+            received: 0,
+            consumed: 0,
+            granted: window,
+            reported: 0,
+            data: BytesMut::new(),
+            digest: (kind != SendKind::Cmd).then(RunningDigest::new),
+            delivered: false,
+        }
+    }
+}

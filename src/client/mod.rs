@@ -1,0 +1,1282 @@
+//! The user endpoint: sends, receives, results, progress, cancel, flow control and timers,
+//! as a sans-IO state machine.
+//!
+//! The drive contract is the crate's (see the crate documentation): feed bytes with
+//! [`Client::handle_input`], time with [`Client::handle_timeout`], call user commands, and
+//! after any of them drain [`Client::poll_transmit`], [`Client::poll_event`] and
+//! [`Client::poll_timeout`].
+//!
+//! Where things live: the send lifecycle in `outgoing.rs`, the receive lifecycle in
+//! `incoming.rs`, every frame's handling in [`Client::handle_frame`], the output order in
+//! [`Client::next_frame`], and what bounds memory in [`Config`].
+
+mod config;
+mod event;
+mod incoming;
+mod outgoing;
+
+pub use config::{Config, ConfigError};
+pub use event::{Event, ReceiveId, SendId, SendKind};
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::format;
+use bytes::{Bytes, BytesMut};
+use core::time::Duration;
+
+use crate::error::{ActionError, SendError};
+use crate::wire::{
+    self, Capabilities, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Decoder, End, Frame, Hello,
+    Login, LoginResult, MessageId, Open, Ping, Role, SendResult, Text, TransferKind, UserId,
+    VERSION,
+};
+use crate::{ErrorCode, Instant};
+
+use incoming::Incoming;
+use outgoing::{Outgoing, Phase, Source};
+
+/// Bytes of a `DATA` or `CMD_CONT` body taken by its id and offset, at most.
+const PLACED_OVERHEAD: u64 = 16;
+
+/// What the peer announced in its `HELLO`.
+#[derive(Clone, Debug)]
+struct Peer {
+    hello: Hello,
+    /// Its user id once it logged in (direct links only).
+    user: Option<UserId>,
+}
+
+/// Our login, as far as it has gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LoginState {
+    None,
+    Pending(UserId),
+    Accepted(UserId),
+}
+
+/// What to do when the application takes an event.
+#[derive(Clone, Copy, Debug)]
+enum OnTake {
+    Nothing,
+    /// The message is delivered: send `RESULT(NOERR)` and forget it.
+    Deliver(MessageId),
+    /// File bytes were handed over: count them consumed.
+    Consume(MessageId, u64),
+}
+
+/// One end of a connection: a user who sends and receives commands, buffers and files.
+///
+/// See the [crate documentation](crate) for the drive loop and a complete example.
+#[derive(Debug)]
+pub struct Client {
+    config: Config,
+    decoder: Decoder,
+    input: BytesMut,
+    peer: Option<Peer>,
+    login: LoginState,
+    closed: bool,
+
+    // Our sends.
+    next_send: u64,
+    next_wire_id: MessageId,
+    outgoing: BTreeMap<SendId, Outgoing>,
+    by_wire: BTreeMap<MessageId, SendId>,
+    cmd_waiting: VecDeque<SendId>,
+    cmd_sending: VecDeque<SendId>,
+    cmds_in_flight: u64,
+    transfer_waiting: VecDeque<SendId>,
+    transfers_open: u64,
+    ready: VecDeque<SendId>,
+    conn_blocked: VecDeque<SendId>,
+    conn_sent: u64,
+    conn_credit: u64,
+    deadlines: BTreeSet<(Instant, SendId)>,
+
+    // Messages coming to us.
+    next_receive: MessageId,
+    incoming: BTreeMap<MessageId, Incoming>,
+    cmds_arriving: u64,
+    transfers_arriving: u64,
+    conn_received: u64,
+    conn_consumed: u64,
+    conn_granted: u64,
+
+    // Output.
+    control: VecDeque<Frame>,
+    events: VecDeque<(Event, OnTake)>,
+
+    // Timers.
+    last_heard: Instant,
+    ping: Option<(u64, Instant)>,
+    next_nonce: u64,
+    rtt: Option<Duration>,
+}
+
+impl Client {
+    /// A client at the start of a connection, at time `now`. Its `HELLO` is the first
+    /// thing [`Client::poll_transmit`] gives out.
+    pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let decoder = Decoder::new(config.limits)?;
+        let mut client = Client {
+            config,
+            decoder,
+            input: BytesMut::new(),
+            peer: None,
+            login: LoginState::None,
+            closed: false,
+            next_send: 0,
+            next_wire_id: 0,
+            outgoing: BTreeMap::new(),
+            by_wire: BTreeMap::new(),
+            cmd_waiting: VecDeque::new(),
+            cmd_sending: VecDeque::new(),
+            cmds_in_flight: 0,
+            transfer_waiting: VecDeque::new(),
+            transfers_open: 0,
+            ready: VecDeque::new(),
+            conn_blocked: VecDeque::new(),
+            conn_sent: 0,
+            conn_credit: 0,
+            deadlines: BTreeSet::new(),
+            next_receive: 0,
+            incoming: BTreeMap::new(),
+            cmds_arriving: 0,
+            transfers_arriving: 0,
+            conn_received: 0,
+            conn_consumed: 0,
+            conn_granted: config.conn_window,
+            control: VecDeque::new(),
+            events: VecDeque::new(),
+            last_heard: now,
+            ping: None,
+            next_nonce: 0,
+            rtt: None,
+        };
+        client.control.push_back(Frame::Hello(client.hello()));
+        Ok(client)
+    }
+
+    fn hello(&self) -> Hello {
+        let c = &self.config;
+        Hello {
+            version: VERSION,
+            capabilities: Capabilities::supported(),
+            role: Role::Client,
+            max_frame_size: c.limits.max_frame_size,
+            max_cmd_size: c.limits.max_cmd_size,
+            max_buffer_size: c.limits.max_buffer_size,
+            max_file_size: c.limits.max_file_size,
+            max_cmds_in_flight: c.max_cmds_in_flight,
+            max_transfers: c.max_transfers,
+            transfer_window: c.transfer_window,
+            conn_window: c.conn_window,
+        }
+    }
+
+    // ----- User commands -------------------------------------------------------------
+
+    /// Logs in as `user` with `token`. The answer comes as [`Event::LoginResult`].
+    pub fn login(&mut self, user: &str, token: &[u8]) -> Result<(), SendError> {
+        if self.closed {
+            return Err(SendError::Closed);
+        }
+        let user = UserId::new(user).map_err(SendError::InvalidTarget)?;
+        let max = self.config.limits.max_user_id_len;
+        if user.len() as u64 > max {
+            return Err(SendError::TargetTooLong {
+                len: user.len() as u64,
+                max,
+            });
+        }
+        let token = Bytes::copy_from_slice(token);
+        self.control.push_back(Frame::Login(Login {
+            user: user.clone(),
+            token,
+        }));
+        self.login = LoginState::Pending(user);
+        Ok(())
+    }
+
+    /// Sends `data` to user `to` as a command (`sendCmd`). Returns the send's id at once;
+    /// its one [`Event::SendResult`] carries `cookie`.
+    pub fn send_cmd(
+        &mut self,
+        now: Instant,
+        to: &str,
+        data: Bytes,
+        cookie: u64,
+    ) -> Result<SendId, SendError> {
+        let to = self.check_target(to)?;
+        let max = self.cap(self.config.limits.max_cmd_size, |h| h.max_cmd_size);
+        let size = data.len() as u64;
+        if size > max {
+            return Err(SendError::CmdTooLarge { size, max });
+        }
+        let send = Outgoing::new(
+            SendKind::Cmd,
+            cookie,
+            to,
+            Text::new(),
+            size,
+            Source::Memory(data),
+        );
+        self.enqueue(now, send)
+    }
+
+    /// Sends `data` to user `to` as a buffer (`sendBuffer`): cut into frames, with progress,
+    /// cancellable.
+    pub fn send_buffer(
+        &mut self,
+        now: Instant,
+        to: &str,
+        data: Bytes,
+        cookie: u64,
+    ) -> Result<SendId, SendError> {
+        let to = self.check_target(to)?;
+        let max = self.cap(self.config.limits.max_buffer_size, |h| h.max_buffer_size);
+        let size = data.len() as u64;
+        if size > max {
+            return Err(SendError::BufferTooLarge { size, max });
+        }
+        let send = Outgoing::new(
+            SendKind::Buffer,
+            cookie,
+            to,
+            Text::new(),
+            size,
+            Source::Memory(data),
+        );
+        self.enqueue(now, send)
+    }
+
+    /// Sends a file of `size` bytes, named `name` for the receiver, to user `to`
+    /// (`sendFile`). The client asks for its bytes with [`Event::FileRead`], never more at
+    /// once than the transfer's credit.
+    pub fn send_file(
+        &mut self,
+        now: Instant,
+        to: &str,
+        name: &str,
+        size: u64,
+        cookie: u64,
+    ) -> Result<SendId, SendError> {
+        let to = self.check_target(to)?;
+        let max = self.cap(self.config.limits.max_file_size, |h| h.max_file_size);
+        if size > max {
+            return Err(SendError::FileTooLarge { size, max });
+        }
+        let name_max = self.config.limits.max_file_name_len;
+        if name.len() as u64 > name_max {
+            return Err(SendError::FileNameTooLong {
+                len: name.len() as u64,
+                max: name_max,
+            });
+        }
+        let source = Source::File {
+            offset: 0,
+            piece: Bytes::new(),
+            reading: false,
+        };
+        let send = Outgoing::new(SendKind::File, cookie, to, Text::from(name), size, source);
+        self.enqueue(now, send)
+    }
+
+    /// Hands over bytes an [`Event::FileRead`] asked for: from its `offset`, at least one
+    /// byte and at most its `len` (more may be accepted when credit has grown since).
+    pub fn supply_file_data(
+        &mut self,
+        id: SendId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), ActionError> {
+        let send = self.outgoing.get_mut(&id).ok_or(ActionError::UnknownId)?;
+        let expected_len = send.credit.min(send.size).saturating_sub(send.sent);
+        let Source::File {
+            offset: at,
+            piece,
+            reading,
+        } = &mut send.source
+        else {
+            return Err(ActionError::UnknownId);
+        };
+        let len = data.len() as u64;
+        if !*reading || offset != send.sent || len == 0 || len > expected_len.max(1) {
+            return Err(ActionError::UnexpectedFileData {
+                offset,
+                len,
+                expected_offset: send.sent,
+                expected_len,
+            });
+        }
+        (*at, *piece, *reading) = (offset, data, false);
+        self.make_ready(id);
+        Ok(())
+    }
+
+    /// Reports that the file of send `id` could not be read: the send ends with
+    /// `SENDFILE_FILEINERROR` (1103) and the receiver is told.
+    pub fn file_read_failed(&mut self, id: SendId) -> Result<(), ActionError> {
+        match self.outgoing.get(&id) {
+            Some(send) if send.kind == SendKind::File => {
+                self.abandon(id, ErrorCode::SENDFILE_FILEINERROR);
+                Ok(())
+            }
+            _ => Err(ActionError::UnknownId),
+        }
+    }
+
+    /// Cancels a buffer or file send (`cancelSend`). Emits [`Event::CancelResult`] with
+    /// `cookie`: `NOERR`, then the send's own result with `CANCELLED`; or
+    /// `TRANSID_INVALID` for a command or an unknown or finished send. Returns the same
+    /// code.
+    pub fn cancel_send(&mut self, id: SendId, cookie: u64) -> ErrorCode {
+        let code = match self.outgoing.get(&id) {
+            Some(send) if send.kind != SendKind::Cmd => ErrorCode::NOERR,
+            _ => ErrorCode::TRANSID_INVALID,
+        };
+        self.push_event(Event::CancelResult { id, code, cookie });
+        if code.is_success() {
+            self.abandon(id, ErrorCode::CANCELLED);
+        }
+        code
+    }
+
+    /// Refuses an incoming buffer or file, before or during its arrival. The sender's
+    /// result carries `code` (for example `REJECTED` or `ABORTED`); nothing more about the
+    /// message is reported here.
+    pub fn reject(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
+        match self.incoming.get(&id.0) {
+            Some(msg) if msg.kind != SendKind::Cmd && !msg.delivered => {
+                self.control
+                    .push_back(Frame::Result(SendResult { id: id.0, code }));
+                self.drop_incoming(id.0);
+                Ok(())
+            }
+            _ => Err(ActionError::UnknownId),
+        }
+    }
+
+    /// Closes the connection: a `CLOSE` goes out, every pending send fails with
+    /// `CONNECTIONLOST` and incoming messages are dropped.
+    pub fn close(&mut self) {
+        self.shut(ErrorCode::NOERR, Text::new(), true);
+    }
+
+    // ----- Inputs --------------------------------------------------------------------
+
+    /// Bytes as the transport delivered them, split anywhere.
+    pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
+        if self.closed {
+            return;
+        }
+        self.last_heard = now;
+        self.input.extend_from_slice(bytes);
+        while !self.closed {
+            match self.decoder.decode(&mut self.input) {
+                Ok(Some(frame)) => self.handle_frame(now, frame),
+                Ok(None) => break,
+                Err(e) => {
+                    self.violation(e.code(), &format!("{e}"));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The passing of time: keepalive, idle timeout and send timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if now >= self.last_heard + self.config.idle_timeout {
+            self.shut(
+                ErrorCode::SOCKETTIMEOUT,
+                Text::from_static("idle timeout"),
+                true,
+            );
+            return;
+        }
+        if self.ping.is_none() && now >= self.last_heard + self.config.keepalive_interval {
+            let nonce = self.next_nonce;
+            self.next_nonce += 1;
+            self.ping = Some((nonce, now));
+            self.control.push_back(Frame::Ping(Ping { nonce }));
+        }
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.abandon(id, ErrorCode::SOCKETTIMEOUT);
+        }
+    }
+
+    /// The transport went away: pending sends fail with `CONNECTIONLOST`, incoming
+    /// messages are dropped.
+    pub fn handle_disconnect(&mut self) {
+        self.shut(
+            ErrorCode::CONNECTIONLOST,
+            Text::from_static("transport closed"),
+            false,
+        );
+    }
+
+    // ----- Outputs -------------------------------------------------------------------
+
+    /// Appends frames ready to go to `buf`, up to `Config::transmit_batch` bytes (always
+    /// at least one frame if any is ready), and returns the number of bytes appended.
+    /// Control frames go first, then commands, then transfer frames round-robin.
+    pub fn poll_transmit(&mut self, buf: &mut BytesMut) -> usize {
+        let start = buf.len();
+        while buf.len() - start < self.config.transmit_batch {
+            let Some(frame) = self.next_frame() else {
+                break;
+            };
+            if frame.encode(buf).is_err() {
+                // Only values over 2^62 fail, and sends are checked against smaller caps.
+                self.shut(
+                    ErrorCode::UNKNOWERR,
+                    Text::from_static("frame not encodable"),
+                    false,
+                );
+                break;
+            }
+        }
+        buf.len() - start
+    }
+
+    /// The next event, if any. Taking an event can let frames out (a delivery's `RESULT`,
+    /// credit for consumed file bytes): drain [`Client::poll_transmit`] after events.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let (event, on_take) = self.events.pop_front()?;
+        match on_take {
+            OnTake::Nothing => {}
+            OnTake::Deliver(wire_id) => {
+                if self.incoming.get(&wire_id).is_some_and(|m| m.delivered) {
+                    self.control.push_back(Frame::Result(SendResult {
+                        id: wire_id,
+                        code: ErrorCode::NOERR,
+                    }));
+                    self.drop_incoming(wire_id);
+                }
+            }
+            OnTake::Consume(wire_id, len) => self.consume(wire_id, len),
+        }
+        Some(event)
+    }
+
+    /// When [`Client::handle_timeout`] should next be called, or `None` once closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        let idle = self.last_heard + self.config.idle_timeout;
+        let keepalive = match self.ping {
+            None => self.last_heard + self.config.keepalive_interval,
+            Some(_) => Instant::MAX,
+        };
+        let send = self.deadlines.first().map_or(Instant::MAX, |(t, _)| *t);
+        Some(idle.min(keepalive).min(send))
+    }
+
+    // ----- State ---------------------------------------------------------------------
+
+    /// `true` once the connection is over; the runtime closes the transport after the last
+    /// `poll_transmit`.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// `true` once our login was accepted.
+    pub fn is_logged_in(&self) -> bool {
+        matches!(self.login, LoginState::Accepted(_))
+    }
+
+    /// The last round-trip time measured by `PING`/`PONG`.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// Sends not yet finished.
+    pub fn pending_sends(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    /// Bytes the client holds on its own account: partial incoming commands and buffers,
+    /// file bytes supplied but not sent, file bytes in events not yet taken, and received
+    /// bytes not yet decoded. It stays within the configured windows and caps, whatever the
+    /// peer does. (Computed by a walk over the messages in progress.)
+    pub fn buffered_bytes(&self) -> u64 {
+        let incoming: u64 = self.incoming.values().map(|m| m.data.len() as u64).sum();
+        let outgoing: u64 = self.outgoing.values().map(Outgoing::held).sum();
+        let events: u64 = self
+            .events
+            .iter()
+            .map(|(e, _)| match e {
+                Event::FileData { data, .. } => data.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        incoming + outgoing + events + self.input.len() as u64
+    }
+
+    // ----- Internals: sends ----------------------------------------------------------
+
+    /// The lower of our own cap and the peer's.
+    fn cap(&self, own: u64, peer: impl Fn(&Hello) -> u64) -> u64 {
+        self.peer.as_ref().map_or(own, |p| own.min(peer(&p.hello)))
+    }
+
+    fn check_target(&self, to: &str) -> Result<UserId, SendError> {
+        if self.closed {
+            return Err(SendError::Closed);
+        }
+        let LoginState::Accepted(_) = self.login else {
+            return Err(SendError::NotLoggedIn);
+        };
+        let to = UserId::new(to).map_err(SendError::InvalidTarget)?;
+        let max = self.config.limits.max_user_id_len;
+        if to.len() as u64 > max {
+            return Err(SendError::TargetTooLong {
+                len: to.len() as u64,
+                max,
+            });
+        }
+        if let Some(Peer { hello, user }) = &self.peer {
+            if hello.role == Role::Client && user.as_ref() != Some(&to) {
+                return Err(SendError::NotThePeer);
+            }
+        }
+        Ok(to)
+    }
+
+    fn enqueue(&mut self, now: Instant, send: Outgoing) -> Result<SendId, SendError> {
+        let waiting = self.cmd_waiting.len() + self.transfer_waiting.len();
+        if waiting >= self.config.max_queued_sends {
+            return Err(SendError::QueueFull);
+        }
+        let id = SendId(self.next_send);
+        self.next_send += 1;
+        match send.kind {
+            SendKind::Cmd => self.cmd_waiting.push_back(id),
+            _ => self.transfer_waiting.push_back(id),
+        }
+        let mut send = send;
+        if let Some(timeout) = self.config.send_timeout {
+            send.deadline = Some(now + timeout);
+            self.deadlines.insert((now + timeout, id));
+        }
+        self.outgoing.insert(id, send);
+        Ok(id)
+    }
+
+    /// Puts a transfer back in the round-robin if it is sending and not queued.
+    fn make_ready(&mut self, id: SendId) {
+        if let Some(send) = self.outgoing.get_mut(&id) {
+            if send.phase == Phase::Sending && !send.queued {
+                send.queued = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    /// Ends a send of ours before its `RESULT`: the peer is told with `CANCEL` if it knows
+    /// the send, and the result carries `code`.
+    fn abandon(&mut self, id: SendId, code: ErrorCode) {
+        if let Some(wire_id) = self.outgoing.get(&id).and_then(|s| s.wire_id) {
+            self.control
+                .push_back(Frame::Cancel(wire::Cancel { id: wire_id, code }));
+        }
+        self.finish_send(id, code);
+    }
+
+    /// The one place a send ends: it is forgotten and its one result event emitted.
+    fn finish_send(&mut self, id: SendId, code: ErrorCode) {
+        let Some(send) = self.outgoing.remove(&id) else {
+            return;
+        };
+        if let Some(wire_id) = send.wire_id {
+            self.by_wire.remove(&wire_id);
+        }
+        if send.phase != Phase::Waiting {
+            match send.kind {
+                SendKind::Cmd => self.cmds_in_flight = self.cmds_in_flight.saturating_sub(1),
+                _ => self.transfers_open = self.transfers_open.saturating_sub(1),
+            }
+        }
+        if let Some(deadline) = send.deadline {
+            self.deadlines.remove(&(deadline, id));
+        }
+        if code.is_success() && send.kind != SendKind::Cmd && send.reported < send.size {
+            let (sent, total, cookie) = (send.size, send.size, send.cookie);
+            self.push_event(Event::Progress {
+                id,
+                sent,
+                total,
+                cookie,
+            });
+        }
+        let (kind, cookie) = (send.kind, send.cookie);
+        self.push_event(Event::SendResult {
+            id,
+            kind,
+            code,
+            cookie,
+        });
+    }
+
+    /// The next frame to write, in the order control, commands, transfers.
+    fn next_frame(&mut self) -> Option<Frame> {
+        if let Some(frame) = self.control.pop_front() {
+            return Some(frame);
+        }
+        if self.closed {
+            return None;
+        }
+        let peer = self.peer.as_ref()?.hello.clone();
+        if !self.is_logged_in() {
+            return None;
+        }
+        if let Some(frame) = self.next_cmd_frame(&peer) {
+            return Some(frame);
+        }
+        self.next_transfer_frame(&peer)
+    }
+
+    fn assign_wire_id(&mut self, id: SendId) -> MessageId {
+        let wire_id = self.next_wire_id;
+        self.next_wire_id += 1;
+        self.by_wire.insert(wire_id, id);
+        wire_id
+    }
+
+    fn next_cmd_frame(&mut self, peer: &Hello) -> Option<Frame> {
+        while self.cmds_in_flight < peer.max_cmds_in_flight {
+            let Some(id) = self.cmd_waiting.pop_front() else {
+                break;
+            };
+            if let Some(send) = self.outgoing.get_mut(&id) {
+                send.phase = Phase::Sending;
+                self.cmds_in_flight += 1;
+                self.cmd_sending.push_back(id);
+            }
+        }
+        loop {
+            let id = *self.cmd_sending.front()?;
+            let Some(send) = self.outgoing.get(&id) else {
+                self.cmd_sending.pop_front();
+                continue;
+            };
+            let first = send.wire_id.is_none();
+            let overhead = if first {
+                PLACED_OVERHEAD + 2 + send.to.len() as u64
+            } else {
+                PLACED_OVERHEAD
+            };
+            let room = peer.max_frame_size.saturating_sub(overhead);
+            let data = send.bytes_at_sent(room).unwrap_or_default();
+            let (offset, total_len, to) = (send.sent, send.size, send.to.clone());
+            let wire_id = match send.wire_id {
+                Some(w) => w,
+                None => self.assign_wire_id(id),
+            };
+            let send = self.outgoing.get_mut(&id)?;
+            send.wire_id = Some(wire_id);
+            send.sent += data.len() as u64;
+            if send.sent >= send.size {
+                send.phase = Phase::Ending;
+                self.cmd_sending.pop_front();
+            }
+            return Some(if first {
+                Frame::Cmd(Cmd {
+                    id: wire_id,
+                    peer: to,
+                    total_len,
+                    data,
+                })
+            } else {
+                Frame::CmdCont(CmdCont {
+                    id: wire_id,
+                    offset,
+                    data,
+                })
+            });
+        }
+    }
+
+    fn next_transfer_frame(&mut self, peer: &Hello) -> Option<Frame> {
+        while self.transfers_open < peer.max_transfers {
+            let Some(id) = self.transfer_waiting.pop_front() else {
+                break;
+            };
+            if let Some(send) = self.outgoing.get_mut(&id) {
+                send.phase = Phase::Sending;
+                self.transfers_open += 1;
+                self.make_ready(id);
+            }
+        }
+        while let Some(id) = self.ready.pop_front() {
+            let Some(send) = self.outgoing.get_mut(&id) else {
+                continue;
+            };
+            send.queued = false;
+            if send.phase != Phase::Sending {
+                continue;
+            }
+            if let Some(frame) = self.transfer_frame(id, peer) {
+                return Some(frame);
+            }
+        }
+        None
+    }
+
+    /// The next frame of transfer `id`, or `None` if it must wait (for credit or file
+    /// bytes); re-queues it when it has more to send.
+    fn transfer_frame(&mut self, id: SendId, peer: &Hello) -> Option<Frame> {
+        let wire_id = match self.outgoing.get(&id)?.wire_id {
+            Some(w) => w,
+            None => {
+                let wire_id = self.assign_wire_id(id);
+                let send = self.outgoing.get_mut(&id)?;
+                send.wire_id = Some(wire_id);
+                send.credit = peer.transfer_window;
+                let kind = if send.kind == SendKind::File {
+                    TransferKind::File
+                } else {
+                    TransferKind::Buffer
+                };
+                let open = Open {
+                    id: wire_id,
+                    kind,
+                    peer: send.to.clone(),
+                    size: send.size,
+                    name: send.name.clone(),
+                };
+                self.make_ready(id);
+                return Some(Frame::Open(open));
+            }
+        };
+        let conn_room = self.conn_credit.saturating_sub(self.conn_sent);
+        let send = self.outgoing.get_mut(&id)?;
+        if send.sent >= send.size {
+            send.phase = Phase::Ending;
+            send.source = Source::Memory(Bytes::new());
+            let digest = send.digest.take().map(|d| d.finish())?;
+            return Some(Frame::End(End {
+                id: wire_id,
+                size: send.size,
+                digest,
+            }));
+        }
+        let credit_room = send.credit.min(send.size).saturating_sub(send.sent);
+        if credit_room == 0 {
+            return None; // CREDIT re-queues it
+        }
+        if conn_room == 0 {
+            self.conn_blocked.push_back(id);
+            return None;
+        }
+        let room = credit_room
+            .min(conn_room)
+            .min(peer.max_frame_size.saturating_sub(PLACED_OVERHEAD));
+        let Some(payload) = send.bytes_at_sent(room) else {
+            // A file without the bytes in hand: ask for them, up to the credit.
+            if let Source::File { reading, .. } = &mut send.source {
+                if !*reading {
+                    *reading = true;
+                    let len = credit_room.min(self.config.file_read_size);
+                    let offset = send.sent;
+                    self.push_event(Event::FileRead { id, offset, len });
+                }
+            }
+            return None; // supply_file_data re-queues it
+        };
+        let offset = send.sent;
+        send.sent += payload.len() as u64;
+        if let Some(d) = send.digest.as_mut() {
+            d.update(&payload);
+        }
+        self.conn_sent += payload.len() as u64;
+        self.make_ready(id);
+        Some(Frame::Data(Data {
+            id: wire_id,
+            offset,
+            payload,
+        }))
+    }
+
+    // ----- Internals: receiving ------------------------------------------------------
+
+    /// Every frame's handling, in one place.
+    fn handle_frame(&mut self, now: Instant, frame: Frame) {
+        let Some(peer) = &self.peer else {
+            match frame {
+                Frame::Hello(hello) => self.on_hello(hello),
+                _ => self.violation(ErrorCode::PROTOCOL_VIOLATION, "first frame is not HELLO"),
+            }
+            return;
+        };
+        let direct = peer.hello.role == Role::Client;
+        match frame {
+            Frame::Hello(_) => self.violation(ErrorCode::PROTOCOL_VIOLATION, "second HELLO"),
+            Frame::Login(login) if direct => {
+                self.control.push_back(Frame::LoginResult(LoginResult {
+                    code: ErrorCode::NOERR,
+                }));
+                if let Some(p) = self.peer.as_mut() {
+                    p.user = Some(login.user.clone());
+                }
+                self.push_event(Event::PeerLogin { user: login.user });
+            }
+            Frame::Login(_) => self.violation(ErrorCode::PROTOCOL_VIOLATION, "LOGIN from a relay"),
+            Frame::LoginResult(r) => self.on_login_result(r.code),
+            Frame::Ping(p) => self.control.push_back(Frame::Pong(p)),
+            Frame::Pong(p) => {
+                if let Some((nonce, sent)) = self.ping {
+                    if nonce == p.nonce {
+                        self.rtt = Some(now - sent);
+                        self.ping = None;
+                    }
+                }
+            }
+            Frame::Close(c) => self.shut(c.code, c.reason, false),
+            Frame::ConnCredit(c) => {
+                if c.max_data > self.conn_credit {
+                    self.conn_credit = c.max_data;
+                    while let Some(id) = self.conn_blocked.pop_front() {
+                        self.make_ready(id);
+                    }
+                }
+            }
+            Frame::Credit(c) => self.on_credit(c),
+            Frame::Result(r) => self.on_result(r),
+            Frame::Cmd(cmd) => self.on_cmd(cmd),
+            Frame::CmdCont(cont) => self.on_cmd_cont(cont),
+            Frame::Open(open) => self.on_open(open),
+            Frame::Data(data) => self.on_data(data),
+            Frame::End(end) => self.on_end(end),
+            Frame::Cancel(c) => {
+                if self.known_incoming(c.id) {
+                    if let Some(msg) = self.incoming.get(&c.id) {
+                        if msg.kind != SendKind::Cmd {
+                            let from = msg.from.clone();
+                            self.push_event(Event::ReceiveFailed {
+                                id: ReceiveId(c.id),
+                                from,
+                                code: c.code,
+                            });
+                        }
+                    }
+                    self.drop_incoming(c.id);
+                }
+            }
+        }
+    }
+
+    fn on_hello(&mut self, hello: Hello) {
+        if hello.version < VERSION || !hello.capabilities.contains(Capabilities::DIGEST_CRC32C) {
+            self.violation(
+                ErrorCode::UNSUPPORTED_VERSION,
+                "peer lacks version 1 with CRC-32C",
+            );
+            return;
+        }
+        self.conn_credit = hello.conn_window;
+        self.peer = Some(Peer { hello, user: None });
+    }
+
+    fn on_login_result(&mut self, code: ErrorCode) {
+        let LoginState::Pending(user) = &self.login else {
+            self.violation(ErrorCode::PROTOCOL_VIOLATION, "LOGIN_RESULT without LOGIN");
+            return;
+        };
+        if code.is_success() {
+            self.login = LoginState::Accepted(user.clone());
+        } else {
+            self.login = LoginState::None;
+        }
+        self.push_event(Event::LoginResult { code });
+    }
+
+    fn send_of_wire(&mut self, wire_id: MessageId) -> Option<SendId> {
+        match self.by_wire.get(&wire_id) {
+            Some(id) => Some(*id),
+            None => {
+                if wire_id >= self.next_wire_id {
+                    self.violation(
+                        ErrorCode::PROTOCOL_VIOLATION,
+                        "frame for a message never sent",
+                    );
+                }
+                None // finished: a frame that crossed our cancel
+            }
+        }
+    }
+
+    fn on_credit(&mut self, c: Credit) {
+        let Some(id) = self.send_of_wire(c.id) else {
+            return;
+        };
+        let window = self.peer.as_ref().map_or(0, |p| p.hello.transfer_window);
+        let step = self.config.progress_step;
+        let Some(send) = self.outgoing.get_mut(&id) else {
+            return;
+        };
+        if c.max_offset <= send.credit {
+            return;
+        }
+        send.credit = c.max_offset;
+        let acked = c
+            .max_offset
+            .saturating_sub(window)
+            .min(send.size)
+            .min(send.sent);
+        let progress =
+            (acked >= send.reported.saturating_add(step) && acked < send.size).then(|| {
+                send.reported = acked;
+                Event::Progress {
+                    id,
+                    sent: acked,
+                    total: send.size,
+                    cookie: send.cookie,
+                }
+            });
+        if let Some(event) = progress {
+            self.push_event(event);
+        }
+        self.make_ready(id);
+    }
+
+    fn on_result(&mut self, r: SendResult) {
+        let Some(id) = self.send_of_wire(r.id) else {
+            return;
+        };
+        let complete = self
+            .outgoing
+            .get(&id)
+            .is_some_and(|s| s.phase == Phase::Ending);
+        if r.code.is_success() && !complete {
+            self.violation(
+                ErrorCode::PROTOCOL_VIOLATION,
+                "RESULT(NOERR) before the whole message",
+            );
+            return;
+        }
+        self.finish_send(id, r.code);
+    }
+
+    /// Checks a new message's id and finds who it is from; answers the message itself
+    /// when it cannot be taken. `None` means it was refused (or the connection closed).
+    fn admit(&mut self, id: MessageId, peer_field: &UserId, kind: SendKind) -> Option<UserId> {
+        if id != self.next_receive {
+            self.violation(ErrorCode::PROTOCOL_VIOLATION, "message id out of order");
+            return None;
+        }
+        self.next_receive += 1;
+        let refuse = |code| Frame::Result(SendResult { id, code });
+        let from = match &self.peer {
+            Some(Peer { hello, user }) if hello.role == Role::Client => {
+                let Some(user) = user.clone() else {
+                    self.violation(ErrorCode::NOT_LOGIN, "message before LOGIN");
+                    return None;
+                };
+                let me = match &self.login {
+                    LoginState::Accepted(me) | LoginState::Pending(me) => Some(me),
+                    LoginState::None => None,
+                };
+                if me != Some(peer_field) {
+                    self.control
+                        .push_back(refuse(ErrorCode::SENDDATA_TARGETINVALID));
+                    return None;
+                }
+                user
+            }
+            _ => peer_field.clone(),
+        };
+        let (count, cap) = match kind {
+            SendKind::Cmd => (self.cmds_arriving, self.config.max_cmds_in_flight),
+            _ => (self.transfers_arriving, self.config.max_transfers),
+        };
+        if count >= cap {
+            self.control.push_back(refuse(ErrorCode::LIMIT_EXCEEDED));
+            return None;
+        }
+        match kind {
+            SendKind::Cmd => self.cmds_arriving += 1,
+            _ => self.transfers_arriving += 1,
+        }
+        Some(from)
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        let Some(from) = self.admit(cmd.id, &cmd.peer, SendKind::Cmd) else {
+            return;
+        };
+        let mut msg = Incoming::new(SendKind::Cmd, from, cmd.total_len, 0);
+        msg.data.extend_from_slice(&cmd.data);
+        msg.received = cmd.data.len() as u64;
+        self.incoming.insert(cmd.id, msg);
+        self.cmd_progress(cmd.id);
+    }
+
+    fn on_cmd_cont(&mut self, cont: CmdCont) {
+        if !self.known_incoming(cont.id) {
+            return;
+        }
+        let Some(msg) = self.incoming.get_mut(&cont.id) else {
+            return;
+        };
+        let end = cont.offset.saturating_add(cont.data.len() as u64);
+        if msg.kind != SendKind::Cmd
+            || cont.offset != msg.received
+            || end > msg.size
+            || msg.delivered
+        {
+            self.violation(ErrorCode::PROTOCOL_VIOLATION, "CMD_CONT out of place");
+            return;
+        }
+        msg.data.extend_from_slice(&cont.data);
+        msg.received = end;
+        self.cmd_progress(cont.id);
+    }
+
+    /// Delivers a command once all of it is in.
+    fn cmd_progress(&mut self, id: MessageId) {
+        let Some(msg) = self.incoming.get_mut(&id) else {
+            return;
+        };
+        if msg.received < msg.size {
+            return;
+        }
+        msg.delivered = true;
+        let event = Event::CmdReceived {
+            from: msg.from.clone(),
+            data: msg.data.split().freeze(),
+        };
+        self.events.push_back((event, OnTake::Deliver(id)));
+    }
+
+    fn on_open(&mut self, open: Open) {
+        let kind = match open.kind {
+            TransferKind::Buffer => SendKind::Buffer,
+            TransferKind::File => SendKind::File,
+        };
+        let Some(from) = self.admit(open.id, &open.peer, kind) else {
+            return;
+        };
+        let window = self.config.transfer_window;
+        let msg = Incoming::new(kind, from.clone(), open.size, window);
+        self.incoming.insert(open.id, msg);
+        let event = Event::Offer {
+            id: ReceiveId(open.id),
+            from,
+            kind,
+            name: open.name,
+            size: open.size,
+        };
+        self.push_event(event);
+    }
+
+    fn on_data(&mut self, data: Data) {
+        let len = data.payload.len() as u64;
+        self.conn_received += len;
+        if self.conn_received > self.conn_granted {
+            self.violation(ErrorCode::FLOW_CONTROL, "DATA beyond connection credit");
+            return;
+        }
+        if !self.known_incoming(data.id) || !self.incoming.contains_key(&data.id) {
+            self.consume_conn(len); // a message we already ended: the bytes are dropped
+            return;
+        }
+        let step = self.config.progress_step;
+        let Some(msg) = self.incoming.get_mut(&data.id) else {
+            return;
+        };
+        let end = data.offset.saturating_add(len);
+        if msg.kind == SendKind::Cmd || data.offset != msg.received || end > msg.size {
+            self.violation(ErrorCode::PROTOCOL_VIOLATION, "DATA out of place");
+            return;
+        }
+        if end > msg.granted {
+            self.violation(ErrorCode::FLOW_CONTROL, "DATA beyond transfer credit");
+            return;
+        }
+        msg.received = end;
+        if let Some(d) = msg.digest.as_mut() {
+            d.update(&data.payload);
+        }
+        let progress = (end >= msg.reported.saturating_add(step) && end < msg.size).then(|| {
+            msg.reported = end;
+            Event::ReceiveProgress {
+                id: ReceiveId(data.id),
+                received: end,
+                total: msg.size,
+            }
+        });
+        let kind = msg.kind;
+        if kind == SendKind::Buffer {
+            msg.data.extend_from_slice(&data.payload);
+        }
+        if let Some(event) = progress {
+            self.push_event(event);
+        }
+        match kind {
+            SendKind::File => {
+                let event = Event::FileData {
+                    id: ReceiveId(data.id),
+                    offset: data.offset,
+                    data: data.payload,
+                };
+                self.events
+                    .push_back((event, OnTake::Consume(data.id, len)));
+            }
+            _ => self.consume(data.id, len),
+        }
+    }
+
+    fn on_end(&mut self, end: End) {
+        if !self.known_incoming(end.id) {
+            return;
+        }
+        let Some(msg) = self.incoming.get_mut(&end.id) else {
+            return;
+        };
+        if msg.kind == SendKind::Cmd || msg.delivered {
+            self.violation(ErrorCode::PROTOCOL_VIOLATION, "END out of place");
+            return;
+        }
+        let code = if end.size != msg.size || msg.received != msg.size {
+            ErrorCode::SIZE_MISMATCH
+        } else if msg.digest.take().map(|d| d.finish()) != Some(end.digest) {
+            ErrorCode::DIGEST_MISMATCH
+        } else {
+            ErrorCode::NOERR
+        };
+        let (id, from, size) = (ReceiveId(end.id), msg.from.clone(), msg.size);
+        if !code.is_success() {
+            self.control
+                .push_back(Frame::Result(SendResult { id: end.id, code }));
+            self.drop_incoming(end.id);
+            self.push_event(Event::ReceiveFailed { id, from, code });
+            return;
+        }
+        msg.delivered = true;
+        let progress = (msg.reported < size).then(|| {
+            msg.reported = size;
+            Event::ReceiveProgress {
+                id,
+                received: size,
+                total: size,
+            }
+        });
+        let event = match msg.kind {
+            SendKind::Buffer => Event::BufferReceived {
+                id,
+                from,
+                data: msg.data.split().freeze(),
+            },
+            _ => Event::FileReceived { id, from, size },
+        };
+        if let Some(progress) = progress {
+            self.push_event(progress);
+        }
+        self.events.push_back((event, OnTake::Deliver(end.id)));
+    }
+
+    /// `true` if `id` names a message of the peer's that is still arriving. An id already
+    /// ended is `false` (its late frames are dropped); one never opened closes the
+    /// connection.
+    fn known_incoming(&mut self, id: MessageId) -> bool {
+        if self.incoming.contains_key(&id) {
+            return true;
+        }
+        if id >= self.next_receive {
+            self.violation(
+                ErrorCode::PROTOCOL_VIOLATION,
+                "frame for a message never opened",
+            );
+        }
+        false
+    }
+
+    /// The application took `len` bytes of message `id`: grant credit as needed.
+    fn consume(&mut self, id: MessageId, len: u64) {
+        self.consume_conn(len);
+        let window = self.config.transfer_window;
+        let Some(msg) = self.incoming.get_mut(&id) else {
+            return;
+        };
+        msg.consumed += len;
+        let want = msg.consumed + window;
+        if want >= msg.granted + window / 2 && msg.granted < msg.size {
+            msg.granted = want;
+            self.control.push_back(Frame::Credit(Credit {
+                id,
+                max_offset: want,
+            }));
+        }
+    }
+
+    fn consume_conn(&mut self, len: u64) {
+        self.conn_consumed += len;
+        let window = self.config.conn_window;
+        let want = self.conn_consumed + window;
+        if want >= self.conn_granted + window / 2 {
+            self.conn_granted = want;
+            self.control
+                .push_back(Frame::ConnCredit(ConnCredit { max_data: want }));
+        }
+    }
+
+    fn drop_incoming(&mut self, id: MessageId) {
+        if let Some(msg) = self.incoming.remove(&id) {
+            match msg.kind {
+                SendKind::Cmd => self.cmds_arriving = self.cmds_arriving.saturating_sub(1),
+                _ => self.transfers_arriving = self.transfers_arriving.saturating_sub(1),
+            }
+        }
+    }
+
+    // ----- Internals: the connection -------------------------------------------------
+
+    fn push_event(&mut self, event: Event) {
+        self.events.push_back((event, OnTake::Nothing));
+    }
+
+    /// The peer broke the protocol: tell it why and close.
+    fn violation(&mut self, code: ErrorCode, reason: &str) {
+        self.shut(code, Text::from(reason), true);
+    }
+
+    /// Ends the connection: every pending send fails with `CONNECTIONLOST`, incoming
+    /// messages are dropped, and `Closed` is the last event.
+    fn shut(&mut self, code: ErrorCode, reason: Text, send_close: bool) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.control.clear();
+        if send_close {
+            self.control.push_back(Frame::Close(Close {
+                code,
+                reason: reason.clone(),
+            }));
+        }
+        let sends: alloc::vec::Vec<SendId> = self.outgoing.keys().copied().collect();
+        for id in sends {
+            self.finish_send(id, ErrorCode::CONNECTIONLOST);
+        }
+        let arriving = core::mem::take(&mut self.incoming);
+        for (id, msg) in arriving {
+            if msg.kind != SendKind::Cmd && !msg.delivered {
+                let event = Event::ReceiveFailed {
+                    id: ReceiveId(id),
+                    from: msg.from,
+                    code: ErrorCode::CONNECTIONLOST,
+                };
+                self.push_event(event);
+            }
+        }
+        self.push_event(Event::Closed { code, reason });
+    }
+}

@@ -1,0 +1,468 @@
+//! The SDK's operations through two clients on a simulated direct link, one scenario for
+//! each row of DESIGN.md's table and each code the client produces.
+
+mod support;
+
+use bytes::Bytes;
+use peermsg::client::{Config, Event, SendKind};
+use peermsg::{ErrorCode, SendError};
+use support::{content, result_of, Link};
+
+fn link() -> Link {
+    Link::direct(Config::default(), 7)
+}
+
+#[test]
+fn command_is_delivered_whole_and_confirmed() {
+    let mut l = link();
+    let now = l.now;
+    let id =
+        l.a.client
+            .send_cmd(now, "bob", Bytes::from_static(b"hello bob"), 42)
+            .unwrap();
+    l.run();
+    assert!(l.b.events.contains(&Event::CmdReceived {
+        from: "alice".try_into().unwrap(),
+        data: Bytes::from_static(b"hello bob")
+    }));
+    assert_eq!(result_of(&l.a.events, id), ErrorCode::NOERR);
+    assert!(l.a.events.contains(&Event::SendResult {
+        id,
+        kind: SendKind::Cmd,
+        code: ErrorCode::NOERR,
+        cookie: 42
+    }));
+}
+
+#[test]
+fn large_command_is_fragmented_and_reassembled() {
+    let mut l = link();
+    let data = content(64 * 1024, 1);
+    let id = l.a.client.send_cmd(l.now, "bob", data.clone(), 0).unwrap();
+    l.run();
+    let got: Vec<_> =
+        l.b.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::CmdReceived { data, .. } => Some(data.clone()),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(got, vec![data]);
+    assert_eq!(result_of(&l.a.events, id), ErrorCode::NOERR);
+}
+
+#[test]
+fn commands_arrive_in_order() {
+    let mut l = link();
+    for i in 0..200u32 {
+        l.a.client
+            .send_cmd(
+                l.now,
+                "bob",
+                Bytes::from(i.to_be_bytes().to_vec()),
+                i.into(),
+            )
+            .unwrap();
+    }
+    l.run();
+    let got: Vec<u32> =
+        l.b.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::CmdReceived { data, .. } => {
+                    Some(u32::from_be_bytes(data[..].try_into().unwrap()))
+                }
+                _ => None,
+            })
+            .collect();
+    assert_eq!(got, (0..200).collect::<Vec<_>>());
+}
+
+#[test]
+fn buffer_arrives_verified_with_progress() {
+    let mut l = link();
+    let data = content(3 << 20, 2);
+    let id =
+        l.a.client
+            .send_buffer(l.now, "bob", data.clone(), 9)
+            .unwrap();
+    l.run();
+    let received: Vec<_> =
+        l.b.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::BufferReceived { data, from, .. } => Some((from.to_string(), data.clone())),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(received, vec![("alice".to_string(), data)]);
+    assert_eq!(result_of(&l.a.events, id), ErrorCode::NOERR);
+    let progress: Vec<(u64, u64)> =
+        l.a.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Progress {
+                    id: i,
+                    sent,
+                    total,
+                    cookie,
+                } if *i == id => {
+                    assert_eq!(*cookie, 9);
+                    Some((*sent, *total))
+                }
+                _ => None,
+            })
+            .collect();
+    assert!(progress.len() >= 3, "{progress:?}");
+    assert!(
+        progress.windows(2).all(|w| w[0].0 < w[1].0),
+        "monotonic: {progress:?}"
+    );
+    assert_eq!(
+        progress.last(),
+        Some(&(3 << 20, 3 << 20)),
+        "ends with the total"
+    );
+    // Progress never counts more than the receiver had taken: it precedes the result.
+    let result_at =
+        l.a.events
+            .iter()
+            .position(|e| matches!(e, Event::SendResult { .. }))
+            .unwrap();
+    let last_progress_at =
+        l.a.events
+            .iter()
+            .rposition(|e| matches!(e, Event::Progress { .. }))
+            .unwrap();
+    assert!(last_progress_at < result_at);
+}
+
+#[test]
+fn file_is_read_by_offset_and_delivered_by_offset() {
+    let mut l = link();
+    let data = content(5 << 20 | 123, 3);
+    let id =
+        l.a.client
+            .send_file(l.now, "bob", "photo.jpg", data.len() as u64, 5)
+            .unwrap();
+    l.a.files.insert(id, data.clone());
+    l.run();
+    let mut offer = None;
+    let mut assembled = Vec::new();
+    for e in &l.b.events {
+        match e {
+            Event::Offer {
+                name, size, kind, ..
+            } => offer = Some((name.to_string(), *size, *kind)),
+            Event::FileData { offset, data, .. } => {
+                assert_eq!(*offset as usize, assembled.len(), "in order");
+                assembled.extend_from_slice(data);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        offer,
+        Some(("photo.jpg".to_string(), data.len() as u64, SendKind::File))
+    );
+    assert_eq!(assembled, data);
+    assert!(l
+        .b
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::FileReceived { size, .. } if *size == data.len() as u64)));
+    assert_eq!(result_of(&l.a.events, id), ErrorCode::NOERR);
+    // Never more of the file in hand than the window.
+    assert!(
+        l.a.peak_buffered <= Config::default().transfer_window,
+        "{}",
+        l.a.peak_buffered
+    );
+}
+
+#[test]
+fn empty_buffer_and_empty_file() {
+    let mut l = link();
+    let b =
+        l.a.client
+            .send_buffer(l.now, "bob", Bytes::new(), 0)
+            .unwrap();
+    let f = l.a.client.send_file(l.now, "bob", "empty", 0, 0).unwrap();
+    l.run();
+    assert_eq!(result_of(&l.a.events, b), ErrorCode::NOERR);
+    assert_eq!(result_of(&l.a.events, f), ErrorCode::NOERR);
+}
+
+#[test]
+fn cancel_mid_buffer_tells_the_receiver() {
+    let mut l = link();
+    l.max_piece = 500;
+    let id =
+        l.a.client
+            .send_buffer(l.now, "bob", content(8 << 20, 4), 1)
+            .unwrap();
+    // Let part of it through, then cancel.
+    let started = |l: &Link| {
+        l.b.events
+            .iter()
+            .any(|e| matches!(e, Event::ReceiveProgress { received, .. } if *received >= 1 << 20))
+    };
+    assert!(l.run_until(started));
+    let code = l.a.client.cancel_send(id, 77);
+    assert_eq!(code, ErrorCode::NOERR);
+    l.run();
+    assert!(l.a.events.contains(&Event::CancelResult {
+        id,
+        code: ErrorCode::NOERR,
+        cookie: 77
+    }));
+    assert_eq!(result_of(&l.a.events, id), ErrorCode::CANCELLED);
+    assert!(l
+        .b
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ReceiveFailed { code, .. } if *code == ErrorCode::CANCELLED)));
+    assert!(!l
+        .b
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::BufferReceived { .. })));
+    // Nothing about the send after its result.
+    let result_at =
+        l.a.events
+            .iter()
+            .position(|e| matches!(e, Event::SendResult { .. }))
+            .unwrap();
+    assert!(!l.a.events[result_at + 1..]
+        .iter()
+        .any(|e| matches!(e, Event::Progress { .. })));
+}
+
+#[test]
+fn cancel_of_a_command_or_unknown_or_finished_send_is_transid_invalid() {
+    let mut l = link();
+    let cmd =
+        l.a.client
+            .send_cmd(l.now, "bob", Bytes::from_static(b"x"), 0)
+            .unwrap();
+    assert_eq!(l.a.client.cancel_send(cmd, 1), ErrorCode::TRANSID_INVALID);
+    let buf =
+        l.a.client
+            .send_buffer(l.now, "bob", Bytes::from_static(b"y"), 0)
+            .unwrap();
+    l.run();
+    assert_eq!(
+        l.a.client.cancel_send(buf, 2),
+        ErrorCode::TRANSID_INVALID,
+        "finished"
+    );
+    assert_eq!(
+        l.a.client.cancel_send(peermsg::client::SendId(999), 3),
+        ErrorCode::TRANSID_INVALID
+    );
+    assert!(l.a.events.contains(&Event::CancelResult {
+        id: cmd,
+        code: ErrorCode::TRANSID_INVALID,
+        cookie: 1
+    }));
+    assert_eq!(
+        result_of(&l.a.events, cmd),
+        ErrorCode::NOERR,
+        "the command still goes"
+    );
+}
+
+#[test]
+fn receiver_rejects_a_file_on_offer() {
+    let mut l = link();
+    l.b.reading = false; // bob decides on the offer himself
+    let id =
+        l.a.client
+            .send_file(l.now, "bob", "big.iso", 8 << 20, 0)
+            .unwrap();
+    l.a.files.insert(id, content(8 << 20, 5));
+    l.run();
+    let offer = l.b.client.poll_event();
+    let Some(Event::Offer { id: rid, .. }) = offer else {
+        panic!("offer expected, got {offer:?}")
+    };
+    l.b.client.reject(rid, ErrorCode::REJECTED).unwrap();
+    assert_eq!(
+        l.b.client.reject(rid, ErrorCode::REJECTED),
+        Err(peermsg::ActionError::UnknownId)
+    );
+    l.b.reading = true;
+    l.run();
+    assert_eq!(result_of(&l.a.events, id), ErrorCode::REJECTED);
+    assert!(!l
+        .b
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::FileReceived { .. })));
+    // Bob held at most one window of the file while he was deciding.
+    assert!(
+        l.b.peak_buffered <= Config::default().transfer_window + 64 * 1024,
+        "{}",
+        l.b.peak_buffered
+    );
+}
+
+#[test]
+fn receiver_aborts_a_buffer_part_way() {
+    let mut l = link();
+    l.max_piece = 700;
+    let id =
+        l.a.client
+            .send_buffer(l.now, "bob", content(8 << 20, 8), 0)
+            .unwrap();
+    let started = |l: &Link| {
+        l.b.events
+            .iter()
+            .any(|e| matches!(e, Event::ReceiveProgress { .. }))
+    };
+    assert!(l.run_until(started));
+    let rid =
+        l.b.events
+            .iter()
+            .find_map(|e| match e {
+                Event::Offer { id, .. } => Some(*id),
+                _ => None,
+            })
+            .unwrap();
+    l.b.client.reject(rid, ErrorCode::ABORTED).unwrap();
+    l.run();
+    assert_eq!(result_of(&l.a.events, id), ErrorCode::ABORTED);
+    assert!(!l
+        .b
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::BufferReceived { .. })));
+    assert!(
+        !l.a.client.is_closed() && !l.b.client.is_closed(),
+        "late DATA is dropped, not an error"
+    );
+}
+
+#[test]
+fn file_source_failure_ends_the_send_with_1103() {
+    let mut l = link();
+    let id =
+        l.a.client
+            .send_file(l.now, "bob", "gone.bin", 1 << 20, 0)
+            .unwrap();
+    l.a.failing_files.push(id);
+    l.run();
+    assert_eq!(result_of(&l.a.events, id), ErrorCode::SENDFILE_FILEINERROR);
+    assert!(l.b.events.iter().any(|e| matches!(e, Event::ReceiveFailed { code, .. } if *code == ErrorCode::SENDFILE_FILEINERROR)));
+}
+
+#[test]
+fn sends_refused_before_anything_is_queued() {
+    let mut l = link();
+    let now = l.now;
+    let too_big_cmd = Bytes::from(vec![0; 64 * 1024 + 1]);
+    let check = |r: Result<_, SendError>, code| assert_eq!(r.map_err(|e| e.code()), Err(code));
+    check(
+        l.a.client.send_cmd(now, "bob", too_big_cmd, 0),
+        ErrorCode::SENDCMD_LARGE,
+    );
+    check(
+        l.a.client.send_cmd(now, "", Bytes::new(), 0),
+        ErrorCode::PARAM_ERR,
+    );
+    check(
+        l.a.client.send_cmd(now, "bo\nb", Bytes::new(), 0),
+        ErrorCode::PARAM_ERR,
+    );
+    check(
+        l.a.client.send_cmd(now, &"x".repeat(129), Bytes::new(), 0),
+        ErrorCode::SENDDATA_TARGETINVALID,
+    );
+    check(
+        l.a.client.send_cmd(now, "carol", Bytes::new(), 0),
+        ErrorCode::SENDDATA_TARGETINVALID,
+    );
+    assert_eq!(l.a.client.pending_sends(), 0);
+
+    let small = Config {
+        limits: peermsg::wire::Limits {
+            max_buffer_size: 1000,
+            max_file_size: 2000,
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let mut l = Link::direct(small, 1);
+    let now = l.now;
+    check(
+        l.a.client
+            .send_buffer(now, "bob", Bytes::from(vec![0; 1001]), 0),
+        ErrorCode::SENDBUFFER_LARGE,
+    );
+    check(
+        l.a.client.send_file(now, "bob", "f", 2001, 0),
+        ErrorCode::FILE_SIZE_ERR,
+    );
+    assert!(l
+        .a
+        .client
+        .send_buffer(now, "bob", Bytes::from(vec![0; 1000]), 0)
+        .is_ok());
+}
+
+#[test]
+fn send_before_login_is_not_login() {
+    let mut c = peermsg::client::Client::new(Config::default(), peermsg::Instant::ZERO).unwrap();
+    let r = c.send_cmd(peermsg::Instant::ZERO, "bob", Bytes::from_static(b"x"), 0);
+    assert_eq!(r.map_err(|e| e.code()), Err(ErrorCode::NOT_LOGIN));
+}
+
+#[test]
+fn idle_timeout_fails_pending_sends_with_connection_lost() {
+    let mut l = link();
+    let id =
+        l.a.client
+            .send_buffer(l.now, "bob", content(1 << 20, 6), 0)
+            .unwrap();
+    // Bob's side goes silent: drop everything bob would send.
+    l.a.client.handle_timeout(l.now);
+    let start = l.now;
+    let mut now = start;
+    while !l.a.client.is_closed() {
+        let mut sink = bytes::BytesMut::new();
+        l.a.client.poll_transmit(&mut sink);
+        now = l.a.client.poll_timeout().expect("a deadline while open");
+        l.a.client.handle_timeout(now);
+    }
+    let events: Vec<_> = std::iter::from_fn(|| l.a.client.poll_event()).collect();
+    assert_eq!(result_of(&events, id), ErrorCode::CONNECTIONLOST);
+    assert_eq!(now - start, Config::default().idle_timeout);
+    assert!(
+        matches!(events.last(), Some(Event::Closed { code, .. }) if *code == ErrorCode::SOCKETTIMEOUT)
+    );
+}
+
+#[test]
+fn keepalive_measures_rtt_and_keeps_the_link() {
+    let mut l = link();
+    l.run_for(std::time::Duration::from_secs(120));
+    assert!(!l.a.client.is_closed() && !l.b.client.is_closed());
+    assert_eq!(l.a.client.rtt(), Some(2 * l.latency));
+}
+
+#[test]
+fn send_timeout_gives_sockettimeout() {
+    let config = Config {
+        send_timeout: Some(std::time::Duration::from_millis(50)),
+        ..Config::default()
+    };
+    let mut l = Link::direct(config, 3);
+    l.b.reading = false; // bob never takes the command, so it is never confirmed
+    let id =
+        l.a.client
+            .send_cmd(l.now, "bob", Bytes::from_static(b"late"), 0)
+            .unwrap();
+    l.run_for(std::time::Duration::from_millis(100));
+    assert_eq!(result_of(&l.a.events, id), ErrorCode::SOCKETTIMEOUT);
+}
