@@ -189,7 +189,7 @@ impl Client {
             });
         }
         let token = Bytes::copy_from_slice(token);
-        self.control.push_back(Frame::Login(Login {
+        self.queue(Frame::Login(Login {
             user: user.clone(),
             token,
         }));
@@ -347,8 +347,7 @@ impl Client {
     pub fn reject(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
         match self.incoming.get(&id.0) {
             Some(msg) if msg.kind != SendKind::Cmd && !msg.delivered => {
-                self.control
-                    .push_back(Frame::Result(SendResult { id: id.0, code }));
+                self.queue(Frame::Result(SendResult { id: id.0, code }));
                 self.drop_incoming(id.0);
                 Ok(())
             }
@@ -400,7 +399,7 @@ impl Client {
             let nonce = self.next_nonce;
             self.next_nonce += 1;
             self.ping = Some((nonce, now));
-            self.control.push_back(Frame::Ping(Ping { nonce }));
+            self.queue(Frame::Ping(Ping { nonce }));
         }
         while let Some(&(deadline, id)) = self.deadlines.first() {
             if deadline > now {
@@ -453,7 +452,7 @@ impl Client {
             OnTake::Nothing => {}
             OnTake::Deliver(wire_id) => {
                 if self.incoming.get(&wire_id).is_some_and(|m| m.delivered) {
-                    self.control.push_back(Frame::Result(SendResult {
+                    self.queue(Frame::Result(SendResult {
                         id: wire_id,
                         code: ErrorCode::NOERR,
                     }));
@@ -584,8 +583,7 @@ impl Client {
     /// the send, and the result carries `code`.
     fn abandon(&mut self, id: SendId, code: ErrorCode) {
         if let Some(wire_id) = self.outgoing.get(&id).and_then(|s| s.wire_id) {
-            self.control
-                .push_back(Frame::Cancel(wire::Cancel { id: wire_id, code }));
+            self.queue(Frame::Cancel(wire::Cancel { id: wire_id, code }));
         }
         self.finish_send(id, code);
     }
@@ -820,7 +818,7 @@ impl Client {
         match frame {
             Frame::Hello(_) => self.violation(ErrorCode::PROTOCOL_VIOLATION, "second HELLO"),
             Frame::Login(login) if direct => {
-                self.control.push_back(Frame::LoginResult(LoginResult {
+                self.queue(Frame::LoginResult(LoginResult {
                     code: ErrorCode::NOERR,
                 }));
                 if let Some(p) = self.peer.as_mut() {
@@ -830,7 +828,7 @@ impl Client {
             }
             Frame::Login(_) => self.violation(ErrorCode::PROTOCOL_VIOLATION, "LOGIN from a relay"),
             Frame::LoginResult(r) => self.on_login_result(r.code),
-            Frame::Ping(p) => self.control.push_back(Frame::Pong(p)),
+            Frame::Ping(p) => self.queue(Frame::Pong(p)),
             Frame::Pong(p) => {
                 if let Some((nonce, sent)) = self.ping {
                     if nonce == p.nonce {
@@ -985,8 +983,7 @@ impl Client {
                     LoginState::None => None,
                 };
                 if me != Some(peer_field) {
-                    self.control
-                        .push_back(refuse(ErrorCode::SENDDATA_TARGETINVALID));
+                    self.queue(refuse(ErrorCode::SENDDATA_TARGETINVALID));
                     return None;
                 }
                 user
@@ -998,7 +995,7 @@ impl Client {
             _ => (self.transfers_arriving, self.config.max_transfers),
         };
         if count >= cap {
-            self.control.push_back(refuse(ErrorCode::LIMIT_EXCEEDED));
+            self.queue(refuse(ErrorCode::LIMIT_EXCEEDED));
             return None;
         }
         match kind {
@@ -1154,8 +1151,7 @@ impl Client {
         };
         let (id, from, size) = (ReceiveId(end.id), msg.from.clone(), msg.size);
         if !code.is_success() {
-            self.control
-                .push_back(Frame::Result(SendResult { id: end.id, code }));
+            self.queue(Frame::Result(SendResult { id: end.id, code }));
             self.drop_incoming(end.id);
             self.push_event(Event::ReceiveFailed { id, from, code });
             return;
@@ -1210,7 +1206,7 @@ impl Client {
         let want = msg.consumed + window;
         if want >= msg.granted + window / 2 && msg.granted < msg.size {
             msg.granted = want;
-            self.control.push_back(Frame::Credit(Credit {
+            self.queue(Frame::Credit(Credit {
                 id,
                 max_offset: want,
             }));
@@ -1223,8 +1219,7 @@ impl Client {
         let want = self.conn_consumed + window;
         if want >= self.conn_granted + window / 2 {
             self.conn_granted = want;
-            self.control
-                .push_back(Frame::ConnCredit(ConnCredit { max_data: want }));
+            self.queue(Frame::ConnCredit(ConnCredit { max_data: want }));
         }
     }
 
@@ -1238,6 +1233,13 @@ impl Client {
     }
 
     // ----- Internals: the connection -------------------------------------------------
+
+    /// Queues a control frame; once closed, nothing but the `CLOSE` goes out.
+    fn queue(&mut self, frame: Frame) {
+        if !self.closed {
+            self.control.push_back(frame);
+        }
+    }
 
     fn push_event(&mut self, event: Event) {
         self.events.push_back((event, OnTake::Nothing));

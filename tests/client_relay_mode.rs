@@ -1,0 +1,509 @@
+//! A client against a scripted relay: frames are written and read by hand with the wire
+//! layer, so the relay's side of every rule can be played, including breaking it.
+
+use bytes::{Bytes, BytesMut};
+use peermsg::client::{Client, Config, Event, SendKind};
+use peermsg::wire::*;
+use peermsg::{ErrorCode, Instant};
+
+const T0: Instant = Instant::ZERO;
+
+fn relay_hello(transfer_window: u64, conn_window: u64) -> Frame {
+    let l = Limits::default();
+    Frame::Hello(Hello {
+        version: VERSION,
+        capabilities: Capabilities::supported(),
+        role: Role::Relay,
+        max_frame_size: l.max_frame_size,
+        max_cmd_size: l.max_cmd_size,
+        max_buffer_size: l.max_buffer_size,
+        max_file_size: l.max_file_size,
+        max_cmds_in_flight: 64,
+        max_transfers: 16,
+        transfer_window,
+        conn_window,
+    })
+}
+
+/// Everything the client has to send, decoded.
+fn out(c: &mut Client) -> Vec<Frame> {
+    let mut buf = BytesMut::new();
+    while c.poll_transmit(&mut buf) > 0 {}
+    let mut d = Decoder::new(Limits::default()).unwrap();
+    let mut frames = Vec::new();
+    while let Some(f) = d.decode(&mut buf).expect("client output decodes") {
+        frames.push(f);
+    }
+    assert!(buf.is_empty());
+    frames
+}
+
+fn feed(c: &mut Client, frames: &[Frame]) {
+    let mut buf = BytesMut::new();
+    for f in frames {
+        f.encode(&mut buf).unwrap();
+    }
+    c.handle_input(T0, &buf);
+}
+
+fn events(c: &mut Client) -> Vec<Event> {
+    std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+fn user(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+/// A client logged in to the scripted relay as alice.
+fn logged_in(config: Config, windows: (u64, u64)) -> Client {
+    let mut c = Client::new(config, T0).unwrap();
+    c.login("alice", b"pw").unwrap();
+    let first = out(&mut c);
+    assert!(matches!(
+        first[0],
+        Frame::Hello(Hello {
+            role: Role::Client,
+            ..
+        })
+    ));
+    assert!(
+        matches!(&first[1], Frame::Login(l) if l.user.as_str() == "alice" && &l.token[..] == b"pw")
+    );
+    feed(
+        &mut c,
+        &[
+            relay_hello(windows.0, windows.1),
+            Frame::LoginResult(LoginResult {
+                code: ErrorCode::NOERR,
+            }),
+        ],
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::LoginResult {
+            code: ErrorCode::NOERR
+        }]
+    );
+    c
+}
+
+#[test]
+fn receivers_see_the_source_the_relay_stamped() {
+    let mut c = logged_in(Config::default(), (1 << 20, 4 << 20));
+    let cmd = Cmd {
+        id: 0,
+        peer: user("carol"),
+        total_len: 2,
+        data: Bytes::from_static(b"hi"),
+    };
+    feed(&mut c, &[Frame::Cmd(cmd)]);
+    assert_eq!(
+        events(&mut c),
+        vec![Event::CmdReceived {
+            from: user("carol"),
+            data: Bytes::from_static(b"hi")
+        }]
+    );
+    // Delivery is confirmed once the application took the event.
+    assert_eq!(
+        out(&mut c),
+        vec![Frame::Result(SendResult {
+            id: 0,
+            code: ErrorCode::NOERR
+        })]
+    );
+}
+
+#[test]
+fn offline_target_and_lost_receiver_end_the_send() {
+    let mut c = logged_in(Config::default(), (1 << 20, 4 << 20));
+    let cmd = c.send_cmd(T0, "dave", Bytes::from_static(b"?"), 1).unwrap();
+    let buf = c
+        .send_buffer(T0, "erin", Bytes::from(vec![1; 100_000]), 2)
+        .unwrap();
+    let frames = out(&mut c);
+    assert!(matches!(&frames[0], Frame::Cmd(Cmd { id: 0, peer, .. }) if peer.as_str() == "dave"));
+    assert!(matches!(
+        &frames[1],
+        Frame::Open(Open {
+            id: 1,
+            kind: TransferKind::Buffer,
+            size: 100_000,
+            ..
+        })
+    ));
+    feed(
+        &mut c,
+        &[
+            Frame::Result(SendResult {
+                id: 0,
+                code: ErrorCode::OFFLINE,
+            }),
+            Frame::Result(SendResult {
+                id: 1,
+                code: ErrorCode::CONNECTIONLOST,
+            }),
+        ],
+    );
+    let ev = events(&mut c);
+    assert!(ev.contains(&Event::SendResult {
+        id: cmd,
+        kind: SendKind::Cmd,
+        code: ErrorCode::OFFLINE,
+        cookie: 1
+    }));
+    assert!(ev.contains(&Event::SendResult {
+        id: buf,
+        kind: SendKind::Buffer,
+        code: ErrorCode::CONNECTIONLOST,
+        cookie: 2
+    }));
+    assert!(
+        out(&mut c).is_empty(),
+        "nothing more is sent for ended sends"
+    );
+}
+
+#[test]
+fn a_command_waits_behind_at_most_one_data_frame() {
+    // One frame per poll_transmit call, so the order of frames is visible.
+    let config = Config {
+        transmit_batch: 1,
+        ..Config::default()
+    };
+    let mut c = logged_in(config, (u64::MAX >> 2, u64::MAX >> 2));
+    for i in 0..5 {
+        c.send_buffer(T0, "bob", Bytes::from(vec![i; 1 << 20]), 0)
+            .unwrap();
+    }
+    let mut frames = Vec::new();
+    let mut buf = BytesMut::new();
+    for _ in 0..40 {
+        c.poll_transmit(&mut buf);
+    }
+    let cmd = c
+        .send_cmd(T0, "bob", Bytes::from_static(b"urgent"), 0)
+        .unwrap();
+    c.poll_transmit(&mut buf);
+    let mut d = Decoder::new(Limits::default()).unwrap();
+    while let Some(f) = d.decode(&mut buf).unwrap() {
+        frames.push(f);
+    }
+    assert_eq!(frames.len(), 41);
+    assert!(
+        frames[..40]
+            .iter()
+            .filter(|f| matches!(f, Frame::Data(_)))
+            .count()
+            > 30
+    );
+    assert!(
+        matches!(&frames[40], Frame::Cmd(Cmd { data, .. }) if &data[..] == b"urgent"),
+        "{:?}",
+        frames[40]
+    );
+    // Data went round-robin across the transfers.
+    let ids: std::collections::BTreeSet<_> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Data(d) => Some(d.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 5);
+    let _ = cmd;
+}
+
+#[test]
+fn data_stops_at_the_credit_and_resumes_with_more() {
+    let mut c = logged_in(
+        Config {
+            progress_step: 1,
+            ..Config::default()
+        },
+        (50_000, 1 << 30),
+    );
+    let id = c
+        .send_buffer(T0, "bob", Bytes::from(vec![7; 200_000]), 0)
+        .unwrap();
+    let sent = |frames: &[Frame]| -> u64 {
+        frames
+            .iter()
+            .map(|f| match f {
+                Frame::Data(d) => d.payload.len() as u64,
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(sent(&out(&mut c)), 50_000, "exactly the initial window");
+    feed(
+        &mut c,
+        &[Frame::Credit(Credit {
+            id: 0,
+            max_offset: 120_000,
+        })],
+    );
+    assert_eq!(sent(&out(&mut c)), 70_000);
+    // Progress reports what the receiver consumed (credit minus its window), never more
+    // than was sent when the credit came.
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Progress {
+            id,
+            sent: 50_000,
+            total: 200_000,
+            cookie: 0
+        }]
+    );
+    feed(
+        &mut c,
+        &[Frame::Credit(Credit {
+            id: 0,
+            max_offset: 90_000,
+        })],
+    ); // lower: ignored
+    assert!(out(&mut c).is_empty());
+}
+
+#[test]
+fn connection_credit_bounds_all_transfers_together() {
+    let mut c = logged_in(Config::default(), (1 << 30, 30_000));
+    c.send_buffer(T0, "bob", Bytes::from(vec![1; 100_000]), 0)
+        .unwrap();
+    c.send_buffer(T0, "bob", Bytes::from(vec![2; 100_000]), 0)
+        .unwrap();
+    let total = |frames: &[Frame]| -> u64 {
+        frames
+            .iter()
+            .map(|f| match f {
+                Frame::Data(d) => d.payload.len() as u64,
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(total(&out(&mut c)), 30_000);
+    feed(
+        &mut c,
+        &[Frame::ConnCredit(ConnCredit { max_data: 45_000 })],
+    );
+    assert_eq!(total(&out(&mut c)), 15_000);
+}
+
+#[test]
+fn rejected_login_leaves_sends_refused() {
+    let mut c = Client::new(Config::default(), T0).unwrap();
+    c.login("alice", b"wrong").unwrap();
+    out(&mut c);
+    feed(
+        &mut c,
+        &[
+            relay_hello(1, 1),
+            Frame::LoginResult(LoginResult {
+                code: ErrorCode::LOGIN_REJECTED,
+            }),
+        ],
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::LoginResult {
+            code: ErrorCode::LOGIN_REJECTED
+        }]
+    );
+    let r = c.send_cmd(T0, "bob", Bytes::new(), 0);
+    assert_eq!(r.map_err(|e| e.code()), Err(ErrorCode::NOT_LOGIN));
+}
+
+/// A peer that breaks a rule is closed with a clear code, and every pending send fails
+/// with CONNECTIONLOST.
+fn assert_closed_by(frames: &[Frame], code: ErrorCode) {
+    let mut c = logged_in(
+        Config {
+            transfer_window: 1000,
+            conn_window: 5000,
+            ..Config::default()
+        },
+        (1 << 20, 1 << 20),
+    );
+    let pending = c
+        .send_buffer(T0, "bob", Bytes::from(vec![0; 2 << 20]), 0)
+        .unwrap();
+    out(&mut c);
+    feed(&mut c, frames);
+    let types: Vec<_> = frames.iter().map(|f| f.frame_type()).collect();
+    assert!(c.is_closed(), "{types:?}");
+    let sent = out(&mut c);
+    assert!(
+        matches!(sent.last(), Some(Frame::Close(Close { code: c, .. })) if *c == code),
+        "{sent:?}"
+    );
+    let ev = events(&mut c);
+    assert!(ev.contains(&Event::SendResult {
+        id: pending,
+        kind: SendKind::Buffer,
+        code: ErrorCode::CONNECTIONLOST,
+        cookie: 0
+    }));
+    assert!(matches!(ev.last(), Some(Event::Closed { code: c, .. }) if *c == code));
+    // Nothing is taken after the close.
+    feed(&mut c, &[Frame::Ping(Ping { nonce: 1 })]);
+    let (late_out, late_events) = (out(&mut c), events(&mut c));
+    assert!(
+        late_out.is_empty(),
+        "{:?}",
+        late_out.iter().map(|f| f.frame_type()).collect::<Vec<_>>()
+    );
+    assert!(late_events.is_empty(), "{late_events:?}");
+}
+
+fn open(id: u64, size: u64) -> Frame {
+    Frame::Open(Open {
+        id,
+        kind: TransferKind::Buffer,
+        peer: user("mallory"),
+        size,
+        name: Text::new(),
+    })
+}
+
+fn open_file(id: u64, size: u64) -> Frame {
+    Frame::Open(Open {
+        id,
+        kind: TransferKind::File,
+        peer: user("mallory"),
+        size,
+        name: Text::from("f"),
+    })
+}
+
+fn data(id: u64, offset: u64, len: usize) -> Frame {
+    Frame::Data(Data {
+        id,
+        offset,
+        payload: Bytes::from(vec![0; len]),
+    })
+}
+
+#[test]
+fn hostile_peers_are_closed() {
+    let v = ErrorCode::PROTOCOL_VIOLATION;
+    assert_closed_by(&[relay_hello(1, 1)], v); // a second HELLO
+    assert_closed_by(&[open(1, 10)], v); // id out of order
+    assert_closed_by(&[data(0, 0, 5)], v); // data for a message never opened
+    assert_closed_by(&[open(0, 10), data(0, 5, 5)], v); // a gap
+    assert_closed_by(&[open(0, 10), data(0, 0, 11)], v); // past the declared size
+    assert_closed_by(
+        &[open_file(0, 10_000), data(0, 0, 1001)],
+        ErrorCode::FLOW_CONTROL,
+    );
+    assert_closed_by(
+        &[
+            open_file(0, 9000),
+            data(0, 0, 1000),
+            open_file(1, 9000),
+            data(1, 0, 1000),
+            open_file(2, 9000),
+            data(2, 0, 1000),
+            open_file(3, 9000),
+            data(3, 0, 1000),
+            open_file(4, 9000),
+            data(4, 0, 1000),
+            open_file(5, 9000),
+            data(5, 0, 1000),
+        ],
+        ErrorCode::FLOW_CONTROL,
+    ); // six windows of 1000 against a connection window of 5000, none of it taken yet
+    assert_closed_by(
+        &[Frame::Result(SendResult {
+            id: 9,
+            code: ErrorCode::NOERR,
+        })],
+        v,
+    ); // never sent
+    assert_closed_by(
+        &[Frame::Credit(Credit {
+            id: 5,
+            max_offset: 1,
+        })],
+        v,
+    );
+    assert_closed_by(
+        &[Frame::Result(SendResult {
+            id: 0,
+            code: ErrorCode::NOERR,
+        })],
+        v,
+    ); // before the data
+    assert_closed_by(
+        &[Frame::Login(Login {
+            user: user("x"),
+            token: Bytes::new(),
+        })],
+        v,
+    );
+}
+
+#[test]
+fn garbage_bytes_close_with_protocol_violation() {
+    let mut c = logged_in(Config::default(), (1, 1));
+    c.handle_input(T0, b"GET / HTTP/1.1\r\n\r\n");
+    assert!(c.is_closed());
+    assert!(
+        matches!(out(&mut c).last(), Some(Frame::Close(Close { code, .. })) if *code == ErrorCode::PROTOCOL_VIOLATION)
+    );
+}
+
+#[test]
+fn a_bad_digest_or_size_fails_only_that_message() {
+    let mut c = logged_in(Config::default(), (1 << 20, 1 << 20));
+    let end = |id, size, crc| {
+        Frame::End(End {
+            id,
+            size,
+            digest: Digest::Crc32c(crc),
+        })
+    };
+    feed(&mut c, &[open(0, 3), data(0, 0, 3), end(0, 3, 0xdead_beef)]);
+    feed(&mut c, &[open(1, 3), data(1, 0, 2), end(1, 3, 0)]);
+    assert!(!c.is_closed());
+    let sent = out(&mut c);
+    assert!(sent.contains(&Frame::Result(SendResult {
+        id: 0,
+        code: ErrorCode::DIGEST_MISMATCH
+    })));
+    assert!(sent.contains(&Frame::Result(SendResult {
+        id: 1,
+        code: ErrorCode::SIZE_MISMATCH
+    })));
+    let ev = events(&mut c);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, Event::ReceiveFailed { .. }))
+            .count(),
+        2
+    );
+    assert!(!ev.iter().any(|e| matches!(e, Event::BufferReceived { .. })));
+}
+
+#[test]
+fn sender_cancel_and_late_frames_are_dropped_quietly() {
+    let mut c = logged_in(Config::default(), (1 << 20, 1 << 20));
+    feed(
+        &mut c,
+        &[
+            open(0, 100),
+            data(0, 0, 10),
+            Frame::Cancel(Cancel {
+                id: 0,
+                code: ErrorCode::CANCELLED,
+            }),
+            data(0, 10, 10),
+        ],
+    );
+    assert!(!c.is_closed());
+    let ev = events(&mut c);
+    assert!(ev.contains(&Event::ReceiveFailed {
+        id: peermsg::client::ReceiveId(0),
+        from: user("mallory"),
+        code: ErrorCode::CANCELLED
+    }));
+}
