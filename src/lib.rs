@@ -11,6 +11,9 @@
 //!
 //! ## Layers
 //!
+//! - [`client`]: the user endpoint. Commands, buffers and files out, with one result per
+//!   send, progress and cancel; the same in, with offers, reject and receive progress;
+//!   credit-based flow control, fair interleaving, digests, keepalive and timeouts.
 //! - [`wire`]: the frames of the protocol, their encoder and a streaming decoder that
 //!   accepts bytes split anywhere, checks every length before it buffers anything, and
 //!   hands payloads out as slices of the input. `docs/PROTOCOL.md` is the byte-level
@@ -18,62 +21,112 @@
 //! - [`ErrorCode`]: result codes with wire-stable numbers (the SDK's where one fits).
 //! - [`Instant`]: time as the caller gives it.
 //!
-//! ## The drive loop of the wire layer
+//! ## The drive contract
 //!
-//! Whatever the transport, a connection is driven the same way: append what the transport
-//! delivered to one `BytesMut`, take frames off it until the decoder says it needs more,
-//! and encode outgoing frames into a buffer the caller writes out. A decode error ends the
-//! connection with [`wire::DecodeError::code`].
+//! A [`client::Client`] is driven by four kinds of input and three outputs:
+//!
+//! - **Inputs**: bytes exactly as the transport delivered them, split anywhere
+//!   ([`Client::handle_input`](client::Client::handle_input)); the passing of time
+//!   ([`Client::handle_timeout`](client::Client::handle_timeout)); the transport closing
+//!   ([`Client::handle_disconnect`](client::Client::handle_disconnect)); and user commands
+//!   (`login`, `send_cmd`, `send_buffer`, `send_file`, `supply_file_data`, `cancel_send`,
+//!   `reject`, `close`).
+//! - **Outputs**: bytes to write, appended to a buffer the caller owns
+//!   ([`Client::poll_transmit`](client::Client::poll_transmit)); events
+//!   ([`Client::poll_event`](client::Client::poll_event)); and the next deadline
+//!   ([`Client::poll_timeout`](client::Client::poll_timeout)), exact, which moves once it
+//!   has been handled.
+//!
+//! **The one invariant**: after any input, call `poll_transmit` and `poll_event` in turn
+//! until one pass gives neither bytes nor events (taking an event can release frames, and
+//! writing frames can raise events, such as a request for the next piece of a file); then
+//! wait for bytes or for `poll_timeout`, whichever comes first. Time is always an argument;
+//! nothing reads a clock. No input, however malformed, makes the client panic: a peer that
+//! breaks the protocol is sent a `CLOSE` with the reason and every pending send fails.
+//!
+//! ## Example: two users, in memory
 //!
 //! ```
 //! use bytes::{Bytes, BytesMut};
-//! use peermsg::wire::{Cmd, Decoder, Frame, Limits, Ping, SendResult, UserId};
-//! use peermsg::ErrorCode;
+//! use peermsg::client::{Client, Config, Event};
+//! use peermsg::{ErrorCode, Instant};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // The sending side encodes frames into the buffer it will write to the transport.
-//! let mut outgoing = BytesMut::new();
-//! let cmd = Frame::Cmd(Cmd {
-//!     id: 0,
-//!     peer: UserId::new("bob")?,
-//!     total_len: 5,
-//!     data: Bytes::from_static(b"hello"),
-//! });
-//! cmd.encode(&mut outgoing)?;
-//! Frame::Ping(Ping { nonce: 1 }).encode(&mut outgoing)?;
+//! let now = Instant::ZERO;
+//! let mut alice = Client::new(Config::default(), now)?;
+//! let mut bob = Client::new(Config::default(), now)?;
+//! alice.login("alice", b"token")?;
+//! bob.login("bob", b"token")?;
+//! let file = Bytes::from(vec![42u8; 1_000_000]);
 //!
-//! // The transport delivers the bytes in whatever pieces it likes.
-//! let wire = outgoing.freeze();
-//! let pieces = [&wire[..3], &wire[3..11], &wire[11..]];
-//!
-//! // The receiving side appends each piece and takes off every whole frame.
-//! let mut decoder = Decoder::new(Limits::default())?;
-//! let mut incoming = BytesMut::new();
-//! let mut answers = BytesMut::new();
-//! for piece in pieces {
-//!     incoming.extend_from_slice(piece);
-//!     loop {
-//!         match decoder.decode(&mut incoming) {
-//!             Ok(Some(Frame::Cmd(c))) => {
-//!                 assert_eq!(&c.data[..], b"hello");
-//!                 let done = SendResult { id: c.id, code: ErrorCode::NOERR };
-//!                 Frame::Result(done).encode(&mut answers)?;
+//! let mut sends = Vec::new();
+//! let mut results = Vec::new();
+//! let mut bob_got = Vec::new();
+//! for _round in 0..1000 {
+//!     let mut busy = false;
+//!     // Output of each side is the other's input (a real transport would sit between).
+//!     let mut wire = BytesMut::new();
+//!     while alice.poll_transmit(&mut wire) > 0 {}
+//!     bob.handle_input(now, &wire);
+//!     busy |= !wire.is_empty();
+//!     wire.clear();
+//!     while bob.poll_transmit(&mut wire) > 0 {}
+//!     alice.handle_input(now, &wire);
+//!     busy |= !wire.is_empty();
+//!     while let Some(event) = alice.poll_event() {
+//!         busy = true;
+//!         match event {
+//!             // Logged in: send a command and a file.
+//!             Event::LoginResult { code } if code.is_success() => {
+//!                 sends.push(alice.send_cmd(now, "bob", Bytes::from_static(b"hi"), 1)?);
+//!                 sends.push(alice.send_file(now, "bob", "a.bin", file.len() as u64, 2)?);
 //!             }
-//!             Ok(Some(Frame::Ping(p))) => {
-//!                 Frame::Pong(p).encode(&mut answers)?;
+//!             // The file source: the client asks for bytes by offset.
+//!             Event::FileRead { id, offset, len } => {
+//!                 let piece = file.slice(offset as usize..(offset + len) as usize);
+//!                 alice.supply_file_data(id, offset, piece)?;
 //!             }
-//!             Ok(Some(other)) => println!("{other:?}"),
-//!             Ok(None) => break, // need more bytes
-//!             Err(e) => {
-//!                 // Tell the peer why, then close the transport.
-//!                 let close = peermsg::wire::Close { code: e.code(), reason: e.to_string().into() };
-//!                 Frame::Close(close).encode(&mut answers)?;
-//!                 break;
-//!             }
+//!             Event::SendResult { id, code, .. } => results.push((id, code)),
+//!             _ => {}
 //!         }
 //!     }
+//!     while let Some(event) = bob.poll_event() {
+//!         busy = true;
+//!         match event {
+//!             Event::CmdReceived { from, data } => bob_got.push(format!("{from}: {data:?}")),
+//!             Event::FileReceived { from, size, .. } => bob_got.push(format!("{from}: {size} bytes")),
+//!             _ => {}
+//!         }
+//!     }
+//!     if !busy {
+//!         break;
+//!     }
 //! }
-//! assert_eq!(answers.len(), 4 + 3); // RESULT and PONG, ready to write back
+//! assert_eq!(results, [(sends[0], ErrorCode::NOERR), (sends[1], ErrorCode::NOERR)]);
+//! assert_eq!(bob_got, ["alice: b\"hi\"", "alice: 1000000 bytes"]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `examples/blocking_tcp.rs` runs the same loop over a real TCP connection with blocking
+//! sockets and std threads, waiting on `poll_timeout`.
+//!
+//! ## The wire layer alone
+//!
+//! Under the client, a connection is a stream of frames: append what the transport
+//! delivered to one `BytesMut`, take frames off it until the decoder says it needs more,
+//! and encode outgoing frames into a buffer the caller writes out.
+//!
+//! ```
+//! use bytes::{Bytes, BytesMut};
+//! use peermsg::wire::{Cmd, Decoder, Frame, Limits, UserId};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut wire = BytesMut::new();
+//! let cmd = Frame::Cmd(Cmd { id: 0, peer: UserId::new("bob")?, total_len: 5, data: Bytes::from_static(b"hello") });
+//! cmd.encode(&mut wire)?;
+//! let mut decoder = Decoder::new(Limits::default())?;
+//! assert_eq!(decoder.decode(&mut wire)?, Some(cmd));
 //! # Ok(())
 //! # }
 //! ```

@@ -7,8 +7,8 @@
 //! [`Client::poll_timeout`].
 //!
 //! Where things live: the send lifecycle in `outgoing.rs`, the receive lifecycle in
-//! `incoming.rs`, every frame's handling in [`Client::handle_frame`], the output order in
-//! [`Client::next_frame`], and what bounds memory in [`Config`].
+//! `incoming.rs`, every frame's handling in `Client::handle_frame`, the output order in
+//! `Client::next_frame`, and what bounds memory in [`Config`].
 
 mod config;
 mod event;
@@ -604,6 +604,12 @@ impl Client {
         }
         if let Some(deadline) = send.deadline {
             self.deadlines.remove(&(deadline, id));
+        }
+        if let Source::File { reading: true, .. } = send.source {
+            // Its read request may still wait in the queue: nothing about the send may
+            // follow its result, and the application need not answer a dead request.
+            self.events
+                .retain(|(e, _)| !matches!(e, Event::FileRead { id: r, .. } if *r == id));
         }
         if code.is_success() && send.kind != SendKind::Cmd && send.reported < send.size {
             let (sent, total, cookie) = (send.size, send.size, send.cookie);
