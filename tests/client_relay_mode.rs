@@ -507,3 +507,80 @@ fn sender_cancel_and_late_frames_are_dropped_quietly() {
         code: ErrorCode::CANCELLED
     }));
 }
+
+#[test]
+fn a_peer_without_version_1_is_refused() {
+    let mut c = Client::new(Config::default(), T0).unwrap();
+    out(&mut c);
+    let mut hello = relay_hello(1, 1);
+    if let Frame::Hello(h) = &mut hello {
+        h.capabilities = Capabilities(0);
+    }
+    feed(&mut c, &[hello]);
+    assert!(c.is_closed());
+    assert!(
+        matches!(out(&mut c).last(), Some(Frame::Close(Close { code, .. })) if *code == ErrorCode::UNSUPPORTED_VERSION)
+    );
+}
+
+#[test]
+fn kicked_out_by_a_newer_login() {
+    let mut c = logged_in(Config::default(), (1 << 20, 1 << 20));
+    let id = c.send_cmd(T0, "bob", Bytes::from_static(b"x"), 0).unwrap();
+    out(&mut c);
+    let reason = Text::from_static("logged in elsewhere");
+    feed(
+        &mut c,
+        &[Frame::Close(Close {
+            code: ErrorCode::KICKOUT_BY_RELOGIN,
+            reason: reason.clone(),
+        })],
+    );
+    let ev = events(&mut c);
+    assert!(ev.contains(&Event::SendResult {
+        id,
+        kind: SendKind::Cmd,
+        code: ErrorCode::CONNECTIONLOST,
+        cookie: 0
+    }));
+    assert_eq!(
+        ev.last(),
+        Some(&Event::Closed {
+            code: ErrorCode::KICKOUT_BY_RELOGIN,
+            reason
+        })
+    );
+    assert!(out(&mut c).is_empty(), "no CLOSE answers a CLOSE");
+}
+
+#[test]
+fn messages_over_our_caps_are_refused_one_by_one() {
+    let config = Config {
+        max_transfers: 1,
+        max_cmds_in_flight: 1,
+        ..Config::default()
+    };
+    let mut c = logged_in(config, (1 << 20, 1 << 20));
+    let cmd = |id| {
+        Frame::Cmd(Cmd {
+            id,
+            peer: user("carol"),
+            total_len: 1,
+            data: Bytes::from_static(b"x"),
+        })
+    };
+    feed(&mut c, &[open(0, 10), open(1, 10), cmd(2), cmd(3)]);
+    assert!(!c.is_closed());
+    let sent = out(&mut c);
+    assert!(sent.contains(&Frame::Result(SendResult {
+        id: 1,
+        code: ErrorCode::LIMIT_EXCEEDED
+    })));
+    assert!(sent.contains(&Frame::Result(SendResult {
+        id: 3,
+        code: ErrorCode::LIMIT_EXCEEDED
+    })));
+    assert!(!sent
+        .iter()
+        .any(|f| matches!(f, Frame::Result(SendResult { id: 0 | 2, .. }))));
+}

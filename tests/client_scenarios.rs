@@ -466,3 +466,130 @@ fn send_timeout_gives_sockettimeout() {
     l.run_for(std::time::Duration::from_millis(100));
     assert_eq!(result_of(&l.a.events, id), ErrorCode::SOCKETTIMEOUT);
 }
+
+#[test]
+fn cancel_at_every_stage() {
+    // Waiting: behind the concurrency cap, never opened.
+    let config = Config {
+        max_transfers: 1,
+        ..Config::default()
+    };
+    let mut l = Link::direct(config, 11);
+    let first =
+        l.a.client
+            .send_buffer(l.now, "bob", content(3 << 20, 1), 0)
+            .unwrap();
+    let waiting =
+        l.a.client
+            .send_buffer(l.now, "bob", content(1000, 2), 0)
+            .unwrap();
+    assert_eq!(l.a.client.cancel_send(waiting, 0), ErrorCode::NOERR);
+    l.run();
+    assert_eq!(result_of(&l.a.events, waiting), ErrorCode::CANCELLED);
+    assert_eq!(result_of(&l.a.events, first), ErrorCode::NOERR);
+    let offers =
+        l.b.events
+            .iter()
+            .filter(|e| matches!(e, Event::Offer { .. }))
+            .count();
+    assert_eq!(offers, 1, "the cancelled send never reached bob");
+
+    // Ending: every byte and the END sent, the result not yet back.
+    let mut l = link();
+    l.b.reading = false;
+    let id =
+        l.a.client
+            .send_buffer(l.now, "bob", content(1000, 3), 0)
+            .unwrap();
+    l.run();
+    assert_eq!(l.a.client.cancel_send(id, 0), ErrorCode::NOERR);
+    l.b.reading = true;
+    l.run();
+    assert_eq!(result_of(&l.a.events, id), ErrorCode::CANCELLED);
+    // Bob had it whole: he gets it, and no contradictory failure after it.
+    assert!(l
+        .b
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::BufferReceived { .. })));
+    assert!(!l
+        .b
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ReceiveFailed { .. })));
+    assert!(!l.a.client.is_closed() && !l.b.client.is_closed());
+}
+
+#[test]
+fn queue_full_is_limit_exceeded() {
+    let config = Config {
+        max_queued_sends: 3,
+        ..Config::default()
+    };
+    let mut l = Link::direct(config, 12);
+    for _ in 0..3 {
+        l.a.client
+            .send_cmd(l.now, "bob", Bytes::from_static(b"x"), 0)
+            .unwrap();
+    }
+    let r =
+        l.a.client
+            .send_cmd(l.now, "bob", Bytes::from_static(b"x"), 0);
+    assert_eq!(r.map_err(|e| e.code()), Err(ErrorCode::LIMIT_EXCEEDED));
+    l.run();
+    assert!(
+        l.a.client
+            .send_cmd(l.now, "bob", Bytes::from_static(b"x"), 0)
+            .is_ok(),
+        "room again"
+    );
+}
+
+#[test]
+fn commands_beyond_the_peers_cap_wait_their_turn() {
+    let config = Config {
+        max_cmds_in_flight: 2,
+        ..Config::default()
+    };
+    let mut l = Link::direct(config, 13);
+    l.b.reading = false; // bob holds his events: nothing is confirmed
+    for i in 0..5u8 {
+        l.a.client
+            .send_cmd(l.now, "bob", Bytes::from(vec![i]), 0)
+            .unwrap();
+    }
+    l.run();
+    let waiting = std::iter::from_fn(|| l.b.client.poll_event()).count();
+    assert_eq!(waiting, 2, "only the peer's cap of commands went out");
+    l.b.reading = true;
+    l.run();
+    let got =
+        l.b.events
+            .iter()
+            .filter(|e| matches!(e, Event::CmdReceived { .. }))
+            .count();
+    assert_eq!(got, 3, "the rest followed as results came back");
+    assert_eq!(l.a.client.pending_sends(), 0);
+}
+
+#[test]
+fn receive_progress_is_monotonic_and_ends_at_the_total() {
+    let mut l = link();
+    l.a.client
+        .send_buffer(l.now, "bob", content(1 << 20, 9), 0)
+        .unwrap();
+    l.run();
+    let seen: Vec<(u64, u64)> =
+        l.b.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ReceiveProgress {
+                    received, total, ..
+                } => Some((*received, *total)),
+                _ => None,
+            })
+            .collect();
+    assert!(seen.len() >= 4, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(seen.last(), Some(&(1 << 20, 1 << 20)));
+}

@@ -862,7 +862,9 @@ impl Client {
             Frame::Cancel(c) => {
                 if self.known_incoming(c.id) {
                     if let Some(msg) = self.incoming.get(&c.id) {
-                        if msg.kind != SendKind::Cmd {
+                        // Already delivered: the application has it whole and verified;
+                        // only the confirmation is dropped.
+                        if msg.kind != SendKind::Cmd && !msg.delivered {
                             let from = msg.from.clone();
                             self.push_event(Event::ReceiveFailed {
                                 id: ReceiveId(c.id),
