@@ -18,20 +18,14 @@ enum Hop {
 }
 
 fn hello(role: Role) -> Frame {
-    let limits = Limits::default();
-    Frame::Hello(Hello {
-        version: VERSION,
-        capabilities: Capabilities::supported(),
+    Frame::Hello(Hello::new(
         role,
-        max_frame_size: limits.max_frame_size,
-        max_cmd_size: limits.max_cmd_size,
-        max_buffer_size: limits.max_buffer_size,
-        max_file_size: limits.max_file_size,
-        max_cmds_in_flight: 64,
-        max_transfers: 16,
-        transfer_window: 256 * 1024,
-        conn_window: 1024 * 1024,
-    })
+        &Limits::default(),
+        64,
+        16,
+        256 * 1024,
+        1024 * 1024,
+    ))
 }
 
 fn user(id: &str) -> UserId {

@@ -9,20 +9,14 @@ use peermsg::{ErrorCode, Instant};
 fn a_message_for_someone_else_is_refused_and_the_source_is_the_logged_in_peer() {
     let mut c = Client::new(Config::default(), Instant::ZERO).unwrap();
     c.login("bob", b"t").unwrap();
-    let l = Limits::default();
-    let hello = Frame::Hello(Hello {
-        version: VERSION,
-        capabilities: Capabilities::supported(),
-        role: Role::Client,
-        max_frame_size: l.max_frame_size,
-        max_cmd_size: l.max_cmd_size,
-        max_buffer_size: l.max_buffer_size,
-        max_file_size: l.max_file_size,
-        max_cmds_in_flight: 8,
-        max_transfers: 8,
-        transfer_window: 1 << 20,
-        conn_window: 1 << 20,
-    });
+    let hello = Frame::Hello(Hello::new(
+        Role::Client,
+        &Limits::default(),
+        8,
+        8,
+        1 << 20,
+        1 << 20,
+    ));
     let cmd = |id, to: &str| {
         Frame::Cmd(Cmd {
             id,

@@ -9,20 +9,15 @@ use peermsg::{ErrorCode, Instant};
 const T0: Instant = Instant::ZERO;
 
 fn relay_hello(transfer_window: u64, conn_window: u64) -> Frame {
-    let l = Limits::default();
-    Frame::Hello(Hello {
-        version: VERSION,
-        capabilities: Capabilities::supported(),
-        role: Role::Relay,
-        max_frame_size: l.max_frame_size,
-        max_cmd_size: l.max_cmd_size,
-        max_buffer_size: l.max_buffer_size,
-        max_file_size: l.max_file_size,
-        max_cmds_in_flight: 64,
-        max_transfers: 16,
+    let limits = Limits::default();
+    Frame::Hello(Hello::new(
+        Role::Relay,
+        &limits,
+        64,
+        16,
         transfer_window,
         conn_window,
-    })
+    ))
 }
 
 /// Everything the client has to send, decoded.

@@ -9,7 +9,7 @@ use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use peermsg::client::{Client, Config, Event, ReceiveId, SendId};
-use peermsg::wire::{Capabilities, Frame, Hello, Limits, LoginResult, Role, VERSION};
+use peermsg::wire::{Frame, Hello, Limits, LoginResult, Role};
 use peermsg::{ErrorCode, Instant};
 
 #[derive(Arbitrary, Debug)]
@@ -65,20 +65,7 @@ fuzz_target!(|input: Input| {
     let mut out = BytesMut::new();
     if input.handshake {
         let _ = c.login("alice", b"t");
-        let l = Limits::default();
-        let hello = Hello {
-            version: VERSION,
-            capabilities: Capabilities::supported(),
-            role: Role::Relay,
-            max_frame_size: l.max_frame_size,
-            max_cmd_size: l.max_cmd_size,
-            max_buffer_size: l.max_buffer_size,
-            max_file_size: l.max_file_size,
-            max_cmds_in_flight: 8,
-            max_transfers: 8,
-            transfer_window: 100_000,
-            conn_window: 300_000,
-        };
+        let hello = Hello::new(Role::Relay, &Limits::default(), 8, 8, 100_000, 300_000);
         let ok = Frame::LoginResult(LoginResult { code: ErrorCode::NOERR });
         c.handle_input(now, &encode(&[Frame::Hello(hello), ok]));
     }

@@ -158,19 +158,14 @@ impl Client {
 
     fn hello(&self) -> Hello {
         let c = &self.config;
-        Hello {
-            version: VERSION,
-            capabilities: Capabilities::supported(),
-            role: Role::Client,
-            max_frame_size: c.limits.max_frame_size,
-            max_cmd_size: c.limits.max_cmd_size,
-            max_buffer_size: c.limits.max_buffer_size,
-            max_file_size: c.limits.max_file_size,
-            max_cmds_in_flight: c.max_cmds_in_flight,
-            max_transfers: c.max_transfers,
-            transfer_window: c.transfer_window,
-            conn_window: c.conn_window,
-        }
+        Hello::new(
+            Role::Client,
+            &c.limits,
+            c.max_cmds_in_flight,
+            c.max_transfers,
+            c.transfer_window,
+            c.conn_window,
+        )
     }
 
     // ----- User commands -------------------------------------------------------------
@@ -206,21 +201,7 @@ impl Client {
         data: Bytes,
         cookie: u64,
     ) -> Result<SendId, SendError> {
-        let to = self.check_target(to)?;
-        let max = self.cap(self.config.limits.max_cmd_size, |h| h.max_cmd_size);
-        let size = data.len() as u64;
-        if size > max {
-            return Err(SendError::CmdTooLarge { size, max });
-        }
-        let send = Outgoing::new(
-            SendKind::Cmd,
-            cookie,
-            to,
-            Text::new(),
-            size,
-            Source::Memory(data),
-        );
-        self.enqueue(now, send)
+        self.send_memory(now, SendKind::Cmd, to, data, cookie)
     }
 
     /// Sends `data` to user `to` as a buffer (`sendBuffer`): cut into frames, with progress,
@@ -232,20 +213,33 @@ impl Client {
         data: Bytes,
         cookie: u64,
     ) -> Result<SendId, SendError> {
+        self.send_memory(now, SendKind::Buffer, to, data, cookie)
+    }
+
+    /// A command or buffer: checked against its cap, then queued.
+    fn send_memory(
+        &mut self,
+        now: Instant,
+        kind: SendKind,
+        to: &str,
+        data: Bytes,
+        cookie: u64,
+    ) -> Result<SendId, SendError> {
         let to = self.check_target(to)?;
-        let max = self.cap(self.config.limits.max_buffer_size, |h| h.max_buffer_size);
+        let limits = self.config.limits;
         let size = data.len() as u64;
-        if size > max {
-            return Err(SendError::BufferTooLarge { size, max });
+        if kind == SendKind::Cmd {
+            let max = self.cap(limits.max_cmd_size, |h| h.max_cmd_size);
+            if size > max {
+                return Err(SendError::CmdTooLarge { size, max });
+            }
+        } else {
+            let max = self.cap(limits.max_buffer_size, |h| h.max_buffer_size);
+            if size > max {
+                return Err(SendError::BufferTooLarge { size, max });
+            }
         }
-        let send = Outgoing::new(
-            SendKind::Buffer,
-            cookie,
-            to,
-            Text::new(),
-            size,
-            Source::Memory(data),
-        );
+        let send = Outgoing::new(kind, cookie, to, Text::new(), size, Source::Memory(data));
         self.enqueue(now, send)
     }
 

@@ -151,6 +151,33 @@ pub struct Hello {
     pub conn_window: u64,
 }
 
+impl Hello {
+    /// The `HELLO` of this version for a peer in `role` that accepts `limits`, with its
+    /// in-flight caps and flow-control windows.
+    pub fn new(
+        role: Role,
+        limits: &super::Limits,
+        max_cmds_in_flight: u64,
+        max_transfers: u64,
+        transfer_window: u64,
+        conn_window: u64,
+    ) -> Self {
+        Hello {
+            version: VERSION,
+            capabilities: Capabilities::supported(),
+            role,
+            max_frame_size: limits.max_frame_size,
+            max_cmd_size: limits.max_cmd_size,
+            max_buffer_size: limits.max_buffer_size,
+            max_file_size: limits.max_file_size,
+            max_cmds_in_flight,
+            max_transfers,
+            transfer_window,
+            conn_window,
+        }
+    }
+}
+
 /// `LOGIN`: who the sender is, with a token the application checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Login {
