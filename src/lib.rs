@@ -141,6 +141,7 @@ extern crate std;
 pub mod client;
 mod digest;
 mod error;
+pub mod relay;
 mod time;
 pub mod wire;
 

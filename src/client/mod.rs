@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 use core::time::Duration;
 
 use crate::error::{ActionError, SendError};
+use crate::wire::credit_step;
 use crate::wire::{
     self, Capabilities, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Decoder, End, Frame, Hello,
     Login, LoginResult, MessageId, Open, Ping, Role, SendResult, Text, TransferKind, UserId,
@@ -1206,7 +1207,7 @@ impl Client {
         };
         msg.consumed += len;
         let want = msg.consumed + window;
-        if want >= msg.granted + window / 2 && msg.granted < msg.size {
+        if want >= msg.granted + credit_step(window) && msg.granted < msg.size {
             msg.granted = want;
             self.queue(Frame::Credit(Credit {
                 id,
@@ -1219,7 +1220,7 @@ impl Client {
         self.conn_consumed += len;
         let window = self.config.conn_window;
         let want = self.conn_consumed + window;
-        if want >= self.conn_granted + window / 2 {
+        if want >= self.conn_granted + credit_step(window) {
             self.conn_granted = want;
             self.queue(Frame::ConnCredit(ConnCredit { max_data: want }));
         }

@@ -8,6 +8,17 @@ pub const MIN_FRAME_SIZE: u64 = 1024;
 /// The largest `max_frame_size` a peer may advertise (16 MiB).
 pub const MAX_FRAME_SIZE: u64 = 16 << 20;
 
+/// A receiver grants credit again once it has consumed this many bytes since its last
+/// grant, or half its window if that is less (docs/PROTOCOL.md, "Flow control"). A relay's
+/// windows are at least this, so a sender behind a relay never waits for a grant that
+/// would only come after more than it may send.
+pub const CREDIT_STEP: u64 = 64 * 1024;
+
+/// The consumption that earns a new grant in a window of `window` bytes.
+pub fn credit_step(window: u64) -> u64 {
+    CREDIT_STEP.min(window / 2).max(1)
+}
+
 /// What a decoder accepts from its peer. Each side advertises its own in `HELLO`; a sender
 /// must stay within the peer's.
 ///

@@ -2,6 +2,8 @@
 //! byte streams cut at random points. Everything goes through the public API.
 #![allow(dead_code)] // each test file uses a part
 
+pub mod net;
+
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
@@ -45,7 +47,7 @@ pub struct Side {
 }
 
 impl Side {
-    fn new(config: Config, now: Instant) -> Self {
+    pub fn new(config: Config, now: Instant) -> Self {
         Side {
             client: Client::new(config, now).expect("valid config"),
             events: Vec::new(),
@@ -57,7 +59,7 @@ impl Side {
     }
 
     /// Takes events, answering file reads from `files`. Returns whether any came.
-    fn take_events(&mut self) -> bool {
+    pub fn take_events(&mut self) -> bool {
         let mut any = false;
         while self.reading {
             let Some(event) = self.client.poll_event() else {

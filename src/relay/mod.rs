@@ -1,0 +1,876 @@
+//! The relay: the server between clients, as a sans-IO state machine over many connections.
+//!
+//! The runtime opens a connection ([`Relay::open`]) with an id of its choosing, hands it
+//! bytes ([`Relay::handle_input`]), writes what [`Relay::poll_transmit`] gives for the
+//! connections [`Relay::poll_writable`] names, answers [`RelayEvent::Login`] with
+//! [`Relay::accept_login`] or [`Relay::reject_login`], and reports transports that closed
+//! ([`Relay::handle_disconnect`]). The drive invariant is the crate's: after any input,
+//! drain `poll_writable`/`poll_transmit` and `poll_event` until neither gives anything,
+//! then wait for bytes or [`Relay::poll_timeout`].
+//!
+//! What the relay guarantees: nothing but login before login; the source of every message
+//! stamped from the session; an offline target answered with `OFFLINE` at once; credit
+//! passed end to end, so the bytes it holds for a transfer never exceed the window it
+//! granted the sender; a peer that breaks a rule closed without touching anyone else's
+//! messages. Routing a frame and finding writable connections cost O(log n) in the number
+//! of connections (ordered maps) and O(1) in everything else.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::format;
+use alloc::vec::Vec;
+use bytes::{Bytes, BytesMut};
+use core::time::Duration;
+
+use crate::wire::{
+    self, Cancel, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Decoder, Frame, Hello, Limits,
+    LoginResult, MessageId, Open, Role, SendResult, Text, UserId, VERSION,
+};
+use crate::{ErrorCode, Instant};
+
+/// A connection, named by the runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// The relay's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// What the relay accepts from each client. Default: [`Limits::default`].
+    pub limits: Limits,
+    /// Commands a client may have in flight through the relay. Default 64.
+    pub max_cmds_in_flight: u64,
+    /// Transfers a client may have open through the relay. Default 16.
+    pub max_transfers: u64,
+    /// Bytes of one transfer a sender may send beyond what its receiver has granted: the
+    /// most the relay holds for that transfer. Default 256 KiB.
+    pub transfer_window: u64,
+    /// Bytes of all transfers from one sender that the relay holds at most. Default 1 MiB.
+    pub conn_window: u64,
+    /// Close a connection after this long without a byte from it. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Most bytes one `poll_transmit` call appends (at least one frame). Default 256 KiB.
+    pub transmit_batch: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            limits: Limits::default(),
+            max_cmds_in_flight: 64,
+            max_transfers: 16,
+            transfer_window: 256 * 1024,
+            conn_window: 1 << 20,
+            idle_timeout: Duration::from_secs(60),
+            transmit_batch: 256 * 1024,
+        }
+    }
+}
+
+/// What the application hears from the relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// A client asks to log in: answer with [`Relay::accept_login`] or
+    /// [`Relay::reject_login`].
+    Login {
+        /// The connection.
+        conn: ConnId,
+        /// The user it claims to be.
+        user: UserId,
+        /// Its credentials.
+        token: Bytes,
+    },
+    /// A connection is over; the runtime drops its transport after the last
+    /// `poll_transmit`.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// Who was logged in on it.
+        user: Option<UserId>,
+        /// Why.
+        code: ErrorCode,
+    },
+}
+
+/// Why a relay call was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    /// The connection id is in use.
+    #[error("connection id already open")]
+    InUse,
+    /// No such open connection, or no login pending on it.
+    #[error("unknown connection or no login pending")]
+    Unknown,
+    /// The configuration is not usable.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] wire::LimitsError),
+    /// The transfer window is under the credit step (64 KiB), or the connection window is
+    /// under the transfer window: senders could stall.
+    #[error("transfer_window must be at least 64 KiB and conn_window at least transfer_window")]
+    Windows,
+}
+
+/// A message on its way from one connection to another.
+#[derive(Debug)]
+struct Route {
+    src: ConnId,
+    src_id: MessageId,
+    dst: ConnId,
+    dst_id: MessageId,
+    /// Transfer frames (`DATA`, `END`) waiting for the receiver's credit, in order.
+    held: VecDeque<Frame>,
+    /// The receiver's credit for this transfer (absolute offset).
+    dst_credit: u64,
+    /// The credit granted to the sender.
+    src_credit: u64,
+    /// Waiting in the receiver's blocked list.
+    blocked: bool,
+    /// A command (else a transfer), for the sender's caps.
+    is_cmd: bool,
+}
+
+#[derive(Debug)]
+struct Conn {
+    decoder: Decoder,
+    input: BytesMut,
+    hello: Option<Hello>,
+    pending_login: Option<UserId>,
+    user: Option<UserId>,
+    closed: bool,
+    out: VecDeque<Frame>,
+    out_bytes: u64,
+    writable: bool,
+    last_heard: Instant,
+    // As a sender.
+    next_in_id: MessageId,
+    inbound: BTreeMap<MessageId, u64>,
+    cmds_in: u64,
+    transfers_in: u64,
+    conn_received: u64,
+    conn_released: u64,
+    conn_granted: u64,
+    // As a receiver.
+    next_out_id: MessageId,
+    outbound: BTreeMap<MessageId, u64>,
+    conn_sent: u64,
+    conn_credit: u64,
+    blocked: VecDeque<u64>,
+}
+
+/// The relay server's state machine. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Relay {
+    config: RelayConfig,
+    conns: BTreeMap<ConnId, Conn>,
+    users: BTreeMap<UserId, ConnId>,
+    routes: BTreeMap<u64, Route>,
+    next_route: u64,
+    writable: VecDeque<ConnId>,
+    events: VecDeque<RelayEvent>,
+    idle: BTreeSet<(Instant, ConnId)>,
+}
+
+impl Relay {
+    /// A relay with no connections.
+    pub fn new(config: RelayConfig) -> Result<Self, RelayError> {
+        config.limits.validate()?;
+        if config.transfer_window < wire::CREDIT_STEP || config.conn_window < config.transfer_window
+        {
+            return Err(RelayError::Windows);
+        }
+        Ok(Relay {
+            config,
+            conns: BTreeMap::new(),
+            users: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            next_route: 0,
+            writable: VecDeque::new(),
+            events: VecDeque::new(),
+            idle: BTreeSet::new(),
+        })
+    }
+
+    // ----- Connections ---------------------------------------------------------------
+
+    /// A new transport: its `HELLO` is the first thing `poll_transmit` gives for it.
+    pub fn open(&mut self, now: Instant, conn: ConnId) -> Result<(), RelayError> {
+        if self.conns.contains_key(&conn) {
+            return Err(RelayError::InUse);
+        }
+        let c = &self.config;
+        let hello = Hello::new(
+            Role::Relay,
+            &c.limits,
+            c.max_cmds_in_flight,
+            c.max_transfers,
+            c.transfer_window,
+            c.conn_window,
+        );
+        let decoder = Decoder::new(c.limits)?;
+        let state = Conn {
+            decoder,
+            input: BytesMut::new(),
+            hello: None,
+            pending_login: None,
+            user: None,
+            closed: false,
+            out: VecDeque::new(),
+            out_bytes: 0,
+            writable: false,
+            last_heard: now,
+            next_in_id: 0,
+            inbound: BTreeMap::new(),
+            cmds_in: 0,
+            transfers_in: 0,
+            conn_received: 0,
+            conn_released: 0,
+            conn_granted: c.conn_window,
+            next_out_id: 0,
+            outbound: BTreeMap::new(),
+            conn_sent: 0,
+            conn_credit: 0,
+            blocked: VecDeque::new(),
+        };
+        self.conns.insert(conn, state);
+        self.idle.insert((now + self.config.idle_timeout, conn));
+        self.push(conn, Frame::Hello(hello));
+        Ok(())
+    }
+
+    /// Bytes from `conn`'s transport, split anywhere.
+    pub fn handle_input(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let idle = self.config.idle_timeout;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closed {
+            return;
+        }
+        self.idle.remove(&(c.last_heard + idle, conn));
+        c.last_heard = now;
+        self.idle.insert((now + idle, conn));
+        c.input.extend_from_slice(bytes);
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if c.closed {
+                return;
+            }
+            match c.decoder.decode(&mut c.input) {
+                Ok(Some(frame)) => self.handle_frame(conn, frame),
+                Ok(None) => return,
+                Err(e) => {
+                    self.shut(conn, e.code(), &format!("{e}"), true);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// `conn`'s transport closed.
+    pub fn handle_disconnect(&mut self, conn: ConnId) {
+        self.shut(conn, ErrorCode::CONNECTIONLOST, "", false);
+    }
+
+    /// The passing of time: idle connections are closed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(deadline, conn)) = self.idle.first() {
+            if deadline > now {
+                break;
+            }
+            self.idle.pop_first();
+            self.shut(conn, ErrorCode::SOCKETTIMEOUT, "idle timeout", true);
+        }
+    }
+
+    /// Lets a pending login in. A session of the same user elsewhere is closed with
+    /// `KICKOUT_BY_RELOGIN`.
+    pub fn accept_login(&mut self, conn: ConnId) -> Result<(), RelayError> {
+        let c = self.conns.get_mut(&conn).ok_or(RelayError::Unknown)?;
+        let user = c.pending_login.take().ok_or(RelayError::Unknown)?;
+        c.user = Some(user.clone());
+        if let Some(old) = self.users.insert(user, conn) {
+            if old != conn {
+                self.shut(
+                    old,
+                    ErrorCode::KICKOUT_BY_RELOGIN,
+                    "logged in elsewhere",
+                    true,
+                );
+            }
+        }
+        self.push(
+            conn,
+            Frame::LoginResult(LoginResult {
+                code: ErrorCode::NOERR,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Refuses a pending login with `code` (for example `LOGIN_REJECTED`) and closes.
+    pub fn reject_login(&mut self, conn: ConnId, code: ErrorCode) -> Result<(), RelayError> {
+        let c = self.conns.get_mut(&conn).ok_or(RelayError::Unknown)?;
+        c.pending_login.take().ok_or(RelayError::Unknown)?;
+        self.push(conn, Frame::LoginResult(LoginResult { code }));
+        self.shut(conn, code, "login refused", true);
+        Ok(())
+    }
+
+    // ----- Outputs -------------------------------------------------------------------
+
+    /// A connection with bytes to write, each named once until it has been drained.
+    pub fn poll_writable(&mut self) -> Option<ConnId> {
+        let conn = self.writable.pop_front()?;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.writable = false;
+        }
+        Some(conn)
+    }
+
+    /// Appends `conn`'s frames to `buf`, up to `transmit_batch` bytes, and returns the
+    /// number of bytes appended. A closed connection's state is dropped once its last
+    /// frame (its `CLOSE`) has been taken.
+    pub fn poll_transmit(&mut self, conn: ConnId, buf: &mut BytesMut) -> usize {
+        let start = buf.len();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return 0;
+        };
+        while buf.len() - start < self.config.transmit_batch {
+            let Some(frame) = c.out.pop_front() else {
+                break;
+            };
+            c.out_bytes = c.out_bytes.saturating_sub(payload_len(&frame));
+            // Values come from decoded frames and the relay's own counters: all in range.
+            let _ = frame.encode(buf);
+        }
+        if c.out.is_empty() {
+            if c.closed {
+                self.conns.remove(&conn);
+            }
+        } else if !c.writable {
+            c.writable = true;
+            self.writable.push_back(conn);
+        }
+        buf.len() - start
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<RelayEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Relay::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.idle.first().map(|(t, _)| *t)
+    }
+
+    /// Connections open (including closed ones whose `CLOSE` has not been taken yet).
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Bytes the relay holds: undecoded input, frames waiting to be written, transfer data
+    /// waiting for a receiver's credit. Each sender's share is bounded by the relay's
+    /// connection window; each receiver's by the credit it granted. (A walk over the
+    /// connections and messages in progress.)
+    pub fn buffered_bytes(&self) -> u64 {
+        let conns: u64 = self
+            .conns
+            .values()
+            .map(|c| c.input.len() as u64 + c.out_bytes)
+            .sum();
+        let held: u64 = self
+            .routes
+            .values()
+            .flat_map(|r| r.held.iter())
+            .map(payload_len)
+            .sum();
+        conns + held
+    }
+
+    // ----- Internals -----------------------------------------------------------------
+
+    fn push(&mut self, conn: ConnId, frame: Frame) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closed {
+            return;
+        }
+        c.out_bytes += payload_len(&frame);
+        c.out.push_back(frame);
+        if !c.writable {
+            c.writable = true;
+            self.writable.push_back(conn);
+        }
+    }
+
+    /// Every frame from a client, in one place.
+    fn handle_frame(&mut self, conn: ConnId, frame: Frame) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.hello.is_none() {
+            match frame {
+                Frame::Hello(h) if h.version >= VERSION && h.role == Role::Client => {
+                    c.conn_credit = h.conn_window;
+                    c.hello = Some(h);
+                }
+                Frame::Hello(_) => self.shut(
+                    conn,
+                    ErrorCode::UNSUPPORTED_VERSION,
+                    "not a version-1 client",
+                    true,
+                ),
+                _ => self.shut(
+                    conn,
+                    ErrorCode::PROTOCOL_VIOLATION,
+                    "first frame is not HELLO",
+                    true,
+                ),
+            }
+            return;
+        }
+        let logged_in = c.user.is_some();
+        match frame {
+            Frame::Ping(p) => self.push(conn, Frame::Pong(p)),
+            Frame::Pong(_) => {}
+            Frame::Close(_) => self.shut(conn, ErrorCode::NOERR, "", false),
+            Frame::Login(login) if c.user.is_none() && c.pending_login.is_none() => {
+                c.pending_login = Some(login.user.clone());
+                self.events.push_back(RelayEvent::Login {
+                    conn,
+                    user: login.user,
+                    token: login.token,
+                });
+            }
+            Frame::Login(_) => self.shut(conn, ErrorCode::PROTOCOL_VIOLATION, "second LOGIN", true),
+            _ if !logged_in => self.shut(conn, ErrorCode::NOT_LOGIN, "not logged in", true),
+            Frame::Hello(_) | Frame::LoginResult(_) => self.shut(
+                conn,
+                ErrorCode::PROTOCOL_VIOLATION,
+                "unexpected frame from a client",
+                true,
+            ),
+            Frame::Cmd(cmd) => {
+                let (id, peer) = (cmd.id, cmd.peer.clone());
+                if let Some(route) = self.new_route(conn, id, &peer, true) {
+                    let (dst, dst_id, src_user) = route;
+                    let fwd = Cmd {
+                        id: dst_id,
+                        peer: src_user,
+                        total_len: cmd.total_len,
+                        data: cmd.data,
+                    };
+                    self.push(dst, Frame::Cmd(fwd));
+                }
+            }
+            Frame::Open(open) => {
+                let peer = open.peer.clone();
+                if let Some((dst, dst_id, src_user)) = self.new_route(conn, open.id, &peer, false) {
+                    let fwd = Open {
+                        id: dst_id,
+                        peer: src_user,
+                        ..open
+                    };
+                    self.push(dst, Frame::Open(fwd));
+                }
+            }
+            Frame::CmdCont(cont) => {
+                if let Some(r) = self.inbound_route(conn, cont.id) {
+                    let (dst, id) = (r.dst, r.dst_id);
+                    self.push(dst, Frame::CmdCont(CmdCont { id, ..cont }));
+                }
+            }
+            Frame::Data(data) => self.on_data(conn, data),
+            Frame::End(end) => {
+                if let Some(key) = self.inbound_key(conn, end.id) {
+                    if let Some(r) = self.routes.get_mut(&key) {
+                        r.held.push_back(Frame::End(wire::End {
+                            id: r.dst_id,
+                            ..end
+                        }));
+                    }
+                    self.release(key);
+                }
+            }
+            Frame::Cancel(cancel) => {
+                if let Some(key) = self.inbound_key(conn, cancel.id) {
+                    if let Some(r) = self.routes.get(&key) {
+                        let (dst, id) = (r.dst, r.dst_id);
+                        self.push(
+                            dst,
+                            Frame::Cancel(Cancel {
+                                id,
+                                code: cancel.code,
+                            }),
+                        );
+                    }
+                    self.end_route(key);
+                }
+            }
+            Frame::Credit(credit) => {
+                let Some(key) = self.outbound_key(conn, credit.id) else {
+                    return;
+                };
+                let window = self.config.transfer_window;
+                let Some(r) = self.routes.get_mut(&key) else {
+                    return;
+                };
+                if credit.max_offset > r.dst_credit {
+                    r.dst_credit = credit.max_offset;
+                    let grant = credit.max_offset.max(window);
+                    if grant > r.src_credit {
+                        r.src_credit = grant;
+                        let (src, id) = (r.src, r.src_id);
+                        self.push(
+                            src,
+                            Frame::Credit(Credit {
+                                id,
+                                max_offset: grant,
+                            }),
+                        );
+                    }
+                    self.release(key);
+                }
+            }
+            Frame::ConnCredit(cc) => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                if cc.max_data > c.conn_credit {
+                    c.conn_credit = cc.max_data;
+                    let blocked: Vec<u64> = c.blocked.drain(..).collect();
+                    for key in blocked {
+                        if let Some(r) = self.routes.get_mut(&key) {
+                            r.blocked = false;
+                        }
+                        self.release(key);
+                    }
+                }
+            }
+            Frame::Result(result) => {
+                let Some(key) = self.outbound_key(conn, result.id) else {
+                    return;
+                };
+                if let Some(r) = self.routes.get(&key) {
+                    let (src, id) = (r.src, r.src_id);
+                    self.push(
+                        src,
+                        Frame::Result(SendResult {
+                            id,
+                            code: result.code,
+                        }),
+                    );
+                }
+                self.end_route(key);
+            }
+        }
+    }
+
+    /// A new message from `conn` to `peer`: its id checked, the target found, a route and
+    /// an id on the target's connection made. `None` if refused (answered already).
+    fn new_route(
+        &mut self,
+        conn: ConnId,
+        id: MessageId,
+        peer: &UserId,
+        is_cmd: bool,
+    ) -> Option<(ConnId, MessageId, UserId)> {
+        let (max_cmds, max_transfers) = (self.config.max_cmds_in_flight, self.config.max_transfers);
+        let c = self.conns.get_mut(&conn)?;
+        if id != c.next_in_id {
+            self.shut(
+                conn,
+                ErrorCode::PROTOCOL_VIOLATION,
+                "message id out of order",
+                true,
+            );
+            return None;
+        }
+        c.next_in_id += 1;
+        let over = if is_cmd {
+            c.cmds_in >= max_cmds
+        } else {
+            c.transfers_in >= max_transfers
+        };
+        if over {
+            self.push(
+                conn,
+                Frame::Result(SendResult {
+                    id,
+                    code: ErrorCode::LIMIT_EXCEEDED,
+                }),
+            );
+            return None;
+        }
+        let src_user = c.user.clone()?;
+        let dst = match self.users.get(peer) {
+            Some(dst) if self.conns.get(dst).is_some_and(|d| !d.closed) => *dst,
+            _ => {
+                self.push(
+                    conn,
+                    Frame::Result(SendResult {
+                        id,
+                        code: ErrorCode::OFFLINE,
+                    }),
+                );
+                return None;
+            }
+        };
+        let d = self.conns.get_mut(&dst)?;
+        let dst_id = d.next_out_id;
+        d.next_out_id += 1;
+        let key = self.next_route;
+        self.next_route += 1;
+        d.outbound.insert(dst_id, key);
+        let window = self.config.transfer_window;
+        let dst_credit = d.hello.as_ref().map_or(0, |h| h.transfer_window);
+        let c = self.conns.get_mut(&conn)?;
+        c.inbound.insert(id, key);
+        if is_cmd {
+            c.cmds_in += 1;
+        } else {
+            c.transfers_in += 1;
+        }
+        let route = Route {
+            src: conn,
+            src_id: id,
+            dst,
+            dst_id,
+            held: VecDeque::new(),
+            dst_credit,
+            src_credit: window,
+            blocked: false,
+            is_cmd,
+        };
+        self.routes.insert(key, route);
+        Some((dst, dst_id, src_user))
+    }
+
+    /// The route of `conn`'s own message `id`. `None` for a message already ended (its
+    /// frames are dropped) or never begun (the connection is closed).
+    fn inbound_key(&mut self, conn: ConnId, id: MessageId) -> Option<u64> {
+        let c = self.conns.get(&conn)?;
+        match c.inbound.get(&id) {
+            Some(key) => Some(*key),
+            None => {
+                if id >= c.next_in_id {
+                    self.shut(
+                        conn,
+                        ErrorCode::PROTOCOL_VIOLATION,
+                        "frame for a message never opened",
+                        true,
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn inbound_route(&mut self, conn: ConnId, id: MessageId) -> Option<&Route> {
+        let key = self.inbound_key(conn, id)?;
+        self.routes.get(&key)
+    }
+
+    /// The route of a message the relay sent to `conn` as `id`.
+    fn outbound_key(&mut self, conn: ConnId, id: MessageId) -> Option<u64> {
+        let c = self.conns.get(&conn)?;
+        match c.outbound.get(&id) {
+            Some(key) => Some(*key),
+            None => {
+                if id >= c.next_out_id {
+                    self.shut(
+                        conn,
+                        ErrorCode::PROTOCOL_VIOLATION,
+                        "frame for a message never sent",
+                        true,
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn on_data(&mut self, conn: ConnId, data: Data) {
+        let len = data.payload.len() as u64;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.conn_received += len;
+        if c.conn_received > c.conn_granted {
+            self.shut(
+                conn,
+                ErrorCode::FLOW_CONTROL,
+                "DATA beyond connection credit",
+                true,
+            );
+            return;
+        }
+        let Some(key) = self.inbound_key(conn, data.id) else {
+            self.released(conn, len); // an ended message: dropped
+            return;
+        };
+        let Some(r) = self.routes.get_mut(&key) else {
+            return;
+        };
+        if data.offset.saturating_add(len) > r.src_credit {
+            self.shut(
+                conn,
+                ErrorCode::FLOW_CONTROL,
+                "DATA beyond transfer credit",
+                true,
+            );
+            return;
+        }
+        r.held.push_back(Frame::Data(Data {
+            id: r.dst_id,
+            ..data
+        }));
+        self.release(key);
+    }
+
+    /// Moves a route's held frames to its receiver as far as the receiver's credit goes.
+    fn release(&mut self, key: u64) {
+        loop {
+            let Some(r) = self.routes.get_mut(&key) else {
+                return;
+            };
+            let (src, dst) = (r.src, r.dst);
+            let Some(front) = r.held.front() else { return };
+            let len = payload_len(front);
+            if let Frame::Data(d) = front {
+                if d.offset + len > r.dst_credit {
+                    return; // the receiver's CREDIT calls release again
+                }
+                let Some(dc) = self.conns.get_mut(&dst) else {
+                    return;
+                };
+                if dc.conn_sent + len > dc.conn_credit {
+                    if !r.blocked {
+                        r.blocked = true;
+                        dc.blocked.push_back(key);
+                    }
+                    return;
+                }
+                dc.conn_sent += len;
+            }
+            let Some(frame) = r.held.pop_front() else {
+                return;
+            };
+            self.push(dst, frame);
+            self.released(src, len);
+        }
+    }
+
+    /// `len` bytes from sender `conn` left the relay: grant connection credit as needed.
+    fn released(&mut self, conn: ConnId, len: u64) {
+        let window = self.config.conn_window;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.conn_released += len;
+        let want = c.conn_released + window;
+        if len > 0 && want >= c.conn_granted + wire::credit_step(window) {
+            c.conn_granted = want;
+            self.push(conn, Frame::ConnCredit(ConnCredit { max_data: want }));
+        }
+    }
+
+    /// Forgets a route; its held bytes count as released for the sender.
+    fn end_route(&mut self, key: u64) {
+        let Some(r) = self.routes.remove(&key) else {
+            return;
+        };
+        let held: u64 = r.held.iter().map(payload_len).sum();
+        if let Some(c) = self.conns.get_mut(&r.src) {
+            c.inbound.remove(&r.src_id);
+            if r.is_cmd {
+                c.cmds_in = c.cmds_in.saturating_sub(1);
+            } else {
+                c.transfers_in = c.transfers_in.saturating_sub(1);
+            }
+        }
+        if let Some(c) = self.conns.get_mut(&r.dst) {
+            c.outbound.remove(&r.dst_id);
+        }
+        self.released(r.src, held);
+    }
+
+    /// Ends a connection: its messages end on the other side (`CANCEL` to receivers,
+    /// `RESULT(CONNECTIONLOST)` to senders), its user is logged out, `Closed` is reported.
+    fn shut(&mut self, conn: ConnId, code: ErrorCode, reason: &str, send_close: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closed {
+            return;
+        }
+        if send_close {
+            let close = Close {
+                code,
+                reason: Text::from(reason),
+            };
+            c.out_bytes += payload_len(&Frame::Close(close.clone()));
+            c.out.push_back(Frame::Close(close));
+        }
+        c.closed = true;
+        self.idle
+            .remove(&(c.last_heard + self.config.idle_timeout, conn));
+        let user = c.user.take();
+        let inbound: Vec<u64> = core::mem::take(&mut c.inbound).into_values().collect();
+        let outbound: Vec<u64> = core::mem::take(&mut c.outbound).into_values().collect();
+        let nothing_to_write = c.out.is_empty();
+        if let Some(u) = &user {
+            if self.users.get(u) == Some(&conn) {
+                self.users.remove(u);
+            }
+        }
+        for key in inbound {
+            if let Some(r) = self.routes.get(&key) {
+                let (dst, id) = (r.dst, r.dst_id);
+                self.push(
+                    dst,
+                    Frame::Cancel(Cancel {
+                        id,
+                        code: ErrorCode::CONNECTIONLOST,
+                    }),
+                );
+            }
+            self.end_route(key);
+        }
+        for key in outbound {
+            if let Some(r) = self.routes.get(&key) {
+                let (src, id) = (r.src, r.src_id);
+                self.push(
+                    src,
+                    Frame::Result(SendResult {
+                        id,
+                        code: ErrorCode::CONNECTIONLOST,
+                    }),
+                );
+            }
+            self.end_route(key);
+        }
+        if nothing_to_write {
+            self.conns.remove(&conn);
+        } else if let Some(c) = self.conns.get_mut(&conn) {
+            if !c.writable {
+                c.writable = true;
+                self.writable.push_back(conn);
+            }
+        }
+        self.events
+            .push_back(RelayEvent::Closed { conn, user, code });
+    }
+}
+
+/// Payload bytes a frame carries, the part that counts against windows.
+fn payload_len(frame: &Frame) -> u64 {
+    match frame {
+        Frame::Data(d) => d.payload.len() as u64,
+        Frame::Cmd(c) => c.data.len() as u64,
+        Frame::CmdCont(c) => c.data.len() as u64,
+        _ => 0,
+    }
+}

@@ -1,0 +1,332 @@
+//! Clients through the relay on a simulated network.
+
+mod support;
+
+use bytes::Bytes;
+use peermsg::client::{Config, Event, SendKind};
+use peermsg::relay::{RelayConfig, RelayEvent};
+use peermsg::ErrorCode;
+use support::net::Net;
+use support::{content, result_of};
+
+fn net(names: &[&str]) -> Net {
+    Net::new(names, Config::default(), RelayConfig::default(), 5)
+}
+
+fn logged_in(net: &Net, i: usize) -> bool {
+    net.nodes[i].side.events.contains(&Event::LoginResult {
+        code: ErrorCode::NOERR,
+    })
+}
+
+#[test]
+fn commands_buffers_and_files_go_through_stamped_with_the_sender() {
+    let mut n = net(&["alice", "bob"]);
+    assert!(logged_in(&n, 0) && logged_in(&n, 1));
+    let now = n.now;
+    let a = &mut n.nodes[0].side;
+    let cmd = a
+        .client
+        .send_cmd(now, "bob", Bytes::from_static(b"hello"), 1)
+        .unwrap();
+    let buf = a
+        .client
+        .send_buffer(now, "bob", content(3 << 20, 1), 2)
+        .unwrap();
+    let file_data = content(5 << 20 | 77, 2);
+    let file = a
+        .client
+        .send_file(now, "bob", "x.bin", file_data.len() as u64, 3)
+        .unwrap();
+    a.files.insert(file, file_data.clone());
+    n.run();
+    let a = &n.nodes[0].side.events;
+    for id in [cmd, buf, file] {
+        assert_eq!(result_of(a, id), ErrorCode::NOERR);
+    }
+    let b = &n.nodes[1].side.events;
+    assert!(b.contains(&Event::CmdReceived {
+        from: "alice".try_into().unwrap(),
+        data: Bytes::from_static(b"hello")
+    }));
+    assert!(b.iter().any(|e| matches!(e, Event::BufferReceived { from, data, .. } if from.as_str() == "alice" && *data == content(3 << 20, 1))));
+    let mut assembled = Vec::new();
+    for e in b {
+        if let Event::FileData { data, .. } = e {
+            assembled.extend_from_slice(data);
+        }
+    }
+    assert_eq!(assembled, file_data);
+}
+
+#[test]
+fn offline_target_gets_603_at_once() {
+    let mut n = net(&["alice"]);
+    let now = n.now;
+    let id = n.nodes[0]
+        .side
+        .client
+        .send_cmd(now, "nobody", Bytes::from_static(b"?"), 0)
+        .unwrap();
+    let buf = n.nodes[0]
+        .side
+        .client
+        .send_buffer(now, "nobody", content(1 << 20, 3), 0)
+        .unwrap();
+    n.run();
+    assert_eq!(result_of(&n.nodes[0].side.events, id), ErrorCode::OFFLINE);
+    assert_eq!(result_of(&n.nodes[0].side.events, buf), ErrorCode::OFFLINE);
+}
+
+#[test]
+fn receiver_dropping_mid_transfer_gives_the_sender_207() {
+    let mut n = net(&["alice", "bob"]);
+    let now = n.now;
+    let id = n.nodes[0]
+        .side
+        .client
+        .send_buffer(now, "bob", content(8 << 20, 4), 0)
+        .unwrap();
+    assert!(n.run_until(|n| n.nodes[1]
+        .side
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ReceiveProgress { .. }))));
+    n.drop_node(1);
+    n.run();
+    assert_eq!(
+        result_of(&n.nodes[0].side.events, id),
+        ErrorCode::CONNECTIONLOST
+    );
+    assert!(
+        !n.nodes[0].side.client.is_closed(),
+        "alice's own connection is fine"
+    );
+}
+
+#[test]
+fn sender_dropping_mid_transfer_tells_the_receiver() {
+    let mut n = net(&["alice", "bob"]);
+    let now = n.now;
+    n.nodes[0]
+        .side
+        .client
+        .send_buffer(now, "bob", content(8 << 20, 5), 0)
+        .unwrap();
+    assert!(n.run_until(|n| n.nodes[1]
+        .side
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ReceiveProgress { .. }))));
+    n.drop_node(0);
+    n.run();
+    let b = &n.nodes[1].side.events;
+    assert!(b.iter().any(|e| matches!(e, Event::ReceiveFailed { from, code, .. } if from.as_str() == "alice" && *code == ErrorCode::CONNECTIONLOST)));
+    assert!(!b.iter().any(|e| matches!(e, Event::BufferReceived { .. })));
+}
+
+#[test]
+fn cancel_and_reject_pass_through() {
+    let mut n = net(&["alice", "bob"]);
+    let now = n.now;
+    let id = n.nodes[0]
+        .side
+        .client
+        .send_buffer(now, "bob", content(8 << 20, 6), 0)
+        .unwrap();
+    assert!(n.run_until(|n| n.nodes[1]
+        .side
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ReceiveProgress { .. }))));
+    assert_eq!(n.nodes[0].side.client.cancel_send(id, 5), ErrorCode::NOERR);
+    n.run();
+    assert_eq!(result_of(&n.nodes[0].side.events, id), ErrorCode::CANCELLED);
+    assert!(n.nodes[1]
+        .side
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ReceiveFailed { code, .. } if *code == ErrorCode::CANCELLED)));
+
+    // bob refuses alice's next file on its offer
+    n.nodes[1].side.reading = false;
+    let data = content(4 << 20, 7);
+    let id = n.nodes[0]
+        .side
+        .client
+        .send_file(now, "bob", "f", data.len() as u64, 0)
+        .unwrap();
+    n.nodes[0].side.files.insert(id, data);
+    n.run();
+    n.nodes[1].side.reading = true;
+    let offer = loop {
+        match n.nodes[1].side.client.poll_event() {
+            Some(Event::Offer {
+                id,
+                kind: SendKind::File,
+                ..
+            }) => break id,
+            Some(_) => continue,
+            None => panic!("no offer"),
+        }
+    };
+    n.nodes[1]
+        .side
+        .client
+        .reject(offer, ErrorCode::REJECTED)
+        .unwrap();
+    n.run();
+    assert_eq!(result_of(&n.nodes[0].side.events, id), ErrorCode::REJECTED);
+}
+
+#[test]
+fn a_second_login_replaces_the_first() {
+    let mut n = net(&["alice", "bob"]);
+    n.connect("bob", b"good", Config::default());
+    n.run();
+    assert!(n.nodes[1].side.events.iter().any(
+        |e| matches!(e, Event::Closed { code, .. } if *code == ErrorCode::KICKOUT_BY_RELOGIN)
+    ));
+    assert!(logged_in(&n, 2));
+    let now = n.now;
+    let id = n.nodes[0]
+        .side
+        .client
+        .send_cmd(now, "bob", Bytes::from_static(b"to the new bob"), 0)
+        .unwrap();
+    n.run();
+    assert_eq!(result_of(&n.nodes[0].side.events, id), ErrorCode::NOERR);
+    assert!(n.nodes[2]
+        .side
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::CmdReceived { .. })));
+}
+
+#[test]
+fn a_refused_login_gets_its_code() {
+    let mut n = net(&["alice"]);
+    let i = n.connect("mallory", b"bad", Config::default());
+    n.run();
+    assert!(n.nodes[i].side.events.contains(&Event::LoginResult {
+        code: ErrorCode::LOGIN_REJECTED
+    }));
+    assert!(n.nodes[i].side.client.is_closed());
+    assert!(n.relay_events.iter().any(
+        |e| matches!(e, RelayEvent::Closed { code, .. } if *code == ErrorCode::LOGIN_REJECTED)
+    ));
+}
+
+#[test]
+fn a_slow_reader_makes_the_sender_wait_and_the_relay_does_not_grow() {
+    let relay = RelayConfig::default();
+    let mut n = Net::new(
+        &["alice", "bob", "carol", "dave"],
+        Config::default(),
+        relay,
+        9,
+    );
+    // Bob's application takes nothing for now, and his runtime stops reading the socket.
+    n.nodes[1].side.reading = false;
+    n.nodes[1].receiving = false;
+    let now = n.now;
+    let big = content(64 << 20, 8);
+    let id = n.nodes[0]
+        .side
+        .client
+        .send_file(now, "bob", "big", big.len() as u64, 0)
+        .unwrap();
+    n.nodes[0].side.files.insert(id, big.clone());
+    // Meanwhile another pair talks freely.
+    let other = n.nodes[2]
+        .side
+        .client
+        .send_buffer(now, "dave", content(4 << 20, 9), 0)
+        .unwrap();
+    n.run();
+    assert_eq!(
+        result_of(&n.nodes[2].side.events, other),
+        ErrorCode::NOERR,
+        "one busy pair does not starve the others"
+    );
+    assert!(
+        !n.nodes[0]
+            .side
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::SendResult { .. })),
+        "alice waits"
+    );
+    let stalled_peak = n.relay_peak;
+    // Bob reads again: the file completes.
+    n.nodes[1].side.reading = true;
+    n.nodes[1].receiving = true;
+    n.run();
+    assert_eq!(result_of(&n.nodes[0].side.events, id), ErrorCode::NOERR);
+    // The relay never held more than its windows plus a frame per connection.
+    let bound = relay.transfer_window + relay.conn_window + 4 * 16 * 1024;
+    assert!(
+        n.relay_peak <= bound,
+        "relay held {} > {bound} (stalled {stalled_peak})",
+        n.relay_peak
+    );
+    assert!(n.nodes[1].side.peak_buffered <= Config::default().conn_window + 64 * 1024);
+}
+
+#[test]
+fn a_thousand_clients_through_one_relay() {
+    let names: Vec<String> = (0..1000).map(|i| format!("user{i:04}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut n = Net::new(&refs, Config::default(), RelayConfig::default(), 3);
+    assert!((0..1000).all(|i| logged_in(&n, i)));
+    let now = n.now;
+    let mut sends = Vec::new();
+    for i in 0..1000 {
+        let to = &names[(i * 7 + 1) % 1000];
+        let data = Bytes::from(format!("{i} -> {to}"));
+        sends.push(
+            n.nodes[i]
+                .side
+                .client
+                .send_cmd(now, to, data, i as u64)
+                .unwrap(),
+        );
+    }
+    // A few connections drop while the commands are in flight.
+    for i in [13, 500, 999] {
+        n.drop_node(i);
+    }
+    n.run();
+    for (i, id) in sends.iter().enumerate() {
+        if [13, 500, 999].contains(&i) {
+            continue;
+        }
+        let code = result_of(&n.nodes[i].side.events, *id);
+        let to = (i * 7 + 1) % 1000;
+        let expected = if [13, 500, 999].contains(&to) {
+            vec![ErrorCode::OFFLINE, ErrorCode::CONNECTIONLOST]
+        } else {
+            vec![ErrorCode::NOERR]
+        };
+        assert!(expected.contains(&code), "{i} -> {to}: {code}");
+    }
+    // Every command reached exactly the user it was addressed to, from the real sender.
+    for (j, node) in n.nodes.iter().enumerate().filter(|(_, n)| n.up) {
+        for e in &node.side.events {
+            if let Event::CmdReceived { from, data } = e {
+                let text = String::from_utf8(data.to_vec()).unwrap();
+                assert_eq!(
+                    text,
+                    format!(
+                        "{} -> {}",
+                        from.as_str()
+                            .trim_start_matches("user")
+                            .parse::<usize>()
+                            .unwrap(),
+                        names[j]
+                    )
+                );
+            }
+        }
+    }
+}
