@@ -330,3 +330,41 @@ fn a_thousand_clients_through_one_relay() {
         }
     }
 }
+
+#[test]
+fn the_relay_cuts_frames_to_the_receivers_size_and_respects_its_caps() {
+    let mut n = net(&["alice"]);
+    let small = Config {
+        limits: peermsg::wire::Limits {
+            max_frame_size: 1024,
+            max_buffer_size: 1 << 20,
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let b = n.connect("serial", b"good", small);
+    n.run();
+    assert!(logged_in(&n, b));
+    let now = n.now;
+    let data = content(700_000, 4);
+    let cmd = content(60_000, 5);
+    let a = &mut n.nodes[0].side.client;
+    let buf = a.send_buffer(now, "serial", data.clone(), 0).unwrap();
+    let too_big = a
+        .send_buffer(now, "serial", content((1 << 20) + 1, 6), 0)
+        .unwrap();
+    let c = a.send_cmd(now, "serial", cmd.clone(), 0).unwrap();
+    n.run();
+    let ev = &n.nodes[0].side.events;
+    assert_eq!(result_of(ev, buf), ErrorCode::NOERR);
+    assert_eq!(result_of(ev, c), ErrorCode::NOERR);
+    assert_eq!(result_of(ev, too_big), ErrorCode::SENDBUFFER_LARGE);
+    let got = &n.nodes[b].side.events;
+    assert!(got
+        .iter()
+        .any(|e| matches!(e, Event::BufferReceived { data: d, .. } if *d == data)));
+    assert!(got
+        .iter()
+        .any(|e| matches!(e, Event::CmdReceived { data: d, .. } if *d == cmd)));
+    assert!(!n.nodes[b].side.client.is_closed());
+}

@@ -1207,7 +1207,9 @@ impl Client {
         };
         msg.consumed += len;
         let want = msg.consumed + window;
-        if want >= msg.granted + credit_step(window) && msg.granted < msg.size {
+        // Sent even when the grant already covers the whole transfer: the grant is also how
+        // the sender (through a relay, too) learns what was consumed.
+        if want >= msg.granted + credit_step(window) {
             msg.granted = want;
             self.queue(Frame::Credit(Credit {
                 id,

@@ -125,6 +125,40 @@ struct Route {
     blocked: bool,
     /// A command (else a transfer), for the sender's caps.
     is_cmd: bool,
+    /// Declared size, and the bytes of it received so far.
+    size: u64,
+    received: u64,
+    /// A transfer's `END` has come.
+    ended: bool,
+}
+
+/// A piece of a message arriving at the relay.
+enum Piece {
+    CmdCont { offset: u64, len: u64 },
+    Data { offset: u64, len: u64 },
+    End,
+}
+
+impl Route {
+    /// Checks that `piece` continues the message where it stands, as its receiver will
+    /// require, so that nothing the relay forwards can make the receiver close: a sender's
+    /// mistake stays the sender's.
+    fn accept(&mut self, piece: Piece) -> Result<(), &'static str> {
+        let (offset, len) = match piece {
+            Piece::CmdCont { offset, len } if self.is_cmd => (offset, len),
+            Piece::Data { offset, len } if !self.is_cmd && !self.ended => (offset, len),
+            Piece::End if !self.is_cmd && !self.ended => {
+                self.ended = true;
+                return Ok(());
+            }
+            _ => return Err("frame does not fit the message"),
+        };
+        if offset != self.received || offset.saturating_add(len) > self.size {
+            return Err("bytes out of place");
+        }
+        self.received += len;
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -390,12 +424,24 @@ impl Relay {
 
     // ----- Internals -----------------------------------------------------------------
 
+    /// Queues `frame` for `conn`, cut to the frame size `conn` accepts.
     fn push(&mut self, conn: ConnId, frame: Frame) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         if c.closed {
             return;
+        }
+        let max = c
+            .hello
+            .as_ref()
+            .map_or(wire::MIN_FRAME_SIZE, |h| h.max_frame_size);
+        let mut frame = frame;
+        // A receiver may accept smaller frames than the sender wrote: cut the payload.
+        while let Some(rest) = split_to_fit(&mut frame, max) {
+            c.out_bytes += payload_len(&frame);
+            c.out.push_back(frame);
+            frame = rest;
         }
         c.out_bytes += payload_len(&frame);
         c.out.push_back(frame);
@@ -454,7 +500,8 @@ impl Relay {
             ),
             Frame::Cmd(cmd) => {
                 let (id, peer) = (cmd.id, cmd.peer.clone());
-                if let Some(route) = self.new_route(conn, id, &peer, true) {
+                let (size, first) = (cmd.total_len, cmd.data.len() as u64);
+                if let Some(route) = self.new_route(conn, id, &peer, Some(first), None, size) {
                     let (dst, dst_id, src_user) = route;
                     let fwd = Cmd {
                         id: dst_id,
@@ -467,7 +514,9 @@ impl Relay {
             }
             Frame::Open(open) => {
                 let peer = open.peer.clone();
-                if let Some((dst, dst_id, src_user)) = self.new_route(conn, open.id, &peer, false) {
+                if let Some((dst, dst_id, src_user)) =
+                    self.new_route(conn, open.id, &peer, None, Some(open.kind), open.size)
+                {
                     let fwd = Open {
                         id: dst_id,
                         peer: src_user,
@@ -477,19 +526,25 @@ impl Relay {
                 }
             }
             Frame::CmdCont(cont) => {
-                if let Some(r) = self.inbound_route(conn, cont.id) {
-                    let (dst, id) = (r.dst, r.dst_id);
+                let Some(key) = self.inbound_key(conn, cont.id) else {
+                    return;
+                };
+                let piece = Piece::CmdCont {
+                    offset: cont.offset,
+                    len: cont.data.len() as u64,
+                };
+                if let Some((dst, id)) = self.accept(conn, key, piece) {
                     self.push(dst, Frame::CmdCont(CmdCont { id, ..cont }));
                 }
             }
             Frame::Data(data) => self.on_data(conn, data),
             Frame::End(end) => {
-                if let Some(key) = self.inbound_key(conn, end.id) {
+                let Some(key) = self.inbound_key(conn, end.id) else {
+                    return;
+                };
+                if let Some((_, id)) = self.accept(conn, key, Piece::End) {
                     if let Some(r) = self.routes.get_mut(&key) {
-                        r.held.push_back(Frame::End(wire::End {
-                            id: r.dst_id,
-                            ..end
-                        }));
+                        r.held.push_back(Frame::End(wire::End { id, ..end }));
                     }
                     self.release(key);
                 }
@@ -553,16 +608,32 @@ impl Relay {
                 let Some(key) = self.outbound_key(conn, result.id) else {
                     return;
                 };
-                if let Some(r) = self.routes.get(&key) {
-                    let (src, id) = (r.src, r.src_id);
-                    self.push(
-                        src,
-                        Frame::Result(SendResult {
-                            id,
-                            code: result.code,
-                        }),
+                let Some(r) = self.routes.get(&key) else {
+                    return;
+                };
+                let whole = if r.is_cmd {
+                    r.received == r.size
+                } else {
+                    r.ended && r.held.is_empty()
+                };
+                if result.code.is_success() && !whole {
+                    // Its sender would close on it: the receiver is the one at fault.
+                    self.shut(
+                        conn,
+                        ErrorCode::PROTOCOL_VIOLATION,
+                        "RESULT(NOERR) before the whole message",
+                        true,
                     );
+                    return;
                 }
+                let (src, id) = (r.src, r.src_id);
+                self.push(
+                    src,
+                    Frame::Result(SendResult {
+                        id,
+                        code: result.code,
+                    }),
+                );
                 self.end_route(key);
             }
         }
@@ -575,8 +646,11 @@ impl Relay {
         conn: ConnId,
         id: MessageId,
         peer: &UserId,
-        is_cmd: bool,
+        first_fragment: Option<u64>,
+        kind: Option<wire::TransferKind>,
+        size: u64,
     ) -> Option<(ConnId, MessageId, UserId)> {
+        let is_cmd = first_fragment.is_some();
         let (max_cmds, max_transfers) = (self.config.max_cmds_in_flight, self.config.max_transfers);
         let c = self.conns.get_mut(&conn)?;
         if id != c.next_in_id {
@@ -619,6 +693,28 @@ impl Relay {
             }
         };
         let d = self.conns.get_mut(&dst)?;
+        // Nothing the receiver's decoder would refuse is forwarded.
+        let (max, too_large) = match (kind, d.hello.as_ref()) {
+            (_, None) => (0, ErrorCode::OFFLINE),
+            (None, Some(h)) => (h.max_cmd_size, ErrorCode::SENDCMD_LARGE),
+            (Some(wire::TransferKind::Buffer), Some(h)) => {
+                (h.max_buffer_size, ErrorCode::SENDBUFFER_LARGE)
+            }
+            (Some(wire::TransferKind::File), Some(h)) => {
+                (h.max_file_size, ErrorCode::FILE_SIZE_ERR)
+            }
+        };
+        if size > max {
+            self.push(
+                conn,
+                Frame::Result(SendResult {
+                    id,
+                    code: too_large,
+                }),
+            );
+            return None;
+        }
+        let d = self.conns.get_mut(&dst)?;
         let dst_id = d.next_out_id;
         d.next_out_id += 1;
         let key = self.next_route;
@@ -643,6 +739,9 @@ impl Relay {
             src_credit: window,
             blocked: false,
             is_cmd,
+            size,
+            received: first_fragment.unwrap_or(0),
+            ended: false,
         };
         self.routes.insert(key, route);
         Some((dst, dst_id, src_user))
@@ -668,9 +767,17 @@ impl Relay {
         }
     }
 
-    fn inbound_route(&mut self, conn: ConnId, id: MessageId) -> Option<&Route> {
-        let key = self.inbound_key(conn, id)?;
-        self.routes.get(&key)
+    /// Checks a piece of `conn`'s message on route `key`; closes `conn` if it does not
+    /// fit. Gives the receiver and its id for the message.
+    fn accept(&mut self, conn: ConnId, key: u64, piece: Piece) -> Option<(ConnId, MessageId)> {
+        let r = self.routes.get_mut(&key)?;
+        match r.accept(piece) {
+            Ok(()) => Some((r.dst, r.dst_id)),
+            Err(reason) => {
+                self.shut(conn, ErrorCode::PROTOCOL_VIOLATION, reason, true);
+                None
+            }
+        }
     }
 
     /// The route of a message the relay sent to `conn` as `id`.
@@ -711,7 +818,7 @@ impl Relay {
             self.released(conn, len); // an ended message: dropped
             return;
         };
-        let Some(r) = self.routes.get_mut(&key) else {
+        let Some(r) = self.routes.get(&key) else {
             return;
         };
         if data.offset.saturating_add(len) > r.src_credit {
@@ -723,10 +830,16 @@ impl Relay {
             );
             return;
         }
-        r.held.push_back(Frame::Data(Data {
-            id: r.dst_id,
-            ..data
-        }));
+        let piece = Piece::Data {
+            offset: data.offset,
+            len,
+        };
+        let Some((_, id)) = self.accept(conn, key, piece) else {
+            return;
+        };
+        if let Some(r) = self.routes.get_mut(&key) {
+            r.held.push_back(Frame::Data(Data { id, ..data }));
+        }
         self.release(key);
     }
 
@@ -862,6 +975,49 @@ impl Relay {
         }
         self.events
             .push_back(RelayEvent::Closed { conn, user, code });
+    }
+}
+
+/// Bytes of a `DATA` or `CMD_CONT` body besides its payload, at most.
+const PLACED_OVERHEAD: u64 = 16;
+
+/// If `frame` is longer than `max_frame_size`, shortens it to fit and returns a frame
+/// with the rest of its payload (a `DATA` continues as `DATA`, a command as `CMD_CONT`).
+fn split_to_fit(frame: &mut Frame, max_frame_size: u64) -> Option<Frame> {
+    let room = |overhead: u64| {
+        usize::try_from(max_frame_size.saturating_sub(overhead).max(1)).unwrap_or(usize::MAX)
+    };
+    match frame {
+        Frame::Data(d) if d.payload.len() > room(PLACED_OVERHEAD) => {
+            let rest = d.payload.split_off(room(PLACED_OVERHEAD));
+            let offset = d.offset + d.payload.len() as u64;
+            Some(Frame::Data(Data {
+                id: d.id,
+                offset,
+                payload: rest,
+            }))
+        }
+        Frame::CmdCont(c) if c.data.len() > room(PLACED_OVERHEAD) => {
+            let rest = c.data.split_off(room(PLACED_OVERHEAD));
+            let offset = c.offset + c.data.len() as u64;
+            Some(Frame::CmdCont(CmdCont {
+                id: c.id,
+                offset,
+                data: rest,
+            }))
+        }
+        Frame::Cmd(c) if c.data.len() > room(PLACED_OVERHEAD + 2 + c.peer.len() as u64) => {
+            let rest = c
+                .data
+                .split_off(room(PLACED_OVERHEAD + 2 + c.peer.len() as u64));
+            let offset = c.data.len() as u64;
+            Some(Frame::CmdCont(CmdCont {
+                id: c.id,
+                offset,
+                data: rest,
+            }))
+        }
+        _ => None,
     }
 }
 

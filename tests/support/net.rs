@@ -146,7 +146,12 @@ impl Net {
         }
         let ready: Vec<ConnId> = self.writable.iter().copied().collect();
         for conn in ready {
-            let node = &mut self.nodes[conn.0 as usize];
+            let Some(node) = self.nodes.get_mut(conn.0 as usize) else {
+                // A connection the test drives by hand: its output goes nowhere.
+                self.writable.remove(&conn);
+                self.relay.poll_transmit(conn, &mut BytesMut::new());
+                continue;
+            };
             let in_flight: usize = node.from_relay.iter().map(Bytes::len).sum();
             if node.up && in_flight >= SOCKET_BUFFER {
                 continue;
@@ -167,13 +172,13 @@ impl Net {
         while let Some(event) = self.relay.poll_event() {
             busy = true;
             if let RelayEvent::Login { conn, token, .. } = &event {
-                if &token[..] == self.bad_token {
+                // A test driving a connection by hand may have answered already.
+                let _answered = if &token[..] == self.bad_token {
                     self.relay
                         .reject_login(*conn, peermsg::ErrorCode::LOGIN_REJECTED)
-                        .expect("pending");
                 } else {
-                    self.relay.accept_login(*conn).expect("pending");
-                }
+                    self.relay.accept_login(*conn)
+                };
             }
             self.relay_events.push(event);
         }

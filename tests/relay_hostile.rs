@@ -1,0 +1,265 @@
+//! Clients that break the rules, written frame by frame against the relay, beside honest
+//! clients whose transfers must not notice.
+
+mod support;
+
+use bytes::{Bytes, BytesMut};
+use peermsg::client::{Config, Event};
+use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
+use peermsg::wire::*;
+use peermsg::{ErrorCode, Instant};
+use support::net::Net;
+use support::{content, result_of};
+
+const T: Instant = Instant::ZERO;
+
+fn encode(frames: &[Frame]) -> BytesMut {
+    let mut b = BytesMut::new();
+    for f in frames {
+        f.encode(&mut b).unwrap();
+    }
+    b
+}
+
+fn hello() -> Frame {
+    Frame::Hello(Hello::new(
+        Role::Client,
+        &Limits::default(),
+        8,
+        8,
+        1 << 20,
+        1 << 20,
+    ))
+}
+
+fn login(user: &str) -> Frame {
+    Frame::Login(Login {
+        user: UserId::new(user).unwrap(),
+        token: Bytes::new(),
+    })
+}
+
+/// Frames the relay wrote to `conn`.
+fn written(relay: &mut Relay, conn: ConnId) -> Vec<Frame> {
+    let mut buf = BytesMut::new();
+    while relay.poll_transmit(conn, &mut buf) > 0 {}
+    let mut d = Decoder::new(Limits::default()).unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = d.decode(&mut buf) {
+        out.push(f);
+    }
+    out
+}
+
+/// A relay with `mallory` logged in on connection 0, then `frames` from her.
+fn mallory_sends(bytes: &[u8]) -> (Relay, Vec<Frame>, Vec<RelayEvent>) {
+    let mut relay = Relay::new(RelayConfig::default()).unwrap();
+    let m = ConnId(0);
+    relay.open(T, m).unwrap();
+    relay.handle_input(T, m, &encode(&[hello(), login("mallory")]));
+    relay.accept_login(m).unwrap();
+    written(&mut relay, m);
+    relay.handle_input(T, m, bytes);
+    let frames = written(&mut relay, m);
+    let events = std::iter::from_fn(|| relay.poll_event()).collect();
+    (relay, frames, events)
+}
+
+fn closed_with(bytes: &[u8], code: ErrorCode) {
+    let (relay, frames, events) = mallory_sends(bytes);
+    assert!(
+        matches!(frames.last(), Some(Frame::Close(Close { code: c, .. })) if *c == code),
+        "{:?}",
+        frames.iter().map(Frame::frame_type).collect::<Vec<_>>()
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, RelayEvent::Closed { code: c, .. } if *c == code)));
+    assert_eq!(
+        relay.connections(),
+        0,
+        "its state is gone once the CLOSE is written"
+    );
+}
+
+fn open(id: u64, to: &str, size: u64) -> Frame {
+    Frame::Open(Open {
+        id,
+        kind: TransferKind::Buffer,
+        peer: UserId::new(to).unwrap(),
+        size,
+        name: Text::new(),
+    })
+}
+
+#[test]
+fn nothing_but_login_before_login() {
+    let mut relay = Relay::new(RelayConfig::default()).unwrap();
+    relay.open(T, ConnId(1)).unwrap();
+    let cmd = Frame::Cmd(Cmd {
+        id: 0,
+        peer: UserId::new("bob").unwrap(),
+        total_len: 1,
+        data: Bytes::from_static(b"x"),
+    });
+    relay.handle_input(T, ConnId(1), &encode(&[hello(), cmd]));
+    let frames = written(&mut relay, ConnId(1));
+    assert!(
+        matches!(frames.last(), Some(Frame::Close(Close { code, .. })) if *code == ErrorCode::NOT_LOGIN)
+    );
+    // Not even a HELLO first: closed too.
+    relay.open(T, ConnId(2)).unwrap();
+    relay.handle_input(T, ConnId(2), &encode(&[login("x")]));
+    assert!(
+        matches!(written(&mut relay, ConnId(2)).last(), Some(Frame::Close(Close { code, .. })) if *code == ErrorCode::PROTOCOL_VIOLATION)
+    );
+}
+
+#[test]
+fn garbage_and_oversize_declarations_are_closed() {
+    closed_with(b"\x00\x00\x00garbage", ErrorCode::PROTOCOL_VIOLATION);
+    // A frame declaring 1 GiB of body.
+    closed_with(
+        &[0x13, 0xc0, 0, 0, 0, 0x40, 0, 0, 0],
+        ErrorCode::PROTOCOL_VIOLATION,
+    );
+    // A buffer over the relay's cap.
+    closed_with(
+        &encode(&[open(0, "bob", (100 << 20) + 1)]),
+        ErrorCode::PROTOCOL_VIOLATION,
+    );
+}
+
+#[test]
+fn ids_not_owned_are_closed() {
+    let data = Frame::Data(Data {
+        id: 3,
+        offset: 0,
+        payload: Bytes::from_static(b"x"),
+    });
+    closed_with(&encode(&[data]), ErrorCode::PROTOCOL_VIOLATION);
+    closed_with(
+        &encode(&[Frame::Credit(Credit {
+            id: 0,
+            max_offset: 1,
+        })]),
+        ErrorCode::PROTOCOL_VIOLATION,
+    );
+    closed_with(
+        &encode(&[Frame::Result(SendResult {
+            id: 0,
+            code: ErrorCode::NOERR,
+        })]),
+        ErrorCode::PROTOCOL_VIOLATION,
+    );
+    closed_with(&encode(&[open(1, "bob", 1)]), ErrorCode::PROTOCOL_VIOLATION); // skips id 0
+}
+
+#[test]
+fn data_beyond_credit_is_closed() {
+    // bob must exist for the transfer to be routed.
+    let mut relay = Relay::new(RelayConfig::default()).unwrap();
+    for (i, name) in ["mallory", "bob"].iter().enumerate() {
+        relay.open(T, ConnId(i as u64)).unwrap();
+        relay.handle_input(T, ConnId(i as u64), &encode(&[hello(), login(name)]));
+        relay.accept_login(ConnId(i as u64)).unwrap();
+        written(&mut relay, ConnId(i as u64));
+    }
+    let window = RelayConfig::default().transfer_window;
+    let mut frames = vec![open(0, "bob", 10 << 20)];
+    let mut offset = 0;
+    while offset <= window {
+        frames.push(Frame::Data(Data {
+            id: 0,
+            offset,
+            payload: Bytes::from(vec![0; 16_000]),
+        }));
+        offset += 16_000;
+    }
+    relay.handle_input(T, ConnId(0), &encode(&frames));
+    let out = written(&mut relay, ConnId(0));
+    assert!(
+        matches!(out.last(), Some(Frame::Close(Close { code, .. })) if *code == ErrorCode::FLOW_CONTROL)
+    );
+    // bob hears that the transfer is off.
+    let to_bob = written(&mut relay, ConnId(1));
+    assert!(to_bob.iter().any(
+        |f| matches!(f, Frame::Cancel(Cancel { code, .. }) if *code == ErrorCode::CONNECTIONLOST)
+    ));
+}
+
+#[test]
+fn the_source_is_stamped_whatever_the_sender_writes() {
+    let mut n = Net::new(
+        &["alice", "bob"],
+        Config::default(),
+        RelayConfig::default(),
+        1,
+    );
+    // mallory connects raw and sends bob a command; CMD has no source field to forge:
+    // its peer field names the target, and the relay writes her own name in its place.
+    let m = ConnId(n.nodes.len() as u64 + 100);
+    n.relay.open(n.now, m).unwrap();
+    let cmd = Frame::Cmd(Cmd {
+        id: 0,
+        peer: UserId::new("bob").unwrap(),
+        total_len: 4,
+        data: Bytes::from_static(b"evil"),
+    });
+    n.relay
+        .handle_input(n.now, m, &encode(&[hello(), login("mallory")]));
+    n.relay.accept_login(m).unwrap();
+    n.relay.handle_input(n.now, m, &encode(&[cmd]));
+    n.run();
+    let b = &n.nodes[1].side.events;
+    assert!(b.contains(&Event::CmdReceived {
+        from: UserId::new("mallory").unwrap(),
+        data: Bytes::from_static(b"evil")
+    }));
+}
+
+#[test]
+fn a_hostile_client_does_not_disturb_other_transfers() {
+    let mut n = Net::new(
+        &["alice", "bob"],
+        Config::default(),
+        RelayConfig::default(),
+        2,
+    );
+    let now = n.now;
+    let data = content(6 << 20, 1);
+    let id = n.nodes[0]
+        .side
+        .client
+        .send_buffer(now, "bob", data.clone(), 0)
+        .unwrap();
+    assert!(n.run_until(|n| n.nodes[1]
+        .side
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ReceiveProgress { .. }))));
+    // mallory logs in as herself, floods bob with garbage frames, and is closed.
+    let m = ConnId(77);
+    n.relay.open(n.now, m).unwrap();
+    n.relay
+        .handle_input(n.now, m, &encode(&[hello(), login("mallory")]));
+    n.relay.accept_login(m).unwrap();
+    let junk = encode(&[
+        open(0, "bob", 5),
+        Frame::Data(Data {
+            id: 0,
+            offset: 3,
+            payload: Bytes::from_static(b"xx"),
+        }),
+    ]);
+    n.relay.handle_input(n.now, m, &junk);
+    n.relay.handle_input(n.now, m, b"\xff\xff\xff\xff");
+    n.run();
+    assert_eq!(result_of(&n.nodes[0].side.events, id), ErrorCode::NOERR);
+    assert!(n.nodes[1]
+        .side
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::BufferReceived { data: d, .. } if *d == data)));
+    assert!(!n.nodes[1].side.client.is_closed());
+}
