@@ -88,6 +88,7 @@ impl Net {
         n.to_relay.clear();
         n.from_relay.clear();
         n.side.client.handle_disconnect();
+        n.side.take_events(); // its last events: every pending send fails
         self.relay.handle_disconnect(ConnId(i as u64));
     }
 
