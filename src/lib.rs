@@ -14,6 +14,10 @@
 //! - [`client`]: the user endpoint. Commands, buffers and files out, with one result per
 //!   send, progress and cancel; the same in, with offers, reject and receive progress;
 //!   credit-based flow control, fair interleaving, digests, keepalive and timeouts.
+//! - [`relay`]: the server between clients, over many connections: login as the
+//!   application's decision, routing by user id with the source stamped, ids mapped,
+//!   credit passed end to end, and a misbehaving client closed without touching anyone
+//!   else's messages. Driven by the same contract, per connection.
 //! - [`wire`]: the frames of the protocol, their encoder and a streaming decoder that
 //!   accepts bytes split anywhere, checks every length before it buffers anything, and
 //!   hands payloads out as slices of the input. `docs/PROTOCOL.md` is the byte-level

@@ -263,3 +263,24 @@ fn a_hostile_client_does_not_disturb_other_transfers() {
         .any(|e| matches!(e, Event::BufferReceived { data: d, .. } if *d == data)));
     assert!(!n.nodes[1].side.client.is_closed());
 }
+
+#[test]
+fn a_client_that_only_writes_is_dropped_when_its_answers_pile_up() {
+    let config = RelayConfig {
+        max_queued_frames: 100,
+        ..RelayConfig::default()
+    };
+    let mut relay = Relay::new(config).unwrap();
+    let m = ConnId(0);
+    relay.open(T, m).unwrap();
+    relay.handle_input(T, m, &encode(&[hello(), login("mallory")]));
+    relay.accept_login(m).unwrap();
+    let pings: Vec<Frame> = (0..200).map(|nonce| Frame::Ping(Ping { nonce })).collect();
+    relay.handle_input(T, m, &encode(&pings));
+    let events: Vec<_> = std::iter::from_fn(|| relay.poll_event()).collect();
+    assert!(events.iter().any(
+        |e| matches!(e, RelayEvent::Closed { code, .. } if *code == ErrorCode::LIMIT_EXCEEDED)
+    ));
+    assert_eq!(relay.connections(), 0);
+    assert_eq!(relay.buffered_bytes(), 0);
+}

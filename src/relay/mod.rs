@@ -49,6 +49,11 @@ pub struct RelayConfig {
     pub idle_timeout: Duration,
     /// Most bytes one `poll_transmit` call appends (at least one frame). Default 256 KiB.
     pub transmit_batch: usize,
+    /// Frames waiting to be written to one connection before the relay gives up on it as a
+    /// reader that does not read (its messages fail, `LIMIT_EXCEEDED`). Data is already
+    /// bounded by credit; this bounds answers such as `PONG` to a peer that only writes.
+    /// Default 65,536.
+    pub max_queued_frames: usize,
 }
 
 impl Default for RelayConfig {
@@ -61,6 +66,7 @@ impl Default for RelayConfig {
             conn_window: 1 << 20,
             idle_timeout: Duration::from_secs(60),
             transmit_batch: 256 * 1024,
+            max_queued_frames: 65_536,
         }
     }
 }
@@ -445,6 +451,13 @@ impl Relay {
         }
         c.out_bytes += payload_len(&frame);
         c.out.push_back(frame);
+        if c.out.len() > self.config.max_queued_frames {
+            // It does not read: nothing more will be written to it.
+            c.out.clear();
+            c.out_bytes = 0;
+            self.shut(conn, ErrorCode::LIMIT_EXCEEDED, "peer does not read", false);
+            return;
+        }
         if !c.writable {
             c.writable = true;
             self.writable.push_back(conn);
