@@ -284,3 +284,30 @@ fn a_client_that_only_writes_is_dropped_when_its_answers_pile_up() {
     assert_eq!(relay.connections(), 0);
     assert_eq!(relay.buffered_bytes(), 0);
 }
+
+#[test]
+fn an_idle_connection_is_closed_at_its_deadline() {
+    let config = RelayConfig::default();
+    let mut relay = Relay::new(config).unwrap();
+    relay.open(T, ConnId(0)).unwrap();
+    relay
+        .open(T + std::time::Duration::from_secs(10), ConnId(1))
+        .unwrap();
+    assert_eq!(relay.poll_timeout(), Some(T + config.idle_timeout));
+    relay.handle_timeout(T + config.idle_timeout);
+    let events: Vec<_> = std::iter::from_fn(|| relay.poll_event()).collect();
+    assert_eq!(events.len(), 1);
+    assert!(matches!(
+        events[0],
+        RelayEvent::Closed {
+            conn: ConnId(0),
+            code: ErrorCode::SOCKETTIMEOUT,
+            ..
+        }
+    ));
+    // The deadline moved to the other connection.
+    assert_eq!(
+        relay.poll_timeout(),
+        Some(T + std::time::Duration::from_secs(10) + config.idle_timeout)
+    );
+}
