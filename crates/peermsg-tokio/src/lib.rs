@@ -1,0 +1,19 @@
+//! Runs [`peermsg`] over TCP with tokio.
+//!
+//! - [`connect`] logs a user in to a relay and returns a [`ClientHandle`], whose async
+//!   methods mirror the SDK's calls, and a channel of [`ClientEvent`]s. Files to send are
+//!   read from disk by offset; received files go into a [`FileSink`] directory.
+//! - [`serve`] runs a relay on a `TcpListener` until a shutdown future completes, checking
+//!   logins against a token table.
+//!
+//! Each client is one task that owns the state machine and the socket; the relay is one task
+//! that owns the relay state machine, with a reader and a writer task per connection.
+//! The core stays free of any runtime: this crate is where tokio lives.
+
+mod client;
+mod relay;
+mod sink;
+
+pub use client::{connect, ClientEvent, ClientHandle, ConnectError, SendFileError};
+pub use relay::{serve, Tokens, WRITE_BACKLOG};
+pub use sink::{sanitize_file_name, FileSink, SavedFile};

@@ -1,0 +1,151 @@
+//! The file sink: incoming files into temporary files inside one directory.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use peermsg::client::ReceiveId;
+use tempfile::NamedTempFile;
+
+/// Makes a received file name safe to show and to use inside a directory: the base name
+/// only, no `..`, no path separators (`/` or `\`), no control characters, not empty, at most
+/// 200 bytes. Whatever is left is never a path outside the directory.
+///
+/// ```
+/// use peermsg_tokio::sanitize_file_name;
+///
+/// assert_eq!(sanitize_file_name("../../x"), "x");
+/// assert_eq!(sanitize_file_name("/etc/passwd"), "passwd");
+/// assert_eq!(sanitize_file_name("a\\b"), "b");
+/// assert_eq!(sanitize_file_name("bad\u{0}name\n"), "bad_name_");
+/// assert_eq!(sanitize_file_name(""), "file");
+/// assert_eq!(sanitize_file_name(".."), "file");
+/// ```
+pub fn sanitize_file_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let mut clean: String = base
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    while clean.len() > 200 {
+        clean.pop();
+    }
+    let clean = clean.trim().to_string();
+    if clean.is_empty() || clean.chars().all(|c| c == '.') {
+        return "file".to_string();
+    }
+    clean
+}
+
+/// Writes each incoming file to a temporary file in its directory; keeps it only when the
+/// file arrived whole and verified, and removes it otherwise.
+#[derive(Debug)]
+pub struct FileSink {
+    dir: PathBuf,
+    open: HashMap<ReceiveId, NamedTempFile>,
+}
+
+/// A file the sink kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedFile {
+    /// The temporary file, inside the sink's directory.
+    pub tmp_file: PathBuf,
+    /// The sender's name for it, sanitised.
+    pub org_file_name: String,
+}
+
+impl FileSink {
+    /// A sink writing into `dir`, which must exist and be writable.
+    pub fn new(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let dir = dir.into();
+        // Fail now, with a clear error, rather than at the first file.
+        NamedTempFile::new_in(&dir)?;
+        Ok(FileSink {
+            dir,
+            open: HashMap::new(),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// An offer arrived: a temporary file is made for it.
+    pub fn begin(&mut self, id: ReceiveId, name: &str) -> std::io::Result<()> {
+        let file = tempfile::Builder::new()
+            .prefix(".peermsg-")
+            .suffix(&format!("-{}.part", sanitize_file_name(name)))
+            .tempfile_in(&self.dir)?;
+        self.open.insert(id, file);
+        Ok(())
+    }
+
+    /// Bytes of the file, in order.
+    pub fn write(&mut self, id: ReceiveId, data: &[u8]) -> std::io::Result<()> {
+        match self.open.get_mut(&id) {
+            Some(file) => file.write_all(data),
+            None => Ok(()), // a file refused at its offer
+        }
+    }
+
+    /// The file is complete and verified: keep it.
+    pub fn finish(&mut self, id: ReceiveId, name: &str) -> std::io::Result<Option<SavedFile>> {
+        let Some(mut file) = self.open.remove(&id) else {
+            return Ok(None);
+        };
+        file.flush()?;
+        let (_, path) = file.keep().map_err(|e| e.error)?;
+        Ok(Some(SavedFile {
+            tmp_file: path,
+            org_file_name: sanitize_file_name(name),
+        }))
+    }
+
+    /// The file failed or was cancelled: its temporary file is removed.
+    pub fn abandon(&mut self, id: ReceiveId) {
+        self.open.remove(&id); // NamedTempFile deletes on drop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_stay_inside_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::new(dir.path()).unwrap();
+        let names = [
+            "../../x",
+            "/etc/passwd",
+            "a\\b",
+            "ctl\u{1}\u{7f}\n",
+            "",
+            "..",
+            ".",
+            "x/../../..",
+            "C:\\Windows\\evil",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let id = ReceiveId(i as u64);
+            sink.begin(id, name).unwrap();
+            sink.write(id, b"data").unwrap();
+            let saved = sink.finish(id, name).unwrap().unwrap();
+            assert_eq!(saved.tmp_file.parent(), Some(dir.path()), "{name:?}");
+            assert!(!saved.org_file_name.contains(['/', '\\']) && saved.org_file_name != "..");
+            assert!(!saved.org_file_name.chars().any(char::is_control));
+            assert_eq!(std::fs::read(&saved.tmp_file).unwrap(), b"data");
+        }
+    }
+
+    #[test]
+    fn abandoned_files_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::new(dir.path()).unwrap();
+        sink.begin(ReceiveId(1), "big.iso").unwrap();
+        sink.write(ReceiveId(1), b"partial").unwrap();
+        sink.abandon(ReceiveId(1));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

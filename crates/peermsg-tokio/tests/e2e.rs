@@ -1,0 +1,320 @@
+//! A relay and clients over real loopback TCP.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use peermsg::client::{Config, Event};
+use peermsg::relay::RelayConfig;
+use peermsg::ErrorCode;
+use peermsg_tokio::{connect, serve, ClientEvent, ConnectError};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+async fn relay(tokens: Option<&[(&str, &str)]>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tokens = tokens.map(|t| {
+        t.iter()
+            .map(|(u, k)| (u.to_string(), k.as_bytes().to_vec()))
+            .collect::<HashMap<_, _>>()
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(
+        listener,
+        RelayConfig::default(),
+        tokens,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop)
+}
+
+/// Waits for the result of `id`, with a deadline.
+async fn result(
+    events: &mut UnboundedReceiver<ClientEvent>,
+    id: peermsg::client::SendId,
+) -> ErrorCode {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match events.recv().await {
+                Some(ClientEvent::Core(Event::SendResult { id: i, code, .. })) if i == id => {
+                    return code
+                }
+                Some(_) => continue,
+                None => return ErrorCode::CONNECTIONLOST,
+            }
+        }
+    })
+    .await
+    .expect("a result in time")
+}
+
+fn fast_timeouts() -> Config {
+    Config {
+        keepalive_interval: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(1),
+        ..Config::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_file_arrives_identical_while_commands_flow() {
+    let (addr, _stop) = relay(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, mut a_events) = connect(addr, "alice", b"", Config::default(), None)
+        .await
+        .unwrap();
+    let (_bob, mut b_events) = connect(addr, "bob", b"", Config::default(), Some(dir.path()))
+        .await
+        .unwrap();
+    let src = tempfile::NamedTempFile::new().unwrap();
+    let content: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.path(), &content).unwrap();
+    let file = alice.send_file("bob", src.path(), 1).await.unwrap();
+    let mut cmds = Vec::new();
+    for i in 0..50u32 {
+        cmds.push(
+            alice
+                .send_cmd("bob", Bytes::from(i.to_string()), 0)
+                .await
+                .unwrap(),
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(result(&mut a_events, file).await, ErrorCode::NOERR);
+    let mut got_cmds = 0;
+    let saved = loop {
+        match b_events.recv().await.unwrap() {
+            ClientEvent::FileReceived {
+                tmp_file,
+                org_file_name,
+                size,
+                ..
+            } => break (tmp_file, org_file_name, size),
+            ClientEvent::Core(Event::CmdReceived { .. }) => got_cmds += 1,
+            _ => {}
+        }
+    };
+    assert_eq!(saved.2, content.len() as u64);
+    assert_eq!(saved.1, src.path().file_name().unwrap().to_string_lossy());
+    assert!(
+        std::fs::read(&saved.0).unwrap() == content,
+        "byte-identical"
+    );
+    assert!(got_cmds > 0, "commands arrived during the file");
+}
+
+#[tokio::test]
+async fn cancel_mid_file_leaves_no_temporary_file() {
+    let (addr, _stop) = relay(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, mut a_events) = connect(addr, "alice", b"", Config::default(), None)
+        .await
+        .unwrap();
+    let (_bob, mut b_events) = connect(addr, "bob", b"", Config::default(), Some(dir.path()))
+        .await
+        .unwrap();
+    let src = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(src.path(), vec![7u8; 64 << 20]).unwrap();
+    let id = alice.send_file("bob", src.path(), 0).await.unwrap();
+    // Wait until bob has some of it.
+    loop {
+        if let Some(ClientEvent::Core(Event::ReceiveProgress { .. })) = b_events.recv().await {
+            break;
+        }
+    }
+    assert_eq!(alice.cancel_send(id, 9).await, ErrorCode::NOERR);
+    assert_eq!(result(&mut a_events, id).await, ErrorCode::CANCELLED);
+    loop {
+        if let Some(ClientEvent::Core(Event::ReceiveFailed { code, .. })) = b_events.recv().await {
+            assert_eq!(code, ErrorCode::CANCELLED);
+            break;
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no temporary file left"
+    );
+}
+
+#[tokio::test]
+async fn offline_target_and_bad_token() {
+    let (addr, _stop) = relay(Some(&[("alice", "pw")])).await;
+    let (alice, mut events) = connect(addr, "alice", b"pw", Config::default(), None)
+        .await
+        .unwrap();
+    let id = alice
+        .send_cmd("nobody", Bytes::from_static(b"?"), 0)
+        .await
+        .unwrap();
+    assert_eq!(result(&mut events, id).await, ErrorCode::OFFLINE);
+    let refused = connect(addr, "alice", b"wrong", Config::default(), None).await;
+    assert!(
+        matches!(refused, Err(ConnectError::Refused(code)) if code == ErrorCode::LOGIN_REJECTED),
+        "{refused:?}"
+    );
+    let unknown = connect(addr, "mallory", b"pw", Config::default(), None).await;
+    assert!(matches!(unknown, Err(ConnectError::Refused(_))));
+    let unreachable = connect("127.0.0.1:1", "alice", b"pw", Config::default(), None).await;
+    assert!(matches!(unreachable, Err(ConnectError::Io(_))));
+}
+
+#[tokio::test]
+async fn a_receiver_killed_mid_transfer_gives_the_sender_207() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, _stop) = relay(None).await;
+    let (alice, mut a_events) = connect(addr, "alice", b"", fast_timeouts(), None)
+        .await
+        .unwrap();
+    // bob: a client whose process dies part way: its socket just closes, no CLOSE frame.
+    let mut bob = peermsg::client::Client::new(Config::default(), peermsg::Instant::ZERO).unwrap();
+    bob.login("bob", b"").unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = vec![0u8; 65536];
+    let mut received = 0usize;
+    let mut sent = false;
+    loop {
+        let mut out = bytes::BytesMut::new();
+        while bob.poll_transmit(&mut out) > 0 {}
+        wr.write_all(&out).await.unwrap();
+        while let Some(e) = bob.poll_event() {
+            if matches!(e, Event::LoginResult { .. }) && !sent {
+                sent = true;
+                alice
+                    .send_buffer("bob", Bytes::from(vec![1u8; 80 << 20]), 0)
+                    .await
+                    .unwrap();
+            }
+        }
+        let n = rd.read(&mut buf).await.unwrap();
+        received += n;
+        bob.handle_input(peermsg::Instant::ZERO, &buf[..n]);
+        if received > 4 << 20 {
+            break;
+        }
+    }
+    let killed = std::time::Instant::now();
+    drop((rd, wr, bob));
+    let id = peermsg::client::SendId(0);
+    assert_eq!(result(&mut a_events, id).await, ErrorCode::CONNECTIONLOST);
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "within the configured timeout"
+    );
+}
+
+#[tokio::test]
+async fn hostile_file_names_land_inside_the_directory() {
+    let (addr, _stop) = relay(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inner = dir.path().join("in");
+    std::fs::create_dir(&inner).unwrap();
+    // A raw client that names its files as it likes.
+    let mut raw = peermsg::client::Client::new(Config::default(), peermsg::Instant::ZERO).unwrap();
+    raw.login("mallory", b"").unwrap();
+    let (_bob, mut b_events) = connect(addr, "bob", b"", Config::default(), Some(&inner))
+        .await
+        .unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let names = ["../../x", "/etc/passwd", "a\\b", "ctl\u{1}\n", "", ".."];
+    let files: Vec<Bytes> = names
+        .iter()
+        .map(|n| Bytes::from(format!("content of {n:?}")))
+        .collect();
+    let handle = tokio::spawn(drive_raw(
+        raw,
+        stream,
+        names.iter().map(|s| s.to_string()).collect(),
+        files.clone(),
+    ));
+    let mut saved = Vec::new();
+    while saved.len() < names.len() {
+        match tokio::time::timeout(Duration::from_secs(20), b_events.recv())
+            .await
+            .unwrap()
+        {
+            Some(ClientEvent::FileReceived {
+                tmp_file,
+                org_file_name,
+                ..
+            }) => saved.push((tmp_file, org_file_name)),
+            Some(_) => {}
+            None => panic!("bob's connection ended"),
+        }
+    }
+    handle.abort();
+    for (path, name) in &saved {
+        assert_eq!(path.parent(), Some(inner.as_path()), "{path:?}");
+        assert!(
+            !name.contains(['/', '\\'])
+                && name != ".."
+                && !name.is_empty()
+                && !name.chars().any(char::is_control),
+            "{name:?}"
+        );
+        let body = std::fs::read(path).unwrap();
+        assert!(files.iter().any(|f| f[..] == body[..]));
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "nothing written beside the directory"
+    );
+}
+
+/// Drives a raw client that sends files named `names` to bob.
+async fn drive_raw(
+    mut c: peermsg::client::Client,
+    stream: tokio::net::TcpStream,
+    names: Vec<String>,
+    files: Vec<Bytes>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rd, mut wr) = stream.into_split();
+    let mut content = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    let now = peermsg::Instant::ZERO;
+    let mut started = false;
+    loop {
+        let mut out = bytes::BytesMut::new();
+        while c.poll_transmit(&mut out) > 0 {}
+        wr.write_all(&out).await.unwrap();
+        while let Some(e) = c.poll_event() {
+            match e {
+                Event::LoginResult { .. } if !started => {
+                    started = true;
+                    for (n, f) in names.iter().zip(&files) {
+                        let id = c.send_file(now, "bob", n, f.len() as u64, 0).unwrap();
+                        content.insert(id, f.clone());
+                    }
+                }
+                Event::FileRead { id, offset, len } => {
+                    let f: &Bytes = &content[&id];
+                    c.supply_file_data(
+                        id,
+                        offset,
+                        f.slice(offset as usize..(offset + len) as usize),
+                    )
+                    .unwrap();
+                }
+                _ => {}
+            }
+        }
+        let mut out = bytes::BytesMut::new();
+        if c.poll_transmit(&mut out) > 0 {
+            wr.write_all(&out).await.unwrap();
+            continue;
+        }
+        let n = rd.read(&mut buf).await.unwrap();
+        if n == 0 {
+            return;
+        }
+        c.handle_input(now, &buf[..n]);
+    }
+}
