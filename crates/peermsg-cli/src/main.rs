@@ -1,1 +1,475 @@
-fn main() {}
+//! `peermsg`: a relay, a listener, a sender, and a demo that runs all three in one process.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use peermsg::client::{Config, Event, SendId};
+use peermsg::relay::RelayConfig;
+use peermsg::ErrorCode;
+use peermsg_tokio::{connect, serve, ClientEvent, ClientHandle, Tokens};
+use serde_json::json;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+#[derive(Parser)]
+#[command(
+    name = "peermsg",
+    version,
+    about = "Send commands, buffers and files from one user to another through a relay"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a relay server.
+    Relay {
+        /// Address to listen on, such as 127.0.0.1:7000.
+        #[arg(long)]
+        listen: String,
+        /// A file of `user token` lines; without it any user may log in.
+        #[arg(long)]
+        tokens: Option<PathBuf>,
+    },
+    /// Log in and print what arrives; files and buffers are saved in DIR.
+    Listen {
+        #[command(flatten)]
+        login: LoginArgs,
+        /// Where received files and buffers are written.
+        #[arg(long)]
+        dir: PathBuf,
+        /// One JSON object per line per event.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send one command, buffer or file; exit status 0 only when the receiver confirmed.
+    Send {
+        #[command(flatten)]
+        login: LoginArgs,
+        /// The receiving user.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        what: What,
+        /// One JSON object per line per event.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A relay and two users in one process: a command, a buffer and a file with progress,
+    /// one transfer cancelled part way.
+    Demo,
+}
+
+#[derive(Args)]
+struct LoginArgs {
+    /// The relay's address.
+    #[arg(long)]
+    server: String,
+    /// Your user id.
+    #[arg(long)]
+    user: String,
+    /// Your token, if the relay wants one.
+    #[arg(long, default_value = "")]
+    token: String,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct What {
+    /// Send TEXT as a command.
+    #[arg(long)]
+    cmd: Option<String>,
+    /// Send the bytes of PATH as an in-memory buffer.
+    #[arg(long)]
+    buffer: Option<PathBuf>,
+    /// Send the file at PATH.
+    #[arg(long)]
+    file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Relay { listen, tokens } => relay(&listen, tokens.as_deref()).await,
+            Command::Listen { login, dir, json } => listen(&login, &dir, json).await,
+            Command::Send {
+                login,
+                to,
+                what,
+                json,
+            } => send(&login, &to, &what, json).await,
+            Command::Demo => demo().await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_tokens(path: &Path) -> Result<HashMap<String, Vec<u8>>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read tokens file {}", path.display()))?;
+    let mut tokens = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((user, token)) = line.split_once(char::is_whitespace) else {
+            bail!("{}:{}: expected `user token`", path.display(), n + 1);
+        };
+        tokens.insert(user.to_string(), token.trim().as_bytes().to_vec());
+    }
+    Ok(tokens)
+}
+
+async fn relay(listen: &str, tokens: Option<&Path>) -> Result<ExitCode> {
+    let tokens: Tokens = tokens.map(read_tokens).transpose()?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    match &tokens {
+        Some(t) => println!("relay listening on {addr}; {} users may log in", t.len()),
+        None => println!("relay listening on {addr}; no tokens file: any user may log in"),
+    }
+    serve(listener, RelayConfig::default(), tokens, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn login(
+    args: &LoginArgs,
+    dir: Option<&Path>,
+) -> Result<(ClientHandle, UnboundedReceiver<ClientEvent>)> {
+    connect(
+        args.server.as_str(),
+        &args.user,
+        args.token.as_bytes(),
+        Config::default(),
+        dir,
+    )
+    .await
+    .with_context(|| format!("{} at {}", args.user, args.server))
+}
+
+/// Prints one event, as text or as a JSON line.
+struct Printer {
+    json: bool,
+    /// Put before each line of text.
+    prefix: &'static str,
+    dir: Option<PathBuf>,
+    buffers: u64,
+}
+
+impl Printer {
+    fn line(&self, value: serde_json::Value, text: String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{}{text}", self.prefix);
+        }
+    }
+
+    fn event(&mut self, event: &ClientEvent) -> Result<()> {
+        match event {
+            ClientEvent::Core(Event::CmdReceived { from, data }) => {
+                let text = String::from_utf8_lossy(data);
+                self.line(json!({"event": "cmd_received", "from": from.as_str(), "data": text}), format!("command from {from}: {text}"));
+            }
+            ClientEvent::Core(Event::BufferReceived { from, data, .. }) => {
+                self.buffers += 1;
+                let dir = self.dir.as_deref().unwrap_or(Path::new("."));
+                let path = dir.join(format!("buffer-{}-{}.bin", peermsg_tokio::sanitize_file_name(from.as_str()), self.buffers));
+                std::fs::write(&path, data).with_context(|| format!("cannot write to {}", path.display()))?;
+                self.line(
+                    json!({"event": "buffer_received", "from": from.as_str(), "size": data.len(), "path": path}),
+                    format!("buffer from {from}: {} bytes, saved as {}", data.len(), path.display()),
+                );
+            }
+            ClientEvent::FileReceived { from, tmp_file, org_file_name, size, .. } => self.line(
+                json!({"event": "file_received", "from": from.as_str(), "tmp_file": tmp_file, "org_file_name": org_file_name, "size": size}),
+                format!("file from {from}: {org_file_name} ({size} bytes) in {}", tmp_file.display()),
+            ),
+            ClientEvent::Core(Event::Offer { from, name, size, .. }) => self.line(
+                json!({"event": "offer", "from": from.as_str(), "name": name.as_str(), "size": size}),
+                format!("{from} is sending {} ({size} bytes)", if name.is_empty() { "a buffer" } else { name.as_str() }),
+            ),
+            ClientEvent::Core(Event::ReceiveFailed { from, code, .. }) if *code == ErrorCode::CANCELLED => {
+                self.line(json!({"event": "cancelled", "from": from.as_str()}), format!("{from} cancelled a transfer"))
+            }
+            ClientEvent::Core(Event::ReceiveFailed { from, code, .. }) => self.line(
+                json!({"event": "receive_failed", "from": from.as_str(), "code": code.as_u32()}),
+                format!("a transfer from {from} failed: {code}"),
+            ),
+            ClientEvent::Core(Event::Progress { id, sent, total, .. }) if self.json => {
+                println!("{}", json!({"event": "progress", "send_id": id.0, "sent": sent, "total": total}));
+            }
+            ClientEvent::Core(Event::SendResult { id, code, .. }) => self.line(
+                json!({"event": "send_result", "send_id": id.0, "code": code.as_u32()}),
+                format!("{id}: {code}"),
+            ),
+            ClientEvent::Core(Event::Closed { code, reason }) => self.line(
+                json!({"event": "closed", "code": code.as_u32(), "reason": reason.as_str()}),
+                format!("connection closed: {code} {reason}"),
+            ),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+async fn listen(args: &LoginArgs, dir: &Path, json: bool) -> Result<ExitCode> {
+    let (handle, mut events) = login(args, Some(dir))
+        .await
+        .with_context(|| format!("(receiving into {})", dir.display()))?;
+    if !json {
+        println!(
+            "{} logged in at {}; files go to {}",
+            args.user,
+            args.server,
+            dir.display()
+        );
+    }
+    let mut printer = Printer {
+        json,
+        prefix: "",
+        dir: Some(dir.to_path_buf()),
+        buffers: 0,
+    };
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => {
+                    printer.event(&event)?;
+                    if let ClientEvent::Core(Event::Closed { code, .. }) = event {
+                        return Ok(if code.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+                    }
+                }
+                None => return Ok(ExitCode::FAILURE),
+            },
+            _ = tokio::signal::ctrl_c() => {
+                handle.close();
+            }
+        }
+    }
+}
+
+async fn send(args: &LoginArgs, to: &str, what: &What, json: bool) -> Result<ExitCode> {
+    let (handle, mut events) = login(args, None).await?;
+    let id = start_send(&handle, to, what).await?;
+    let bar = (!json && std::io::stderr().is_terminal() && what.cmd.is_none()).then(progress_bar);
+    let mut printer = Printer {
+        json,
+        prefix: "",
+        dir: None,
+        buffers: 0,
+    };
+    let mut cancelled = false;
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { bail!("connection lost") };
+                if let (Some(bar), ClientEvent::Core(Event::Progress { sent, total, .. })) = (&bar, &event) {
+                    bar.set_length(*total);
+                    bar.set_position(*sent);
+                }
+                if let ClientEvent::Core(Event::SendResult { id: done, code, .. }) = &event {
+                    if *done == id {
+                        if let Some(bar) = &bar {
+                            bar.finish_and_clear();
+                        }
+                        printer.event(&event)?;
+                        handle.close();
+                        return Ok(if code.is_success() { ExitCode::SUCCESS } else { ExitCode::from(2) });
+                    }
+                }
+                printer.event(&event)?;
+            }
+            _ = tokio::signal::ctrl_c(), if !cancelled => {
+                cancelled = true;
+                let code = handle.cancel_send(id, 0).await;
+                if !json {
+                    eprintln!("cancelling {id}: {code}");
+                }
+            }
+        }
+    }
+}
+
+async fn start_send(handle: &ClientHandle, to: &str, what: &What) -> Result<SendId> {
+    Ok(if let Some(text) = &what.cmd {
+        handle.send_cmd(to, Bytes::from(text.clone()), 0).await?
+    } else if let Some(path) = &what.buffer {
+        let data =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        handle.send_buffer(to, Bytes::from(data), 0).await?
+    } else if let Some(path) = &what.file {
+        handle.send_file(to, path, 0).await?
+    } else {
+        bail!("nothing to send")
+    })
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// The demo: a relay on loopback, alice and bob, each kind of send, one cancel.
+async fn demo() -> Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, RelayConfig::default(), None, async move {
+        let _ = stopped.await;
+    }));
+    println!("relay on {addr}");
+    let dir = tempfile::tempdir()?;
+    let saves = dir.path().to_path_buf();
+    let (alice, mut a_events) = connect(addr, "alice", b"", Config::default(), None).await?;
+    let (bob, mut b_events) =
+        connect(addr, "bob", b"", Config::default(), Some(dir.path())).await?;
+    println!(
+        "alice and bob logged in; bob saves files in {}",
+        dir.path().display()
+    );
+    let bob_printer = tokio::spawn(async move {
+        let mut printer = Printer {
+            json: false,
+            prefix: "  bob: ",
+            dir: Some(saves),
+            buffers: 0,
+        };
+        while let Some(event) = b_events.recv().await {
+            let _ = printer.event(&event);
+        }
+    });
+
+    let originals = tempfile::tempdir()?;
+    let src = originals.path().join("report.pdf");
+    std::fs::write(
+        &src,
+        (0..24u32 << 20)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    )?;
+    let big = originals.path().join("movie.mkv");
+    std::fs::write(&big, vec![0u8; 256 << 20])?;
+
+    let cmd = alice
+        .send_cmd("bob", Bytes::from_static(b"hello from alice"), 1)
+        .await?;
+    wait(&mut a_events, cmd, None, "command").await;
+    let buffer = alice
+        .send_buffer("bob", Bytes::from(vec![42u8; 8 << 20]), 2)
+        .await?;
+    wait(
+        &mut a_events,
+        buffer,
+        Some(progress_bar()),
+        "buffer of 8 MiB",
+    )
+    .await;
+    let file = alice.send_file("bob", &src, 3).await?;
+    wait(&mut a_events, file, Some(progress_bar()), "file of 24 MiB").await;
+    let doomed = alice.send_file("bob", &big, 4).await?;
+    let bar = progress_bar();
+    let mut cancelled = false;
+    loop {
+        match a_events.recv().await {
+            Some(ClientEvent::Core(Event::Progress {
+                id, sent, total, ..
+            })) if id == doomed => {
+                bar.set_length(total);
+                bar.set_position(sent);
+                if sent > total / 4 && !cancelled {
+                    cancelled = true;
+                    let code = alice.cancel_send(doomed, 5).await;
+                    bar.finish_and_clear();
+                    println!(
+                        "alice cancels the 256 MiB file at {}%: {code}",
+                        sent * 100 / total
+                    );
+                }
+            }
+            Some(ClientEvent::Core(Event::SendResult { id, code, .. })) if id == doomed => {
+                bar.finish_and_clear();
+                println!("alice: file of 256 MiB: {code}");
+                break;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.close();
+    bob.close();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = stop.send(());
+    let _ = server.await;
+    bob_printer.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait(
+    events: &mut UnboundedReceiver<ClientEvent>,
+    id: SendId,
+    bar: Option<ProgressBar>,
+    what: &str,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            ClientEvent::Core(Event::Progress {
+                id: p, sent, total, ..
+            }) if p == id => {
+                if let Some(bar) = &bar {
+                    bar.set_length(total);
+                    bar.set_position(sent);
+                }
+            }
+            ClientEvent::Core(Event::SendResult { id: r, code, .. }) if r == id => {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                println!("alice: {what}: {code}");
+                return;
+            }
+            _ => {}
+        }
+    }
+}
