@@ -306,6 +306,17 @@ impl Relay {
         }
     }
 
+    /// Closes `conn` from the relay's side: a `CLOSE` with `code` (for example `SHUTDOWN`)
+    /// goes out, and its messages end on the other side as if it had dropped.
+    pub fn close(&mut self, conn: ConnId, code: ErrorCode) {
+        self.shut(conn, code, "closed by the relay", true);
+    }
+
+    /// Every open connection, for closing them all at shutdown.
+    pub fn connection_ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.conns.keys().copied()
+    }
+
     /// `conn`'s transport closed.
     pub fn handle_disconnect(&mut self, conn: ConnId) {
         self.shut(conn, ErrorCode::CONNECTIONLOST, "", false);

@@ -114,9 +114,22 @@ pub async fn serve(
         tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("relay shutting down");
+                // Every client is told (CLOSE with SHUTDOWN); the writers flush and end.
+                let conns: Vec<ConnId> = relay.connection_ids().collect();
+                for conn in conns {
+                    relay.close(conn, ErrorCode::SHUTDOWN);
+                    let mut buf = BytesMut::new();
+                    while relay.poll_transmit(conn, &mut buf) > 0 {}
+                    if let Some(w) = writers.remove(&conn) {
+                        let _ = w.bytes.send(buf.freeze());
+                        w.reader.abort();
+                    }
+                }
                 for (_, w) in writers.drain() {
                     w.reader.abort();
                 }
+                // Give the writer tasks a moment to put the last bytes on the wire.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 return Ok(());
             }
             accepted = listener.accept() => {

@@ -318,3 +318,24 @@ async fn drive_raw(
         c.handle_input(now, &buf[..n]);
     }
 }
+
+#[tokio::test]
+async fn shutdown_tells_every_client() {
+    let (addr, stop) = relay(None).await;
+    let (_alice, mut events) = connect(addr, "alice", b"", Config::default(), None)
+        .await
+        .unwrap();
+    stop.send(()).unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Some(ClientEvent::Core(Event::Closed { code, .. })) => return code,
+                Some(_) => continue,
+                None => return ErrorCode::UNKNOWERR,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, ErrorCode::SHUTDOWN);
+}
