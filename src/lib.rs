@@ -145,6 +145,7 @@ extern crate std;
 pub mod client;
 mod digest;
 mod error;
+mod id_space;
 pub mod relay;
 mod time;
 pub mod wire;

@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 use core::time::Duration;
 
 use crate::error::{ActionError, SendError};
+use crate::id_space::{id_state, IdState};
 use crate::wire::credit_step;
 use crate::wire::{
     self, Capabilities, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Decoder, End, Frame, Hello,
@@ -900,16 +901,19 @@ impl Client {
     }
 
     fn send_of_wire(&mut self, wire_id: MessageId) -> Option<SendId> {
-        match self.by_wire.get(&wire_id) {
-            Some(id) => Some(*id),
-            None => {
-                if wire_id >= self.next_wire_id {
-                    self.violation(
-                        ErrorCode::PROTOCOL_VIOLATION,
-                        "frame for a message never sent",
-                    );
-                }
-                None // finished: a frame that crossed our cancel
+        match id_state(
+            self.by_wire.get(&wire_id).copied(),
+            self.next_wire_id,
+            wire_id,
+        ) {
+            IdState::Active(id) => Some(id),
+            IdState::Ended => None, // a frame that crossed our cancel
+            IdState::Unknown => {
+                self.violation(
+                    ErrorCode::PROTOCOL_VIOLATION,
+                    "frame for a message never sent",
+                );
+                None
             }
         }
     }
@@ -1186,16 +1190,17 @@ impl Client {
     /// ended is `false` (its late frames are dropped); one never opened closes the
     /// connection.
     fn known_incoming(&mut self, id: MessageId) -> bool {
-        if self.incoming.contains_key(&id) {
-            return true;
+        match id_state(self.incoming.get(&id).map(|_| ()), self.next_receive, id) {
+            IdState::Active(()) => true,
+            IdState::Ended => false,
+            IdState::Unknown => {
+                self.violation(
+                    ErrorCode::PROTOCOL_VIOLATION,
+                    "frame for a message never opened",
+                );
+                false
+            }
         }
-        if id >= self.next_receive {
-            self.violation(
-                ErrorCode::PROTOCOL_VIOLATION,
-                "frame for a message never opened",
-            );
-        }
-        false
     }
 
     /// The application took `len` bytes of message `id`: grant credit as needed.

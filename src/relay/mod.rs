@@ -21,6 +21,7 @@ use alloc::vec::Vec;
 use bytes::{Bytes, BytesMut};
 use core::time::Duration;
 
+use crate::id_space::{id_state, IdState};
 use crate::wire::{
     self, Cancel, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Decoder, Frame, Hello, Limits,
     LoginResult, MessageId, Open, Role, SendResult, Text, UserId, VERSION,
@@ -775,20 +776,8 @@ impl Relay {
     /// frames are dropped) or never begun (the connection is closed).
     fn inbound_key(&mut self, conn: ConnId, id: MessageId) -> Option<u64> {
         let c = self.conns.get(&conn)?;
-        match c.inbound.get(&id) {
-            Some(key) => Some(*key),
-            None => {
-                if id >= c.next_in_id {
-                    self.shut(
-                        conn,
-                        ErrorCode::PROTOCOL_VIOLATION,
-                        "frame for a message never opened",
-                        true,
-                    );
-                }
-                None
-            }
-        }
+        let state = id_state(c.inbound.get(&id).copied(), c.next_in_id, id);
+        self.route_of(conn, state, "frame for a message never opened")
     }
 
     /// Checks a piece of `conn`'s message on route `key`; closes `conn` if it does not
@@ -807,17 +796,17 @@ impl Relay {
     /// The route of a message the relay sent to `conn` as `id`.
     fn outbound_key(&mut self, conn: ConnId, id: MessageId) -> Option<u64> {
         let c = self.conns.get(&conn)?;
-        match c.outbound.get(&id) {
-            Some(key) => Some(*key),
-            None => {
-                if id >= c.next_out_id {
-                    self.shut(
-                        conn,
-                        ErrorCode::PROTOCOL_VIOLATION,
-                        "frame for a message never sent",
-                        true,
-                    );
-                }
+        let state = id_state(c.outbound.get(&id).copied(), c.next_out_id, id);
+        self.route_of(conn, state, "frame for a message never sent")
+    }
+
+    /// An id's route; an id never allocated closes `conn`.
+    fn route_of(&mut self, conn: ConnId, state: IdState<u64>, never: &str) -> Option<u64> {
+        match state {
+            IdState::Active(key) => Some(key),
+            IdState::Ended => None,
+            IdState::Unknown => {
+                self.shut(conn, ErrorCode::PROTOCOL_VIOLATION, never, true);
                 None
             }
         }
