@@ -1069,7 +1069,13 @@ impl Client {
             return;
         };
         let window = self.config.transfer_window;
-        let msg = Incoming::new(kind, from.clone(), open.size, window);
+        let mut msg = Incoming::new(kind, from.clone(), open.size, window);
+        if kind == SendKind::Buffer {
+            // The whole buffer is held in the end anyway (its size is within our cap, checked
+            // by the decoder); reserving it now saves a copy per doubling. The pages are
+            // committed only as the bytes arrive.
+            msg.data.reserve(usize::try_from(open.size).unwrap_or(0));
+        }
         self.incoming.insert(open.id, msg);
         let event = Event::Offer {
             id: ReceiveId(open.id),

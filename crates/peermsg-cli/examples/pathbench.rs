@@ -1,0 +1,531 @@
+//! The whole path against the machine's limits, in one run:
+//! `cargo run --release -p peermsg-cli --example pathbench` (add `quick` for smaller sizes).
+//!
+//! a. raw TCP over one loopback hop; b. a baseline relay built on tokio-util's
+//! `LengthDelimitedCodec`; c. peermsg through its relay, a buffer and a file; d. command
+//! latency while a bulk transfer saturates the same connection; e. commands per second
+//! with their results, over loopback and in memory; f. relay RSS with 10,000 idle
+//! connections and while a file goes to a reader throttled to 20 MB/s; g. client, relay,
+//! client in memory beside memcpy. Each figure is the median of its repeats, with the
+//! spread (min-max); ratios are taken between medians of this run.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant as StdInstant};
+
+use bytes::{Bytes, BytesMut};
+use peermsg::client::{Client, Config, Event};
+use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
+use peermsg::wire::Limits;
+use peermsg::Instant;
+use peermsg_tokio::{connect, serve, ClientEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{Decoder as _, Encoder as _, LengthDelimitedCodec};
+
+const GIB: u64 = 1 << 30;
+
+fn limits() -> Limits {
+    Limits { max_buffer_size: 2 * GIB, ..Limits::default() }
+}
+
+fn client_config() -> Config {
+    Config { limits: limits(), transfer_window: 8 << 20, conn_window: 32 << 20, ..Config::default() }
+}
+
+fn relay_config() -> RelayConfig {
+    RelayConfig { limits: limits(), transfer_window: 8 << 20, conn_window: 32 << 20, ..RelayConfig::default() }
+}
+
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stat(mut xs: Vec<f64>) -> Stat {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    Stat { median: xs[xs.len() / 2], min: xs[0], max: xs[xs.len() - 1] }
+}
+
+fn show(name: &str, unit: &str, s: &Stat) {
+    println!("{name:<58} {:>10.3} {unit:<8} ({:.3} - {:.3})", s.median, s.min, s.max);
+}
+
+fn gbps(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / took.as_secs_f64() / 1e9
+}
+
+/// a. Raw TCP: one writer, one reader, 1 MiB writes.
+async fn raw_tcp(bytes: u64) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        while got < bytes {
+            got += s.read(&mut buf).await.unwrap() as u64;
+        }
+    });
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    let start = StdInstant::now();
+    let mut sent = 0;
+    while sent < bytes {
+        s.write_all(&chunk).await.unwrap();
+        sent += chunk.len() as u64;
+    }
+    reader.await.unwrap();
+    gbps(bytes, start.elapsed())
+}
+
+/// b. A relay a user would write with LengthDelimitedCodec: read frames from A, write
+/// them to B, 16 KiB frames.
+async fn ldc_relay(bytes: u64) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let relay = tokio::spawn(async move {
+        let (mut a, _) = listener.accept().await.unwrap();
+        let (mut b, _) = listener.accept().await.unwrap();
+        let mut codec = LengthDelimitedCodec::builder().max_frame_length(1 << 20).new_codec();
+        let mut input = BytesMut::with_capacity(1 << 20);
+        let mut out = BytesMut::with_capacity(1 << 20);
+        loop {
+            if a.read_buf(&mut input).await.unwrap() == 0 {
+                return;
+            }
+            while let Some(frame) = codec.decode(&mut input).unwrap() {
+                codec.encode(frame.freeze(), &mut out).unwrap();
+            }
+            b.write_all(&out).await.unwrap();
+            out.clear();
+        }
+    });
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut codec = LengthDelimitedCodec::builder().max_frame_length(1 << 20).new_codec();
+        let mut input = BytesMut::with_capacity(1 << 20);
+        let mut got = 0u64;
+        while got < bytes {
+            b.read_buf(&mut input).await.unwrap();
+            while let Some(frame) = codec.decode(&mut input).unwrap() {
+                got += frame.len() as u64;
+            }
+        }
+    });
+    let payload = Bytes::from(vec![9u8; 16 * 1024 - 8]);
+    let mut codec = LengthDelimitedCodec::new();
+    let mut out = BytesMut::with_capacity(1 << 20);
+    let start = StdInstant::now();
+    let mut sent = 0;
+    while sent < bytes {
+        while out.len() < 1 << 20 && sent < bytes {
+            codec.encode(payload.clone(), &mut out).unwrap();
+            sent += payload.len() as u64;
+        }
+        a.write_all(&out).await.unwrap();
+        out.clear();
+    }
+    reader.await.unwrap();
+    let took = start.elapsed();
+    drop(a);
+    relay.abort();
+    gbps(bytes, took)
+}
+
+async fn start_relay() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, relay_config(), None, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+async fn result_of(events: &mut tokio::sync::mpsc::UnboundedReceiver<ClientEvent>) -> peermsg::ErrorCode {
+    loop {
+        if let Some(ClientEvent::Core(Event::SendResult { code, .. })) = events.recv().await {
+            return code;
+        }
+    }
+}
+
+/// c. A buffer or a file of `bytes` through peermsg's relay.
+async fn peermsg_transfer(bytes: u64, file: Option<&std::path::Path>, sink: &std::path::Path) -> f64 {
+    let (addr, _stop) = start_relay().await;
+    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None).await.unwrap();
+    let (_bob, mut b) = connect(addr, "bob", b"", client_config(), Some(sink)).await.unwrap();
+    tokio::spawn(async move { while b.recv().await.is_some() {} });
+    let start = StdInstant::now();
+    match file {
+        Some(path) => alice.send_file("bob", path, 0).await.map(|_| ()).unwrap(),
+        None => alice.send_buffer("bob", Bytes::from(vec![5u8; bytes as usize]), 0).await.map(|_| ()).unwrap(),
+    }
+    let code = result_of(&mut a).await;
+    assert!(code.is_success(), "{code}");
+    gbps(bytes, start.elapsed())
+}
+
+/// d. Round trips of 64-byte commands (send to confirmed) while a bulk buffer saturates
+/// the same connections; returns (p50, p99) in microseconds.
+async fn latency_under_load(bulk: u64, samples: usize) -> (f64, f64) {
+    let (addr, _stop) = start_relay().await;
+    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None).await.unwrap();
+    let (_bob, mut b) = connect(addr, "bob", b"", client_config(), None).await.unwrap();
+    tokio::spawn(async move { while b.recv().await.is_some() {} });
+    let bulk_id = alice.send_buffer("bob", Bytes::from(vec![1u8; bulk as usize]), 0).await.unwrap();
+    let mut rtts = Vec::new();
+    let mut bulk_done = false;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..samples {
+        let start = StdInstant::now();
+        let id = alice.send_cmd("bob", Bytes::from(vec![3u8; 64]), 0).await.unwrap();
+        loop {
+            match a.recv().await.unwrap() {
+                ClientEvent::Core(Event::SendResult { id: r, .. }) if r == id => break,
+                ClientEvent::Core(Event::SendResult { id: r, .. }) if r == bulk_id => bulk_done = true,
+                _ => {}
+            }
+        }
+        rtts.push(start.elapsed().as_secs_f64() * 1e6);
+        if bulk_done {
+            break;
+        }
+    }
+    let n = rtts.len();
+    rtts.sort_by(|x, y| x.total_cmp(y));
+    println!("    ({n} samples, bulk {} when sampling ended)", if bulk_done { "finished" } else { "still running" });
+    (rtts[n / 2], rtts[(n * 99 / 100).min(n - 1)])
+}
+
+/// e. Commands with their results per second over loopback, 64 in flight.
+async fn cmds_loopback(n: usize) -> f64 {
+    let (addr, _stop) = start_relay().await;
+    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None).await.unwrap();
+    let (_bob, mut b) = connect(addr, "bob", b"", client_config(), None).await.unwrap();
+    tokio::spawn(async move { while b.recv().await.is_some() {} });
+    let start = StdInstant::now();
+    let data = Bytes::from(vec![3u8; 64]);
+    let mut in_flight = 0;
+    let (mut sent, mut done) = (0, 0);
+    while done < n {
+        while in_flight < 64 && sent < n {
+            alice.send_cmd("bob", data.clone(), 0).await.unwrap();
+            sent += 1;
+            in_flight += 1;
+        }
+        if let Some(ClientEvent::Core(Event::SendResult { .. })) = a.recv().await {
+            done += 1;
+            in_flight -= 1;
+        }
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Client A, a relay and client B in one thread, bytes moved by hand.
+struct InMemory {
+    a: Client,
+    b: Client,
+    relay: Relay,
+    buf: BytesMut,
+}
+
+impl InMemory {
+    fn new() -> Self {
+        let now = Instant::ZERO;
+        let mut m = InMemory {
+            a: Client::new(client_config(), now).unwrap(),
+            b: Client::new(client_config(), now).unwrap(),
+            relay: Relay::new(relay_config()).unwrap(),
+            buf: BytesMut::with_capacity(1 << 20),
+        };
+        m.relay.open(now, ConnId(0)).unwrap();
+        m.relay.open(now, ConnId(1)).unwrap();
+        m.a.login("alice", b"").unwrap();
+        m.b.login("bob", b"").unwrap();
+        m.pump(|_| {});
+        m
+    }
+
+    /// Moves everything until quiet; `on_b` sees bob's events.
+    fn pump(&mut self, mut on_b: impl FnMut(Event)) -> Vec<Event> {
+        let now = Instant::ZERO;
+        let mut a_events = Vec::new();
+        loop {
+            let mut busy = false;
+            for (client, conn) in [(&mut self.a, ConnId(0)), (&mut self.b, ConnId(1))] {
+                self.buf.clear();
+                while client.poll_transmit(&mut self.buf) > 0 {}
+                if !self.buf.is_empty() {
+                    busy = true;
+                    self.relay.handle_input(now, conn, &self.buf);
+                }
+            }
+            while let Some(e) = self.relay.poll_event() {
+                busy = true;
+                if let RelayEvent::Login { conn, .. } = e {
+                    self.relay.accept_login(conn).unwrap();
+                }
+            }
+            while let Some(conn) = self.relay.poll_writable() {
+                self.buf.clear();
+                while self.relay.poll_transmit(conn, &mut self.buf) > 0 {}
+                busy = true;
+                let to = if conn == ConnId(0) { &mut self.a } else { &mut self.b };
+                to.handle_input(now, &self.buf);
+            }
+            while let Some(e) = self.a.poll_event() {
+                busy = true;
+                a_events.push(e);
+            }
+            while let Some(e) = self.b.poll_event() {
+                busy = true;
+                on_b(e);
+            }
+            if !busy {
+                return a_events;
+            }
+        }
+    }
+}
+
+/// e (in memory). Commands with results per second.
+fn cmds_in_memory(n: usize) -> f64 {
+    let mut m = InMemory::new();
+    let data = Bytes::from(vec![3u8; 64]);
+    let start = StdInstant::now();
+    let mut done = 0;
+    let mut sent = 0;
+    while done < n {
+        while sent < n && sent - done < 256 {
+            m.a.send_cmd(Instant::ZERO, "bob", data.clone(), 0).unwrap();
+            sent += 1;
+        }
+        done += m.pump(|_| {}).iter().filter(|e| matches!(e, Event::SendResult { .. })).count();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// g. A buffer from client to relay to client in memory.
+fn buffer_in_memory(bytes: u64) -> f64 {
+    let mut m = InMemory::new();
+    let data = Bytes::from(vec![6u8; bytes as usize]);
+    let start = StdInstant::now();
+    m.a.send_buffer(Instant::ZERO, "bob", data, 0).unwrap();
+    let mut got = 0;
+    let events = m.pump(|e| {
+        if let Event::BufferReceived { data, .. } = e {
+            got = data.len();
+        }
+    });
+    let took = start.elapsed();
+    assert_eq!(got as u64, bytes);
+    assert!(events.iter().any(|e| matches!(e, Event::SendResult { code, .. } if code.is_success())));
+    gbps(bytes, took)
+}
+
+fn memcpy(bytes: u64) -> f64 {
+    let src = vec![1u8; bytes as usize];
+    let mut dst = vec![0u8; bytes as usize];
+    dst.fill(2); // touch every page first: the copy alone is timed
+    let start = StdInstant::now();
+    dst.copy_from_slice(&src);
+    let took = start.elapsed();
+    std::hint::black_box(&dst);
+    gbps(bytes, took)
+}
+
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// f. The relay as its own process (this program, re-run as `relay-child`).
+fn spawn_relay_process() -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("relay-child")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    (child, line.trim().parse().unwrap())
+}
+
+async fn relay_rss_idle(n: usize) -> (u64, u64) {
+    let (mut child, addr) = spawn_relay_process();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let base = rss_of(child.id());
+    let mut conns = Vec::new();
+    for i in 0..n {
+        let (h, e) = connect(addr, &format!("idle{i}"), b"", Config::default(), None).await.unwrap();
+        conns.push((h, e));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = rss_of(child.id());
+    let _ = child.kill();
+    (base, rss)
+}
+
+/// f. A file to a reader whose socket is read at 20 MB/s; the relay's peak RSS.
+async fn relay_rss_throttled(bytes: u64, path: &std::path::Path) -> (u64, f64) {
+    let (mut child, addr) = spawn_relay_process();
+    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None).await.unwrap();
+    // bob: a raw client whose socket is read at 20 MB/s.
+    let mut bob = Client::new(client_config(), Instant::ZERO).unwrap();
+    bob.login("bob", b"").unwrap();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let start = StdInstant::now();
+        let mut total = 0u64;
+        loop {
+            let mut out = BytesMut::new();
+            while bob.poll_transmit(&mut out) > 0 {}
+            if !out.is_empty() && wr.write_all(&out).await.is_err() {
+                return;
+            }
+            while let Some(e) = bob.poll_event() {
+                if matches!(e, Event::FileReceived { .. } | Event::BufferReceived { .. }) {
+                    let mut out = BytesMut::new();
+                    while bob.poll_transmit(&mut out) > 0 {}
+                    let _ = wr.write_all(&out).await;
+                }
+            }
+            let n = match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            total += n as u64;
+            bob.handle_input(Instant::ZERO, &buf[..n]);
+            let due = Duration::from_secs_f64(total as f64 / 20e6);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.send_file("bob", path, 0).await.unwrap();
+    let pid = child.id();
+    let mut peak = rss_of(pid);
+    let start = StdInstant::now();
+    let mut sampled = StdInstant::now();
+    let code = loop {
+        let event = tokio::time::timeout(Duration::from_millis(100), a.recv()).await;
+        if sampled.elapsed() >= Duration::from_millis(100) {
+            peak = peak.max(rss_of(pid));
+            sampled = StdInstant::now();
+        }
+        if let Ok(Some(ClientEvent::Core(Event::SendResult { code, .. }))) = event {
+            break code;
+        }
+    };
+    assert!(code.is_success(), "{code}");
+    let rate = bytes as f64 / start.elapsed().as_secs_f64() / 1e6;
+    reader.abort();
+    let _ = child.kill();
+    (peak, rate)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    if args.get(1).map(String::as_str) == Some("relay-child") {
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            println!("{}", listener.local_addr().unwrap());
+            let _ = serve(listener, relay_config(), None, std::future::pending()).await;
+        });
+        return;
+    }
+    let quick = args.get(1).map(String::as_str) == Some("quick");
+    let size = if quick { GIB / 8 } else { GIB };
+    let reps = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload.bin");
+    std::fs::write(&file, vec![8u8; size as usize]).unwrap();
+    let sink = dir.path().join("sink");
+    std::fs::create_dir(&sink).unwrap();
+    println!("transfer size {} MiB, {reps} repeats each\n", size >> 20);
+    rt.block_on(async {
+        let mut results: HashMap<&str, Stat> = HashMap::new();
+        let mut run = |name: &'static str, xs: Vec<f64>| {
+            let s = stat(xs);
+            results.insert(name, s);
+        };
+        let mut xs = Vec::new();
+        for _ in 0..reps {
+            xs.push(raw_tcp(size).await);
+        }
+        run("a", xs);
+        let mut xs = Vec::new();
+        for _ in 0..reps {
+            xs.push(ldc_relay(size).await);
+        }
+        run("b", xs);
+        let mut xs = Vec::new();
+        for _ in 0..reps {
+            xs.push(peermsg_transfer(size, None, &sink).await);
+        }
+        run("c_buffer", xs);
+        let mut xs = Vec::new();
+        for _ in 0..reps {
+            xs.push(peermsg_transfer(size, Some(&file), &sink).await);
+            for f in std::fs::read_dir(&sink).unwrap() {
+                let _ = std::fs::remove_file(f.unwrap().path());
+            }
+        }
+        run("c_file", xs);
+        show("a. raw TCP, one loopback hop", "GB/s", &results["a"]);
+        show("b. LengthDelimitedCodec relay, A -> relay -> B", "GB/s", &results["b"]);
+        show("c. peermsg relay, buffer", "GB/s", &results["c_buffer"]);
+        show("c. peermsg relay, file (disk to disk)", "GB/s", &results["c_file"]);
+        let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let (p50, p99) = latency_under_load(size.min(GIB / 2), 2000).await;
+            p50s.push(p50 / 1000.0);
+            p99s.push(p99 / 1000.0);
+        }
+        show("d. command round trip under bulk load, p50", "ms", &stat(p50s));
+        show("d. command round trip under bulk load, p99", "ms", &stat(p99s));
+        let n = if quick { 20_000 } else { 100_000 };
+        let mut xs = Vec::new();
+        for _ in 0..reps {
+            xs.push(cmds_loopback(n).await);
+        }
+        show("e. commands/s with results, loopback", "cmd/s", &stat(xs));
+        let mut xs = Vec::new();
+        for _ in 0..reps {
+            xs.push(cmds_in_memory(n * 5));
+        }
+        show("e. commands/s with results, in memory", "cmd/s", &stat(xs));
+        let mut xs = Vec::new();
+        let mut ms = Vec::new();
+        for _ in 0..reps {
+            xs.push(buffer_in_memory(size.min(GIB / 2)));
+            ms.push(memcpy(size.min(GIB / 2)));
+        }
+        let g = stat(xs);
+        let m = stat(ms);
+        show("g. client -> relay -> client in memory, buffer", "GB/s", &g);
+        show("   memcpy of the same size", "GB/s", &m);
+        let (base, idle) = relay_rss_idle(if quick { 1000 } else { 10_000 }).await;
+        println!("{:<58} {:>10.1} MiB (empty relay {:.1} MiB)", format!("f. relay RSS, {} idle connections", if quick { 1000 } else { 10_000 }), idle as f64 / 1048576.0, base as f64 / 1048576.0);
+        let throttled = if quick { GIB / 16 } else { GIB };
+        let small = dir.path().join("throttled.bin");
+        std::fs::write(&small, vec![4u8; throttled as usize]).unwrap();
+        let (peak, rate) = relay_rss_throttled(throttled, &small).await;
+        println!("{:<58} {:>10.1} MiB (reader at {rate:.1} MB/s)", format!("f. relay peak RSS, {} MiB file to a 20 MB/s reader", throttled >> 20), peak as f64 / 1048576.0);
+        println!();
+        let r = |x: &str, y: &str| results[x].median / results[y].median;
+        println!("c/a buffer {:.2}  c/a file {:.2}  c/b buffer {:.2}  c/b file {:.2}  g/memcpy {:.2}", r("c_buffer", "a"), r("c_file", "a"), r("c_buffer", "b"), r("c_file", "b"), g.median / m.median);
+    });
+}
