@@ -141,15 +141,22 @@ pub async fn serve(
                 let (mut rd, mut wr) = stream.into_split();
                 let tx = input_tx.clone();
                 let reader = tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
+                    // Small while the peer is quiet (an idle connection costs one page),
+                    // larger once it streams; each read is handed over without a copy.
+                    let mut want = 1024;
+                    let mut buf = BytesMut::new();
                     loop {
-                        match rd.read(&mut buf).await {
+                        buf.reserve(want);
+                        match rd.read_buf(&mut buf).await {
                             Ok(0) | Err(_) => {
                                 let _ = tx.send((conn, None));
                                 return;
                             }
                             Ok(n) => {
-                                if tx.send((conn, Some(Bytes::copy_from_slice(&buf[..n])))).is_err() {
+                                if n >= want {
+                                    want = (want * 2).min(256 * 1024);
+                                }
+                                if tx.send((conn, Some(buf.split().freeze()))).is_err() {
                                     return;
                                 }
                             }
