@@ -25,15 +25,28 @@ use tokio_util::codec::{Decoder as _, Encoder as _, LengthDelimitedCodec};
 const GIB: u64 = 1 << 30;
 
 fn limits() -> Limits {
-    Limits { max_buffer_size: 2 * GIB, ..Limits::default() }
+    Limits {
+        max_buffer_size: 2 * GIB,
+        ..Limits::default()
+    }
 }
 
 fn client_config() -> Config {
-    Config { limits: limits(), transfer_window: 8 << 20, conn_window: 32 << 20, ..Config::default() }
+    Config {
+        limits: limits(),
+        transfer_window: 8 << 20,
+        conn_window: 32 << 20,
+        ..Config::default()
+    }
 }
 
 fn relay_config() -> RelayConfig {
-    RelayConfig { limits: limits(), transfer_window: 8 << 20, conn_window: 32 << 20, ..RelayConfig::default() }
+    RelayConfig {
+        limits: limits(),
+        transfer_window: 8 << 20,
+        conn_window: 32 << 20,
+        ..RelayConfig::default()
+    }
 }
 
 struct Stat {
@@ -44,11 +57,18 @@ struct Stat {
 
 fn stat(mut xs: Vec<f64>) -> Stat {
     xs.sort_by(|a, b| a.total_cmp(b));
-    Stat { median: xs[xs.len() / 2], min: xs[0], max: xs[xs.len() - 1] }
+    Stat {
+        median: xs[xs.len() / 2],
+        min: xs[0],
+        max: xs[xs.len() - 1],
+    }
 }
 
 fn show(name: &str, unit: &str, s: &Stat) {
-    println!("{name:<58} {:>10.3} {unit:<8} ({:.3} - {:.3})", s.median, s.min, s.max);
+    println!(
+        "{name:<58} {:>10.3} {unit:<8} ({:.3} - {:.3})",
+        s.median, s.min, s.max
+    );
 }
 
 fn gbps(bytes: u64, took: Duration) -> f64 {
@@ -87,7 +107,9 @@ async fn ldc_relay(bytes: u64) -> f64 {
     let relay = tokio::spawn(async move {
         let (mut a, _) = listener.accept().await.unwrap();
         let (mut b, _) = listener.accept().await.unwrap();
-        let mut codec = LengthDelimitedCodec::builder().max_frame_length(1 << 20).new_codec();
+        let mut codec = LengthDelimitedCodec::builder()
+            .max_frame_length(1 << 20)
+            .new_codec();
         let mut input = BytesMut::with_capacity(1 << 20);
         let mut out = BytesMut::with_capacity(1 << 20);
         loop {
@@ -104,7 +126,9 @@ async fn ldc_relay(bytes: u64) -> f64 {
     let mut a = TcpStream::connect(addr).await.unwrap();
     let mut b = TcpStream::connect(addr).await.unwrap();
     let reader = tokio::spawn(async move {
-        let mut codec = LengthDelimitedCodec::builder().max_frame_length(1 << 20).new_codec();
+        let mut codec = LengthDelimitedCodec::builder()
+            .max_frame_length(1 << 20)
+            .new_codec();
         let mut input = BytesMut::with_capacity(1 << 20);
         let mut got = 0u64;
         while got < bytes {
@@ -144,7 +168,9 @@ async fn start_relay() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()
     (addr, stop)
 }
 
-async fn result_of(events: &mut tokio::sync::mpsc::UnboundedReceiver<ClientEvent>) -> peermsg::ErrorCode {
+async fn result_of(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<ClientEvent>,
+) -> peermsg::ErrorCode {
     loop {
         if let Some(ClientEvent::Core(Event::SendResult { code, .. })) = events.recv().await {
             return code;
@@ -153,15 +179,27 @@ async fn result_of(events: &mut tokio::sync::mpsc::UnboundedReceiver<ClientEvent
 }
 
 /// c. A buffer or a file of `bytes` through peermsg's relay.
-async fn peermsg_transfer(bytes: u64, file: Option<&std::path::Path>, sink: &std::path::Path) -> f64 {
+async fn peermsg_transfer(
+    bytes: u64,
+    file: Option<&std::path::Path>,
+    sink: &std::path::Path,
+) -> f64 {
     let (addr, _stop) = start_relay().await;
-    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None).await.unwrap();
-    let (_bob, mut b) = connect(addr, "bob", b"", client_config(), Some(sink)).await.unwrap();
+    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None)
+        .await
+        .unwrap();
+    let (_bob, mut b) = connect(addr, "bob", b"", client_config(), Some(sink))
+        .await
+        .unwrap();
     tokio::spawn(async move { while b.recv().await.is_some() {} });
     let start = StdInstant::now();
     match file {
         Some(path) => alice.send_file("bob", path, 0).await.map(|_| ()).unwrap(),
-        None => alice.send_buffer("bob", Bytes::from(vec![5u8; bytes as usize]), 0).await.map(|_| ()).unwrap(),
+        None => alice
+            .send_buffer("bob", Bytes::from(vec![5u8; bytes as usize]), 0)
+            .await
+            .map(|_| ())
+            .unwrap(),
     }
     let code = result_of(&mut a).await;
     assert!(code.is_success(), "{code}");
@@ -172,20 +210,32 @@ async fn peermsg_transfer(bytes: u64, file: Option<&std::path::Path>, sink: &std
 /// the same connections; returns (p50, p99) in microseconds.
 async fn latency_under_load(bulk: u64, samples: usize) -> (f64, f64) {
     let (addr, _stop) = start_relay().await;
-    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None).await.unwrap();
-    let (_bob, mut b) = connect(addr, "bob", b"", client_config(), None).await.unwrap();
+    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None)
+        .await
+        .unwrap();
+    let (_bob, mut b) = connect(addr, "bob", b"", client_config(), None)
+        .await
+        .unwrap();
     tokio::spawn(async move { while b.recv().await.is_some() {} });
-    let bulk_id = alice.send_buffer("bob", Bytes::from(vec![1u8; bulk as usize]), 0).await.unwrap();
+    let bulk_id = alice
+        .send_buffer("bob", Bytes::from(vec![1u8; bulk as usize]), 0)
+        .await
+        .unwrap();
     let mut rtts = Vec::new();
     let mut bulk_done = false;
     tokio::time::sleep(Duration::from_millis(50)).await;
     for _ in 0..samples {
         let start = StdInstant::now();
-        let id = alice.send_cmd("bob", Bytes::from(vec![3u8; 64]), 0).await.unwrap();
+        let id = alice
+            .send_cmd("bob", Bytes::from(vec![3u8; 64]), 0)
+            .await
+            .unwrap();
         loop {
             match a.recv().await.unwrap() {
                 ClientEvent::Core(Event::SendResult { id: r, .. }) if r == id => break,
-                ClientEvent::Core(Event::SendResult { id: r, .. }) if r == bulk_id => bulk_done = true,
+                ClientEvent::Core(Event::SendResult { id: r, .. }) if r == bulk_id => {
+                    bulk_done = true
+                }
                 _ => {}
             }
         }
@@ -196,15 +246,26 @@ async fn latency_under_load(bulk: u64, samples: usize) -> (f64, f64) {
     }
     let n = rtts.len();
     rtts.sort_by(|x, y| x.total_cmp(y));
-    println!("    ({n} samples, bulk {} when sampling ended)", if bulk_done { "finished" } else { "still running" });
+    println!(
+        "    ({n} samples, bulk {} when sampling ended)",
+        if bulk_done {
+            "finished"
+        } else {
+            "still running"
+        }
+    );
     (rtts[n / 2], rtts[(n * 99 / 100).min(n - 1)])
 }
 
 /// e. Commands with their results per second over loopback, 64 in flight.
 async fn cmds_loopback(n: usize) -> f64 {
     let (addr, _stop) = start_relay().await;
-    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None).await.unwrap();
-    let (_bob, mut b) = connect(addr, "bob", b"", client_config(), None).await.unwrap();
+    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None)
+        .await
+        .unwrap();
+    let (_bob, mut b) = connect(addr, "bob", b"", client_config(), None)
+        .await
+        .unwrap();
     tokio::spawn(async move { while b.recv().await.is_some() {} });
     let start = StdInstant::now();
     let data = Bytes::from(vec![3u8; 64]);
@@ -273,7 +334,11 @@ impl InMemory {
                 self.buf.clear();
                 while self.relay.poll_transmit(conn, &mut self.buf) > 0 {}
                 busy = true;
-                let to = if conn == ConnId(0) { &mut self.a } else { &mut self.b };
+                let to = if conn == ConnId(0) {
+                    &mut self.a
+                } else {
+                    &mut self.b
+                };
                 to.handle_input(now, &self.buf);
             }
             while let Some(e) = self.a.poll_event() {
@@ -303,7 +368,11 @@ fn cmds_in_memory(n: usize) -> f64 {
             m.a.send_cmd(Instant::ZERO, "bob", data.clone(), 0).unwrap();
             sent += 1;
         }
-        done += m.pump(|_| {}).iter().filter(|e| matches!(e, Event::SendResult { .. })).count();
+        done += m
+            .pump(|_| {})
+            .iter()
+            .filter(|e| matches!(e, Event::SendResult { .. }))
+            .count();
     }
     n as f64 / start.elapsed().as_secs_f64()
 }
@@ -322,7 +391,9 @@ fn buffer_in_memory(bytes: u64) -> f64 {
     });
     let took = start.elapsed();
     assert_eq!(got as u64, bytes);
-    assert!(events.iter().any(|e| matches!(e, Event::SendResult { code, .. } if code.is_success())));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::SendResult { code, .. } if code.is_success())));
     gbps(bytes, took)
 }
 
@@ -355,7 +426,9 @@ fn spawn_relay_process() -> (std::process::Child, std::net::SocketAddr) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     (child, line.trim().parse().unwrap())
 }
 
@@ -365,7 +438,9 @@ async fn relay_rss_idle(n: usize) -> (u64, u64) {
     let base = rss_of(child.id());
     let mut conns = Vec::new();
     for i in 0..n {
-        let (h, e) = connect(addr, &format!("idle{i}"), b"", Config::default(), None).await.unwrap();
+        let (h, e) = connect(addr, &format!("idle{i}"), b"", Config::default(), None)
+            .await
+            .unwrap();
         conns.push((h, e));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -377,7 +452,9 @@ async fn relay_rss_idle(n: usize) -> (u64, u64) {
 /// f. A file to a reader whose socket is read at 20 MB/s; the relay's peak RSS.
 async fn relay_rss_throttled(bytes: u64, path: &std::path::Path) -> (u64, f64) {
     let (mut child, addr) = spawn_relay_process();
-    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None).await.unwrap();
+    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None)
+        .await
+        .unwrap();
     // bob: a raw client whose socket is read at 20 MB/s.
     let mut bob = Client::new(client_config(), Instant::ZERO).unwrap();
     bob.login("bob", b"").unwrap();
@@ -437,7 +514,10 @@ async fn relay_rss_throttled(bytes: u64, path: &std::path::Path) -> (u64, f64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     if args.get(1).map(String::as_str) == Some("relay-child") {
         rt.block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -485,17 +565,33 @@ fn main() {
         }
         run("c_file", xs);
         show("a. raw TCP, one loopback hop", "GB/s", &results["a"]);
-        show("b. LengthDelimitedCodec relay, A -> relay -> B", "GB/s", &results["b"]);
+        show(
+            "b. LengthDelimitedCodec relay, A -> relay -> B",
+            "GB/s",
+            &results["b"],
+        );
         show("c. peermsg relay, buffer", "GB/s", &results["c_buffer"]);
-        show("c. peermsg relay, file (disk to disk)", "GB/s", &results["c_file"]);
+        show(
+            "c. peermsg relay, file (disk to disk)",
+            "GB/s",
+            &results["c_file"],
+        );
         let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
         for _ in 0..reps {
             let (p50, p99) = latency_under_load(size.min(GIB / 2), 2000).await;
             p50s.push(p50 / 1000.0);
             p99s.push(p99 / 1000.0);
         }
-        show("d. command round trip under bulk load, p50", "ms", &stat(p50s));
-        show("d. command round trip under bulk load, p99", "ms", &stat(p99s));
+        show(
+            "d. command round trip under bulk load, p50",
+            "ms",
+            &stat(p50s),
+        );
+        show(
+            "d. command round trip under bulk load, p99",
+            "ms",
+            &stat(p99s),
+        );
         let n = if quick { 20_000 } else { 100_000 };
         let mut xs = Vec::new();
         for _ in 0..reps {
@@ -518,14 +614,36 @@ fn main() {
         show("g. client -> relay -> client in memory, buffer", "GB/s", &g);
         show("   memcpy of the same size", "GB/s", &m);
         let (base, idle) = relay_rss_idle(if quick { 1000 } else { 10_000 }).await;
-        println!("{:<58} {:>10.1} MiB (empty relay {:.1} MiB)", format!("f. relay RSS, {} idle connections", if quick { 1000 } else { 10_000 }), idle as f64 / 1048576.0, base as f64 / 1048576.0);
+        println!(
+            "{:<58} {:>10.1} MiB (empty relay {:.1} MiB)",
+            format!(
+                "f. relay RSS, {} idle connections",
+                if quick { 1000 } else { 10_000 }
+            ),
+            idle as f64 / 1048576.0,
+            base as f64 / 1048576.0
+        );
         let throttled = if quick { GIB / 16 } else { GIB };
         let small = dir.path().join("throttled.bin");
         std::fs::write(&small, vec![4u8; throttled as usize]).unwrap();
         let (peak, rate) = relay_rss_throttled(throttled, &small).await;
-        println!("{:<58} {:>10.1} MiB (reader at {rate:.1} MB/s)", format!("f. relay peak RSS, {} MiB file to a 20 MB/s reader", throttled >> 20), peak as f64 / 1048576.0);
+        println!(
+            "{:<58} {:>10.1} MiB (reader at {rate:.1} MB/s)",
+            format!(
+                "f. relay peak RSS, {} MiB file to a 20 MB/s reader",
+                throttled >> 20
+            ),
+            peak as f64 / 1048576.0
+        );
         println!();
         let r = |x: &str, y: &str| results[x].median / results[y].median;
-        println!("c/a buffer {:.2}  c/a file {:.2}  c/b buffer {:.2}  c/b file {:.2}  g/memcpy {:.2}", r("c_buffer", "a"), r("c_file", "a"), r("c_buffer", "b"), r("c_file", "b"), g.median / m.median);
+        println!(
+            "c/a buffer {:.2}  c/a file {:.2}  c/b buffer {:.2}  c/b file {:.2}  g/memcpy {:.2}",
+            r("c_buffer", "a"),
+            r("c_file", "a"),
+            r("c_buffer", "b"),
+            r("c_file", "b"),
+            g.median / m.median
+        );
     });
 }
