@@ -48,10 +48,16 @@ impl Instant {
     ///
     /// Instants before `epoch` map to [`Instant::ZERO`].
     ///
+    /// The runtime reads its clock and hands the core the result:
+    ///
     /// ```
-    /// let epoch = std::time::Instant::now();
-    /// let now = peermsg::Instant::from_std(epoch, epoch + std::time::Duration::from_secs(2));
-    /// assert_eq!(now.as_micros(), 2_000_000);
+    /// use std::time::Duration;
+    ///
+    /// /// Two seconds after the runtime's epoch, as the core counts time.
+    /// fn two_seconds_in(epoch: std::time::Instant) -> peermsg::Instant {
+    ///     peermsg::Instant::from_std(epoch, epoch + Duration::from_secs(2))
+    /// }
+    /// # let _ = two_seconds_in;
     /// ```
     #[cfg(feature = "std")]
     pub fn from_std(epoch: std::time::Instant, now: std::time::Instant) -> Self {
@@ -99,6 +105,15 @@ mod tests {
         assert_eq!(Instant::MAX + Duration::from_secs(1), Instant::MAX);
         assert_eq!(Instant::ZERO - Duration::from_secs(1), Instant::ZERO);
         assert_eq!(Instant::from_micros(5) + Duration::MAX, Instant::MAX);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn from_std_counts_from_the_epoch_and_saturates_before_it() {
+        let epoch = std::time::Instant::now();
+        let later = epoch + Duration::from_millis(2500);
+        assert_eq!(Instant::from_std(epoch, later).as_micros(), 2_500_000);
+        assert_eq!(Instant::from_std(later, epoch), Instant::ZERO);
     }
 
     #[test]
