@@ -368,3 +368,50 @@ fn the_relay_cuts_frames_to_the_receivers_size_and_respects_its_caps() {
         .any(|e| matches!(e, Event::CmdReceived { data: d, .. } if *d == cmd)));
     assert!(!n.nodes[b].side.client.is_closed());
 }
+
+#[test]
+fn progress_through_the_relay_is_what_the_receiver_consumed() {
+    let mut n = net(&["alice", "bob"]);
+    n.nodes[1].side.reading = false; // bob takes file bytes only when the test says
+    let now = n.now;
+    let data = content(16 << 20, 11);
+    let id = n.nodes[0]
+        .side
+        .client
+        .send_file(now, "bob", "f", data.len() as u64, 0)
+        .unwrap();
+    n.nodes[0].side.files.insert(id, data);
+    n.run();
+    let mut consumed = 0u64;
+    for _ in 0..3 {
+        // bob's application takes about 300 KB of the file.
+        let mut taken = 0;
+        while taken < 300_000 {
+            match n.nodes[1].side.client.poll_event() {
+                Some(Event::FileData { data, .. }) => taken += data.len() as u64,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        consumed += taken;
+        n.run();
+        let reported = n.nodes[0]
+            .side
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Progress { sent, .. } => Some(*sent),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(
+            reported <= consumed,
+            "alice told {reported} while bob consumed {consumed}"
+        );
+        assert!(
+            reported + 2 * 64 * 1024 >= consumed,
+            "progress lags by more than a grant step: {reported} vs {consumed}"
+        );
+    }
+}

@@ -594,12 +594,21 @@ impl Relay {
                     return;
                 };
                 let window = self.config.transfer_window;
+                let dst_window = self
+                    .conns
+                    .get(&conn)
+                    .and_then(|c| c.hello.as_ref())
+                    .map_or(0, |h| h.transfer_window);
                 let Some(r) = self.routes.get_mut(&key) else {
                     return;
                 };
                 if credit.max_offset > r.dst_credit {
                     r.dst_credit = credit.max_offset;
-                    let grant = credit.max_offset.max(window);
+                    // The receiver's grant is its consumption plus its window; the sender's
+                    // is the same consumption plus the relay's window. So the sender's
+                    // progress (grant less window) is what the receiver consumed, and the
+                    // relay holds at most its window less the receiver's.
+                    let grant = credit.max_offset.saturating_sub(dst_window) + window;
                     if grant > r.src_credit {
                         r.src_credit = grant;
                         let (src, id) = (r.src, r.src_id);
