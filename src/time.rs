@@ -107,15 +107,6 @@ mod tests {
         assert_eq!(Instant::from_micros(5) + Duration::MAX, Instant::MAX);
     }
 
-    #[cfg(feature = "std")]
-    #[test]
-    fn from_std_counts_from_the_epoch_and_saturates_before_it() {
-        let epoch = std::time::Instant::now();
-        let later = epoch + Duration::from_millis(2500);
-        assert_eq!(Instant::from_std(epoch, later).as_micros(), 2_500_000);
-        assert_eq!(Instant::from_std(later, epoch), Instant::ZERO);
-    }
-
     #[test]
     fn difference_is_exact_in_microseconds() {
         let a = Instant::from_micros(1_234_567);

@@ -177,14 +177,7 @@ impl Client {
         if self.closed {
             return Err(SendError::Closed);
         }
-        let user = UserId::new(user).map_err(SendError::InvalidTarget)?;
-        let max = self.config.limits.max_user_id_len;
-        if user.len() as u64 > max {
-            return Err(SendError::TargetTooLong {
-                len: user.len() as u64,
-                max,
-            });
-        }
+        let user = self.user_id(user)?;
         let token = Bytes::copy_from_slice(token);
         self.queue(Frame::Login(Login {
             user: user.clone(),
@@ -522,6 +515,16 @@ impl Client {
         self.peer.as_ref().map_or(own, |p| own.min(peer(&p.hello)))
     }
 
+    /// A user id as the user gave it, checked against the rules and our length limit.
+    fn user_id(&self, id: &str) -> Result<UserId, SendError> {
+        let id = UserId::new(id).map_err(SendError::InvalidTarget)?;
+        let (len, max) = (id.len() as u64, self.config.limits.max_user_id_len);
+        if len > max {
+            return Err(SendError::TargetTooLong { len, max });
+        }
+        Ok(id)
+    }
+
     fn check_target(&self, to: &str) -> Result<UserId, SendError> {
         if self.closed {
             return Err(SendError::Closed);
@@ -529,14 +532,7 @@ impl Client {
         let LoginState::Accepted(_) = self.login else {
             return Err(SendError::NotLoggedIn);
         };
-        let to = UserId::new(to).map_err(SendError::InvalidTarget)?;
-        let max = self.config.limits.max_user_id_len;
-        if to.len() as u64 > max {
-            return Err(SendError::TargetTooLong {
-                len: to.len() as u64,
-                max,
-            });
-        }
+        let to = self.user_id(to)?;
         if let Some(Peer { hello, user }) = &self.peer {
             if hello.role == Role::Client && user.as_ref() != Some(&to) {
                 return Err(SendError::NotThePeer);

@@ -139,6 +139,12 @@ struct Route {
     ended: bool,
 }
 
+/// Which end of a route hears that it ended, and with what code.
+enum Tell {
+    Receiver(ErrorCode),
+    Sender(ErrorCode),
+}
+
 /// A piece of a message arriving at the relay.
 enum Piece {
     CmdCont { offset: u64, len: u64 },
@@ -576,17 +582,7 @@ impl Relay {
             }
             Frame::Cancel(cancel) => {
                 if let Some(key) = self.inbound_key(conn, cancel.id) {
-                    if let Some(r) = self.routes.get(&key) {
-                        let (dst, id) = (r.dst, r.dst_id);
-                        self.push(
-                            dst,
-                            Frame::Cancel(Cancel {
-                                id,
-                                code: cancel.code,
-                            }),
-                        );
-                    }
-                    self.end_route(key);
+                    self.end_route_telling(key, Tell::Receiver(cancel.code));
                 }
             }
             Frame::Credit(credit) => {
@@ -660,15 +656,7 @@ impl Relay {
                     );
                     return;
                 }
-                let (src, id) = (r.src, r.src_id);
-                self.push(
-                    src,
-                    Frame::Result(SendResult {
-                        id,
-                        code: result.code,
-                    }),
-                );
-                self.end_route(key);
+                self.end_route_telling(key, Tell::Sender(result.code));
             }
         }
     }
@@ -912,6 +900,19 @@ impl Relay {
         }
     }
 
+    /// Ends a route, telling the end that is still there: the receiver with `CANCEL`, or the
+    /// sender with `RESULT`.
+    fn end_route_telling(&mut self, key: u64, tell: Tell) {
+        if let Some(r) = self.routes.get(&key) {
+            let (to, frame) = match tell {
+                Tell::Receiver(code) => (r.dst, Frame::Cancel(Cancel { id: r.dst_id, code })),
+                Tell::Sender(code) => (r.src, Frame::Result(SendResult { id: r.src_id, code })),
+            };
+            self.push(to, frame);
+        }
+        self.end_route(key);
+    }
+
     /// Forgets a route; its held bytes count as released for the sender.
     fn end_route(&mut self, key: u64) {
         let Some(r) = self.routes.remove(&key) else {
@@ -962,30 +963,10 @@ impl Relay {
             }
         }
         for key in inbound {
-            if let Some(r) = self.routes.get(&key) {
-                let (dst, id) = (r.dst, r.dst_id);
-                self.push(
-                    dst,
-                    Frame::Cancel(Cancel {
-                        id,
-                        code: ErrorCode::CONNECTIONLOST,
-                    }),
-                );
-            }
-            self.end_route(key);
+            self.end_route_telling(key, Tell::Receiver(ErrorCode::CONNECTIONLOST));
         }
         for key in outbound {
-            if let Some(r) = self.routes.get(&key) {
-                let (src, id) = (r.src, r.src_id);
-                self.push(
-                    src,
-                    Frame::Result(SendResult {
-                        id,
-                        code: ErrorCode::CONNECTIONLOST,
-                    }),
-                );
-            }
-            self.end_route(key);
+            self.end_route_telling(key, Tell::Sender(ErrorCode::CONNECTIONLOST));
         }
         if nothing_to_write {
             self.conns.remove(&conn);
