@@ -36,9 +36,6 @@ use crate::{ErrorCode, Instant};
 use incoming::Incoming;
 use outgoing::{Outgoing, Phase, Source};
 
-/// Bytes of a `DATA` or `CMD_CONT` body taken by its id and offset, at most.
-const PLACED_OVERHEAD: u64 = 16;
-
 /// What the peer announced in its `HELLO`.
 #[derive(Clone, Debug)]
 struct Peer {
@@ -564,10 +561,7 @@ impl Client {
     /// Puts a transfer back in the round-robin if it is sending and not queued.
     fn make_ready(&mut self, id: SendId) {
         if let Some(send) = self.outgoing.get_mut(&id) {
-            if send.phase == Phase::Sending && !send.queued {
-                send.queued = true;
-                self.ready.push_back(id);
-            }
+            queue_ready(&mut self.ready, id, send);
         }
     }
 
@@ -647,16 +641,14 @@ impl Client {
     }
 
     fn next_cmd_frame(&mut self, peer: &Hello) -> Option<Frame> {
-        while self.cmds_in_flight < peer.max_cmds_in_flight {
-            let Some(id) = self.cmd_waiting.pop_front() else {
-                break;
-            };
-            if let Some(send) = self.outgoing.get_mut(&id) {
-                send.phase = Phase::Sending;
-                self.cmds_in_flight += 1;
-                self.cmd_sending.push_back(id);
-            }
-        }
+        let sending = &mut self.cmd_sending;
+        admit(
+            &mut self.cmd_waiting,
+            &mut self.outgoing,
+            &mut self.cmds_in_flight,
+            peer.max_cmds_in_flight,
+            |id, _| sending.push_back(id),
+        );
         loop {
             let id = *self.cmd_sending.front()?;
             let Some(send) = self.outgoing.get(&id) else {
@@ -664,12 +656,7 @@ impl Client {
                 continue;
             };
             let first = send.wire_id.is_none();
-            let overhead = if first {
-                PLACED_OVERHEAD + 2 + send.to.len() as u64
-            } else {
-                PLACED_OVERHEAD
-            };
-            let room = peer.max_frame_size.saturating_sub(overhead);
+            let room = wire::payload_room(peer.max_frame_size, first.then_some(&send.to));
             let data = send.bytes_at_sent(room).unwrap_or_default();
             let (offset, total_len, to) = (send.sent, send.size, send.to.clone());
             let wire_id = match send.wire_id {
@@ -701,16 +688,14 @@ impl Client {
     }
 
     fn next_transfer_frame(&mut self, peer: &Hello) -> Option<Frame> {
-        while self.transfers_open < peer.max_transfers {
-            let Some(id) = self.transfer_waiting.pop_front() else {
-                break;
-            };
-            if let Some(send) = self.outgoing.get_mut(&id) {
-                send.phase = Phase::Sending;
-                self.transfers_open += 1;
-                self.make_ready(id);
-            }
-        }
+        let ready = &mut self.ready;
+        admit(
+            &mut self.transfer_waiting,
+            &mut self.outgoing,
+            &mut self.transfers_open,
+            peer.max_transfers,
+            |id, send| queue_ready(ready, id, send),
+        );
         while let Some(id) = self.ready.pop_front() {
             let Some(send) = self.outgoing.get_mut(&id) else {
                 continue;
@@ -774,7 +759,7 @@ impl Client {
         }
         let room = credit_room
             .min(conn_room)
-            .min(peer.max_frame_size.saturating_sub(PLACED_OVERHEAD));
+            .min(wire::payload_room(peer.max_frame_size, None));
         let Some(payload) = send.bytes_at_sent(room) else {
             // A file without the bytes in hand: ask for them, up to the credit.
             if let Source::File { reading, .. } = &mut send.source {
@@ -1292,5 +1277,33 @@ impl Client {
             }
         }
         self.push_event(Event::Closed { code, reason });
+    }
+}
+
+/// Puts transfer `id` in the round-robin if it is sending and not there yet.
+fn queue_ready(ready: &mut VecDeque<SendId>, id: SendId, send: &mut Outgoing) {
+    if send.phase == Phase::Sending && !send.queued {
+        send.queued = true;
+        ready.push_back(id);
+    }
+}
+
+/// Moves sends from `waiting` into progress while fewer than `cap` are `open`; `start`
+/// puts each admitted send where it goes next.
+fn admit(
+    waiting: &mut VecDeque<SendId>,
+    outgoing: &mut BTreeMap<SendId, Outgoing>,
+    open: &mut u64,
+    cap: u64,
+    mut start: impl FnMut(SendId, &mut Outgoing),
+) {
+    while *open < cap {
+        let Some(id) = waiting.pop_front() else { break };
+        // A send cancelled while it waited is gone from `outgoing`: skip it.
+        if let Some(send) = outgoing.get_mut(&id) {
+            send.phase = Phase::Sending;
+            *open += 1;
+            start(id, send);
+        }
     }
 }

@@ -981,43 +981,38 @@ impl Relay {
     }
 }
 
-/// Bytes of a `DATA` or `CMD_CONT` body besides its payload, at most.
-const PLACED_OVERHEAD: u64 = 16;
-
 /// If `frame` is longer than `max_frame_size`, shortens it to fit and returns a frame
 /// with the rest of its payload (a `DATA` continues as `DATA`, a command as `CMD_CONT`).
 fn split_to_fit(frame: &mut Frame, max_frame_size: u64) -> Option<Frame> {
-    let room = |overhead: u64| {
-        usize::try_from(max_frame_size.saturating_sub(overhead).max(1)).unwrap_or(usize::MAX)
+    let room = |peer| {
+        usize::try_from(wire::payload_room(max_frame_size, peer).max(1)).unwrap_or(usize::MAX)
     };
     match frame {
-        Frame::Data(d) if d.payload.len() > room(PLACED_OVERHEAD) => {
-            let rest = d.payload.split_off(room(PLACED_OVERHEAD));
+        Frame::Data(d) if d.payload.len() > room(None) => {
+            let payload = d.payload.split_off(room(None));
             let offset = d.offset + d.payload.len() as u64;
             Some(Frame::Data(Data {
                 id: d.id,
                 offset,
-                payload: rest,
+                payload,
             }))
         }
-        Frame::CmdCont(c) if c.data.len() > room(PLACED_OVERHEAD) => {
-            let rest = c.data.split_off(room(PLACED_OVERHEAD));
+        Frame::CmdCont(c) if c.data.len() > room(None) => {
+            let data = c.data.split_off(room(None));
             let offset = c.offset + c.data.len() as u64;
             Some(Frame::CmdCont(CmdCont {
                 id: c.id,
                 offset,
-                data: rest,
+                data,
             }))
         }
-        Frame::Cmd(c) if c.data.len() > room(PLACED_OVERHEAD + 2 + c.peer.len() as u64) => {
-            let rest = c
-                .data
-                .split_off(room(PLACED_OVERHEAD + 2 + c.peer.len() as u64));
+        Frame::Cmd(c) if c.data.len() > room(Some(&c.peer)) => {
+            let data = c.data.split_off(room(Some(&c.peer)));
             let offset = c.data.len() as u64;
             Some(Frame::CmdCont(CmdCont {
                 id: c.id,
                 offset,
-                data: rest,
+                data,
             }))
         }
         _ => None,

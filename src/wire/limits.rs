@@ -19,6 +19,15 @@ pub fn credit_step(window: u64) -> u64 {
     CREDIT_STEP.min(window / 2).max(1)
 }
 
+/// The most payload one frame can carry when the receiver accepts bodies of up to
+/// `max_frame_size` bytes: a `DATA` or `CMD_CONT` (`cmd_peer` is `None`), or the first
+/// fragment of a `CMD` naming `cmd_peer`. It counts the other fields at their largest
+/// (8 bytes for each varint, 2 for a user id's length prefix), so the frame always fits.
+pub fn payload_room(max_frame_size: u64, cmd_peer: Option<&super::UserId>) -> u64 {
+    let fields = 2 * 8 + cmd_peer.map_or(0, |peer| 2 + peer.len() as u64);
+    max_frame_size.saturating_sub(fields)
+}
+
 /// What a decoder accepts from its peer. Each side advertises its own in `HELLO`; a sender
 /// must stay within the peer's.
 ///
@@ -124,6 +133,44 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_room_always_fits_the_frame() {
+        use crate::wire::{Cmd, CmdCont, Data, Decoder, Frame, UserId, VARINT_MAX};
+        use bytes::{Bytes, BytesMut};
+        let max = MIN_FRAME_SIZE;
+        let limits = Limits {
+            max_frame_size: max,
+            ..Limits::default()
+        };
+        let peer = UserId::new(&"p".repeat(128)).unwrap();
+        let full = |room: u64| Bytes::from(alloc::vec![0u8; room as usize]);
+        let big = VARINT_MAX - 2 * MAX_FRAME_SIZE; // ids and offsets at their longest
+        let frames = [
+            Frame::Data(Data {
+                id: big,
+                offset: big,
+                payload: full(payload_room(max, None)),
+            }),
+            Frame::CmdCont(CmdCont {
+                id: big,
+                offset: 0,
+                data: full(payload_room(max, None)),
+            }),
+            Frame::Cmd(Cmd {
+                id: big,
+                peer: peer.clone(),
+                total_len: 1 << 16,
+                data: full(payload_room(max, Some(&peer))),
+            }),
+        ];
+        for frame in frames {
+            let mut buf = BytesMut::new();
+            frame.encode(&mut buf).unwrap();
+            let decoded = Decoder::new(limits).unwrap().decode(&mut buf);
+            assert_eq!(decoded, Ok(Some(frame)));
+        }
+    }
 
     #[test]
     fn defaults_are_valid() {

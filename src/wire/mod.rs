@@ -22,6 +22,8 @@ pub use frame::{
     FrameType, Hello, Login, LoginResult, MessageId, Open, Ping, Role, SendResult, TransferKind,
     MAGIC, VERSION,
 };
-pub use limits::{credit_step, Limits, LimitsError, CREDIT_STEP, MAX_FRAME_SIZE, MIN_FRAME_SIZE};
+pub use limits::{
+    credit_step, payload_room, Limits, LimitsError, CREDIT_STEP, MAX_FRAME_SIZE, MIN_FRAME_SIZE,
+};
 pub use text::{Text, UserId, UserIdError};
 pub use varint::{varint_len, VARINT_MAX};
