@@ -27,9 +27,9 @@ use crate::error::{ActionError, SendError};
 use crate::id_space::{id_state, IdState};
 use crate::wire::credit_step;
 use crate::wire::{
-    self, Capabilities, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Decoder, End, Frame, Hello,
-    Login, LoginResult, MessageId, Open, Ping, Role, SendResult, Text, TransferKind, UserId,
-    VERSION,
+    self, Capabilities, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Decoder, End, Frame,
+    FrameSink, Hello, Inbox, Login, LoginResult, MessageId, Open, Ping, Role, SendResult, Text,
+    TransferKind, UserId, VERSION,
 };
 use crate::{ErrorCode, Instant};
 
@@ -69,7 +69,7 @@ enum OnTake {
 pub struct Client {
     config: Config,
     decoder: Decoder,
-    input: BytesMut,
+    input: Inbox,
     peer: Option<Peer>,
     login: LoginState,
     closed: bool,
@@ -119,7 +119,7 @@ impl Client {
         let mut client = Client {
             config,
             decoder,
-            input: BytesMut::new(),
+            input: Inbox::new(),
             peer: None,
             login: LoginState::None,
             closed: false,
@@ -349,15 +349,26 @@ impl Client {
 
     // ----- Inputs --------------------------------------------------------------------
 
-    /// Bytes as the transport delivered them, split anywhere.
+    /// Bytes as the transport delivered them, split anywhere; they are copied.
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
+        self.input.push_slice(bytes);
+        self.decode_input(now);
+    }
+
+    /// Like [`Client::handle_input`], but takes the runtime's buffer: payloads are handed
+    /// on as slices of it, not copied (see [`Inbox`]).
+    pub fn handle_input_buf(&mut self, now: Instant, bytes: BytesMut) {
+        self.input.push_owned(bytes);
+        self.decode_input(now);
+    }
+
+    fn decode_input(&mut self, now: Instant) {
         if self.closed {
             return;
         }
         self.last_heard = now;
-        self.input.extend_from_slice(bytes);
         while !self.closed {
-            match self.decoder.decode(&mut self.input) {
+            match self.input.next_frame(&self.decoder) {
                 Ok(Some(frame)) => self.handle_frame(now, frame),
                 Ok(None) => break,
                 Err(e) => {
@@ -411,13 +422,16 @@ impl Client {
     /// Appends frames ready to go to `buf`, up to `Config::transmit_batch` bytes (always
     /// at least one frame if any is ready), and returns the number of bytes appended.
     /// Control frames go first, then commands, then transfer frames round-robin.
-    pub fn poll_transmit(&mut self, buf: &mut BytesMut) -> usize {
-        let start = buf.len();
-        while buf.len() - start < self.config.transmit_batch {
+    ///
+    /// `out` is a `BytesMut` (every byte copied into one buffer) or a [`wire::Transmit`]
+    /// (payloads shared with the application's data, for vectored writes).
+    pub fn poll_transmit<S: FrameSink + ?Sized>(&mut self, out: &mut S) -> usize {
+        let start = out.len();
+        while out.len() - start < self.config.transmit_batch {
             let Some(frame) = self.next_frame() else {
                 break;
             };
-            if frame.encode(buf).is_err() {
+            if out.put_frame(&frame).is_err() {
                 // Only values over 2^62 fail, and sends are checked against smaller caps.
                 self.shut(
                     ErrorCode::UNKNOWERR,
@@ -427,7 +441,7 @@ impl Client {
                 break;
             }
         }
-        buf.len() - start
+        out.len() - start
     }
 
     /// The next event, if any. Taking an event can let frames out (a delivery's `RESULT`,

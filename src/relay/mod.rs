@@ -23,8 +23,8 @@ use core::time::Duration;
 
 use crate::id_space::{id_state, IdState};
 use crate::wire::{
-    self, Cancel, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Decoder, Frame, Hello, Limits,
-    LoginResult, MessageId, Open, Role, SendResult, Text, UserId, VERSION,
+    self, Cancel, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Decoder, Frame, FrameSink, Hello,
+    Inbox, Limits, LoginResult, MessageId, Open, Role, SendResult, Text, UserId, VERSION,
 };
 use crate::{ErrorCode, Instant};
 
@@ -177,7 +177,7 @@ impl Route {
 #[derive(Debug)]
 struct Conn {
     decoder: Decoder,
-    input: BytesMut,
+    input: Inbox,
     hello: Option<Hello>,
     pending_login: Option<UserId>,
     user: Option<UserId>,
@@ -254,7 +254,7 @@ impl Relay {
         let decoder = Decoder::new(c.limits)?;
         let state = Conn {
             decoder,
-            input: BytesMut::new(),
+            input: Inbox::new(),
             hello: None,
             pending_login: None,
             user: None,
@@ -282,8 +282,24 @@ impl Relay {
         Ok(())
     }
 
-    /// Bytes from `conn`'s transport, split anywhere.
+    /// Bytes from `conn`'s transport, split anywhere; they are copied.
     pub fn handle_input(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.input.push_slice(bytes);
+            self.decode_input(now, conn);
+        }
+    }
+
+    /// Like [`Relay::handle_input`], but takes the runtime's buffer: payloads are forwarded
+    /// as slices of it, not copied (see [`Inbox`]).
+    pub fn handle_input_buf(&mut self, now: Instant, conn: ConnId, bytes: BytesMut) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.input.push_owned(bytes);
+            self.decode_input(now, conn);
+        }
+    }
+
+    fn decode_input(&mut self, now: Instant, conn: ConnId) {
         let idle = self.config.idle_timeout;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -294,7 +310,6 @@ impl Relay {
         self.idle.remove(&(c.last_heard + idle, conn));
         c.last_heard = now;
         self.idle.insert((now + idle, conn));
-        c.input.extend_from_slice(bytes);
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
@@ -302,7 +317,7 @@ impl Relay {
             if c.closed {
                 return;
             }
-            match c.decoder.decode(&mut c.input) {
+            match c.input.next_frame(&c.decoder) {
                 Ok(Some(frame)) => self.handle_frame(conn, frame),
                 Ok(None) => return,
                 Err(e) => {
@@ -388,18 +403,21 @@ impl Relay {
     /// Appends `conn`'s frames to `buf`, up to `transmit_batch` bytes, and returns the
     /// number of bytes appended. A closed connection's state is dropped once its last
     /// frame (its `CLOSE`) has been taken.
-    pub fn poll_transmit(&mut self, conn: ConnId, buf: &mut BytesMut) -> usize {
-        let start = buf.len();
+    ///
+    /// `out` is a `BytesMut` (every byte copied into one buffer) or a [`wire::Transmit`]
+    /// (payloads forwarded as slices of the input they came in, for vectored writes).
+    pub fn poll_transmit<S: FrameSink + ?Sized>(&mut self, conn: ConnId, out: &mut S) -> usize {
+        let start = out.len();
         let Some(c) = self.conns.get_mut(&conn) else {
             return 0;
         };
-        while buf.len() - start < self.config.transmit_batch {
+        while out.len() - start < self.config.transmit_batch {
             let Some(frame) = c.out.pop_front() else {
                 break;
             };
             c.out_bytes = c.out_bytes.saturating_sub(payload_len(&frame));
             // Values come from decoded frames and the relay's own counters: all in range.
-            let _ = frame.encode(buf);
+            let _ = out.put_frame(&frame);
         }
         if c.out.is_empty() {
             if c.closed {
@@ -409,7 +427,7 @@ impl Relay {
             c.writable = true;
             self.writable.push_back(conn);
         }
-        buf.len() - start
+        out.len() - start
     }
 
     /// The next event, if any.
@@ -1021,10 +1039,5 @@ fn split_to_fit(frame: &mut Frame, max_frame_size: u64) -> Option<Frame> {
 
 /// Payload bytes a frame carries, the part that counts against windows.
 fn payload_len(frame: &Frame) -> u64 {
-    match frame {
-        Frame::Data(d) => d.payload.len() as u64,
-        Frame::Cmd(c) => c.data.len() as u64,
-        Frame::CmdCont(c) => c.data.len() as u64,
-        _ => 0,
-    }
+    frame.payload().map_or(0, |p| p.len() as u64)
 }

@@ -232,6 +232,19 @@ impl Decoder {
     /// the limit). After an error the stream is lost and the connection should be closed
     /// with [`DecodeError::code`].
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let Some(head) = self.head(src)? else {
+            return Ok(None);
+        };
+        if src.len() < head.total {
+            src.reserve(head.total - src.len());
+            return Ok(None);
+        }
+        self.take(src, head).map(Some)
+    }
+
+    /// Reads the type and length of the frame at the front of `src`, checking both: `None`
+    /// while the two varints are not whole.
+    pub(crate) fn head(&self, src: &[u8]) -> Result<Option<Head>, DecodeError> {
         let (rest, frame_type) = match varint(src) {
             Ok((rest, n)) => (
                 rest,
@@ -254,16 +267,33 @@ impl Decoder {
         let header = src.len() - rest.len();
         // `len` is at most max_frame_size, which `new` checked is at most 16 MiB: the cast
         // cannot truncate nor the sum overflow.
-        let total = header + len as usize;
-        if src.len() < total {
-            src.reserve(total - src.len());
-            return Ok(None);
-        }
-        let mut frame = src.split_to(total);
-        frame.advance(header);
-        parse_body(frame_type, frame.freeze(), &self.limits).map(Some)
+        Ok(Some(Head {
+            frame_type,
+            header,
+            total: header + len as usize,
+        }))
+    }
+
+    /// Splits the whole frame `head` describes off the front of `src` and parses its body.
+    pub(crate) fn take(&self, src: &mut BytesMut, head: Head) -> Result<Frame, DecodeError> {
+        let mut frame = src.split_to(head.total);
+        frame.advance(head.header);
+        parse_body(head.frame_type, frame.freeze(), &self.limits)
     }
 }
+
+/// The type and length varints at the front of a frame.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Head {
+    frame_type: FrameType,
+    /// Bytes of the two varints.
+    header: usize,
+    /// Bytes of the whole frame.
+    pub(crate) total: usize,
+}
+
+/// Longest frame header: two varints of at most 8 bytes.
+pub(crate) const MAX_HEAD: usize = 16;
 
 /// Maps a header parse failure: short input is "need more", anything else an error.
 fn need_more<T>(e: Err<FieldError>) -> Result<Option<T>, DecodeError> {

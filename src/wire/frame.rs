@@ -378,6 +378,16 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// The trailing payload of `CMD`, `CMD_CONT` and `DATA`: the bytes a runtime can write
+    /// without copying them (see [`Frame::encode_header`]).
+    pub fn payload(&self) -> Option<&Bytes> {
+        match self {
+            Frame::Cmd(Cmd { data, .. }) | Frame::CmdCont(CmdCont { data, .. }) => Some(data),
+            Frame::Data(Data { payload, .. }) => Some(payload),
+            _ => None,
+        }
+    }
+
     /// The trailing payload of `CMD`, `CMD_CONT` and `DATA`.
     pub(crate) fn payload_mut(&mut self) -> Option<&mut Bytes> {
         match self {

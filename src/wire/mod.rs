@@ -11,8 +11,10 @@ mod arbitrary;
 mod decode;
 mod encode;
 mod frame;
+mod inbox;
 mod limits;
 mod text;
+mod transmit;
 mod varint;
 
 pub use decode::{DecodeError, Decoder, Limit};
@@ -22,8 +24,10 @@ pub use frame::{
     FrameType, Hello, Login, LoginResult, MessageId, Open, Ping, Role, SendResult, TransferKind,
     MAGIC, VERSION,
 };
+pub use inbox::Inbox;
 pub use limits::{
     credit_step, payload_room, Limits, LimitsError, CREDIT_STEP, MAX_FRAME_SIZE, MIN_FRAME_SIZE,
 };
 pub use text::{Text, UserId, UserIdError};
+pub use transmit::{FrameSink, Transmit, SHARED_PAYLOAD_MIN};
 pub use varint::{varint_len, VARINT_MAX};
