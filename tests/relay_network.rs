@@ -415,3 +415,59 @@ fn progress_through_the_relay_is_what_the_receiver_consumed() {
         );
     }
 }
+
+#[test]
+fn a_command_overtakes_transfer_data_the_relay_holds() {
+    let windows = Config {
+        transfer_window: 4 << 20,
+        conn_window: 8 << 20,
+        ..Config::default()
+    };
+    let relay = RelayConfig {
+        transfer_window: 4 << 20,
+        conn_window: 8 << 20,
+        ..RelayConfig::default()
+    };
+    let mut n = Net::new(&["alice", "bob"], windows, relay, 5);
+    // Bob's socket fills: what bob granted waits in the relay's queue for him.
+    n.nodes[1].receiving = false;
+    let now = n.now;
+    let bulk = n.nodes[0]
+        .side
+        .client
+        .send_buffer(now, "bob", content(8 << 20, 3), 0)
+        .unwrap();
+    n.run();
+    let queued = n.relay.buffered_bytes();
+    assert!(queued >= 512 * 1024, "only {queued} bytes queued for bob");
+    let now = n.now;
+    let cmd = n.nodes[0]
+        .side
+        .client
+        .send_cmd(now, "bob", Bytes::from_static(b"urgent"), 0)
+        .unwrap();
+    n.run();
+    n.nodes[1].receiving = true;
+    n.run();
+    assert_eq!(result_of(&n.nodes[0].side.events, cmd), ErrorCode::NOERR);
+    assert_eq!(result_of(&n.nodes[0].side.events, bulk), ErrorCode::NOERR);
+    // Bob got the command after at most what was already in his socket, not after the
+    // data queued ahead of it in the relay.
+    let events = &n.nodes[1].side.events;
+    let at = events
+        .iter()
+        .position(|e| matches!(e, Event::CmdReceived { .. }))
+        .expect("command delivered");
+    let before = events[..at]
+        .iter()
+        .filter_map(|e| match e {
+            Event::ReceiveProgress { received, .. } => Some(*received),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        before + 256 * 1024 <= queued,
+        "{before} bytes of data came before the command; {queued} were queued in the relay"
+    );
+}

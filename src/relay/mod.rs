@@ -15,6 +15,8 @@
 //! messages. Routing a frame and finding writable connections cost O(log n) in the number
 //! of connections (ordered maps) and O(1) in everything else.
 
+mod out_queue;
+
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::vec::Vec;
@@ -27,6 +29,7 @@ use crate::wire::{
     Inbox, Limits, LoginResult, MessageId, Open, Role, SendResult, Text, UserId, VERSION,
 };
 use crate::{ErrorCode, Instant};
+use out_queue::{payload_len, OutQueue};
 
 /// A connection, named by the runtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -182,8 +185,7 @@ struct Conn {
     pending_login: Option<UserId>,
     user: Option<UserId>,
     closed: bool,
-    out: VecDeque<Frame>,
-    out_bytes: u64,
+    out: OutQueue,
     writable: bool,
     last_heard: Instant,
     // As a sender.
@@ -259,8 +261,7 @@ impl Relay {
             pending_login: None,
             user: None,
             closed: false,
-            out: VecDeque::new(),
-            out_bytes: 0,
+            out: OutQueue::default(),
             writable: false,
             last_heard: now,
             next_in_id: 0,
@@ -412,10 +413,9 @@ impl Relay {
             return 0;
         };
         while out.len() - start < self.config.transmit_batch {
-            let Some(frame) = c.out.pop_front() else {
+            let Some(frame) = c.out.pop() else {
                 break;
             };
-            c.out_bytes = c.out_bytes.saturating_sub(payload_len(&frame));
             // Values come from decoded frames and the relay's own counters: all in range.
             let _ = out.put_frame(&frame);
         }
@@ -453,7 +453,7 @@ impl Relay {
         let conns: u64 = self
             .conns
             .values()
-            .map(|c| c.input.len() as u64 + c.out_bytes)
+            .map(|c| c.input.len() as u64 + c.out.payload_bytes())
             .sum();
         let held: u64 = self
             .routes
@@ -481,16 +481,13 @@ impl Relay {
         let mut frame = frame;
         // A receiver may accept smaller frames than the sender wrote: cut the payload.
         while let Some(rest) = split_to_fit(&mut frame, max) {
-            c.out_bytes += payload_len(&frame);
-            c.out.push_back(frame);
+            c.out.push(frame);
             frame = rest;
         }
-        c.out_bytes += payload_len(&frame);
-        c.out.push_back(frame);
+        c.out.push(frame);
         if c.out.len() > self.config.max_queued_frames {
             // It does not read: nothing more will be written to it.
             c.out.clear();
-            c.out_bytes = 0;
             self.shut(conn, ErrorCode::LIMIT_EXCEEDED, "peer does not read", false);
             return;
         }
@@ -965,8 +962,7 @@ impl Relay {
                 code,
                 reason: Text::from(reason),
             };
-            c.out_bytes += payload_len(&Frame::Close(close.clone()));
-            c.out.push_back(Frame::Close(close));
+            c.out.push(Frame::Close(close));
         }
         c.closed = true;
         self.idle
@@ -1035,9 +1031,4 @@ fn split_to_fit(frame: &mut Frame, max_frame_size: u64) -> Option<Frame> {
         }
         _ => None,
     }
-}
-
-/// Payload bytes a frame carries, the part that counts against windows.
-fn payload_len(frame: &Frame) -> u64 {
-    frame.payload().map_or(0, |p| p.len() as u64)
 }

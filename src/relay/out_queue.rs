@@ -1,0 +1,130 @@
+//! A connection's frames waiting to be written, in two lanes, and the one rule that orders
+//! them: transfer data waits behind everything else.
+
+use alloc::collections::VecDeque;
+
+use crate::wire::Frame;
+
+/// Frames for one connection, not yet taken by `poll_transmit`.
+///
+/// `DATA` and `END` go in the data lane; every other frame goes in the prompt lane, which
+/// is always written first. So a command (or a credit, a result, a cancel) never waits
+/// behind the transfer data the relay holds for a busy receiver: it waits for at most what
+/// the runtime has already been handed.
+///
+/// Why this keeps the protocol's order: a frame in the prompt lane queued before one in
+/// the data lane is still written first, so only `DATA`/`END` can be overtaken, and only by
+/// frames that may come first: new messages (`CMD`, `OPEN` keep their id order, being in
+/// one lane), frames about the connection's own sends (`CREDIT`, `RESULT`, `CONN_CREDIT`),
+/// and a `CANCEL`, after which the receiver drops the transfer's late frames as for any
+/// ended message. A transfer's `OPEN` is queued before its `DATA`, so it is written first.
+/// `CLOSE` is queued after both lanes and written last.
+#[derive(Debug, Default)]
+pub(super) struct OutQueue {
+    prompt: VecDeque<Frame>,
+    data: VecDeque<Frame>,
+    close: Option<Frame>,
+    /// Payload bytes held, for `buffered_bytes`.
+    payload: u64,
+}
+
+impl OutQueue {
+    /// Queues `frame` in its lane.
+    pub(super) fn push(&mut self, frame: Frame) {
+        self.payload += payload_len(&frame);
+        match frame {
+            Frame::Data(_) | Frame::End(_) => self.data.push_back(frame),
+            Frame::Close(_) => self.close = Some(frame),
+            _ => self.prompt.push_back(frame),
+        }
+    }
+
+    /// The next frame to write.
+    pub(super) fn pop(&mut self) -> Option<Frame> {
+        let frame = self
+            .prompt
+            .pop_front()
+            .or_else(|| self.data.pop_front())
+            .or_else(|| self.close.take())?;
+        self.payload -= payload_len(&frame);
+        Some(frame)
+    }
+
+    /// Frames queued.
+    pub(super) fn len(&self) -> usize {
+        self.prompt.len() + self.data.len() + usize::from(self.close.is_some())
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Payload bytes queued.
+    pub(super) fn payload_bytes(&self) -> u64 {
+        self.payload
+    }
+
+    /// Drops every frame.
+    pub(super) fn clear(&mut self) {
+        *self = OutQueue::default();
+    }
+}
+
+/// Payload bytes a frame carries, the part that counts against windows.
+pub(super) fn payload_len(frame: &Frame) -> u64 {
+    frame.payload().map_or(0, |p| p.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Close, Cmd, Data, Digest, End, Ping, Text, UserId};
+    use bytes::Bytes;
+
+    #[test]
+    fn data_waits_behind_other_frames_and_close_is_last() {
+        let data = |offset| {
+            Frame::Data(Data {
+                id: 0,
+                offset,
+                payload: Bytes::from_static(b"xyz"),
+            })
+        };
+        let cmd = Frame::Cmd(Cmd {
+            id: 1,
+            peer: UserId::new("a").unwrap(),
+            total_len: 2,
+            data: Bytes::from_static(b"hi"),
+        });
+        let end = Frame::End(End {
+            id: 0,
+            size: 6,
+            digest: Digest::Crc32c(0),
+        });
+        let close = Frame::Close(Close {
+            code: crate::ErrorCode::NOERR,
+            reason: Text::new(),
+        });
+        let mut q = OutQueue::default();
+        q.push(data(0));
+        q.push(data(3));
+        q.push(end.clone());
+        q.push(cmd.clone());
+        q.push(Frame::Pong(Ping { nonce: 4 }));
+        q.push(close.clone());
+        assert_eq!((q.len(), q.payload_bytes()), (6, 8));
+        let order: alloc::vec::Vec<Frame> = core::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(
+            order,
+            [
+                cmd,
+                Frame::Pong(Ping { nonce: 4 }),
+                data(0),
+                data(3),
+                end,
+                close
+            ]
+        );
+        assert_eq!((q.len(), q.payload_bytes()), (0, 0));
+    }
+}
