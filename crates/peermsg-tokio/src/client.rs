@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use peermsg::client::{Client, Config, Event, ReceiveId, SendId, SendKind};
-use peermsg::wire::UserId;
+use peermsg::wire::{Transmit, UserId};
 use peermsg::{ErrorCode, Instant, SendError};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
@@ -239,6 +239,9 @@ impl ClientHandle {
     }
 }
 
+/// Room made in the read buffer before each read.
+const READ_SIZE: usize = 256 * 1024;
+
 /// The task: the state machine, the socket, the files.
 async fn drive(
     mut client: Client,
@@ -252,14 +255,16 @@ async fn drive(
     let (mut rd, mut wr) = stream.into_split();
     let mut files: HashMap<SendId, tokio::fs::File> = HashMap::new();
     let mut names: HashMap<ReceiveId, String> = HashMap::new();
-    let mut input = vec![0u8; 64 * 1024];
-    let mut out = BytesMut::new();
+    // Reads land in one buffer and are handed over without a copy; writes are vectored, so
+    // payloads go from the application's `Bytes` to the socket without a copy either.
+    let mut input = BytesMut::new();
+    let mut out = Transmit::new();
     let mut commands_open = true;
     loop {
         loop {
-            out.clear();
             let written = client.poll_transmit(&mut out);
-            if written > 0 && wr.write_all(&out).await.is_err() {
+            if written > 0 && wr.write_all_buf(&mut out).await.is_err() {
+                out.clear();
                 client.handle_disconnect();
             }
             let mut any = false;
@@ -281,10 +286,11 @@ async fn drive(
         }
         let deadline = client.poll_timeout().unwrap_or(clock());
         let wake = epoch + (deadline - Instant::ZERO);
+        input.reserve(READ_SIZE);
         tokio::select! {
-            read = rd.read(&mut input) => match read {
+            read = rd.read_buf(&mut input) => match read {
                 Ok(0) | Err(_) => client.handle_disconnect(),
-                Ok(n) => client.handle_input(clock(), &input[..n]),
+                Ok(_) => client.handle_input_buf(clock(), input.split()),
             },
             command = commands.recv(), if commands_open => match command {
                 Some(command) => apply(&mut client, clock(), command, &mut files),

@@ -1,32 +1,47 @@
 //! A relay server over TCP.
 //!
 //! One task owns the relay state machine. Each accepted connection gets a reader task,
-//! which forwards the bytes it reads over one shared channel, and a writer task fed by a
-//! channel of its own. The owner writes to a connection only while fewer than
-//! [`WRITE_BACKLOG`] bytes wait in its writer, so a reader that does not read makes the
-//! relay hold frames (bounded by credit) rather than grow a channel. Shutdown stops
-//! accepting and closes every connection.
+//! which forwards the buffers it reads (without copying them) over one shared channel, and
+//! a writer task fed by a channel of its own with vectored batches ([`Transmit`]: payloads
+//! go out as slices of the buffers they came in). The owner writes to a connection only
+//! while fewer than [`WRITE_BACKLOG`] bytes wait in its writer, so a reader that does not
+//! read makes the relay hold frames (bounded by credit) rather than grow a channel; the
+//! writer says when it has drained below that. Shutdown stops accepting and closes every
+//! connection.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
+use peermsg::wire::Transmit;
 use peermsg::{ErrorCode, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 /// Bytes handed to a connection's writer and not yet written, above which the relay waits.
-pub const WRITE_BACKLOG: usize = 1 << 20;
+/// Small, because everything queued here is ahead of the next command (the relay core
+/// lets commands overtake transfer data it holds, but not bytes already handed over).
+pub const WRITE_BACKLOG: usize = 256 * 1024;
+
+/// What a connection's tasks tell the relay's task.
+enum Input {
+    /// Bytes read.
+    Read(BytesMut),
+    /// The writer's backlog fell below [`WRITE_BACKLOG`].
+    Drained,
+    /// The transport closed.
+    Closed,
+}
 
 /// Who may log in: `None` lets any user in; otherwise a user's token must match.
 pub type Tokens = Option<HashMap<String, Vec<u8>>>;
 
 struct Writer {
-    bytes: mpsc::UnboundedSender<Bytes>,
+    batches: mpsc::UnboundedSender<Transmit>,
     backlog: Arc<AtomicUsize>,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -41,7 +56,7 @@ pub async fn serve(
     let mut relay = Relay::new(config).map_err(|e| std::io::Error::other(e.to_string()))?;
     let epoch = tokio::time::Instant::now();
     let clock = move || Instant::ZERO + epoch.elapsed();
-    let (input_tx, mut input) = mpsc::unbounded_channel::<(ConnId, Option<Bytes>)>();
+    let (input_tx, mut input) = mpsc::unbounded_channel::<(ConnId, Input)>();
     let mut writers: HashMap<ConnId, Writer> = HashMap::new();
     let mut waiting: BTreeSet<ConnId> = BTreeSet::new();
     let mut next_conn = 0u64;
@@ -57,18 +72,18 @@ pub async fn serve(
             for conn in ready {
                 let Some(w) = writers.get(&conn) else {
                     waiting.remove(&conn);
-                    relay.poll_transmit(conn, &mut BytesMut::new());
+                    relay.poll_transmit(conn, &mut Transmit::new());
                     continue;
                 };
                 if w.backlog.load(Ordering::Acquire) >= WRITE_BACKLOG {
                     continue;
                 }
                 waiting.remove(&conn);
-                let mut buf = BytesMut::new();
-                if relay.poll_transmit(conn, &mut buf) > 0 {
+                let mut batch = Transmit::new();
+                if relay.poll_transmit(conn, &mut batch) > 0 {
                     any = true;
-                    w.backlog.fetch_add(buf.len(), Ordering::AcqRel);
-                    let _ = w.bytes.send(buf.freeze());
+                    w.backlog.fetch_add(batch.remaining(), Ordering::AcqRel);
+                    let _ = w.batches.send(batch);
                 }
             }
             while let Some(event) = relay.poll_event() {
@@ -93,12 +108,12 @@ pub async fn serve(
                     RelayEvent::Closed { conn, user, code } => {
                         tracing::info!(conn = conn.0, ?user, %code, "connection closed");
                         // Its last frames (the CLOSE) go out, then the writer ends.
-                        let mut buf = BytesMut::new();
-                        while relay.poll_transmit(conn, &mut buf) > 0 {}
+                        let mut batch = Transmit::new();
+                        while relay.poll_transmit(conn, &mut batch) > 0 {}
                         waiting.remove(&conn);
                         if let Some(w) = writers.remove(&conn) {
-                            if !buf.is_empty() {
-                                let _ = w.bytes.send(buf.freeze());
+                            if batch.has_remaining() {
+                                let _ = w.batches.send(batch);
                             }
                             w.reader.abort();
                         }
@@ -110,7 +125,6 @@ pub async fn serve(
             }
         }
         let wake = relay.poll_timeout().map(|t| epoch + (t - Instant::ZERO));
-        let retry = !waiting.is_empty();
         tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("relay shutting down");
@@ -118,10 +132,10 @@ pub async fn serve(
                 let conns: Vec<ConnId> = relay.connection_ids().collect();
                 for conn in conns {
                     relay.close(conn, ErrorCode::SHUTDOWN);
-                    let mut buf = BytesMut::new();
-                    while relay.poll_transmit(conn, &mut buf) > 0 {}
+                    let mut batch = Transmit::new();
+                    while relay.poll_transmit(conn, &mut batch) > 0 {}
                     if let Some(w) = writers.remove(&conn) {
-                        let _ = w.bytes.send(buf.freeze());
+                        let _ = w.batches.send(batch);
                         w.reader.abort();
                     }
                 }
@@ -149,43 +163,49 @@ pub async fn serve(
                         buf.reserve(want);
                         match rd.read_buf(&mut buf).await {
                             Ok(0) | Err(_) => {
-                                let _ = tx.send((conn, None));
+                                let _ = tx.send((conn, Input::Closed));
                                 return;
                             }
                             Ok(n) => {
                                 if n >= want {
                                     want = (want * 2).min(256 * 1024);
                                 }
-                                if tx.send((conn, Some(buf.split().freeze()))).is_err() {
+                                if tx.send((conn, Input::Read(buf.split()))).is_err() {
                                     return;
                                 }
                             }
                         }
                     }
                 });
-                let (bytes, mut to_write) = mpsc::unbounded_channel::<Bytes>();
+                let (batches, mut to_write) = mpsc::unbounded_channel::<Transmit>();
                 let backlog = Arc::new(AtomicUsize::new(0));
                 let left = backlog.clone();
+                let drained = input_tx.clone();
                 tokio::spawn(async move {
-                    while let Some(chunk) = to_write.recv().await {
-                        if wr.write_all(&chunk).await.is_err() {
+                    while let Some(mut batch) = to_write.recv().await {
+                        let len = batch.remaining();
+                        if wr.write_all_buf(&mut batch).await.is_err() {
                             break;
                         }
-                        left.fetch_sub(chunk.len(), Ordering::AcqRel);
+                        let before = left.fetch_sub(len, Ordering::AcqRel);
+                        if before >= WRITE_BACKLOG && before - len < WRITE_BACKLOG {
+                            let _ = drained.send((conn, Input::Drained));
+                        }
                     }
                     let _ = wr.shutdown().await;
                 });
-                writers.insert(conn, Writer { bytes, backlog, reader });
+                writers.insert(conn, Writer { batches, backlog, reader });
                 let _ = relay.open(clock(), conn);
             }
-            Some((conn, bytes)) = input.recv() => match bytes {
-                Some(bytes) => relay.handle_input(clock(), conn, &bytes),
-                None => relay.handle_disconnect(conn),
+            Some((conn, what)) = input.recv() => match what {
+                Input::Read(bytes) => relay.handle_input_buf(clock(), conn, bytes),
+                // The drain loop above offers it its next batch.
+                Input::Drained => {}
+                Input::Closed => relay.handle_disconnect(conn),
             },
             _ = async { match wake { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 relay.handle_timeout(clock());
             }
-            _ = tokio::time::sleep(std::time::Duration::from_millis(2)), if retry => {}
         }
     }
 }
