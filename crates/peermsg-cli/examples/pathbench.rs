@@ -321,7 +321,7 @@ impl InMemory {
                 while client.poll_transmit(&mut self.buf) > 0 {}
                 if !self.buf.is_empty() {
                     busy = true;
-                    self.relay.handle_input(now, conn, &self.buf);
+                    self.relay.handle_input_buf(now, conn, self.buf.split());
                 }
             }
             while let Some(e) = self.relay.poll_event() {
@@ -339,7 +339,7 @@ impl InMemory {
                 } else {
                     &mut self.b
                 };
-                to.handle_input(now, &self.buf);
+                to.handle_input_buf(now, self.buf.split());
             }
             while let Some(e) = self.a.poll_event() {
                 busy = true;
