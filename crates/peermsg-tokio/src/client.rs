@@ -123,7 +123,7 @@ pub async fn connect(
 ) -> Result<(ClientHandle, mpsc::UnboundedReceiver<ClientEvent>), ConnectError> {
     let sink = sink_dir.map(FileSink::new).transpose()?;
     let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
+    crate::socket::tune(&stream);
     let epoch = tokio::time::Instant::now();
     let mut client =
         Client::new(config, Instant::ZERO).map_err(|e| ConnectError::Invalid(e.to_string()))?;

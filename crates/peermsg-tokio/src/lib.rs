@@ -13,7 +13,9 @@
 mod client;
 mod relay;
 mod sink;
+mod socket;
 
 pub use client::{connect, ClientEvent, ClientHandle, ConnectError, SendFileError};
 pub use relay::{serve, Tokens, WRITE_BACKLOG};
 pub use sink::{sanitize_file_name, FileSink, SavedFile};
+pub use socket::UNSENT_LIMIT;

@@ -148,7 +148,7 @@ pub async fn serve(
             }
             accepted = listener.accept() => {
                 let (stream, peer) = accepted?;
-                let _ = stream.set_nodelay(true);
+                crate::socket::tune(&stream);
                 let conn = ConnId(next_conn);
                 next_conn += 1;
                 tracing::debug!(conn = conn.0, %peer, "connection accepted");
