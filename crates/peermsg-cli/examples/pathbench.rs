@@ -34,8 +34,6 @@ fn limits() -> Limits {
 fn client_config() -> Config {
     Config {
         limits: limits(),
-        transfer_window: 8 << 20,
-        conn_window: 32 << 20,
         ..Config::default()
     }
 }
@@ -43,8 +41,6 @@ fn client_config() -> Config {
 fn relay_config() -> RelayConfig {
     RelayConfig {
         limits: limits(),
-        transfer_window: 8 << 20,
-        conn_window: 32 << 20,
         ..RelayConfig::default()
     }
 }
@@ -192,11 +188,13 @@ async fn peermsg_transfer(
         .await
         .unwrap();
     tokio::spawn(async move { while b.recv().await.is_some() {} });
+    // The application's buffer exists before the send; the receiver's is made by the send.
+    let source = Bytes::from(vec![5u8; bytes as usize]);
     let start = StdInstant::now();
     match file {
         Some(path) => alice.send_file("bob", path, 0).await.map(|_| ()).unwrap(),
         None => alice
-            .send_buffer("bob", Bytes::from(vec![5u8; bytes as usize]), 0)
+            .send_buffer("bob", source, 0)
             .await
             .map(|_| ())
             .unwrap(),
@@ -245,6 +243,15 @@ async fn latency_under_load(bulk: u64, samples: usize) -> (f64, f64) {
         }
     }
     let n = rtts.len();
+    if std::env::var_os("PATHBENCH_TRACE").is_some() {
+        let slow: Vec<(usize, u64)> = rtts
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| **r > 2000.0)
+            .map(|(i, r)| (i, *r as u64))
+            .collect();
+        println!("    slow samples (index, us): {slow:?}");
+    }
     rtts.sort_by(|x, y| x.total_cmp(y));
     println!(
         "    ({n} samples, bulk {} when sampling ended)",
@@ -317,8 +324,8 @@ impl InMemory {
         loop {
             let mut busy = false;
             for (client, conn) in [(&mut self.a, ConnId(0)), (&mut self.b, ConnId(1))] {
-                self.buf.clear();
-                while client.poll_transmit(&mut self.buf) > 0 {}
+                // One batch at a time, as a runtime writes: buffers stay small and are reused.
+                client.poll_transmit(&mut self.buf);
                 if !self.buf.is_empty() {
                     busy = true;
                     self.relay.handle_input_buf(now, conn, self.buf.split());
@@ -331,8 +338,7 @@ impl InMemory {
                 }
             }
             while let Some(conn) = self.relay.poll_writable() {
-                self.buf.clear();
-                while self.relay.poll_transmit(conn, &mut self.buf) > 0 {}
+                self.relay.poll_transmit(conn, &mut self.buf);
                 busy = true;
                 let to = if conn == ConnId(0) {
                     &mut self.a
@@ -525,6 +531,48 @@ fn main() {
             let _ = serve(listener, relay_config(), None, std::future::pending()).await;
         });
         return;
+    }
+    // One figure alone, for a profiler.
+    match args.get(1).map(String::as_str) {
+        Some("g") => {
+            for _ in 0..3 {
+                println!("g {:.3} GB/s", buffer_in_memory(GIB / 2));
+            }
+            return;
+        }
+        Some("e") => {
+            for _ in 0..3 {
+                let rate = rt.block_on(cmds_loopback(200_000));
+                println!("e {rate:.0} cmd/s");
+            }
+            return;
+        }
+        Some("d") => {
+            for _ in 0..3 {
+                let (p50, p99) = rt.block_on(latency_under_load(GIB / 2, 20_000));
+                println!("d p50 {:.3} ms p99 {:.3} ms", p50 / 1000.0, p99 / 1000.0);
+            }
+            return;
+        }
+        Some(kind @ ("c-buffer" | "c-file")) => {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("payload.bin");
+            if kind == "c-file" {
+                std::fs::write(&file, vec![8u8; (GIB / 2) as usize]).unwrap();
+            }
+            let sink = dir.path().join("sink");
+            std::fs::create_dir(&sink).unwrap();
+            let path = (kind == "c-file").then_some(file.as_path());
+            for _ in 0..3 {
+                let gbps = rt.block_on(peermsg_transfer(GIB / 2, path, &sink));
+                println!("{kind} {gbps:.3} GB/s");
+                for f in std::fs::read_dir(&sink).unwrap() {
+                    let _ = std::fs::remove_file(f.unwrap().path());
+                }
+            }
+            return;
+        }
+        _ => {}
     }
     let quick = args.get(1).map(String::as_str) == Some("quick");
     let size = if quick { GIB / 8 } else { GIB };
