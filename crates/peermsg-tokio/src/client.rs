@@ -1,24 +1,26 @@
-//! A client over TCP: one task owns the state machine and the socket; the application
-//! talks to it through a cloneable handle (commands in an unbounded channel, each with a
-//! one-shot reply) and reads events from a channel.
+//! A client over TCP: one task owns the socket and drives the state machine; the
+//! application calls into the state machine through a cloneable handle, under a lock held
+//! only for the call, and reads events from a channel.
 //!
-//! The task follows the drive invariant: after any input (bytes, a command, a deadline) it
-//! writes frames and handles events until neither comes, then waits on the socket, the
-//! command channel and the next deadline at once. File bytes never reach the application as
-//! events: the task reads files it sends from disk by offset, and writes files it receives
-//! into a [`FileSink`].
+//! A send is one call on the state machine and a wake-up of the task, so an application
+//! that sends many commands at once has them written in one batch. The task follows the
+//! drive invariant: after any input (bytes, a wake-up, a file read, a deadline) it writes
+//! frames and handles events until neither comes, then waits on all of them at once. File
+//! bytes never reach the application as events: files to send are read by offset on the
+//! blocking pool while the task goes on, and received files go into a [`FileSink`].
 
 use std::collections::HashMap;
-use std::io::SeekFrom;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use peermsg::client::{Client, Config, Event, ReceiveId, SendId, SendKind};
 use peermsg::wire::{Transmit, UserId};
 use peermsg::{ErrorCode, Instant, SendError};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, Notify};
 
 use crate::sink::FileSink;
 
@@ -76,39 +78,61 @@ pub enum SendFileError {
     Send(#[from] SendError),
 }
 
-enum Command {
-    Send {
-        kind: SendKind,
-        to: String,
-        data: Bytes,
-        cookie: u64,
-        reply: oneshot::Sender<Result<SendId, SendError>>,
-    },
-    SendFile {
-        to: String,
-        name: String,
-        file: tokio::fs::File,
-        size: u64,
-        cookie: u64,
-        reply: oneshot::Sender<Result<SendId, SendError>>,
-    },
-    Cancel {
-        id: SendId,
-        cookie: u64,
-        reply: oneshot::Sender<ErrorCode>,
-    },
-    Reject {
-        id: ReceiveId,
-        code: ErrorCode,
-    },
-    Close,
+/// What the handles and the task share.
+struct Shared {
+    state: Mutex<State>,
+    /// The application queued something for the task to write.
+    wake: Notify,
+    epoch: tokio::time::Instant,
+}
+
+struct State {
+    client: Client,
+    /// Files being sent, read by offset.
+    files: HashMap<SendId, Arc<std::fs::File>>,
+}
+
+impl Shared {
+    fn now(&self) -> Instant {
+        Instant::ZERO + self.epoch.elapsed()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave the state machine half-updated: its calls do not
+        // panic. Carry on with it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the state machine, then wakes the task to write what it queued.
+    fn call<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
+        let now = self.now();
+        let r = f(&mut self.lock(), now);
+        self.wake.notify_one();
+        r
+    }
+}
+
+/// Closes the connection when the last handle goes.
+struct LastHandle(Arc<Shared>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        self.0.call(|s, _| s.client.close());
+    }
 }
 
 /// The application's side of a connected client. Cloneable; the connection closes when
 /// every handle is dropped or [`ClientHandle::close`] is called.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientHandle {
-    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    _last: Arc<LastHandle>,
+}
+
+impl std::fmt::Debug for ClientHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientHandle").finish_non_exhaustive()
+    }
 }
 
 /// Connects to a relay at `addr`, logs in, and returns the handle and the event channel
@@ -124,15 +148,21 @@ pub async fn connect(
     let sink = sink_dir.map(FileSink::new).transpose()?;
     let stream = TcpStream::connect(addr).await?;
     crate::socket::tune(&stream);
-    let epoch = tokio::time::Instant::now();
     let mut client =
         Client::new(config, Instant::ZERO).map_err(|e| ConnectError::Invalid(e.to_string()))?;
     client
         .login(user, token)
         .map_err(|e| ConnectError::Invalid(e.to_string()))?;
-    let (commands, command_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            client,
+            files: HashMap::new(),
+        }),
+        wake: Notify::new(),
+        epoch: tokio::time::Instant::now(),
+    });
     let (event_tx, mut events) = mpsc::unbounded_channel();
-    tokio::spawn(drive(client, stream, epoch, command_rx, event_tx, sink));
+    tokio::spawn(drive(shared.clone(), stream, event_tx, sink));
     // The first word is the login's.
     loop {
         match events.recv().await {
@@ -147,32 +177,18 @@ pub async fn connect(
             None => return Err(ConnectError::Closed),
         }
     }
-    Ok((ClientHandle { commands }, events))
+    let handle = ClientHandle {
+        _last: Arc::new(LastHandle(shared.clone())),
+        shared,
+    };
+    Ok((handle, events))
 }
 
 impl ClientHandle {
-    async fn send(
-        &self,
-        kind: SendKind,
-        to: &str,
-        data: Bytes,
-        cookie: u64,
-    ) -> Result<SendId, SendError> {
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Send {
-            kind,
-            to: to.to_string(),
-            data,
-            cookie,
-            reply,
-        };
-        self.commands.send(command).map_err(|_| SendError::Closed)?;
-        answer.await.map_err(|_| SendError::Closed)?
-    }
-
     /// `sendCmd`.
     pub async fn send_cmd(&self, to: &str, data: Bytes, cookie: u64) -> Result<SendId, SendError> {
-        self.send(SendKind::Cmd, to, data, cookie).await
+        self.shared
+            .call(|s, now| s.client.send_cmd(now, to, data, cookie))
     }
 
     /// `sendBuffer`.
@@ -182,7 +198,8 @@ impl ClientHandle {
         data: Bytes,
         cookie: u64,
     ) -> Result<SendId, SendError> {
-        self.send(SendKind::Buffer, to, data, cookie).await
+        self.shared
+            .call(|s, now| s.client.send_buffer(now, to, data, cookie))
     }
 
     /// `sendFile`: the file at `path`, under its own name.
@@ -198,81 +215,79 @@ impl ClientHandle {
         };
         let file = tokio::fs::File::open(path).await.map_err(io)?;
         let size = file.metadata().await.map_err(io)?.len();
+        let file = Arc::new(file.into_std().await);
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let (reply, answer) = oneshot::channel();
-        let command = Command::SendFile {
-            to: to.to_string(),
-            name,
-            file,
-            size,
-            cookie,
-            reply,
-        };
-        self.commands.send(command).map_err(|_| SendError::Closed)?;
-        Ok(answer.await.map_err(|_| SendError::Closed)??)
+        let id = self.shared.call(|s, now| {
+            let id = s.client.send_file(now, to, &name, size, cookie)?;
+            s.files.insert(id, file);
+            Ok::<_, SendError>(id)
+        })?;
+        Ok(id)
     }
 
     /// `cancelSend`.
     pub async fn cancel_send(&self, id: SendId, cookie: u64) -> ErrorCode {
-        let (reply, answer) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Cancel { id, cookie, reply })
-            .is_err()
-        {
-            return ErrorCode::CONNECTIONLOST;
-        }
-        answer.await.unwrap_or(ErrorCode::CONNECTIONLOST)
+        self.shared.call(|s, _| s.client.cancel_send(id, cookie))
     }
 
     /// Refuses an incoming buffer or file.
     pub fn reject(&self, id: ReceiveId, code: ErrorCode) {
-        let _ = self.commands.send(Command::Reject { id, code });
+        self.shared.call(|s, _| {
+            let _ = s.client.reject(id, code);
+        });
     }
 
     /// Closes the connection; pending sends fail with `CONNECTIONLOST`.
     pub fn close(&self) {
-        let _ = self.commands.send(Command::Close);
+        self.shared.call(|s, _| s.client.close());
     }
 }
 
 /// Room made in the read buffer before each read.
 const READ_SIZE: usize = 256 * 1024;
 
-/// The task: the state machine, the socket, the files.
+/// A file read done on the blocking pool.
+type FileReadDone = (SendId, u64, std::io::Result<Bytes>);
+
+/// The task: the socket, the files, and the drive loop.
 async fn drive(
-    mut client: Client,
+    shared: Arc<Shared>,
     stream: TcpStream,
-    epoch: tokio::time::Instant,
-    mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<ClientEvent>,
     mut sink: Option<FileSink>,
 ) {
-    let clock = move || Instant::ZERO + epoch.elapsed();
     let (mut rd, mut wr) = stream.into_split();
-    let mut files: HashMap<SendId, tokio::fs::File> = HashMap::new();
     let mut names: HashMap<ReceiveId, String> = HashMap::new();
+    let (reads_tx, mut reads) = mpsc::unbounded_channel::<FileReadDone>();
     // Reads land in one buffer and are handed over without a copy; writes are vectored, so
     // payloads go from the application's `Bytes` to the socket without a copy either.
     let mut input = BytesMut::new();
     let mut out = Transmit::new();
-    let mut commands_open = true;
+    let mut taken = Vec::new();
     loop {
         loop {
-            let written = client.poll_transmit(&mut out);
+            let written = {
+                let mut s = shared.lock();
+                let written = s.client.poll_transmit(&mut out);
+                taken.extend(std::iter::from_fn(|| s.client.poll_event()));
+                written
+            };
             if written > 0 && wr.write_all_buf(&mut out).await.is_err() {
                 out.clear();
-                client.handle_disconnect();
+                shared.lock().client.handle_disconnect();
             }
-            let mut any = false;
-            while let Some(event) = client.poll_event() {
-                any = true;
-                if let Some(app) =
-                    handle_event(&mut client, event, &mut files, &mut sink, &mut names).await
-                {
+            let any = !taken.is_empty();
+            for event in taken.drain(..) {
+                let ctx = Context {
+                    shared: &shared,
+                    sink: &mut sink,
+                    names: &mut names,
+                    reads: &reads_tx,
+                };
+                if let Some(app) = handle_event(ctx, event) {
                     let _ = events.send(app);
                 }
             }
@@ -280,97 +295,67 @@ async fn drive(
                 break;
             }
         }
-        if client.is_closed() {
+        let deadline = {
+            let s = shared.lock();
+            if s.client.is_closed() {
+                None
+            } else {
+                Some(s.client.poll_timeout().unwrap_or(Instant::ZERO))
+            }
+        };
+        let Some(deadline) = deadline else {
             let _ = wr.shutdown().await;
             return;
-        }
-        let deadline = client.poll_timeout().unwrap_or(clock());
-        let wake = epoch + (deadline - Instant::ZERO);
+        };
+        let wake = shared.epoch + (deadline - Instant::ZERO);
         input.reserve(READ_SIZE);
         tokio::select! {
-            read = rd.read_buf(&mut input) => match read {
-                Ok(0) | Err(_) => client.handle_disconnect(),
-                Ok(_) => client.handle_input_buf(clock(), input.split()),
-            },
-            command = commands.recv(), if commands_open => match command {
-                Some(command) => apply(&mut client, clock(), command, &mut files),
-                None => {
-                    commands_open = false;
-                    client.close();
+            read = rd.read_buf(&mut input) => {
+                let now = shared.now();
+                let mut s = shared.lock();
+                match read {
+                    Ok(0) | Err(_) => s.client.handle_disconnect(),
+                    Ok(_) => s.client.handle_input_buf(now, input.split()),
                 }
-            },
-            _ = tokio::time::sleep_until(wake) => client.handle_timeout(clock()),
+            }
+            _ = shared.wake.notified() => {}
+            Some((id, offset, piece)) = reads.recv() => {
+                let mut s = shared.lock();
+                match piece {
+                    Ok(piece) => {
+                        let _ = s.client.supply_file_data(id, offset, piece);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%id, %error, "file source failed");
+                        let _ = s.client.file_read_failed(id);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                let now = shared.now();
+                shared.lock().client.handle_timeout(now);
+            }
         }
     }
 }
 
-fn apply(
-    client: &mut Client,
-    now: Instant,
-    command: Command,
-    files: &mut HashMap<SendId, tokio::fs::File>,
-) {
-    match command {
-        Command::Send {
-            kind,
-            to,
-            data,
-            cookie,
-            reply,
-        } => {
-            let sent = match kind {
-                SendKind::Cmd => client.send_cmd(now, &to, data, cookie),
-                _ => client.send_buffer(now, &to, data, cookie),
-            };
-            let _ = reply.send(sent);
-        }
-        Command::SendFile {
-            to,
-            name,
-            file,
-            size,
-            cookie,
-            reply,
-        } => {
-            let sent = client.send_file(now, &to, &name, size, cookie);
-            if let Ok(id) = sent {
-                files.insert(id, file);
-            }
-            let _ = reply.send(sent);
-        }
-        Command::Cancel { id, cookie, reply } => {
-            let _ = reply.send(client.cancel_send(id, cookie));
-        }
-        Command::Reject { id, code } => {
-            let _ = client.reject(id, code);
-        }
-        Command::Close => client.close(),
-    }
+/// What handling an event may touch.
+struct Context<'a> {
+    shared: &'a Shared,
+    sink: &'a mut Option<FileSink>,
+    names: &'a mut HashMap<ReceiveId, String>,
+    reads: &'a mpsc::UnboundedSender<FileReadDone>,
 }
 
 /// Handles what the task handles itself; gives back what the application should see.
-async fn handle_event(
-    client: &mut Client,
-    event: Event,
-    files: &mut HashMap<SendId, tokio::fs::File>,
-    sink: &mut Option<FileSink>,
-    names: &mut HashMap<ReceiveId, String>,
-) -> Option<ClientEvent> {
+fn handle_event(cx: Context<'_>, event: Event) -> Option<ClientEvent> {
     match event {
         Event::FileRead { id, offset, len } => {
-            let piece = match files.get_mut(&id) {
-                Some(file) => read_at(file, offset, len).await,
-                None => return None,
-            };
-            match piece {
-                Ok(piece) => {
-                    let _ = client.supply_file_data(id, offset, piece);
-                }
-                Err(error) => {
-                    tracing::warn!(%id, %error, "file source failed");
-                    let _ = client.file_read_failed(id);
-                }
-            }
+            let file = cx.shared.lock().files.get(&id).cloned()?;
+            let done = cx.reads.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = done.send((id, offset, read_at(&file, offset, len)));
+            });
             None
         }
         Event::Offer {
@@ -379,31 +364,39 @@ async fn handle_event(
             ref name,
             ..
         } => {
-            let began = match sink.as_mut() {
+            let began = match cx.sink.as_mut() {
                 Some(sink) => sink.begin(id, name.as_str()),
                 None => Err(std::io::Error::other("no directory for incoming files")),
             };
             if let Err(error) = began {
                 tracing::warn!(%id, %error, "cannot take an incoming file");
-                let _ = client.reject(id, ErrorCode::FILE_WRITE_ERR);
+                let _ = cx
+                    .shared
+                    .lock()
+                    .client
+                    .reject(id, ErrorCode::FILE_WRITE_ERR);
                 return None;
             }
-            names.insert(id, name.to_string());
+            cx.names.insert(id, name.to_string());
             Some(ClientEvent::Core(event))
         }
         Event::FileData { id, data, .. } => {
-            if let Some(s) = sink.as_mut() {
+            if let Some(s) = cx.sink.as_mut() {
                 if let Err(error) = s.write(id, &data) {
                     tracing::warn!(%id, %error, "cannot write an incoming file");
                     s.abandon(id);
-                    let _ = client.reject(id, ErrorCode::FILE_WRITE_ERR);
+                    let _ = cx
+                        .shared
+                        .lock()
+                        .client
+                        .reject(id, ErrorCode::FILE_WRITE_ERR);
                 }
             }
             None
         }
         Event::FileReceived { id, from, size } => {
-            let name = names.remove(&id).unwrap_or_default();
-            let saved = sink.as_mut().map(|s| s.finish(id, &name));
+            let name = cx.names.remove(&id).unwrap_or_default();
+            let saved = cx.sink.as_mut().map(|s| s.finish(id, &name));
             match saved {
                 Some(Ok(Some(saved))) => Some(ClientEvent::FileReceived {
                     id,
@@ -416,23 +409,28 @@ async fn handle_event(
             }
         }
         Event::ReceiveFailed { id, .. } => {
-            names.remove(&id);
-            if let Some(s) = sink.as_mut() {
+            cx.names.remove(&id);
+            if let Some(s) = cx.sink.as_mut() {
                 s.abandon(id);
             }
             Some(ClientEvent::Core(event))
         }
         Event::SendResult { id, .. } => {
-            files.remove(&id);
+            cx.shared.lock().files.remove(&id);
             Some(ClientEvent::Core(event))
         }
         other => Some(ClientEvent::Core(other)),
     }
 }
 
-async fn read_at(file: &mut tokio::fs::File, offset: u64, len: u64) -> std::io::Result<Bytes> {
-    file.seek(SeekFrom::Start(offset)).await?;
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact(&mut buf).await?;
+/// `len` bytes of `file` from `offset`, read into memory that is not zeroed first.
+fn read_at(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Bytes> {
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(len as usize);
+    reader.take(len).read_to_end(&mut buf)?;
+    if (buf.len() as u64) < len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Bytes::from(buf))
 }

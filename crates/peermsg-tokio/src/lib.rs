@@ -6,9 +6,11 @@
 //! - [`serve`] runs a relay on a `TcpListener` until a shutdown future completes, checking
 //!   logins against a token table.
 //!
-//! Each client is one task that owns the state machine and the socket; the relay is one task
-//! that owns the relay state machine, with a reader and a writer task per connection.
-//! The core stays free of any runtime: this crate is where tokio lives.
+//! Each client is one task that owns the socket and drives the state machine, which the
+//! handle calls into under a short lock (so a burst of sends goes out in one write); the
+//! relay is one task that owns the relay state machine, with a reader and a writer task per
+//! connection. Reads are handed to the core without a copy and writes are vectored. The
+//! core stays free of any runtime: this crate is where tokio lives.
 
 mod client;
 mod relay;

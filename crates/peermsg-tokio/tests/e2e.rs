@@ -339,3 +339,63 @@ async fn shutdown_tells_every_client() {
     .unwrap();
     assert_eq!(closed, ErrorCode::SHUTDOWN);
 }
+
+#[tokio::test]
+async fn many_commands_sent_at_once_all_arrive_and_the_last_handle_closes() {
+    let (addr, _stop) = relay(None).await;
+    let (alice, mut a_events) = connect(addr, "alice", b"", Config::default(), None)
+        .await
+        .unwrap();
+    let (bob, mut b_events) = connect(addr, "bob", b"", Config::default(), None)
+        .await
+        .unwrap();
+    // A burst from two clones of the handle, interleaved: every command arrives, each
+    // sender's in its order, and each gets its result.
+    let other = alice.clone();
+    let mut ids = Vec::new();
+    for i in 0..60u32 {
+        let from = if i % 2 == 0 { &alice } else { &other };
+        let id = from
+            .send_cmd("bob", Bytes::from(i.to_be_bytes().to_vec()), u64::from(i))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    for id in ids {
+        assert_eq!(result(&mut a_events, id).await, ErrorCode::NOERR);
+    }
+    let mut got = Vec::new();
+    while got.len() < 60 {
+        if let Some(ClientEvent::Core(Event::CmdReceived { data, .. })) = b_events.recv().await {
+            got.push(u32::from_be_bytes(data[..].try_into().unwrap()));
+        }
+    }
+    assert_eq!(got, (0..60).collect::<Vec<_>>());
+    // Dropping one clone keeps the connection; dropping the last closes it.
+    drop(other);
+    let id = alice
+        .send_cmd("bob", Bytes::from_static(b"still"), 0)
+        .await
+        .unwrap();
+    assert_eq!(result(&mut a_events, id).await, ErrorCode::NOERR);
+    drop(alice);
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = a_events.recv().await {
+            if let ClientEvent::Core(Event::Closed { .. }) = event {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("closed in time");
+    assert!(closed, "the client reports its close");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), a_events.recv())
+            .await
+            .expect("channel ends in time")
+            .is_none(),
+        "the task ends"
+    );
+    drop(bob);
+}
