@@ -414,6 +414,38 @@ fn memcpy(bytes: u64) -> f64 {
     gbps(bytes, took)
 }
 
+/// A copy into memory just allocated, as a receiver's new buffer is: the kernel maps and
+/// zeroes each page at its first touch, inside the timed copy.
+fn fresh_copy(bytes: u64) -> f64 {
+    let src = vec![1u8; bytes as usize];
+    let start = StdInstant::now();
+    let mut dst = Vec::with_capacity(bytes as usize);
+    dst.extend_from_slice(&src);
+    let took = start.elapsed();
+    std::hint::black_box(&dst);
+    gbps(bytes, took)
+}
+
+/// Writing `bytes` to a new file in `dir`, 256 KiB per write: the disk side of a file
+/// transfer (page cache, at these sizes).
+fn file_write(bytes: u64, dir: &std::path::Path) -> f64 {
+    use std::io::Write;
+    let piece = vec![3u8; 256 * 1024];
+    let path = dir.join("baseline.bin");
+    let start = StdInstant::now();
+    let mut file = std::fs::File::create(&path).unwrap();
+    let mut left = bytes as usize;
+    while left > 0 {
+        let n = left.min(piece.len());
+        file.write_all(&piece[..n]).unwrap();
+        left -= n;
+    }
+    drop(file);
+    let took = start.elapsed();
+    let _ = std::fs::remove_file(&path);
+    gbps(bytes, took)
+}
+
 fn rss_of(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -601,6 +633,16 @@ fn main() {
         run("b", xs);
         let mut xs = Vec::new();
         for _ in 0..reps {
+            xs.push(fresh_copy(size));
+        }
+        run("fresh", xs);
+        let mut xs = Vec::new();
+        for _ in 0..reps {
+            xs.push(file_write(size, &sink));
+        }
+        run("disk", xs);
+        let mut xs = Vec::new();
+        for _ in 0..reps {
             xs.push(peermsg_transfer(size, None, &sink).await);
         }
         run("c_buffer", xs);
@@ -617,6 +659,16 @@ fn main() {
             "b. LengthDelimitedCodec relay, A -> relay -> B",
             "GB/s",
             &results["b"],
+        );
+        show(
+            "   copy into freshly allocated memory (receiver's buffer)",
+            "GB/s",
+            &results["fresh"],
+        );
+        show(
+            "   write of a new file in the sink directory",
+            "GB/s",
+            &results["disk"],
         );
         show("c. peermsg relay, buffer", "GB/s", &results["c_buffer"]);
         show(
@@ -653,14 +705,26 @@ fn main() {
         show("e. commands/s with results, in memory", "cmd/s", &stat(xs));
         let mut xs = Vec::new();
         let mut ms = Vec::new();
+        let mut fs = Vec::new();
         for _ in 0..reps {
             xs.push(buffer_in_memory(size.min(GIB / 2)));
             ms.push(memcpy(size.min(GIB / 2)));
+            fs.push(fresh_copy(size.min(GIB / 2)));
         }
         let g = stat(xs);
         let m = stat(ms);
+        let fresh_g = stat(fs);
         show("g. client -> relay -> client in memory, buffer", "GB/s", &g);
-        show("   memcpy of the same size", "GB/s", &m);
+        show(
+            "   memcpy of the same size (pages touched first)",
+            "GB/s",
+            &m,
+        );
+        show(
+            "   copy of the same size into fresh memory",
+            "GB/s",
+            &fresh_g,
+        );
         let (base, idle) = relay_rss_idle(if quick { 1000 } else { 10_000 }).await;
         println!(
             "{:<58} {:>10.1} MiB (empty relay {:.1} MiB)",
@@ -692,6 +756,13 @@ fn main() {
             r("c_buffer", "b"),
             r("c_file", "b"),
             g.median / m.median
+        );
+        println!(
+            "against what the receiver must do anyway: c buffer / fresh copy {:.2}  \
+             c file / file write {:.2}  g / fresh copy {:.2}",
+            r("c_buffer", "fresh"),
+            r("c_file", "disk"),
+            g.median / fresh_g.median
         );
     });
 }
