@@ -8,8 +8,9 @@
 //!
 //! Each client is one task that owns the socket and drives the state machine, which the
 //! handle calls into under a short lock (so a burst of sends goes out in one write); the
-//! relay is one task that owns the relay state machine, with a reader and a writer task per
-//! connection. Reads are handed to the core without a copy and writes are vectored. The
+//! relay is one task that owns the relay state machine and writes to every socket itself,
+//! with a reader task per connection (and a flush task while a socket is full). Reads are
+//! handed to the core without a copy and writes are vectored. The
 //! core stays free of any runtime: this crate is where tokio lives.
 
 mod client;
@@ -18,6 +19,6 @@ mod sink;
 mod socket;
 
 pub use client::{connect, ClientEvent, ClientHandle, ConnectError, SendFileError};
-pub use relay::{serve, Tokens, WRITE_BACKLOG};
+pub use relay::{serve, Tokens};
 pub use sink::{sanitize_file_name, FileSink, SavedFile};
 pub use socket::UNSENT_LIMIT;

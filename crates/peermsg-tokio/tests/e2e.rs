@@ -399,3 +399,63 @@ async fn many_commands_sent_at_once_all_arrive_and_the_last_handle_closes() {
     );
     drop(bob);
 }
+
+#[tokio::test]
+async fn a_slow_reader_gets_every_byte_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, _stop) = relay(None).await;
+    let (alice, mut a_events) = connect(addr, "alice", b"", Config::default(), None)
+        .await
+        .unwrap();
+    // bob reads 16 KiB at a time with pauses: the relay's socket toward him stays full,
+    // so most of what it writes goes through partial writes and flushes.
+    let mut bob = peermsg::client::Client::new(Config::default(), peermsg::Instant::ZERO).unwrap();
+    bob.login("bob", b"").unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let data: Bytes = (0..6u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut sent = None;
+    let mut got = None;
+    let mut cmds = Vec::new();
+    let mut reads = 0u64;
+    loop {
+        let mut out = bytes::BytesMut::new();
+        while bob.poll_transmit(&mut out) > 0 {}
+        wr.write_all(&out).await.unwrap();
+        while let Some(e) = bob.poll_event() {
+            match e {
+                Event::LoginResult { .. } if sent.is_none() => {
+                    let id = alice.send_buffer("bob", data.clone(), 0).await.unwrap();
+                    for i in 0..20u8 {
+                        alice
+                            .send_cmd("bob", Bytes::from(vec![i]), 0)
+                            .await
+                            .unwrap();
+                    }
+                    sent = Some(id);
+                }
+                Event::BufferReceived { data, .. } => got = Some(data),
+                Event::CmdReceived { data, .. } => cmds.push(data[0]),
+                _ => {}
+            }
+        }
+        let mut out = bytes::BytesMut::new();
+        if bob.poll_transmit(&mut out) > 0 {
+            wr.write_all(&out).await.unwrap();
+        }
+        if got.is_some() && cmds.len() == 20 {
+            break;
+        }
+        let n = rd.read(&mut buf).await.unwrap();
+        assert!(n > 0, "relay closed");
+        bob.handle_input(peermsg::Instant::ZERO, &buf[..n]);
+        reads += 1;
+        if reads % 8 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    assert!(got.unwrap() == data, "the buffer arrived intact");
+    assert_eq!(cmds, (0..20).collect::<Vec<u8>>());
+    assert_eq!(result(&mut a_events, sent.unwrap()).await, ErrorCode::NOERR);
+}
