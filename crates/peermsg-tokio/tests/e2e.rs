@@ -12,6 +12,13 @@ use peermsg_tokio::{connect, serve, ClientEvent, ConnectError};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 async fn relay(tokens: Option<&[(&str, &str)]>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    relay_with(tokens, RelayConfig::default()).await
+}
+
+async fn relay_with(
+    tokens: Option<&[(&str, &str)]>,
+    config: RelayConfig,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tokens = tokens.map(|t| {
@@ -20,14 +27,9 @@ async fn relay(tokens: Option<&[(&str, &str)]>) -> (SocketAddr, tokio::sync::one
             .collect::<HashMap<_, _>>()
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(
-        listener,
-        RelayConfig::default(),
-        tokens,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    tokio::spawn(serve(listener, config, tokens, async move {
+        let _ = stopped.await;
+    }));
     (addr, stop)
 }
 
@@ -403,17 +405,32 @@ async fn many_commands_sent_at_once_all_arrive_and_the_last_handle_closes() {
 #[tokio::test]
 async fn a_slow_reader_gets_every_byte_in_order() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (addr, _stop) = relay(None).await;
+    // Windows larger than the kernel's socket buffers, so that the relay's socket toward
+    // a stalled reader fills.
+    let wide = RelayConfig {
+        transfer_window: 24 << 20,
+        conn_window: 32 << 20,
+        ..RelayConfig::default()
+    };
+    let (addr, _stop) = relay_with(None, wide).await;
     let (alice, mut a_events) = connect(addr, "alice", b"", Config::default(), None)
         .await
         .unwrap();
-    // bob reads 16 KiB at a time with pauses: the relay's socket toward him stays full,
-    // so most of what it writes goes through partial writes and flushes.
-    let mut bob = peermsg::client::Client::new(Config::default(), peermsg::Instant::ZERO).unwrap();
+    // bob has a small socket buffer, reads 16 KiB at a time with pauses, and grants more
+    // than the socket holds: the relay's socket toward him fills, so much of what it
+    // writes goes through partial writes and flush tasks.
+    let config = Config {
+        transfer_window: 24 << 20,
+        conn_window: 32 << 20,
+        ..Config::default()
+    };
+    let mut bob = peermsg::client::Client::new(config, peermsg::Instant::ZERO).unwrap();
     bob.login("bob", b"").unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
     let (mut rd, mut wr) = stream.into_split();
-    let data: Bytes = (0..6u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+    let data: Bytes = (0..16u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
     let mut buf = vec![0u8; 16 * 1024];
     let mut sent = None;
     let mut got = None;
@@ -453,6 +470,10 @@ async fn a_slow_reader_gets_every_byte_in_order() {
         reads += 1;
         if reads % 8 == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if reads == 100 {
+            // A long stall: the relay's socket toward bob fills up.
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
     assert!(got.unwrap() == data, "the buffer arrived intact");
