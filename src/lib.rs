@@ -30,13 +30,16 @@
 //! A [`client::Client`] is driven by four kinds of input and three outputs:
 //!
 //! - **Inputs**: bytes exactly as the transport delivered them, split anywhere
-//!   ([`Client::handle_input`](client::Client::handle_input)); the passing of time
+//!   ([`Client::handle_input`](client::Client::handle_input), which copies them, or
+//!   [`Client::handle_input_buf`](client::Client::handle_input_buf), which takes the
+//!   runtime's `BytesMut` and hands payloads on as slices of it); the passing of time
 //!   ([`Client::handle_timeout`](client::Client::handle_timeout)); the transport closing
 //!   ([`Client::handle_disconnect`](client::Client::handle_disconnect)); and user commands
 //!   (`login`, `send_cmd`, `send_buffer`, `send_file`, `supply_file_data`, `cancel_send`,
 //!   `reject`, `close`).
-//! - **Outputs**: bytes to write, appended to a buffer the caller owns
-//!   ([`Client::poll_transmit`](client::Client::poll_transmit)); events
+//! - **Outputs**: bytes to write, appended to a sink the caller owns
+//!   ([`Client::poll_transmit`](client::Client::poll_transmit): a `BytesMut`, or a
+//!   [`wire::Transmit`] whose chunks share the payloads, for vectored writes); events
 //!   ([`Client::poll_event`](client::Client::poll_event)); and the next deadline
 //!   ([`Client::poll_timeout`](client::Client::poll_timeout)), exact, which moves once it
 //!   has been handled.

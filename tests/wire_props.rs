@@ -2,7 +2,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::{Bytes, BytesMut};
-use peermsg::wire::{DecodeError, Decoder, Frame, Limits};
+use peermsg::wire::{DecodeError, Decoder, Frame, Inbox, Limits};
 use proptest::prelude::*;
 
 /// Frames from random bytes through their `Arbitrary` impl, which keeps them within
@@ -44,8 +44,61 @@ fn decode_in_pieces(stream: &[u8], cuts: &[usize]) -> (Vec<Frame>, Option<Decode
     (frames, None, input.len())
 }
 
+/// Feeds `stream` to an [`Inbox`] in pieces cut at `cuts`, each piece chosen by `how`:
+/// split off one shared buffer (joined without a copy), a separate allocation, or copied
+/// in with `push_slice`. Returns the frames and the error, if any.
+fn inbox_in_pieces(stream: &[u8], cuts: &[usize], how: &[u8]) -> (Vec<Frame>, Option<DecodeError>) {
+    let decoder = Decoder::new(Limits::default()).unwrap();
+    let mut inbox = Inbox::new();
+    let mut shared = BytesMut::from(stream);
+    let mut frames = Vec::new();
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+    bounds.push(stream.len());
+    bounds.sort_unstable();
+    let mut start = 0;
+    for (i, end) in bounds.into_iter().enumerate() {
+        let piece = shared.split_to(end - start);
+        start = end;
+        match how.get(i).copied().unwrap_or(0) % 3 {
+            0 => inbox.push_owned(piece),
+            1 => inbox.push_owned(BytesMut::from(&piece[..])),
+            _ => inbox.push_slice(&piece),
+        }
+        loop {
+            match inbox.next_frame(&decoder) {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break,
+                Err(e) => return (frames, Some(e)),
+            }
+        }
+    }
+    (frames, None)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn an_inbox_fed_owned_pieces_decodes_the_same(
+        frames in proptest::collection::vec(frame(), 1..12),
+        cuts in proptest::collection::vec(any::<usize>(), 0..40),
+        how in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let stream = encode_all(&frames);
+        let (decoded, error) = inbox_in_pieces(&stream, &cuts, &how);
+        prop_assert_eq!(error, None);
+        prop_assert_eq!(decoded, frames);
+    }
+
+    #[test]
+    fn arbitrary_bytes_through_an_inbox_decode_as_whole(
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+        how in proptest::collection::vec(any::<u8>(), 0..20),
+    ) {
+        let (frames, error, _) = decode_in_pieces(&bytes, &[]);
+        prop_assert_eq!((frames, error), inbox_in_pieces(&bytes, &cuts, &how));
+    }
 
     #[test]
     fn every_frame_round_trips(f in frame()) {

@@ -72,7 +72,8 @@ fuzz_target!(|input: Input| {
     for op in input.ops {
         match op {
             Op::Input(bytes) => c.handle_input(now, &bytes),
-            Op::Frame(f) => c.handle_input(now, &encode(&[f])),
+            // Whole frames go in as owned buffers: the path that adopts them.
+            Op::Frame(f) => c.handle_input_buf(now, encode(&[f])),
             Op::Advance(us) => {
                 now = now + std::time::Duration::from_micros(us.into());
                 c.handle_timeout(now);
