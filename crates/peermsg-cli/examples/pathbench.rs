@@ -17,7 +17,7 @@ use peermsg::client::{Client, Config, Event};
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
 use peermsg::wire::Limits;
 use peermsg::Instant;
-use peermsg_tokio::{connect, serve, ClientEvent};
+use peermsg_tokio::{connect, serve, ClientEvent, ClientHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Decoder as _, Encoder as _, LengthDelimitedCodec};
@@ -164,6 +164,25 @@ async fn start_relay() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()
     (addr, stop)
 }
 
+/// alice and bob logged in to the relay at `addr`; bob's events are read and dropped.
+async fn alice_and_bob(
+    addr: std::net::SocketAddr,
+    sink: Option<&std::path::Path>,
+) -> (
+    ClientHandle,
+    tokio::sync::mpsc::UnboundedReceiver<ClientEvent>,
+    ClientHandle,
+) {
+    let (alice, a) = connect(addr, "alice", b"", client_config(), None)
+        .await
+        .unwrap();
+    let (bob, mut b) = connect(addr, "bob", b"", client_config(), sink)
+        .await
+        .unwrap();
+    tokio::spawn(async move { while b.recv().await.is_some() {} });
+    (alice, a, bob)
+}
+
 async fn result_of(
     events: &mut tokio::sync::mpsc::UnboundedReceiver<ClientEvent>,
 ) -> peermsg::ErrorCode {
@@ -181,13 +200,7 @@ async fn peermsg_transfer(
     sink: &std::path::Path,
 ) -> f64 {
     let (addr, _stop) = start_relay().await;
-    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None)
-        .await
-        .unwrap();
-    let (_bob, mut b) = connect(addr, "bob", b"", client_config(), Some(sink))
-        .await
-        .unwrap();
-    tokio::spawn(async move { while b.recv().await.is_some() {} });
+    let (alice, mut a, _bob) = alice_and_bob(addr, Some(sink)).await;
     // The application's buffer exists before the send; the receiver's is made by the send.
     let source = Bytes::from(vec![5u8; bytes as usize]);
     let start = StdInstant::now();
@@ -211,13 +224,7 @@ async fn peermsg_transfer(
 /// the same connections; returns (p50, p99) in microseconds.
 async fn latency_under_load(bulk: u64, samples: usize) -> (f64, f64) {
     let (addr, _stop) = start_relay().await;
-    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None)
-        .await
-        .unwrap();
-    let (_bob, mut b) = connect(addr, "bob", b"", client_config(), None)
-        .await
-        .unwrap();
-    tokio::spawn(async move { while b.recv().await.is_some() {} });
+    let (alice, mut a, _bob) = alice_and_bob(addr, None).await;
     let bulk_id = alice
         .send_buffer("bob", Bytes::from(vec![1u8; bulk as usize]), 0)
         .await
@@ -270,13 +277,7 @@ async fn latency_under_load(bulk: u64, samples: usize) -> (f64, f64) {
 /// e. Commands with their results per second over loopback, 64 in flight.
 async fn cmds_loopback(n: usize) -> f64 {
     let (addr, _stop) = start_relay().await;
-    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None)
-        .await
-        .unwrap();
-    let (_bob, mut b) = connect(addr, "bob", b"", client_config(), None)
-        .await
-        .unwrap();
-    tokio::spawn(async move { while b.recv().await.is_some() {} });
+    let (alice, mut a, _bob) = alice_and_bob(addr, None).await;
     let start = StdInstant::now();
     let data = Bytes::from(vec![3u8; 64]);
     let mut in_flight = 0;
