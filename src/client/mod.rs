@@ -419,7 +419,7 @@ impl Client {
 
     // ----- Outputs -------------------------------------------------------------------
 
-    /// Appends frames ready to go to `buf`, up to `Config::transmit_batch` bytes (always
+    /// Appends frames ready to go to `out`, up to `Config::transmit_batch` bytes (always
     /// at least one frame if any is ready), and returns the number of bytes appended.
     /// Control frames go first, then commands, then transfer frames round-robin.
     ///

@@ -401,7 +401,7 @@ impl Relay {
         Some(conn)
     }
 
-    /// Appends `conn`'s frames to `buf`, up to `transmit_batch` bytes, and returns the
+    /// Appends `conn`'s frames to `out`, up to `transmit_batch` bytes, and returns the
     /// number of bytes appended. A closed connection's state is dropped once its last
     /// frame (its `CLOSE`) has been taken.
     ///
