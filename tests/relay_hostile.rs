@@ -311,3 +311,71 @@ fn an_idle_connection_is_closed_at_its_deadline() {
         Some(T + std::time::Duration::from_secs(10) + config.idle_timeout)
     );
 }
+
+#[test]
+fn data_waiting_for_credit_does_not_keep_the_senders_read_buffer() {
+    let mut relay = Relay::new(RelayConfig::default()).unwrap();
+    let (alice, bob) = (ConnId(0), ConnId(1));
+    relay.open(T, alice).unwrap();
+    relay.open(T, bob).unwrap();
+    let small_window = Frame::Hello(Hello::new(
+        Role::Client,
+        &Limits::default(),
+        8,
+        8,
+        64 * 1024,
+        1 << 20,
+    ));
+    relay.handle_input(T, alice, &encode(&[hello(), login("alice")]));
+    relay.handle_input(T, bob, &encode(&[small_window, login("bob")]));
+    relay.accept_login(alice).unwrap();
+    relay.accept_login(bob).unwrap();
+    written(&mut relay, alice);
+    written(&mut relay, bob);
+    // 192 KiB to bob in one read buffer (the relay grants alice 256 KiB); bob has
+    // granted 64 KiB.
+    let piece = 16 * 1024 - 16;
+    let mut frames = vec![Frame::Open(Open {
+        id: 0,
+        kind: TransferKind::Buffer,
+        peer: UserId::new("bob").unwrap(),
+        size: 12 * piece as u64,
+        name: Text::new(),
+    })];
+    for i in 0..12u64 {
+        frames.push(Frame::Data(Data {
+            id: 0,
+            offset: i * piece as u64,
+            payload: Bytes::from(vec![i as u8; piece]),
+        }));
+    }
+    let read = encode(&frames);
+    let range = read.as_ptr() as usize..read.as_ptr() as usize + read.len();
+    relay.handle_input_buf(T, alice, read);
+    let in_read_buffer = |relay: &mut Relay| {
+        let mut out = Transmit::new();
+        while relay.poll_transmit(bob, &mut out) > 0 {}
+        let mut shared = Vec::new();
+        while let Some(chunk) = out.pop_chunk() {
+            if chunk.len() >= SHARED_PAYLOAD_MIN {
+                shared.push(range.contains(&(chunk.as_ptr() as usize)));
+            }
+        }
+        shared
+    };
+    // What bob's credit covers goes out as slices of the read buffer.
+    let first = in_read_buffer(&mut relay);
+    assert!(
+        !first.is_empty() && first.iter().all(|&inside| inside),
+        "{first:?}"
+    );
+    // What had to wait was copied out of it, so the buffer is not kept for it.
+    let credit = Frame::Credit(Credit {
+        id: 0,
+        max_offset: 1 << 20,
+    });
+    relay.handle_input(T, bob, &encode(&[credit]));
+    let later = in_read_buffer(&mut relay);
+    assert_eq!(first.len() + later.len(), 12);
+    assert!(later.iter().all(|&inside| !inside), "{later:?}");
+}

@@ -866,6 +866,15 @@ impl Relay {
             r.held.push_back(Frame::Data(Data { id, ..data }));
         }
         self.release(key);
+        // A payload is a slice of the buffer it was read in, and keeps all of it alive.
+        // One that must wait for the receiver's credit gets its own copy, so what the
+        // relay holds for a slow receiver is its window in bytes, not its window in
+        // frames times the read buffers they came in.
+        if let Some(Frame::Data(waiting)) =
+            self.routes.get_mut(&key).and_then(|r| r.held.back_mut())
+        {
+            waiting.payload = Bytes::copy_from_slice(&waiting.payload);
+        }
     }
 
     /// Moves a route's held frames to its receiver as far as the receiver's credit goes.
