@@ -312,59 +312,76 @@ fn an_idle_connection_is_closed_at_its_deadline() {
     );
 }
 
-#[test]
-fn data_waiting_for_credit_does_not_keep_the_senders_read_buffer() {
+/// A relay with alice on connection 0 and bob on 1; bob grants `bob_window` per transfer.
+fn alice_and_bob(bob_window: u64) -> Relay {
     let mut relay = Relay::new(RelayConfig::default()).unwrap();
     let (alice, bob) = (ConnId(0), ConnId(1));
     relay.open(T, alice).unwrap();
     relay.open(T, bob).unwrap();
-    let small_window = Frame::Hello(Hello::new(
+    let bob_hello = Frame::Hello(Hello::new(
         Role::Client,
         &Limits::default(),
         8,
         8,
-        64 * 1024,
-        1 << 20,
+        bob_window,
+        4 << 20,
     ));
     relay.handle_input(T, alice, &encode(&[hello(), login("alice")]));
-    relay.handle_input(T, bob, &encode(&[small_window, login("bob")]));
+    relay.handle_input(T, bob, &encode(&[bob_hello, login("bob")]));
     relay.accept_login(alice).unwrap();
     relay.accept_login(bob).unwrap();
     written(&mut relay, alice);
     written(&mut relay, bob);
-    // 192 KiB to bob in one read buffer (the relay grants alice 256 KiB); bob has
-    // granted 64 KiB.
+    relay
+}
+
+/// Alice's transfer `id` to bob of `n` DATA frames of 16 KiB less a little.
+fn transfer_to_bob(id: u64, n: u64) -> Vec<Frame> {
     let piece = 16 * 1024 - 16;
     let mut frames = vec![Frame::Open(Open {
-        id: 0,
+        id,
         kind: TransferKind::Buffer,
         peer: UserId::new("bob").unwrap(),
-        size: 12 * piece as u64,
+        size: n * piece as u64,
         name: Text::new(),
     })];
-    for i in 0..12u64 {
+    for i in 0..n {
         frames.push(Frame::Data(Data {
-            id: 0,
+            id,
             offset: i * piece as u64,
             payload: Bytes::from(vec![i as u8; piece]),
         }));
     }
-    let read = encode(&frames);
-    let range = read.as_ptr() as usize..read.as_ptr() as usize + read.len();
-    relay.handle_input_buf(T, alice, read);
-    let in_read_buffer = |relay: &mut Relay| {
-        let mut out = Transmit::new();
-        while relay.poll_transmit(bob, &mut out) > 0 {}
-        let mut shared = Vec::new();
-        while let Some(chunk) = out.pop_chunk() {
-            if chunk.len() >= SHARED_PAYLOAD_MIN {
-                shared.push(range.contains(&(chunk.as_ptr() as usize)));
-            }
+    frames
+}
+
+/// For each payload the relay writes to bob, whether it is a slice of `read`.
+fn payloads_in(relay: &mut Relay, read: &std::ops::Range<usize>) -> Vec<bool> {
+    let mut out = Transmit::new();
+    while relay.poll_transmit(ConnId(1), &mut out) > 0 {}
+    let mut shared = Vec::new();
+    while let Some(chunk) = out.pop_chunk() {
+        if chunk.len() >= SHARED_PAYLOAD_MIN {
+            shared.push(read.contains(&(chunk.as_ptr() as usize)));
         }
-        shared
-    };
+    }
+    shared
+}
+
+fn range_of(b: &BytesMut) -> std::ops::Range<usize> {
+    b.as_ptr() as usize..b.as_ptr() as usize + b.len()
+}
+
+#[test]
+fn data_waiting_for_credit_does_not_keep_the_senders_read_buffer() {
+    // 192 KiB to bob in one read buffer (the relay grants alice 256 KiB); bob has
+    // granted 64 KiB.
+    let mut relay = alice_and_bob(64 * 1024);
+    let read = encode(&transfer_to_bob(0, 12));
+    let range = range_of(&read);
+    relay.handle_input_buf(T, ConnId(0), read);
     // What bob's credit covers goes out as slices of the read buffer.
-    let first = in_read_buffer(&mut relay);
+    let first = payloads_in(&mut relay, &range);
     assert!(
         !first.is_empty() && first.iter().all(|&inside| inside),
         "{first:?}"
@@ -374,8 +391,28 @@ fn data_waiting_for_credit_does_not_keep_the_senders_read_buffer() {
         id: 0,
         max_offset: 1 << 20,
     });
-    relay.handle_input(T, bob, &encode(&[credit]));
-    let later = in_read_buffer(&mut relay);
+    relay.handle_input(T, ConnId(1), &encode(&[credit]));
+    let later = payloads_in(&mut relay, &range);
     assert_eq!(first.len() + later.len(), 12);
     assert!(later.iter().all(|&inside| !inside), "{later:?}");
+}
+
+#[test]
+fn data_queued_behind_an_undrained_socket_does_not_keep_the_read_buffer() {
+    // Bob grants plenty, but his runtime takes nothing: past the first batch, what queues
+    // for him is copied out of alice's read buffer.
+    let mut relay = alice_and_bob(1 << 20);
+    let mut frames = transfer_to_bob(0, 15);
+    frames.extend(transfer_to_bob(1, 15));
+    let read = encode(&frames);
+    let range = range_of(&read);
+    relay.handle_input_buf(T, ConnId(0), read);
+    let shared = payloads_in(&mut relay, &range);
+    assert_eq!(shared.len(), 30);
+    let batch = RelayConfig::default().transmit_batch / (16 * 1024);
+    assert!(shared[..batch].iter().all(|&inside| inside), "{shared:?}");
+    assert!(
+        shared[batch + 1..].iter().all(|&inside| !inside),
+        "{shared:?}"
+    );
 }

@@ -29,7 +29,7 @@ use crate::wire::{
     Inbox, Limits, LoginResult, MessageId, Open, Role, SendResult, Text, UserId, VERSION,
 };
 use crate::{ErrorCode, Instant};
-use out_queue::{payload_len, OutQueue};
+use out_queue::{detach_payload, payload_len, OutQueue};
 
 /// A connection, named by the runtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -479,6 +479,10 @@ impl Relay {
             .as_ref()
             .map_or(wire::MIN_FRAME_SIZE, |h| h.max_frame_size);
         let mut frame = frame;
+        if c.out.payload_bytes() >= self.config.transmit_batch as u64 {
+            // The runtime is not keeping up with this connection: this frame will wait.
+            detach_payload(&mut frame);
+        }
         // A receiver may accept smaller frames than the sender wrote: cut the payload.
         while let Some(rest) = split_to_fit(&mut frame, max) {
             c.out.push(frame);
@@ -866,14 +870,9 @@ impl Relay {
             r.held.push_back(Frame::Data(Data { id, ..data }));
         }
         self.release(key);
-        // A payload is a slice of the buffer it was read in, and keeps all of it alive.
-        // One that must wait for the receiver's credit gets its own copy, so what the
-        // relay holds for a slow receiver is its window in bytes, not its window in
-        // frames times the read buffers they came in.
-        if let Some(Frame::Data(waiting)) =
-            self.routes.get_mut(&key).and_then(|r| r.held.back_mut())
-        {
-            waiting.payload = Bytes::copy_from_slice(&waiting.payload);
+        // Still there: it waits for the receiver's credit.
+        if let Some(waiting) = self.routes.get_mut(&key).and_then(|r| r.held.back_mut()) {
+            detach_payload(waiting);
         }
     }
 

@@ -3,6 +3,8 @@
 
 use alloc::collections::VecDeque;
 
+use bytes::Bytes;
+
 use crate::wire::Frame;
 
 /// Frames for one connection, not yet taken by `poll_transmit`.
@@ -70,6 +72,17 @@ impl OutQueue {
     }
 }
 
+/// Gives a frame that will wait its own copy of its payload. A decoded payload is a slice
+/// of the buffer it was read in and keeps all of that buffer alive: frames that wait (for
+/// a receiver's credit, or behind a socket that is not drained) would otherwise pin many
+/// times their own size when they come from many reads. Frames that go straight out stay
+/// slices.
+pub(super) fn detach_payload(frame: &mut Frame) {
+    if let Some(payload) = frame.payload_mut() {
+        *payload = Bytes::copy_from_slice(payload);
+    }
+}
+
 /// Payload bytes a frame carries, the part that counts against windows.
 pub(super) fn payload_len(frame: &Frame) -> u64 {
     frame.payload().map_or(0, |p| p.len() as u64)
@@ -79,7 +92,6 @@ pub(super) fn payload_len(frame: &Frame) -> u64 {
 mod tests {
     use super::*;
     use crate::wire::{Close, Cmd, Data, Digest, End, Ping, Text, UserId};
-    use bytes::Bytes;
 
     #[test]
     fn data_waits_behind_other_frames_and_close_is_last() {
