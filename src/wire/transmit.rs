@@ -191,6 +191,17 @@ mod tests {
         ]
     }
 
+    /// The test frames written into each sink.
+    fn both_sinks() -> (BytesMut, Transmit) {
+        let mut flat = BytesMut::new();
+        let mut out = Transmit::new();
+        for frame in frames() {
+            flat.put_frame(&frame).unwrap();
+            out.put_frame(&frame).unwrap();
+        }
+        (flat, out)
+    }
+
     #[test]
     fn holds_the_bytes_encode_writes() {
         let mut flat = BytesMut::new();
@@ -215,12 +226,7 @@ mod tests {
 
     #[test]
     fn advances_across_chunks() {
-        let mut flat = BytesMut::new();
-        let mut out = Transmit::new();
-        for frame in frames() {
-            flat.put_frame(&frame).unwrap();
-            out.put_frame(&frame).unwrap();
-        }
+        let (flat, mut out) = both_sinks();
         let mut read = alloc::vec::Vec::new();
         let mut step = 1;
         while out.has_remaining() {
@@ -237,12 +243,7 @@ mod tests {
     #[cfg(feature = "std")]
     #[test]
     fn vectored_view_is_the_whole_queue() {
-        let mut flat = BytesMut::new();
-        let mut out = Transmit::new();
-        for frame in frames() {
-            flat.put_frame(&frame).unwrap();
-            out.put_frame(&frame).unwrap();
-        }
+        let (flat, mut out) = both_sinks();
         out.advance(5);
         let mut slots = [std::io::IoSlice::new(&[]); 8];
         let n = out.chunks_vectored(&mut slots);

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use peermsg::client::{Config, Event};
 use peermsg::relay::RelayConfig;
 use peermsg::ErrorCode;
-use peermsg_tokio::{connect, serve, ClientEvent, ConnectError};
+use peermsg_tokio::{connect, serve, ClientEvent, ClientHandle, ConnectError};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 async fn relay(tokens: Option<&[(&str, &str)]>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
@@ -53,6 +53,25 @@ async fn result(
     .expect("a result in time")
 }
 
+/// alice and bob logged in with the default configuration; bob's files go to `sink`.
+async fn alice_and_bob(
+    addr: SocketAddr,
+    sink: Option<&std::path::Path>,
+) -> (
+    ClientHandle,
+    UnboundedReceiver<ClientEvent>,
+    ClientHandle,
+    UnboundedReceiver<ClientEvent>,
+) {
+    let (alice, a) = connect(addr, "alice", b"", Config::default(), None)
+        .await
+        .unwrap();
+    let (bob, b) = connect(addr, "bob", b"", Config::default(), sink)
+        .await
+        .unwrap();
+    (alice, a, bob, b)
+}
+
 fn fast_timeouts() -> Config {
     Config {
         keepalive_interval: Duration::from_millis(300),
@@ -65,12 +84,7 @@ fn fast_timeouts() -> Config {
 async fn a_64_mib_file_arrives_identical_while_commands_flow() {
     let (addr, _stop) = relay(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let (alice, mut a_events) = connect(addr, "alice", b"", Config::default(), None)
-        .await
-        .unwrap();
-    let (_bob, mut b_events) = connect(addr, "bob", b"", Config::default(), Some(dir.path()))
-        .await
-        .unwrap();
+    let (alice, mut a_events, _bob, mut b_events) = alice_and_bob(addr, Some(dir.path())).await;
     let src = tempfile::NamedTempFile::new().unwrap();
     let content: Vec<u8> = (0..64u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -114,12 +128,7 @@ async fn a_64_mib_file_arrives_identical_while_commands_flow() {
 async fn cancel_mid_file_leaves_no_temporary_file() {
     let (addr, _stop) = relay(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let (alice, mut a_events) = connect(addr, "alice", b"", Config::default(), None)
-        .await
-        .unwrap();
-    let (_bob, mut b_events) = connect(addr, "bob", b"", Config::default(), Some(dir.path()))
-        .await
-        .unwrap();
+    let (alice, mut a_events, _bob, mut b_events) = alice_and_bob(addr, Some(dir.path())).await;
     let src = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(src.path(), vec![7u8; 64 << 20]).unwrap();
     let id = alice.send_file("bob", src.path(), 0).await.unwrap();
@@ -345,12 +354,7 @@ async fn shutdown_tells_every_client() {
 #[tokio::test]
 async fn many_commands_sent_at_once_all_arrive_and_the_last_handle_closes() {
     let (addr, _stop) = relay(None).await;
-    let (alice, mut a_events) = connect(addr, "alice", b"", Config::default(), None)
-        .await
-        .unwrap();
-    let (bob, mut b_events) = connect(addr, "bob", b"", Config::default(), None)
-        .await
-        .unwrap();
+    let (alice, mut a_events, bob, mut b_events) = alice_and_bob(addr, None).await;
     // A burst from two clones of the handle, interleaved: every command arrives, each
     // sender's in its order, and each gets its result.
     let other = alice.clone();
