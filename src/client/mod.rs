@@ -670,8 +670,15 @@ impl Client {
                 continue;
             };
             let first = send.wire_id.is_none();
-            let room = wire::payload_room(peer.max_frame_size, first.then_some(&send.to));
+            // Command bytes count against the connection credit, as data does.
+            let conn_room = self.conn_credit.saturating_sub(self.conn_sent);
+            if conn_room == 0 && send.sent < send.size {
+                return None; // CONN_CREDIT lets it go on
+            }
+            let room =
+                wire::payload_room(peer.max_frame_size, first.then_some(&send.to)).min(conn_room);
             let data = send.bytes_at_sent(room).unwrap_or_default();
+            self.conn_sent += data.len() as u64;
             let (offset, total_len, to) = (send.sent, send.size, send.to.clone());
             let wire_id = match send.wire_id {
                 Some(w) => w,
@@ -1008,6 +1015,9 @@ impl Client {
     }
 
     fn on_cmd(&mut self, cmd: Cmd) {
+        if !self.receive_cmd_bytes(cmd.data.len() as u64) {
+            return;
+        }
         let Some(from) = self.admit(cmd.id, &cmd.peer, SendKind::Cmd) else {
             return;
         };
@@ -1019,7 +1029,7 @@ impl Client {
     }
 
     fn on_cmd_cont(&mut self, cont: CmdCont) {
-        if !self.known_incoming(cont.id) {
+        if !self.receive_cmd_bytes(cont.data.len() as u64) || !self.known_incoming(cont.id) {
             return;
         }
         let Some(msg) = self.incoming.get_mut(&cont.id) else {
@@ -1082,11 +1092,35 @@ impl Client {
         self.push_event(event);
     }
 
-    fn on_data(&mut self, data: Data) {
-        let len = data.payload.len() as u64;
+    /// `len` message bytes arrived: within the connection credit we granted, or the peer
+    /// is closed (`false`).
+    fn count_received(&mut self, len: u64) -> bool {
         self.conn_received += len;
         if self.conn_received > self.conn_granted {
-            self.violation(ErrorCode::FLOW_CONTROL, "DATA beyond connection credit");
+            self.violation(
+                ErrorCode::FLOW_CONTROL,
+                "message bytes beyond connection credit",
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Command bytes arrived. They are counted against the connection credit and given
+    /// back at once: what commands hold here is bounded by `max_cmds_in_flight`, and a
+    /// grant that waited for a whole command could wait forever on partial commands that
+    /// together fill the window.
+    fn receive_cmd_bytes(&mut self, len: u64) -> bool {
+        if !self.count_received(len) {
+            return false;
+        }
+        self.consume_conn(len);
+        true
+    }
+
+    fn on_data(&mut self, data: Data) {
+        let len = data.payload.len() as u64;
+        if !self.count_received(len) {
             return;
         }
         if !self.known_incoming(data.id) || !self.incoming.contains_key(&data.id) {

@@ -15,6 +15,7 @@
 //! messages. Routing a frame and finding writable connections cost O(log n) in the number
 //! of connections (ordered maps) and O(1) in everything else.
 
+mod admission;
 mod out_queue;
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -29,35 +30,56 @@ use crate::wire::{
     Inbox, Limits, LoginResult, MessageId, Open, Role, SendResult, Text, UserId, VERSION,
 };
 use crate::{ErrorCode, Instant};
+use admission::Admission;
 use out_queue::{detach_payload, payload_len, OutQueue};
 
 /// A connection, named by the runtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
 
-/// The relay's configuration.
+/// The relay's configuration. Every bound on what the relay holds is here; PROTOCOL.md
+/// ("Relays", "What a relay holds") states how they combine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RelayConfig {
     /// What the relay accepts from each client. Default: [`Limits::default`].
     pub limits: Limits,
-    /// Commands a client may have in flight through the relay. Default 64.
+    /// Commands a client may have in flight through the relay, waiting ones included.
+    /// Default 64.
     pub max_cmds_in_flight: u64,
-    /// Transfers a client may have open through the relay. Default 16.
+    /// Transfers a client may have open through the relay, waiting ones included.
+    /// Default 16.
     pub max_transfers: u64,
     /// Bytes of one transfer a sender may send beyond what its receiver has granted: the
     /// most the relay holds for that transfer. Default 256 KiB.
     pub transfer_window: u64,
-    /// Bytes of all transfers from one sender that the relay holds at most. Default 1 MiB.
+    /// Message bytes (commands and data) from one sender that the relay holds at most:
+    /// the connection credit it grants. Default 1 MiB.
     pub conn_window: u64,
-    /// Close a connection after this long without a byte from it. Default 60 s.
+    /// Message bytes queued toward one receiver's transport at most, for commands and for
+    /// data each (so a command never waits for room behind data); the rest waits in the
+    /// relay, counted against its senders' `conn_window`. Default 1 MiB.
+    pub receiver_queue: u64,
+    /// Bytes of frames of any kind queued toward one connection before the relay gives up
+    /// on it as a peer that does not read (it is closed with `LIMIT_EXCEEDED`). Messages
+    /// are bounded by `receiver_queue`; this bounds answers (`PONG`, credit, results) to a
+    /// peer that only writes. Default 4 MiB.
+    pub max_queued_bytes: u64,
+    /// Message bytes held across all connections above which the relay stops granting
+    /// senders connection credit until bytes leave: senders wait, nobody is refused.
+    /// Default 256 MiB.
+    pub max_held_bytes: u64,
+    /// Close a connection after this long without a whole frame from it. Default 60 s.
     pub idle_timeout: Duration,
+    /// Close a connection not logged in this long after it was opened, whatever it sends.
+    /// Default 10 s.
+    pub login_timeout: Duration,
+    /// End a message forwarded to its receiver that moves no byte and gets no credit for
+    /// this long: `RESULT(SOCKETTIMEOUT)` to its sender, `CANCEL(SOCKETTIMEOUT)` to its
+    /// receiver. Messages still waiting for a slot at the receiver do not time out.
+    /// `None` turns it off. Default 60 s.
+    pub progress_timeout: Option<Duration>,
     /// Most bytes one `poll_transmit` call appends (at least one frame). Default 256 KiB.
     pub transmit_batch: usize,
-    /// Frames waiting to be written to one connection before the relay gives up on it as a
-    /// reader that does not read (its messages fail, `LIMIT_EXCEEDED`). Data is already
-    /// bounded by credit; this bounds answers such as `PONG` to a peer that only writes.
-    /// Default 65,536.
-    pub max_queued_frames: usize,
 }
 
 impl Default for RelayConfig {
@@ -68,9 +90,13 @@ impl Default for RelayConfig {
             max_transfers: 16,
             transfer_window: 256 * 1024,
             conn_window: 1 << 20,
+            receiver_queue: 1 << 20,
+            max_queued_bytes: 4 << 20,
+            max_held_bytes: 256 << 20,
             idle_timeout: Duration::from_secs(60),
+            login_timeout: Duration::from_secs(10),
+            progress_timeout: Some(Duration::from_secs(60)),
             transmit_batch: 256 * 1024,
-            max_queued_frames: 65_536,
         }
     }
 }
@@ -124,28 +150,38 @@ struct Route {
     src: ConnId,
     src_id: MessageId,
     dst: ConnId,
-    dst_id: MessageId,
-    /// Transfer frames (`DATA`, `END`) waiting for the receiver's credit, in order.
+    /// Its id toward the receiver, given when a slot at the receiver is free; `None` while
+    /// it waits for one (nothing of it has been forwarded yet).
+    dst_id: Option<MessageId>,
+    /// Frames from the sender not yet forwarded, in order: the `CMD`/`OPEN` itself while
+    /// the message waits for a slot, then fragments and `DATA`/`END` waiting for the
+    /// receiver's credit or queue room. Ids are the sender's until forwarded.
     held: VecDeque<Frame>,
     /// The receiver's credit for this transfer (absolute offset).
     dst_credit: u64,
+    /// `DATA` bytes forwarded to the receiver: with its `transfer_window`, the most credit
+    /// it may grant.
+    forwarded: u64,
     /// The credit granted to the sender.
     src_credit: u64,
     /// Waiting in the receiver's blocked list.
     blocked: bool,
-    /// A command (else a transfer), for the sender's caps.
+    /// A command (else a transfer), for the caps.
     is_cmd: bool,
     /// Declared size, and the bytes of it received so far.
     size: u64,
     received: u64,
     /// A transfer's `END` has come.
     ended: bool,
+    /// When a byte last moved toward the receiver or the receiver last granted credit.
+    last_progress: Instant,
 }
 
 /// Which end of a route hears that it ended, and with what code.
 enum Tell {
     Receiver(ErrorCode),
     Sender(ErrorCode),
+    Both(ErrorCode),
 }
 
 /// A piece of a message arriving at the relay.
@@ -177,6 +213,16 @@ impl Route {
     }
 }
 
+/// The relay's timers, one table; each entry is checked against the state when it fires
+/// (an entry whose deadline moved is put back at the new one), so input never has to
+/// find and move an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Idle(ConnId),
+    Login(ConnId),
+    Progress(u64),
+}
+
 #[derive(Debug)]
 struct Conn {
     decoder: Decoder,
@@ -187,6 +233,7 @@ struct Conn {
     closed: bool,
     out: OutQueue,
     writable: bool,
+    opened: Instant,
     last_heard: Instant,
     // As a sender.
     next_in_id: MessageId,
@@ -196,9 +243,15 @@ struct Conn {
     conn_received: u64,
     conn_released: u64,
     conn_granted: u64,
+    /// Owed a connection grant that the global budget held back.
+    owed: bool,
     // As a receiver.
     next_out_id: MessageId,
     outbound: BTreeMap<MessageId, u64>,
+    cmds_out: u64,
+    transfers_out: u64,
+    waiting_cmds: Admission,
+    waiting_transfers: Admission,
     conn_sent: u64,
     conn_credit: u64,
     blocked: VecDeque<u64>,
@@ -214,7 +267,13 @@ pub struct Relay {
     next_route: u64,
     writable: VecDeque<ConnId>,
     events: VecDeque<RelayEvent>,
-    idle: BTreeSet<(Instant, ConnId)>,
+    timers: BTreeSet<(Instant, Timer)>,
+    /// The latest time handed in.
+    now: Instant,
+    /// Message payload bytes held: in routes and in connections' queues.
+    held: u64,
+    /// Senders owed a connection grant, paid once `held` is under the budget.
+    owed: VecDeque<ConnId>,
 }
 
 impl Relay {
@@ -233,8 +292,23 @@ impl Relay {
             next_route: 0,
             writable: VecDeque::new(),
             events: VecDeque::new(),
-            idle: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            now: Instant::ZERO,
+            held: 0,
+            owed: VecDeque::new(),
         })
+    }
+
+    fn hello(&self) -> Hello {
+        let c = &self.config;
+        Hello::new(
+            Role::Relay,
+            &c.limits,
+            c.max_cmds_in_flight,
+            c.max_transfers,
+            c.transfer_window,
+            c.conn_window,
+        )
     }
 
     // ----- Connections ---------------------------------------------------------------
@@ -244,16 +318,8 @@ impl Relay {
         if self.conns.contains_key(&conn) {
             return Err(RelayError::InUse);
         }
-        let c = &self.config;
-        let hello = Hello::new(
-            Role::Relay,
-            &c.limits,
-            c.max_cmds_in_flight,
-            c.max_transfers,
-            c.transfer_window,
-            c.conn_window,
-        );
-        let decoder = Decoder::new(c.limits)?;
+        self.tick(now);
+        let decoder = Decoder::new(self.config.limits)?;
         let state = Conn {
             decoder,
             input: Inbox::new(),
@@ -263,6 +329,7 @@ impl Relay {
             closed: false,
             out: OutQueue::default(),
             writable: false,
+            opened: now,
             last_heard: now,
             next_in_id: 0,
             inbound: BTreeMap::new(),
@@ -270,17 +337,42 @@ impl Relay {
             transfers_in: 0,
             conn_received: 0,
             conn_released: 0,
-            conn_granted: c.conn_window,
+            conn_granted: self.config.conn_window,
+            owed: false,
             next_out_id: 0,
             outbound: BTreeMap::new(),
+            cmds_out: 0,
+            transfers_out: 0,
+            waiting_cmds: Admission::default(),
+            waiting_transfers: Admission::default(),
             conn_sent: 0,
             conn_credit: 0,
             blocked: VecDeque::new(),
         };
         self.conns.insert(conn, state);
-        self.idle.insert((now + self.config.idle_timeout, conn));
+        self.timers
+            .insert((now + self.config.idle_timeout, Timer::Idle(conn)));
+        self.timers
+            .insert((now + self.config.login_timeout, Timer::Login(conn)));
+        let hello = self.hello();
         self.push(conn, Frame::Hello(hello));
         Ok(())
+    }
+
+    /// What to write to a transport the runtime will not serve (over a connection limit,
+    /// say) before closing it: the relay's `HELLO` and a `CLOSE` with `code` and `reason`,
+    /// so the client reports why. The relay keeps no state for it.
+    pub fn refusal(&self, code: ErrorCode, reason: &str) -> BytesMut {
+        let mut out = BytesMut::new();
+        let close = Close {
+            code,
+            reason: Text::from(reason),
+        };
+        for frame in [Frame::Hello(self.hello()), Frame::Close(close)] {
+            // Both within the relay's own limits (a reason too long is cut by `Text`).
+            let _ = out.put_frame(&frame);
+        }
+        out
     }
 
     /// Bytes from `conn`'s transport, split anywhere; they are copied.
@@ -301,16 +393,7 @@ impl Relay {
     }
 
     fn decode_input(&mut self, now: Instant, conn: ConnId) {
-        let idle = self.config.idle_timeout;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if c.closed {
-            return;
-        }
-        self.idle.remove(&(c.last_heard + idle, conn));
-        c.last_heard = now;
-        self.idle.insert((now + idle, conn));
+        self.tick(now);
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
@@ -319,7 +402,12 @@ impl Relay {
                 return;
             }
             match c.input.next_frame(&c.decoder) {
-                Ok(Some(frame)) => self.handle_frame(conn, frame),
+                Ok(Some(frame)) => {
+                    // Only a whole frame counts as hearing from the peer: a trickle of
+                    // partial frames does not keep a connection alive.
+                    c.last_heard = now;
+                    self.handle_frame(conn, frame);
+                }
                 Ok(None) => return,
                 Err(e) => {
                     self.shut(conn, e.code(), &format!("{e}"), true);
@@ -345,14 +433,51 @@ impl Relay {
         self.shut(conn, ErrorCode::CONNECTIONLOST, "", false);
     }
 
-    /// The passing of time: idle connections are closed.
+    /// The passing of time: idle connections, connections not logged in by their
+    /// deadline, and forwarded messages that stopped moving are ended.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(deadline, conn)) = self.idle.first() {
+        self.tick(now);
+        while let Some(&(deadline, timer)) = self.timers.first() {
             if deadline > now {
                 break;
             }
-            self.idle.pop_first();
-            self.shut(conn, ErrorCode::SOCKETTIMEOUT, "idle timeout", true);
+            self.timers.pop_first();
+            match timer {
+                Timer::Idle(conn) => {
+                    let Some(c) = self.conns.get(&conn) else {
+                        continue;
+                    };
+                    let due = c.last_heard + self.config.idle_timeout;
+                    if due > now {
+                        self.timers.insert((due, timer));
+                    } else {
+                        self.shut(conn, ErrorCode::SOCKETTIMEOUT, "idle timeout", true);
+                    }
+                }
+                Timer::Login(conn) => {
+                    let Some(c) = self.conns.get(&conn) else {
+                        continue;
+                    };
+                    // A connection id the runtime reused after this entry was made has a
+                    // later deadline of its own.
+                    if c.user.is_none() && c.opened + self.config.login_timeout <= now {
+                        self.shut(conn, ErrorCode::SOCKETTIMEOUT, "no login in time", true);
+                    }
+                }
+                Timer::Progress(key) => {
+                    let (Some(r), Some(limit)) =
+                        (self.routes.get(&key), self.config.progress_timeout)
+                    else {
+                        continue;
+                    };
+                    let due = r.last_progress + limit;
+                    if due > now {
+                        self.timers.insert((due, timer));
+                    } else {
+                        self.end_route_telling(key, Tell::Both(ErrorCode::SOCKETTIMEOUT));
+                    }
+                }
+            }
         }
     }
 
@@ -412,10 +537,12 @@ impl Relay {
         let Some(c) = self.conns.get_mut(&conn) else {
             return 0;
         };
+        let mut left = 0;
         while out.len() - start < self.config.transmit_batch {
             let Some(frame) = c.out.pop() else {
                 break;
             };
+            left += payload_len(&frame);
             // Values come from decoded frames and the relay's own counters: all in range.
             let _ = out.put_frame(&frame);
         }
@@ -427,6 +554,10 @@ impl Relay {
             c.writable = true;
             self.writable.push_back(conn);
         }
+        self.held = self.held.saturating_sub(left);
+        // Room in the queue: messages waiting for it move on.
+        self.unblock(conn);
+        self.pay_owed();
         out.len() - start
     }
 
@@ -437,7 +568,7 @@ impl Relay {
 
     /// When [`Relay::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.idle.first().map(|(t, _)| *t)
+        self.timers.first().map(|(t, _)| *t)
     }
 
     /// Connections open (including closed ones whose `CLOSE` has not been taken yet).
@@ -445,15 +576,20 @@ impl Relay {
         self.conns.len()
     }
 
-    /// Bytes the relay holds: undecoded input, frames waiting to be written, transfer data
-    /// waiting for a receiver's credit. Each sender's share is bounded by the relay's
-    /// connection window; each receiver's by the credit it granted. (A walk over the
-    /// connections and messages in progress.)
+    /// Message payload bytes the relay holds (waiting for credit, a slot or queue room,
+    /// or queued toward a transport): what [`RelayConfig::max_held_bytes`] governs. O(1).
+    pub fn held_bytes(&self) -> u64 {
+        self.held
+    }
+
+    /// Bytes the relay holds: undecoded input, frames waiting to be written (headers
+    /// included), message bytes waiting in routes. (A walk over the connections and
+    /// messages in progress.)
     pub fn buffered_bytes(&self) -> u64 {
         let conns: u64 = self
             .conns
             .values()
-            .map(|c| c.input.len() as u64 + c.out.payload_bytes())
+            .map(|c| c.input.len() as u64 + c.out.wire_bytes())
             .sum();
         let held: u64 = self
             .routes
@@ -466,12 +602,18 @@ impl Relay {
 
     // ----- Internals -----------------------------------------------------------------
 
+    fn tick(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
     /// Queues `frame` for `conn`, cut to the frame size `conn` accepts.
     fn push(&mut self, conn: ConnId, frame: Frame) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         if c.closed {
+            // Its messages were ended when it closed; a late payload is dropped here.
+            self.held = self.held.saturating_sub(payload_len(&frame));
             return;
         }
         let max = c
@@ -489,9 +631,9 @@ impl Relay {
             frame = rest;
         }
         c.out.push(frame);
-        if c.out.len() > self.config.max_queued_frames {
+        if c.out.wire_bytes() > self.config.max_queued_bytes {
             // It does not read: nothing more will be written to it.
-            c.out.clear();
+            self.held = self.held.saturating_sub(c.out.clear());
             self.shut(conn, ErrorCode::LIMIT_EXCEEDED, "peer does not read", false);
             return;
         }
@@ -549,56 +691,51 @@ impl Relay {
                 true,
             ),
             Frame::Cmd(cmd) => {
-                let (id, peer) = (cmd.id, cmd.peer.clone());
-                let (size, first) = (cmd.total_len, cmd.data.len() as u64);
-                if let Some(route) = self.new_route(conn, id, &peer, Some(first), None, size) {
-                    let (dst, dst_id, src_user) = route;
-                    let fwd = Cmd {
-                        id: dst_id,
-                        peer: src_user,
-                        total_len: cmd.total_len,
-                        data: cmd.data,
-                    };
-                    self.push(dst, Frame::Cmd(fwd));
+                let (id, first) = (cmd.id, cmd.data.len() as u64);
+                if !self.count_received(conn, first) {
+                    return;
+                }
+                let (peer, size) = (cmd.peer.clone(), cmd.total_len);
+                match self.new_route(conn, id, &peer, Some(first), None, size) {
+                    Some((key, src_user)) => {
+                        let first = Cmd {
+                            peer: src_user,
+                            ..cmd
+                        };
+                        self.forward(key, Frame::Cmd(first));
+                    }
+                    None => self.released(conn, first),
                 }
             }
             Frame::Open(open) => {
                 let peer = open.peer.clone();
-                if let Some((dst, dst_id, src_user)) =
+                if let Some((key, src_user)) =
                     self.new_route(conn, open.id, &peer, None, Some(open.kind), open.size)
                 {
-                    let fwd = Open {
-                        id: dst_id,
+                    let first = Open {
                         peer: src_user,
                         ..open
                     };
-                    self.push(dst, Frame::Open(fwd));
+                    self.forward(key, Frame::Open(first));
                 }
             }
             Frame::CmdCont(cont) => {
-                let Some(key) = self.inbound_key(conn, cont.id) else {
-                    return;
-                };
+                let len = cont.data.len() as u64;
                 let piece = Piece::CmdCont {
                     offset: cont.offset,
-                    len: cont.data.len() as u64,
+                    len,
                 };
-                if let Some((dst, id)) = self.accept(conn, key, piece) {
-                    self.push(dst, Frame::CmdCont(CmdCont { id, ..cont }));
-                }
+                self.on_piece(conn, cont.id, len, piece, Frame::CmdCont(cont));
             }
-            Frame::Data(data) => self.on_data(conn, data),
-            Frame::End(end) => {
-                let Some(key) = self.inbound_key(conn, end.id) else {
-                    return;
+            Frame::Data(data) => {
+                let len = data.payload.len() as u64;
+                let piece = Piece::Data {
+                    offset: data.offset,
+                    len,
                 };
-                if let Some((_, id)) = self.accept(conn, key, Piece::End) {
-                    if let Some(r) = self.routes.get_mut(&key) {
-                        r.held.push_back(Frame::End(wire::End { id, ..end }));
-                    }
-                    self.release(key);
-                }
+                self.on_piece(conn, data.id, len, piece, Frame::Data(data));
             }
+            Frame::End(end) => self.on_piece(conn, end.id, 0, Piece::End, Frame::End(end)),
             Frame::Cancel(cancel) => {
                 if let Some(key) = self.inbound_key(conn, cancel.id) {
                     self.end_route_telling(key, Tell::Receiver(cancel.code));
@@ -614,11 +751,24 @@ impl Relay {
                     .get(&conn)
                     .and_then(|c| c.hello.as_ref())
                     .map_or(0, |h| h.transfer_window);
+                let now = self.now;
                 let Some(r) = self.routes.get_mut(&key) else {
                     return;
                 };
+                if credit.max_offset > r.forwarded.saturating_add(dst_window) {
+                    // A grant is consumption plus the announced window, and nothing past
+                    // what was forwarded can have been consumed.
+                    self.shut(
+                        conn,
+                        ErrorCode::FLOW_CONTROL,
+                        "CREDIT beyond what was sent plus the window",
+                        true,
+                    );
+                    return;
+                }
                 if credit.max_offset > r.dst_credit {
                     r.dst_credit = credit.max_offset;
+                    r.last_progress = now;
                     // The receiver's grant is its consumption plus its window; the sender's
                     // is the same consumption plus the relay's window. So the sender's
                     // progress (grant less window) is what the receiver consumed, and the
@@ -642,15 +792,19 @@ impl Relay {
                 let Some(c) = self.conns.get_mut(&conn) else {
                     return;
                 };
+                let window = c.hello.as_ref().map_or(0, |h| h.conn_window);
+                if cc.max_data > c.conn_sent.saturating_add(window) {
+                    self.shut(
+                        conn,
+                        ErrorCode::FLOW_CONTROL,
+                        "CONN_CREDIT beyond what was sent plus the window",
+                        true,
+                    );
+                    return;
+                }
                 if cc.max_data > c.conn_credit {
                     c.conn_credit = cc.max_data;
-                    let blocked: Vec<u64> = c.blocked.drain(..).collect();
-                    for key in blocked {
-                        if let Some(r) = self.routes.get_mut(&key) {
-                            r.blocked = false;
-                        }
-                        self.release(key);
-                    }
+                    self.unblock(conn);
                 }
             }
             Frame::Result(result) => {
@@ -661,7 +815,7 @@ impl Relay {
                     return;
                 };
                 let whole = if r.is_cmd {
-                    r.received == r.size
+                    r.received == r.size && r.held.is_empty()
                 } else {
                     r.ended && r.held.is_empty()
                 };
@@ -680,8 +834,78 @@ impl Relay {
         }
     }
 
-    /// A new message from `conn` to `peer`: its id checked, the target found, a route and
-    /// an id on the target's connection made. `None` if refused (answered already).
+    /// `len` message bytes arrived from sender `conn`: within the connection credit the
+    /// relay granted, or `conn` is closed (`false`).
+    fn count_received(&mut self, conn: ConnId, len: u64) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        c.conn_received += len;
+        if c.conn_received > c.conn_granted {
+            self.shut(
+                conn,
+                ErrorCode::FLOW_CONTROL,
+                "message bytes beyond connection credit",
+                true,
+            );
+            return false;
+        }
+        true
+    }
+
+    /// A fragment, `DATA` or `END` of sender `conn`'s message `id`, carrying `len` payload
+    /// bytes: counted, checked against the message, and forwarded.
+    fn on_piece(&mut self, conn: ConnId, id: MessageId, len: u64, piece: Piece, frame: Frame) {
+        if !self.count_received(conn, len) {
+            return;
+        }
+        let Some(key) = self.inbound_key(conn, id) else {
+            self.released(conn, len); // an ended message: dropped
+            return;
+        };
+        let Some(r) = self.routes.get_mut(&key) else {
+            return;
+        };
+        if let Frame::Data(d) = &frame {
+            if d.offset.saturating_add(len) > r.src_credit {
+                self.shut(
+                    conn,
+                    ErrorCode::FLOW_CONTROL,
+                    "DATA beyond transfer credit",
+                    true,
+                );
+                return;
+            }
+        }
+        if let Err(reason) = r.accept(piece) {
+            self.shut(conn, ErrorCode::PROTOCOL_VIOLATION, reason, true);
+            return;
+        }
+        self.forward(key, frame);
+    }
+
+    /// Appends a frame of the sender's to route `key` and moves what may move. A frame
+    /// that stays gets its own copy of its payload (see `detach_payload`).
+    fn forward(&mut self, key: u64, frame: Frame) {
+        let Some(r) = self.routes.get_mut(&key) else {
+            return;
+        };
+        self.held += payload_len(&frame);
+        r.held.push_back(frame);
+        let before = r.held.len();
+        self.release(key);
+        if let Some(r) = self.routes.get_mut(&key) {
+            if r.held.len() == before {
+                if let Some(waiting) = r.held.back_mut() {
+                    detach_payload(waiting);
+                }
+            }
+        }
+    }
+
+    /// A new message from `conn` to `peer`: its id checked against the order, the sender's
+    /// caps and the target; a route made, waiting for a slot at the receiver. `None` if
+    /// refused (answered already). Gives the route and the sender's user id.
     fn new_route(
         &mut self,
         conn: ConnId,
@@ -690,7 +914,7 @@ impl Relay {
         first_fragment: Option<u64>,
         kind: Option<wire::TransferKind>,
         size: u64,
-    ) -> Option<(ConnId, MessageId, UserId)> {
+    ) -> Option<(u64, UserId)> {
         let is_cmd = first_fragment.is_some();
         let (max_cmds, max_transfers) = (self.config.max_cmds_in_flight, self.config.max_transfers);
         let c = self.conns.get_mut(&conn)?;
@@ -704,34 +928,22 @@ impl Relay {
             return None;
         }
         c.next_in_id += 1;
+        let refuse = |relay: &mut Self, code| {
+            relay.push(conn, Frame::Result(SendResult { id, code }));
+            None
+        };
         let over = if is_cmd {
             c.cmds_in >= max_cmds
         } else {
             c.transfers_in >= max_transfers
         };
         if over {
-            self.push(
-                conn,
-                Frame::Result(SendResult {
-                    id,
-                    code: ErrorCode::LIMIT_EXCEEDED,
-                }),
-            );
-            return None;
+            return refuse(self, ErrorCode::LIMIT_EXCEEDED);
         }
         let src_user = c.user.clone()?;
         let dst = match self.users.get(peer) {
             Some(dst) if self.conns.get(dst).is_some_and(|d| !d.closed) => *dst,
-            _ => {
-                self.push(
-                    conn,
-                    Frame::Result(SendResult {
-                        id,
-                        code: ErrorCode::OFFLINE,
-                    }),
-                );
-                return None;
-            }
+            _ => return refuse(self, ErrorCode::OFFLINE),
         };
         let d = self.conns.get_mut(&dst)?;
         // Nothing the receiver's decoder would refuse is forwarded.
@@ -746,23 +958,16 @@ impl Relay {
             }
         };
         if size > max {
-            self.push(
-                conn,
-                Frame::Result(SendResult {
-                    id,
-                    code: too_large,
-                }),
-            );
-            return None;
+            return refuse(self, too_large);
         }
-        let d = self.conns.get_mut(&dst)?;
-        let dst_id = d.next_out_id;
-        d.next_out_id += 1;
+        let dst_credit = d.hello.as_ref().map_or(0, |h| h.transfer_window);
         let key = self.next_route;
         self.next_route += 1;
-        d.outbound.insert(dst_id, key);
-        let window = self.config.transfer_window;
-        let dst_credit = d.hello.as_ref().map_or(0, |h| h.transfer_window);
+        if is_cmd {
+            d.waiting_cmds.push(conn, key);
+        } else {
+            d.waiting_transfers.push(conn, key);
+        }
         let c = self.conns.get_mut(&conn)?;
         c.inbound.insert(id, key);
         if is_cmd {
@@ -774,18 +979,66 @@ impl Relay {
             src: conn,
             src_id: id,
             dst,
-            dst_id,
+            dst_id: None,
             held: VecDeque::new(),
             dst_credit,
-            src_credit: window,
+            forwarded: 0,
+            src_credit: self.config.transfer_window,
             blocked: false,
             is_cmd,
             size,
             received: first_fragment.unwrap_or(0),
             ended: false,
+            last_progress: self.now,
         };
         self.routes.insert(key, route);
-        Some((dst, dst_id, src_user))
+        self.admit(dst);
+        Some((key, src_user))
+    }
+
+    /// Gives waiting messages to `dst` while it has free slots under the caps it announced,
+    /// each with the next id of `dst`'s connection.
+    fn admit(&mut self, dst: ConnId) {
+        loop {
+            let Some(d) = self.conns.get_mut(&dst) else {
+                return;
+            };
+            let Some(h) = d.hello.as_ref() else {
+                return;
+            };
+            let key = if d.cmds_out < h.max_cmds_in_flight {
+                d.waiting_cmds.pop()
+            } else {
+                None
+            };
+            let key = match key {
+                Some(key) => {
+                    d.cmds_out += 1;
+                    key
+                }
+                None if d.transfers_out < h.max_transfers => match d.waiting_transfers.pop() {
+                    Some(key) => {
+                        d.transfers_out += 1;
+                        key
+                    }
+                    None => return,
+                },
+                None => return,
+            };
+            let dst_id = d.next_out_id;
+            d.next_out_id += 1;
+            d.outbound.insert(dst_id, key);
+            let now = self.now;
+            let Some(r) = self.routes.get_mut(&key) else {
+                continue;
+            };
+            r.dst_id = Some(dst_id);
+            r.last_progress = now;
+            if let Some(limit) = self.config.progress_timeout {
+                self.timers.insert((now + limit, Timer::Progress(key)));
+            }
+            self.release(key);
+        }
     }
 
     /// The route of `conn`'s own message `id`. `None` for a message already ended (its
@@ -794,19 +1047,6 @@ impl Relay {
         let c = self.conns.get(&conn)?;
         let state = id_state(c.inbound.get(&id).copied(), c.next_in_id, id);
         self.route_of(conn, state, "frame for a message never opened")
-    }
-
-    /// Checks a piece of `conn`'s message on route `key`; closes `conn` if it does not
-    /// fit. Gives the receiver and its id for the message.
-    fn accept(&mut self, conn: ConnId, key: u64, piece: Piece) -> Option<(ConnId, MessageId)> {
-        let r = self.routes.get_mut(&key)?;
-        match r.accept(piece) {
-            Ok(()) => Some((r.dst, r.dst_id)),
-            Err(reason) => {
-                self.shut(conn, ErrorCode::PROTOCOL_VIOLATION, reason, true);
-                None
-            }
-        }
     }
 
     /// The route of a message the relay sent to `conn` as `id`.
@@ -828,120 +1068,148 @@ impl Relay {
         }
     }
 
-    fn on_data(&mut self, conn: ConnId, data: Data) {
-        let len = data.payload.len() as u64;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.conn_received += len;
-        if c.conn_received > c.conn_granted {
-            self.shut(
-                conn,
-                ErrorCode::FLOW_CONTROL,
-                "DATA beyond connection credit",
-                true,
-            );
-            return;
-        }
-        let Some(key) = self.inbound_key(conn, data.id) else {
-            self.released(conn, len); // an ended message: dropped
-            return;
-        };
-        let Some(r) = self.routes.get(&key) else {
-            return;
-        };
-        if data.offset.saturating_add(len) > r.src_credit {
-            self.shut(
-                conn,
-                ErrorCode::FLOW_CONTROL,
-                "DATA beyond transfer credit",
-                true,
-            );
-            return;
-        }
-        let piece = Piece::Data {
-            offset: data.offset,
-            len,
-        };
-        let Some((_, id)) = self.accept(conn, key, piece) else {
-            return;
-        };
-        if let Some(r) = self.routes.get_mut(&key) {
-            r.held.push_back(Frame::Data(Data { id, ..data }));
-        }
-        self.release(key);
-        // Still there: it waits for the receiver's credit.
-        if let Some(waiting) = self.routes.get_mut(&key).and_then(|r| r.held.back_mut()) {
-            detach_payload(waiting);
-        }
-    }
-
-    /// Moves a route's held frames to its receiver as far as the receiver's credit goes.
+    /// Moves a route's held frames to its receiver as far as the receiver's credit (for
+    /// the transfer and for the connection) and its queue room go. The one place where a
+    /// message's bytes pass from one connection to the other.
     fn release(&mut self, key: u64) {
+        let queue_room = self.config.receiver_queue;
         loop {
             let Some(r) = self.routes.get_mut(&key) else {
                 return;
             };
             let (src, dst) = (r.src, r.dst);
+            let Some(dst_id) = r.dst_id else {
+                return; // waiting for a slot: `admit` calls release
+            };
             let Some(front) = r.held.front() else { return };
             let len = payload_len(front);
             if let Frame::Data(d) = front {
                 if d.offset + len > r.dst_credit {
                     return; // the receiver's CREDIT calls release again
                 }
+            }
+            if len > 0 {
                 let Some(dc) = self.conns.get_mut(&dst) else {
                     return;
                 };
-                if dc.conn_sent + len > dc.conn_credit {
+                let full = dc.out.payload_in_lane_of(front) >= queue_room;
+                if dc.conn_sent + len > dc.conn_credit || full {
                     if !r.blocked {
                         r.blocked = true;
                         dc.blocked.push_back(key);
                     }
-                    return;
+                    return; // CONN_CREDIT or a drained queue calls release again
                 }
                 dc.conn_sent += len;
             }
-            let Some(frame) = r.held.pop_front() else {
+            let Some(mut frame) = r.held.pop_front() else {
                 return;
             };
+            if let Some(id) = frame.sender_id_mut() {
+                *id = dst_id;
+            }
+            if matches!(frame, Frame::Data(_)) {
+                r.forwarded += len;
+            }
+            r.last_progress = self.now;
             self.push(dst, frame);
             self.released(src, len);
         }
     }
 
-    /// `len` bytes from sender `conn` left the relay: grant connection credit as needed.
+    /// Routes toward `conn` that waited for its credit or queue room try again.
+    fn unblock(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.blocked.is_empty() || c.conn_sent >= c.conn_credit {
+            return;
+        }
+        let blocked: Vec<u64> = c.blocked.drain(..).collect();
+        for key in blocked {
+            if let Some(r) = self.routes.get_mut(&key) {
+                r.blocked = false;
+            }
+            self.release(key);
+        }
+    }
+
+    /// `len` bytes from sender `conn` left the relay: grant connection credit as needed,
+    /// unless the relay holds more than its budget (then the grant is owed).
     fn released(&mut self, conn: ConnId, len: u64) {
-        let window = self.config.conn_window;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.conn_released += len;
-        let want = c.conn_released + window;
-        if len > 0 && want >= c.conn_granted + wire::credit_step(window) {
-            c.conn_granted = want;
-            self.push(conn, Frame::ConnCredit(ConnCredit { max_data: want }));
+        if len > 0 {
+            self.grant(conn);
         }
     }
 
-    /// Ends a route, telling the end that is still there: the receiver with `CANCEL`, or the
-    /// sender with `RESULT`.
+    /// Grants `conn` connection credit up to what it has released plus the window, when
+    /// that is a step more than it has and the budget allows.
+    fn grant(&mut self, conn: ConnId) {
+        let window = self.config.conn_window;
+        let over_budget = self.held >= self.config.max_held_bytes;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let want = c.conn_released + window;
+        if want < c.conn_granted + wire::credit_step(window) {
+            return;
+        }
+        if over_budget {
+            if !c.owed {
+                c.owed = true;
+                self.owed.push_back(conn);
+            }
+            return;
+        }
+        c.conn_granted = want;
+        self.push(conn, Frame::ConnCredit(ConnCredit { max_data: want }));
+    }
+
+    /// Pays grants the budget held back, oldest first, while the relay is under it.
+    fn pay_owed(&mut self) {
+        while self.held < self.config.max_held_bytes {
+            let Some(conn) = self.owed.pop_front() else {
+                return;
+            };
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.owed = false;
+                self.grant(conn);
+            }
+        }
+    }
+
+    /// Ends a route, telling the ends that are still there: the receiver with `CANCEL`
+    /// (only if it was told of the message), the sender with `RESULT`.
     fn end_route_telling(&mut self, key: u64, tell: Tell) {
         if let Some(r) = self.routes.get(&key) {
-            let (to, frame) = match tell {
-                Tell::Receiver(code) => (r.dst, Frame::Cancel(Cancel { id: r.dst_id, code })),
-                Tell::Sender(code) => (r.src, Frame::Result(SendResult { id: r.src_id, code })),
+            let (to_receiver, to_sender) = match tell {
+                Tell::Receiver(code) => (Some(code), None),
+                Tell::Sender(code) => (None, Some(code)),
+                Tell::Both(code) => (Some(code), Some(code)),
             };
-            self.push(to, frame);
+            let (src, src_id, dst, dst_id) = (r.src, r.src_id, r.dst, r.dst_id);
+            if let (Some(code), Some(id)) = (to_receiver, dst_id) {
+                self.push(dst, Frame::Cancel(Cancel { id, code }));
+            }
+            if let Some(code) = to_sender {
+                self.push(src, Frame::Result(SendResult { id: src_id, code }));
+            }
         }
         self.end_route(key);
     }
 
-    /// Forgets a route; its held bytes count as released for the sender.
+    /// Forgets a route: its held bytes count as released for the sender, and its slot at
+    /// the receiver goes to the next waiting message.
     fn end_route(&mut self, key: u64) {
         let Some(r) = self.routes.remove(&key) else {
             return;
         };
         let held: u64 = r.held.iter().map(payload_len).sum();
+        self.held = self.held.saturating_sub(held);
         if let Some(c) = self.conns.get_mut(&r.src) {
             c.inbound.remove(&r.src_id);
             if r.is_cmd {
@@ -950,14 +1218,30 @@ impl Relay {
                 c.transfers_in = c.transfers_in.saturating_sub(1);
             }
         }
-        if let Some(c) = self.conns.get_mut(&r.dst) {
-            c.outbound.remove(&r.dst_id);
+        if let Some(d) = self.conns.get_mut(&r.dst) {
+            match r.dst_id {
+                Some(id) => {
+                    d.outbound.remove(&id);
+                    if r.is_cmd {
+                        d.cmds_out = d.cmds_out.saturating_sub(1);
+                    } else {
+                        d.transfers_out = d.transfers_out.saturating_sub(1);
+                    }
+                }
+                None if r.is_cmd => d.waiting_cmds.remove(r.src, key),
+                None => d.waiting_transfers.remove(r.src, key),
+            }
         }
         self.released(r.src, held);
+        if r.dst_id.is_some() {
+            self.admit(r.dst);
+        }
+        self.pay_owed();
     }
 
     /// Ends a connection: its messages end on the other side (`CANCEL` to receivers,
-    /// `RESULT(CONNECTIONLOST)` to senders), its user is logged out, `Closed` is reported.
+    /// `RESULT(CONNECTIONLOST)` to senders, waiting ones included), its user is logged
+    /// out, `Closed` is reported.
     fn shut(&mut self, conn: ConnId, code: ErrorCode, reason: &str, send_close: bool) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -973,11 +1257,12 @@ impl Relay {
             c.out.push(Frame::Close(close));
         }
         c.closed = true;
-        self.idle
-            .remove(&(c.last_heard + self.config.idle_timeout, conn));
         let user = c.user.take();
         let inbound: Vec<u64> = core::mem::take(&mut c.inbound).into_values().collect();
-        let outbound: Vec<u64> = core::mem::take(&mut c.outbound).into_values().collect();
+        let mut outbound: Vec<u64> = core::mem::take(&mut c.outbound).into_values().collect();
+        outbound.extend(c.waiting_cmds.drain());
+        outbound.extend(c.waiting_transfers.drain());
+        c.blocked.clear();
         let nothing_to_write = c.out.is_empty();
         if let Some(u) = &user {
             if self.users.get(u) == Some(&conn) {

@@ -26,16 +26,25 @@ pub(super) struct OutQueue {
     prompt: VecDeque<Frame>,
     data: VecDeque<Frame>,
     close: Option<Frame>,
-    /// Payload bytes held, for `buffered_bytes`.
+    /// Payload bytes held (the part that counts against windows and budgets), and the
+    /// part of it in the data lane.
     payload: u64,
+    data_payload: u64,
+    /// Bytes the queued frames take on the wire, headers included: what bounds a
+    /// connection that does not read.
+    wire: u64,
 }
 
 impl OutQueue {
     /// Queues `frame` in its lane.
     pub(super) fn push(&mut self, frame: Frame) {
         self.payload += payload_len(&frame);
+        self.wire += wire_len(&frame);
         match frame {
-            Frame::Data(_) | Frame::End(_) => self.data.push_back(frame),
+            Frame::Data(_) | Frame::End(_) => {
+                self.data_payload += payload_len(&frame);
+                self.data.push_back(frame);
+            }
             Frame::Close(_) => self.close = Some(frame),
             _ => self.prompt.push_back(frame),
         }
@@ -43,12 +52,18 @@ impl OutQueue {
 
     /// The next frame to write.
     pub(super) fn pop(&mut self) -> Option<Frame> {
-        let frame = self
-            .prompt
-            .pop_front()
-            .or_else(|| self.data.pop_front())
-            .or_else(|| self.close.take())?;
+        let frame = match self.prompt.pop_front() {
+            Some(frame) => frame,
+            None => match self.data.pop_front() {
+                Some(frame) => {
+                    self.data_payload -= payload_len(&frame);
+                    frame
+                }
+                None => self.close.take()?,
+            },
+        };
         self.payload -= payload_len(&frame);
+        self.wire -= wire_len(&frame);
         Some(frame)
     }
 
@@ -66,9 +81,25 @@ impl OutQueue {
         self.payload
     }
 
-    /// Drops every frame.
-    pub(super) fn clear(&mut self) {
+    /// Payload bytes queued in the lane `frame` would join: commands and data are bounded
+    /// apart, so a command never waits for room behind data.
+    pub(super) fn payload_in_lane_of(&self, frame: &Frame) -> u64 {
+        match frame {
+            Frame::Data(_) | Frame::End(_) => self.data_payload,
+            _ => self.payload - self.data_payload,
+        }
+    }
+
+    /// Bytes the queued frames take on the wire.
+    pub(super) fn wire_bytes(&self) -> u64 {
+        self.wire
+    }
+
+    /// Drops every frame; gives the payload bytes dropped.
+    pub(super) fn clear(&mut self) -> u64 {
+        let payload = self.payload;
         *self = OutQueue::default();
+        payload
     }
 }
 
@@ -86,6 +117,14 @@ pub(super) fn detach_payload(frame: &mut Frame) {
 /// Payload bytes a frame carries, the part that counts against windows.
 pub(super) fn payload_len(frame: &Frame) -> u64 {
     frame.payload().map_or(0, |p| p.len() as u64)
+}
+
+/// Bytes a frame takes on the wire. Frames the relay queues were decoded or built within
+/// limits, so they encode; were one not to, it counts as its payload.
+fn wire_len(frame: &Frame) -> u64 {
+    frame
+        .encoded_len()
+        .map_or_else(|_| payload_len(frame), |n| n as u64)
 }
 
 #[cfg(test)]
@@ -125,6 +164,13 @@ mod tests {
         q.push(Frame::Pong(Ping { nonce: 4 }));
         q.push(close.clone());
         assert_eq!((q.len(), q.payload_bytes()), (6, 8));
+        let wire: usize = [&cmd, &end, &close]
+            .iter()
+            .map(|f| f.encoded_len().unwrap())
+            .sum::<usize>()
+            + 2 * data(0).encoded_len().unwrap()
+            + Frame::Pong(Ping { nonce: 4 }).encoded_len().unwrap();
+        assert_eq!(q.wire_bytes(), wire as u64);
         let order: alloc::vec::Vec<Frame> = core::iter::from_fn(|| q.pop()).collect();
         assert_eq!(
             order,
@@ -137,6 +183,6 @@ mod tests {
                 close
             ]
         );
-        assert_eq!((q.len(), q.payload_bytes()), (0, 0));
+        assert_eq!((q.len(), q.payload_bytes(), q.wire_bytes()), (0, 0, 0));
     }
 }

@@ -397,6 +397,20 @@ impl Frame {
         }
     }
 
+    /// The message id of a frame that travels from a message's sender (`CMD`, `CMD_CONT`,
+    /// `OPEN`, `DATA`, `END`, `CANCEL`), for a relay to map it onto the next hop.
+    pub(crate) fn sender_id_mut(&mut self) -> Option<&mut MessageId> {
+        match self {
+            Frame::Cmd(Cmd { id, .. })
+            | Frame::CmdCont(CmdCont { id, .. })
+            | Frame::Open(Open { id, .. })
+            | Frame::Data(Data { id, .. })
+            | Frame::End(End { id, .. })
+            | Frame::Cancel(Cancel { id, .. }) => Some(id),
+            _ => None,
+        }
+    }
+
     /// The frame's type.
     pub const fn frame_type(&self) -> FrameType {
         match self {
