@@ -317,7 +317,11 @@ fn an_idle_connection_is_closed_at_its_deadline() {
 
 /// A relay with alice on connection 0 and bob on 1; bob grants `bob_window` per transfer.
 fn alice_and_bob(bob_window: u64) -> Relay {
-    let mut relay = Relay::new(RelayConfig::default()).unwrap();
+    alice_and_bob_with(RelayConfig::default(), bob_window)
+}
+
+fn alice_and_bob_with(config: RelayConfig, bob_window: u64) -> Relay {
+    let mut relay = Relay::new(config).unwrap();
     let (alice, bob) = (ConnId(0), ConnId(1));
     relay.open(T, alice).unwrap();
     relay.open(T, bob).unwrap();
@@ -424,4 +428,174 @@ fn data_queued_behind_an_undrained_socket_does_not_keep_the_read_buffer() {
         shared[batch + 1..].iter().all(|&inside| !inside),
         "{shared:?}"
     );
+}
+
+/// What the relay wrote to alice and to bob, and its events.
+fn drain_both(relay: &mut Relay) -> (Vec<Frame>, Vec<Frame>, Vec<RelayEvent>) {
+    let alice = written(relay, ConnId(0));
+    let bob = written(relay, ConnId(1));
+    (
+        alice,
+        bob,
+        std::iter::from_fn(|| relay.poll_event()).collect(),
+    )
+}
+
+fn closed(events: &[RelayEvent], conn: ConnId, code: ErrorCode) -> bool {
+    events.iter().any(
+        |e| matches!(e, RelayEvent::Closed { conn: c, code: k, .. } if *c == conn && *k == code),
+    )
+}
+
+#[test]
+fn a_receiver_that_grants_itself_more_than_its_windows_is_closed() {
+    // Transfer credit: bob has been sent 64 KiB and may grant at most that plus his window.
+    let mut relay = alice_and_bob(64 * 1024);
+    relay.handle_input(T, ConnId(0), &encode(&transfer_to_bob(0, 8)));
+    drain_both(&mut relay);
+    let lie = Frame::Credit(Credit {
+        id: 0,
+        max_offset: 1 << 30,
+    });
+    relay.handle_input(T, ConnId(1), &encode(&[lie]));
+    let (alice, bob, events) = drain_both(&mut relay);
+    assert!(
+        closed(&events, ConnId(1), ErrorCode::FLOW_CONTROL),
+        "{events:?}"
+    );
+    assert!(matches!(bob.last(), Some(Frame::Close(_))));
+    assert!(alice.contains(&Frame::Result(SendResult {
+        id: 0,
+        code: ErrorCode::CONNECTIONLOST
+    })));
+
+    // Connection credit: the same rule against bob's announced conn_window (4 MiB).
+    let mut relay = alice_and_bob(64 * 1024);
+    let lie = Frame::ConnCredit(ConnCredit {
+        max_data: (4 << 20) + 1,
+    });
+    relay.handle_input(T, ConnId(1), &encode(&[lie]));
+    let (_, _, events) = drain_both(&mut relay);
+    assert!(
+        closed(&events, ConnId(1), ErrorCode::FLOW_CONTROL),
+        "{events:?}"
+    );
+
+    // An honest grant at the edge is fine.
+    let mut relay = alice_and_bob(64 * 1024);
+    let fair = Frame::ConnCredit(ConnCredit { max_data: 4 << 20 });
+    relay.handle_input(T, ConnId(1), &encode(&[fair]));
+    let (_, _, events) = drain_both(&mut relay);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, RelayEvent::Closed { .. })),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_connection_that_does_not_log_in_is_closed_at_the_login_deadline() {
+    let config = RelayConfig::default();
+    let mut relay = Relay::new(config).unwrap();
+    let m = ConnId(0);
+    relay.open(T, m).unwrap();
+    relay.handle_input(T, m, &encode(&[hello()]));
+    // Whole frames every two seconds, as a slow-loris would: they do not buy time.
+    let mut at = T;
+    let mut events = Vec::new();
+    while events.is_empty() {
+        at += std::time::Duration::from_secs(2);
+        relay.handle_input(at, m, &encode(&[Frame::Ping(Ping { nonce: 1 })]));
+        if relay.poll_timeout().is_some_and(|t| t <= at) {
+            relay.handle_timeout(at);
+        }
+        written(&mut relay, m);
+        events.extend(std::iter::from_fn(|| relay.poll_event()));
+        assert!(at <= T + config.login_timeout, "still open at {at:?}");
+    }
+    assert_eq!(at, T + config.login_timeout);
+    assert!(closed(&events, m, ErrorCode::SOCKETTIMEOUT), "{events:?}");
+    assert_eq!(relay.connections(), 0);
+}
+
+#[test]
+fn bytes_that_never_make_a_whole_frame_do_not_keep_a_connection_alive() {
+    let config = RelayConfig::default();
+    let mut relay = alice_and_bob_with(config, 1 << 20);
+    // Alice writes a command one byte every 30 s, never finishing it.
+    let bytes = encode(&[Frame::Cmd(Cmd {
+        id: 0,
+        peer: UserId::new("bob").unwrap(),
+        total_len: 100,
+        data: Bytes::from(vec![7; 100]),
+    })]);
+    let mut at = T;
+    let mut events = Vec::new();
+    for b in bytes.iter().take(10) {
+        at += std::time::Duration::from_secs(30);
+        relay.handle_input(at, ConnId(0), &[*b]);
+        relay.handle_timeout(at);
+        events.extend(std::iter::from_fn(|| relay.poll_event()));
+        if closed(&events, ConnId(0), ErrorCode::SOCKETTIMEOUT) {
+            break;
+        }
+    }
+    assert!(
+        closed(&events, ConnId(0), ErrorCode::SOCKETTIMEOUT),
+        "{events:?}"
+    );
+    assert_eq!(at, T + config.idle_timeout);
+}
+
+#[test]
+fn a_forwarded_message_that_stops_moving_fails_on_both_ends() {
+    let config = RelayConfig {
+        idle_timeout: std::time::Duration::from_secs(3600),
+        ..RelayConfig::default()
+    };
+    let limit = config.progress_timeout.unwrap();
+    let mut relay = alice_and_bob_with(config, 64 * 1024);
+    relay.handle_input(T, ConnId(0), &encode(&transfer_to_bob(0, 8)));
+    relay.handle_input(T, ConnId(0), &encode(&transfer_to_bob(1, 8)[..1]));
+    drain_both(&mut relay);
+    // Transfer 0 waits on bob's credit. At 2/3 of the limit he grants a little, which
+    // counts as progress.
+    let later = T + limit * 2 / 3;
+    let grant = Frame::Credit(Credit {
+        id: 0,
+        max_offset: 64 * 1024 + 1,
+    });
+    relay.handle_input(later, ConnId(1), &encode(&[grant]));
+    relay.handle_timeout(T + limit);
+    let (alice, _, _) = drain_both(&mut relay);
+    assert!(
+        !alice
+            .iter()
+            .any(|f| matches!(f, Frame::Result(r) if r.id == 0)),
+        "{alice:?}"
+    );
+    // Transfer 1 (an OPEN only) has not moved since T: it ends now on both sides.
+    assert!(alice.contains(&Frame::Result(SendResult {
+        id: 1,
+        code: ErrorCode::SOCKETTIMEOUT
+    })));
+    // Transfer 0 stalls from `later` on.
+    relay.handle_timeout(later + limit);
+    let (alice, bob, events) = drain_both(&mut relay);
+    assert!(alice.contains(&Frame::Result(SendResult {
+        id: 0,
+        code: ErrorCode::SOCKETTIMEOUT
+    })));
+    assert!(bob.contains(&Frame::Cancel(Cancel {
+        id: 0,
+        code: ErrorCode::SOCKETTIMEOUT
+    })));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, RelayEvent::Closed { .. })),
+        "nobody is closed: {events:?}"
+    );
+    assert_eq!(relay.held_bytes(), 0);
 }

@@ -33,6 +33,11 @@ use crate::{ErrorCode, Instant};
 use admission::Admission;
 use out_queue::{detach_payload, payload_len, OutQueue};
 
+/// The connection credit a relay's `HELLO` announces: what a sender may send before its
+/// login is accepted and the rest of its window is granted (docs/PROTOCOL.md, "What a relay
+/// holds").
+pub const INITIAL_CONN_CREDIT: u64 = wire::CREDIT_STEP;
+
 /// A connection, named by the runtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
@@ -240,9 +245,13 @@ struct Conn {
     inbound: BTreeMap<MessageId, u64>,
     cmds_in: u64,
     transfers_in: u64,
+    /// Message bytes received, and released (written toward their receiver, or dropped).
     conn_received: u64,
     conn_released: u64,
+    /// Connection credit granted (0 until login: nothing may be sent before).
     conn_granted: u64,
+    /// Of what was received and not released: bytes queued toward receivers' transports.
+    queued: u64,
     /// Owed a connection grant that the global budget held back.
     owed: bool,
     // As a receiver.
@@ -272,7 +281,10 @@ pub struct Relay {
     now: Instant,
     /// Message payload bytes held: in routes and in connections' queues.
     held: u64,
-    /// Senders owed a connection grant, paid once `held` is under the budget.
+    /// Connection credit granted to senders and not yet released: what they may make the
+    /// relay hold. Kept under `max_held_bytes`, but for each sender's first 64 KiB.
+    promised: u64,
+    /// Senders owed a connection grant that the budget held back, oldest first.
     owed: VecDeque<ConnId>,
 }
 
@@ -295,6 +307,7 @@ impl Relay {
             timers: BTreeSet::new(),
             now: Instant::ZERO,
             held: 0,
+            promised: 0,
             owed: VecDeque::new(),
         })
     }
@@ -307,7 +320,7 @@ impl Relay {
             c.max_cmds_in_flight,
             c.max_transfers,
             c.transfer_window,
-            c.conn_window,
+            INITIAL_CONN_CREDIT,
         )
     }
 
@@ -337,7 +350,8 @@ impl Relay {
             transfers_in: 0,
             conn_received: 0,
             conn_released: 0,
-            conn_granted: self.config.conn_window,
+            conn_granted: 0,
+            queued: 0,
             owed: false,
             next_out_id: 0,
             outbound: BTreeMap::new(),
@@ -487,6 +501,10 @@ impl Relay {
         let c = self.conns.get_mut(&conn).ok_or(RelayError::Unknown)?;
         let user = c.pending_login.take().ok_or(RelayError::Unknown)?;
         c.user = Some(user.clone());
+        // The credit its HELLO announced becomes usable now; the rest of the window comes
+        // from the budget.
+        c.conn_granted = INITIAL_CONN_CREDIT;
+        self.promised += INITIAL_CONN_CREDIT;
         if let Some(old) = self.users.insert(user, conn) {
             if old != conn {
                 self.shut(
@@ -503,6 +521,7 @@ impl Relay {
                 code: ErrorCode::NOERR,
             }),
         );
+        self.grant(conn);
         Ok(())
     }
 
@@ -537,12 +556,14 @@ impl Relay {
         let Some(c) = self.conns.get_mut(&conn) else {
             return 0;
         };
-        let mut left = 0;
+        let mut written = Vec::new();
         while out.len() - start < self.config.transmit_batch {
-            let Some(frame) = c.out.pop() else {
+            let Some((frame, owner)) = c.out.pop() else {
                 break;
             };
-            left += payload_len(&frame);
+            if let Some(owner) = owner {
+                written.push((owner, payload_len(&frame)));
+            }
             // Values come from decoded frames and the relay's own counters: all in range.
             let _ = out.put_frame(&frame);
         }
@@ -554,10 +575,11 @@ impl Relay {
             c.writable = true;
             self.writable.push_back(conn);
         }
-        self.held = self.held.saturating_sub(left);
+        for (owner, len) in written {
+            self.left_queue(owner, len);
+        }
         // Room in the queue: messages waiting for it move on.
         self.unblock(conn);
-        self.pay_owed();
         out.len() - start
     }
 
@@ -606,14 +628,22 @@ impl Relay {
         self.now = self.now.max(now);
     }
 
-    /// Queues `frame` for `conn`, cut to the frame size `conn` accepts.
+    /// Queues a frame of the relay's own (no message payload) for `conn`.
     fn push(&mut self, conn: ConnId, frame: Frame) {
+        self.push_from(conn, frame, None);
+    }
+
+    /// Queues `frame` for `conn`, cut to the frame size `conn` accepts; `owner` is the
+    /// sender of the message payload it carries.
+    fn push_from(&mut self, conn: ConnId, frame: Frame, owner: Option<ConnId>) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         if c.closed {
             // Its messages were ended when it closed; a late payload is dropped here.
-            self.held = self.held.saturating_sub(payload_len(&frame));
+            if let Some(owner) = owner {
+                self.left_queue(owner, payload_len(&frame));
+            }
             return;
         }
         let max = c
@@ -627,13 +657,15 @@ impl Relay {
         }
         // A receiver may accept smaller frames than the sender wrote: cut the payload.
         while let Some(rest) = split_to_fit(&mut frame, max) {
-            c.out.push(frame);
+            c.out.push(frame, owner);
             frame = rest;
         }
-        c.out.push(frame);
+        c.out.push(frame, owner);
         if c.out.wire_bytes() > self.config.max_queued_bytes {
             // It does not read: nothing more will be written to it.
-            self.held = self.held.saturating_sub(c.out.clear());
+            for (owner, len) in c.out.clear() {
+                self.left_queue(owner, len);
+            }
             self.shut(conn, ErrorCode::LIMIT_EXCEEDED, "peer does not read", false);
             return;
         }
@@ -704,7 +736,7 @@ impl Relay {
                         };
                         self.forward(key, Frame::Cmd(first));
                     }
-                    None => self.released(conn, first),
+                    None => self.released(conn, first, false),
                 }
             }
             Frame::Open(open) => {
@@ -840,8 +872,7 @@ impl Relay {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
-        c.conn_received += len;
-        if c.conn_received > c.conn_granted {
+        if c.conn_received + len > c.conn_granted {
             self.shut(
                 conn,
                 ErrorCode::FLOW_CONTROL,
@@ -850,6 +881,7 @@ impl Relay {
             );
             return false;
         }
+        c.conn_received += len;
         true
     }
 
@@ -860,7 +892,7 @@ impl Relay {
             return;
         }
         let Some(key) = self.inbound_key(conn, id) else {
-            self.released(conn, len); // an ended message: dropped
+            self.released(conn, len, false); // an ended message: dropped
             return;
         };
         let Some(r) = self.routes.get_mut(&key) else {
@@ -1112,8 +1144,10 @@ impl Relay {
                 r.forwarded += len;
             }
             r.last_progress = self.now;
-            self.push(dst, frame);
-            self.released(src, len);
+            if let Some(sc) = self.conns.get_mut(&src) {
+                sc.queued += len;
+            }
+            self.push_from(dst, frame, Some(src));
         }
     }
 
@@ -1134,44 +1168,68 @@ impl Relay {
         }
     }
 
-    /// `len` bytes from sender `conn` left the relay: grant connection credit as needed,
-    /// unless the relay holds more than its budget (then the grant is owed).
-    fn released(&mut self, conn: ConnId, len: u64) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.conn_released += len;
-        if len > 0 {
-            self.grant(conn);
+    /// `len` bytes of sender `owner`'s left a receiver's queue (written, or dropped).
+    fn left_queue(&mut self, owner: ConnId, len: u64) {
+        if let Some(c) = self.conns.get_mut(&owner) {
+            c.queued = c.queued.saturating_sub(len);
         }
+        self.released(owner, len, true);
     }
 
-    /// Grants `conn` connection credit up to what it has released plus the window, when
-    /// that is a step more than it has and the budget allows.
+    /// `len` message bytes from sender `conn` left the relay (`held`: they had been stored
+    /// in it; else dropped on arrival): they are no longer held or promised, and the
+    /// sender is granted more as the window and the budget allow. The one place where
+    /// what the relay holds goes down.
+    fn released(&mut self, conn: ConnId, len: u64, held: bool) {
+        if held {
+            self.held = self.held.saturating_sub(len);
+        }
+        self.promised = self.promised.saturating_sub(len);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !c.closed {
+                c.conn_released += len;
+                self.grant(conn);
+            }
+        }
+        self.pay_owed();
+    }
+
+    /// Grants `conn` connection credit up to what it released plus the window, when that
+    /// is a step more than it has. Past the budget it gets less, but never less than
+    /// [`INITIAL_CONN_CREDIT`] beyond what it released, so every sender can always go on;
+    /// what it did not get is owed.
     fn grant(&mut self, conn: ConnId) {
         let window = self.config.conn_window;
-        let over_budget = self.held >= self.config.max_held_bytes;
+        let step = wire::credit_step(window);
+        let room = self.config.max_held_bytes.saturating_sub(self.promised);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let want = c.conn_released + window;
-        if want < c.conn_granted + wire::credit_step(window) {
+        if c.closed || c.user.is_none() {
             return;
         }
-        if over_budget {
-            if !c.owed {
-                c.owed = true;
-                self.owed.push_back(conn);
-            }
+        let full = c.conn_released + window;
+        if full < c.conn_granted + step {
             return;
         }
-        c.conn_granted = want;
-        self.push(conn, Frame::ConnCredit(ConnCredit { max_data: want }));
+        let floor = c.conn_released + INITIAL_CONN_CREDIT;
+        let target = full.min(c.conn_granted + room).max(floor);
+        if target < full && !c.owed {
+            c.owed = true;
+            self.owed.push_back(conn);
+        }
+        if target < c.conn_granted + step {
+            return;
+        }
+        self.promised += target - c.conn_granted;
+        c.conn_granted = target;
+        self.push(conn, Frame::ConnCredit(ConnCredit { max_data: target }));
     }
 
-    /// Pays grants the budget held back, oldest first, while the relay is under it.
+    /// Pays grants the budget held back, oldest first, while there is room for a step.
     fn pay_owed(&mut self) {
-        while self.held < self.config.max_held_bytes {
+        let step = wire::credit_step(self.config.conn_window);
+        while self.config.max_held_bytes.saturating_sub(self.promised) >= step {
             let Some(conn) = self.owed.pop_front() else {
                 return;
             };
@@ -1209,7 +1267,6 @@ impl Relay {
             return;
         };
         let held: u64 = r.held.iter().map(payload_len).sum();
-        self.held = self.held.saturating_sub(held);
         if let Some(c) = self.conns.get_mut(&r.src) {
             c.inbound.remove(&r.src_id);
             if r.is_cmd {
@@ -1232,11 +1289,10 @@ impl Relay {
                 None => d.waiting_transfers.remove(r.src, key),
             }
         }
-        self.released(r.src, held);
+        self.released(r.src, held, true);
         if r.dst_id.is_some() {
             self.admit(r.dst);
         }
-        self.pay_owed();
     }
 
     /// Ends a connection: its messages end on the other side (`CANCEL` to receivers,
@@ -1254,9 +1310,14 @@ impl Relay {
                 code,
                 reason: Text::from(reason),
             };
-            c.out.push(Frame::Close(close));
+            c.out.push(Frame::Close(close), None);
         }
         c.closed = true;
+        // Credit it never used is no longer promised; what it has in the relay is
+        // released as it leaves.
+        self.promised = self
+            .promised
+            .saturating_sub(c.conn_granted.saturating_sub(c.conn_received));
         let user = c.user.take();
         let inbound: Vec<u64> = core::mem::take(&mut c.inbound).into_values().collect();
         let mut outbound: Vec<u64> = core::mem::take(&mut c.outbound).into_values().collect();

@@ -2,10 +2,16 @@
 //! them: transfer data waits behind everything else.
 
 use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 
 use bytes::Bytes;
 
+use super::ConnId;
 use crate::wire::Frame;
+
+/// A queued frame, and the sender whose message payload it carries: that sender's credit
+/// comes back only when the frame is written.
+type Queued = (Frame, Option<ConnId>);
 
 /// Frames for one connection, not yet taken by `poll_transmit`.
 ///
@@ -23,8 +29,8 @@ use crate::wire::Frame;
 /// `CLOSE` is queued after both lanes and written last.
 #[derive(Debug, Default)]
 pub(super) struct OutQueue {
-    prompt: VecDeque<Frame>,
-    data: VecDeque<Frame>,
+    prompt: VecDeque<Queued>,
+    data: VecDeque<Queued>,
     close: Option<Frame>,
     /// Payload bytes held (the part that counts against windows and budgets), and the
     /// part of it in the data lane.
@@ -36,35 +42,36 @@ pub(super) struct OutQueue {
 }
 
 impl OutQueue {
-    /// Queues `frame` in its lane.
-    pub(super) fn push(&mut self, frame: Frame) {
+    /// Queues `frame` in its lane; `owner` is the sender of the message payload it
+    /// carries, if any.
+    pub(super) fn push(&mut self, frame: Frame, owner: Option<ConnId>) {
         self.payload += payload_len(&frame);
         self.wire += wire_len(&frame);
         match frame {
             Frame::Data(_) | Frame::End(_) => {
                 self.data_payload += payload_len(&frame);
-                self.data.push_back(frame);
+                self.data.push_back((frame, owner));
             }
             Frame::Close(_) => self.close = Some(frame),
-            _ => self.prompt.push_back(frame),
+            _ => self.prompt.push_back((frame, owner)),
         }
     }
 
-    /// The next frame to write.
-    pub(super) fn pop(&mut self) -> Option<Frame> {
-        let frame = match self.prompt.pop_front() {
-            Some(frame) => frame,
+    /// The next frame to write, and the sender of its payload.
+    pub(super) fn pop(&mut self) -> Option<Queued> {
+        let queued = match self.prompt.pop_front() {
+            Some(queued) => queued,
             None => match self.data.pop_front() {
-                Some(frame) => {
-                    self.data_payload -= payload_len(&frame);
-                    frame
+                Some(queued) => {
+                    self.data_payload -= payload_len(&queued.0);
+                    queued
                 }
-                None => self.close.take()?,
+                None => (self.close.take()?, None),
             },
         };
-        self.payload -= payload_len(&frame);
-        self.wire -= wire_len(&frame);
-        Some(frame)
+        self.payload -= payload_len(&queued.0);
+        self.wire -= wire_len(&queued.0);
+        Some(queued)
     }
 
     /// Frames queued.
@@ -95,11 +102,16 @@ impl OutQueue {
         self.wire
     }
 
-    /// Drops every frame; gives the payload bytes dropped.
-    pub(super) fn clear(&mut self) -> u64 {
-        let payload = self.payload;
+    /// Drops every frame; gives each payload dropped with its sender.
+    pub(super) fn clear(&mut self) -> Vec<(ConnId, u64)> {
+        let dropped = self
+            .prompt
+            .drain(..)
+            .chain(self.data.drain(..))
+            .filter_map(|(frame, owner)| Some((owner?, payload_len(&frame))))
+            .collect();
         *self = OutQueue::default();
-        payload
+        dropped
     }
 }
 
@@ -157,12 +169,13 @@ mod tests {
             reason: Text::new(),
         });
         let mut q = OutQueue::default();
-        q.push(data(0));
-        q.push(data(3));
-        q.push(end.clone());
-        q.push(cmd.clone());
-        q.push(Frame::Pong(Ping { nonce: 4 }));
-        q.push(close.clone());
+        let alice = Some(ConnId(7));
+        q.push(data(0), alice);
+        q.push(data(3), alice);
+        q.push(end.clone(), None);
+        q.push(cmd.clone(), alice);
+        q.push(Frame::Pong(Ping { nonce: 4 }), None);
+        q.push(close.clone(), None);
         assert_eq!((q.len(), q.payload_bytes()), (6, 8));
         let wire: usize = [&cmd, &end, &close]
             .iter()
@@ -171,7 +184,7 @@ mod tests {
             + 2 * data(0).encoded_len().unwrap()
             + Frame::Pong(Ping { nonce: 4 }).encoded_len().unwrap();
         assert_eq!(q.wire_bytes(), wire as u64);
-        let order: alloc::vec::Vec<Frame> = core::iter::from_fn(|| q.pop()).collect();
+        let order: Vec<Frame> = core::iter::from_fn(|| q.pop().map(|(f, _)| f)).collect();
         assert_eq!(
             order,
             [
