@@ -599,3 +599,32 @@ fn a_forwarded_message_that_stops_moving_fails_on_both_ends() {
     );
     assert_eq!(relay.held_bytes(), 0);
 }
+
+#[test]
+fn a_flood_before_login_is_closed() {
+    let config = RelayConfig::default();
+    let mut relay = Relay::new(config).unwrap();
+    let m = ConnId(0);
+    relay.open(T, m).unwrap();
+    let mut frames = vec![hello()];
+    frames.extend((0..1000).map(|nonce| Frame::Pong(Ping { nonce })));
+    relay.handle_input(T, m, &encode(&frames));
+    let out = written(&mut relay, m);
+    assert!(
+        matches!(out.last(), Some(Frame::Close(c)) if c.code == ErrorCode::LIMIT_EXCEEDED),
+        "{out:?}"
+    );
+    // A login that takes its time with a few pings is fine.
+    let mut relay = Relay::new(config).unwrap();
+    relay.open(T, m).unwrap();
+    let mut frames = vec![hello()];
+    frames.extend(
+        (0..config.max_frames_before_login as u64 - 2).map(|nonce| Frame::Ping(Ping { nonce })),
+    );
+    frames.push(login("alice"));
+    relay.handle_input(T, m, &encode(&frames));
+    relay.accept_login(m).unwrap();
+    relay.handle_input(T, m, &encode(&[Frame::Ping(Ping { nonce: 9 })]));
+    let out = written(&mut relay, m);
+    assert!(!out.iter().any(|f| matches!(f, Frame::Close(_))), "{out:?}");
+}

@@ -78,6 +78,10 @@ pub struct RelayConfig {
     /// Close a connection not logged in this long after it was opened, whatever it sends.
     /// Default 10 s.
     pub login_timeout: Duration,
+    /// Frames a connection may send before its login is accepted (`HELLO`, `LOGIN`, a few
+    /// `PING`s need no more); past it, it is closed with `LIMIT_EXCEEDED`, so a flood
+    /// before login costs the relay little. Default 64.
+    pub max_frames_before_login: u32,
     /// End a message forwarded to its receiver that moves no byte and gets no credit for
     /// this long: `RESULT(SOCKETTIMEOUT)` to its sender, `CANCEL(SOCKETTIMEOUT)` to its
     /// receiver. Messages still waiting for a slot at the receiver do not time out.
@@ -100,6 +104,7 @@ impl Default for RelayConfig {
             max_held_bytes: 256 << 20,
             idle_timeout: Duration::from_secs(60),
             login_timeout: Duration::from_secs(10),
+            max_frames_before_login: 64,
             progress_timeout: Some(Duration::from_secs(60)),
             transmit_batch: 256 * 1024,
         }
@@ -240,6 +245,8 @@ struct Conn {
     writable: bool,
     opened: Instant,
     last_heard: Instant,
+    /// Frames received before the login was accepted.
+    frames_before_login: u32,
     // As a sender.
     next_in_id: MessageId,
     inbound: BTreeMap<MessageId, u64>,
@@ -344,6 +351,7 @@ impl Relay {
             writable: false,
             opened: now,
             last_heard: now,
+            frames_before_login: 0,
             next_in_id: 0,
             inbound: BTreeMap::new(),
             cmds_in: 0,
@@ -680,6 +688,14 @@ impl Relay {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        if c.user.is_none() {
+            c.frames_before_login += 1;
+            if c.frames_before_login > self.config.max_frames_before_login {
+                let reason = "too many frames before login";
+                self.shut(conn, ErrorCode::LIMIT_EXCEEDED, reason, true);
+                return;
+            }
+        }
         if c.hello.is_none() {
             match frame {
                 Frame::Hello(h) if h.version >= VERSION && h.role == Role::Client => {

@@ -17,7 +17,7 @@ use peermsg::client::{Client, Config, Event};
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
 use peermsg::wire::Limits;
 use peermsg::Instant;
-use peermsg_tokio::{connect, serve, ClientEvent, ClientHandle};
+use peermsg_tokio::{connect, serve, ClientEvent, ClientHandle, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Decoder as _, Encoder as _, LengthDelimitedCodec};
@@ -38,10 +38,13 @@ fn client_config() -> Config {
     }
 }
 
-fn relay_config() -> RelayConfig {
-    RelayConfig {
-        limits: limits(),
-        ..RelayConfig::default()
+fn relay_config() -> ServerConfig {
+    ServerConfig {
+        relay: RelayConfig {
+            limits: limits(),
+            ..RelayConfig::default()
+        },
+        ..ServerConfig::default()
     }
 }
 
@@ -310,7 +313,7 @@ impl InMemory {
         let mut m = InMemory {
             a: Client::new(client_config(), now).unwrap(),
             b: Client::new(client_config(), now).unwrap(),
-            relay: Relay::new(relay_config()).unwrap(),
+            relay: Relay::new(relay_config().relay).unwrap(),
             buf: BytesMut::with_capacity(1 << 20),
         };
         m.relay.open(now, ConnId(0)).unwrap();

@@ -12,9 +12,8 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use peermsg::client::{Config, Event, SendId};
-use peermsg::relay::RelayConfig;
 use peermsg::ErrorCode;
-use peermsg_tokio::{connect, serve, ClientEvent, ClientHandle, Tokens};
+use peermsg_tokio::{connect, serve, ClientEvent, ClientHandle, ServerConfig, Tokens};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -160,7 +159,7 @@ async fn relay(listen: &str, tokens: Option<&Path>) -> Result<ExitCode> {
         Some(t) => println!("relay listening on {addr}; {} users may log in", t.len()),
         None => println!("relay listening on {addr}; no tokens file: any user may log in"),
     }
-    serve(listener, RelayConfig::default(), tokens, async {
+    serve(listener, ServerConfig::default(), tokens, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
@@ -355,7 +354,7 @@ async fn demo() -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, RelayConfig::default(), None, async move {
+    let server = tokio::spawn(serve(listener, ServerConfig::default(), None, async move {
         let _ = stopped.await;
     }));
     println!("relay on {addr}");

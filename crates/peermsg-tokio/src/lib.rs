@@ -4,7 +4,9 @@
 //!   methods mirror the SDK's calls, and a channel of [`ClientEvent`]s. Files to send are
 //!   read from disk by offset; received files go into a [`FileSink`] directory.
 //! - [`serve`] runs a relay on a `TcpListener` until a shutdown future completes, checking
-//!   logins against a token table.
+//!   logins against a token table, within the limits of a [`ServerConfig`] (connections,
+//!   connections per address, failed logins, write timeouts) and of the relay core's
+//!   [`RelayConfig`](peermsg::relay::RelayConfig) (held bytes, login deadline, progress).
 //!
 //! Each client is one task that owns the socket and drives the state machine, which the
 //! handle calls into under a short lock (so a burst of sends goes out in one write); the
@@ -19,6 +21,6 @@ mod sink;
 mod socket;
 
 pub use client::{connect, ClientEvent, ClientHandle, ConnectError, SendFileError};
-pub use relay::{serve, Tokens};
+pub use relay::{raise_open_file_limit, serve, ServerConfig, Tokens, RESERVED_FILES};
 pub use sink::{sanitize_file_name, FileSink, SavedFile};
 pub use socket::UNSENT_LIMIT;

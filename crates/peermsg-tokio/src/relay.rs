@@ -1,34 +1,101 @@
-//! A relay server over TCP.
+//! A relay server over TCP, made to face the public internet.
 //!
 //! One task owns the relay state machine and every connection's write half. Each accepted
-//! connection gets a reader task, which forwards the buffers it reads (without copying
-//! them) over one shared channel. The owner writes each connection's batches itself, with
-//! non-blocking vectored writes ([`Transmit`]: payloads go out as slices of the buffers
-//! they came in). Only when a socket is full does the rest of a batch go to a short-lived
-//! flush task, which hands the write half back when done; until then the relay holds that
-//! connection's frames (bounded by credit), so a reader that does not read costs at most
-//! one batch outside the relay. Shutdown stops accepting and closes every connection.
+//! connection gets a reader task, which hands the buffers it reads (without copying them)
+//! to the relay's task over one bounded channel, and reads again only once the relay has
+//! processed the last buffer: input waiting for the relay is at most one read per
+//! connection, and the channel is served in arrival order, so one busy connection cannot
+//! starve the others. The owner writes each connection's batches itself, with non-blocking
+//! vectored writes ([`Transmit`]: payloads go out as slices of the buffers they came in).
+//! Only when a socket is full does the rest of a batch go to a short-lived flush task,
+//! which hands the write half back when done, or closes the connection when the socket
+//! took no byte for [`ServerConfig::write_timeout`].
+//!
+//! Around the core's rules ([`RelayConfig`]: credit, budgets, login deadline, progress
+//! timeout) the server adds what only it can see: a cap on connections and on connections
+//! per source address (those over it get the relay's `HELLO` and a `CLOSE` saying why),
+//! throttling of failed logins per address, accept errors survived (at the open-file
+//! limit the relay backs off and keeps serving), and a bounded time for a closed
+//! connection's last bytes. Shutdown stops accepting and closes every connection.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::io::IoSlice;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
 use peermsg::wire::Transmit;
 use peermsg::{ErrorCode, Instant};
+use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Who may log in: `None` lets any user in; otherwise a user's token must match.
 pub type Tokens = Option<HashMap<String, Vec<u8>>>;
 
+/// Open files the relay keeps for itself (its listener, logs, the runtime's own) when it
+/// sizes [`ServerConfig::max_connections`] from the open-file limit.
+pub const RESERVED_FILES: u64 = 64;
+
+/// How the relay server treats connections. [`ServerConfig::default`] is safe on a stock
+/// Linux box; call [`raise_open_file_limit`] first to let it use what the system allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The relay's own rules: limits, windows, budgets, timeouts.
+    pub relay: RelayConfig,
+    /// Connections served at once, logged in or not. Default: the open-file limit less
+    /// [`RESERVED_FILES`], at most 100,000 (at least 16).
+    pub max_connections: usize,
+    /// Connections served at once from one IP address. Default 256.
+    pub max_connections_per_ip: usize,
+    /// Close a connection whose socket takes no byte for this long while the relay has
+    /// bytes for it. Default 30 s.
+    pub write_timeout: Duration,
+    /// The most a closed connection's last frames (its `CLOSE`) may take to be written
+    /// before the socket is dropped anyway. Default 5 s.
+    pub close_timeout: Duration,
+    /// Failed logins from one IP address within [`ServerConfig::login_failure_window`]
+    /// after which its logins are refused until the window has passed. Default 10.
+    pub max_login_failures: u32,
+    /// See [`ServerConfig::max_login_failures`]. Default 60 s.
+    pub login_failure_window: Duration,
+    /// Largest read from one socket, so the work one connection brings per turn is
+    /// bounded. Default 256 KiB.
+    pub max_read: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let files = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+        let max_connections = files.saturating_sub(RESERVED_FILES).clamp(16, 100_000) as usize;
+        ServerConfig {
+            relay: RelayConfig::default(),
+            max_connections,
+            max_connections_per_ip: 256,
+            write_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(5),
+            max_login_failures: 10,
+            login_failure_window: Duration::from_secs(60),
+            max_read: 256 * 1024,
+        }
+    }
+}
+
+/// Raises the soft open-file limit of this process to its hard limit (what a relay with
+/// many connections needs); returns the new soft limit.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
 /// What a connection's tasks tell the relay's task.
 enum Input {
-    /// Bytes read.
-    Read(BytesMut),
+    /// Bytes read; the reader reads again once the permit is dropped.
+    Read(BytesMut, OwnedSemaphorePermit),
     /// The transport closed.
     Closed,
     /// A flush task wrote its batch (or failed to) and gives the write half back.
@@ -41,26 +108,85 @@ struct Conn {
     half: Option<OwnedWriteHalf>,
     /// The last frames of a closed connection, waiting for the flush task to finish.
     last: Option<Transmit>,
+    /// Tells the flush task, if any, that the connection is closed: it then has at most
+    /// the close timeout left.
+    closing: Arc<Notify>,
     reader: tokio::task::JoinHandle<()>,
+    ip: IpAddr,
 }
 
-type Inputs = mpsc::UnboundedSender<(ConnId, Input)>;
+type Inputs = mpsc::Sender<(ConnId, Input)>;
+
+/// Failed logins per address, for throttling.
+struct LoginFailures {
+    by_ip: HashMap<IpAddr, (tokio::time::Instant, u32)>,
+    max: u32,
+    window: Duration,
+}
+
+impl LoginFailures {
+    /// Entries kept at most; past it, expired ones go, and then all (throttling fails
+    /// open rather than growing without bound).
+    const MAX_ADDRESSES: usize = 65_536;
+
+    fn throttled(&self, ip: IpAddr) -> bool {
+        self.by_ip
+            .get(&ip)
+            .is_some_and(|(since, n)| *n >= self.max && since.elapsed() < self.window)
+    }
+
+    fn failed(&mut self, ip: IpAddr) {
+        let now = tokio::time::Instant::now();
+        if self.by_ip.len() >= Self::MAX_ADDRESSES {
+            let window = self.window;
+            self.by_ip.retain(|_, (since, _)| now - *since < window);
+            if self.by_ip.len() >= Self::MAX_ADDRESSES {
+                self.by_ip.clear();
+            }
+        }
+        let entry = self.by_ip.entry(ip).or_insert((now, 0));
+        if now - entry.0 >= self.window {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+/// Whether `token` is `user`'s, in time that does not depend on where they differ.
+fn token_matches(tokens: &Tokens, user: &str, token: &[u8]) -> bool {
+    match tokens {
+        None => true,
+        Some(t) => t
+            .get(user)
+            .is_some_and(|want| bool::from(want.as_slice().ct_eq(token))),
+    }
+}
 
 /// Runs a relay on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    config: RelayConfig,
+    config: ServerConfig,
     tokens: Tokens,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut relay = Relay::new(config).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut relay = Relay::new(config.relay).map_err(|e| std::io::Error::other(e.to_string()))?;
     let epoch = tokio::time::Instant::now();
     let clock = move || Instant::ZERO + epoch.elapsed();
-    let (input_tx, mut input) = mpsc::unbounded_channel::<(ConnId, Input)>();
+    // At most one read per connection waits in it, plus flush and close notices.
+    let (input_tx, mut input) = mpsc::channel::<(ConnId, Input)>(1024);
     let mut conns: HashMap<ConnId, Conn> = HashMap::new();
+    let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
+    let mut failures = LoginFailures {
+        by_ip: HashMap::new(),
+        max: config.max_login_failures,
+        window: config.login_failure_window,
+    };
     // Connections with frames to write, some of whose write halves are with a flush task.
     let mut waiting: BTreeSet<ConnId> = BTreeSet::new();
     let mut next_conn = 0u64;
+    // Accepting pauses briefly after an accept error (out of files, say).
+    let mut accept_again = tokio::time::Instant::now();
+    let mut accept_failing = false;
     tokio::pin!(shutdown);
     loop {
         // Drain: frames to sockets, events to the application's rules.
@@ -87,23 +213,36 @@ pub async fn serve(
                     continue;
                 }
                 any = true;
-                c.half = write_now(conn, half, batch, &input_tx);
+                match write_now(half, batch) {
+                    Written::All(half) => c.half = Some(half),
+                    Written::Part(half, rest) => {
+                        let done = input_tx.clone();
+                        let closing = c.closing.clone();
+                        tokio::spawn(flush(conn, half, rest, closing, done, config));
+                    }
+                    Written::Failed => {
+                        tracing::debug!(conn = conn.0, "write failed");
+                        relay.handle_disconnect(conn);
+                    }
+                }
             }
             while let Some(event) = relay.poll_event() {
                 any = true;
                 match event {
                     RelayEvent::Login { conn, user, token } => {
-                        let allowed = match &tokens {
-                            None => true,
-                            Some(t) => t
-                                .get(user.as_str())
-                                .is_some_and(|want| want[..] == token[..]),
-                        };
-                        let answer = if allowed {
+                        let ip = conns.get(&conn).map(|c| c.ip);
+                        let throttled = ip.is_some_and(|ip| failures.throttled(ip));
+                        let answer = if throttled {
+                            tracing::info!(%user, conn = conn.0, "login refused: too many failures from this address");
+                            relay.reject_login(conn, ErrorCode::LOGIN_REJECTED)
+                        } else if token_matches(&tokens, user.as_str(), &token) {
                             tracing::info!(%user, conn = conn.0, "login accepted");
                             relay.accept_login(conn)
                         } else {
                             tracing::info!(%user, conn = conn.0, "login refused");
+                            if let Some(ip) = ip {
+                                failures.failed(ip);
+                            }
                             relay.reject_login(conn, ErrorCode::LOGIN_REJECTED)
                         };
                         let _ = answer;
@@ -111,7 +250,7 @@ pub async fn serve(
                     RelayEvent::Closed { conn, user, code } => {
                         tracing::info!(conn = conn.0, ?user, %code, "connection closed");
                         waiting.remove(&conn);
-                        finish(&mut relay, conn, &mut conns);
+                        finish(&mut relay, conn, &mut conns, &mut per_ip, &config);
                     }
                 }
             }
@@ -120,6 +259,7 @@ pub async fn serve(
             }
         }
         let wake = relay.poll_timeout().map(|t| epoch + (t - Instant::ZERO));
+        let accepting = !accept_failing || tokio::time::Instant::now() >= accept_again;
         tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("relay shutting down");
@@ -127,59 +267,70 @@ pub async fn serve(
                 let ids: Vec<ConnId> = relay.connection_ids().collect();
                 for conn in ids {
                     relay.close(conn, ErrorCode::SHUTDOWN);
-                    finish(&mut relay, conn, &mut conns);
+                    finish(&mut relay, conn, &mut conns, &mut per_ip, &config);
                 }
                 for (_, c) in conns.drain() {
                     c.reader.abort();
                 }
                 // Give the flush tasks a moment to put the last bytes on the wire.
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 return Ok(());
             }
-            accepted = listener.accept() => {
-                let (stream, peer) = accepted?;
-                crate::socket::tune(&stream);
-                let conn = ConnId(next_conn);
-                next_conn += 1;
-                tracing::debug!(conn = conn.0, %peer, "connection accepted");
-                let (mut rd, half) = stream.into_split();
-                let tx = input_tx.clone();
-                let reader = tokio::spawn(async move {
-                    // Small while the peer is quiet (an idle connection costs one page),
-                    // larger once it streams; each read is handed over without a copy.
-                    let mut want = 1024;
-                    let mut buf = BytesMut::new();
-                    loop {
-                        buf.reserve(want);
-                        match rd.read_buf(&mut buf).await {
-                            Ok(0) | Err(_) => {
-                                let _ = tx.send((conn, Input::Closed));
-                                return;
-                            }
-                            Ok(n) => {
-                                if n >= want {
-                                    want = (want * 2).min(256 * 1024);
-                                }
-                                if tx.send((conn, Input::Read(buf.split()))).is_err() {
-                                    return;
-                                }
-                            }
-                        }
+            accepted = listener.accept(), if accepting => match accepted {
+                Ok((stream, peer)) => {
+                    if accept_failing {
+                        tracing::warn!("accepting connections again");
+                        accept_failing = false;
                     }
-                });
-                conns.insert(conn, Conn { half: Some(half), last: None, reader });
-                let _ = relay.open(clock(), conn);
-            }
+                    let ip = peer.ip();
+                    let from_ip = per_ip.get(&ip).copied().unwrap_or(0);
+                    if conns.len() >= config.max_connections {
+                        refuse(&relay, stream, "the relay is full", &config);
+                        continue;
+                    }
+                    if from_ip >= config.max_connections_per_ip {
+                        refuse(&relay, stream, "too many connections from your address", &config);
+                        continue;
+                    }
+                    crate::socket::tune(&stream);
+                    let conn = ConnId(next_conn);
+                    next_conn += 1;
+                    tracing::debug!(conn = conn.0, %peer, "connection accepted");
+                    let (rd, half) = stream.into_split();
+                    let reader = tokio::spawn(read_loop(conn, rd, input_tx.clone(), config.max_read));
+                    let closing = Arc::new(Notify::new());
+                    conns.insert(conn, Conn { half: Some(half), last: None, closing, reader, ip });
+                    *per_ip.entry(ip).or_default() += 1;
+                    let _ = relay.open(clock(), conn);
+                }
+                Err(e) if is_fatal(&e) => return Err(e),
+                Err(e) => {
+                    // Out of files or memory, or a connection that died in the backlog:
+                    // the connections already served go on; accepting resumes shortly.
+                    if !accept_failing {
+                        tracing::warn!("cannot accept a connection ({e}); retrying every 100 ms");
+                        accept_failing = true;
+                    }
+                    accept_again = tokio::time::Instant::now() + Duration::from_millis(100);
+                }
+            },
+            _ = tokio::time::sleep_until(accept_again), if !accepting => {}
             Some((conn, what)) = input.recv() => match what {
-                Input::Read(bytes) => relay.handle_input_buf(clock(), conn, bytes),
+                Input::Read(bytes, permit) => {
+                    relay.handle_input_buf(clock(), conn, bytes);
+                    drop(permit);
+                }
                 Input::Closed => relay.handle_disconnect(conn),
                 Input::Flushed(half, ok) => {
                     if let Some(c) = conns.get_mut(&conn) {
                         match c.last.take() {
-                            // Closed meanwhile: its last frames, then the end.
+                            // Closed meanwhile: its last frames, then the end; or, if the
+                            // socket took nothing, just the end.
                             Some(last) => {
-                                tokio::spawn(write_and_shut(half, last));
-                                conns.remove(&conn);
+                                if ok {
+                                    tokio::spawn(write_and_shut(half, last, config.close_timeout));
+                                }
+                                forget(conn, &mut conns, &mut per_ip);
                             }
                             None => c.half = Some(half),
                         }
@@ -198,41 +349,138 @@ pub async fn serve(
     }
 }
 
-/// Writes what the socket takes at once; the rest goes to a flush task, which keeps the
-/// write half until done. Returns the write half if it stays with the relay's task.
-fn write_now(
+/// Accept errors that say the listener itself is broken, not that this one connection or
+/// the process's resources failed for now.
+fn is_fatal(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        InvalidInput | PermissionDenied | Unsupported | NotConnected
+    )
+}
+
+/// Reads `conn`'s socket, one buffer at a time: the next read waits until the relay has
+/// processed the last one (it drops the permit), so unprocessed input is bounded.
+async fn read_loop(
     conn: ConnId,
-    half: OwnedWriteHalf,
-    mut batch: Transmit,
-    inputs: &Inputs,
-) -> Option<OwnedWriteHalf> {
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    tx: Inputs,
+    max_read: usize,
+) {
+    let gate = Arc::new(Semaphore::new(1));
+    // Small while the peer is quiet (an idle connection costs one page), larger once it
+    // streams; each read is handed over without a copy.
+    let mut want = 1024.min(max_read);
+    let mut buf = BytesMut::new();
+    loop {
+        let Ok(permit) = gate.clone().acquire_owned().await else {
+            return;
+        };
+        buf.reserve(want);
+        let read = (&mut rd).take(max_read as u64).read_buf(&mut buf).await;
+        match read {
+            Ok(0) | Err(_) => {
+                let _ = tx.send((conn, Input::Closed)).await;
+                return;
+            }
+            Ok(n) => {
+                if n >= want {
+                    want = (want * 2).min(max_read);
+                }
+                if tx
+                    .send((conn, Input::Read(buf.split(), permit)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Tells a connection the relay will not serve it why (its `HELLO` and a `CLOSE`), within
+/// the close timeout, then drops it.
+fn refuse(relay: &Relay, stream: TcpStream, reason: &str, config: &ServerConfig) {
+    tracing::debug!(reason, "connection refused");
+    let bytes = relay.refusal(ErrorCode::LIMIT_EXCEEDED, reason);
+    let limit = config.close_timeout;
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let mut bytes = bytes;
+        let _ = tokio::time::timeout(limit, async {
+            if stream.write_all_buf(&mut bytes).await.is_ok() {
+                let _ = stream.shutdown().await;
+            }
+        })
+        .await;
+    });
+}
+
+/// How a write at once went.
+enum Written {
+    All(OwnedWriteHalf),
+    /// The socket is full: the rest waits for it.
+    Part(OwnedWriteHalf, Transmit),
+    Failed,
+}
+
+/// Writes what the socket takes at once.
+fn write_now(half: OwnedWriteHalf, mut batch: Transmit) -> Written {
     while batch.has_remaining() {
         let mut slices = [IoSlice::new(&[]); 64];
         let n = batch.chunks_vectored(&mut slices);
         match half.try_write_vectored(&slices[..n]) {
             Ok(written) => batch.advance(written),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(_) => {
-                // Reported as a failed flush: the relay's task ends the connection.
-                let _ = inputs.send((conn, Input::Flushed(half, false)));
-                return None;
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Written::Part(half, batch);
             }
+            Err(_) => return Written::Failed,
         }
     }
-    if !batch.has_remaining() {
-        return Some(half);
+    Written::All(half)
+}
+
+/// Writes the rest of a batch the socket could not take at once, and gives the write half
+/// back. Gives up when the socket takes no byte for the write timeout, or when the
+/// connection was closed meanwhile and the close timeout has passed.
+async fn flush(
+    conn: ConnId,
+    mut half: OwnedWriteHalf,
+    mut rest: Transmit,
+    closing: Arc<Notify>,
+    done: Inputs,
+    config: ServerConfig,
+) {
+    let ok = tokio::select! {
+        ok = write_within(&mut half, &mut rest, config.write_timeout) => ok,
+        _ = async {
+            closing.notified().await;
+            tokio::time::sleep(config.close_timeout).await;
+        } => false,
+    };
+    let _ = done.send((conn, Input::Flushed(half, ok))).await;
+}
+
+/// Writes all of `batch`, giving up when the socket takes no byte for `limit`.
+async fn write_within(half: &mut OwnedWriteHalf, batch: &mut Transmit, limit: Duration) -> bool {
+    while batch.has_remaining() {
+        match tokio::time::timeout(limit, half.write_buf(batch)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
     }
-    let done = inputs.clone();
-    tokio::spawn(async move {
-        let mut half = half;
-        let ok = half.write_all_buf(&mut batch).await.is_ok();
-        let _ = done.send((conn, Input::Flushed(half, ok)));
-    });
-    None
+    true
 }
 
 /// A connection is over: its last frames (its `CLOSE`) go out, then the socket closes.
-fn finish(relay: &mut Relay, conn: ConnId, conns: &mut HashMap<ConnId, Conn>) {
+fn finish(
+    relay: &mut Relay,
+    conn: ConnId,
+    conns: &mut HashMap<ConnId, Conn>,
+    per_ip: &mut HashMap<IpAddr, usize>,
+    config: &ServerConfig,
+) {
     let mut last = Transmit::new();
     while relay.poll_transmit(conn, &mut last) > 0 {}
     let Some(c) = conns.get_mut(&conn) else {
@@ -241,16 +489,37 @@ fn finish(relay: &mut Relay, conn: ConnId, conns: &mut HashMap<ConnId, Conn>) {
     c.reader.abort();
     match c.half.take() {
         Some(half) => {
-            tokio::spawn(write_and_shut(half, last));
-            conns.remove(&conn);
+            tokio::spawn(write_and_shut(half, last, config.close_timeout));
+            forget(conn, conns, per_ip);
         }
-        // A flush task has the write half: it comes back with `Flushed`.
-        None => c.last = Some(last),
+        // A flush task has the write half: it comes back with `Flushed`, within the
+        // close timeout from now.
+        None => {
+            c.last = Some(last);
+            c.closing.notify_one();
+        }
     }
 }
 
-async fn write_and_shut(mut half: OwnedWriteHalf, mut last: Transmit) {
-    if half.write_all_buf(&mut last).await.is_ok() {
-        let _ = half.shutdown().await;
+/// Drops the server's record of a connection whose socket is on its way out.
+fn forget(conn: ConnId, conns: &mut HashMap<ConnId, Conn>, per_ip: &mut HashMap<IpAddr, usize>) {
+    if let Some(c) = conns.remove(&conn) {
+        if let Some(n) = per_ip.get_mut(&c.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&c.ip);
+            }
+        }
     }
+}
+
+/// Writes a closed connection's last frames and shuts the socket, all within `limit`
+/// whatever the peer does; then the socket is dropped.
+async fn write_and_shut(mut half: OwnedWriteHalf, mut last: Transmit, limit: Duration) {
+    let _ = tokio::time::timeout(limit, async {
+        if half.write_all_buf(&mut last).await.is_ok() {
+            let _ = half.shutdown().await;
+        }
+    })
+    .await;
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use peermsg::client::{Config, Event};
 use peermsg::relay::RelayConfig;
 use peermsg::ErrorCode;
-use peermsg_tokio::{connect, serve, ClientEvent, ClientHandle, ConnectError};
+use peermsg_tokio::{connect, serve, ClientEvent, ClientHandle, ConnectError, ServerConfig};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 async fn relay(tokens: Option<&[(&str, &str)]>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
@@ -27,6 +27,10 @@ async fn relay_with(
             .collect::<HashMap<_, _>>()
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = ServerConfig {
+        relay: config,
+        ..ServerConfig::default()
+    };
     tokio::spawn(serve(listener, config, tokens, async move {
         let _ = stopped.await;
     }));

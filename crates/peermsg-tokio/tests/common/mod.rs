@@ -1,0 +1,129 @@
+//! What the relay server's tests share: a relay on a loopback port, raw frames, results.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use peermsg::client::{Event, SendId};
+use peermsg::wire::{Decoder, Frame, Hello, Limits, Login, Role, UserId};
+use peermsg::ErrorCode;
+use peermsg_tokio::{serve, ClientEvent, ServerConfig};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+pub async fn start(config: ServerConfig, tokens: Option<&[(&str, &str)]>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tokens = tokens.map(|t| {
+        t.iter()
+            .map(|(u, k)| (u.to_string(), k.as_bytes().to_vec()))
+            .collect::<HashMap<_, _>>()
+    });
+    tokio::spawn(serve(listener, config, tokens, std::future::pending()));
+    addr
+}
+
+pub fn encode(frames: &[Frame]) -> BytesMut {
+    let mut b = BytesMut::new();
+    for f in frames {
+        f.encode(&mut b).unwrap();
+    }
+    b
+}
+
+pub fn client_hello() -> Frame {
+    Frame::Hello(Hello::new(
+        Role::Client,
+        &Limits::default(),
+        64,
+        16,
+        256 * 1024,
+        4 << 20,
+    ))
+}
+
+pub fn login(user: &str) -> Frame {
+    Frame::Login(Login {
+        user: UserId::new(user).unwrap(),
+        token: Bytes::new(),
+    })
+}
+
+/// Everything the relay writes to `stream` until it closes it (within `limit`).
+pub async fn frames_until_closed(stream: &mut TcpStream, limit: Duration) -> Vec<Frame> {
+    let mut buf = BytesMut::new();
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the relay closes the connection in time");
+    let mut decoder = Decoder::new(Limits::default()).unwrap();
+    let mut frames = Vec::new();
+    while let Ok(Some(f)) = decoder.decode(&mut buf) {
+        frames.push(f);
+    }
+    frames
+}
+
+pub fn close_code(frames: &[Frame]) -> Option<ErrorCode> {
+    match frames.last() {
+        Some(Frame::Close(c)) => Some(c.code),
+        _ => None,
+    }
+}
+
+pub async fn result(events: &mut UnboundedReceiver<ClientEvent>, id: SendId) -> ErrorCode {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match events.recv().await {
+                Some(ClientEvent::Core(Event::SendResult { id: i, code, .. })) if i == id => {
+                    return code
+                }
+                Some(_) => continue,
+                None => return ErrorCode::CONNECTIONLOST,
+            }
+        }
+    })
+    .await
+    .expect("a result in time")
+}
+
+/// The results of `ids`, in their order, whatever order they come in.
+pub async fn results(
+    events: &mut UnboundedReceiver<ClientEvent>,
+    ids: &[SendId],
+) -> Vec<ErrorCode> {
+    let mut got = HashMap::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while got.len() < ids.len() {
+            match events.recv().await {
+                Some(ClientEvent::Core(Event::SendResult { id, code, .. })) => {
+                    got.insert(id, code);
+                }
+                Some(_) => {}
+                None => return,
+            }
+        }
+    })
+    .await
+    .expect("results in time");
+    ids.iter()
+        .map(|id| got.get(id).copied().unwrap_or(ErrorCode::CONNECTIONLOST))
+        .collect()
+}
+
+/// Resident memory of this process, from /proc/self/status.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
