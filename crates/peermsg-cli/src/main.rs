@@ -1,7 +1,7 @@
 //! `peermsg`: a relay, a listener, a sender, and a demo that runs all three in one process.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +38,16 @@ enum Command {
         /// A file of `user token` lines; without it any user may log in.
         #[arg(long)]
         tokens: Option<PathBuf>,
+        /// Connections served at once [default: the open-file limit less 64].
+        #[arg(long)]
+        max_connections: Option<usize>,
+        /// Connections served at once from one IP address.
+        #[arg(long, default_value_t = ServerConfig::default().max_connections_per_ip)]
+        max_connections_per_ip: usize,
+        /// Message bytes the relay holds at most across all users, in MiB (senders wait
+        /// beyond it).
+        #[arg(long, default_value_t = ServerConfig::default().relay.max_held_bytes >> 20)]
+        max_held_mib: u64,
     },
     /// Log in and print what arrives; files and buffers are saved in DIR.
     Listen {
@@ -112,7 +122,27 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Relay { listen, tokens } => relay(&listen, tokens.as_deref()).await,
+            Command::Relay {
+                listen,
+                tokens,
+                max_connections,
+                max_connections_per_ip,
+                max_held_mib,
+            } => {
+                // A relay's connections are open files: use all the system allows.
+                if let Err(e) = peermsg_tokio::raise_open_file_limit() {
+                    tracing::warn!("cannot raise the open-file limit: {e}");
+                }
+                let mut config = ServerConfig {
+                    max_connections_per_ip,
+                    ..ServerConfig::default()
+                };
+                config.relay.max_held_bytes = max_held_mib << 20;
+                if let Some(max) = max_connections {
+                    config.max_connections = max;
+                }
+                relay(&listen, tokens.as_deref(), config).await
+            }
             Command::Listen { login, dir, json } => listen(&login, &dir, json).await,
             Command::Send {
                 login,
@@ -149,17 +179,26 @@ fn read_tokens(path: &Path) -> Result<HashMap<String, Vec<u8>>> {
     Ok(tokens)
 }
 
-async fn relay(listen: &str, tokens: Option<&Path>) -> Result<ExitCode> {
+async fn relay(listen: &str, tokens: Option<&Path>, config: ServerConfig) -> Result<ExitCode> {
     let tokens: Tokens = tokens.map(read_tokens).transpose()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    match &tokens {
-        Some(t) => println!("relay listening on {addr}; {} users may log in", t.len()),
-        None => println!("relay listening on {addr}; no tokens file: any user may log in"),
-    }
-    serve(listener, ServerConfig::default(), tokens, async {
+    let who = match &tokens {
+        Some(t) => format!("{} users may log in", t.len()),
+        None => "no tokens file: any user may log in".to_string(),
+    };
+    // A relay outlives whoever reads its output: a closed stdout is no reason to stop.
+    let _ = writeln!(
+        std::io::stdout(),
+        "relay listening on {addr}; {who}\nat most {} connections ({} per address); \
+         at most {} MiB of messages held",
+        config.max_connections,
+        config.max_connections_per_ip,
+        config.relay.max_held_bytes >> 20
+    );
+    serve(listener, config, tokens, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

@@ -1,32 +1,13 @@
 //! The `peermsg` program across processes: a relay, a listener and senders, as a user
 //! would run them, with `--json` read by the test.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_peermsg"))
-}
-
-/// A free loopback port.
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{bin, port, Killed};
 
 fn start_relay(addr: &str, tokens: Option<&std::path::Path>) -> Killed {
     let mut cmd = bin();
