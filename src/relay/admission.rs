@@ -57,6 +57,11 @@ impl Admission {
         }
     }
 
+    /// Nothing is waiting.
+    pub(super) fn is_empty(&self) -> bool {
+        self.turns.is_empty()
+    }
+
     /// Every waiting route, emptying the queue (its receiver went away).
     pub(super) fn drain(&mut self) -> impl Iterator<Item = u64> {
         self.turns.clear();

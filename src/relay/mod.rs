@@ -230,7 +230,9 @@ impl Route {
 enum Timer {
     Idle(ConnId),
     Login(ConnId),
-    Progress(u64),
+    /// Messages forwarded to this receiver that may have stopped moving: one entry per
+    /// receiver, not per message, so a message costs the table nothing.
+    Progress(ConnId),
 }
 
 #[derive(Debug)]
@@ -245,6 +247,10 @@ struct Conn {
     writable: bool,
     opened: Instant,
     last_heard: Instant,
+    /// Its idle entry in the timer table.
+    idle_at: Instant,
+    /// Its progress entry in the timer table, while messages are forwarded to it.
+    progress_at: Option<Instant>,
     /// Frames received before the login was accepted.
     frames_before_login: u32,
     // As a sender.
@@ -351,6 +357,8 @@ impl Relay {
             writable: false,
             opened: now,
             last_heard: now,
+            idle_at: now + self.config.idle_timeout,
+            progress_at: None,
             frames_before_login: 0,
             next_in_id: 0,
             inbound: BTreeMap::new(),
@@ -466,11 +474,12 @@ impl Relay {
             self.timers.pop_first();
             match timer {
                 Timer::Idle(conn) => {
-                    let Some(c) = self.conns.get(&conn) else {
+                    let Some(c) = self.conns.get_mut(&conn) else {
                         continue;
                     };
                     let due = c.last_heard + self.config.idle_timeout;
                     if due > now {
+                        c.idle_at = due;
                         self.timers.insert((due, timer));
                     } else {
                         self.shut(conn, ErrorCode::SOCKETTIMEOUT, "idle timeout", true);
@@ -486,19 +495,7 @@ impl Relay {
                         self.shut(conn, ErrorCode::SOCKETTIMEOUT, "no login in time", true);
                     }
                 }
-                Timer::Progress(key) => {
-                    let (Some(r), Some(limit)) =
-                        (self.routes.get(&key), self.config.progress_timeout)
-                    else {
-                        continue;
-                    };
-                    let due = r.last_progress + limit;
-                    if due > now {
-                        self.timers.insert((due, timer));
-                    } else {
-                        self.end_route_telling(key, Tell::Both(ErrorCode::SOCKETTIMEOUT));
-                    }
-                }
+                Timer::Progress(conn) => self.check_progress(conn, now),
             }
         }
     }
@@ -564,20 +561,25 @@ impl Relay {
         let Some(c) = self.conns.get_mut(&conn) else {
             return 0;
         };
-        let mut written = Vec::new();
+        // Payload written, by sender; consecutive frames of one sender are summed.
+        let mut written: Vec<(ConnId, u64)> = Vec::new();
         while out.len() - start < self.config.transmit_batch {
             let Some((frame, owner)) = c.out.pop() else {
                 break;
             };
             if let Some(owner) = owner {
-                written.push((owner, payload_len(&frame)));
+                let len = payload_len(&frame);
+                match written.last_mut() {
+                    Some((last, sum)) if *last == owner => *sum += len,
+                    _ => written.push((owner, len)),
+                }
             }
             // Values come from decoded frames and the relay's own counters: all in range.
             let _ = out.put_frame(&frame);
         }
         if c.out.is_empty() {
             if c.closed {
-                self.conns.remove(&conn);
+                self.forget(conn);
             }
         } else if !c.writable {
             c.writable = true;
@@ -1011,10 +1013,21 @@ impl Relay {
         let dst_credit = d.hello.as_ref().map_or(0, |h| h.transfer_window);
         let key = self.next_route;
         self.next_route += 1;
-        if is_cmd {
-            d.waiting_cmds.push(conn, key);
+        // A free slot and nobody waiting for one: it goes straight on, below.
+        let (waiting, out, cap) = match (is_cmd, d.hello.as_ref()) {
+            (true, Some(h)) => (&mut d.waiting_cmds, &mut d.cmds_out, h.max_cmds_in_flight),
+            (false, Some(h)) => (
+                &mut d.waiting_transfers,
+                &mut d.transfers_out,
+                h.max_transfers,
+            ),
+            (_, None) => return None,
+        };
+        let straight_on = waiting.is_empty() && *out < cap;
+        if straight_on {
+            *out += 1;
         } else {
-            d.waiting_transfers.push(conn, key);
+            waiting.push(conn, key);
         }
         let c = self.conns.get_mut(&conn)?;
         c.inbound.insert(id, key);
@@ -1040,8 +1053,22 @@ impl Relay {
             last_progress: self.now,
         };
         self.routes.insert(key, route);
-        self.admit(dst);
+        if straight_on {
+            self.forward_to(dst, key);
+        }
         Some((key, src_user))
+    }
+
+    /// Drops a connection's state and its timers.
+    fn forget(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            self.timers.remove(&(c.idle_at, Timer::Idle(conn)));
+            if let Some(at) = c.progress_at {
+                self.timers.remove(&(at, Timer::Progress(conn)));
+            }
+            let login_at = c.opened + self.config.login_timeout;
+            self.timers.remove(&(login_at, Timer::Login(conn)));
+        }
     }
 
     /// Gives waiting messages to `dst` while it has free slots under the caps it announced,
@@ -1073,19 +1100,61 @@ impl Relay {
                 },
                 None => return,
             };
-            let dst_id = d.next_out_id;
-            d.next_out_id += 1;
-            d.outbound.insert(dst_id, key);
-            let now = self.now;
-            let Some(r) = self.routes.get_mut(&key) else {
+            self.forward_to(dst, key);
+        }
+    }
+
+    /// Route `key` takes a slot at `dst` (already counted): it gets `dst`'s next id, its
+    /// progress timer starts, and what it holds moves on.
+    fn forward_to(&mut self, dst: ConnId, key: u64) {
+        let Some(d) = self.conns.get_mut(&dst) else {
+            return;
+        };
+        let dst_id = d.next_out_id;
+        d.next_out_id += 1;
+        d.outbound.insert(dst_id, key);
+        let now = self.now;
+        let Some(r) = self.routes.get_mut(&key) else {
+            return;
+        };
+        r.dst_id = Some(dst_id);
+        r.last_progress = now;
+        if let (Some(limit), None) = (self.config.progress_timeout, d.progress_at) {
+            d.progress_at = Some(now + limit);
+            self.timers.insert((now + limit, Timer::Progress(dst)));
+        }
+        self.release(key);
+    }
+
+    /// Ends the messages forwarded to `dst` that have not moved for the progress timeout,
+    /// on both ends, and sets the timer for the next that could.
+    fn check_progress(&mut self, dst: ConnId, now: Instant) {
+        let Some(limit) = self.config.progress_timeout else {
+            return;
+        };
+        let Some(d) = self.conns.get_mut(&dst) else {
+            return;
+        };
+        d.progress_at = None;
+        let mut stalled = Vec::new();
+        let mut next: Option<Instant> = None;
+        for key in d.outbound.values() {
+            let Some(r) = self.routes.get(key) else {
                 continue;
             };
-            r.dst_id = Some(dst_id);
-            r.last_progress = now;
-            if let Some(limit) = self.config.progress_timeout {
-                self.timers.insert((now + limit, Timer::Progress(key)));
+            let due = r.last_progress + limit;
+            if due <= now {
+                stalled.push(*key);
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
             }
-            self.release(key);
+        }
+        if let Some(due) = next {
+            d.progress_at = Some(due);
+            self.timers.insert((due, Timer::Progress(dst)));
+        }
+        for key in stalled {
+            self.end_route_telling(key, Tell::Both(ErrorCode::SOCKETTIMEOUT));
         }
     }
 
@@ -1353,7 +1422,7 @@ impl Relay {
             self.end_route_telling(key, Tell::Sender(ErrorCode::CONNECTIONLOST));
         }
         if nothing_to_write {
-            self.conns.remove(&conn);
+            self.forget(conn);
         } else if let Some(c) = self.conns.get_mut(&conn) {
             if !c.writable {
                 c.writable = true;

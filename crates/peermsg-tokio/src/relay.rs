@@ -2,10 +2,11 @@
 //!
 //! One task owns the relay state machine and every connection's write half. Each accepted
 //! connection gets a reader task, which hands the buffers it reads (without copying them)
-//! to the relay's task over one bounded channel, and reads again only once the relay has
-//! processed the last buffer: input waiting for the relay is at most one read per
-//! connection, and the channel is served in arrival order, so one busy connection cannot
-//! starve the others. The owner writes each connection's batches itself, with non-blocking
+//! to the relay's task over one bounded channel. A read needs room in two budgets of
+//! bytes read and not yet processed: the connection's (two reads) and the server's
+//! ([`ServerConfig::max_unprocessed_input`]); so a connection whose input the relay has
+//! not processed is not read further, and the channel, served in arrival order, lets no
+//! busy connection starve the others. The owner writes each connection's batches itself, with non-blocking
 //! vectored writes ([`Transmit`]: payloads go out as slices of the buffers they came in).
 //! Only when a socket is full does the rest of a batch go to a short-lived flush task,
 //! which hands the write half back when done, or closes the connection when the socket
@@ -25,12 +26,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
 use peermsg::wire::Transmit;
 use peermsg::{ErrorCode, Instant};
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
@@ -65,8 +66,11 @@ pub struct ServerConfig {
     /// See [`ServerConfig::max_login_failures`]. Default 60 s.
     pub login_failure_window: Duration,
     /// Largest read from one socket, so the work one connection brings per turn is
-    /// bounded. Default 256 KiB.
+    /// bounded; a connection has at most two reads waiting for the relay. Default 256 KiB.
     pub max_read: usize,
+    /// Bytes read from all sockets and not yet processed by the relay, at most: readers
+    /// wait for room before they read. Default 32 MiB.
+    pub max_unprocessed_input: usize,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +86,7 @@ impl Default for ServerConfig {
             max_login_failures: 10,
             login_failure_window: Duration::from_secs(60),
             max_read: 256 * 1024,
+            max_unprocessed_input: 32 << 20,
         }
     }
 }
@@ -94,8 +99,9 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
 
 /// What a connection's tasks tell the relay's task.
 enum Input {
-    /// Bytes read; the reader reads again once the permit is dropped.
-    Read(BytesMut, OwnedSemaphorePermit),
+    /// Bytes read, with the room they take in the input budgets (given back when the
+    /// relay has processed them).
+    Read(BytesMut, InputRoom),
     /// The transport closed.
     Closed,
     /// A flush task wrote its batch (or failed to) and gives the write half back.
@@ -116,6 +122,13 @@ struct Conn {
 }
 
 type Inputs = mpsc::Sender<(ConnId, Input)>;
+
+/// Room in the connection's and the server's input budgets, for bytes read and not yet
+/// processed.
+struct InputRoom {
+    _conn: OwnedSemaphorePermit,
+    _server: OwnedSemaphorePermit,
+}
 
 /// Failed logins per address, for throttling.
 struct LoginFailures {
@@ -170,10 +183,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut relay = Relay::new(config.relay).map_err(|e| std::io::Error::other(e.to_string()))?;
+    if config.max_read == 0 || config.max_unprocessed_input < config.max_read {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "max_read must be at least 1 and at most max_unprocessed_input",
+        ));
+    }
     let epoch = tokio::time::Instant::now();
     let clock = move || Instant::ZERO + epoch.elapsed();
-    // At most one read per connection waits in it, plus flush and close notices.
+    // Reads waiting in it are bounded by the input budget; flush and close notices wait
+    // for room.
     let (input_tx, mut input) = mpsc::channel::<(ConnId, Input)>(1024);
+    let input_room = Arc::new(Semaphore::new(config.max_unprocessed_input));
     let mut conns: HashMap<ConnId, Conn> = HashMap::new();
     let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
     let mut failures = LoginFailures {
@@ -297,7 +318,7 @@ pub async fn serve(
                     next_conn += 1;
                     tracing::debug!(conn = conn.0, %peer, "connection accepted");
                     let (rd, half) = stream.into_split();
-                    let reader = tokio::spawn(read_loop(conn, rd, input_tx.clone(), config.max_read));
+                    let reader = tokio::spawn(read_loop(conn, rd, input_tx.clone(), input_room.clone(), config.max_read));
                     let closing = Arc::new(Notify::new());
                     conns.insert(conn, Conn { half: Some(half), last: None, closing, reader, ip });
                     *per_ip.entry(ip).or_default() += 1;
@@ -316,9 +337,9 @@ pub async fn serve(
             },
             _ = tokio::time::sleep_until(accept_again), if !accepting => {}
             Some((conn, what)) = input.recv() => match what {
-                Input::Read(bytes, permit) => {
+                Input::Read(bytes, room) => {
                     relay.handle_input_buf(clock(), conn, bytes);
-                    drop(permit);
+                    drop(room);
                 }
                 Input::Closed => relay.handle_disconnect(conn),
                 Input::Flushed(half, ok) => {
@@ -359,41 +380,65 @@ fn is_fatal(e: &std::io::Error) -> bool {
     )
 }
 
-/// Reads `conn`'s socket, one buffer at a time: the next read waits until the relay has
-/// processed the last one (it drops the permit), so unprocessed input is bounded.
+/// Reads `conn`'s socket and hands each buffer to the relay. A read needs room first: in
+/// the connection's budget (two reads: one being processed, one on its way) and in the
+/// server's, so bytes read and not processed are bounded per connection and in all, and a
+/// connection whose input the relay has not processed is not read further. Room is taken
+/// only once the socket has bytes, so idle connections hold none.
 async fn read_loop(
     conn: ConnId,
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+    rd: tokio::net::tcp::OwnedReadHalf,
     tx: Inputs,
+    server_room: Arc<Semaphore>,
     max_read: usize,
 ) {
-    let gate = Arc::new(Semaphore::new(1));
+    let conn_room = Arc::new(Semaphore::new(2 * max_read));
     // Small while the peer is quiet (an idle connection costs one page), larger once it
     // streams; each read is handed over without a copy.
     let mut want = 1024.min(max_read);
     let mut buf = BytesMut::new();
     loop {
-        let Ok(permit) = gate.clone().acquire_owned().await else {
+        if rd.readable().await.is_err() {
+            let _ = tx.send((conn, Input::Closed)).await;
+            return;
+        }
+        let n = u32::try_from(want).unwrap_or(u32::MAX);
+        let (Ok(mut mine), Ok(mut all)) = (
+            conn_room.clone().acquire_many_owned(n).await,
+            server_room.clone().acquire_many_owned(n).await,
+        ) else {
             return;
         };
         buf.reserve(want);
-        let read = (&mut rd).take(max_read as u64).read_buf(&mut buf).await;
-        match read {
-            Ok(0) | Err(_) => {
+        match rd.try_read_buf(&mut (&mut buf).limit(want)) {
+            Ok(0) => {
                 let _ = tx.send((conn, Input::Closed)).await;
                 return;
             }
-            Ok(n) => {
-                if n >= want {
+            Ok(read) => {
+                if read >= want {
                     want = (want * 2).min(max_read);
                 }
+                // Room for what was read goes with it; the rest is given back now.
+                let (Some(mine), Some(all)) = (mine.split(read), all.split(read)) else {
+                    return;
+                };
+                let room = InputRoom {
+                    _conn: mine,
+                    _server: all,
+                };
                 if tx
-                    .send((conn, Input::Read(buf.split(), permit)))
+                    .send((conn, Input::Read(buf.split(), room)))
                     .await
                     .is_err()
                 {
                     return;
                 }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                let _ = tx.send((conn, Input::Closed)).await;
+                return;
             }
         }
     }
