@@ -1,5 +1,5 @@
 //! A relay fed arbitrary connections, bytes, frames, login answers and closes: it never
-//! panics and holds no more than its windows allow.
+//! panics and holds no more than its windows and its budget allow.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -31,7 +31,8 @@ fn encode(frames: &[Frame]) -> BytesMut {
 }
 
 fuzz_target!(|ops: Vec<Op>| {
-    let config = RelayConfig::default();
+    // A small budget, so that holding grants back and paying them is exercised too.
+    let config = RelayConfig { max_held_bytes: 1 << 20, ..RelayConfig::default() };
     let mut relay = Relay::new(config).expect("valid config");
     let mut now = Instant::from_micros(1);
     let mut open = 0u64;
@@ -77,6 +78,11 @@ fuzz_target!(|ops: Vec<Op>| {
         // the receivers granted (at most 256 connections here, each granting 2^18).
         let bound = 256 * (config.conn_window + (1 << 18) + 2 * (1 << 14)) ;
         assert!(relay.buffered_bytes() <= bound, "{} > {bound}", relay.buffered_bytes());
+        // Message bytes held: within the budget but for 64 KiB per sender, and counted
+        // right (never more than all that is buffered).
+        let held = relay.held_bytes();
+        assert!(held <= config.max_held_bytes + 256 * peermsg::relay::INITIAL_CONN_CREDIT, "{held}");
+        assert!(held <= relay.buffered_bytes(), "{held} > {}", relay.buffered_bytes());
     }
     let _ = open;
 });

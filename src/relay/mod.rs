@@ -8,12 +8,20 @@
 //! drain `poll_writable`/`poll_transmit` and `poll_event` until neither gives anything,
 //! then wait for bytes or [`Relay::poll_timeout`].
 //!
-//! What the relay guarantees: nothing but login before login; the source of every message
-//! stamped from the session; an offline target answered with `OFFLINE` at once; credit
-//! passed end to end, so the bytes it holds for a transfer never exceed the window it
-//! granted the sender; a peer that breaks a rule closed without touching anyone else's
-//! messages. Routing a frame and finding writable connections cost O(log n) in the number
-//! of connections (ordered maps) and O(1) in everything else.
+//! What the relay guarantees: nothing but login before login, and that within a deadline;
+//! the source of every message stamped from the session; an offline target answered with
+//! `OFFLINE` at once; no receiver sent more than the caps it announced (messages over them
+//! wait, in turns across senders: `admission.rs`); credit passed end to end, so the bytes
+//! it holds for a transfer never exceed the window it granted the sender; every byte it
+//! holds promised from a budget (see [`RelayConfig`] and PROTOCOL.md, "What a relay
+//! holds"), so a sender waits rather than being refused; a peer that breaks a rule closed
+//! without touching anyone else's messages.
+//!
+//! Where things live: every frame's handling in `Relay::handle_frame`; the one place bytes
+//! pass from a sender to a receiver in `Relay::release`; the one place they stop being held
+//! in `Relay::released`; what may be granted in `Relay::grant`; the timer table in
+//! `Relay::handle_timeout`. Routing a frame and finding writable connections cost
+//! O(log n) in the number of connections (ordered maps) and O(1) in everything else.
 
 mod admission;
 mod out_queue;

@@ -568,3 +568,38 @@ async fn write_and_shut(mut half: OwnedWriteHalf, mut last: Transmit, limit: Dur
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_whole_and_only_for_their_user() {
+        let tokens: Tokens = Some(HashMap::from([("alice".to_string(), b"s3cret".to_vec())]));
+        assert!(token_matches(&tokens, "alice", b"s3cret"));
+        assert!(!token_matches(&tokens, "alice", b"s3cre"));
+        assert!(!token_matches(&tokens, "alice", b"s3cret!"));
+        assert!(!token_matches(&tokens, "alice", b"S3cret"));
+        assert!(!token_matches(&tokens, "bob", b"s3cret"));
+        assert!(token_matches(&None, "anyone", b""));
+    }
+
+    #[test]
+    fn failed_logins_throttle_an_address_for_the_window_only() {
+        let mut failures = LoginFailures {
+            by_ip: HashMap::new(),
+            max: 3,
+            window: Duration::from_millis(200),
+        };
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let other: IpAddr = [10, 0, 0, 2].into();
+        for _ in 0..3 {
+            assert!(!failures.throttled(ip));
+            failures.failed(ip);
+        }
+        assert!(failures.throttled(ip));
+        assert!(!failures.throttled(other));
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!failures.throttled(ip));
+    }
+}
