@@ -267,7 +267,12 @@ fn a_hostile_client_does_not_disturb_other_transfers() {
 #[test]
 fn a_client_that_only_writes_is_dropped_when_its_answers_pile_up() {
     let config = RelayConfig {
-        max_queued_bytes: 500,
+        receiver_queue: 64,
+        max_queued_bytes: 2 * 64 + 4 * 1024,
+        limits: Limits {
+            max_frame_size: 1024,
+            ..Limits::default()
+        },
         ..RelayConfig::default()
     };
     let mut relay = Relay::new(config).unwrap();
@@ -275,7 +280,7 @@ fn a_client_that_only_writes_is_dropped_when_its_answers_pile_up() {
     relay.open(T, m).unwrap();
     relay.handle_input(T, m, &encode(&[hello(), login("mallory")]));
     relay.accept_login(m).unwrap();
-    let pings: Vec<Frame> = (0..200).map(|nonce| Frame::Ping(Ping { nonce })).collect();
+    let pings: Vec<Frame> = (0..2000).map(|nonce| Frame::Ping(Ping { nonce })).collect();
     relay.handle_input(T, m, &encode(&pings));
     let events: Vec<_> = std::iter::from_fn(|| relay.poll_event()).collect();
     assert!(events.iter().any(
@@ -627,4 +632,20 @@ fn a_flood_before_login_is_closed() {
     relay.handle_input(T, m, &encode(&[Frame::Ping(Ping { nonce: 9 })]));
     let out = written(&mut relay, m);
     assert!(!out.iter().any(|f| matches!(f, Frame::Close(_))), "{out:?}");
+}
+
+#[test]
+fn queue_bounds_that_would_close_honest_receivers_are_refused() {
+    use peermsg::relay::RelayError;
+    let config = RelayConfig::default();
+    let zero = RelayConfig {
+        receiver_queue: 0,
+        ..config
+    };
+    assert_eq!(Relay::new(zero).err(), Some(RelayError::Queues));
+    let tight = RelayConfig {
+        max_queued_bytes: 2 * config.receiver_queue,
+        ..config
+    };
+    assert_eq!(Relay::new(tight).err(), Some(RelayError::Queues));
 }

@@ -160,6 +160,11 @@ pub enum RelayError {
     /// under the transfer window: senders could stall.
     #[error("transfer_window must be at least 64 KiB and conn_window at least transfer_window")]
     Windows,
+    /// `receiver_queue` is zero, or `max_queued_bytes` is under what an honest receiver's
+    /// queue may hold (twice `receiver_queue` and four frames): it would be closed as a
+    /// peer that does not read.
+    #[error("receiver_queue must be at least 1 and max_queued_bytes at least 2 x receiver_queue + 4 frames")]
+    Queues,
 }
 
 /// A message on its way from one connection to another.
@@ -316,6 +321,10 @@ impl Relay {
         if config.transfer_window < wire::CREDIT_STEP || config.conn_window < config.transfer_window
         {
             return Err(RelayError::Windows);
+        }
+        let honest_queue = 2 * config.receiver_queue + 4 * config.limits.max_frame_size;
+        if config.receiver_queue == 0 || config.max_queued_bytes < honest_queue {
+            return Err(RelayError::Queues);
         }
         Ok(Relay {
             config,

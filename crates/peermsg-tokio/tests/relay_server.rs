@@ -110,6 +110,7 @@ async fn a_peer_that_never_reads_is_let_go_in_bounded_time() {
     let config = ServerConfig {
         close_timeout: Duration::from_millis(500),
         relay: RelayConfig {
+            receiver_queue: 64 * 1024,
             max_queued_bytes: 256 * 1024,
             ..RelayConfig::default()
         },
