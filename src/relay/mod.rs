@@ -786,23 +786,9 @@ impl Relay {
                     self.forward(key, Frame::Open(first));
                 }
             }
-            Frame::CmdCont(cont) => {
-                let len = cont.data.len() as u64;
-                let piece = Piece::CmdCont {
-                    offset: cont.offset,
-                    len,
-                };
-                self.on_piece(conn, cont.id, len, piece, Frame::CmdCont(cont));
+            piece @ (Frame::CmdCont(_) | Frame::Data(_) | Frame::End(_)) => {
+                self.on_piece(conn, piece)
             }
-            Frame::Data(data) => {
-                let len = data.payload.len() as u64;
-                let piece = Piece::Data {
-                    offset: data.offset,
-                    len,
-                };
-                self.on_piece(conn, data.id, len, piece, Frame::Data(data));
-            }
-            Frame::End(end) => self.on_piece(conn, end.id, 0, Piece::End, Frame::End(end)),
             Frame::Cancel(cancel) => {
                 if let Some(key) = self.inbound_key(conn, cancel.id) {
                     self.end_route_telling(key, Tell::Receiver(cancel.code));
@@ -920,9 +906,28 @@ impl Relay {
         true
     }
 
-    /// A fragment, `DATA` or `END` of sender `conn`'s message `id`, carrying `len` payload
-    /// bytes: counted, checked against the message, and forwarded.
-    fn on_piece(&mut self, conn: ConnId, id: MessageId, len: u64, piece: Piece, frame: Frame) {
+    /// A fragment, `DATA` or `END` of one of sender `conn`'s messages: its payload counted,
+    /// checked against the message, and forwarded.
+    fn on_piece(&mut self, conn: ConnId, frame: Frame) {
+        let len = payload_len(&frame);
+        let (id, piece) = match &frame {
+            Frame::CmdCont(c) => (
+                c.id,
+                Piece::CmdCont {
+                    offset: c.offset,
+                    len,
+                },
+            ),
+            Frame::Data(d) => (
+                d.id,
+                Piece::Data {
+                    offset: d.offset,
+                    len,
+                },
+            ),
+            Frame::End(e) => (e.id, Piece::End),
+            _ => return,
+        };
         if !self.count_received(conn, len) {
             return;
         }

@@ -7,23 +7,15 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, port, Killed};
+use common::{bin, port, spawn_relay, Killed};
 
 fn start_relay(addr: &str, tokens: Option<&std::path::Path>) -> Killed {
     let mut cmd = bin();
-    cmd.args(["relay", "--listen", addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args(["relay", "--listen", addr]);
     if let Some(t) = tokens {
         cmd.arg("--tokens").arg(t);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(first.contains("relay listening"), "{first}");
-    Killed(child)
+    spawn_relay(cmd)
 }
 
 /// Reads JSON lines from a child until `done` says so or time runs out.

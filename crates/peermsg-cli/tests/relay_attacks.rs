@@ -3,13 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::{bin, port, Killed};
+use common::{bin, port, spawn_relay, Killed};
 use peermsg::wire::{Frame, Hello, Limits, Ping, Role};
 
 /// Starts `peermsg relay` on `addr` with `args`, under `sh -c "ulimit -n FILES"` if given,
@@ -24,18 +24,9 @@ fn relay(addr: &str, files: Option<u32>, args: &[&str]) -> Killed {
     if let Some(n) = files {
         line = format!("ulimit -n {n} && {line}");
     }
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", &line])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(first.contains("relay listening"), "{first}");
-    Killed(child)
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", &line]);
+    spawn_relay(cmd)
 }
 
 fn alive(child: &mut Child) -> bool {

@@ -1,14 +1,17 @@
 //! A relay and clients over real loopback TCP.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{result, start};
 use peermsg::client::{Config, Event};
 use peermsg::relay::RelayConfig;
 use peermsg::ErrorCode;
-use peermsg_tokio::{connect, serve, ClientEvent, ClientHandle, ConnectError, ServerConfig};
+use peermsg_tokio::{connect, ClientEvent, ClientHandle, ConnectError, ServerConfig};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 async fn relay(tokens: Option<&[(&str, &str)]>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
@@ -19,42 +22,11 @@ async fn relay_with(
     tokens: Option<&[(&str, &str)]>,
     config: RelayConfig,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let tokens = tokens.map(|t| {
-        t.iter()
-            .map(|(u, k)| (u.to_string(), k.as_bytes().to_vec()))
-            .collect::<HashMap<_, _>>()
-    });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = ServerConfig {
         relay: config,
         ..ServerConfig::default()
     };
-    tokio::spawn(serve(listener, config, tokens, async move {
-        let _ = stopped.await;
-    }));
-    (addr, stop)
-}
-
-/// Waits for the result of `id`, with a deadline.
-async fn result(
-    events: &mut UnboundedReceiver<ClientEvent>,
-    id: peermsg::client::SendId,
-) -> ErrorCode {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            match events.recv().await {
-                Some(ClientEvent::Core(Event::SendResult { id: i, code, .. })) if i == id => {
-                    return code
-                }
-                Some(_) => continue,
-                None => return ErrorCode::CONNECTIONLOST,
-            }
-        }
-    })
-    .await
-    .expect("a result in time")
+    start(config, tokens).await
 }
 
 /// alice and bob logged in with the default configuration; bob's files go to `sink`.

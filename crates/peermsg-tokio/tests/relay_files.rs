@@ -22,7 +22,7 @@ async fn at_the_open_file_limit_the_relay_backs_off_and_serves_on() {
         max_connections: 10_000,
         ..ServerConfig::default()
     };
-    let addr = start(config, None).await;
+    let (addr, _stop) = start(config, None).await;
     let (soft, hard) = rlimit::getrlimit(Resource::NOFILE).unwrap();
     rlimit::setrlimit(Resource::NOFILE, open_files() + 40, hard).unwrap();
     // Connect until this process has no file left: the connections the kernel completed

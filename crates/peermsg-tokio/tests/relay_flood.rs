@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_before_login_stays_bounded_while_an_honest_pair_works() {
-    let addr = start(ServerConfig::default(), None).await;
+    let (addr, _stop) = start(ServerConfig::default(), None).await;
     let (alice, mut a_events) = connect(addr, "alice", b"", Config::default(), None)
         .await
         .unwrap();

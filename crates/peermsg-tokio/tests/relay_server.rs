@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,21 +18,33 @@ use peermsg_tokio::{connect, ConnectError, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-#[tokio::test]
-async fn connections_past_the_limit_are_refused_and_the_relay_serves_on() {
-    let config = ServerConfig {
-        max_connections: 20,
-        ..ServerConfig::default()
-    };
-    let addr = start(config, None).await;
+type Stop = tokio::sync::oneshot::Sender<()>;
+
+/// Starts a relay with `config`, opens `n` idle connections, and gives what the relay
+/// wrote to one more before closing it, with the idle ones.
+async fn one_too_many(
+    config: ServerConfig,
+    n: usize,
+) -> (SocketAddr, Stop, Vec<TcpStream>, Vec<Frame>) {
+    let (addr, stop) = start(config, None).await;
     let mut idle = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..n {
         idle.push(TcpStream::connect(addr).await.unwrap());
     }
     // Let the relay take them all in before the next one comes.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut extra = TcpStream::connect(addr).await.unwrap();
     let frames = frames_until_closed(&mut extra, Duration::from_secs(5)).await;
+    (addr, stop, idle, frames)
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_are_refused_and_the_relay_serves_on() {
+    let config = ServerConfig {
+        max_connections: 20,
+        ..ServerConfig::default()
+    };
+    let (addr, _stop, mut idle, frames) = one_too_many(config, 20).await;
     assert!(
         matches!(frames.first(), Some(Frame::Hello(_))),
         "{frames:?}"
@@ -52,14 +65,7 @@ async fn connections_past_the_limit_per_address_are_refused() {
         max_connections_per_ip: 3,
         ..ServerConfig::default()
     };
-    let addr = start(config, None).await;
-    let mut idle = Vec::new();
-    for _ in 0..3 {
-        idle.push(TcpStream::connect(addr).await.unwrap());
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut extra = TcpStream::connect(addr).await.unwrap();
-    let frames = frames_until_closed(&mut extra, Duration::from_secs(5)).await;
+    let (_, _stop, _idle, frames) = one_too_many(config, 3).await;
     assert_eq!(close_code(&frames), Some(ErrorCode::LIMIT_EXCEEDED));
 }
 
@@ -72,7 +78,7 @@ async fn a_slow_loris_is_closed_at_the_login_deadline() {
         },
         ..ServerConfig::default()
     };
-    let addr = start(config, None).await;
+    let (addr, _stop) = start(config, None).await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     let hello = encode(&[client_hello(), Frame::Ping(Ping { nonce: 1 })]);
     let (mut rd, mut wr) = s.split();
@@ -116,11 +122,8 @@ async fn a_peer_that_never_reads_is_let_go_in_bounded_time() {
         },
         ..ServerConfig::default()
     };
-    let addr = start(config, None).await;
-    let s = TcpStream::connect(addr).await.unwrap();
-    socket2::SockRef::from(&s)
-        .set_recv_buffer_size(4096)
-        .unwrap();
+    let (addr, _stop) = start(config, None).await;
+    let s = deaf_socket(addr).await;
     let mut s = s;
     s.write_all(&encode(&[client_hello(), login("mallory")]))
         .await
@@ -147,13 +150,10 @@ async fn a_receiver_whose_socket_takes_nothing_is_closed_and_its_senders_told() 
         write_timeout: Duration::from_millis(500),
         ..ServerConfig::default()
     };
-    let addr = start(config, None).await;
+    let (addr, _stop) = start(config, None).await;
     // Bob logs in taking many commands at once and keeps pinging (so he is not idle), but
     // never reads: the relay's socket toward him fills and takes nothing more.
-    let s = TcpStream::connect(addr).await.unwrap();
-    socket2::SockRef::from(&s)
-        .set_recv_buffer_size(4096)
-        .unwrap();
+    let s = deaf_socket(addr).await;
     let (_rd, mut wr) = s.into_split();
     let many = Frame::Hello(Hello::new(
         Role::Client,
@@ -215,7 +215,7 @@ async fn failed_logins_from_one_address_are_throttled() {
         max_login_failures: 5,
         ..ServerConfig::default()
     };
-    let addr = start(config, Some(&[("alice", "right")])).await;
+    let (addr, _stop) = start(config, Some(&[("alice", "right")])).await;
     for _ in 0..5 {
         let refused = connect(addr, "alice", b"wrong", Config::default(), None).await;
         assert!(matches!(
@@ -237,7 +237,7 @@ async fn failed_logins_from_one_address_are_throttled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_senders_to_one_listener_all_succeed() {
-    let addr = start(ServerConfig::default(), None).await;
+    let (addr, _stop) = start(ServerConfig::default(), None).await;
     let (_bob, mut b_events) = connect(addr, "bob", b"", Config::default(), None)
         .await
         .unwrap();

@@ -14,7 +14,11 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-pub async fn start(config: ServerConfig, tokens: Option<&[(&str, &str)]>) -> SocketAddr {
+/// A relay on a loopback port, served until the returned sender is dropped or used.
+pub async fn start(
+    config: ServerConfig,
+    tokens: Option<&[(&str, &str)]>,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tokens = tokens.map(|t| {
@@ -22,8 +26,21 @@ pub async fn start(config: ServerConfig, tokens: Option<&[(&str, &str)]>) -> Soc
             .map(|(u, k)| (u.to_string(), k.as_bytes().to_vec()))
             .collect::<HashMap<_, _>>()
     });
-    tokio::spawn(serve(listener, config, tokens, std::future::pending()));
-    addr
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, config, tokens, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// A connection to `addr` whose kernel buffers little of what comes to it (4 KiB): if it
+/// does not read, the relay's socket toward it soon fills.
+pub async fn deaf_socket(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).await.unwrap();
+    socket2::SockRef::from(&s)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    s
 }
 
 pub fn encode(frames: &[Frame]) -> BytesMut {
