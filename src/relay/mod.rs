@@ -1029,7 +1029,7 @@ impl Relay {
                 (h.max_file_size, ErrorCode::FILE_SIZE_ERR)
             }
         };
-        if size > max {
+        if size > max || d.hello.is_none() {
             return refuse(self, too_large);
         }
         let dst_credit = d.hello.as_ref().map_or(0, |h| h.transfer_window);
