@@ -578,17 +578,22 @@ impl Relay {
         let Some(c) = self.conns.get_mut(&conn) else {
             return 0;
         };
-        // Payload written, by sender; consecutive frames of one sender are summed.
-        let mut written: Vec<(ConnId, u64)> = Vec::new();
+        // Payload written, by sender; consecutive frames of one sender are summed, and the
+        // first sender needs no allocation.
+        let mut first: Option<(ConnId, u64)> = None;
+        let mut more: Vec<(ConnId, u64)> = Vec::new();
         while out.len() - start < self.config.transmit_batch {
             let Some((frame, owner)) = c.out.pop() else {
                 break;
             };
             if let Some(owner) = owner {
                 let len = payload_len(&frame);
-                match written.last_mut() {
-                    Some((last, sum)) if *last == owner => *sum += len,
-                    _ => written.push((owner, len)),
+                match (more.last_mut(), &mut first) {
+                    (Some((last, sum)), _) | (None, Some((last, sum))) if *last == owner => {
+                        *sum += len
+                    }
+                    (_, None) => first = Some((owner, len)),
+                    _ => more.push((owner, len)),
                 }
             }
             // Values come from decoded frames and the relay's own counters: all in range.
@@ -602,7 +607,7 @@ impl Relay {
             c.writable = true;
             self.writable.push_back(conn);
         }
-        for (owner, len) in written {
+        for (owner, len) in first.into_iter().chain(more) {
             self.left_queue(owner, len);
         }
         // Room in the queue: messages waiting for it move on.
@@ -959,19 +964,19 @@ impl Relay {
     /// Appends a frame of the sender's to route `key` and moves what may move. A frame
     /// that stays gets its own copy of its payload (see `detach_payload`).
     fn forward(&mut self, key: u64, frame: Frame) {
-        let Some(r) = self.routes.get_mut(&key) else {
+        let Some(r) = self.routes.get(&key) else {
             return;
         };
         self.held += payload_len(&frame);
-        r.held.push_back(frame);
-        let before = r.held.len();
-        self.release(key);
-        if let Some(r) = self.routes.get_mut(&key) {
-            if r.held.len() == before {
-                if let Some(waiting) = r.held.back_mut() {
-                    detach_payload(waiting);
-                }
-            }
+        // Behind frames already waiting it waits too; else it may go straight on.
+        let waiting = if r.held.is_empty() {
+            self.pass(key, frame).err()
+        } else {
+            Some(frame)
+        };
+        if let (Some(mut frame), Some(r)) = (waiting, self.routes.get_mut(&key)) {
+            detach_payload(&mut frame);
+            r.held.push_back(frame);
         }
     }
 
@@ -1207,55 +1212,64 @@ impl Relay {
         }
     }
 
-    /// Moves a route's held frames to its receiver as far as the receiver's credit (for
-    /// the transfer and for the connection) and its queue room go. The one place where a
-    /// message's bytes pass from one connection to the other.
+    /// Moves a route's held frames to its receiver as far as [`Relay::pass`] lets them.
     fn release(&mut self, key: u64) {
-        let queue_room = self.config.receiver_queue;
         loop {
-            let Some(r) = self.routes.get_mut(&key) else {
+            let Some(frame) = self.routes.get_mut(&key).and_then(|r| r.held.pop_front()) else {
                 return;
             };
-            let (src, dst) = (r.src, r.dst);
-            let Some(dst_id) = r.dst_id else {
-                return; // waiting for a slot: `admit` calls release
-            };
-            let Some(front) = r.held.front() else { return };
-            let len = payload_len(front);
-            if let Frame::Data(d) = front {
-                if d.offset + len > r.dst_credit {
-                    return; // the receiver's CREDIT calls release again
+            if let Err(frame) = self.pass(key, frame) {
+                if let Some(r) = self.routes.get_mut(&key) {
+                    r.held.push_front(frame);
                 }
-            }
-            if len > 0 {
-                let Some(dc) = self.conns.get_mut(&dst) else {
-                    return;
-                };
-                let full = dc.out.payload_in_lane_of(front) >= queue_room;
-                if dc.conn_sent + len > dc.conn_credit || full {
-                    if !r.blocked {
-                        r.blocked = true;
-                        dc.blocked.push_back(key);
-                    }
-                    return; // CONN_CREDIT or a drained queue calls release again
-                }
-                dc.conn_sent += len;
-            }
-            let Some(mut frame) = r.held.pop_front() else {
                 return;
-            };
-            if let Some(id) = frame.sender_id_mut() {
-                *id = dst_id;
             }
-            if matches!(frame, Frame::Data(_)) {
-                r.forwarded += len;
-            }
-            r.last_progress = self.now;
-            if let Some(sc) = self.conns.get_mut(&src) {
-                sc.queued += len;
-            }
-            self.push_from(dst, frame, Some(src));
         }
+    }
+
+    /// Forwards `frame`, the next of route `key`, to its receiver if the receiver's credit
+    /// (for the transfer and for the connection) and its queue room allow; else gives it
+    /// back. The one place where a message's bytes pass from one connection to the other.
+    fn pass(&mut self, key: u64, mut frame: Frame) -> Result<(), Frame> {
+        let Some(r) = self.routes.get_mut(&key) else {
+            return Err(frame);
+        };
+        let (src, dst) = (r.src, r.dst);
+        let Some(dst_id) = r.dst_id else {
+            return Err(frame); // waiting for a slot: `admit` calls release
+        };
+        let len = payload_len(&frame);
+        if let Frame::Data(d) = &frame {
+            if d.offset + len > r.dst_credit {
+                return Err(frame); // the receiver's CREDIT calls release again
+            }
+        }
+        if len > 0 {
+            let Some(dc) = self.conns.get_mut(&dst) else {
+                return Err(frame);
+            };
+            let full = dc.out.payload_in_lane_of(&frame) >= self.config.receiver_queue;
+            if dc.conn_sent + len > dc.conn_credit || full {
+                if !r.blocked {
+                    r.blocked = true;
+                    dc.blocked.push_back(key);
+                }
+                return Err(frame); // CONN_CREDIT or a drained queue calls release again
+            }
+            dc.conn_sent += len;
+        }
+        if let Some(id) = frame.sender_id_mut() {
+            *id = dst_id;
+        }
+        if matches!(frame, Frame::Data(_)) {
+            r.forwarded += len;
+        }
+        r.last_progress = self.now;
+        if let Some(sc) = self.conns.get_mut(&src) {
+            sc.queued += len;
+        }
+        self.push_from(dst, frame, Some(src));
+        Ok(())
     }
 
     /// Routes toward `conn` that waited for its credit or queue room try again.

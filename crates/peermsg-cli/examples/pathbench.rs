@@ -44,6 +44,9 @@ fn relay_config() -> ServerConfig {
             limits: limits(),
             ..RelayConfig::default()
         },
+        // Every client of the benchmark comes from 127.0.0.1.
+        max_connections: 100_000,
+        max_connections_per_ip: 100_000,
         ..ServerConfig::default()
     }
 }
@@ -579,6 +582,12 @@ fn main() {
         Some("g") => {
             for _ in 0..3 {
                 println!("g {:.3} GB/s", buffer_in_memory(GIB / 2));
+            }
+            return;
+        }
+        Some("e-memory") => {
+            for _ in 0..3 {
+                println!("e in memory {:.0} cmd/s", cmds_in_memory(1_000_000));
             }
             return;
         }
