@@ -174,11 +174,7 @@ async fn start_relay() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()
 async fn alice_and_bob(
     addr: std::net::SocketAddr,
     sink: Option<&std::path::Path>,
-) -> (
-    ClientHandle,
-    tokio::sync::mpsc::UnboundedReceiver<ClientEvent>,
-    ClientHandle,
-) {
+) -> (ClientHandle, peermsg_tokio::ClientEvents, ClientHandle) {
     let (alice, a) = connect(addr, "alice", b"", client_config(), None)
         .await
         .unwrap();
@@ -189,9 +185,7 @@ async fn alice_and_bob(
     (alice, a, bob)
 }
 
-async fn result_of(
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<ClientEvent>,
-) -> peermsg::ErrorCode {
+async fn result_of(events: &mut peermsg_tokio::ClientEvents) -> peermsg::ErrorCode {
     loop {
         if let Some(ClientEvent::Core(Event::SendResult { code, .. })) = events.recv().await {
             return code;

@@ -13,9 +13,10 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use peermsg::client::{Config, Event, SendId};
 use peermsg::ErrorCode;
-use peermsg_tokio::{connect, serve, ClientEvent, ClientHandle, ServerConfig, Tokens};
+use peermsg_tokio::{
+    connect, serve, ClientEvent, ClientEvents, ClientHandle, ServerConfig, Tokens,
+};
 use serde_json::json;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 #[derive(Parser)]
 #[command(
@@ -205,10 +206,7 @@ async fn relay(listen: &str, tokens: Option<&Path>, config: ServerConfig) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-async fn login(
-    args: &LoginArgs,
-    dir: Option<&Path>,
-) -> Result<(ClientHandle, UnboundedReceiver<ClientEvent>)> {
+async fn login(args: &LoginArgs, dir: Option<&Path>) -> Result<(ClientHandle, ClientEvents)> {
     connect(
         args.server.as_str(),
         &args.user,
@@ -484,12 +482,7 @@ async fn demo() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait(
-    events: &mut UnboundedReceiver<ClientEvent>,
-    id: SendId,
-    bar: Option<ProgressBar>,
-    what: &str,
-) {
+async fn wait(events: &mut ClientEvents, id: SendId, bar: Option<ProgressBar>, what: &str) {
     while let Some(event) = events.recv().await {
         match event {
             ClientEvent::Core(Event::Progress {

@@ -1,6 +1,12 @@
 //! A client over TCP: one task owns the socket and drives the state machine; the
 //! application calls into the state machine through a cloneable handle, under a lock held
-//! only for the call, and reads events from a channel.
+//! only for the call, and reads events from a bounded channel ([`ClientEvents`]).
+//!
+//! The task takes an event from the state machine only when the channel has room for it.
+//! Taking an event is what confirms a delivery (`RESULT(NOERR)` goes to the sender when a
+//! command or buffer is taken), so an application that stops reading its events stops
+//! confirming: at most [`EVENT_QUEUE`] events wait for it, its senders' commands and
+//! transfers wait for slots and credit, and nothing piles up in between.
 //!
 //! A send is one call on the state machine and a wake-up of the task, so an application
 //! that sends many commands at once has them written in one batch. The task follows the
@@ -23,6 +29,14 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, Notify};
 
 use crate::sink::FileSink;
+
+/// Events waiting for the application, at most.
+pub const EVENT_QUEUE: usize = 64;
+
+/// The application's end of a client's events: a bounded channel of [`ClientEvent`]s.
+/// Read it: while it is full, the client confirms no delivery and takes no event from the
+/// state machine (see [`connect`]).
+pub type ClientEvents = mpsc::Receiver<ClientEvent>;
 
 /// What the application hears from a connected client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,13 +152,35 @@ impl std::fmt::Debug for ClientHandle {
 /// Connects to a relay at `addr`, logs in, and returns the handle and the event channel
 /// once the login is accepted. Incoming files go to `sink_dir` if given (else they are
 /// refused with `FILE_WRITE_ERR`).
+///
+/// Events reach the application through a channel of at most [`EVENT_QUEUE`] events, and
+/// the client takes an event from the state machine only when there is room: a command or
+/// buffer is confirmed to its sender only once its event is in the channel, and an
+/// application that stops reading stops its senders (they wait; they are not refused).
+/// Read the channel for as long as the connection lives.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use peermsg::client::{Config, Event};
+/// use peermsg_tokio::{connect, ClientEvent};
+///
+/// let (bob, mut events) = connect("127.0.0.1:7000", "bob", b"", Config::default(), None).await?;
+/// while let Some(event) = events.recv().await {
+///     if let ClientEvent::Core(Event::CmdReceived { from, data }) = event {
+///         println!("{from}: {}", String::from_utf8_lossy(&data));
+///     }
+/// }
+/// # drop(bob);
+/// # Ok(())
+/// # }
+/// ```
 pub async fn connect(
     addr: impl ToSocketAddrs,
     user: &str,
     token: &[u8],
     config: Config,
     sink_dir: Option<&Path>,
-) -> Result<(ClientHandle, mpsc::UnboundedReceiver<ClientEvent>), ConnectError> {
+) -> Result<(ClientHandle, ClientEvents), ConnectError> {
     let sink = sink_dir.map(FileSink::new).transpose()?;
     let stream = TcpStream::connect(addr).await?;
     crate::socket::tune(&stream);
@@ -161,7 +197,7 @@ pub async fn connect(
         wake: Notify::new(),
         epoch: tokio::time::Instant::now(),
     });
-    let (event_tx, mut events) = mpsc::unbounded_channel();
+    let (event_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     tokio::spawn(drive(shared.clone(), stream, event_tx, sink));
     // The first word is the login's.
     loop {
@@ -256,39 +292,51 @@ type FileReadDone = (SendId, u64, std::io::Result<Bytes>);
 async fn drive(
     shared: Arc<Shared>,
     stream: TcpStream,
-    events: mpsc::UnboundedSender<ClientEvent>,
+    events: mpsc::Sender<ClientEvent>,
     mut sink: Option<FileSink>,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let mut names: HashMap<ReceiveId, String> = HashMap::new();
-    let (reads_tx, mut reads) = mpsc::unbounded_channel::<FileReadDone>();
+    // At most one read per file being sent is outstanding; a full channel makes the
+    // blocking reader wait, not the task.
+    let (reads_tx, mut reads) = mpsc::channel::<FileReadDone>(64);
     // Reads land in one buffer and are handed over without a copy; writes are vectored, so
     // payloads go from the application's `Bytes` to the socket without a copy either.
     let mut input = BytesMut::new();
     let mut out = Transmit::new();
-    let mut taken = Vec::new();
+    // The application's channel was full when the task last looked.
+    let mut full = false;
     loop {
         loop {
-            let written = {
-                let mut s = shared.lock();
-                let written = s.client.poll_transmit(&mut out);
-                taken.extend(std::iter::from_fn(|| s.client.poll_event()));
-                written
-            };
+            let written = shared.lock().client.poll_transmit(&mut out);
             if written > 0 && wr.write_all_buf(&mut out).await.is_err() {
                 out.clear();
                 shared.lock().client.handle_disconnect();
             }
-            let any = !taken.is_empty();
-            for event in taken.drain(..) {
+            // Events, each taken only with room for it in the application's channel (an
+            // application that has gone away has its events dropped).
+            let mut any = false;
+            loop {
+                let room = match events.try_reserve() {
+                    Ok(room) => Some(room),
+                    Err(mpsc::error::TrySendError::Full(())) => {
+                        full = true;
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(())) => None,
+                };
+                let Some(event) = shared.lock().client.poll_event() else {
+                    break;
+                };
+                any = true;
                 let ctx = Context {
                     shared: &shared,
                     sink: &mut sink,
                     names: &mut names,
                     reads: &reads_tx,
                 };
-                if let Some(app) = handle_event(ctx, event) {
-                    let _ = events.send(app);
+                if let (Some(app), Some(room)) = (handle_event(ctx, event), room) {
+                    room.send(app);
                 }
             }
             if written == 0 && !any {
@@ -319,6 +367,11 @@ async fn drive(
                 }
             }
             _ = shared.wake.notified() => {}
+            room = events.reserve(), if full => {
+                // The application took an event: there is room to take the next.
+                drop(room);
+                full = false;
+            }
             Some((id, offset, piece)) = reads.recv() => {
                 let mut s = shared.lock();
                 match piece {
@@ -344,7 +397,7 @@ struct Context<'a> {
     shared: &'a Shared,
     sink: &'a mut Option<FileSink>,
     names: &'a mut HashMap<ReceiveId, String>,
-    reads: &'a mpsc::UnboundedSender<FileReadDone>,
+    reads: &'a mpsc::Sender<FileReadDone>,
 }
 
 /// Handles what the task handles itself; gives back what the application should see.
@@ -354,7 +407,7 @@ fn handle_event(cx: Context<'_>, event: Event) -> Option<ClientEvent> {
             let file = cx.shared.lock().files.get(&id).cloned()?;
             let done = cx.reads.clone();
             tokio::task::spawn_blocking(move || {
-                let _ = done.send((id, offset, read_at(&file, offset, len)));
+                let _ = done.blocking_send((id, offset, read_at(&file, offset, len)));
             });
             None
         }

@@ -1,7 +1,9 @@
 //! Runs [`peermsg`] over TCP with tokio.
 //!
 //! - [`connect`] logs a user in to a relay and returns a [`ClientHandle`], whose async
-//!   methods mirror the SDK's calls, and a channel of [`ClientEvent`]s. Files to send are
+//!   methods mirror the SDK's calls, and a bounded channel of [`ClientEvent`]s
+//!   ([`ClientEvents`]): a delivery is confirmed to its sender only once its event is in
+//!   that channel, so an application that stops reading stops its senders. Files to send are
 //!   read from disk by offset; received files go into a [`FileSink`] directory.
 //! - [`serve`] runs a relay on a `TcpListener` until a shutdown future completes, checking
 //!   logins against a token table, within the limits of a [`ServerConfig`] (connections,
@@ -20,7 +22,9 @@ mod relay;
 mod sink;
 mod socket;
 
-pub use client::{connect, ClientEvent, ClientHandle, ConnectError, SendFileError};
+pub use client::{
+    connect, ClientEvent, ClientEvents, ClientHandle, ConnectError, SendFileError, EVENT_QUEUE,
+};
 pub use relay::{raise_open_file_limit, serve, ServerConfig, Tokens, RESERVED_FILES};
 pub use sink::{sanitize_file_name, FileSink, SavedFile};
 pub use socket::UNSENT_LIMIT;

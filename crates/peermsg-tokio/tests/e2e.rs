@@ -7,12 +7,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{result, start};
+use common::{result, results, start};
 use peermsg::client::{Config, Event};
 use peermsg::relay::RelayConfig;
 use peermsg::ErrorCode;
-use peermsg_tokio::{connect, ClientEvent, ClientHandle, ConnectError, ServerConfig};
-use tokio::sync::mpsc::UnboundedReceiver;
+use peermsg_tokio::{connect, ClientEvent, ClientEvents, ClientHandle, ConnectError, ServerConfig};
 
 async fn relay(tokens: Option<&[(&str, &str)]>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     relay_with(tokens, RelayConfig::default()).await
@@ -33,12 +32,7 @@ async fn relay_with(
 async fn alice_and_bob(
     addr: SocketAddr,
     sink: Option<&std::path::Path>,
-) -> (
-    ClientHandle,
-    UnboundedReceiver<ClientEvent>,
-    ClientHandle,
-    UnboundedReceiver<ClientEvent>,
-) {
+) -> (ClientHandle, ClientEvents, ClientHandle, ClientEvents) {
     let (alice, a) = connect(addr, "alice", b"", Config::default(), None)
         .await
         .unwrap();
@@ -77,20 +71,25 @@ async fn a_64_mib_file_arrives_identical_while_commands_flow() {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    assert_eq!(result(&mut a_events, file).await, ErrorCode::NOERR);
-    let mut got_cmds = 0;
-    let saved = loop {
-        match b_events.recv().await.unwrap() {
-            ClientEvent::FileReceived {
-                tmp_file,
-                org_file_name,
-                size,
-                ..
-            } => break (tmp_file, org_file_name, size),
-            ClientEvent::Core(Event::CmdReceived { .. }) => got_cmds += 1,
-            _ => {}
+    // Bob's application reads its events as they come (the file goes no faster than it).
+    let bob_reads = tokio::spawn(async move {
+        let mut got_cmds = 0;
+        loop {
+            match b_events.recv().await.unwrap() {
+                ClientEvent::FileReceived {
+                    tmp_file,
+                    org_file_name,
+                    size,
+                    ..
+                } => return (tmp_file, org_file_name, size, got_cmds),
+                ClientEvent::Core(Event::CmdReceived { .. }) => got_cmds += 1,
+                _ => {}
+            }
         }
-    };
+    });
+    assert_eq!(result(&mut a_events, file).await, ErrorCode::NOERR);
+    let (tmp_file, org_file_name, size, got_cmds) = bob_reads.await.unwrap();
+    let saved = (tmp_file, org_file_name, size);
     assert_eq!(saved.2, content.len() as u64);
     assert_eq!(saved.1, src.path().file_name().unwrap().to_string_lossy());
     assert!(
@@ -459,4 +458,44 @@ async fn a_slow_reader_gets_every_byte_in_order() {
     assert!(got.unwrap() == data, "the buffer arrived intact");
     assert_eq!(cmds, (0..20).collect::<Vec<u8>>());
     assert_eq!(result(&mut a_events, sent.unwrap()).await, ErrorCode::NOERR);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_does_not_read_its_events_confirms_nothing_more_and_its_sender_waits() {
+    let (addr, _stop) = relay(None).await;
+    let (alice, mut a_events, _bob, mut b_events) = alice_and_bob(addr, None).await;
+    let mut ids = Vec::new();
+    for k in 0..300u32 {
+        let cmd = Bytes::from(k.to_string());
+        ids.push(alice.send_cmd("bob", cmd, 0).await.unwrap());
+    }
+    // Bob's application reads nothing for a while: only what fits in his channel is
+    // confirmed, and alice is told of nothing more.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut confirmed = 0;
+    while let Ok(event) = a_events.try_recv() {
+        if let ClientEvent::Core(Event::SendResult { code, .. }) = event {
+            assert_eq!(code, ErrorCode::NOERR);
+            confirmed += 1;
+        }
+    }
+    assert!(
+        confirmed <= peermsg_tokio::EVENT_QUEUE,
+        "{confirmed} confirmed while bob read nothing"
+    );
+    // Once he reads, every command arrives, in order, and is confirmed.
+    let mut got = Vec::new();
+    while got.len() < ids.len() {
+        let event = tokio::time::timeout(Duration::from_secs(30), b_events.recv())
+            .await
+            .expect("bob's events in time")
+            .expect("bob connected");
+        if let ClientEvent::Core(Event::CmdReceived { data, .. }) = event {
+            got.push(data);
+        }
+    }
+    let want: Vec<Bytes> = (0..300u32).map(|k| Bytes::from(k.to_string())).collect();
+    assert_eq!(got, want);
+    let rest = results(&mut a_events, &ids[confirmed..]).await;
+    assert!(rest.iter().all(|c| *c == ErrorCode::NOERR), "{rest:?}");
 }

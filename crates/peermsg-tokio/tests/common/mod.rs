@@ -9,10 +9,9 @@ use bytes::{Bytes, BytesMut};
 use peermsg::client::{Event, SendId};
 use peermsg::wire::{Decoder, Frame, Hello, Limits, Login, Role, UserId};
 use peermsg::ErrorCode;
-use peermsg_tokio::{serve, ClientEvent, ServerConfig};
+use peermsg_tokio::{serve, ClientEvent, ClientEvents, ServerConfig};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// A relay on a loopback port, served until the returned sender is dropped or used.
 pub async fn start(
@@ -97,7 +96,7 @@ pub fn close_code(frames: &[Frame]) -> Option<ErrorCode> {
     }
 }
 
-pub async fn result(events: &mut UnboundedReceiver<ClientEvent>, id: SendId) -> ErrorCode {
+pub async fn result(events: &mut ClientEvents, id: SendId) -> ErrorCode {
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             match events.recv().await {
@@ -114,10 +113,7 @@ pub async fn result(events: &mut UnboundedReceiver<ClientEvent>, id: SendId) -> 
 }
 
 /// The results of `ids`, in their order, whatever order they come in.
-pub async fn results(
-    events: &mut UnboundedReceiver<ClientEvent>,
-    ids: &[SendId],
-) -> Vec<ErrorCode> {
+pub async fn results(events: &mut ClientEvents, ids: &[SendId]) -> Vec<ErrorCode> {
     let mut got = HashMap::new();
     tokio::time::timeout(Duration::from_secs(60), async {
         while got.len() < ids.len() {
