@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut client = Client::new(config, Instant::ZERO).expect("valid config");
         client.login("bob", b"b").expect("valid user id");
         let mut received = 0u64;
-        drive(client, stream, |_, _, event| match event {
+        drive(client, stream, |client, _, event| match event {
             Event::CmdReceived { from, data } => {
                 println!(
                     "bob: command from {from}: {}",
@@ -80,7 +80,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 from, name, size, ..
             } => println!("bob: {from} offers {name} ({size} bytes)"),
             Event::FileData { data, .. } => received += data.len() as u64,
-            Event::FileReceived { from, size, .. } => {
+            Event::FileReceived { id, from, size } => {
+                // Bob counted the bytes; keeping them is his to do, then he confirms.
+                let _ = client.accept_delivery(id);
                 println!("bob: file from {from} complete, {size} bytes, digest verified ({received} seen)")
             }
             Event::Closed { code, .. } => println!("bob: connection closed ({code})"),

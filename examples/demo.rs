@@ -31,6 +31,11 @@ fn pump(
                         .supply_file_data(id, offset, piece)
                         .expect("asked for");
                 }
+                if let Event::FileReceived { id, .. } = event {
+                    // The application's file sink: here, the bytes are only counted. It has
+                    // kept the file, so it confirms it.
+                    client.accept_delivery(id).expect("a verified file");
+                }
                 events.push(event);
                 moved = true;
             }

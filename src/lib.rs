@@ -101,7 +101,11 @@
 //!         busy = true;
 //!         match event {
 //!             Event::CmdReceived { from, data } => bob_got.push(format!("{from}: {data:?}")),
-//!             Event::FileReceived { from, size, .. } => bob_got.push(format!("{from}: {size} bytes")),
+//!             // Bob keeps the file (here: nothing to write), then confirms it.
+//!             Event::FileReceived { id, from, size } => {
+//!                 bob.accept_delivery(id)?;
+//!                 bob_got.push(format!("{from}: {size} bytes"));
+//!             }
 //!             _ => {}
 //!         }
 //!     }

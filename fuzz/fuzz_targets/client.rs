@@ -126,6 +126,12 @@ fuzz_target!(|input: Input| {
                         Event::FileRead { id, offset, len } => {
                             let _ = c.supply_file_data(id, offset, Bytes::from(vec![4; len as usize]));
                         }
+                        // Kept or not, by the id's parity: both answers, once; a second is refused.
+                        Event::FileReceived { id, .. } => {
+                            let first = if id.0 % 2 == 0 { c.accept_delivery(id) } else { c.fail_delivery(id, ErrorCode::NOERR) };
+                            assert!(first.is_ok());
+                            assert!(c.accept_delivery(id).is_err());
+                        }
                         _ => {}
                     }
                 }

@@ -140,7 +140,9 @@ pub enum Event {
         data: Bytes,
     },
     /// An incoming file is complete, size and digest verified (with the sink's temporary
-    /// file, the SDK's `notifyFileData`).
+    /// file, the SDK's `notifyFileData`). The sender is told only when the application
+    /// answers with [`Client::accept_delivery`](crate::client::Client::accept_delivery)
+    /// once the file is kept, or [`Client::fail_delivery`](crate::client::Client::fail_delivery).
     FileReceived {
         /// The incoming message.
         id: ReceiveId,

@@ -341,6 +341,37 @@ impl Client {
         }
     }
 
+    /// The application has a received file where it keeps it (written, flushed, in its
+    /// place): the sender's result is `NOERR`. A file is confirmed only this way, never by
+    /// taking [`Event::FileReceived`], so a file the application could not keep is never
+    /// reported delivered.
+    pub fn accept_delivery(&mut self, id: ReceiveId) -> Result<(), ActionError> {
+        self.settle_file(id, ErrorCode::NOERR)
+    }
+
+    /// The application could not keep a received file (a full disk, say): the sender's
+    /// result is `code`, or `FILE_WRITE_ERR` if `code` is a success.
+    pub fn fail_delivery(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
+        let code = if code.is_success() {
+            ErrorCode::FILE_WRITE_ERR
+        } else {
+            code
+        };
+        self.settle_file(id, code)
+    }
+
+    /// Ends a file that arrived verified and waits for the application's word.
+    fn settle_file(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
+        match self.incoming.get(&id.0) {
+            Some(msg) if msg.kind == SendKind::File && msg.delivered => {
+                self.queue(Frame::Result(SendResult { id: id.0, code }));
+                self.drop_incoming(id.0);
+                Ok(())
+            }
+            _ => Err(ActionError::UnknownId),
+        }
+    }
+
     /// Closes the connection: a `CLOSE` goes out, every pending send fails with
     /// `CONNECTIONLOST` and incoming messages are dropped.
     pub fn close(&mut self) {
@@ -1207,18 +1238,23 @@ impl Client {
                 total: size,
             }
         });
-        let event = match msg.kind {
-            SendKind::Buffer => Event::BufferReceived {
-                id,
-                from,
-                data: msg.data.split().freeze(),
-            },
-            _ => Event::FileReceived { id, from, size },
+        // A buffer is delivered when the application takes it; a file when the application
+        // says it has kept it (`accept_delivery`).
+        let (event, on_take) = match msg.kind {
+            SendKind::Buffer => (
+                Event::BufferReceived {
+                    id,
+                    from,
+                    data: msg.data.split().freeze(),
+                },
+                OnTake::Deliver(end.id),
+            ),
+            _ => (Event::FileReceived { id, from, size }, OnTake::Nothing),
         };
         if let Some(progress) = progress {
             self.push_event(progress);
         }
-        self.events.push_back((event, OnTake::Deliver(end.id)));
+        self.events.push_back((event, on_take));
     }
 
     /// `true` if `id` names a message of the peer's that is still arriving. An id already

@@ -66,6 +66,10 @@ impl Side {
                 break;
             };
             any = true;
+            if let Event::FileReceived { id, .. } = &event {
+                // The harness keeps every file it is given (in `events`): confirm it.
+                assert_eq!(self.client.accept_delivery(*id), Ok(()));
+            }
             if let Event::FileRead { id, offset, len } = &event {
                 // A send cancelled since it asked is gone: UnknownId is the right answer.
                 let answer = if self.failing_files.contains(id) {

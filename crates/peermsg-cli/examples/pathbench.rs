@@ -516,6 +516,9 @@ async fn relay_rss_throttled(bytes: u64, path: &std::path::Path) -> (u64, f64) {
                 return;
             }
             while let Some(e) = bob.poll_event() {
+                if let Event::FileReceived { id, .. } = e {
+                    let _ = bob.accept_delivery(id);
+                }
                 if matches!(e, Event::FileReceived { .. } | Event::BufferReceived { .. }) {
                     let mut out = BytesMut::new();
                     while bob.poll_transmit(&mut out) > 0 {}

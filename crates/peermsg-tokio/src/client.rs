@@ -288,6 +288,15 @@ const READ_SIZE: usize = 256 * 1024;
 /// A file read done on the blocking pool.
 type FileReadDone = (SendId, u64, std::io::Result<Bytes>);
 
+/// A received file kept (or not) on the blocking pool: the incoming message, its sender
+/// and size, and where it is.
+type FileKept = (
+    ReceiveId,
+    UserId,
+    u64,
+    std::io::Result<crate::sink::SavedFile>,
+);
+
 /// The task: the socket, the files, and the drive loop.
 async fn drive(
     shared: Arc<Shared>,
@@ -300,6 +309,11 @@ async fn drive(
     // At most one read per file being sent is outstanding; a full channel makes the
     // blocking reader wait, not the task.
     let (reads_tx, mut reads) = mpsc::channel::<FileReadDone>(64);
+    // Received files being kept: at most one per incoming transfer.
+    let (kept_tx, mut kept) = mpsc::channel::<FileKept>(64);
+    // Events the task made itself (a file kept, or not), waiting for room in the
+    // application's channel; at most one per incoming transfer.
+    let mut own: std::collections::VecDeque<ClientEvent> = std::collections::VecDeque::new();
     // Reads land in one buffer and are handed over without a copy; writes are vectored, so
     // payloads go from the application's `Bytes` to the socket without a copy either.
     let mut input = BytesMut::new();
@@ -316,6 +330,13 @@ async fn drive(
             // Events, each taken only with room for it in the application's channel (an
             // application that has gone away has its events dropped).
             let mut any = false;
+            while !own.is_empty() {
+                match events.try_reserve() {
+                    Ok(room) => room.send(own.pop_front().expect("not empty")),
+                    Err(mpsc::error::TrySendError::Full(())) => break,
+                    Err(mpsc::error::TrySendError::Closed(())) => own.clear(),
+                }
+            }
             loop {
                 let room = match events.try_reserve() {
                     Ok(room) => Some(room),
@@ -334,6 +355,7 @@ async fn drive(
                     sink: &mut sink,
                     names: &mut names,
                     reads: &reads_tx,
+                    kept: &kept_tx,
                 };
                 if let (Some(app), Some(room)) = (handle_event(ctx, event), room) {
                     room.send(app);
@@ -372,6 +394,28 @@ async fn drive(
                 drop(room);
                 full = false;
             }
+            Some((id, from, size, saved)) = kept.recv() => {
+                // Confirmed to the sender only now that the file is in its place.
+                let mut s = shared.lock();
+                match saved {
+                    Ok(saved) => {
+                        let _ = s.client.accept_delivery(id);
+                        own.push_back(ClientEvent::FileReceived {
+                            id,
+                            from,
+                            tmp_file: saved.tmp_file,
+                            org_file_name: saved.org_file_name,
+                            size,
+                        });
+                    }
+                    Err(error) => {
+                        tracing::warn!(%id, %error, "cannot keep an incoming file");
+                        let code = ErrorCode::FILE_WRITE_ERR;
+                        let _ = s.client.fail_delivery(id, code);
+                        own.push_back(ClientEvent::Core(Event::ReceiveFailed { id, from, code }));
+                    }
+                }
+            }
             Some((id, offset, piece)) = reads.recv() => {
                 let mut s = shared.lock();
                 match piece {
@@ -398,6 +442,7 @@ struct Context<'a> {
     sink: &'a mut Option<FileSink>,
     names: &'a mut HashMap<ReceiveId, String>,
     reads: &'a mpsc::Sender<FileReadDone>,
+    kept: &'a mpsc::Sender<FileKept>,
 }
 
 /// Handles what the task handles itself; gives back what the application should see.
@@ -448,18 +493,18 @@ fn handle_event(cx: Context<'_>, event: Event) -> Option<ClientEvent> {
             None
         }
         Event::FileReceived { id, from, size } => {
+            // Kept away from the task (flush, sync, persist); the sender hears when done.
             let name = cx.names.remove(&id).unwrap_or_default();
-            let saved = cx.sink.as_mut().map(|s| s.finish(id, &name));
-            match saved {
-                Some(Ok(Some(saved))) => Some(ClientEvent::FileReceived {
-                    id,
-                    from,
-                    tmp_file: saved.tmp_file,
-                    org_file_name: saved.org_file_name,
-                    size,
-                }),
-                _ => None,
-            }
+            let arrived = cx.sink.as_mut().and_then(|s| s.arrived(id, &name));
+            let done = cx.kept.clone();
+            tokio::task::spawn_blocking(move || {
+                let saved = match arrived {
+                    Some(file) => file.keep(),
+                    None => Err(std::io::Error::other("the sink does not have the file")),
+                };
+                let _ = done.blocking_send((id, from, size, saved));
+            });
+            None
         }
         Event::ReceiveFailed { id, .. } => {
             cx.names.remove(&id);

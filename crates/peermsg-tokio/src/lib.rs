@@ -26,5 +26,5 @@ pub use client::{
     connect, ClientEvent, ClientEvents, ClientHandle, ConnectError, SendFileError, EVENT_QUEUE,
 };
 pub use relay::{raise_open_file_limit, serve, ServerConfig, Tokens, RESERVED_FILES};
-pub use sink::{sanitize_file_name, FileSink, SavedFile};
+pub use sink::{sanitize_file_name, ArrivedFile, FileSink, SavedFile};
 pub use socket::UNSENT_LIMIT;

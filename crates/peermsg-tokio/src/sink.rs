@@ -47,6 +47,34 @@ const WRITE_BUFFER: usize = 256 * 1024;
 pub struct FileSink {
     dir: PathBuf,
     open: HashMap<ReceiveId, BufWriter<NamedTempFile>>,
+    sync: bool,
+}
+
+/// A received file, all its bytes given to the sink, not kept yet: [`ArrivedFile::keep`]
+/// does the slow part (flush, `fsync` if asked, persist), away from the task that drives
+/// the connection.
+#[derive(Debug)]
+pub struct ArrivedFile {
+    file: BufWriter<NamedTempFile>,
+    org_file_name: String,
+    sync: bool,
+}
+
+impl ArrivedFile {
+    /// Writes what is still buffered, syncs it to the disk if the sink was set to, and
+    /// keeps the file. On any error the temporary file is removed: nothing half-written
+    /// stays behind.
+    pub fn keep(self) -> std::io::Result<SavedFile> {
+        let file = self.file.into_inner().map_err(|e| e.into_error())?;
+        if self.sync {
+            file.as_file().sync_all()?;
+        }
+        let (_, path) = file.keep().map_err(|e| e.error)?;
+        Ok(SavedFile {
+            tmp_file: path,
+            org_file_name: self.org_file_name,
+        })
+    }
 }
 
 /// A file the sink kept.
@@ -67,7 +95,15 @@ impl FileSink {
         Ok(FileSink {
             dir,
             open: HashMap::new(),
+            sync: false,
         })
+    }
+
+    /// Whether kept files are synced to the disk (`fsync`) before they are confirmed to
+    /// their senders. Off by default: the file is then confirmed once written to the
+    /// operating system, which keeps it unless the machine itself fails.
+    pub fn set_sync(&mut self, sync: bool) {
+        self.sync = sync;
     }
 
     /// The directory.
@@ -94,17 +130,15 @@ impl FileSink {
         }
     }
 
-    /// The file is complete and verified: keep it.
-    pub fn finish(&mut self, id: ReceiveId, name: &str) -> std::io::Result<Option<SavedFile>> {
-        let Some(file) = self.open.remove(&id) else {
-            return Ok(None);
-        };
-        let file = file.into_inner().map_err(|e| e.into_error())?;
-        let (_, path) = file.keep().map_err(|e| e.error)?;
-        Ok(Some(SavedFile {
-            tmp_file: path,
+    /// The file is complete and verified: it leaves the sink, to be kept with
+    /// [`ArrivedFile::keep`]. `None` for a file the sink does not have.
+    pub fn arrived(&mut self, id: ReceiveId, name: &str) -> Option<ArrivedFile> {
+        let file = self.open.remove(&id)?;
+        Some(ArrivedFile {
+            file,
             org_file_name: sanitize_file_name(name),
-        }))
+            sync: self.sync,
+        })
     }
 
     /// The file failed or was cancelled: its temporary file is removed.
@@ -139,7 +173,7 @@ mod tests {
             let id = ReceiveId(i as u64);
             sink.begin(id, name).unwrap();
             sink.write(id, b"data").unwrap();
-            let saved = sink.finish(id, name).unwrap().unwrap();
+            let saved = sink.arrived(id, name).unwrap().keep().unwrap();
             assert_eq!(saved.tmp_file.parent(), Some(dir.path()), "{name:?}");
             assert!(!saved.org_file_name.contains(['/', '\\']) && saved.org_file_name != "..");
             assert!(!saved.org_file_name.chars().any(char::is_control));
@@ -155,5 +189,25 @@ mod tests {
         sink.write(ReceiveId(1), b"partial").unwrap();
         sink.abandon(ReceiveId(1));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
+
+#[cfg(test)]
+mod keep_tests {
+    use super::*;
+
+    #[test]
+    fn a_file_kept_synced_is_whole_and_one_not_arrived_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::new(dir.path()).unwrap();
+        sink.set_sync(true);
+        sink.begin(ReceiveId(1), "a.txt").unwrap();
+        sink.write(ReceiveId(1), &[9u8; 300 * 1024]).unwrap();
+        let saved = sink.arrived(ReceiveId(1), "a.txt").unwrap().keep().unwrap();
+        assert_eq!(
+            std::fs::read(saved.tmp_file).unwrap(),
+            vec![9u8; 300 * 1024]
+        );
+        assert!(sink.arrived(ReceiveId(2), "b.txt").is_none());
     }
 }

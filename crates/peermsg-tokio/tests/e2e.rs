@@ -499,3 +499,56 @@ async fn a_receiver_that_does_not_read_its_events_confirms_nothing_more_and_its_
     let rest = results(&mut a_events, &ids[confirmed..]).await;
     assert!(rest.iter().all(|c| *c == ErrorCode::NOERR), "{rest:?}");
 }
+
+/// A directory on a tmpfs of `size` (unmounted on drop), or `None` where this process may
+/// not mount one.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn new(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_the_receivers_disk_cannot_hold_is_not_reported_delivered() {
+    let Some(disk) = SmallDisk::new("64k") else {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    };
+    let (addr, _stop) = relay(None).await;
+    let (alice, mut a_events, _bob, mut b_events) = alice_and_bob(addr, Some(disk.0.path())).await;
+    // 200 KiB: small enough to sit in the sink's write buffer until the end, so the disk
+    // says no only when the file is kept.
+    let src = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(src.path(), vec![1u8; 200 * 1024]).unwrap();
+    let id = alice.send_file("bob", src.path(), 0).await.unwrap();
+    let bob_saw = tokio::spawn(async move {
+        loop {
+            match b_events.recv().await {
+                Some(ClientEvent::Core(Event::ReceiveFailed { code, .. })) => return Some(code),
+                Some(ClientEvent::FileReceived { .. }) | None => return None,
+                Some(_) => {}
+            }
+        }
+    });
+    assert_eq!(result(&mut a_events, id).await, ErrorCode::FILE_WRITE_ERR);
+    assert_eq!(bob_saw.await.unwrap(), Some(ErrorCode::FILE_WRITE_ERR));
+    let left: Vec<_> = std::fs::read_dir(disk.0.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
