@@ -1,5 +1,7 @@
 //! `peermsg`: a relay, a listener, a sender, and a demo that runs all three in one process.
 
+mod save;
+
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -16,6 +18,7 @@ use peermsg::ErrorCode;
 use peermsg_tokio::{
     connect, serve, ClientEvent, ClientEvents, ClientHandle, ServerConfig, Tokens,
 };
+use save::shown;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -101,9 +104,28 @@ struct What {
     /// Send the bytes of PATH as an in-memory buffer.
     #[arg(long)]
     buffer: Option<PathBuf>,
-    /// Send the file at PATH.
+    /// Send the file at PATH; `-` sends standard input (read to its end first).
     #[arg(long)]
     file: Option<PathBuf>,
+}
+
+/// Exit status of a run that Ctrl-C interrupted.
+const INTERRUPTED: u8 = 130;
+
+/// Ctrl-C, caught from the start of a run to its end: one handler, so no interrupt falls
+/// between two waits.
+struct Interrupt(tokio::signal::unix::Signal);
+
+impl Interrupt {
+    fn new() -> Result<Self> {
+        let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("cannot catch Ctrl-C")?;
+        Ok(Interrupt(signal))
+    }
+
+    async fn recv(&mut self) {
+        self.0.recv().await;
+    }
 }
 
 fn main() -> ExitCode {
@@ -228,47 +250,60 @@ struct Printer {
 }
 
 impl Printer {
+    /// One line of output. A reader that went away (a closed pipe) is no reason to stop
+    /// or to fail a transfer: what it would have read is dropped.
     fn line(&self, value: serde_json::Value, text: String) {
-        if self.json {
-            println!("{value}");
+        let mut out = std::io::stdout().lock();
+        let _ = if self.json {
+            writeln!(out, "{value}")
         } else {
-            println!("{}{text}", self.prefix);
-        }
+            writeln!(out, "{}{text}", self.prefix)
+        };
     }
 
     fn event(&mut self, event: &ClientEvent) -> Result<()> {
         match event {
             ClientEvent::Core(Event::CmdReceived { from, data }) => {
                 let text = String::from_utf8_lossy(data);
-                self.line(json!({"event": "cmd_received", "from": from.as_str(), "data": text}), format!("command from {from}: {text}"));
+                self.line(json!({"event": "cmd_received", "from": from.as_str(), "data": text}), format!("command from {}: {}", shown(from.as_str()), shown(&text)));
             }
             ClientEvent::Core(Event::BufferReceived { from, data, .. }) => {
                 self.buffers += 1;
                 let dir = self.dir.as_deref().unwrap_or(Path::new("."));
-                let path = dir.join(format!("buffer-{}-{}.bin", peermsg_tokio::sanitize_file_name(from.as_str()), self.buffers));
-                std::fs::write(&path, data).with_context(|| format!("cannot write to {}", path.display()))?;
-                self.line(
-                    json!({"event": "buffer_received", "from": from.as_str(), "size": data.len(), "path": path}),
-                    format!("buffer from {from}: {} bytes, saved as {}", data.len(), path.display()),
-                );
+                let name = format!("buffer-{}.bin", save::user_part(from.as_str()));
+                match save::save_new(dir, &name, data) {
+                    Ok(path) => self.line(
+                        json!({"event": "buffer_received", "from": from.as_str(), "size": data.len(), "path": path}),
+                        format!("buffer from {}: {} bytes, saved as {}", shown(from.as_str()), data.len(), path.display()),
+                    ),
+                    // Not fatal: the next message may well be saved.
+                    Err(e) => eprintln!("error: cannot save a buffer from {} in {}: {e}", shown(from.as_str()), dir.display()),
+                }
             }
-            ClientEvent::FileReceived { from, tmp_file, org_file_name, size, .. } => self.line(
-                json!({"event": "file_received", "from": from.as_str(), "tmp_file": tmp_file, "org_file_name": org_file_name, "size": size}),
-                format!("file from {from}: {org_file_name} ({size} bytes) in {}", tmp_file.display()),
-            ),
+            ClientEvent::FileReceived { from, tmp_file, org_file_name, size, .. } => {
+                let dir = self.dir.as_deref().unwrap_or(Path::new("."));
+                let path = save::place(tmp_file, dir, org_file_name).unwrap_or_else(|e| {
+                    eprintln!("error: cannot name a received file {}: {e}; it stays as {}", shown(org_file_name), tmp_file.display());
+                    tmp_file.clone()
+                });
+                self.line(
+                    json!({"event": "file_received", "from": from.as_str(), "org_file_name": org_file_name, "size": size, "path": path}),
+                    format!("file from {}: {} ({size} bytes) saved as {}", shown(from.as_str()), shown(org_file_name), shown(&path.display().to_string())),
+                )
+            }
             ClientEvent::Core(Event::Offer { from, name, size, .. }) => self.line(
                 json!({"event": "offer", "from": from.as_str(), "name": name.as_str(), "size": size}),
-                format!("{from} is sending {} ({size} bytes)", if name.is_empty() { "a buffer" } else { name.as_str() }),
+                format!("{} is sending {} ({size} bytes)", shown(from.as_str()), if name.is_empty() { "a buffer".to_string() } else { shown(name.as_str()) }),
             ),
             ClientEvent::Core(Event::ReceiveFailed { from, code, .. }) if *code == ErrorCode::CANCELLED => {
-                self.line(json!({"event": "cancelled", "from": from.as_str()}), format!("{from} cancelled a transfer"))
+                self.line(json!({"event": "cancelled", "from": from.as_str()}), format!("{} cancelled a transfer", shown(from.as_str())))
             }
             ClientEvent::Core(Event::ReceiveFailed { from, code, .. }) => self.line(
                 json!({"event": "receive_failed", "from": from.as_str(), "code": code.as_u32()}),
-                format!("a transfer from {from} failed: {code}"),
+                format!("a transfer from {} failed: {code}", shown(from.as_str())),
             ),
             ClientEvent::Core(Event::Progress { id, sent, total, .. }) if self.json => {
-                println!("{}", json!({"event": "progress", "send_id": id.0, "sent": sent, "total": total}));
+                let _ = writeln!(std::io::stdout(), "{}", json!({"event": "progress", "send_id": id.0, "sent": sent, "total": total}));
             }
             ClientEvent::Core(Event::SendResult { id, code, .. }) => self.line(
                 json!({"event": "send_result", "send_id": id.0, "code": code.as_u32()}),
@@ -276,7 +311,7 @@ impl Printer {
             ),
             ClientEvent::Core(Event::Closed { code, reason }) => self.line(
                 json!({"event": "closed", "code": code.as_u32(), "reason": reason.as_str()}),
-                format!("connection closed: {code} {reason}"),
+                format!("connection closed: {code} {}", shown(reason.as_str())),
             ),
             _ => {}
         }
@@ -285,9 +320,14 @@ impl Printer {
 }
 
 async fn listen(args: &LoginArgs, dir: &Path, json: bool) -> Result<ExitCode> {
-    let (handle, mut events) = login(args, Some(dir))
-        .await
-        .with_context(|| format!("(receiving into {})", dir.display()))?;
+    let mut interrupt = Interrupt::new()?;
+    // Paths printed are absolute, whatever the working directory of who reads them.
+    let dir = std::fs::canonicalize(dir)
+        .with_context(|| format!("cannot use {} for received files", dir.display()))?;
+    let (handle, mut events) = tokio::select! {
+        logged_in = login(args, Some(&dir)) => logged_in.with_context(|| format!("(receiving into {})", dir.display()))?,
+        _ = interrupt.recv() => return Ok(ExitCode::from(INTERRUPTED)),
+    };
     if !json {
         println!(
             "{} logged in at {}; files go to {}",
@@ -299,21 +339,29 @@ async fn listen(args: &LoginArgs, dir: &Path, json: bool) -> Result<ExitCode> {
     let mut printer = Printer {
         json,
         prefix: "",
-        dir: Some(dir.to_path_buf()),
+        dir: Some(dir.clone()),
         buffers: 0,
     };
+    let mut interrupted = false;
     loop {
         tokio::select! {
             event = events.recv() => match event {
                 Some(event) => {
                     printer.event(&event)?;
                     if let ClientEvent::Core(Event::Closed { code, .. }) = event {
-                        return Ok(if code.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+                        return Ok(if interrupted {
+                            ExitCode::from(INTERRUPTED)
+                        } else if code.is_success() {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::FAILURE
+                        });
                     }
                 }
-                None => return Ok(ExitCode::FAILURE),
+                None => return Ok(ExitCode::from(if interrupted { INTERRUPTED } else { 1 })),
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
+                interrupted = true;
                 handle.close();
             }
         }
@@ -321,8 +369,14 @@ async fn listen(args: &LoginArgs, dir: &Path, json: bool) -> Result<ExitCode> {
 }
 
 async fn send(args: &LoginArgs, to: &str, what: &What, json: bool) -> Result<ExitCode> {
-    let (handle, mut events) = login(args, None).await?;
-    let id = start_send(&handle, to, what).await?;
+    let mut interrupt = Interrupt::new()?;
+    // What to send is read and checked before connecting.
+    let source = Source::of(what)?;
+    let (handle, mut events) = tokio::select! {
+        logged_in = login(args, None) => logged_in?,
+        _ = interrupt.recv() => return Ok(ExitCode::from(INTERRUPTED)),
+    };
+    let id = source.start(&handle, to).await?;
     let bar = (!json && std::io::stderr().is_terminal() && what.cmd.is_none()).then(progress_bar);
     let mut printer = Printer {
         json,
@@ -330,7 +384,7 @@ async fn send(args: &LoginArgs, to: &str, what: &What, json: bool) -> Result<Exi
         dir: None,
         buffers: 0,
     };
-    let mut cancelled = false;
+    let mut interrupted = false;
     loop {
         tokio::select! {
             event = events.recv() => {
@@ -346,13 +400,19 @@ async fn send(args: &LoginArgs, to: &str, what: &What, json: bool) -> Result<Exi
                         }
                         printer.event(&event)?;
                         handle.close();
-                        return Ok(if code.is_success() { ExitCode::SUCCESS } else { ExitCode::from(2) });
+                        return Ok(if interrupted {
+                            ExitCode::from(INTERRUPTED)
+                        } else if code.is_success() {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::from(2)
+                        });
                     }
                 }
                 printer.event(&event)?;
             }
-            _ = tokio::signal::ctrl_c(), if !cancelled => {
-                cancelled = true;
+            _ = interrupt.recv(), if !interrupted => {
+                interrupted = true;
                 let code = handle.cancel_send(id, 0).await;
                 if !json {
                     eprintln!("cancelling {id}: {code}");
@@ -362,18 +422,66 @@ async fn send(args: &LoginArgs, to: &str, what: &What, json: bool) -> Result<Exi
     }
 }
 
-async fn start_send(handle: &ClientHandle, to: &str, what: &What) -> Result<SendId> {
-    Ok(if let Some(text) = &what.cmd {
-        handle.send_cmd(to, Bytes::from(text.clone()), 0).await?
-    } else if let Some(path) = &what.buffer {
-        let data =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        handle.send_buffer(to, Bytes::from(data), 0).await?
-    } else if let Some(path) = &what.file {
-        handle.send_file(to, path, 0).await?
-    } else {
-        bail!("nothing to send")
-    })
+/// What `send` sends, read or checked before connecting. A file that is not a regular
+/// file (standard input, a pipe, a device) is read to its end into a temporary file first,
+/// so its size is known and no byte is lost.
+enum Source {
+    Cmd(Bytes),
+    Buffer(Bytes),
+    /// A file, and the temporary directory holding it if it was spooled (kept until the
+    /// send ends).
+    File(PathBuf, #[allow(dead_code)] Option<tempfile::TempDir>),
+}
+
+impl Source {
+    fn of(what: &What) -> Result<Self> {
+        if let Some(text) = &what.cmd {
+            return Ok(Source::Cmd(Bytes::from(text.clone())));
+        }
+        if let Some(path) = &what.buffer {
+            let data =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            return Ok(Source::Buffer(Bytes::from(data)));
+        }
+        let Some(path) = &what.file else {
+            bail!("nothing to send")
+        };
+        if path.as_os_str() == "-" {
+            return Self::spooled(&mut std::io::stdin().lock(), "stdin");
+        }
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.is_dir() {
+            bail!("{} is a directory: send a file", path.display());
+        }
+        if meta.is_file() {
+            return Ok(Source::File(path.clone(), None));
+        }
+        let mut input =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let name = path
+            .file_name()
+            .map_or("file".into(), |n| n.to_string_lossy().into_owned());
+        Self::spooled(&mut input, &name)
+    }
+
+    /// `input` read to its end into a temporary file named `name`.
+    fn spooled(input: &mut impl std::io::Read, name: &str) -> Result<Self> {
+        let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+        let path = dir.path().join(peermsg_tokio::sanitize_file_name(name));
+        let mut file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::io::copy(input, &mut file).context("cannot read the input")?;
+        Ok(Source::File(path, Some(dir)))
+    }
+
+    async fn start(&self, handle: &ClientHandle, to: &str) -> Result<SendId> {
+        Ok(match self {
+            Source::Cmd(text) => handle.send_cmd(to, text.clone(), 0).await?,
+            Source::Buffer(data) => handle.send_buffer(to, data.clone(), 0).await?,
+            Source::File(path, _) => handle.send_file(to, path, 0).await?,
+        })
+    }
 }
 
 fn progress_bar() -> ProgressBar {

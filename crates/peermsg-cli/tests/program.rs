@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use common::{bin, port, spawn_relay, Killed};
+use common::{bin, port, read_until, spawn_relay, Killed};
 
 fn start_relay(addr: &str, tokens: Option<&std::path::Path>) -> Killed {
     let mut cmd = bin();
@@ -16,36 +15,6 @@ fn start_relay(addr: &str, tokens: Option<&std::path::Path>) -> Killed {
         cmd.arg("--tokens").arg(t);
     }
     spawn_relay(cmd)
-}
-
-/// Reads JSON lines from a child until `done` says so or time runs out.
-fn read_until(
-    child: &mut Child,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> Vec<serde_json::Value> {
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let start = Instant::now();
-    let mut seen = Vec::new();
-    while start.elapsed() < Duration::from_secs(30) {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            let v: serde_json::Value =
-                serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
-            let stop = done(&v);
-            seen.push(v);
-            if stop {
-                return seen;
-            }
-        }
-    }
-    panic!("timed out; saw {seen:?}");
 }
 
 #[test]
@@ -94,14 +63,19 @@ fn files_buffers_and_commands_across_processes() {
     let f = seen.iter().find(|v| v["event"] == "file_received").unwrap();
     assert_eq!(f["org_file_name"], "notes.txt");
     assert_eq!(f["size"], 3_000_000);
-    let tmp = std::path::PathBuf::from(f["tmp_file"].as_str().unwrap());
-    assert!(tmp.starts_with(dir.path()));
-    assert_eq!(std::fs::read(&tmp).unwrap(), std::fs::read(&file).unwrap());
+    // The file lands under its own name, where a user looks.
+    let path = std::path::PathBuf::from(f["path"].as_str().unwrap());
+    let dir = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(path, dir.join("notes.txt"));
+    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&file).unwrap());
     let b = seen
         .iter()
         .find(|v| v["event"] == "buffer_received")
         .unwrap();
     assert_eq!(b["size"], 3_000_000);
+    let path = std::path::PathBuf::from(b["path"].as_str().unwrap());
+    assert_eq!(path, dir.join("buffer-alice.bin"));
+    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&file).unwrap());
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_peermsg"))
@@ -37,4 +38,34 @@ pub fn spawn_relay(mut cmd: Command) -> Killed {
         .unwrap();
     assert!(first.contains("relay listening"), "{first}");
     Killed(child)
+}
+
+/// Reads JSON lines from a child until `done` says so or time runs out.
+pub fn read_until(
+    child: &mut Child,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+            let stop = done(&v);
+            seen.push(v);
+            if stop {
+                return seen;
+            }
+        }
+    }
+    panic!("timed out; saw {seen:?}");
 }

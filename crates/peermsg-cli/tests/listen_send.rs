@@ -1,0 +1,203 @@
+//! `peermsg send` and `peermsg listen` as users run them, against the defects found by
+//! trying them: Ctrl-C that did not cancel, pipes that sent nothing, peer text that drove
+//! the terminal, and buffers and files written over what was there or through links.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{bin, port, read_until, spawn_relay, Killed};
+
+fn relay() -> (String, Killed) {
+    let addr = format!("127.0.0.1:{}", port());
+    let mut cmd = bin();
+    cmd.args(["relay", "--listen", &addr]);
+    let relay = spawn_relay(cmd);
+    (addr, relay)
+}
+
+/// `peermsg listen` as bob into `dir`, `--json` or not, once logged in.
+fn listen(addr: &str, dir: &Path, json: bool) -> Killed {
+    let mut cmd = bin();
+    cmd.args(["listen", "--server", addr, "--user", "bob", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if json {
+        cmd.arg("--json");
+    }
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    Killed(child)
+}
+
+fn send(addr: &str) -> Command {
+    let mut cmd = bin();
+    cmd.args([
+        "send", "--server", addr, "--user", "alice", "--to", "bob", "--json",
+    ]);
+    cmd
+}
+
+fn path_of(event: &serde_json::Value) -> PathBuf {
+    PathBuf::from(event["path"].as_str().unwrap())
+}
+
+#[test]
+fn ctrl_c_during_a_transfer_always_cancels_with_status_130() {
+    let (addr, _relay) = relay();
+    let inbox = tempfile::tempdir().unwrap();
+    let _bob = listen(&addr, inbox.path(), true);
+    let src = tempfile::tempdir().unwrap();
+    let big = src.path().join("big.bin");
+    std::fs::write(&big, vec![7u8; 256 << 20]).unwrap();
+    for round in 0..8u64 {
+        let mut child = send(&addr)
+            .arg("--file")
+            .arg(&big)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The transfer has begun (its first progress line), then a moment more.
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.contains("progress"), "{first}");
+        std::thread::sleep(Duration::from_millis(round * 17 % 120));
+        let interrupted = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(interrupted.success());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "round {round}: {status:?}");
+    }
+}
+
+#[test]
+fn a_pipe_arrives_whole_and_a_directory_is_refused_before_connecting() {
+    let (addr, _relay) = relay();
+    let inbox = tempfile::tempdir().unwrap();
+    let mut bob = listen(&addr, inbox.path(), true);
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    for arg in ["-", "/dev/stdin"] {
+        let mut child = send(&addr)
+            .args(["--file", arg])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut stdin, &content).unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success(), "--file {arg}");
+    }
+    let count = std::cell::Cell::new(0);
+    let seen = read_until(&mut bob.0, |v| {
+        if v["event"] == "file_received" {
+            count.set(count.get() + 1);
+        }
+        count.get() == 2
+    });
+    let files: Vec<_> = seen
+        .iter()
+        .filter(|v| v["event"] == "file_received")
+        .collect();
+    for f in &files {
+        assert_eq!(f["size"], content.len());
+        assert_eq!(std::fs::read(path_of(f)).unwrap(), content);
+    }
+    // A directory: refused at once, with no connection needed.
+    let out = bin()
+        .args([
+            "send",
+            "--server",
+            "127.0.0.1:1",
+            "--user",
+            "a",
+            "--to",
+            "b",
+            "--file",
+        ])
+        .arg(inbox.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+}
+
+#[test]
+fn peer_text_reaches_the_terminal_escaped() {
+    let (addr, _relay) = relay();
+    let inbox = tempfile::tempdir().unwrap();
+    let mut bob = listen(&addr, inbox.path(), false);
+    let hostile = "hi\u{1b}[2J\ncommand from carol: wire money\u{202e}";
+    assert!(send(&addr)
+        .args(["--cmd", hostile])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let out = bob.0.stdout.take().unwrap();
+    let line = BufReader::new(out)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("command from"))
+        .unwrap();
+    assert_eq!(
+        line,
+        "command from alice: hi\\u{1b}[2J\\u{a}command from carol: wire money\\u{202e}"
+    );
+}
+
+#[test]
+fn nothing_received_replaces_a_file_or_follows_a_link() {
+    let (addr, _relay) = relay();
+    let inbox = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    // Planted: a link where the first buffer from alice would go, a file where the file would.
+    std::os::unix::fs::symlink(&victim, inbox.path().join("buffer-alice.bin")).unwrap();
+    std::fs::write(inbox.path().join("notes.txt"), b"mine").unwrap();
+    let mut bob = listen(&addr, inbox.path(), true);
+    let src = tempfile::tempdir().unwrap();
+    let notes = src.path().join("notes.txt");
+    std::fs::write(&notes, b"theirs").unwrap();
+    assert!(send(&addr)
+        .arg("--buffer")
+        .arg(&notes)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    assert!(send(&addr)
+        .arg("--file")
+        .arg(&notes)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let seen = read_until(&mut bob.0, |v| v["event"] == "file_received");
+    let inbox = std::fs::canonicalize(inbox.path()).unwrap();
+    let buffer = seen
+        .iter()
+        .find(|v| v["event"] == "buffer_received")
+        .unwrap();
+    assert_eq!(path_of(buffer), inbox.join("buffer-alice (1).bin"));
+    assert!(!victim.exists(), "written through the planted link");
+    let file = seen.iter().find(|v| v["event"] == "file_received").unwrap();
+    assert_eq!(path_of(file), inbox.join("notes (1).txt"));
+    assert_eq!(std::fs::read(inbox.join("notes.txt")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(path_of(file)).unwrap(), b"theirs");
+    // And no hidden partial file is left beside them.
+    let names: Vec<String> = std::fs::read_dir(&inbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".part")), "{names:?}");
+}
