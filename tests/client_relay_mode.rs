@@ -532,10 +532,11 @@ fn kicked_out_by_a_newer_login() {
         })],
     );
     let ev = events(&mut c);
+    // The pending send names the cause, not a lost connection.
     assert!(ev.contains(&Event::SendResult {
         id,
         kind: SendKind::Cmd,
-        code: ErrorCode::CONNECTIONLOST,
+        code: ErrorCode::KICKOUT_BY_RELOGIN,
         cookie: 0
     }));
     assert_eq!(

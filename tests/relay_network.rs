@@ -471,3 +471,52 @@ fn a_command_overtakes_transfer_data_the_relay_holds() {
         "{before} bytes of data came before the command; {queued} were queued in the relay"
     );
 }
+
+#[test]
+fn a_send_only_login_sits_beside_the_users_session() {
+    let mut n = net(&["alice", "bob"]);
+    let send_only = Config {
+        send_only: true,
+        ..Config::default()
+    };
+    // A second bob that only sends: the first is not kicked, and still gets bob's mail.
+    let second = n.connect("bob", b"good", send_only);
+    n.run();
+    assert!(logged_in(&n, 1) && logged_in(&n, second));
+    assert!(!n.nodes[1]
+        .side
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Closed { .. })));
+    let now = n.now;
+    let to_bob = n.nodes[0]
+        .side
+        .client
+        .send_cmd(now, "bob", Bytes::from_static(b"for bob"), 0)
+        .unwrap();
+    let from_second = n.nodes[second]
+        .side
+        .client
+        .send_cmd(
+            now,
+            "alice",
+            Bytes::from_static(b"from bob's other terminal"),
+            0,
+        )
+        .unwrap();
+    n.run();
+    assert_eq!(result_of(&n.nodes[0].side.events, to_bob), ErrorCode::NOERR);
+    assert_eq!(
+        result_of(&n.nodes[second].side.events, from_second),
+        ErrorCode::NOERR
+    );
+    let got = |i: usize, what: &[u8]| {
+        n.nodes[i]
+            .side
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::CmdReceived { data, .. } if &data[..] == what))
+    };
+    assert!(got(1, b"for bob") && !got(second, b"for bob"));
+    assert!(got(0, b"from bob's other terminal"));
+}

@@ -41,6 +41,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// End a send that has no result after this long with `SOCKETTIMEOUT`. Default: none.
     pub send_timeout: Option<Duration>,
+    /// Log in to a relay only to send: the user's full session elsewhere (a listener) is
+    /// not replaced, and nothing is routed to this one. Default false.
+    pub send_only: bool,
     /// Most bytes one [`Client::poll_transmit`](super::Client::poll_transmit) call
     /// appends (it always appends at least one whole frame if any is ready). Default 256 KiB.
     pub transmit_batch: usize,
@@ -60,6 +63,7 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
             send_timeout: None,
+            send_only: false,
             transmit_batch: 256 * 1024,
         }
     }

@@ -157,14 +157,18 @@ impl Client {
 
     fn hello(&self) -> Hello {
         let c = &self.config;
-        Hello::new(
+        let mut hello = Hello::new(
             Role::Client,
             &c.limits,
             c.max_cmds_in_flight,
             c.max_transfers,
             c.transfer_window,
             c.conn_window,
-        )
+        );
+        if c.send_only {
+            hello.capabilities = Capabilities(hello.capabilities.0 | Capabilities::SEND_ONLY.0);
+        }
+        hello
     }
 
     // ----- User commands -------------------------------------------------------------
@@ -1345,9 +1349,15 @@ impl Client {
                 reason: reason.clone(),
             }));
         }
+        // A session replaced by a newer login of the same user says so to its sends.
+        let failed = if code == ErrorCode::KICKOUT_BY_RELOGIN {
+            code
+        } else {
+            ErrorCode::CONNECTIONLOST
+        };
         let sends: alloc::vec::Vec<SendId> = self.outgoing.keys().copied().collect();
         for id in sends {
-            self.finish_send(id, ErrorCode::CONNECTIONLOST);
+            self.finish_send(id, failed);
         }
         let arriving = core::mem::take(&mut self.incoming);
         for (id, msg) in arriving {

@@ -518,16 +518,28 @@ impl Relay {
     }
 
     /// Lets a pending login in. A session of the same user elsewhere is closed with
-    /// `KICKOUT_BY_RELOGIN`.
+    /// `KICKOUT_BY_RELOGIN`, unless this one is send-only (its `HELLO` sets
+    /// [`Capabilities::SEND_ONLY`](wire::Capabilities::SEND_ONLY)): it then sits beside the
+    /// user's session, and messages to the user still go to that one.
     pub fn accept_login(&mut self, conn: ConnId) -> Result<(), RelayError> {
         let c = self.conns.get_mut(&conn).ok_or(RelayError::Unknown)?;
         let user = c.pending_login.take().ok_or(RelayError::Unknown)?;
         c.user = Some(user.clone());
+        let send_only = c
+            .hello
+            .as_ref()
+            .is_some_and(|h| h.capabilities.contains(wire::Capabilities::SEND_ONLY));
         // The credit its HELLO announced becomes usable now; the rest of the window comes
         // from the budget.
         c.conn_granted = INITIAL_CONN_CREDIT;
         self.promised += INITIAL_CONN_CREDIT;
-        if let Some(old) = self.users.insert(user, conn) {
+        // A send-only session takes over no inbox: it is not the user's address.
+        let replaced = if send_only {
+            None
+        } else {
+            self.users.insert(user, conn)
+        };
+        if let Some(old) = replaced {
             if old != conn {
                 self.shut(
                     old,

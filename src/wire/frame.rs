@@ -106,6 +106,9 @@ impl Capabilities {
     pub const DIGEST_CRC32C: Capabilities = Capabilities(1 << 0);
     /// Resume after reconnect (reserved for a later version; see docs/PROTOCOL.md).
     pub const RESUME: Capabilities = Capabilities(1 << 1);
+    /// Set by a client that only sends: a relay logs it in beside the user's full
+    /// session, kicks nobody, and routes it no messages (docs/PROTOCOL.md, "Relays").
+    pub const SEND_ONLY: Capabilities = Capabilities(1 << 2);
 
     /// What this version sets.
     pub const fn supported() -> Self {

@@ -228,12 +228,18 @@ async fn relay(listen: &str, tokens: Option<&Path>, config: ServerConfig) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
+/// Logs in; a session with no directory only sends, so it replaces no listener of the
+/// same user.
 async fn login(args: &LoginArgs, dir: Option<&Path>) -> Result<(ClientHandle, ClientEvents)> {
+    let config = Config {
+        send_only: dir.is_none(),
+        ..Config::default()
+    };
     connect(
         args.server.as_str(),
         &args.user,
         args.token.as_bytes(),
-        Config::default(),
+        config,
         dir,
     )
     .await

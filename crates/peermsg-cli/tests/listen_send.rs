@@ -201,3 +201,29 @@ fn nothing_received_replaces_a_file_or_follows_a_link() {
         .collect();
     assert!(!names.iter().any(|n| n.ends_with(".part")), "{names:?}");
 }
+
+#[test]
+fn a_send_from_a_second_terminal_leaves_the_listener_running() {
+    let (addr, _relay) = relay();
+    let inbox = tempfile::tempdir().unwrap();
+    let mut bob = listen(&addr, inbox.path(), true);
+    // bob sends from another terminal while his listener runs; then alice sends to bob.
+    let out = bin()
+        .args([
+            "send", "--server", &addr, "--user", "bob", "--to", "bob", "--json",
+        ])
+        .args(["--cmd", "note to self"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(send(&addr)
+        .args(["--cmd", "still there?"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let seen = read_until(&mut bob.0, |v| v["data"] == "still there?");
+    assert!(seen.iter().any(|v| v["data"] == "note to self"));
+    assert!(!seen.iter().any(|v| v["event"] == "closed"), "{seen:?}");
+    assert!(bob.0.try_wait().unwrap().is_none(), "the listener exited");
+}
