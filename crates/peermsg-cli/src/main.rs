@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use peermsg::client::{Config, Event, SendId};
+use peermsg::client::{Config, Event, SendId, SendKind};
 use peermsg::ErrorCode;
 use peermsg_tokio::{
     connect, serve, ClientEvent, ClientEvents, ClientHandle, ServerConfig, Tokens,
@@ -21,11 +21,18 @@ use peermsg_tokio::{
 use save::shown;
 use serde_json::json;
 
+/// Exit statuses, the same for every subcommand.
+const EXIT_STATUSES: &str = "Exit status: 0 delivered (send) or closed cleanly (listen, relay); \
+1 a local error (a file that cannot be read, a relay that cannot be reached, a login \
+refused); 2 a usage error; 3 not delivered (the receiver's or relay's code is printed); \
+130 interrupted by Ctrl-C.";
+
 #[derive(Parser)]
 #[command(
     name = "peermsg",
     version,
-    about = "Send commands, buffers and files from one user to another through a relay"
+    about = "Send commands, buffers and files from one user to another through a relay",
+    after_help = EXIT_STATUSES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -64,7 +71,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Send one command, buffer or file; exit status 0 only when the receiver confirmed.
+    /// Send one command, buffer or file; exit status 0 only when the receiver confirmed
+    /// (3 when it was not delivered, 130 when interrupted).
+    #[command(after_help = EXIT_STATUSES)]
     Send {
         #[command(flatten)]
         login: LoginArgs,
@@ -90,9 +99,34 @@ struct LoginArgs {
     /// Your user id.
     #[arg(long)]
     user: String,
-    /// Your token, if the relay wants one.
-    #[arg(long, default_value = "")]
+    /// Your token, if the relay wants one (from PEERMSG_TOKEN, so it does not show in
+    /// `ps`, or --token-file).
+    #[arg(
+        long,
+        env = "PEERMSG_TOKEN",
+        hide_env_values = true,
+        default_value = ""
+    )]
     token: String,
+    /// A file whose first line is your token.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// Seconds to wait for the relay to answer the login.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+}
+
+impl LoginArgs {
+    fn token(&self) -> Result<Vec<u8>> {
+        match &self.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read token file {}", path.display()))?;
+                Ok(text.lines().next().unwrap_or("").trim().as_bytes().to_vec())
+            }
+            None => Ok(self.token.as_bytes().to_vec()),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -111,6 +145,9 @@ struct What {
 
 /// Exit status of a run that Ctrl-C interrupted.
 const INTERRUPTED: u8 = 130;
+
+/// Exit status of a send the receiver or the relay did not take.
+const NOT_DELIVERED: u8 = 3;
 
 /// Ctrl-C, caught from the start of a run to its end: one handler, so no interrupt falls
 /// between two waits.
@@ -134,6 +171,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not for a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -235,27 +274,51 @@ async fn login(args: &LoginArgs, dir: Option<&Path>) -> Result<(ClientHandle, Cl
         send_only: dir.is_none(),
         ..Config::default()
     };
-    connect(
-        args.server.as_str(),
-        &args.user,
-        args.token.as_bytes(),
-        config,
-        dir,
-    )
-    .await
-    .with_context(|| format!("{} at {}", args.user, args.server))
+    let token = args.token()?;
+    let connecting = connect(args.server.as_str(), &args.user, &token, config, dir);
+    let wait = Duration::from_secs(args.timeout);
+    let Ok(connected) = tokio::time::timeout(wait, connecting).await else {
+        bail!(
+            "{} at {}: no answer within {} s (is a relay listening there?)",
+            args.user,
+            args.server,
+            args.timeout
+        );
+    };
+    connected.with_context(|| format!("{} at {}", args.user, args.server))
 }
 
-/// Prints one event, as text or as a JSON line.
+/// Prints one event, as text or as a JSON line (the events are listed in docs/CLI.md).
 struct Printer {
     json: bool,
     /// Put before each line of text.
     prefix: &'static str,
     dir: Option<PathBuf>,
-    buffers: u64,
+    /// Progress lines last printed, by send or receive id, so a long transfer prints at
+    /// most about ten a second (and always its last).
+    progress_at: HashMap<(bool, u64), std::time::Instant>,
+    /// Bars of incoming transfers, in text mode on a terminal.
+    bars: Option<(indicatif::MultiProgress, HashMap<u64, ProgressBar>)>,
+}
+
+/// A code and its name, as every JSON event gives them.
+fn code_json(code: ErrorCode) -> serde_json::Value {
+    json!(code.name().unwrap_or("UNKNOWN"))
 }
 
 impl Printer {
+    fn new(json: bool, prefix: &'static str, dir: Option<PathBuf>) -> Self {
+        let bars = (!json && std::io::stderr().is_terminal())
+            .then(|| (indicatif::MultiProgress::new(), HashMap::new()));
+        Printer {
+            json,
+            prefix,
+            dir,
+            progress_at: HashMap::new(),
+            bars,
+        }
+    }
+
     /// One line of output. A reader that went away (a closed pipe) is no reason to stop
     /// or to fail a transfer: what it would have read is dropped.
     fn line(&self, value: serde_json::Value, text: String) {
@@ -267,56 +330,102 @@ impl Printer {
         };
     }
 
+    /// Whether a progress line for (`incoming`, `id`) is due: a tenth of a second since
+    /// the last, or the end.
+    fn progress_due(&mut self, incoming: bool, id: u64, done: bool) -> bool {
+        let now = std::time::Instant::now();
+        let last = self.progress_at.get(&(incoming, id));
+        if done || last.map_or(true, |t| now - *t >= Duration::from_millis(100)) {
+            self.progress_at.insert((incoming, id), now);
+            return true;
+        }
+        false
+    }
+
+    /// An incoming transfer ended: its bar goes.
+    fn end_bar(&mut self, id: u64) {
+        if let Some((_, bars)) = &mut self.bars {
+            if let Some(bar) = bars.remove(&id) {
+                bar.finish_and_clear();
+            }
+        }
+        self.progress_at.remove(&(true, id));
+    }
+
     fn event(&mut self, event: &ClientEvent) -> Result<()> {
         match event {
             ClientEvent::Core(Event::CmdReceived { from, data }) => {
                 let text = String::from_utf8_lossy(data);
                 self.line(json!({"event": "cmd_received", "from": from.as_str(), "data": text}), format!("command from {}: {}", shown(from.as_str()), shown(&text)));
             }
-            ClientEvent::Core(Event::BufferReceived { from, data, .. }) => {
-                self.buffers += 1;
+            ClientEvent::Core(Event::BufferReceived { id, from, data }) => {
+                self.end_bar(id.0);
                 let dir = self.dir.as_deref().unwrap_or(Path::new("."));
                 let name = format!("buffer-{}.bin", save::user_part(from.as_str()));
                 match save::save_new(dir, &name, data) {
                     Ok(path) => self.line(
-                        json!({"event": "buffer_received", "from": from.as_str(), "size": data.len(), "path": path}),
+                        json!({"event": "buffer_received", "receive_id": id.0, "from": from.as_str(), "size": data.len(), "path": path}),
                         format!("buffer from {}: {} bytes, saved as {}", shown(from.as_str()), data.len(), path.display()),
                     ),
                     // Not fatal: the next message may well be saved.
                     Err(e) => eprintln!("error: cannot save a buffer from {} in {}: {e}", shown(from.as_str()), dir.display()),
                 }
             }
-            ClientEvent::FileReceived { from, tmp_file, org_file_name, size, .. } => {
+            ClientEvent::FileReceived { id, from, tmp_file, org_file_name, size } => {
+                self.end_bar(id.0);
                 let dir = self.dir.as_deref().unwrap_or(Path::new("."));
                 let path = save::place(tmp_file, dir, org_file_name).unwrap_or_else(|e| {
                     eprintln!("error: cannot name a received file {}: {e}; it stays as {}", shown(org_file_name), tmp_file.display());
                     tmp_file.clone()
                 });
                 self.line(
-                    json!({"event": "file_received", "from": from.as_str(), "org_file_name": org_file_name, "size": size, "path": path}),
+                    json!({"event": "file_received", "receive_id": id.0, "from": from.as_str(), "org_file_name": org_file_name, "size": size, "path": path}),
                     format!("file from {}: {} ({size} bytes) saved as {}", shown(from.as_str()), shown(org_file_name), shown(&path.display().to_string())),
                 )
             }
-            ClientEvent::Core(Event::Offer { from, name, size, .. }) => self.line(
-                json!({"event": "offer", "from": from.as_str(), "name": name.as_str(), "size": size}),
-                format!("{} is sending {} ({size} bytes)", shown(from.as_str()), if name.is_empty() { "a buffer".to_string() } else { shown(name.as_str()) }),
-            ),
-            ClientEvent::Core(Event::ReceiveFailed { from, code, .. }) if *code == ErrorCode::CANCELLED => {
-                self.line(json!({"event": "cancelled", "from": from.as_str()}), format!("{} cancelled a transfer", shown(from.as_str())))
+            ClientEvent::Core(Event::Offer { id, from, name, size, kind }) => {
+                let what = if name.is_empty() { "a buffer".to_string() } else { shown(name.as_str()) };
+                if let Some((multi, bars)) = &mut self.bars {
+                    let bar = multi.add(progress_bar(&format!("{} from {}", what, shown(from.as_str()))));
+                    bar.set_length(*size);
+                    bars.insert(id.0, bar);
+                }
+                let kind = if *kind == SendKind::File { "file" } else { "buffer" };
+                self.line(
+                    json!({"event": "offer", "receive_id": id.0, "kind": kind, "from": from.as_str(), "name": name.as_str(), "size": size}),
+                    format!("{} is sending {what} ({size} bytes)", shown(from.as_str())),
+                )
             }
-            ClientEvent::Core(Event::ReceiveFailed { from, code, .. }) => self.line(
-                json!({"event": "receive_failed", "from": from.as_str(), "code": code.as_u32()}),
-                format!("a transfer from {} failed: {code}", shown(from.as_str())),
-            ),
-            ClientEvent::Core(Event::Progress { id, sent, total, .. }) if self.json => {
-                let _ = writeln!(std::io::stdout(), "{}", json!({"event": "progress", "send_id": id.0, "sent": sent, "total": total}));
+            ClientEvent::Core(Event::ReceiveProgress { id, received, total }) => {
+                if let Some(bar) = self.bars.as_ref().and_then(|(_, bars)| bars.get(&id.0)) {
+                    bar.set_position(*received);
+                }
+                if self.json && self.progress_due(true, id.0, received == total) {
+                    self.line(json!({"event": "receive_progress", "receive_id": id.0, "received": received, "total": total}), String::new());
+                }
+            }
+            ClientEvent::Core(Event::ReceiveFailed { id, from, code }) if *code == ErrorCode::CANCELLED => {
+                self.end_bar(id.0);
+                self.line(json!({"event": "cancelled", "receive_id": id.0, "from": from.as_str()}), format!("{} cancelled a transfer", shown(from.as_str())))
+            }
+            ClientEvent::Core(Event::ReceiveFailed { id, from, code }) => {
+                self.end_bar(id.0);
+                self.line(
+                    json!({"event": "receive_failed", "receive_id": id.0, "from": from.as_str(), "code": code.as_u32(), "code_name": code_json(*code)}),
+                    format!("a transfer from {} failed: {code}", shown(from.as_str())),
+                )
+            }
+            ClientEvent::Core(Event::Progress { id, sent, total, .. })
+                if self.json && self.progress_due(false, id.0, sent == total) =>
+            {
+                self.line(json!({"event": "progress", "send_id": id.0, "sent": sent, "total": total}), String::new());
             }
             ClientEvent::Core(Event::SendResult { id, code, .. }) => self.line(
-                json!({"event": "send_result", "send_id": id.0, "code": code.as_u32()}),
+                json!({"event": "send_result", "send_id": id.0, "code": code.as_u32(), "code_name": code_json(*code)}),
                 format!("{id}: {code}"),
             ),
             ClientEvent::Core(Event::Closed { code, reason }) => self.line(
-                json!({"event": "closed", "code": code.as_u32(), "reason": reason.as_str()}),
+                json!({"event": "closed", "code": code.as_u32(), "code_name": code_json(*code), "reason": reason.as_str()}),
                 format!("connection closed: {code} {}", shown(reason.as_str())),
             ),
             _ => {}
@@ -334,20 +443,16 @@ async fn listen(args: &LoginArgs, dir: &Path, json: bool) -> Result<ExitCode> {
         logged_in = login(args, Some(&dir)) => logged_in.with_context(|| format!("(receiving into {})", dir.display()))?,
         _ = interrupt.recv() => return Ok(ExitCode::from(INTERRUPTED)),
     };
-    if !json {
-        println!(
+    let mut printer = Printer::new(json, "", Some(dir.clone()));
+    printer.line(
+        json!({"event": "ready", "user": args.user, "server": args.server, "dir": dir}),
+        format!(
             "{} logged in at {}; files go to {}",
             args.user,
             args.server,
             dir.display()
-        );
-    }
-    let mut printer = Printer {
-        json,
-        prefix: "",
-        dir: Some(dir.clone()),
-        buffers: 0,
-    };
+        ),
+    );
     let mut interrupted = false;
     loop {
         tokio::select! {
@@ -383,13 +488,10 @@ async fn send(args: &LoginArgs, to: &str, what: &What, json: bool) -> Result<Exi
         _ = interrupt.recv() => return Ok(ExitCode::from(INTERRUPTED)),
     };
     let id = source.start(&handle, to).await?;
-    let bar = (!json && std::io::stderr().is_terminal() && what.cmd.is_none()).then(progress_bar);
-    let mut printer = Printer {
-        json,
-        prefix: "",
-        dir: None,
-        buffers: 0,
-    };
+    let started = std::time::Instant::now();
+    let bar = (!json && std::io::stderr().is_terminal() && what.cmd.is_none())
+        .then(|| progress_bar(&format!("{} to {}", source.label(), shown(to))));
+    let mut printer = Printer::new(json, "", None);
     let mut interrupted = false;
     loop {
         tokio::select! {
@@ -405,13 +507,26 @@ async fn send(args: &LoginArgs, to: &str, what: &What, json: bool) -> Result<Exi
                             bar.finish_and_clear();
                         }
                         printer.event(&event)?;
+                        if code.is_success() && !json {
+                            let secs = started.elapsed().as_secs_f64();
+                            let size = source.size();
+                            let rate = match source {
+                                Source::Cmd(_) => String::new(),
+                                _ => format!(" ({:.1} MB/s)", size as f64 / secs.max(1e-6) / 1e6),
+                            };
+                            let _ = writeln!(
+                                std::io::stdout(),
+                                "delivered {size} bytes to {} in {secs:.3} s{rate}",
+                                shown(to)
+                            );
+                        }
                         handle.close();
                         return Ok(if interrupted {
                             ExitCode::from(INTERRUPTED)
                         } else if code.is_success() {
                             ExitCode::SUCCESS
                         } else {
-                            ExitCode::from(2)
+                            ExitCode::from(NOT_DELIVERED)
                         });
                     }
                 }
@@ -481,6 +596,25 @@ impl Source {
         Ok(Source::File(path, Some(dir)))
     }
 
+    /// What it is, for the progress bar.
+    fn label(&self) -> String {
+        match self {
+            Source::Cmd(_) => "a command".to_string(),
+            Source::Buffer(_) => "a buffer".to_string(),
+            Source::File(path, _) => path
+                .file_name()
+                .map_or("a file".to_string(), |n| shown(&n.to_string_lossy())),
+        }
+    }
+
+    /// Its size in bytes.
+    fn size(&self) -> u64 {
+        match self {
+            Source::Cmd(b) | Source::Buffer(b) => b.len() as u64,
+            Source::File(path, _) => std::fs::metadata(path).map_or(0, |m| m.len()),
+        }
+    }
+
     async fn start(&self, handle: &ClientHandle, to: &str) -> Result<SendId> {
         Ok(match self {
             Source::Cmd(text) => handle.send_cmd(to, text.clone(), 0).await?,
@@ -490,13 +624,15 @@ impl Source {
     }
 }
 
-fn progress_bar() -> ProgressBar {
+/// A bar named `label`, with the percentage, bytes, rate and time left.
+fn progress_bar(label: &str) -> ProgressBar {
     let bar = ProgressBar::new(0);
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} {bar:30} {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    ) {
         bar.set_style(style);
     }
+    bar.set_message(label.to_string());
     bar
 }
 
@@ -519,12 +655,7 @@ async fn demo() -> Result<ExitCode> {
         dir.path().display()
     );
     let bob_printer = tokio::spawn(async move {
-        let mut printer = Printer {
-            json: false,
-            prefix: "  bob: ",
-            dir: Some(saves),
-            buffers: 0,
-        };
+        let mut printer = Printer::new(false, "  bob: ", Some(saves));
         while let Some(event) = b_events.recv().await {
             let _ = printer.event(&event);
         }
@@ -551,14 +682,20 @@ async fn demo() -> Result<ExitCode> {
     wait(
         &mut a_events,
         buffer,
-        Some(progress_bar()),
+        Some(progress_bar("alice: buffer")),
         "buffer of 8 MiB",
     )
     .await;
     let file = alice.send_file("bob", &src, 3).await?;
-    wait(&mut a_events, file, Some(progress_bar()), "file of 24 MiB").await;
+    wait(
+        &mut a_events,
+        file,
+        Some(progress_bar("alice: report.pdf")),
+        "file of 24 MiB",
+    )
+    .await;
     let doomed = alice.send_file("bob", &big, 4).await?;
-    let bar = progress_bar();
+    let bar = progress_bar("alice: movie.mkv");
     let mut cancelled = false;
     loop {
         match a_events.recv().await {

@@ -227,3 +227,109 @@ fn a_send_from_a_second_terminal_leaves_the_listener_running() {
     assert!(!seen.iter().any(|v| v["event"] == "closed"), "{seen:?}");
     assert!(bob.0.try_wait().unwrap().is_none(), "the listener exited");
 }
+
+#[test]
+fn the_program_says_what_a_user_needs_and_waits_no_longer_than_asked() {
+    // A port where something accepts and never answers: the login gives up in time.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let out = bin()
+        .args([
+            "send",
+            "--server",
+            &silent_addr,
+            "--user",
+            "a",
+            "--to",
+            "b",
+            "--cmd",
+            "x",
+        ])
+        .args(["--timeout", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no answer within 1 s") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    drop(silent);
+
+    // A token from the environment; a listener that says when it is ready.
+    let addr = format!("127.0.0.1:{}", port());
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tokens.path(), "alice s3cret\nbob b0b\n").unwrap();
+    let mut cmd = bin();
+    cmd.args(["relay", "--listen", &addr, "--tokens"])
+        .arg(tokens.path());
+    let _relay = spawn_relay(cmd);
+    let inbox = tempfile::tempdir().unwrap();
+    let bob = bin()
+        .args([
+            "listen", "--server", &addr, "--user", "bob", "--json", "--dir",
+        ])
+        .arg(inbox.path())
+        .env("PEERMSG_TOKEN", "b0b")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let mut bob = Killed(bob);
+
+    // Not delivered: status 3, and the code comes with its name.
+    let out = bin()
+        .args([
+            "send", "--server", &addr, "--user", "alice", "--to", "nobody", "--json",
+        ])
+        .args(["--cmd", "x"])
+        .env("PEERMSG_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (last["code"].clone(), last["code_name"].clone()),
+        (603.into(), "OFFLINE".into())
+    );
+
+    // Progress lines: about ten a second at most, and the last one.
+    let src = tempfile::tempdir().unwrap();
+    let big = src.path().join("big.bin");
+    std::fs::write(&big, vec![3u8; 64 << 20]).unwrap();
+    let started = std::time::Instant::now();
+    let out = send(&addr)
+        .arg("--file")
+        .arg(&big)
+        .env("PEERMSG_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let progress: Vec<_> = lines.iter().filter(|v| v["event"] == "progress").collect();
+    assert!(
+        (progress.len() as f64) <= secs * 10.0 + 3.0,
+        "{} progress lines in {secs:.2} s",
+        progress.len()
+    );
+    assert_eq!(progress.last().unwrap()["sent"], 64 << 20);
+    // The listener reported the incoming transfer by its receive id, progress included.
+    let seen = read_until(&mut bob.0, |v| v["event"] == "file_received");
+    assert_eq!(seen[0]["event"], "ready", "{seen:?}");
+    assert_eq!(seen[0]["user"], "bob");
+    let file = seen.last().unwrap();
+    let rid = file["receive_id"].clone();
+    assert!(seen
+        .iter()
+        .any(|v| v["event"] == "offer" && v["receive_id"] == rid));
+    assert!(seen
+        .iter()
+        .any(|v| v["event"] == "receive_progress" && v["receive_id"] == rid));
+}

@@ -62,8 +62,8 @@ pub enum ClientEvent {
 /// Why connecting failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The server could not be reached.
-    #[error("cannot connect: {0}")]
+    /// The server could not be reached (the I/O error is the source).
+    #[error("cannot connect")]
     Io(#[from] std::io::Error),
     /// The login was refused.
     #[error("login refused: {0}")]
@@ -223,8 +223,12 @@ pub async fn connect(
 impl ClientHandle {
     /// `sendCmd`.
     pub async fn send_cmd(&self, to: &str, data: Bytes, cookie: u64) -> Result<SendId, SendError> {
-        self.shared
-            .call(|s, now| s.client.send_cmd(now, to, data, cookie))
+        let size = data.len();
+        let id = self
+            .shared
+            .call(|s, now| s.client.send_cmd(now, to, data, cookie))?;
+        tracing::info!(%id, to, size, "command sent");
+        Ok(id)
     }
 
     /// `sendBuffer`.
@@ -234,8 +238,12 @@ impl ClientHandle {
         data: Bytes,
         cookie: u64,
     ) -> Result<SendId, SendError> {
-        self.shared
-            .call(|s, now| s.client.send_buffer(now, to, data, cookie))
+        let size = data.len();
+        let id = self
+            .shared
+            .call(|s, now| s.client.send_buffer(now, to, data, cookie))?;
+        tracing::info!(%id, to, size, "buffer sent");
+        Ok(id)
     }
 
     /// `sendFile`: the file at `path`, under its own name.
@@ -261,6 +269,7 @@ impl ClientHandle {
             s.files.insert(id, file);
             Ok::<_, SendError>(id)
         })?;
+        tracing::info!(%id, to, size, file = %path.display(), "file sent");
         Ok(id)
     }
 
@@ -399,6 +408,7 @@ async fn drive(
                 let mut s = shared.lock();
                 match saved {
                     Ok(saved) => {
+                        tracing::info!(%id, %from, size, path = %saved.tmp_file.display(), "file received");
                         let _ = s.client.accept_delivery(id);
                         own.push_back(ClientEvent::FileReceived {
                             id,
@@ -513,8 +523,21 @@ fn handle_event(cx: Context<'_>, event: Event) -> Option<ClientEvent> {
             }
             Some(ClientEvent::Core(event))
         }
-        Event::SendResult { id, .. } => {
+        Event::SendResult { id, code, .. } => {
+            tracing::info!(%id, %code, "result");
             cx.shared.lock().files.remove(&id);
+            Some(ClientEvent::Core(event))
+        }
+        Event::CmdReceived { ref from, ref data } => {
+            tracing::info!(%from, size = data.len(), "command received");
+            Some(ClientEvent::Core(event))
+        }
+        Event::BufferReceived {
+            id,
+            ref from,
+            ref data,
+        } => {
+            tracing::info!(%id, %from, size = data.len(), "buffer received");
             Some(ClientEvent::Core(event))
         }
         other => Some(ClientEvent::Core(other)),
