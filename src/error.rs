@@ -174,6 +174,9 @@ pub enum SendError {
     /// The target is not a valid user id.
     #[error("invalid target: {0}")]
     InvalidTarget(crate::wire::UserIdError),
+    /// The user id given to log in with is not a valid user id.
+    #[error("invalid user id: {0}")]
+    InvalidUser(crate::wire::UserIdError),
     /// The target is longer than the peer accepts.
     #[error("target user id of {len} bytes is over the limit of {max}")]
     TargetTooLong {
@@ -230,7 +233,7 @@ impl SendError {
     pub fn code(&self) -> ErrorCode {
         match self {
             SendError::NotLoggedIn => ErrorCode::NOT_LOGIN,
-            SendError::InvalidTarget(_) => ErrorCode::PARAM_ERR,
+            SendError::InvalidTarget(_) | SendError::InvalidUser(_) => ErrorCode::PARAM_ERR,
             SendError::TargetTooLong { .. } | SendError::NotThePeer => {
                 ErrorCode::SENDDATA_TARGETINVALID
             }

@@ -178,7 +178,11 @@ impl Client {
         if self.closed {
             return Err(SendError::Closed);
         }
-        let user = self.user_id(user)?;
+        // Our own id: a mistake in it is not a target's.
+        let user = self.user_id(user).map_err(|e| match e {
+            SendError::InvalidTarget(e) => SendError::InvalidUser(e),
+            other => other,
+        })?;
         let token = Bytes::copy_from_slice(token);
         self.queue(Frame::Login(Login {
             user: user.clone(),

@@ -258,6 +258,28 @@ fn the_program_says_what_a_user_needs_and_waits_no_longer_than_asked() {
     assert!(started.elapsed() < Duration::from_secs(20));
     drop(silent);
 
+    // One's own bad id is called what it is, and found before connecting.
+    let out = bin()
+        .args([
+            "send",
+            "--server",
+            "127.0.0.1:1",
+            "--user",
+            "",
+            "--to",
+            "b",
+            "--cmd",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid user id") && !err.contains("target"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+
     // A token from the environment; a listener that says when it is ready.
     let addr = format!("127.0.0.1:{}", port());
     let tokens = tempfile::NamedTempFile::new().unwrap();

@@ -182,13 +182,14 @@ pub async fn connect(
     sink_dir: Option<&Path>,
 ) -> Result<(ClientHandle, ClientEvents), ConnectError> {
     let sink = sink_dir.map(FileSink::new).transpose()?;
-    let stream = TcpStream::connect(addr).await?;
-    crate::socket::tune(&stream);
+    // The user id and configuration are checked before anything goes on the network.
     let mut client =
         Client::new(config, Instant::ZERO).map_err(|e| ConnectError::Invalid(e.to_string()))?;
     client
         .login(user, token)
         .map_err(|e| ConnectError::Invalid(e.to_string()))?;
+    let stream = TcpStream::connect(addr).await?;
+    crate::socket::tune(&stream);
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             client,
