@@ -167,6 +167,7 @@ impl fmt::Debug for ErrorCode {
 /// Why a send was refused before anything was queued. [`SendError::code`] gives the
 /// SDK-style code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// Login has not succeeded (yet).
     #[error("not logged in")]
@@ -249,6 +250,7 @@ impl SendError {
 
 /// Why an action on a send or an incoming message was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ActionError {
     /// No such send or incoming message is in progress.
     #[error("unknown or finished id")]

@@ -41,6 +41,7 @@ pub enum SendKind {
 /// Something the application should know or act on. Drained with
 /// [`Client::poll_event`](super::Client::poll_event).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The answer to [`Client::login`](super::Client::login): `NOERR` or why not.
     LoginResult {

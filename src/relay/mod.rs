@@ -121,6 +121,7 @@ impl Default for RelayConfig {
 
 /// What the application hears from the relay.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RelayEvent {
     /// A client asks to log in: answer with [`Relay::accept_login`] or
     /// [`Relay::reject_login`].
@@ -146,6 +147,7 @@ pub enum RelayEvent {
 
 /// Why a relay call was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RelayError {
     /// The connection id is in use.
     #[error("connection id already open")]

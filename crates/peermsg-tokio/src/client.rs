@@ -40,6 +40,7 @@ pub type ClientEvents = mpsc::Receiver<ClientEvent>;
 
 /// What the application hears from a connected client.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientEvent {
     /// An event of the state machine (all but file bytes and file reads, which the task
     /// handles, and `FileReceived`, which comes as [`ClientEvent::FileReceived`]).
@@ -61,6 +62,7 @@ pub enum ClientEvent {
 
 /// Why connecting failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// The server could not be reached (the I/O error is the source).
     #[error("cannot connect")]
@@ -78,6 +80,7 @@ pub enum ConnectError {
 
 /// Why a file send failed before it started.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendFileError {
     /// The file could not be opened or measured.
     #[error("cannot read {path}: {error}")]

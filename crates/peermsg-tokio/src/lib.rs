@@ -8,7 +8,7 @@
 //! - [`serve`] runs a relay on a `TcpListener` until a shutdown future completes, checking
 //!   logins against a token table, within the limits of a [`ServerConfig`] (connections,
 //!   connections per address, failed logins, write timeouts) and of the relay core's
-//!   [`RelayConfig`](peermsg::relay::RelayConfig) (held bytes, login deadline, progress).
+//!   [`RelayConfig`] (held bytes, login deadline, progress).
 //!
 //! Each client is one task that owns the socket and drives the state machine, which the
 //! handle calls into under a short lock (so a burst of sends goes out in one write); the
@@ -16,6 +16,9 @@
 //! with a reader task per connection (and a flush task while a socket is full). Reads are
 //! handed to the core without a copy and writes are vectored. The
 //! core stays free of any runtime: this crate is where tokio lives.
+//!
+//! `examples/two_users.rs` is a relay and two users exchanging a command and a file in a
+//! page (`cargo run -p peermsg-tokio --example two_users`).
 
 mod client;
 mod relay;
@@ -28,3 +31,9 @@ pub use client::{
 pub use relay::{raise_open_file_limit, serve, ServerConfig, Tokens, RESERVED_FILES};
 pub use sink::{sanitize_file_name, ArrivedFile, FileSink, SavedFile};
 pub use socket::UNSENT_LIMIT;
+
+// The core's types this crate's API speaks in, so an application needs only this crate.
+pub use peermsg::client::{Config, Event, ReceiveId, SendId, SendKind};
+pub use peermsg::relay::RelayConfig;
+pub use peermsg::wire::UserId;
+pub use peermsg::{ErrorCode, SendError};

@@ -175,7 +175,23 @@ fn token_matches(tokens: &Tokens, user: &str, token: &[u8]) -> bool {
     }
 }
 
-/// Runs a relay on `listener` until `shutdown` completes.
+/// Runs a relay on `listener` until `shutdown` completes. `tokens` decides logins
+/// (`None`: anyone as anyone); `config` bounds what clients may make it hold and do.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use std::collections::HashMap;
+/// use peermsg_tokio::{raise_open_file_limit, serve, ServerConfig};
+///
+/// raise_open_file_limit()?; // before the default sizes its connection cap from it
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:7000").await?;
+/// let tokens = HashMap::from([("alice".to_string(), b"s3cret".to_vec())]);
+/// serve(listener, ServerConfig::default(), Some(tokens), async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await
+/// # }
+/// ```
 pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
@@ -273,6 +289,8 @@ pub async fn serve(
                         waiting.remove(&conn);
                         finish(&mut relay, conn, &mut conns, &mut per_ip, &config);
                     }
+                    // Events of a later core version; this server answers none yet.
+                    _ => {}
                 }
             }
             if !any {
