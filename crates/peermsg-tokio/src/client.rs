@@ -13,7 +13,10 @@
 //! drive invariant: after any input (bytes, a wake-up, a file read, a deadline) it writes
 //! frames and handles events until neither comes, then waits on all of them at once. File
 //! bytes never reach the application as events: files to send are read by offset on the
-//! blocking pool while the task goes on, and received files go into a [`FileSink`].
+//! blocking pool while the task goes on, and received files go into a [`FileSink`] that
+//! also runs on the blocking pool, fed in order over a bounded queue (the task takes no
+//! event while that queue is full), and that reports back when a file is kept: only then
+//! is the file confirmed to its sender.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -301,29 +304,93 @@ const READ_SIZE: usize = 256 * 1024;
 /// A file read done on the blocking pool.
 type FileReadDone = (SendId, u64, std::io::Result<Bytes>);
 
-/// A received file kept (or not) on the blocking pool: the incoming message, its sender
-/// and size, and where it is.
-type FileKept = (
-    ReceiveId,
-    UserId,
-    u64,
-    std::io::Result<crate::sink::SavedFile>,
-);
+/// What the task asks of the file sink, which runs on the blocking pool: file writes
+/// never stall the connection's task.
+enum SinkOp {
+    Begin(ReceiveId, String),
+    Write(ReceiveId, Bytes),
+    /// All of the file was written and verified: keep it (flush, sync, persist).
+    Arrived(ReceiveId, String, UserId, u64),
+    /// The file failed: remove what was written, then say so.
+    Abandon(ReceiveId),
+}
+
+/// What the sink tells the task back.
+enum SinkDone {
+    /// The file could not be begun or written: it is abandoned; the task refuses it.
+    Failed(ReceiveId, std::io::Error),
+    /// A file kept (or not), with its sender and size.
+    Kept(
+        ReceiveId,
+        UserId,
+        u64,
+        std::io::Result<crate::sink::SavedFile>,
+    ),
+    /// A failed file's partial bytes are gone.
+    Abandoned(ReceiveId),
+}
+
+/// Requests queued for the sink at most: with 16 KiB frames, 4 MiB of file data.
+const SINK_QUEUE: usize = 256;
+
+/// The sink's loop: it does what the task asks, in order, and reports failures and kept
+/// files.
+fn run_sink(mut sink: FileSink, mut ops: mpsc::Receiver<SinkOp>, done: mpsc::Sender<SinkDone>) {
+    while let Some(op) = ops.blocking_recv() {
+        let report = match op {
+            SinkOp::Begin(id, name) => sink.begin(id, &name).err().map(|e| SinkDone::Failed(id, e)),
+            SinkOp::Write(id, data) => match sink.write(id, &data) {
+                Ok(()) => None,
+                Err(e) => {
+                    sink.abandon(id);
+                    Some(SinkDone::Failed(id, e))
+                }
+            },
+            SinkOp::Arrived(id, name, from, size) => {
+                let saved = match sink.arrived(id, &name) {
+                    Some(file) => file.keep(),
+                    None => Err(std::io::Error::other("the file could not be written")),
+                };
+                Some(SinkDone::Kept(id, from, size, saved))
+            }
+            SinkOp::Abandon(id) => {
+                sink.abandon(id);
+                Some(SinkDone::Abandoned(id))
+            }
+        };
+        if let Some(report) = report {
+            if done.blocking_send(report).is_err() {
+                return;
+            }
+        }
+    }
+}
 
 /// The task: the socket, the files, and the drive loop.
 async fn drive(
     shared: Arc<Shared>,
     stream: TcpStream,
     events: mpsc::Sender<ClientEvent>,
-    mut sink: Option<FileSink>,
+    sink: Option<FileSink>,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let mut names: HashMap<ReceiveId, String> = HashMap::new();
+    // The file sink on the blocking pool: requests go in order over a bounded channel,
+    // failures and kept files come back.
+    let (sink_done_tx, mut sink_done) = mpsc::channel::<SinkDone>(64);
+    let mut sink = sink.map(|sink| {
+        let (ops_tx, ops) = mpsc::channel::<SinkOp>(SINK_QUEUE);
+        tokio::task::spawn_blocking(move || run_sink(sink, ops, sink_done_tx));
+        ops_tx
+    });
+    // Failures of incoming files, told to the application once the sink has removed
+    // their partial bytes (so when it hears, nothing is left behind).
+    let mut failing: HashMap<ReceiveId, ClientEvent> = HashMap::new();
+    // The sink's queue was full when the task last looked.
+    let mut sink_full = false;
     // At most one read per file being sent is outstanding; a full channel makes the
     // blocking reader wait, not the task.
     let (reads_tx, mut reads) = mpsc::channel::<FileReadDone>(64);
-    // Received files being kept: at most one per incoming transfer.
-    let (kept_tx, mut kept) = mpsc::channel::<FileKept>(64);
     // Events the task made itself (a file kept, or not), waiting for room in the
     // application's channel; at most one per incoming transfer.
     let mut own: std::collections::VecDeque<ClientEvent> = std::collections::VecDeque::new();
@@ -359,16 +426,25 @@ async fn drive(
                     }
                     Err(mpsc::error::TrySendError::Closed(())) => None,
                 };
+                // The next event may be file data: the sink must have room for it too.
+                let sink_room = match sink.as_ref().map(mpsc::Sender::try_reserve) {
+                    Some(Ok(room)) => Some(room),
+                    Some(Err(mpsc::error::TrySendError::Full(()))) => {
+                        sink_full = true;
+                        break;
+                    }
+                    Some(Err(mpsc::error::TrySendError::Closed(()))) | None => None,
+                };
                 let Some(event) = shared.lock().client.poll_event() else {
                     break;
                 };
                 any = true;
                 let ctx = Context {
                     shared: &shared,
-                    sink: &mut sink,
+                    sink: sink_room,
                     names: &mut names,
+                    failing: &mut failing,
                     reads: &reads_tx,
-                    kept: &kept_tx,
                 };
                 if let (Some(app), Some(room)) = (handle_event(ctx, event), room) {
                     room.send(app);
@@ -388,6 +464,20 @@ async fn drive(
         };
         let Some(deadline) = deadline else {
             let _ = wr.shutdown().await;
+            // The sink finishes what it was asked (its failures removed), then the
+            // application hears the rest, if it still reads.
+            drop(sink.take());
+            while let Some(done) = sink_done.recv().await {
+                if let SinkDone::Abandoned(id) = done {
+                    own.extend(failing.remove(&id));
+                }
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                for event in own.drain(..) {
+                    let _ = events.send(event).await;
+                }
+            })
+            .await;
             return;
         };
         let wake = shared.epoch + (deadline - Instant::ZERO);
@@ -407,29 +497,41 @@ async fn drive(
                 drop(room);
                 full = false;
             }
-            Some((id, from, size, saved)) = kept.recv() => {
+            room = async { sink.as_ref()?.reserve().await.ok() }, if sink_full => {
+                drop(room);
+                sink_full = false;
+            }
+            Some(done) = sink_done.recv() => match done {
+                SinkDone::Abandoned(id) => own.extend(failing.remove(&id)),
+                SinkDone::Failed(id, error) => {
+                    tracing::warn!(%id, %error, "cannot write an incoming file");
+                    names.remove(&id);
+                    let _ = shared.lock().client.reject(id, ErrorCode::FILE_WRITE_ERR);
+                }
                 // Confirmed to the sender only now that the file is in its place.
-                let mut s = shared.lock();
-                match saved {
-                    Ok(saved) => {
-                        tracing::info!(%id, %from, size, path = %saved.tmp_file.display(), "file received");
-                        let _ = s.client.accept_delivery(id);
-                        own.push_back(ClientEvent::FileReceived {
-                            id,
-                            from,
-                            tmp_file: saved.tmp_file,
-                            org_file_name: saved.org_file_name,
-                            size,
-                        });
-                    }
-                    Err(error) => {
-                        tracing::warn!(%id, %error, "cannot keep an incoming file");
-                        let code = ErrorCode::FILE_WRITE_ERR;
-                        let _ = s.client.fail_delivery(id, code);
-                        own.push_back(ClientEvent::Core(Event::ReceiveFailed { id, from, code }));
+                SinkDone::Kept(id, from, size, saved) => {
+                    let mut s = shared.lock();
+                    match saved {
+                        Ok(saved) => {
+                            tracing::info!(%id, %from, size, path = %saved.tmp_file.display(), "file received");
+                            let _ = s.client.accept_delivery(id);
+                            own.push_back(ClientEvent::FileReceived {
+                                id,
+                                from,
+                                tmp_file: saved.tmp_file,
+                                org_file_name: saved.org_file_name,
+                                size,
+                            });
+                        }
+                        Err(error) => {
+                            tracing::warn!(%id, %error, "cannot keep an incoming file");
+                            let code = ErrorCode::FILE_WRITE_ERR;
+                            let _ = s.client.fail_delivery(id, code);
+                            own.push_back(ClientEvent::Core(Event::ReceiveFailed { id, from, code }));
+                        }
                     }
                 }
-            }
+            },
             Some((id, offset, piece)) = reads.recv() => {
                 let mut s = shared.lock();
                 match piece {
@@ -453,10 +555,11 @@ async fn drive(
 /// What handling an event may touch.
 struct Context<'a> {
     shared: &'a Shared,
-    sink: &'a mut Option<FileSink>,
+    /// Room for one request to the file sink, if there is a sink.
+    sink: Option<mpsc::Permit<'a, SinkOp>>,
     names: &'a mut HashMap<ReceiveId, String>,
+    failing: &'a mut HashMap<ReceiveId, ClientEvent>,
     reads: &'a mpsc::Sender<FileReadDone>,
-    kept: &'a mpsc::Sender<FileKept>,
 }
 
 /// Handles what the task handles itself; gives back what the application should see.
@@ -476,57 +579,50 @@ fn handle_event(cx: Context<'_>, event: Event) -> Option<ClientEvent> {
             ref name,
             ..
         } => {
-            let began = match cx.sink.as_mut() {
-                Some(sink) => sink.begin(id, name.as_str()),
-                None => Err(std::io::Error::other("no directory for incoming files")),
-            };
-            if let Err(error) = began {
-                tracing::warn!(%id, %error, "cannot take an incoming file");
+            let Some(sink) = cx.sink else {
+                tracing::warn!(%id, "an incoming file and no directory for it");
                 let _ = cx
                     .shared
                     .lock()
                     .client
                     .reject(id, ErrorCode::FILE_WRITE_ERR);
                 return None;
-            }
+            };
+            // A failure to begin comes back as `SinkDone::Failed` and refuses the file.
+            sink.send(SinkOp::Begin(id, name.to_string()));
             cx.names.insert(id, name.to_string());
             Some(ClientEvent::Core(event))
         }
         Event::FileData { id, data, .. } => {
-            if let Some(s) = cx.sink.as_mut() {
-                if let Err(error) = s.write(id, &data) {
-                    tracing::warn!(%id, %error, "cannot write an incoming file");
-                    s.abandon(id);
-                    let _ = cx
-                        .shared
-                        .lock()
-                        .client
-                        .reject(id, ErrorCode::FILE_WRITE_ERR);
-                }
+            if let Some(sink) = cx.sink {
+                sink.send(SinkOp::Write(id, data));
             }
             None
         }
         Event::FileReceived { id, from, size } => {
-            // Kept away from the task (flush, sync, persist); the sender hears when done.
+            // Kept by the sink (flush, sync, persist); the sender hears when it is done.
             let name = cx.names.remove(&id).unwrap_or_default();
-            let arrived = cx.sink.as_mut().and_then(|s| s.arrived(id, &name));
-            let done = cx.kept.clone();
-            tokio::task::spawn_blocking(move || {
-                let saved = match arrived {
-                    Some(file) => file.keep(),
-                    None => Err(std::io::Error::other("the sink does not have the file")),
-                };
-                let _ = done.blocking_send((id, from, size, saved));
-            });
+            match cx.sink {
+                Some(sink) => sink.send(SinkOp::Arrived(id, name, from, size)),
+                None => {
+                    let _ = cx
+                        .shared
+                        .lock()
+                        .client
+                        .fail_delivery(id, ErrorCode::FILE_WRITE_ERR);
+                }
+            }
             None
         }
-        Event::ReceiveFailed { id, .. } => {
-            cx.names.remove(&id);
-            if let Some(s) = cx.sink.as_mut() {
-                s.abandon(id);
+        Event::ReceiveFailed { id, .. } => match (cx.names.remove(&id), cx.sink) {
+            // A file in the sink: the application hears once its bytes are removed.
+            (Some(_), Some(sink)) => {
+                sink.send(SinkOp::Abandon(id));
+                cx.failing.insert(id, ClientEvent::Core(event));
+                None
             }
-            Some(ClientEvent::Core(event))
-        }
+            _ => Some(ClientEvent::Core(event)),
+        },
         Event::SendResult { id, code, .. } => {
             tracing::info!(%id, %code, "result");
             cx.shared.lock().files.remove(&id);
