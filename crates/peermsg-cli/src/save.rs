@@ -33,21 +33,17 @@ fn numbered(name: &str, n: u32) -> String {
     }
 }
 
-/// Writes `data` to a new file in `dir` named `name`, or `name (1)`, `name (2)`, ... if
-/// taken: never over an existing file, never through a link. A failed write leaves no
-/// file. Gives the path.
-pub fn save_new(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<PathBuf> {
+/// Tries `make` on `dir/name`, then `name (1)`, `name (2)`, ... while the name is taken;
+/// gives the path that worked.
+fn first_free(
+    dir: &Path,
+    name: &str,
+    mut make: impl FnMut(&Path) -> std::io::Result<()>,
+) -> std::io::Result<PathBuf> {
     for n in 0..10_000 {
         let path = dir.join(numbered(name, n));
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut file) => {
-                let written = file.write_all(data).and_then(|()| file.flush());
-                if let Err(e) = written {
-                    let _ = std::fs::remove_file(&path);
-                    return Err(e);
-                }
-                return Ok(path);
-            }
+        match make(&path) {
+            Ok(()) => return Ok(path),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
@@ -58,25 +54,28 @@ pub fn save_new(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<PathBuf>
     ))
 }
 
+/// Writes `data` to a new file in `dir` named `name`, or `name (1)`, `name (2)`, ... if
+/// taken: never over an existing file, never through a link. A failed write leaves no
+/// file. Gives the path.
+pub fn save_new(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<PathBuf> {
+    first_free(dir, name, |path| {
+        let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+        let written = file.write_all(data).and_then(|()| file.flush());
+        if written.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        // A write error is not AlreadyExists: it ends the search.
+        written
+    })
+}
+
 /// Moves a received file from its temporary name to `dir/name`, or `name (1)`, ... if
 /// taken, without replacing anything (a new link, then the old name removed). Gives the
 /// final path.
 pub fn place(tmp: &Path, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
-    for n in 0..10_000 {
-        let path = dir.join(numbered(name, n));
-        match std::fs::hard_link(tmp, &path) {
-            Ok(()) => {
-                std::fs::remove_file(tmp)?;
-                return Ok(path);
-            }
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::new(
-        ErrorKind::AlreadyExists,
-        "no free name",
-    ))
+    let path = first_free(dir, name, |path| std::fs::hard_link(tmp, path))?;
+    std::fs::remove_file(tmp)?;
+    Ok(path)
 }
 
 /// Peer text made safe for a terminal: control characters (escape sequences, newlines)
