@@ -374,7 +374,8 @@ async fn drive(
     sink: Option<FileSink>,
 ) {
     let (mut rd, mut wr) = stream.into_split();
-    let mut names: HashMap<ReceiveId, String> = HashMap::new();
+    // Incoming files in the sink: their names and senders.
+    let mut names: HashMap<ReceiveId, (String, UserId)> = HashMap::new();
     // The file sink on the blocking pool: requests go in order over a bounded channel,
     // failures and kept files come back.
     let (sink_done_tx, mut sink_done) = mpsc::channel::<SinkDone>(64);
@@ -505,8 +506,13 @@ async fn drive(
                 SinkDone::Abandoned(id) => own.extend(failing.remove(&id)),
                 SinkDone::Failed(id, error) => {
                     tracing::warn!(%id, %error, "cannot write an incoming file");
-                    names.remove(&id);
-                    let _ = shared.lock().client.reject(id, ErrorCode::FILE_WRITE_ERR);
+                    // Refused (the sender's result is 1402); the application hears of it
+                    // too, unless the file ended otherwise meanwhile.
+                    let code = ErrorCode::FILE_WRITE_ERR;
+                    let refused = shared.lock().client.reject(id, code).is_ok();
+                    if let (Some((_, from)), true) = (names.remove(&id), refused) {
+                        own.push_back(ClientEvent::Core(Event::ReceiveFailed { id, from, code }));
+                    }
                 }
                 // Confirmed to the sender only now that the file is in its place.
                 SinkDone::Kept(id, from, size, saved) => {
@@ -557,7 +563,7 @@ struct Context<'a> {
     shared: &'a Shared,
     /// Room for one request to the file sink, if there is a sink.
     sink: Option<mpsc::Permit<'a, SinkOp>>,
-    names: &'a mut HashMap<ReceiveId, String>,
+    names: &'a mut HashMap<ReceiveId, (String, UserId)>,
     failing: &'a mut HashMap<ReceiveId, ClientEvent>,
     reads: &'a mpsc::Sender<FileReadDone>,
 }
@@ -577,6 +583,7 @@ fn handle_event(cx: Context<'_>, event: Event) -> Option<ClientEvent> {
             id,
             kind: SendKind::File,
             ref name,
+            ref from,
             ..
         } => {
             let Some(sink) = cx.sink else {
@@ -590,7 +597,7 @@ fn handle_event(cx: Context<'_>, event: Event) -> Option<ClientEvent> {
             };
             // A failure to begin comes back as `SinkDone::Failed` and refuses the file.
             sink.send(SinkOp::Begin(id, name.to_string()));
-            cx.names.insert(id, name.to_string());
+            cx.names.insert(id, (name.to_string(), from.clone()));
             Some(ClientEvent::Core(event))
         }
         Event::FileData { id, data, .. } => {
@@ -601,7 +608,11 @@ fn handle_event(cx: Context<'_>, event: Event) -> Option<ClientEvent> {
         }
         Event::FileReceived { id, from, size } => {
             // Kept by the sink (flush, sync, persist); the sender hears when it is done.
-            let name = cx.names.remove(&id).unwrap_or_default();
+            let name = cx
+                .names
+                .remove(&id)
+                .map(|(name, _)| name)
+                .unwrap_or_default();
             match cx.sink {
                 Some(sink) => sink.send(SinkOp::Arrived(id, name, from, size)),
                 None => {

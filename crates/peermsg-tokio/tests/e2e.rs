@@ -552,3 +552,34 @@ async fn a_file_the_receivers_disk_cannot_hold_is_not_reported_delivered() {
     let left: Vec<_> = std::fs::read_dir(disk.0.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_fills_during_a_file_fails_it_on_both_ends_and_leaves_nothing() {
+    let Some(disk) = SmallDisk::new("64k") else {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    };
+    let (addr, _stop) = relay(None).await;
+    let (alice, mut a_events, _bob, mut b_events) = alice_and_bob(addr, Some(disk.0.path())).await;
+    // 2 MiB: the sink's writes fail part way, long before the end.
+    let src = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(src.path(), vec![2u8; 2 << 20]).unwrap();
+    let id = alice.send_file("bob", src.path(), 0).await.unwrap();
+    let bob_saw = tokio::spawn(async move {
+        loop {
+            match b_events.recv().await {
+                Some(ClientEvent::Core(Event::ReceiveFailed { code, .. })) => return Some(code),
+                Some(ClientEvent::FileReceived { .. }) | None => return None,
+                Some(_) => {}
+            }
+        }
+    });
+    assert_eq!(result(&mut a_events, id).await, ErrorCode::FILE_WRITE_ERR);
+    let seen = tokio::time::timeout(Duration::from_secs(10), bob_saw)
+        .await
+        .expect("bob hears in time")
+        .unwrap();
+    assert_eq!(seen, Some(ErrorCode::FILE_WRITE_ERR));
+    let left: Vec<_> = std::fs::read_dir(disk.0.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
