@@ -20,6 +20,8 @@
 //! `examples/two_users.rs` is a relay and two users exchanging a command and a file in a
 //! page (`cargo run -p peermsg-tokio --example two_users`).
 
+#![warn(missing_docs)]
+
 mod client;
 mod relay;
 mod sink;
