@@ -339,14 +339,7 @@ impl Client {
     /// result carries `code` (for example `REJECTED` or `ABORTED`); nothing more about the
     /// message is reported here.
     pub fn reject(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
-        match self.incoming.get(&id.0) {
-            Some(msg) if msg.kind != SendKind::Cmd && !msg.delivered => {
-                self.queue(Frame::Result(SendResult { id: id.0, code }));
-                self.drop_incoming(id.0);
-                Ok(())
-            }
-            _ => Err(ActionError::UnknownId),
-        }
+        self.answer(id, code, |msg| msg.kind != SendKind::Cmd && !msg.delivered)
     }
 
     /// The application has a received file where it keeps it (written, flushed, in its
@@ -370,14 +363,23 @@ impl Client {
 
     /// Ends a file that arrived verified and waits for the application's word.
     fn settle_file(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
-        match self.incoming.get(&id.0) {
-            Some(msg) if msg.kind == SendKind::File && msg.delivered => {
-                self.queue(Frame::Result(SendResult { id: id.0, code }));
-                self.drop_incoming(id.0);
-                Ok(())
-            }
-            _ => Err(ActionError::UnknownId),
+        self.answer(id, code, |msg| msg.kind == SendKind::File && msg.delivered)
+    }
+
+    /// The application's answer to incoming message `id`, if `may` allows one where the
+    /// message stands: its sender's result is `code`, and the message is over here.
+    fn answer(
+        &mut self,
+        id: ReceiveId,
+        code: ErrorCode,
+        may: impl Fn(&Incoming) -> bool,
+    ) -> Result<(), ActionError> {
+        if !self.incoming.get(&id.0).is_some_and(may) {
+            return Err(ActionError::UnknownId);
         }
+        self.queue(Frame::Result(SendResult { id: id.0, code }));
+        self.drop_incoming(id.0);
+        Ok(())
     }
 
     /// Closes the connection: a `CLOSE` goes out, every pending send fails with

@@ -278,8 +278,6 @@ struct Conn {
     conn_released: u64,
     /// Connection credit granted (0 until login: nothing may be sent before).
     conn_granted: u64,
-    /// Of what was received and not released: bytes queued toward receivers' transports.
-    queued: u64,
     /// Owed a connection grant that the global budget held back.
     owed: bool,
     // As a receiver.
@@ -324,7 +322,10 @@ impl Relay {
         {
             return Err(RelayError::Windows);
         }
-        let honest_queue = 2 * config.receiver_queue + 4 * config.limits.max_frame_size;
+        let honest_queue = config
+            .receiver_queue
+            .saturating_mul(2)
+            .saturating_add(4 * config.limits.max_frame_size);
         if config.receiver_queue == 0 || config.max_queued_bytes < honest_queue {
             return Err(RelayError::Queues);
         }
@@ -386,7 +387,6 @@ impl Relay {
             conn_received: 0,
             conn_released: 0,
             conn_granted: 0,
-            queued: 0,
             owed: false,
             next_out_id: 0,
             outbound: BTreeMap::new(),
@@ -622,7 +622,7 @@ impl Relay {
             self.writable.push_back(conn);
         }
         for (owner, len) in first.into_iter().chain(more) {
-            self.left_queue(owner, len);
+            self.released(owner, len, true);
         }
         // Room in the queue: messages waiting for it move on.
         self.unblock(conn);
@@ -688,7 +688,7 @@ impl Relay {
         if c.closed {
             // Its messages were ended when it closed; a late payload is dropped here.
             if let Some(owner) = owner {
-                self.left_queue(owner, payload_len(&frame));
+                self.released(owner, payload_len(&frame), true);
             }
             return;
         }
@@ -710,7 +710,7 @@ impl Relay {
         if c.out.wire_bytes() > self.config.max_queued_bytes {
             // It does not read: nothing more will be written to it.
             for (owner, len) in c.out.clear() {
-                self.left_queue(owner, len);
+                self.released(owner, len, true);
             }
             self.shut(conn, ErrorCode::LIMIT_EXCEEDED, "peer does not read", false);
             return;
@@ -1279,9 +1279,6 @@ impl Relay {
             r.forwarded += len;
         }
         r.last_progress = self.now;
-        if let Some(sc) = self.conns.get_mut(&src) {
-            sc.queued += len;
-        }
         self.push_from(dst, frame, Some(src));
         Ok(())
     }
@@ -1301,14 +1298,6 @@ impl Relay {
             }
             self.release(key);
         }
-    }
-
-    /// `len` bytes of sender `owner`'s left a receiver's queue (written, or dropped).
-    fn left_queue(&mut self, owner: ConnId, len: u64) {
-        if let Some(c) = self.conns.get_mut(&owner) {
-            c.queued = c.queued.saturating_sub(len);
-        }
-        self.released(owner, len, true);
     }
 
     /// `len` message bytes from sender `conn` left the relay (`held`: they had been stored
@@ -1343,17 +1332,19 @@ impl Relay {
         if c.closed || c.user.is_none() {
             return;
         }
-        let full = c.conn_released + window;
-        if full < c.conn_granted + step {
+        // Saturating: the window and the budget are the application's to set, any size.
+        let full = c.conn_released.saturating_add(window);
+        let next_step = c.conn_granted.saturating_add(step);
+        if full < next_step {
             return;
         }
-        let floor = c.conn_released + INITIAL_CONN_CREDIT;
-        let target = full.min(c.conn_granted + room).max(floor);
+        let floor = c.conn_released.saturating_add(INITIAL_CONN_CREDIT);
+        let target = full.min(c.conn_granted.saturating_add(room)).max(floor);
         if target < full && !c.owed {
             c.owed = true;
             self.owed.push_back(conn);
         }
-        if target < c.conn_granted + step {
+        if target < next_step {
             return;
         }
         self.promised += target - c.conn_granted;

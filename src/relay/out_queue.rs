@@ -13,6 +13,9 @@ use crate::wire::Frame;
 /// comes back only when the frame is written.
 type Queued = (Frame, Option<ConnId>);
 
+/// A queued frame as held: with the bytes it takes on the wire, measured once.
+type Held = (Frame, Option<ConnId>, u64);
+
 /// Frames for one connection, not yet taken by `poll_transmit`.
 ///
 /// `DATA` and `END` go in the data lane; every other frame goes in the prompt lane, which
@@ -29,8 +32,8 @@ type Queued = (Frame, Option<ConnId>);
 /// `CLOSE` is queued after both lanes and written last.
 #[derive(Debug, Default)]
 pub(super) struct OutQueue {
-    prompt: VecDeque<Queued>,
-    data: VecDeque<Queued>,
+    prompt: VecDeque<Held>,
+    data: VecDeque<Held>,
     close: Option<Frame>,
     /// Payload bytes held (the part that counts against windows and budgets), and the
     /// part of it in the data lane.
@@ -45,33 +48,38 @@ impl OutQueue {
     /// Queues `frame` in its lane; `owner` is the sender of the message payload it
     /// carries, if any.
     pub(super) fn push(&mut self, frame: Frame, owner: Option<ConnId>) {
-        self.payload += payload_len(&frame);
-        self.wire += wire_len(&frame);
+        let (payload, wire) = (payload_len(&frame), wire_len(&frame));
+        self.payload += payload;
+        self.wire += wire;
         match frame {
             Frame::Data(_) | Frame::End(_) => {
-                self.data_payload += payload_len(&frame);
-                self.data.push_back((frame, owner));
+                self.data_payload += payload;
+                self.data.push_back((frame, owner, wire));
             }
             Frame::Close(_) => self.close = Some(frame),
-            _ => self.prompt.push_back((frame, owner)),
+            _ => self.prompt.push_back((frame, owner, wire)),
         }
     }
 
     /// The next frame to write, and the sender of its payload.
     pub(super) fn pop(&mut self) -> Option<Queued> {
-        let queued = match self.prompt.pop_front() {
-            Some(queued) => queued,
+        let (frame, owner, wire) = match self.prompt.pop_front() {
+            Some(held) => held,
             None => match self.data.pop_front() {
-                Some(queued) => {
-                    self.data_payload -= payload_len(&queued.0);
-                    queued
+                Some(held) => {
+                    self.data_payload = self.data_payload.saturating_sub(payload_len(&held.0));
+                    held
                 }
-                None => (self.close.take()?, None),
+                None => {
+                    let close = self.close.take()?;
+                    let wire = wire_len(&close);
+                    (close, None, wire)
+                }
             },
         };
-        self.payload -= payload_len(&queued.0);
-        self.wire -= wire_len(&queued.0);
-        Some(queued)
+        self.payload = self.payload.saturating_sub(payload_len(&frame));
+        self.wire = self.wire.saturating_sub(wire);
+        Some((frame, owner))
     }
 
     /// Frames queued.
@@ -93,7 +101,7 @@ impl OutQueue {
     pub(super) fn payload_in_lane_of(&self, frame: &Frame) -> u64 {
         match frame {
             Frame::Data(_) | Frame::End(_) => self.data_payload,
-            _ => self.payload - self.data_payload,
+            _ => self.payload.saturating_sub(self.data_payload),
         }
     }
 
@@ -108,7 +116,7 @@ impl OutQueue {
             .prompt
             .drain(..)
             .chain(self.data.drain(..))
-            .filter_map(|(frame, owner)| Some((owner?, payload_len(&frame))))
+            .filter_map(|(frame, owner, _)| Some((owner?, payload_len(&frame))))
             .collect();
         *self = OutQueue::default();
         dropped

@@ -2,8 +2,18 @@
 
 mod save;
 
+/// `println!` for every line the program prints: a reader that went away (a closed pipe,
+/// `| head`) is no reason to stop a relay or fail a transfer, so what it would have read
+/// is dropped instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -251,9 +261,7 @@ async fn relay(listen: &str, tokens: Option<&Path>, config: ServerConfig) -> Res
         Some(t) => format!("{} users may log in", t.len()),
         None => "no tokens file: any user may log in".to_string(),
     };
-    // A relay outlives whoever reads its output: a closed stdout is no reason to stop.
-    let _ = writeln!(
-        std::io::stdout(),
+    say!(
         "relay listening on {addr}; {who}\nat most {} connections ({} per address); \
          at most {} MiB of messages held",
         config.max_connections,
@@ -319,15 +327,13 @@ impl Printer {
         }
     }
 
-    /// One line of output. A reader that went away (a closed pipe) is no reason to stop
-    /// or to fail a transfer: what it would have read is dropped.
+    /// One line of output, as JSON or as text.
     fn line(&self, value: serde_json::Value, text: String) {
-        let mut out = std::io::stdout().lock();
-        let _ = if self.json {
-            writeln!(out, "{value}")
+        if self.json {
+            say!("{value}");
         } else {
-            writeln!(out, "{}{text}", self.prefix)
-        };
+            say!("{}{text}", self.prefix);
+        }
     }
 
     /// Whether a progress line for (`incoming`, `id`) is due: a tenth of a second since
@@ -514,8 +520,7 @@ async fn send(args: &LoginArgs, to: &str, what: &What, json: bool) -> Result<Exi
                                 Source::Cmd(_) => String::new(),
                                 _ => format!(" ({:.1} MB/s)", size as f64 / secs.max(1e-6) / 1e6),
                             };
-                            let _ = writeln!(
-                                std::io::stdout(),
+                            say!(
                                 "delivered {size} bytes to {} in {secs:.3} s{rate}",
                                 shown(to)
                             );
@@ -644,13 +649,13 @@ async fn demo() -> Result<ExitCode> {
     let server = tokio::spawn(serve(listener, ServerConfig::default(), None, async move {
         let _ = stopped.await;
     }));
-    println!("relay on {addr}");
+    say!("relay on {addr}");
     let dir = tempfile::tempdir()?;
     let saves = dir.path().to_path_buf();
     let (alice, mut a_events) = connect(addr, "alice", b"", Config::default(), None).await?;
     let (bob, mut b_events) =
         connect(addr, "bob", b"", Config::default(), Some(dir.path())).await?;
-    println!(
+    say!(
         "alice and bob logged in; bob saves files in {}",
         dir.path().display()
     );
@@ -708,7 +713,7 @@ async fn demo() -> Result<ExitCode> {
                     cancelled = true;
                     let code = alice.cancel_send(doomed, 5).await;
                     bar.finish_and_clear();
-                    println!(
+                    say!(
                         "alice cancels the 256 MiB file at {}%: {code}",
                         sent * 100 / total
                     );
@@ -716,7 +721,7 @@ async fn demo() -> Result<ExitCode> {
             }
             Some(ClientEvent::Core(Event::SendResult { id, code, .. })) if id == doomed => {
                 bar.finish_and_clear();
-                println!("alice: file of 256 MiB: {code}");
+                say!("alice: file of 256 MiB: {code}");
                 break;
             }
             Some(_) => {}
@@ -748,7 +753,7 @@ async fn wait(events: &mut ClientEvents, id: SendId, bar: Option<ProgressBar>, w
                 if let Some(bar) = &bar {
                     bar.finish_and_clear();
                 }
-                println!("alice: {what}: {code}");
+                say!("alice: {what}: {code}");
                 return;
             }
             _ => {}

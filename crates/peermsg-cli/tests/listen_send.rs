@@ -42,6 +42,24 @@ fn send(addr: &str) -> Command {
     cmd
 }
 
+/// `peermsg send` as `user` to a port where nothing listens: for what is refused before
+/// connecting.
+fn send_nowhere(user: &str, what: &[&str]) -> std::process::Output {
+    bin()
+        .args([
+            "send",
+            "--server",
+            "127.0.0.1:1",
+            "--user",
+            user,
+            "--to",
+            "b",
+        ])
+        .args(what)
+        .output()
+        .unwrap()
+}
+
 fn path_of(event: &serde_json::Value) -> PathBuf {
     PathBuf::from(event["path"].as_str().unwrap())
 }
@@ -113,20 +131,7 @@ fn a_pipe_arrives_whole_and_a_directory_is_refused_before_connecting() {
         assert_eq!(std::fs::read(path_of(f)).unwrap(), content);
     }
     // A directory: refused at once, with no connection needed.
-    let out = bin()
-        .args([
-            "send",
-            "--server",
-            "127.0.0.1:1",
-            "--user",
-            "a",
-            "--to",
-            "b",
-            "--file",
-        ])
-        .arg(inbox.path())
-        .output()
-        .unwrap();
+    let out = send_nowhere("a", &["--file", inbox.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
 }
@@ -259,20 +264,7 @@ fn the_program_says_what_a_user_needs_and_waits_no_longer_than_asked() {
     drop(silent);
 
     // One's own bad id is called what it is, and found before connecting.
-    let out = bin()
-        .args([
-            "send",
-            "--server",
-            "127.0.0.1:1",
-            "--user",
-            "",
-            "--to",
-            "b",
-            "--cmd",
-            "x",
-        ])
-        .output()
-        .unwrap();
+    let out = send_nowhere("", &["--cmd", "x"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("invalid user id") && !err.contains("target"),

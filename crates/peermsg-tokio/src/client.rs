@@ -230,12 +230,7 @@ pub async fn connect(
 impl ClientHandle {
     /// `sendCmd`.
     pub async fn send_cmd(&self, to: &str, data: Bytes, cookie: u64) -> Result<SendId, SendError> {
-        let size = data.len();
-        let id = self
-            .shared
-            .call(|s, now| s.client.send_cmd(now, to, data, cookie))?;
-        tracing::info!(%id, to, size, "command sent");
-        Ok(id)
+        self.send_memory("command", Client::send_cmd, to, data, cookie)
     }
 
     /// `sendBuffer`.
@@ -245,11 +240,23 @@ impl ClientHandle {
         data: Bytes,
         cookie: u64,
     ) -> Result<SendId, SendError> {
+        self.send_memory("buffer", Client::send_buffer, to, data, cookie)
+    }
+
+    /// A command or buffer through `send` of the state machine, logged as `what`.
+    fn send_memory(
+        &self,
+        what: &'static str,
+        send: fn(&mut Client, Instant, &str, Bytes, u64) -> Result<SendId, SendError>,
+        to: &str,
+        data: Bytes,
+        cookie: u64,
+    ) -> Result<SendId, SendError> {
         let size = data.len();
         let id = self
             .shared
-            .call(|s, now| s.client.send_buffer(now, to, data, cookie))?;
-        tracing::info!(%id, to, size, "buffer sent");
+            .call(|s, now| send(&mut s.client, now, to, data, cookie))?;
+        tracing::info!(%id, to, size, what, "sent");
         Ok(id)
     }
 
