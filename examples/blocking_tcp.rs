@@ -70,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         client.login("bob", b"b").expect("valid user id");
         let mut received = 0u64;
         drive(client, stream, |client, _, event| match event {
-            Event::CmdReceived { from, data } => {
+            Event::CmdReceived { from, data, .. } => {
                 println!(
                     "bob: command from {from}: {}",
                     String::from_utf8_lossy(&data)

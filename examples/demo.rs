@@ -78,7 +78,7 @@ fn show(who: &str, events: &[Event]) {
                     received * 100 / total.max(&1)
                 )
             }
-            Event::CmdReceived { from, data } => {
+            Event::CmdReceived { from, data, .. } => {
                 println!(
                     "{who:>6}: command from {from}: {:?}",
                     String::from_utf8_lossy(data)

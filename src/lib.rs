@@ -100,7 +100,7 @@
 //!     while let Some(event) = bob.poll_event() {
 //!         busy = true;
 //!         match event {
-//!             Event::CmdReceived { from, data } => bob_got.push(format!("{from}: {data:?}")),
+//!             Event::CmdReceived { from, data, .. } => bob_got.push(format!("{from}: {data:?}")),
 //!             // Bob keeps the file (here: nothing to write), then confirms it.
 //!             Event::FileReceived { id, from, size } => {
 //!                 bob.accept_delivery(id)?;

@@ -2,7 +2,7 @@
 //! layer, so the relay's side of every rule can be played, including breaking it.
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Client, Config, Event, SendKind};
+use peermsg::client::{Client, Config, Event, ReceiveId, SendKind};
 use peermsg::wire::*;
 use peermsg::{ErrorCode, Instant};
 
@@ -95,6 +95,7 @@ fn receivers_see_the_source_the_relay_stamped() {
     assert_eq!(
         events(&mut c),
         vec![Event::CmdReceived {
+            id: ReceiveId(0),
             from: user("carol"),
             data: Bytes::from_static(b"hi")
         }]

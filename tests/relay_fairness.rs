@@ -65,7 +65,9 @@ fn many_senders_to_a_receiver_with_caps_of_one_all_succeed_in_order() {
             .events
             .iter()
             .filter_map(|e| match e {
-                Event::CmdReceived { from: f, data } if f.as_str() == from => Some(data.clone()),
+                Event::CmdReceived { from: f, data, .. } if f.as_str() == from => {
+                    Some(data.clone())
+                }
                 _ => None,
             })
             .collect();

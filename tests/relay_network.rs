@@ -45,10 +45,10 @@ fn commands_buffers_and_files_go_through_stamped_with_the_sender() {
         assert_eq!(result_of(a, id), ErrorCode::NOERR);
     }
     let b = &n.nodes[1].side.events;
-    assert!(b.contains(&Event::CmdReceived {
-        from: "alice".try_into().unwrap(),
-        data: Bytes::from_static(b"hello")
-    }));
+    assert!(b
+        .iter()
+        .any(|e| matches!(e, Event::CmdReceived { from, data, .. }
+        if from.as_str() == "alice" && data[..] == b"hello"[..])));
     assert!(b.iter().any(|e| matches!(e, Event::BufferReceived { from, data, .. } if from.as_str() == "alice" && *data == content(3 << 20, 1))));
     let mut assembled = Vec::new();
     for e in b {
@@ -57,6 +57,30 @@ fn commands_buffers_and_files_go_through_stamped_with_the_sender() {
         }
     }
     assert_eq!(assembled, file_data);
+    // The relay reports each message's end, for its logs.
+    let mut ended: Vec<(bool, u64, ErrorCode)> = n
+        .relay_events
+        .iter()
+        .filter_map(|e| match e {
+            RelayEvent::MessageEnded {
+                from,
+                to,
+                cmd,
+                size,
+                code,
+            } if from.as_str() == "alice" && to.as_str() == "bob" => Some((*cmd, *size, *code)),
+            _ => None,
+        })
+        .collect();
+    ended.sort_by_key(|(_, size, _)| *size);
+    assert_eq!(
+        ended,
+        vec![
+            (true, 5, ErrorCode::NOERR),
+            (false, 3 << 20, ErrorCode::NOERR),
+            (false, file_data.len() as u64, ErrorCode::NOERR),
+        ]
+    );
 }
 
 #[test]
@@ -313,7 +337,7 @@ fn a_thousand_clients_through_one_relay() {
     // Every command reached exactly the user it was addressed to, from the real sender.
     for (j, node) in n.nodes.iter().enumerate().filter(|(_, n)| n.up) {
         for e in &node.side.events {
-            if let Event::CmdReceived { from, data } = e {
+            if let Event::CmdReceived { from, data, .. } = e {
                 let text = String::from_utf8(data.to_vec()).unwrap();
                 assert_eq!(
                     text,

@@ -121,7 +121,7 @@ proptest! {
         for (j, node) in n.nodes.iter().enumerate() {
             for e in &node.side.events {
                 let (from, head) = match e {
-                    Event::CmdReceived { from, data } | Event::BufferReceived { from, data, .. } => (from, data.clone()),
+                    Event::CmdReceived { from, data, .. } | Event::BufferReceived { from, data, .. } => (from, data.clone()),
                     Event::Offer { from, name, kind: SendKind::File, .. } => (from, Bytes::copy_from_slice(name.as_bytes())),
                     _ => continue,
                 };

@@ -44,6 +44,13 @@ pub struct Config {
     /// Log in to a relay only to send: the user's full session elsewhere (a listener) is
     /// not replaced, and nothing is routed to this one. Default false.
     pub send_only: bool,
+    /// Confirm buffers as files are: only when the application calls
+    /// [`Client::accept_delivery`](super::Client::accept_delivery) (or
+    /// [`Client::fail_delivery`](super::Client::fail_delivery)), not when it takes
+    /// [`Event::BufferReceived`](super::Event::BufferReceived). For applications that keep a
+    /// buffer somewhere that can fail (a disk) before it counts as theirs. Until answered,
+    /// the buffer holds one of the peer's transfer slots. Default false.
+    pub confirm_buffers: bool,
     /// Most bytes one [`Client::poll_transmit`](super::Client::poll_transmit) call
     /// appends (it always appends at least one whole frame if any is ready). Default 256 KiB.
     pub transmit_batch: usize,
@@ -64,6 +71,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(45),
             send_timeout: None,
             send_only: false,
+            confirm_buffers: false,
             transmit_batch: 256 * 1024,
         }
     }

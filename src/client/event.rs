@@ -102,6 +102,9 @@ pub enum Event {
     },
     /// A command arrived (the SDK's `notifyCmdData`).
     CmdReceived {
+        /// The incoming message (for logs and the application's records: a command is
+        /// confirmed by taking this event, and cannot be refused).
+        id: ReceiveId,
         /// The sender, as stamped by the relay (or the peer of a direct link).
         from: UserId,
         /// The command.
@@ -182,4 +185,21 @@ pub enum Event {
         /// Detail, from the peer's `CLOSE` or of our own making.
         reason: Text,
     },
+}
+
+impl Event {
+    /// The send of ours this event is about, for the events that take nothing of the
+    /// application's attention to confirm: [`Event::SendResult`], [`Event::Progress`],
+    /// [`Event::CancelResult`] and [`Event::FileRead`]. `None` for the rest (incoming
+    /// messages and the connection). These are the events
+    /// [`Client::poll_send_event`](super::Client::poll_send_event) takes.
+    pub fn send_id(&self) -> Option<SendId> {
+        match self {
+            Event::SendResult { id, .. }
+            | Event::Progress { id, .. }
+            | Event::CancelResult { id, .. }
+            | Event::FileRead { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
 }

@@ -345,25 +345,30 @@ impl Client {
     /// The application has a received file where it keeps it (written, flushed, in its
     /// place): the sender's result is `NOERR`. A file is confirmed only this way, never by
     /// taking [`Event::FileReceived`], so a file the application could not keep is never
-    /// reported delivered.
+    /// reported delivered. So is a buffer, with [`Config::confirm_buffers`].
     pub fn accept_delivery(&mut self, id: ReceiveId) -> Result<(), ActionError> {
-        self.settle_file(id, ErrorCode::NOERR)
+        self.settle(id, ErrorCode::NOERR)
     }
 
-    /// The application could not keep a received file (a full disk, say): the sender's
-    /// result is `code`, or `FILE_WRITE_ERR` if `code` is a success.
+    /// The application could not keep a received file, or a buffer with
+    /// [`Config::confirm_buffers`] (a full disk, say): the sender's result is `code`, or
+    /// `FILE_WRITE_ERR` if `code` is a success.
     pub fn fail_delivery(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
         let code = if code.is_success() {
             ErrorCode::FILE_WRITE_ERR
         } else {
             code
         };
-        self.settle_file(id, code)
+        self.settle(id, code)
     }
 
-    /// Ends a file that arrived verified and waits for the application's word.
-    fn settle_file(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
-        self.answer(id, code, |msg| msg.kind == SendKind::File && msg.delivered)
+    /// Ends a file (or a buffer the application confirms) that arrived verified and waits
+    /// for the application's word.
+    fn settle(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
+        let buffers = self.config.confirm_buffers;
+        self.answer(id, code, |msg| {
+            msg.delivered && (msg.kind == SendKind::File || msg.kind == SendKind::Buffer && buffers)
+        })
     }
 
     /// The application's answer to incoming message `id`, if `may` allows one where the
@@ -505,6 +510,20 @@ impl Client {
         Some(event)
     }
 
+    /// The next event about one of our own sends (see [`Event::send_id`]), taken ahead of
+    /// any event about incoming messages or the connection; in order among themselves.
+    /// Taking one confirms nothing and lets no frame out, so a runtime can hand results and
+    /// progress to whoever waits for them while the application is not reading its other
+    /// events (whose taking is what confirms deliveries). [`Client::poll_event`] returns
+    /// the same events in the order they came, for runtimes that keep one queue.
+    pub fn poll_send_event(&mut self) -> Option<Event> {
+        let at = self
+            .events
+            .iter()
+            .position(|(e, _)| e.send_id().is_some())?;
+        self.events.remove(at).map(|(event, _)| event)
+    }
+
     /// When [`Client::handle_timeout`] should next be called, or `None` once closed.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed {
@@ -535,6 +554,12 @@ impl Client {
     /// The last round-trip time measured by `PING`/`PONG`.
     pub fn rtt(&self) -> Option<Duration> {
         self.rtt
+    }
+
+    /// What incoming message `id` carries, while it is arriving or waits for the
+    /// application's answer; `None` once it is over.
+    pub fn incoming_kind(&self, id: ReceiveId) -> Option<SendKind> {
+        self.incoming.get(&id.0).map(|msg| msg.kind)
     }
 
     /// Sends not yet finished.
@@ -1100,6 +1125,7 @@ impl Client {
         }
         msg.delivered = true;
         let event = Event::CmdReceived {
+            id: ReceiveId(id),
             from: msg.from.clone(),
             data: msg.data.split().freeze(),
         };
@@ -1248,8 +1274,8 @@ impl Client {
                 total: size,
             }
         });
-        // A buffer is delivered when the application takes it; a file when the application
-        // says it has kept it (`accept_delivery`).
+        // A buffer is delivered when the application takes it (unless it confirms buffers
+        // itself); a file when the application says it has kept it (`accept_delivery`).
         let (event, on_take) = match msg.kind {
             SendKind::Buffer => (
                 Event::BufferReceived {
@@ -1257,7 +1283,10 @@ impl Client {
                     from,
                     data: msg.data.split().freeze(),
                 },
-                OnTake::Deliver(end.id),
+                match self.config.confirm_buffers {
+                    true => OnTake::Nothing,
+                    false => OnTake::Deliver(end.id),
+                },
             ),
             _ => (Event::FileReceived { id, from, size }, OnTake::Nothing),
         };

@@ -133,6 +133,20 @@ pub enum RelayEvent {
         /// Its credentials.
         token: Bytes,
     },
+    /// A message through the relay is over, by its result, a cancel, a lost connection or
+    /// a timeout: for logs and counters (one per message; the runtime need not answer).
+    MessageEnded {
+        /// Its sender.
+        from: UserId,
+        /// Its receiver.
+        to: UserId,
+        /// A command (else a buffer or file).
+        cmd: bool,
+        /// Its declared size.
+        size: u64,
+        /// The result its sender got (or, for a cancel, the code given to its receiver).
+        code: ErrorCode,
+    },
     /// A connection is over; the runtime drops its transport after the last
     /// `poll_transmit`.
     Closed {
@@ -1370,12 +1384,22 @@ impl Relay {
     /// (only if it was told of the message), the sender with `RESULT`.
     fn end_route_telling(&mut self, key: u64, tell: Tell) {
         if let Some(r) = self.routes.get(&key) {
-            let (to_receiver, to_sender) = match tell {
-                Tell::Receiver(code) => (Some(code), None),
-                Tell::Sender(code) => (None, Some(code)),
-                Tell::Both(code) => (Some(code), Some(code)),
+            let (to_receiver, to_sender, code) = match tell {
+                Tell::Receiver(code) => (Some(code), None, code),
+                Tell::Sender(code) => (None, Some(code), code),
+                Tell::Both(code) => (Some(code), Some(code), code),
             };
             let (src, src_id, dst, dst_id) = (r.src, r.src_id, r.dst, r.dst_id);
+            let user = |conn| self.conns.get(&conn).and_then(|c| c.user.clone());
+            if let (Some(from), Some(to)) = (user(src), user(dst)) {
+                self.events.push_back(RelayEvent::MessageEnded {
+                    from,
+                    to,
+                    cmd: r.is_cmd,
+                    size: r.size,
+                    code,
+                });
+            }
             if let (Some(code), Some(id)) = (to_receiver, dst_id) {
                 self.push(dst, Frame::Cancel(Cancel { id, code }));
             }

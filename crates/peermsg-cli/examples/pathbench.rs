@@ -17,7 +17,7 @@ use peermsg::client::{Client, Config, Event};
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
 use peermsg::wire::Limits;
 use peermsg::Instant;
-use peermsg_tokio::{connect, serve, ClientEvent, ClientHandle, ServerConfig};
+use peermsg_tokio::{connect, serve, ClientHandle, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Decoder as _, Encoder as _, LengthDelimitedCodec};
@@ -185,14 +185,6 @@ async fn alice_and_bob(
     (alice, a, bob)
 }
 
-async fn result_of(events: &mut peermsg_tokio::ClientEvents) -> peermsg::ErrorCode {
-    loop {
-        if let Some(ClientEvent::Core(Event::SendResult { code, .. })) = events.recv().await {
-            return code;
-        }
-    }
-}
-
 /// c. A buffer or a file of `bytes` through peermsg's relay.
 async fn peermsg_transfer(
     bytes: u64,
@@ -200,19 +192,15 @@ async fn peermsg_transfer(
     sink: &std::path::Path,
 ) -> f64 {
     let (addr, _stop) = start_relay().await;
-    let (alice, mut a, _bob) = alice_and_bob(addr, Some(sink)).await;
+    let (alice, _a, _bob) = alice_and_bob(addr, Some(sink)).await;
     // The application's buffer exists before the send; the receiver's is made by the send.
     let source = Bytes::from(vec![5u8; bytes as usize]);
     let start = StdInstant::now();
-    match file {
-        Some(path) => alice.send_file("bob", path, 0).await.map(|_| ()).unwrap(),
-        None => alice
-            .send_buffer("bob", source.clone(), 0)
-            .await
-            .map(|_| ())
-            .unwrap(),
-    }
-    let code = result_of(&mut a).await;
+    let sending = match file {
+        Some(path) => alice.send_file("bob", path, 0).await.unwrap(),
+        None => alice.send_buffer("bob", source.clone(), 0).await.unwrap(),
+    };
+    let code = sending.await;
     assert!(code.is_success(), "{code}");
     let took = start.elapsed();
     // Freeing the application's buffer is the application's business, after the clock.
@@ -224,8 +212,8 @@ async fn peermsg_transfer(
 /// the same connections; returns (p50, p99) in microseconds.
 async fn latency_under_load(bulk: u64, samples: usize) -> (f64, f64) {
     let (addr, _stop) = start_relay().await;
-    let (alice, mut a, _bob) = alice_and_bob(addr, None).await;
-    let bulk_id = alice
+    let (alice, _a, _bob) = alice_and_bob(addr, None).await;
+    let mut bulk = alice
         .send_buffer("bob", Bytes::from(vec![1u8; bulk as usize]), 0)
         .await
         .unwrap();
@@ -234,20 +222,13 @@ async fn latency_under_load(bulk: u64, samples: usize) -> (f64, f64) {
     tokio::time::sleep(Duration::from_millis(50)).await;
     for _ in 0..samples {
         let start = StdInstant::now();
-        let id = alice
+        alice
             .send_cmd("bob", Bytes::from(vec![3u8; 64]), 0)
             .await
-            .unwrap();
-        loop {
-            match a.recv().await.unwrap() {
-                ClientEvent::Core(Event::SendResult { id: r, .. }) if r == id => break,
-                ClientEvent::Core(Event::SendResult { id: r, .. }) if r == bulk_id => {
-                    bulk_done = true
-                }
-                _ => {}
-            }
-        }
+            .unwrap()
+            .await;
         rtts.push(start.elapsed().as_secs_f64() * 1e6);
+        bulk_done = bulk.try_result().is_some();
         if bulk_done {
             break;
         }
@@ -277,20 +258,19 @@ async fn latency_under_load(bulk: u64, samples: usize) -> (f64, f64) {
 /// e. Commands with their results per second over loopback, 64 in flight.
 async fn cmds_loopback(n: usize) -> f64 {
     let (addr, _stop) = start_relay().await;
-    let (alice, mut a, _bob) = alice_and_bob(addr, None).await;
+    let (alice, _a, _bob) = alice_and_bob(addr, None).await;
     let start = StdInstant::now();
     let data = Bytes::from(vec![3u8; 64]);
-    let mut in_flight = 0;
-    let (mut sent, mut done) = (0, 0);
-    while done < n {
-        while in_flight < 64 && sent < n {
-            alice.send_cmd("bob", data.clone(), 0).await.unwrap();
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut sent = 0;
+    while sent < n || !in_flight.is_empty() {
+        while in_flight.len() < 64 && sent < n {
+            in_flight.push_back(alice.send_cmd("bob", data.clone(), 0).await.unwrap());
             sent += 1;
-            in_flight += 1;
         }
-        if let Some(ClientEvent::Core(Event::SendResult { .. })) = a.recv().await {
-            done += 1;
-            in_flight -= 1;
+        // Commands are confirmed in order: the oldest is the next to end.
+        if let Some(oldest) = in_flight.pop_front() {
+            oldest.await;
         }
     }
     n as f64 / start.elapsed().as_secs_f64()
@@ -497,7 +477,7 @@ async fn relay_rss_idle(n: usize) -> (u64, u64) {
 /// f. A file to a reader whose socket is read at 20 MB/s; the relay's peak RSS.
 async fn relay_rss_throttled(bytes: u64, path: &std::path::Path) -> (u64, f64) {
     let (mut child, addr) = spawn_relay_process();
-    let (alice, mut a) = connect(addr, "alice", b"", client_config(), None)
+    let (alice, _a) = connect(addr, "alice", b"", client_config(), None)
         .await
         .unwrap();
     // bob: a raw client whose socket is read at 20 MB/s.
@@ -538,18 +518,18 @@ async fn relay_rss_throttled(bytes: u64, path: &std::path::Path) -> (u64, f64) {
         }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    alice.send_file("bob", path, 0).await.unwrap();
+    let mut sending = alice.send_file("bob", path, 0).await.unwrap();
     let pid = child.id();
     let mut peak = rss_of(pid);
     let start = StdInstant::now();
     let mut sampled = StdInstant::now();
     let code = loop {
-        let event = tokio::time::timeout(Duration::from_millis(100), a.recv()).await;
+        let ended = tokio::time::timeout(Duration::from_millis(100), &mut sending).await;
         if sampled.elapsed() >= Duration::from_millis(100) {
             peak = peak.max(rss_of(pid));
             sampled = StdInstant::now();
         }
-        if let Ok(Some(ClientEvent::Core(Event::SendResult { code, .. }))) = event {
+        if let Ok(code) = ended {
             break code;
         }
     };

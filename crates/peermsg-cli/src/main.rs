@@ -26,7 +26,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use peermsg::client::{Config, Event, SendId, SendKind};
 use peermsg::ErrorCode;
 use peermsg_tokio::{
-    connect, serve, ClientEvent, ClientEvents, ClientHandle, ServerConfig, Tokens,
+    connect, serve, ClientEvent, ClientEvents, ClientHandle, SendHandle, SendProgress,
+    ServerConfig, Tokens,
 };
 use save::shown;
 use serde_json::json;
@@ -278,8 +279,10 @@ async fn relay(listen: &str, tokens: Option<&Path>, config: ServerConfig) -> Res
 /// Logs in; a session with no directory only sends, so it replaces no listener of the
 /// same user.
 async fn login(args: &LoginArgs, dir: Option<&Path>) -> Result<(ClientHandle, ClientEvents)> {
+    // A listener confirms a buffer once it is saved (see `Printer::event`).
     let config = Config {
         send_only: dir.is_none(),
+        confirm_buffers: dir.is_some(),
         ..Config::default()
     };
     let token = args.token()?;
@@ -307,6 +310,9 @@ struct Printer {
     progress_at: HashMap<(bool, u64), std::time::Instant>,
     /// Bars of incoming transfers, in text mode on a terminal.
     bars: Option<(indicatif::MultiProgress, HashMap<u64, ProgressBar>)>,
+    /// The session a saved buffer is confirmed on, if it confirms buffers
+    /// (`Config::confirm_buffers`).
+    confirm: Option<ClientHandle>,
 }
 
 /// A code and its name, as every JSON event gives them.
@@ -324,6 +330,7 @@ impl Printer {
             dir,
             progress_at: HashMap::new(),
             bars,
+            confirm: None,
         }
     }
 
@@ -358,17 +365,46 @@ impl Printer {
         self.progress_at.remove(&(true, id));
     }
 
-    fn event(&mut self, event: &ClientEvent) -> Result<()> {
+    /// A send of ours got further (JSON only: a terminal has the bar).
+    fn send_progress(&mut self, id: SendId, p: SendProgress) {
+        if self.json && self.progress_due(false, id.0, p.sent == p.total) {
+            self.line(
+                json!({"event": "progress", "send_id": id.0, "sent": p.sent, "total": p.total}),
+                String::new(),
+            );
+        }
+    }
+
+    /// A send of ours ended.
+    fn send_result(&mut self, id: SendId, code: ErrorCode) {
+        self.line(
+            json!({"event": "send_result", "send_id": id.0, "code": code.as_u32(), "code_name": code_json(code)}),
+            format!("{id}: {code}"),
+        );
+    }
+
+    async fn event(&mut self, event: &ClientEvent) -> Result<()> {
         match event {
-            ClientEvent::Core(Event::CmdReceived { from, data }) => {
+            ClientEvent::Core(Event::CmdReceived { id, from, data, .. }) => {
                 let text = String::from_utf8_lossy(data);
-                self.line(json!({"event": "cmd_received", "from": from.as_str(), "data": text}), format!("command from {}: {}", shown(from.as_str()), shown(&text)));
+                self.line(json!({"event": "cmd_received", "receive_id": id.0, "from": from.as_str(), "data": text}), format!("command from {}: {}", shown(from.as_str()), shown(&text)));
             }
             ClientEvent::Core(Event::BufferReceived { id, from, data }) => {
                 self.end_bar(id.0);
-                let dir = self.dir.as_deref().unwrap_or(Path::new("."));
+                let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from("."));
                 let name = format!("buffer-{}.bin", save::user_part(from.as_str()));
-                match save::save_new(dir, &name, data) {
+                let (into, bytes) = (dir.clone(), data.clone());
+                let saved = tokio::task::spawn_blocking(move || save::save_new(&into, &name, &bytes))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                // Its sender hears of success only once it is saved.
+                if let Some(session) = &self.confirm {
+                    let _ = match &saved {
+                        Ok(_) => session.accept_buffer(*id),
+                        Err(_) => session.fail_buffer(*id, ErrorCode::FILE_WRITE_ERR),
+                    };
+                }
+                match saved {
                     Ok(path) => self.line(
                         json!({"event": "buffer_received", "receive_id": id.0, "from": from.as_str(), "size": data.len(), "path": path}),
                         format!("buffer from {}: {} bytes, saved as {}", shown(from.as_str()), data.len(), path.display()),
@@ -421,15 +457,6 @@ impl Printer {
                     format!("a transfer from {} failed: {code}", shown(from.as_str())),
                 )
             }
-            ClientEvent::Core(Event::Progress { id, sent, total, .. })
-                if self.json && self.progress_due(false, id.0, sent == total) =>
-            {
-                self.line(json!({"event": "progress", "send_id": id.0, "sent": sent, "total": total}), String::new());
-            }
-            ClientEvent::Core(Event::SendResult { id, code, .. }) => self.line(
-                json!({"event": "send_result", "send_id": id.0, "code": code.as_u32(), "code_name": code_json(*code)}),
-                format!("{id}: {code}"),
-            ),
             ClientEvent::Core(Event::Closed { code, reason }) => self.line(
                 json!({"event": "closed", "code": code.as_u32(), "code_name": code_json(*code), "reason": reason.as_str()}),
                 format!("connection closed: {code} {}", shown(reason.as_str())),
@@ -450,6 +477,7 @@ async fn listen(args: &LoginArgs, dir: &Path, json: bool) -> Result<ExitCode> {
         _ = interrupt.recv() => return Ok(ExitCode::from(INTERRUPTED)),
     };
     let mut printer = Printer::new(json, "", Some(dir.clone()));
+    printer.confirm = Some(handle.clone());
     printer.line(
         json!({"event": "ready", "user": args.user, "server": args.server, "dir": dir}),
         format!(
@@ -464,7 +492,7 @@ async fn listen(args: &LoginArgs, dir: &Path, json: bool) -> Result<ExitCode> {
         tokio::select! {
             event = events.recv() => match event {
                 Some(event) => {
-                    printer.event(&event)?;
+                    printer.event(&event).await?;
                     if let ClientEvent::Core(Event::Closed { code, .. }) = event {
                         return Ok(if interrupted {
                             ExitCode::from(INTERRUPTED)
@@ -493,59 +521,72 @@ async fn send(args: &LoginArgs, to: &str, what: &What, json: bool) -> Result<Exi
         logged_in = login(args, None) => logged_in?,
         _ = interrupt.recv() => return Ok(ExitCode::from(INTERRUPTED)),
     };
-    let id = source.start(&handle, to).await?;
+    let mut sending = source.start(&handle, to).await?;
+    let id = sending.id();
+    let mut progress = sending.progress();
     let started = std::time::Instant::now();
     let bar = (!json && std::io::stderr().is_terminal() && what.cmd.is_none())
         .then(|| progress_bar(&format!("{} to {}", source.label(), shown(to))));
     let mut printer = Printer::new(json, "", None);
     let mut interrupted = false;
-    loop {
-        tokio::select! {
-            event = events.recv() => {
-                let Some(event) = event else { bail!("connection lost") };
-                if let (Some(bar), ClientEvent::Core(Event::Progress { sent, total, .. })) = (&bar, &event) {
-                    bar.set_length(*total);
-                    bar.set_position(*sent);
-                }
-                if let ClientEvent::Core(Event::SendResult { id: done, code, .. }) = &event {
-                    if *done == id {
-                        if let Some(bar) = &bar {
-                            bar.finish_and_clear();
-                        }
-                        printer.event(&event)?;
-                        if code.is_success() && !json {
-                            let secs = started.elapsed().as_secs_f64();
-                            let size = source.size();
-                            let rate = match source {
-                                Source::Cmd(_) => String::new(),
-                                _ => format!(" ({:.1} MB/s)", size as f64 / secs.max(1e-6) / 1e6),
-                            };
-                            say!(
-                                "delivered {size} bytes to {} in {secs:.3} s{rate}",
-                                shown(to)
-                            );
-                        }
-                        handle.close();
-                        return Ok(if interrupted {
-                            ExitCode::from(INTERRUPTED)
-                        } else if code.is_success() {
-                            ExitCode::SUCCESS
-                        } else {
-                            ExitCode::from(NOT_DELIVERED)
-                        });
-                    }
-                }
-                printer.event(&event)?;
+    let mut shown_progress = SendProgress::default();
+    let mut show = |printer: &mut Printer, p: SendProgress| {
+        if p != shown_progress {
+            shown_progress = p;
+            if let Some(bar) = &bar {
+                bar.set_length(p.total);
+                bar.set_position(p.sent);
             }
+            printer.send_progress(id, p);
+        }
+    };
+    let code = loop {
+        tokio::select! {
+            code = &mut sending => break code,
+            changed = progress.changed() => {
+                if changed.is_err() {
+                    // The send is over: its result is there.
+                    break (&mut sending).await;
+                }
+                show(&mut printer, *progress.borrow_and_update());
+            }
+            // Others may send to this user too: what they send is told, not kept.
+            Some(event) = events.recv() => printer.event(&event).await?,
             _ = interrupt.recv(), if !interrupted => {
                 interrupted = true;
-                let code = handle.cancel_send(id, 0).await;
+                let code = sending.cancel();
                 if !json {
                     eprintln!("cancelling {id}: {code}");
                 }
             }
         }
+    };
+    // The last progress comes before the result, but the result may be seen first.
+    show(&mut printer, *progress.borrow());
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
     }
+    printer.send_result(id, code);
+    if code.is_success() && !json {
+        let secs = started.elapsed().as_secs_f64();
+        let size = source.size();
+        let rate = match source {
+            Source::Cmd(_) => String::new(),
+            _ => format!(" ({:.1} MB/s)", size as f64 / secs.max(1e-6) / 1e6),
+        };
+        say!(
+            "delivered {size} bytes to {} in {secs:.3} s{rate}",
+            shown(to)
+        );
+    }
+    handle.close();
+    Ok(if interrupted {
+        ExitCode::from(INTERRUPTED)
+    } else if code.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NOT_DELIVERED)
+    })
 }
 
 /// What `send` sends, read or checked before connecting. A file that is not a regular
@@ -620,7 +661,7 @@ impl Source {
         }
     }
 
-    async fn start(&self, handle: &ClientHandle, to: &str) -> Result<SendId> {
+    async fn start(&self, handle: &ClientHandle, to: &str) -> Result<SendHandle> {
         Ok(match self {
             Source::Cmd(text) => handle.send_cmd(to, text.clone(), 0).await?,
             Source::Buffer(data) => handle.send_buffer(to, data.clone(), 0).await?,
@@ -652,17 +693,24 @@ async fn demo() -> Result<ExitCode> {
     say!("relay on {addr}");
     let dir = tempfile::tempdir()?;
     let saves = dir.path().to_path_buf();
-    let (alice, mut a_events) = connect(addr, "alice", b"", Config::default(), None).await?;
-    let (bob, mut b_events) =
-        connect(addr, "bob", b"", Config::default(), Some(dir.path())).await?;
+    // alice only sends: her results come on each send's handle, and nothing comes to her.
+    let (alice, _a_events) = connect(addr, "alice", b"", Config::default(), None).await?;
+    // bob confirms a buffer once he has saved it, as `listen` does.
+    let bob_config = Config {
+        confirm_buffers: true,
+        ..Config::default()
+    };
+    let (bob, mut b_events) = connect(addr, "bob", b"", bob_config, Some(dir.path())).await?;
     say!(
         "alice and bob logged in; bob saves files in {}",
         dir.path().display()
     );
+    let confirm = bob.clone();
     let bob_printer = tokio::spawn(async move {
         let mut printer = Printer::new(false, "  bob: ", Some(saves));
+        printer.confirm = Some(confirm);
         while let Some(event) = b_events.recv().await {
-            let _ = printer.event(&event);
+            let _ = printer.event(&event).await;
         }
     });
 
@@ -680,12 +728,11 @@ async fn demo() -> Result<ExitCode> {
     let cmd = alice
         .send_cmd("bob", Bytes::from_static(b"hello from alice"), 1)
         .await?;
-    wait(&mut a_events, cmd, None, "command").await;
+    wait(cmd, None, "command").await;
     let buffer = alice
         .send_buffer("bob", Bytes::from(vec![42u8; 8 << 20]), 2)
         .await?;
     wait(
-        &mut a_events,
         buffer,
         Some(progress_bar("alice: buffer")),
         "buffer of 8 MiB",
@@ -693,41 +740,30 @@ async fn demo() -> Result<ExitCode> {
     .await;
     let file = alice.send_file("bob", &src, 3).await?;
     wait(
-        &mut a_events,
         file,
         Some(progress_bar("alice: report.pdf")),
         "file of 24 MiB",
     )
     .await;
     let doomed = alice.send_file("bob", &big, 4).await?;
+    let mut progress = doomed.progress();
     let bar = progress_bar("alice: movie.mkv");
-    let mut cancelled = false;
-    loop {
-        match a_events.recv().await {
-            Some(ClientEvent::Core(Event::Progress {
-                id, sent, total, ..
-            })) if id == doomed => {
-                bar.set_length(total);
-                bar.set_position(sent);
-                if sent > total / 4 && !cancelled {
-                    cancelled = true;
-                    let code = alice.cancel_send(doomed, 5).await;
-                    bar.finish_and_clear();
-                    say!(
-                        "alice cancels the 256 MiB file at {}%: {code}",
-                        sent * 100 / total
-                    );
-                }
-            }
-            Some(ClientEvent::Core(Event::SendResult { id, code, .. })) if id == doomed => {
-                bar.finish_and_clear();
-                say!("alice: file of 256 MiB: {code}");
-                break;
-            }
-            Some(_) => {}
-            None => break,
+    while progress.changed().await.is_ok() {
+        let SendProgress { sent, total } = *progress.borrow_and_update();
+        bar.set_length(total);
+        bar.set_position(sent);
+        if sent > total / 4 {
+            let code = doomed.cancel();
+            bar.finish_and_clear();
+            say!(
+                "alice cancels the 256 MiB file at {}%: {code}",
+                sent * 100 / total
+            );
+            break;
         }
     }
+    bar.finish_and_clear();
+    say!("alice: file of 256 MiB: {}", doomed.await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     alice.close();
     bob.close();
@@ -738,25 +774,25 @@ async fn demo() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait(events: &mut ClientEvents, id: SendId, bar: Option<ProgressBar>, what: &str) {
-    while let Some(event) = events.recv().await {
-        match event {
-            ClientEvent::Core(Event::Progress {
-                id: p, sent, total, ..
-            }) if p == id => {
-                if let Some(bar) = &bar {
-                    bar.set_length(total);
-                    bar.set_position(sent);
+/// Waits for `send`'s result, showing its progress on `bar`, and says how it ended.
+async fn wait(mut send: SendHandle, bar: Option<ProgressBar>, what: &str) {
+    let mut progress = send.progress();
+    let code = loop {
+        tokio::select! {
+            code = &mut send => break code,
+            changed = progress.changed() => match (changed, &bar) {
+                (Err(_), _) => break (&mut send).await,
+                (Ok(()), Some(bar)) => {
+                    let p = *progress.borrow_and_update();
+                    bar.set_length(p.total);
+                    bar.set_position(p.sent);
                 }
-            }
-            ClientEvent::Core(Event::SendResult { id: r, code, .. }) if r == id => {
-                if let Some(bar) = &bar {
-                    bar.finish_and_clear();
-                }
-                say!("alice: {what}: {code}");
-                return;
-            }
-            _ => {}
+                (Ok(()), None) => {}
+            },
         }
+    };
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
     }
+    say!("alice: {what}: {code}");
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::small_disk::SmallDisk;
 use common::{bin, port, read_until, spawn_relay, Killed};
 
 fn relay() -> (String, Killed) {
@@ -346,4 +347,38 @@ fn the_program_says_what_a_user_needs_and_waits_no_longer_than_asked() {
     assert!(seen
         .iter()
         .any(|v| v["event"] == "receive_progress" && v["receive_id"] == rid));
+}
+
+#[test]
+fn a_buffer_the_listeners_disk_cannot_hold_is_not_reported_delivered() {
+    let Some(disk) = SmallDisk::new("64k") else {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    };
+    let (addr, _relay) = relay();
+    let mut bob = listen(&addr, disk.0.path(), true);
+    let src = tempfile::tempdir().unwrap();
+    let big = src.path().join("big.bin");
+    std::fs::write(&big, vec![9u8; 200 << 10]).unwrap();
+    let out = send(&addr).arg("--buffer").arg(&big).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "not delivered: {out:?}");
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["code_name"], "FILE_WRITE_ERR", "{last}");
+    assert_eq!(
+        std::fs::read_dir(disk.0.path()).unwrap().count(),
+        0,
+        "nothing left of it"
+    );
+    // The listener goes on: a buffer that fits is saved and delivered.
+    let small = src.path().join("small.bin");
+    std::fs::write(&small, b"fits").unwrap();
+    let out = send(&addr).arg("--buffer").arg(&small).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let seen = read_until(&mut bob.0, |v| v["event"] == "buffer_received");
+    assert_eq!(
+        std::fs::read(path_of(seen.last().unwrap())).unwrap(),
+        b"fits"
+    );
+    assert!(bob.0.try_wait().unwrap().is_none(), "the listener exited");
 }

@@ -1,5 +1,5 @@
 //! A relay and two users over loopback TCP: alice sends bob a command and a file, bob
-//! reads his events, alice awaits her results. `cargo run -p peermsg-tokio --example two_users`
+//! reads his events, alice awaits her sends. `cargo run -p peermsg-tokio --example two_users`
 
 use peermsg_tokio::{connect, serve, ClientEvent, Config, ErrorCode, Event, ServerConfig};
 
@@ -21,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bob = tokio::spawn(async move {
         while let Some(event) = bob_events.recv().await {
             match event {
-                ClientEvent::Core(Event::CmdReceived { from, data }) => {
+                ClientEvent::Core(Event::CmdReceived { from, data, .. }) => {
                     println!("bob: {from} says {}", String::from_utf8_lossy(&data));
                 }
                 ClientEvent::FileReceived {
@@ -42,22 +42,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let (alice, mut alice_events) = connect(addr, "alice", b"", Config::default(), None).await?;
+    // alice reads no events here (nobody sends her anything): each send's result comes on
+    // its own handle.
+    let (alice, _alice_events) = connect(addr, "alice", b"", Config::default(), None).await?;
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(file.path(), vec![7u8; 1 << 20])?;
-    let sends = [
-        alice.send_cmd("bob", "hello".into(), 0).await?,
-        alice.send_file("bob", file.path(), 0).await?,
-    ];
-    let mut done = 0;
-    while done < sends.len() {
-        if let Some(ClientEvent::Core(Event::SendResult { id, code, .. })) =
-            alice_events.recv().await
-        {
-            println!("alice: {id}: {code}");
-            assert_eq!(code, ErrorCode::NOERR);
-            done += 1;
+    let hello = alice.send_cmd("bob", "hello".into(), 0).await?;
+    let report = alice.send_file("bob", file.path(), 0).await?;
+    let mut progress = report.progress();
+    tokio::spawn(async move {
+        while progress.changed().await.is_ok() {
+            let p = *progress.borrow();
+            println!("alice: file {} of {} bytes taken", p.sent, p.total);
         }
+    });
+    for (what, send) in [("command", hello), ("file", report)] {
+        let code = send.await;
+        println!("alice: {what}: {code}");
+        assert_eq!(code, ErrorCode::NOERR);
     }
     bob.await?;
     Ok(())

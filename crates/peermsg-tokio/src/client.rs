@@ -1,12 +1,18 @@
 //! A client over TCP: one task owns the socket and drives the state machine; the
 //! application calls into the state machine through a cloneable handle, under a lock held
-//! only for the call, and reads events from a bounded channel ([`ClientEvents`]).
+//! only for the call, reads events about incoming messages from a bounded channel
+//! ([`ClientEvents`]), and awaits each of its sends on its own [`SendHandle`].
 //!
 //! The task takes an event from the state machine only when the channel has room for it.
 //! Taking an event is what confirms a delivery (`RESULT(NOERR)` goes to the sender when a
 //! command or buffer is taken), so an application that stops reading its events stops
 //! confirming: at most [`EVENT_QUEUE`] events wait for it, its senders' commands and
 //! transfers wait for slots and credit, and nothing piles up in between.
+//!
+//! The results and progress of the application's own sends confirm nothing, so they do
+//! not wait for room in that channel: the task takes them ahead of other events
+//! ([`Client::poll_send_event`]) and hands each to its send's handle, which holds one
+//! result and the latest progress, never a queue.
 //!
 //! A send is one call on the state machine and a wake-up of the task, so an application
 //! that sends many commands at once has them written in one batch. The task follows the
@@ -19,17 +25,20 @@
 //! is the file confirmed to its sender.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use peermsg::client::{Client, Config, Event, ReceiveId, SendId, SendKind};
 use peermsg::wire::{Transmit, UserId};
-use peermsg::{ErrorCode, Instant, SendError};
+use peermsg::{ActionError, ErrorCode, Instant, SendError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::sink::FileSink;
 
@@ -45,8 +54,11 @@ pub type ClientEvents = mpsc::Receiver<ClientEvent>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClientEvent {
-    /// An event of the state machine (all but file bytes and file reads, which the task
-    /// handles, and `FileReceived`, which comes as [`ClientEvent::FileReceived`]).
+    /// An event of the state machine about incoming messages or the connection. Not file
+    /// bytes (they go to the sink), not `FileReceived` (it comes as
+    /// [`ClientEvent::FileReceived`] once the sink kept the file), and nothing about the
+    /// application's own sends: their progress and results come through their
+    /// [`SendHandle`]s.
     Core(Event),
     /// A file arrived whole and verified, and was kept in the sink's directory.
     FileReceived {
@@ -108,8 +120,171 @@ struct Shared {
 
 struct State {
     client: Client,
-    /// Files being sent, read by offset.
-    files: HashMap<SendId, Arc<std::fs::File>>,
+    /// The sends not yet ended, and who waits for them.
+    sends: HashMap<SendId, Waiter>,
+}
+
+/// The task's end of a [`SendHandle`].
+struct Waiter {
+    result: oneshot::Sender<ErrorCode>,
+    progress: watch::Sender<SendProgress>,
+    /// A file being sent, read by offset.
+    file: Option<Arc<std::fs::File>>,
+}
+
+impl State {
+    /// Starts a send with `start` and registers who waits for it, in one step, so its
+    /// result cannot come before anyone waits for it.
+    fn start(
+        &mut self,
+        shared: &Arc<Shared>,
+        total: u64,
+        file: Option<Arc<std::fs::File>>,
+        start: impl FnOnce(&mut Client) -> Result<SendId, SendError>,
+    ) -> Result<SendHandle, SendError> {
+        let id = start(&mut self.client)?;
+        let (result_tx, result) = oneshot::channel();
+        let (progress_tx, progress) = watch::channel(SendProgress { sent: 0, total });
+        self.sends.insert(
+            id,
+            Waiter {
+                result: result_tx,
+                progress: progress_tx,
+                file,
+            },
+        );
+        Ok(SendHandle {
+            id,
+            result,
+            done: None,
+            progress,
+            shared: shared.clone(),
+        })
+    }
+
+    /// Hands an event about one of our sends to its handle (or, for a file read, to the
+    /// blocking pool).
+    fn tell_sender(&mut self, event: Event, reads: &mpsc::Sender<FileReadDone>) {
+        match event {
+            Event::FileRead { id, offset, len } => {
+                let Some(file) = self.sends.get(&id).and_then(|w| w.file.clone()) else {
+                    return;
+                };
+                let done = reads.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = done.blocking_send((id, offset, read_at(&file, offset, len)));
+                });
+            }
+            Event::Progress {
+                id, sent, total, ..
+            } => {
+                if let Some(waiter) = self.sends.get(&id) {
+                    waiter.progress.send_replace(SendProgress { sent, total });
+                }
+            }
+            Event::SendResult { id, code, .. } => {
+                tracing::info!(%id, %code, "result");
+                if let Some(waiter) = self.sends.remove(&id) {
+                    // A dropped handle did not want it.
+                    let _ = waiter.result.send(code);
+                }
+            }
+            // `cancel_send` returned it already.
+            _ => {}
+        }
+    }
+}
+
+/// How far a buffer or file send has got: bytes the receiver has taken, of `total`
+/// (every `progress_step` bytes and at the end; always 0 of 0 for a command).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendProgress {
+    /// Bytes the receiver has taken.
+    pub sent: u64,
+    /// The send's size.
+    pub total: u64,
+}
+
+/// One send under way, as [`ClientHandle::send_cmd`] and its siblings return it.
+/// `.await` it for the send's one result (the SDK's `send*Rlst`): `NOERR` once the
+/// receiving application has it, else why not (`CONNECTIONLOST` if the client is gone).
+/// Its progress is a [`watch`] channel; it can be cancelled from here.
+///
+/// Dropping the handle does not cancel the send; its result is then only logged.
+///
+/// ```no_run
+/// # async fn run(alice: peermsg_tokio::ClientHandle) -> Result<(), Box<dyn std::error::Error>> {
+/// let send = alice.send_file("bob", "report.pdf".as_ref(), 0).await?;
+/// let mut progress = send.progress();
+/// tokio::spawn(async move {
+///     while progress.changed().await.is_ok() {
+///         let p = *progress.borrow();
+///         println!("{} of {} bytes", p.sent, p.total);
+///     }
+/// });
+/// let code = send.await;
+/// println!("delivered: {}", code.is_success());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct SendHandle {
+    id: SendId,
+    result: oneshot::Receiver<ErrorCode>,
+    /// The result, once [`SendHandle::try_result`] took it.
+    done: Option<ErrorCode>,
+    progress: watch::Receiver<SendProgress>,
+    shared: Arc<Shared>,
+}
+
+impl SendHandle {
+    /// The send's id, as logs and [`ClientHandle::cancel_send`] name it.
+    pub fn id(&self) -> SendId {
+        self.id
+    }
+
+    /// The send's progress: the latest value, and a wake-up when it changes. Ends (its
+    /// `changed` fails) once the send has its result.
+    pub fn progress(&self) -> watch::Receiver<SendProgress> {
+        self.progress.clone()
+    }
+
+    /// The result if the send is over, without waiting.
+    pub fn try_result(&mut self) -> Option<ErrorCode> {
+        if self.done.is_none() {
+            self.done = match self.result.try_recv() {
+                Ok(code) => Some(code),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => Some(ErrorCode::CONNECTIONLOST),
+            };
+        }
+        self.done
+    }
+
+    /// `cancelSend` for this send: `NOERR` if it was cancelled (its result is then
+    /// `CANCELLED`), `TRANSID_INVALID` for a command or a send already over.
+    pub fn cancel(&self) -> ErrorCode {
+        self.shared.call(|s, _| s.client.cancel_send(self.id, 0))
+    }
+}
+
+impl Future for SendHandle {
+    type Output = ErrorCode;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ErrorCode> {
+        if let Some(code) = self.done {
+            return Poll::Ready(code);
+        }
+        Pin::new(&mut self.result)
+            .poll(cx)
+            .map(|r| r.unwrap_or(ErrorCode::CONNECTIONLOST))
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -172,7 +347,7 @@ impl std::fmt::Debug for ClientHandle {
 ///
 /// let (bob, mut events) = connect("127.0.0.1:7000", "bob", b"", Config::default(), None).await?;
 /// while let Some(event) = events.recv().await {
-///     if let ClientEvent::Core(Event::CmdReceived { from, data }) = event {
+///     if let ClientEvent::Core(Event::CmdReceived { from, data, .. }) = event {
 ///         println!("{from}: {}", String::from_utf8_lossy(&data));
 ///     }
 /// }
@@ -199,7 +374,7 @@ pub async fn connect(
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             client,
-            files: HashMap::new(),
+            sends: HashMap::new(),
         }),
         wake: Notify::new(),
         epoch: tokio::time::Instant::now(),
@@ -228,18 +403,23 @@ pub async fn connect(
 }
 
 impl ClientHandle {
-    /// `sendCmd`.
-    pub async fn send_cmd(&self, to: &str, data: Bytes, cookie: u64) -> Result<SendId, SendError> {
+    /// `sendCmd`: the command is queued; `.await` the handle for its result.
+    pub async fn send_cmd(
+        &self,
+        to: &str,
+        data: Bytes,
+        cookie: u64,
+    ) -> Result<SendHandle, SendError> {
         self.send_memory("command", Client::send_cmd, to, data, cookie)
     }
 
-    /// `sendBuffer`.
+    /// `sendBuffer`: the buffer is queued; `.await` the handle for its result.
     pub async fn send_buffer(
         &self,
         to: &str,
         data: Bytes,
         cookie: u64,
-    ) -> Result<SendId, SendError> {
+    ) -> Result<SendHandle, SendError> {
         self.send_memory("buffer", Client::send_buffer, to, data, cookie)
     }
 
@@ -251,22 +431,26 @@ impl ClientHandle {
         to: &str,
         data: Bytes,
         cookie: u64,
-    ) -> Result<SendId, SendError> {
+    ) -> Result<SendHandle, SendError> {
         let size = data.len();
-        let id = self
-            .shared
-            .call(|s, now| send(&mut s.client, now, to, data, cookie))?;
-        tracing::info!(%id, to, size, what, "sent");
-        Ok(id)
+        let total = if what == "command" { 0 } else { size as u64 };
+        let sent = self.shared.call(|s, now| {
+            s.start(&self.shared, total, None, |c| {
+                send(c, now, to, data, cookie)
+            })
+        })?;
+        tracing::info!(id = %sent.id, to, size, what, "sent");
+        Ok(sent)
     }
 
-    /// `sendFile`: the file at `path`, under its own name.
+    /// `sendFile`: the file at `path`, under its own name; `.await` the handle for its
+    /// result.
     pub async fn send_file(
         &self,
         to: &str,
         path: &Path,
         cookie: u64,
-    ) -> Result<SendId, SendFileError> {
+    ) -> Result<SendHandle, SendFileError> {
         let io = |error| SendFileError::Io {
             path: path.to_path_buf(),
             error,
@@ -278,16 +462,16 @@ impl ClientHandle {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let id = self.shared.call(|s, now| {
-            let id = s.client.send_file(now, to, &name, size, cookie)?;
-            s.files.insert(id, file);
-            Ok::<_, SendError>(id)
+        let sent = self.shared.call(|s, now| {
+            s.start(&self.shared, size, Some(file), |c| {
+                c.send_file(now, to, &name, size, cookie)
+            })
         })?;
-        tracing::info!(%id, to, size, file = %path.display(), "file sent");
-        Ok(id)
+        tracing::info!(id = %sent.id, to, size, file = %path.display(), "file sent");
+        Ok(sent)
     }
 
-    /// `cancelSend`.
+    /// `cancelSend` (also [`SendHandle::cancel`]).
     pub async fn cancel_send(&self, id: SendId, cookie: u64) -> ErrorCode {
         self.shared.call(|s, _| s.client.cancel_send(id, cookie))
     }
@@ -297,6 +481,31 @@ impl ClientHandle {
         self.shared.call(|s, _| {
             let _ = s.client.reject(id, code);
         });
+    }
+
+    /// Confirms a buffer received with [`Config::confirm_buffers`] once the application
+    /// has kept it: its sender's result is `NOERR`. (Files are confirmed by the client
+    /// itself, once its sink kept them.)
+    pub fn accept_buffer(&self, id: ReceiveId) -> Result<(), ActionError> {
+        self.answer_buffer(id, |c| c.accept_delivery(id))
+    }
+
+    /// Refuses a buffer received with [`Config::confirm_buffers`] that the application
+    /// could not keep: its sender's result is `code` (`FILE_WRITE_ERR` for a success).
+    pub fn fail_buffer(&self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
+        self.answer_buffer(id, |c| c.fail_delivery(id, code))
+    }
+
+    /// `answer` for incoming buffer `id`; never for a file, which the client answers itself.
+    fn answer_buffer(
+        &self,
+        id: ReceiveId,
+        answer: impl FnOnce(&mut Client) -> Result<(), ActionError>,
+    ) -> Result<(), ActionError> {
+        self.shared.call(|s, _| match s.client.incoming_kind(id) {
+            Some(SendKind::Buffer) => answer(&mut s.client),
+            _ => Err(ActionError::UnknownId),
+        })
     }
 
     /// Closes the connection; pending sends fail with `CONNECTIONLOST`.
@@ -415,9 +624,18 @@ async fn drive(
                 out.clear();
                 shared.lock().client.handle_disconnect();
             }
-            // Events, each taken only with room for it in the application's channel (an
-            // application that has gone away has its events dropped).
+            // Events about our own sends go to their handles, whatever the application's
+            // channel holds.
             let mut any = false;
+            {
+                let mut s = shared.lock();
+                while let Some(event) = s.client.poll_send_event() {
+                    any = true;
+                    s.tell_sender(event, &reads_tx);
+                }
+            }
+            // Other events, each taken only with room for it in the application's channel
+            // (an application that has gone away has its events dropped).
             while !own.is_empty() {
                 match events.try_reserve() {
                     Ok(room) => room.send(own.pop_front().expect("not empty")),
@@ -447,12 +665,15 @@ async fn drive(
                     break;
                 };
                 any = true;
-                let ctx = Context {
+                if event.send_id().is_some() {
+                    shared.lock().tell_sender(event, &reads_tx);
+                    continue;
+                }
+                let ctx = Taker {
                     shared: &shared,
                     sink: sink_room,
                     names: &mut names,
                     failing: &mut failing,
-                    reads: &reads_tx,
                 };
                 if let (Some(app), Some(room)) = (handle_event(ctx, event), room) {
                     room.send(app);
@@ -471,6 +692,8 @@ async fn drive(
             }
         };
         let Some(deadline) = deadline else {
+            // Every send had its result; any waiter left hears `CONNECTIONLOST`.
+            shared.lock().sends.clear();
             let _ = wr.shutdown().await;
             // The sink finishes what it was asked (its failures removed), then the
             // application hears the rest, if it still reads.
@@ -566,26 +789,17 @@ async fn drive(
 }
 
 /// What handling an event may touch.
-struct Context<'a> {
+struct Taker<'a> {
     shared: &'a Shared,
     /// Room for one request to the file sink, if there is a sink.
     sink: Option<mpsc::Permit<'a, SinkOp>>,
     names: &'a mut HashMap<ReceiveId, (String, UserId)>,
     failing: &'a mut HashMap<ReceiveId, ClientEvent>,
-    reads: &'a mpsc::Sender<FileReadDone>,
 }
 
 /// Handles what the task handles itself; gives back what the application should see.
-fn handle_event(cx: Context<'_>, event: Event) -> Option<ClientEvent> {
+fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
     match event {
-        Event::FileRead { id, offset, len } => {
-            let file = cx.shared.lock().files.get(&id).cloned()?;
-            let done = cx.reads.clone();
-            tokio::task::spawn_blocking(move || {
-                let _ = done.blocking_send((id, offset, read_at(&file, offset, len)));
-            });
-            None
-        }
         Event::Offer {
             id,
             kind: SendKind::File,
@@ -641,13 +855,12 @@ fn handle_event(cx: Context<'_>, event: Event) -> Option<ClientEvent> {
             }
             _ => Some(ClientEvent::Core(event)),
         },
-        Event::SendResult { id, code, .. } => {
-            tracing::info!(%id, %code, "result");
-            cx.shared.lock().files.remove(&id);
-            Some(ClientEvent::Core(event))
-        }
-        Event::CmdReceived { ref from, ref data } => {
-            tracing::info!(%from, size = data.len(), "command received");
+        Event::CmdReceived {
+            id,
+            ref from,
+            ref data,
+        } => {
+            tracing::info!(%id, %from, size = data.len(), "command received");
             Some(ClientEvent::Core(event))
         }
         Event::BufferReceived {

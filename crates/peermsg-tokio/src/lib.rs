@@ -2,9 +2,11 @@
 //!
 //! - [`connect`] logs a user in to a relay and returns a [`ClientHandle`], whose async
 //!   methods mirror the SDK's calls, and a bounded channel of [`ClientEvent`]s
-//!   ([`ClientEvents`]): a delivery is confirmed to its sender only once its event is in
-//!   that channel, so an application that stops reading stops its senders. Files to send are
-//!   read from disk by offset; received files go into a [`FileSink`] directory.
+//!   ([`ClientEvents`]) about incoming messages: a delivery is confirmed to its sender only
+//!   once its event is in that channel, so an application that stops reading stops its
+//!   senders. Each send returns a [`SendHandle`]: `.await` it for that send's result; its
+//!   progress and cancel are on it too. Files to send are read from disk by offset;
+//!   received files go into a [`FileSink`] directory.
 //! - [`serve`] runs a relay on a `TcpListener` until a shutdown future completes, checking
 //!   logins against a token table, within the limits of a [`ServerConfig`] (connections,
 //!   connections per address, failed logins, write timeouts) and of the relay core's
@@ -28,7 +30,8 @@ mod sink;
 mod socket;
 
 pub use client::{
-    connect, ClientEvent, ClientEvents, ClientHandle, ConnectError, SendFileError, EVENT_QUEUE,
+    connect, ClientEvent, ClientEvents, ClientHandle, ConnectError, SendFileError, SendHandle,
+    SendProgress, EVENT_QUEUE,
 };
 pub use relay::{raise_open_file_limit, serve, ServerConfig, Tokens, RESERVED_FILES};
 pub use sink::{sanitize_file_name, ArrivedFile, FileSink, SavedFile};
@@ -38,4 +41,4 @@ pub use socket::UNSENT_LIMIT;
 pub use peermsg::client::{Config, Event, ReceiveId, SendId, SendKind};
 pub use peermsg::relay::RelayConfig;
 pub use peermsg::wire::UserId;
-pub use peermsg::{ErrorCode, SendError};
+pub use peermsg::{ActionError, ErrorCode, SendError};

@@ -284,6 +284,16 @@ pub async fn serve(
                         };
                         let _ = answer;
                     }
+                    RelayEvent::MessageEnded {
+                        from,
+                        to,
+                        cmd,
+                        size,
+                        code,
+                    } => {
+                        let what = if cmd { "command" } else { "transfer" };
+                        tracing::info!(%from, %to, what, size, %code, "message ended");
+                    }
                     RelayEvent::Closed { conn, user, code } => {
                         tracing::info!(conn = conn.0, ?user, %code, "connection closed");
                         waiting.remove(&conn);

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::small_disk::SmallDisk;
 use common::{result, results, start};
 use peermsg::client::{Config, Event};
 use peermsg::relay::RelayConfig;
@@ -54,7 +55,7 @@ fn fast_timeouts() -> Config {
 async fn a_64_mib_file_arrives_identical_while_commands_flow() {
     let (addr, _stop) = relay(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let (alice, mut a_events, _bob, mut b_events) = alice_and_bob(addr, Some(dir.path())).await;
+    let (alice, _a_events, _bob, mut b_events) = alice_and_bob(addr, Some(dir.path())).await;
     let src = tempfile::NamedTempFile::new().unwrap();
     let content: Vec<u8> = (0..64u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -87,7 +88,7 @@ async fn a_64_mib_file_arrives_identical_while_commands_flow() {
             }
         }
     });
-    assert_eq!(result(&mut a_events, file).await, ErrorCode::NOERR);
+    assert_eq!(result(file).await, ErrorCode::NOERR);
     let (tmp_file, org_file_name, size, got_cmds) = bob_reads.await.unwrap();
     let saved = (tmp_file, org_file_name, size);
     assert_eq!(saved.2, content.len() as u64);
@@ -103,7 +104,7 @@ async fn a_64_mib_file_arrives_identical_while_commands_flow() {
 async fn cancel_mid_file_leaves_no_temporary_file() {
     let (addr, _stop) = relay(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let (alice, mut a_events, _bob, mut b_events) = alice_and_bob(addr, Some(dir.path())).await;
+    let (alice, _a_events, _bob, mut b_events) = alice_and_bob(addr, Some(dir.path())).await;
     let src = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(src.path(), vec![7u8; 64 << 20]).unwrap();
     let id = alice.send_file("bob", src.path(), 0).await.unwrap();
@@ -113,8 +114,9 @@ async fn cancel_mid_file_leaves_no_temporary_file() {
             break;
         }
     }
-    assert_eq!(alice.cancel_send(id, 9).await, ErrorCode::NOERR);
-    assert_eq!(result(&mut a_events, id).await, ErrorCode::CANCELLED);
+    assert_eq!(alice.cancel_send(id.id(), 9).await, ErrorCode::NOERR);
+    assert_eq!(id.cancel(), ErrorCode::TRANSID_INVALID, "over already");
+    assert_eq!(result(id).await, ErrorCode::CANCELLED);
     loop {
         if let Some(ClientEvent::Core(Event::ReceiveFailed { code, .. })) = b_events.recv().await {
             assert_eq!(code, ErrorCode::CANCELLED);
@@ -131,14 +133,14 @@ async fn cancel_mid_file_leaves_no_temporary_file() {
 #[tokio::test]
 async fn offline_target_and_bad_token() {
     let (addr, _stop) = relay(Some(&[("alice", "pw")])).await;
-    let (alice, mut events) = connect(addr, "alice", b"pw", Config::default(), None)
+    let (alice, _events) = connect(addr, "alice", b"pw", Config::default(), None)
         .await
         .unwrap();
     let id = alice
         .send_cmd("nobody", Bytes::from_static(b"?"), 0)
         .await
         .unwrap();
-    assert_eq!(result(&mut events, id).await, ErrorCode::OFFLINE);
+    assert_eq!(result(id).await, ErrorCode::OFFLINE);
     let refused = connect(addr, "alice", b"wrong", Config::default(), None).await;
     assert!(
         matches!(refused, Err(ConnectError::Refused(code)) if code == ErrorCode::LOGIN_REJECTED),
@@ -154,7 +156,7 @@ async fn offline_target_and_bad_token() {
 async fn a_receiver_killed_mid_transfer_gives_the_sender_207() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (addr, _stop) = relay(None).await;
-    let (alice, mut a_events) = connect(addr, "alice", b"", fast_timeouts(), None)
+    let (alice, _a_events) = connect(addr, "alice", b"", fast_timeouts(), None)
         .await
         .unwrap();
     // bob: a client whose process dies part way: its socket just closes, no CLOSE frame.
@@ -164,18 +166,19 @@ async fn a_receiver_killed_mid_transfer_gives_the_sender_207() {
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = vec![0u8; 65536];
     let mut received = 0usize;
-    let mut sent = false;
+    let mut sent = None;
     loop {
         let mut out = bytes::BytesMut::new();
         while bob.poll_transmit(&mut out) > 0 {}
         wr.write_all(&out).await.unwrap();
         while let Some(e) = bob.poll_event() {
-            if matches!(e, Event::LoginResult { .. }) && !sent {
-                sent = true;
-                alice
-                    .send_buffer("bob", Bytes::from(vec![1u8; 80 << 20]), 0)
-                    .await
-                    .unwrap();
+            if matches!(e, Event::LoginResult { .. }) && sent.is_none() {
+                sent = Some(
+                    alice
+                        .send_buffer("bob", Bytes::from(vec![1u8; 80 << 20]), 0)
+                        .await
+                        .unwrap(),
+                );
             }
         }
         let n = rd.read(&mut buf).await.unwrap();
@@ -187,8 +190,7 @@ async fn a_receiver_killed_mid_transfer_gives_the_sender_207() {
     }
     let killed = std::time::Instant::now();
     drop((rd, wr, bob));
-    let id = peermsg::client::SendId(0);
-    assert_eq!(result(&mut a_events, id).await, ErrorCode::CONNECTIONLOST);
+    assert_eq!(result(sent.unwrap()).await, ErrorCode::CONNECTIONLOST);
     assert!(
         killed.elapsed() < Duration::from_secs(5),
         "within the configured timeout"
@@ -343,7 +345,7 @@ async fn many_commands_sent_at_once_all_arrive_and_the_last_handle_closes() {
         ids.push(id);
     }
     for id in ids {
-        assert_eq!(result(&mut a_events, id).await, ErrorCode::NOERR);
+        assert_eq!(result(id).await, ErrorCode::NOERR);
     }
     let mut got = Vec::new();
     while got.len() < 60 {
@@ -358,7 +360,7 @@ async fn many_commands_sent_at_once_all_arrive_and_the_last_handle_closes() {
         .send_cmd("bob", Bytes::from_static(b"still"), 0)
         .await
         .unwrap();
-    assert_eq!(result(&mut a_events, id).await, ErrorCode::NOERR);
+    assert_eq!(result(id).await, ErrorCode::NOERR);
     drop(alice);
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(event) = a_events.recv().await {
@@ -392,7 +394,7 @@ async fn a_slow_reader_gets_every_byte_in_order() {
         ..RelayConfig::default()
     };
     let (addr, _stop) = relay_with(None, wide).await;
-    let (alice, mut a_events) = connect(addr, "alice", b"", Config::default(), None)
+    let (alice, _a_events) = connect(addr, "alice", b"", Config::default(), None)
         .await
         .unwrap();
     // bob has a small socket buffer, reads 16 KiB at a time with pauses, and grants more
@@ -457,13 +459,13 @@ async fn a_slow_reader_gets_every_byte_in_order() {
     }
     assert!(got.unwrap() == data, "the buffer arrived intact");
     assert_eq!(cmds, (0..20).collect::<Vec<u8>>());
-    assert_eq!(result(&mut a_events, sent.unwrap()).await, ErrorCode::NOERR);
+    assert_eq!(result(sent.unwrap()).await, ErrorCode::NOERR);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_does_not_read_its_events_confirms_nothing_more_and_its_sender_waits() {
     let (addr, _stop) = relay(None).await;
-    let (alice, mut a_events, _bob, mut b_events) = alice_and_bob(addr, None).await;
+    let (alice, _a_events, _bob, mut b_events) = alice_and_bob(addr, None).await;
     let mut ids = Vec::new();
     for k in 0..300u32 {
         let cmd = Bytes::from(k.to_string());
@@ -473,8 +475,8 @@ async fn a_receiver_that_does_not_read_its_events_confirms_nothing_more_and_its_
     // confirmed, and alice is told of nothing more.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut confirmed = 0;
-    while let Ok(event) = a_events.try_recv() {
-        if let ClientEvent::Core(Event::SendResult { code, .. }) = event {
+    for id in &mut ids {
+        if let Some(code) = id.try_result() {
             assert_eq!(code, ErrorCode::NOERR);
             confirmed += 1;
         }
@@ -496,33 +498,8 @@ async fn a_receiver_that_does_not_read_its_events_confirms_nothing_more_and_its_
     }
     let want: Vec<Bytes> = (0..300u32).map(|k| Bytes::from(k.to_string())).collect();
     assert_eq!(got, want);
-    let rest = results(&mut a_events, &ids[confirmed..]).await;
+    let rest = results(ids).await;
     assert!(rest.iter().all(|c| *c == ErrorCode::NOERR), "{rest:?}");
-}
-
-/// A directory on a tmpfs of `size` (unmounted on drop), or `None` where this process may
-/// not mount one.
-struct SmallDisk(tempfile::TempDir);
-
-impl SmallDisk {
-    fn new(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().ok()?;
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then_some(SmallDisk(dir))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.0.path())
-            .status();
-    }
 }
 
 /// Alice sends bob a file of `size` bytes onto a 64 KiB disk of his. Gives alice's result,
@@ -534,7 +511,7 @@ async fn file_onto_a_small_disk(size: usize) -> Option<(ErrorCode, Option<ErrorC
         return None;
     };
     let (addr, _stop) = relay(None).await;
-    let (alice, mut a_events, _bob, mut b_events) = alice_and_bob(addr, Some(disk.0.path())).await;
+    let (alice, _a_events, _bob, mut b_events) = alice_and_bob(addr, Some(disk.0.path())).await;
     let src = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(src.path(), vec![1u8; size]).unwrap();
     let id = alice.send_file("bob", src.path(), 0).await.unwrap();
@@ -547,7 +524,7 @@ async fn file_onto_a_small_disk(size: usize) -> Option<(ErrorCode, Option<ErrorC
             }
         }
     });
-    let alice_got = result(&mut a_events, id).await;
+    let alice_got = result(id).await;
     let bob_got = tokio::time::timeout(Duration::from_secs(10), bob_saw)
         .await
         .expect("bob hears in time")
@@ -573,4 +550,45 @@ async fn a_disk_that_fills_during_a_file_fails_it_on_both_ends_and_leaves_nothin
         let code = ErrorCode::FILE_WRITE_ERR;
         assert_eq!(outcome, (code, Some(code), 0), "(alice, bob, files left)");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_send_gets_its_result_and_progress_on_its_handle_whatever_the_event_channel_holds() {
+    let (addr, _stop) = relay(None).await;
+    let (alice, _a_events, bob, mut b_events) = alice_and_bob(addr, None).await;
+    // bob fills alice's event channel: she does not read it.
+    let mut to_alice = Vec::new();
+    for k in 0..100u32 {
+        let cmd = Bytes::from(k.to_string());
+        to_alice.push(bob.send_cmd("alice", cmd, 0).await.unwrap());
+    }
+    tokio::spawn(async move { while b_events.recv().await.is_some() {} });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Her own sends still end, each on its handle, with progress up to the whole.
+    let data = Bytes::from(vec![4u8; 3 << 20]);
+    let buffer = alice.send_buffer("bob", data, 0).await.unwrap();
+    let cmd = alice
+        .send_cmd("bob", Bytes::from_static(b"hi"), 0)
+        .await
+        .unwrap();
+    let mut progress = buffer.progress();
+    let watcher = tokio::spawn(async move {
+        let mut seen = vec![progress.borrow_and_update().sent];
+        while progress.changed().await.is_ok() {
+            seen.push(progress.borrow_and_update().sent);
+        }
+        seen
+    });
+    assert_eq!(result(buffer).await, ErrorCode::NOERR);
+    assert_eq!(result(cmd).await, ErrorCode::NOERR);
+    let seen = watcher.await.unwrap();
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert_eq!(*seen.last().unwrap(), 3 << 20, "{seen:?}");
+    // And bob's commands wait for alice's application: none beyond her channel's room
+    // was confirmed.
+    let mut confirmed = 0;
+    for send in &mut to_alice {
+        confirmed += usize::from(send.try_result().is_some());
+    }
+    assert!(confirmed <= peermsg_tokio::EVENT_QUEUE, "{confirmed}");
 }

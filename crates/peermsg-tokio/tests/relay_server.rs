@@ -178,7 +178,7 @@ async fn a_receiver_whose_socket_takes_nothing_is_closed_and_its_senders_told() 
     let mut senders = Vec::new();
     for i in 0..4 {
         senders.push(tokio::spawn(async move {
-            let (me, mut events) = connect(addr, &format!("s{i}"), b"", Config::default(), None)
+            let (me, _events) = connect(addr, &format!("s{i}"), b"", Config::default(), None)
                 .await
                 .unwrap();
             let mut ids = Vec::new();
@@ -186,7 +186,7 @@ async fn a_receiver_whose_socket_takes_nothing_is_closed_and_its_senders_told() 
                 let cmd = Bytes::from(vec![7u8; 60 * 1024]);
                 ids.push(me.send_cmd("bob", cmd, 0).await.unwrap());
             }
-            tokio::time::timeout(Duration::from_secs(20), results(&mut events, &ids))
+            tokio::time::timeout(Duration::from_secs(20), results(ids))
                 .await
                 .expect("the senders hear within 20 s")
         }));
@@ -245,7 +245,7 @@ async fn many_senders_to_one_listener_all_succeed() {
     let mut tasks = Vec::new();
     for i in 0..30 {
         tasks.push(tokio::spawn(async move {
-            let (me, mut events) = connect(addr, &format!("u{i}"), b"", Config::default(), None)
+            let (me, _events) = connect(addr, &format!("u{i}"), b"", Config::default(), None)
                 .await
                 .unwrap();
             let mut ids = Vec::new();
@@ -261,7 +261,7 @@ async fn many_senders_to_one_listener_all_succeed() {
                         .unwrap(),
                 );
             }
-            results(&mut events, &ids).await
+            results(ids).await
         }));
     }
     for t in tasks {

@@ -1,6 +1,9 @@
 //! What the program tests share: the binary, free ports, children killed on drop.
 #![allow(dead_code)] // each test file uses its own part
 
+#[path = "../../../peermsg-tokio/tests/common/small_disk.rs"]
+pub mod small_disk;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -1,15 +1,16 @@
 //! What the relay server's tests share: a relay on a loopback port, raw frames, results.
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod small_disk;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Event, SendId};
 use peermsg::wire::{Decoder, Frame, Hello, Limits, Login, Role, UserId};
 use peermsg::ErrorCode;
-use peermsg_tokio::{serve, ClientEvent, ClientEvents, ServerConfig};
+use peermsg_tokio::{serve, SendHandle, ServerConfig};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -96,41 +97,20 @@ pub fn close_code(frames: &[Frame]) -> Option<ErrorCode> {
     }
 }
 
-pub async fn result(events: &mut ClientEvents, id: SendId) -> ErrorCode {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            match events.recv().await {
-                Some(ClientEvent::Core(Event::SendResult { id: i, code, .. })) if i == id => {
-                    return code
-                }
-                Some(_) => continue,
-                None => return ErrorCode::CONNECTIONLOST,
-            }
-        }
-    })
-    .await
-    .expect("a result in time")
+/// A send's result, within a minute.
+pub async fn result(send: SendHandle) -> ErrorCode {
+    tokio::time::timeout(Duration::from_secs(60), send)
+        .await
+        .expect("a result in time")
 }
 
-/// The results of `ids`, in their order, whatever order they come in.
-pub async fn results(events: &mut ClientEvents, ids: &[SendId]) -> Vec<ErrorCode> {
-    let mut got = HashMap::new();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while got.len() < ids.len() {
-            match events.recv().await {
-                Some(ClientEvent::Core(Event::SendResult { id, code, .. })) => {
-                    got.insert(id, code);
-                }
-                Some(_) => {}
-                None => return,
-            }
-        }
-    })
-    .await
-    .expect("results in time");
-    ids.iter()
-        .map(|id| got.get(id).copied().unwrap_or(ErrorCode::CONNECTIONLOST))
-        .collect()
+/// The results of `sends`, in their order, whatever order they come in.
+pub async fn results(sends: Vec<SendHandle>) -> Vec<ErrorCode> {
+    let mut codes = Vec::new();
+    for send in sends {
+        codes.push(result(send).await);
+    }
+    codes
 }
 
 /// Resident memory of this process, from /proc/self/status.
