@@ -496,7 +496,8 @@ fn cancel_at_every_stage() {
             .count();
     assert_eq!(offers, 1, "the cancelled send never reached bob");
 
-    // Ending: every byte and the END sent, the result not yet back.
+    // Ending: every byte and the END sent, bob has it whole but his application has not
+    // taken it: the cancel wins on both ends.
     let mut l = link();
     l.b.reading = false;
     let id =
@@ -505,15 +506,37 @@ fn cancel_at_every_stage() {
             .unwrap();
     l.run();
     assert_eq!(l.a.client.cancel_send(id, 0), ErrorCode::NOERR);
+    l.run();
     l.b.reading = true;
     l.run();
     assert_eq!(result_of(&l.a.events, id), ErrorCode::CANCELLED);
-    // Bob had it whole: he gets it, and no contradictory failure after it.
-    assert!(l
+    assert!(!l
         .b
         .events
         .iter()
         .any(|e| matches!(e, Event::BufferReceived { .. })));
+    assert!(l
+        .b
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ReceiveFailed { code, .. } if *code == ErrorCode::CANCELLED)));
+    assert!(!l.a.client.is_closed() && !l.b.client.is_closed());
+
+    // The same, but bob's application takes it before the cancel reaches him: the
+    // delivery wins on both ends.
+    let mut l = link();
+    let id =
+        l.a.client
+            .send_buffer(l.now, "bob", content(1000, 4), 0)
+            .unwrap();
+    l.run_until(|l| {
+        l.b.events
+            .iter()
+            .any(|e| matches!(e, Event::BufferReceived { .. }))
+    });
+    assert_eq!(l.a.client.cancel_send(id, 0), ErrorCode::NOERR);
+    l.run();
+    assert_eq!(result_of(&l.a.events, id), ErrorCode::NOERR);
     assert!(!l
         .b
         .events

@@ -649,3 +649,79 @@ fn queue_bounds_that_would_close_honest_receivers_are_refused() {
     };
     assert_eq!(Relay::new(tight).err(), Some(RelayError::Queues));
 }
+
+/// A whole transfer to bob (two pieces and `END`), forwarded, that bob has not answered.
+fn whole_transfer_to_bob(config: RelayConfig) -> Relay {
+    let mut relay = alice_and_bob_with(config, 1 << 20);
+    let mut frames = transfer_to_bob(0, 2);
+    frames.push(Frame::End(End {
+        id: 0,
+        size: 2 * (16 * 1024 - 16),
+        digest: Digest::Crc32c(0),
+    }));
+    relay.handle_input(T, ConnId(0), &encode(&frames));
+    let (_, bob, _) = drain_both(&mut relay);
+    assert!(bob.iter().any(|f| matches!(f, Frame::End(_))), "{bob:?}");
+    relay
+}
+
+#[test]
+fn a_whole_message_is_not_timed_out_behind_the_receivers_back() {
+    let config = RelayConfig {
+        idle_timeout: std::time::Duration::from_secs(3600),
+        ..RelayConfig::default()
+    };
+    let limit = config.progress_timeout.unwrap();
+    // Bob may have delivered it: he is asked, and his word (the delivery came first) is
+    // alice's result.
+    let mut relay = whole_transfer_to_bob(config);
+    relay.handle_timeout(T + limit);
+    let (alice, bob, _) = drain_both(&mut relay);
+    assert!(alice.is_empty(), "{alice:?}");
+    let asked = Frame::Cancel(Cancel {
+        id: 0,
+        code: ErrorCode::SOCKETTIMEOUT,
+    });
+    assert_eq!(bob, vec![asked.clone()]);
+    let delivered = Frame::Result(SendResult {
+        id: 0,
+        code: ErrorCode::NOERR,
+    });
+    relay.handle_input(T + limit, ConnId(1), &encode(std::slice::from_ref(&delivered)));
+    let (alice, _, _) = drain_both(&mut relay);
+    assert_eq!(alice, vec![delivered]);
+    // A bob that never answers: the relay ends it after one more timeout.
+    let mut relay = whole_transfer_to_bob(config);
+    relay.handle_timeout(T + limit);
+    drain_both(&mut relay);
+    relay.handle_timeout(T + limit * 2);
+    let (alice, _, _) = drain_both(&mut relay);
+    assert_eq!(
+        alice,
+        vec![Frame::Result(SendResult {
+            id: 0,
+            code: ErrorCode::SOCKETTIMEOUT
+        })]
+    );
+    assert_eq!(relay.held_bytes(), 0);
+}
+
+#[test]
+fn a_cancel_after_end_is_the_receivers_to_decide() {
+    let mut relay = whole_transfer_to_bob(RelayConfig::default());
+    let cancel = Frame::Cancel(Cancel {
+        id: 0,
+        code: ErrorCode::CANCELLED,
+    });
+    relay.handle_input(T, ConnId(0), &encode(std::slice::from_ref(&cancel)));
+    let (alice, bob, _) = drain_both(&mut relay);
+    assert!(alice.is_empty(), "alice waits for bob's word: {alice:?}");
+    assert_eq!(bob, vec![cancel]);
+    let answer = Frame::Result(SendResult {
+        id: 0,
+        code: ErrorCode::CANCELLED,
+    });
+    relay.handle_input(T, ConnId(1), &encode(std::slice::from_ref(&answer)));
+    let (alice, _, _) = drain_both(&mut relay);
+    assert_eq!(alice, vec![answer]);
+}

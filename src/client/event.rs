@@ -188,6 +188,17 @@ pub enum Event {
 }
 
 impl Event {
+    /// The incoming message this event delivers, for [`Event::CmdReceived`],
+    /// [`Event::BufferReceived`] and [`Event::FileReceived`].
+    pub fn delivery_of(&self) -> Option<ReceiveId> {
+        match self {
+            Event::CmdReceived { id, .. }
+            | Event::BufferReceived { id, .. }
+            | Event::FileReceived { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
     /// The send of ours this event is about, for the events that take nothing of the
     /// application's attention to confirm: [`Event::SendResult`], [`Event::Progress`],
     /// [`Event::CancelResult`] and [`Event::FileRead`]. `None` for the rest (incoming

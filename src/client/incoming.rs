@@ -3,7 +3,7 @@
 //! | state | entered by | leaves by |
 //! | --- | --- | --- |
 //! | Arriving | `CMD` or `OPEN` | all bytes (command), `END` verified (transfer), `CANCEL`, our reject, connection loss |
-//! | Delivered | the last byte or a verified `END` | a command or buffer: the application polls the event, then `RESULT(NOERR)` goes out; a file: `accept_delivery` (`RESULT(NOERR)`) or `fail_delivery` (its code) |
+//! | Delivered | the last byte or a verified `END` | a command or buffer: the application polls the event, then `RESULT(NOERR)` goes out; a file (or a buffer with `confirm_buffers`): `accept_delivery` (`RESULT(NOERR)`) or `fail_delivery` (its code); `CANCEL` or connection loss first: the delivery event is withdrawn and the sender told |
 //!
 //! A command's or buffer's `RESULT` waits until the application has taken the event, so a
 //! peer's in-flight caps also bound how much undelivered data we hold.

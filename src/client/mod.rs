@@ -320,19 +320,46 @@ impl Client {
     }
 
     /// Cancels a buffer or file send (`cancelSend`). Emits [`Event::CancelResult`] with
-    /// `cookie`: `NOERR`, then the send's own result with `CANCELLED`; or
-    /// `TRANSID_INVALID` for a command or an unknown or finished send. Returns the same
-    /// code.
+    /// `cookie`: `NOERR`, or `TRANSID_INVALID` for a command or an unknown or finished
+    /// send. Returns the same code.
+    ///
+    /// Before the send's last byte went out, the send ends at once with `CANCELLED`. After
+    /// it (the receiver may already have the whole message), the cancel is a request: the
+    /// send's result is the receiver's answer, `CANCELLED` if the cancel reached it before
+    /// it delivered the message, `NOERR` if the delivery came first. Either way both ends
+    /// agree (docs/PROTOCOL.md, "Cancel").
     pub fn cancel_send(&mut self, id: SendId, cookie: u64) -> ErrorCode {
-        let code = match self.outgoing.get(&id) {
-            Some(send) if send.kind != SendKind::Cmd => ErrorCode::NOERR,
-            _ => ErrorCode::TRANSID_INVALID,
+        let phase = match self.outgoing.get(&id) {
+            Some(send) if send.kind != SendKind::Cmd => Some(send.phase),
+            _ => None,
+        };
+        let code = match phase {
+            Some(_) => ErrorCode::NOERR,
+            None => ErrorCode::TRANSID_INVALID,
         };
         self.push_event(Event::CancelResult { id, code, cookie });
-        if code.is_success() {
-            self.abandon(id, ErrorCode::CANCELLED);
+        match phase {
+            Some(Phase::Ending) => self.ask_cancel(id),
+            // Asked already: the receiver's answer is on its way.
+            Some(Phase::Cancelling) | None => {}
+            Some(Phase::Waiting | Phase::Sending) => self.abandon(id, ErrorCode::CANCELLED),
         }
         code
+    }
+
+    /// Cancels a send whose last byte went out: `CANCEL` goes to the receiver, which
+    /// decides (its `RESULT` ends the send).
+    fn ask_cancel(&mut self, id: SendId) {
+        let Some(send) = self.outgoing.get_mut(&id) else {
+            return;
+        };
+        send.phase = Phase::Cancelling;
+        if let Some(wire_id) = send.wire_id {
+            self.queue(Frame::Cancel(wire::Cancel {
+                id: wire_id,
+                code: ErrorCode::CANCELLED,
+            }));
+        }
     }
 
     /// Refuses an incoming buffer or file, before or during its arrival. The sender's
@@ -648,7 +675,13 @@ impl Client {
     /// Ends a send of ours before its `RESULT`: the peer is told with `CANCEL` if it knows
     /// the send, and the result carries `code`.
     fn abandon(&mut self, id: SendId, code: ErrorCode) {
-        if let Some(wire_id) = self.outgoing.get(&id).and_then(|s| s.wire_id) {
+        let told = |s: &Outgoing| s.phase == Phase::Cancelling;
+        if let Some(wire_id) = self
+            .outgoing
+            .get(&id)
+            .filter(|s| !told(s))
+            .and_then(|s| s.wire_id)
+        {
             self.queue(Frame::Cancel(wire::Cancel { id: wire_id, code }));
         }
         self.finish_send(id, code);
@@ -924,20 +957,10 @@ impl Client {
             Frame::Data(data) => self.on_data(data),
             Frame::End(end) => self.on_end(end),
             Frame::Cancel(c) => {
+                // Not answered yet, so not delivered: the cancel wins, and the sender,
+                // which may be waiting for our word, hears it.
                 if self.known_incoming(c.id) {
-                    if let Some(msg) = self.incoming.get(&c.id) {
-                        // Already delivered: the application has it whole and verified;
-                        // only the confirmation is dropped.
-                        if msg.kind != SendKind::Cmd && !msg.delivered {
-                            let from = msg.from.clone();
-                            self.push_event(Event::ReceiveFailed {
-                                id: ReceiveId(c.id),
-                                from,
-                                code: c.code,
-                            });
-                        }
-                    }
-                    self.drop_incoming(c.id);
+                    self.fail_incoming(c.id, c.code);
                 }
             }
         }
@@ -1027,7 +1050,7 @@ impl Client {
         let complete = self
             .outgoing
             .get(&id)
-            .is_some_and(|s| s.phase == Phase::Ending);
+            .is_some_and(|s| matches!(s.phase, Phase::Ending | Phase::Cancelling));
         if r.code.is_success() && !complete {
             self.violation(
                 ErrorCode::PROTOCOL_VIOLATION,
@@ -1258,13 +1281,11 @@ impl Client {
         } else {
             ErrorCode::NOERR
         };
-        let (id, from, size) = (ReceiveId(end.id), msg.from.clone(), msg.size);
         if !code.is_success() {
-            self.queue(Frame::Result(SendResult { id: end.id, code }));
-            self.drop_incoming(end.id);
-            self.push_event(Event::ReceiveFailed { id, from, code });
+            self.fail_incoming(end.id, code);
             return;
         }
+        let (id, from, size) = (ReceiveId(end.id), msg.from.clone(), msg.size);
         msg.delivered = true;
         let progress = (msg.reported < size).then(|| {
             msg.reported = size;
@@ -1343,6 +1364,27 @@ impl Client {
         }
     }
 
+    /// Incoming message `id` ends undelivered with `code`: the sender is told (`RESULT`,
+    /// unless the connection is closed), a delivery event the application has not taken
+    /// is withdrawn, and the application hears `ReceiveFailed` (of a buffer or file; a
+    /// command it never saw is simply gone).
+    fn fail_incoming(&mut self, id: MessageId, code: ErrorCode) {
+        let Some(msg) = self.incoming.get(&id) else {
+            return;
+        };
+        let (kind, from, delivered) = (msg.kind, msg.from.clone(), msg.delivered);
+        self.queue(Frame::Result(SendResult { id, code }));
+        if delivered {
+            let rid = ReceiveId(id);
+            self.events.retain(|(e, _)| e.delivery_of() != Some(rid));
+        }
+        if kind != SendKind::Cmd {
+            let id = ReceiveId(id);
+            self.push_event(Event::ReceiveFailed { id, from, code });
+        }
+        self.drop_incoming(id);
+    }
+
     fn drop_incoming(&mut self, id: MessageId) {
         if let Some(msg) = self.incoming.remove(&id) {
             match msg.kind {
@@ -1394,16 +1436,10 @@ impl Client {
         for id in sends {
             self.finish_send(id, failed);
         }
-        let arriving = core::mem::take(&mut self.incoming);
-        for (id, msg) in arriving {
-            if msg.kind != SendKind::Cmd && !msg.delivered {
-                let event = Event::ReceiveFailed {
-                    id: ReceiveId(id),
-                    from: msg.from,
-                    code: ErrorCode::CONNECTIONLOST,
-                };
-                self.push_event(event);
-            }
+        // Messages not answered are not delivered: their senders hear CONNECTIONLOST.
+        let arriving: alloc::vec::Vec<MessageId> = self.incoming.keys().copied().collect();
+        for id in arriving {
+            self.fail_incoming(id, ErrorCode::CONNECTIONLOST);
         }
         self.push_event(Event::Closed { code, reason });
     }

@@ -6,8 +6,9 @@
 //! | --- | --- | --- | --- |
 //! | Waiting | `send_*` accepted | nothing | a slot frees (in-flight or concurrency cap) |
 //! | Sending | slot taken | `CMD`/`CMD_CONT`, or `OPEN`, `DATA` within credit, `END` | all sent |
-//! | Ending | last frame sent | nothing | `RESULT` arrives |
-//! | done | `RESULT`, cancel, timeout, connection loss | `CANCEL` if the peer knows it | - |
+//! | Ending | last frame sent | nothing | `RESULT` arrives, or the user cancels |
+//! | Cancelling | cancelled while Ending | `CANCEL` | `RESULT` arrives: the receiver's word on whether the cancel came before the delivery |
+//! | done | `RESULT`, cancel before Ending, timeout, connection loss | `CANCEL` if the peer knows it and none was sent | - |
 //!
 //! "done" is not a state: a finished send is removed, and exactly one `SendResult` event is
 //! emitted at that moment, by [`Client::finish_send`](super::Client).
@@ -25,6 +26,7 @@ pub(crate) enum Phase {
     Waiting,
     Sending,
     Ending,
+    Cancelling,
 }
 
 /// The bytes a send draws from.

@@ -212,6 +212,10 @@ struct Route {
     received: u64,
     /// A transfer's `END` has come.
     ended: bool,
+    /// A `CANCEL` went to the receiver after the sender's `END` (the sender's own, or the
+    /// relay's on a progress timeout): the receiver's `RESULT` says which came first, the
+    /// cancel or its delivery, and ends the route.
+    cancelling: bool,
     /// When a byte last moved toward the receiver or the receiver last granted credit.
     last_progress: Instant,
 }
@@ -823,8 +827,15 @@ impl Relay {
                 self.on_piece(conn, piece)
             }
             Frame::Cancel(cancel) => {
-                if let Some(key) = self.inbound_key(conn, cancel.id) {
-                    self.end_route_telling(key, Tell::Receiver(cancel.code));
+                let Some(key) = self.inbound_key(conn, cancel.id) else {
+                    return;
+                };
+                match self.routes.get(&key).map(|r| (r.ended, r.cancelling)) {
+                    // Before its END the sender is done with the message at once.
+                    Some((false, _)) => self.end_route_telling(key, Tell::Receiver(cancel.code)),
+                    // After it, the sender waits for a RESULT: the receiver's word.
+                    Some((true, false)) => self.ask_cancel(key, cancel.code),
+                    _ => {}
                 }
             }
             Frame::Credit(credit) => {
@@ -1105,6 +1116,7 @@ impl Relay {
             size,
             received: first_fragment.unwrap_or(0),
             ended: false,
+            cancelling: false,
             last_progress: self.now,
         };
         self.routes.insert(key, route);
@@ -1181,6 +1193,26 @@ impl Relay {
         self.release(key);
     }
 
+    /// Cancels route `key`, whose sender has sent its `END`, with `code`: a receiver that
+    /// may have it whole decides (its `RESULT` goes to the sender); one that cannot (it
+    /// never got a frame of it) is not asked.
+    fn ask_cancel(&mut self, key: u64, code: ErrorCode) {
+        let Some(r) = self.routes.get_mut(&key) else {
+            return;
+        };
+        let Some(dst_id) = r.dst_id else {
+            self.end_route_telling(key, Tell::Sender(code));
+            return;
+        };
+        r.cancelling = true;
+        r.last_progress = self.now;
+        // What it still held goes nowhere now.
+        let (src, dst) = (r.src, r.dst);
+        let held: u64 = r.held.drain(..).map(|f| payload_len(&f)).sum();
+        self.released(src, held, true);
+        self.push(dst, Frame::Cancel(Cancel { id: dst_id, code }));
+    }
+
     /// Ends the messages forwarded to `dst` that have not moved for the progress timeout,
     /// on both ends, and sets the timer for the next that could.
     fn check_progress(&mut self, dst: ConnId, now: Instant) {
@@ -1208,8 +1240,23 @@ impl Relay {
             d.progress_at = Some(due);
             self.timers.insert((due, Timer::Progress(dst)));
         }
+        let mut asked = false;
         for key in stalled {
-            self.end_route_telling(key, Tell::Both(ErrorCode::SOCKETTIMEOUT));
+            // A whole message whose receiver has not answered may be delivered already:
+            // the receiver is asked, and has one more timeout to answer.
+            match self.routes.get(&key).map(|r| (r.ended, r.cancelling)) {
+                Some((true, false)) => {
+                    self.ask_cancel(key, ErrorCode::SOCKETTIMEOUT);
+                    asked = true;
+                }
+                _ => self.end_route_telling(key, Tell::Both(ErrorCode::SOCKETTIMEOUT)),
+            }
+        }
+        if let (true, Some(d)) = (asked, self.conns.get_mut(&dst)) {
+            if d.progress_at.is_none() {
+                d.progress_at = Some(now + limit);
+                self.timers.insert((now + limit, Timer::Progress(dst)));
+            }
         }
     }
 

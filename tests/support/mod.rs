@@ -181,7 +181,7 @@ impl Link {
     }
 
     /// One round: output, events, and the next delivery. `false` when quiet.
-    fn step(&mut self) -> bool {
+    pub fn step(&mut self) -> bool {
         let mut busy = false;
         busy |= Self::transmit(
             &mut self.a,

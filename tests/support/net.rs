@@ -120,7 +120,7 @@ impl Net {
         }
     }
 
-    fn step(&mut self) -> bool {
+    pub fn step(&mut self) -> bool {
         let mut busy = false;
         let now = self.now;
         for node in self.nodes.iter_mut().filter(|n| n.up) {

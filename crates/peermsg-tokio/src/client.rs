@@ -748,9 +748,16 @@ async fn drive(
                 SinkDone::Kept(id, from, size, saved) => {
                     let mut s = shared.lock();
                     match saved {
+                        // Cancelled (or the connection lost) while the sink kept it: the
+                        // application has heard `ReceiveFailed`, the sender the same; the
+                        // file goes.
+                        Ok(saved) if s.client.accept_delivery(id).is_err() => {
+                            tracing::info!(%id, %from, "file cancelled as it was kept; removed");
+                            let path = saved.tmp_file;
+                            tokio::task::spawn_blocking(move || std::fs::remove_file(path));
+                        }
                         Ok(saved) => {
                             tracing::info!(%id, %from, size, path = %saved.tmp_file.display(), "file received");
-                            let _ = s.client.accept_delivery(id);
                             own.push_back(ClientEvent::FileReceived {
                                 id,
                                 from,
