@@ -150,13 +150,14 @@ extern crate alloc;
 extern crate std;
 
 pub mod client;
+mod conn;
 mod digest;
 mod error;
-mod id_space;
 pub mod relay;
 mod time;
 pub mod wire;
 
+pub use conn::{CloseReason, Violation};
 pub use error::{ActionError, ErrorCode, SendError};
 
 /// The README's code, compiled and run as a doctest so it stays true.

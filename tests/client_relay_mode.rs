@@ -544,7 +544,7 @@ fn kicked_out_by_a_newer_login() {
         ev.last(),
         Some(&Event::Closed {
             code: ErrorCode::KICKOUT_BY_RELOGIN,
-            reason
+            reason: peermsg::CloseReason::Peer(reason)
         })
     );
     assert!(out(&mut c).is_empty(), "no CLOSE answers a CLOSE");

@@ -687,7 +687,11 @@ fn a_whole_message_is_not_timed_out_behind_the_receivers_back() {
         id: 0,
         code: ErrorCode::NOERR,
     });
-    relay.handle_input(T + limit, ConnId(1), &encode(std::slice::from_ref(&delivered)));
+    relay.handle_input(
+        T + limit,
+        ConnId(1),
+        &encode(std::slice::from_ref(&delivered)),
+    );
     let (alice, _, _) = drain_both(&mut relay);
     assert_eq!(alice, vec![delivered]);
     // A bob that never answers: the relay ends it after one more timeout.

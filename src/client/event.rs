@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use core::fmt;
 
+use crate::conn::CloseReason;
 use crate::wire::{Text, UserId};
 use crate::ErrorCode;
 
@@ -180,10 +181,11 @@ pub enum Event {
     /// The connection is over: nothing more will come in or go out after the bytes already
     /// handed to `poll_transmit`.
     Closed {
-        /// `NOERR` for a normal close; otherwise why.
+        /// `NOERR` for a normal close; otherwise why (the peer's code if it closed).
         code: ErrorCode,
-        /// Detail, from the peer's `CLOSE` or of our own making.
-        reason: Text,
+        /// Who closed it and why: this side, the peer (with its reason), a violation by
+        /// the peer, a timeout, the transport.
+        reason: CloseReason,
     },
 }
 

@@ -10,6 +10,7 @@
 
 use bytes::BytesMut;
 
+use crate::conn::arrival::Arrival;
 use crate::digest::RunningDigest;
 use crate::wire::UserId;
 
@@ -19,9 +20,8 @@ use super::event::SendKind;
 pub(crate) struct Incoming {
     pub kind: SendKind,
     pub from: UserId,
-    pub size: u64,
-    /// Bytes received so far.
-    pub received: u64,
+    /// Its size and how much of it came, under the rules every receiver keeps.
+    pub arrival: Arrival,
     /// Bytes the application has taken (a buffer's are taken as they arrive).
     pub consumed: u64,
     /// The credit we last granted: the peer may send below this offset.
@@ -31,23 +31,31 @@ pub(crate) struct Incoming {
     /// A command's or buffer's bytes so far.
     pub data: BytesMut,
     pub digest: Option<RunningDigest>,
-    /// Complete and announced; waiting for the application to take the event.
-    pub delivered: bool,
 }
 
 impl Incoming {
-    pub(crate) fn new(kind: SendKind, from: UserId, size: u64, window: u64) -> Self {
+    /// A message of `size` bytes, `first` of them in its first frame, whose transfer
+    /// credit starts at `window`.
+    pub(crate) fn new(kind: SendKind, from: UserId, size: u64, first: u64, window: u64) -> Self {
         Incoming {
             kind,
             from,
-            size,
-            received: 0,
+            arrival: Arrival::new(kind == SendKind::Cmd, size, first),
             consumed: 0,
             granted: window,
             reported: 0,
             data: BytesMut::new(),
             digest: (kind != SendKind::Cmd).then(RunningDigest::new),
-            delivered: false,
         }
+    }
+
+    /// Complete (and, for a transfer, verified: one that fails is dropped at its `END`),
+    /// waiting for the application.
+    pub(crate) fn is_delivered(&self) -> bool {
+        self.arrival.is_whole()
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.arrival.size()
     }
 }

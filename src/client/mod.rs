@@ -19,30 +19,20 @@ pub use config::{Config, ConfigError};
 pub use event::{Event, ReceiveId, SendId, SendKind};
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
-use alloc::format;
 use bytes::{Bytes, BytesMut};
 use core::time::Duration;
 
+use crate::conn::{self, credit::RecvWindow, ids::IdSpace, CloseReason, Session, Violation};
 use crate::error::{ActionError, SendError};
-use crate::id_space::{id_state, IdState};
 use crate::wire::credit_step;
 use crate::wire::{
-    self, Capabilities, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Decoder, End, Frame,
-    FrameSink, Hello, Inbox, Login, LoginResult, MessageId, Open, Ping, Role, SendResult, Text,
-    TransferKind, UserId, VERSION,
+    self, Capabilities, Close, Cmd, CmdCont, ConnCredit, Credit, Data, End, Frame, FrameSink,
+    Hello, Login, LoginResult, MessageId, Open, Ping, Role, SendResult, Text, TransferKind, UserId,
 };
 use crate::{ErrorCode, Instant};
 
 use incoming::Incoming;
 use outgoing::{Outgoing, Phase, Source};
-
-/// What the peer announced in its `HELLO`.
-#[derive(Clone, Debug)]
-struct Peer {
-    hello: Hello,
-    /// Its user id once it logged in (direct links only).
-    user: Option<UserId>,
-}
 
 /// Our login, as far as it has gone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,17 +58,15 @@ enum OnTake {
 #[derive(Debug)]
 pub struct Client {
     config: Config,
-    decoder: Decoder,
-    input: Inbox,
-    peer: Option<Peer>,
+    /// The connection: input, the peer's state, connection credit both ways.
+    session: Session,
     login: LoginState,
-    closed: bool,
 
     // Our sends.
     next_send: u64,
-    next_wire_id: MessageId,
     outgoing: BTreeMap<SendId, Outgoing>,
-    by_wire: BTreeMap<MessageId, SendId>,
+    /// Our sends by their wire ids.
+    by_wire: IdSpace<SendId>,
     cmd_waiting: VecDeque<SendId>,
     cmd_sending: VecDeque<SendId>,
     cmds_in_flight: u64,
@@ -86,25 +74,18 @@ pub struct Client {
     transfers_open: u64,
     ready: VecDeque<SendId>,
     conn_blocked: VecDeque<SendId>,
-    conn_sent: u64,
-    conn_credit: u64,
     deadlines: BTreeSet<(Instant, SendId)>,
 
     // Messages coming to us.
-    next_receive: MessageId,
-    incoming: BTreeMap<MessageId, Incoming>,
+    incoming: IdSpace<Incoming>,
     cmds_arriving: u64,
     transfers_arriving: u64,
-    conn_received: u64,
-    conn_consumed: u64,
-    conn_granted: u64,
 
     // Output.
     control: VecDeque<Frame>,
     events: VecDeque<(Event, OnTake)>,
 
     // Timers.
-    last_heard: Instant,
     ping: Option<(u64, Instant)>,
     next_nonce: u64,
     rtt: Option<Duration>,
@@ -115,18 +96,15 @@ impl Client {
     /// thing [`Client::poll_transmit`] gives out.
     pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
-        let decoder = Decoder::new(config.limits)?;
+        // Our HELLO grants the whole connection window at once.
+        let recv = RecvWindow::new(config.conn_window, config.conn_window);
         let mut client = Client {
             config,
-            decoder,
-            input: Inbox::new(),
-            peer: None,
+            session: Session::new(config.limits, recv, now)?,
             login: LoginState::None,
-            closed: false,
             next_send: 0,
-            next_wire_id: 0,
             outgoing: BTreeMap::new(),
-            by_wire: BTreeMap::new(),
+            by_wire: IdSpace::new(),
             cmd_waiting: VecDeque::new(),
             cmd_sending: VecDeque::new(),
             cmds_in_flight: 0,
@@ -134,19 +112,12 @@ impl Client {
             transfers_open: 0,
             ready: VecDeque::new(),
             conn_blocked: VecDeque::new(),
-            conn_sent: 0,
-            conn_credit: 0,
             deadlines: BTreeSet::new(),
-            next_receive: 0,
-            incoming: BTreeMap::new(),
+            incoming: IdSpace::new(),
             cmds_arriving: 0,
             transfers_arriving: 0,
-            conn_received: 0,
-            conn_consumed: 0,
-            conn_granted: config.conn_window,
             control: VecDeque::new(),
             events: VecDeque::new(),
-            last_heard: now,
             ping: None,
             next_nonce: 0,
             rtt: None,
@@ -175,7 +146,7 @@ impl Client {
 
     /// Logs in as `user` with `token`. The answer comes as [`Event::LoginResult`].
     pub fn login(&mut self, user: &str, token: &[u8]) -> Result<(), SendError> {
-        if self.closed {
+        if self.session.is_closed() {
             return Err(SendError::Closed);
         }
         // Our own id: a mistake in it is not a target's.
@@ -366,7 +337,9 @@ impl Client {
     /// result carries `code` (for example `REJECTED` or `ABORTED`); nothing more about the
     /// message is reported here.
     pub fn reject(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
-        self.answer(id, code, |msg| msg.kind != SendKind::Cmd && !msg.delivered)
+        self.answer(id, code, |msg| {
+            msg.kind != SendKind::Cmd && !msg.is_delivered()
+        })
     }
 
     /// The application has a received file where it keeps it (written, flushed, in its
@@ -394,7 +367,8 @@ impl Client {
     fn settle(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
         let buffers = self.config.confirm_buffers;
         self.answer(id, code, |msg| {
-            msg.delivered && (msg.kind == SendKind::File || msg.kind == SendKind::Buffer && buffers)
+            msg.is_delivered()
+                && (msg.kind == SendKind::File || msg.kind == SendKind::Buffer && buffers)
         })
     }
 
@@ -406,7 +380,7 @@ impl Client {
         code: ErrorCode,
         may: impl Fn(&Incoming) -> bool,
     ) -> Result<(), ActionError> {
-        if !self.incoming.get(&id.0).is_some_and(may) {
+        if !self.incoming.get(id.0).is_some_and(may) {
             return Err(ActionError::UnknownId);
         }
         self.queue(Frame::Result(SendResult { id: id.0, code }));
@@ -417,35 +391,33 @@ impl Client {
     /// Closes the connection: a `CLOSE` goes out, every pending send fails with
     /// `CONNECTIONLOST` and incoming messages are dropped.
     pub fn close(&mut self) {
-        self.shut(ErrorCode::NOERR, Text::new(), true);
+        self.shut(ErrorCode::NOERR, CloseReason::Local, true);
     }
 
     // ----- Inputs --------------------------------------------------------------------
 
     /// Bytes as the transport delivered them, split anywhere; they are copied.
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
-        self.input.push_slice(bytes);
+        self.session.push_slice(bytes);
         self.decode_input(now);
     }
 
     /// Like [`Client::handle_input`], but takes the runtime's buffer: payloads are handed
-    /// on as slices of it, not copied (see [`Inbox`]).
+    /// on as slices of it, not copied (see [`wire::Inbox`]).
     pub fn handle_input_buf(&mut self, now: Instant, bytes: BytesMut) {
-        self.input.push_owned(bytes);
+        self.session.push_owned(bytes);
         self.decode_input(now);
     }
 
     fn decode_input(&mut self, now: Instant) {
-        if self.closed {
-            return;
-        }
-        self.last_heard = now;
-        while !self.closed {
-            match self.input.next_frame(&self.decoder) {
+        // A client talks to a relay, or to another client on a direct link.
+        let any_role = |_: Role| true;
+        loop {
+            match self.session.next_frame(now, any_role) {
                 Ok(Some(frame)) => self.handle_frame(now, frame),
                 Ok(None) => break,
-                Err(e) => {
-                    self.violation(e.code(), &format!("{e}"));
+                Err(violation) => {
+                    self.violation(violation);
                     break;
                 }
             }
@@ -454,18 +426,15 @@ impl Client {
 
     /// The passing of time: keepalive, idle timeout and send timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.closed {
+        if self.session.is_closed() {
             return;
         }
-        if now >= self.last_heard + self.config.idle_timeout {
-            self.shut(
-                ErrorCode::SOCKETTIMEOUT,
-                Text::from_static("idle timeout"),
-                true,
-            );
+        if now >= self.session.last_heard() + self.config.idle_timeout {
+            self.shut(ErrorCode::SOCKETTIMEOUT, CloseReason::IdleTimeout, true);
             return;
         }
-        if self.ping.is_none() && now >= self.last_heard + self.config.keepalive_interval {
+        if self.ping.is_none() && now >= self.session.last_heard() + self.config.keepalive_interval
+        {
             let nonce = self.next_nonce;
             self.next_nonce += 1;
             self.ping = Some((nonce, now));
@@ -483,11 +452,7 @@ impl Client {
     /// The transport went away: pending sends fail with `CONNECTIONLOST`, incoming
     /// messages are dropped.
     pub fn handle_disconnect(&mut self) {
-        self.shut(
-            ErrorCode::CONNECTIONLOST,
-            Text::from_static("transport closed"),
-            false,
-        );
+        self.shut(ErrorCode::CONNECTIONLOST, CloseReason::TransportLost, false);
     }
 
     // ----- Outputs -------------------------------------------------------------------
@@ -499,22 +464,15 @@ impl Client {
     /// `out` is a `BytesMut` (every byte copied into one buffer) or a [`wire::Transmit`]
     /// (payloads shared with the application's data, for vectored writes).
     pub fn poll_transmit<S: FrameSink + ?Sized>(&mut self, out: &mut S) -> usize {
-        let start = out.len();
-        while out.len() - start < self.config.transmit_batch {
-            let Some(frame) = self.next_frame() else {
-                break;
-            };
-            if out.put_frame(&frame).is_err() {
+        match conn::transmit(out, self.config.transmit_batch, || self.next_frame()) {
+            Ok(written) => written,
+            Err(written) => {
                 // Only values over 2^62 fail, and sends are checked against smaller caps.
-                self.shut(
-                    ErrorCode::UNKNOWERR,
-                    Text::from_static("frame not encodable"),
-                    false,
-                );
-                break;
+                debug_assert!(false, "a frame of ours could not be encoded");
+                self.shut(ErrorCode::UNKNOWERR, CloseReason::Unencodable, false);
+                written
             }
         }
-        out.len() - start
     }
 
     /// The next event, if any. Taking an event can let frames out (a delivery's `RESULT`,
@@ -524,7 +482,7 @@ impl Client {
         match on_take {
             OnTake::Nothing => {}
             OnTake::Deliver(wire_id) => {
-                if self.incoming.get(&wire_id).is_some_and(|m| m.delivered) {
+                if self.incoming.get(wire_id).is_some_and(|m| m.is_delivered()) {
                     self.queue(Frame::Result(SendResult {
                         id: wire_id,
                         code: ErrorCode::NOERR,
@@ -553,12 +511,12 @@ impl Client {
 
     /// When [`Client::handle_timeout`] should next be called, or `None` once closed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.closed {
+        if self.session.is_closed() {
             return None;
         }
-        let idle = self.last_heard + self.config.idle_timeout;
+        let idle = self.session.last_heard() + self.config.idle_timeout;
         let keepalive = match self.ping {
-            None => self.last_heard + self.config.keepalive_interval,
+            None => self.session.last_heard() + self.config.keepalive_interval,
             Some(_) => Instant::MAX,
         };
         let send = self.deadlines.first().map_or(Instant::MAX, |(t, _)| *t);
@@ -570,7 +528,7 @@ impl Client {
     /// `true` once the connection is over; the runtime closes the transport after the last
     /// `poll_transmit`.
     pub fn is_closed(&self) -> bool {
-        self.closed
+        self.session.is_closed()
     }
 
     /// `true` once our login was accepted.
@@ -586,7 +544,7 @@ impl Client {
     /// What incoming message `id` carries, while it is arriving or waits for the
     /// application's answer; `None` once it is over.
     pub fn incoming_kind(&self, id: ReceiveId) -> Option<SendKind> {
-        self.incoming.get(&id.0).map(|msg| msg.kind)
+        self.incoming.get(id.0).map(|msg| msg.kind)
     }
 
     /// Sends not yet finished.
@@ -609,14 +567,14 @@ impl Client {
                 _ => 0,
             })
             .sum();
-        incoming + outgoing + events + self.input.len() as u64
+        incoming + outgoing + events + self.session.input_len() as u64
     }
 
     // ----- Internals: sends ----------------------------------------------------------
 
     /// The lower of our own cap and the peer's.
     fn cap(&self, own: u64, peer: impl Fn(&Hello) -> u64) -> u64 {
-        self.peer.as_ref().map_or(own, |p| own.min(peer(&p.hello)))
+        self.session.peer().map_or(own, |p| own.min(peer(p)))
     }
 
     /// A user id as the user gave it, checked against the rules and our length limit.
@@ -630,15 +588,15 @@ impl Client {
     }
 
     fn check_target(&self, to: &str) -> Result<UserId, SendError> {
-        if self.closed {
+        if self.session.is_closed() {
             return Err(SendError::Closed);
         }
         let LoginState::Accepted(_) = self.login else {
             return Err(SendError::NotLoggedIn);
         };
         let to = self.user_id(to)?;
-        if let Some(Peer { hello, user }) = &self.peer {
-            if hello.role == Role::Client && user.as_ref() != Some(&to) {
+        if let Some(hello) = self.session.peer() {
+            if hello.role == Role::Client && self.session.user() != Some(&to) {
                 return Err(SendError::NotThePeer);
             }
         }
@@ -693,7 +651,7 @@ impl Client {
             return;
         };
         if let Some(wire_id) = send.wire_id {
-            self.by_wire.remove(&wire_id);
+            self.by_wire.remove(wire_id);
         }
         if send.phase != Phase::Waiting {
             match send.kind {
@@ -733,10 +691,10 @@ impl Client {
         if let Some(frame) = self.control.pop_front() {
             return Some(frame);
         }
-        if self.closed {
+        if self.session.is_closed() {
             return None;
         }
-        let peer = self.peer.as_ref()?.hello.clone();
+        let peer = self.session.peer()?.clone();
         if !self.is_logged_in() {
             return None;
         }
@@ -747,10 +705,7 @@ impl Client {
     }
 
     fn assign_wire_id(&mut self, id: SendId) -> MessageId {
-        let wire_id = self.next_wire_id;
-        self.next_wire_id += 1;
-        self.by_wire.insert(wire_id, id);
-        wire_id
+        self.by_wire.allocate(id)
     }
 
     fn next_cmd_frame(&mut self, peer: &Hello) -> Option<Frame> {
@@ -770,14 +725,14 @@ impl Client {
             };
             let first = send.wire_id.is_none();
             // Command bytes count against the connection credit, as data does.
-            let conn_room = self.conn_credit.saturating_sub(self.conn_sent);
+            let conn_room = self.session.send.room();
             if conn_room == 0 && send.sent < send.size {
                 return None; // CONN_CREDIT lets it go on
             }
             let room =
                 wire::payload_room(peer.max_frame_size, first.then_some(&send.to)).min(conn_room);
             let data = send.bytes_at_sent(room).unwrap_or_default();
-            self.conn_sent += data.len() as u64;
+            self.session.send.spend(data.len() as u64);
             let (offset, total_len, to) = (send.sent, send.size, send.to.clone());
             let wire_id = match send.wire_id {
                 Some(w) => w,
@@ -857,7 +812,7 @@ impl Client {
                 return Some(Frame::Open(open));
             }
         };
-        let conn_room = self.conn_credit.saturating_sub(self.conn_sent);
+        let conn_room = self.session.send.room();
         let send = self.outgoing.get_mut(&id)?;
         if send.sent >= send.size {
             send.phase = Phase::Ending;
@@ -897,7 +852,7 @@ impl Client {
         if let Some(d) = send.digest.as_mut() {
             d.update(&payload);
         }
-        self.conn_sent += payload.len() as u64;
+        self.session.send.spend(payload.len() as u64);
         self.make_ready(id);
         Some(Frame::Data(Data {
             id: wire_id,
@@ -909,27 +864,25 @@ impl Client {
     // ----- Internals: receiving ------------------------------------------------------
 
     /// Every frame's handling, in one place.
+    /// (The handshake, `HELLO` included, is the session's: [`Session::next_frame`].)
     fn handle_frame(&mut self, now: Instant, frame: Frame) {
-        let Some(peer) = &self.peer else {
-            match frame {
-                Frame::Hello(hello) => self.on_hello(hello),
-                _ => self.violation(ErrorCode::PROTOCOL_VIOLATION, "first frame is not HELLO"),
-            }
-            return;
-        };
-        let direct = peer.hello.role == Role::Client;
+        let direct = self.session.peer().is_some_and(|p| p.role == Role::Client);
         match frame {
-            Frame::Hello(_) => self.violation(ErrorCode::PROTOCOL_VIOLATION, "second HELLO"),
+            // Taken by the session; never comes here.
+            Frame::Hello(_) => debug_assert!(false, "HELLO past the session"),
+            // A peer on a direct link logs in to us: accepted at once.
             Frame::Login(login) if direct => {
+                if let Err(violation) = self.session.begin_login(login.user.clone()) {
+                    self.violation(violation);
+                    return;
+                }
+                self.session.accept_login();
                 self.queue(Frame::LoginResult(LoginResult {
                     code: ErrorCode::NOERR,
                 }));
-                if let Some(p) = self.peer.as_mut() {
-                    p.user = Some(login.user.clone());
-                }
                 self.push_event(Event::PeerLogin { user: login.user });
             }
-            Frame::Login(_) => self.violation(ErrorCode::PROTOCOL_VIOLATION, "LOGIN from a relay"),
+            Frame::Login(_) => self.violation(Violation::LoginFromRelay),
             Frame::LoginResult(r) => self.on_login_result(r.code),
             Frame::Ping(p) => self.queue(Frame::Pong(p)),
             Frame::Pong(p) => {
@@ -940,10 +893,11 @@ impl Client {
                     }
                 }
             }
-            Frame::Close(c) => self.shut(c.code, c.reason, false),
+            Frame::Close(c) => self.shut(c.code, CloseReason::Peer(c.reason), false),
+            // A relay grants beyond the window its HELLO announced (it starts small until
+            // login), so the grant is not held to it here.
             Frame::ConnCredit(c) => {
-                if c.max_data > self.conn_credit {
-                    self.conn_credit = c.max_data;
+                if self.session.send.raise(c.max_data, None) == Ok(true) {
                     while let Some(id) = self.conn_blocked.pop_front() {
                         self.make_ready(id);
                     }
@@ -966,21 +920,9 @@ impl Client {
         }
     }
 
-    fn on_hello(&mut self, hello: Hello) {
-        if hello.version < VERSION || !hello.capabilities.contains(Capabilities::DIGEST_CRC32C) {
-            self.violation(
-                ErrorCode::UNSUPPORTED_VERSION,
-                "peer lacks version 1 with CRC-32C",
-            );
-            return;
-        }
-        self.conn_credit = hello.conn_window;
-        self.peer = Some(Peer { hello, user: None });
-    }
-
     fn on_login_result(&mut self, code: ErrorCode) {
         let LoginState::Pending(user) = &self.login else {
-            self.violation(ErrorCode::PROTOCOL_VIOLATION, "LOGIN_RESULT without LOGIN");
+            self.violation(Violation::UnaskedLoginResult);
             return;
         };
         if code.is_success() {
@@ -991,19 +933,13 @@ impl Client {
         self.push_event(Event::LoginResult { code });
     }
 
+    /// Our send that wire id `wire_id` names; `None` for one ended (a frame that crossed
+    /// our cancel) or never sent (the connection is closed).
     fn send_of_wire(&mut self, wire_id: MessageId) -> Option<SendId> {
-        match id_state(
-            self.by_wire.get(&wire_id).copied(),
-            self.next_wire_id,
-            wire_id,
-        ) {
-            IdState::Active(id) => Some(id),
-            IdState::Ended => None, // a frame that crossed our cancel
-            IdState::Unknown => {
-                self.violation(
-                    ErrorCode::PROTOCOL_VIOLATION,
-                    "frame for a message never sent",
-                );
+        match self.by_wire.find(wire_id, Violation::NeverSent) {
+            Ok(id) => id.copied(),
+            Err(violation) => {
+                self.violation(violation);
                 None
             }
         }
@@ -1013,7 +949,7 @@ impl Client {
         let Some(id) = self.send_of_wire(c.id) else {
             return;
         };
-        let window = self.peer.as_ref().map_or(0, |p| p.hello.transfer_window);
+        let window = self.session.peer().map_or(0, |p| p.transfer_window);
         let step = self.config.progress_step;
         let Some(send) = self.outgoing.get_mut(&id) else {
             return;
@@ -1052,10 +988,7 @@ impl Client {
             .get(&id)
             .is_some_and(|s| matches!(s.phase, Phase::Ending | Phase::Cancelling));
         if r.code.is_success() && !complete {
-            self.violation(
-                ErrorCode::PROTOCOL_VIOLATION,
-                "RESULT(NOERR) before the whole message",
-            );
+            self.violation(Violation::EarlySuccess);
             return;
         }
         self.finish_send(id, r.code);
@@ -1064,18 +997,20 @@ impl Client {
     /// Checks a new message's id and finds who it is from; answers the message itself
     /// when it cannot be taken. `None` means it was refused (or the connection closed).
     fn admit(&mut self, id: MessageId, peer_field: &UserId, kind: SendKind) -> Option<UserId> {
-        if id != self.next_receive {
-            self.violation(ErrorCode::PROTOCOL_VIOLATION, "message id out of order");
+        if let Err(violation) = self.incoming.claim(id) {
+            self.violation(violation);
             return None;
         }
-        self.next_receive += 1;
         let refuse = |code| Frame::Result(SendResult { id, code });
-        let from = match &self.peer {
-            Some(Peer { hello, user }) if hello.role == Role::Client => {
-                let Some(user) = user.clone() else {
-                    self.violation(ErrorCode::NOT_LOGIN, "message before LOGIN");
-                    return None;
-                };
+        let direct = self.session.peer().is_some_and(|p| p.role == Role::Client);
+        let from = match self.session.user() {
+            _ if !direct => peer_field.clone(),
+            None => {
+                self.violation(Violation::NotLoggedIn);
+                return None;
+            }
+            Some(user) => {
+                let user = user.clone();
                 let me = match &self.login {
                     LoginState::Accepted(me) | LoginState::Pending(me) => Some(me),
                     LoginState::None => None,
@@ -1086,7 +1021,6 @@ impl Client {
                 }
                 user
             }
-            _ => peer_field.clone(),
         };
         let (count, cap) = match kind {
             SendKind::Cmd => (self.cmds_arriving, self.config.max_cmds_in_flight),
@@ -1110,9 +1044,9 @@ impl Client {
         let Some(from) = self.admit(cmd.id, &cmd.peer, SendKind::Cmd) else {
             return;
         };
-        let mut msg = Incoming::new(SendKind::Cmd, from, cmd.total_len, 0);
+        let first = cmd.data.len() as u64;
+        let mut msg = Incoming::new(SendKind::Cmd, from, cmd.total_len, first, 0);
         msg.data.extend_from_slice(&cmd.data);
-        msg.received = cmd.data.len() as u64;
         self.incoming.insert(cmd.id, msg);
         self.cmd_progress(cmd.id);
     }
@@ -1121,32 +1055,26 @@ impl Client {
         if !self.receive_cmd_bytes(cont.data.len() as u64) || !self.known_incoming(cont.id) {
             return;
         }
-        let Some(msg) = self.incoming.get_mut(&cont.id) else {
+        let Some(msg) = self.incoming.get_mut(cont.id) else {
             return;
         };
-        let end = cont.offset.saturating_add(cont.data.len() as u64);
-        if msg.kind != SendKind::Cmd
-            || cont.offset != msg.received
-            || end > msg.size
-            || msg.delivered
-        {
-            self.violation(ErrorCode::PROTOCOL_VIOLATION, "CMD_CONT out of place");
+        let len = cont.data.len() as u64;
+        if let Err(violation) = msg.arrival.bytes(true, cont.offset, len, u64::MAX) {
+            self.violation(violation);
             return;
         }
         msg.data.extend_from_slice(&cont.data);
-        msg.received = end;
         self.cmd_progress(cont.id);
     }
 
     /// Delivers a command once all of it is in.
     fn cmd_progress(&mut self, id: MessageId) {
-        let Some(msg) = self.incoming.get_mut(&id) else {
+        let Some(msg) = self.incoming.get_mut(id) else {
             return;
         };
-        if msg.received < msg.size {
+        if !msg.is_delivered() {
             return;
         }
-        msg.delivered = true;
         let event = Event::CmdReceived {
             id: ReceiveId(id),
             from: msg.from.clone(),
@@ -1164,7 +1092,7 @@ impl Client {
             return;
         };
         let window = self.config.transfer_window;
-        let mut msg = Incoming::new(kind, from.clone(), open.size, window);
+        let mut msg = Incoming::new(kind, from.clone(), open.size, 0, window);
         if kind == SendKind::Buffer {
             // The whole buffer is held in the end anyway (its size is within our cap, checked
             // by the decoder); reserving it now saves a copy per doubling. The pages are
@@ -1185,12 +1113,8 @@ impl Client {
     /// `len` message bytes arrived: within the connection credit we granted, or the peer
     /// is closed (`false`).
     fn count_received(&mut self, len: u64) -> bool {
-        self.conn_received += len;
-        if self.conn_received > self.conn_granted {
-            self.violation(
-                ErrorCode::FLOW_CONTROL,
-                "message bytes beyond connection credit",
-            );
+        if let Err(violation) = self.session.recv.count(len) {
+            self.violation(violation);
             return false;
         }
         true
@@ -1213,33 +1137,28 @@ impl Client {
         if !self.count_received(len) {
             return;
         }
-        if !self.known_incoming(data.id) || !self.incoming.contains_key(&data.id) {
+        if !self.known_incoming(data.id) || !self.incoming.contains(data.id) {
             self.consume_conn(len); // a message we already ended: the bytes are dropped
             return;
         }
         let step = self.config.progress_step;
-        let Some(msg) = self.incoming.get_mut(&data.id) else {
+        let Some(msg) = self.incoming.get_mut(data.id) else {
             return;
         };
-        let end = data.offset.saturating_add(len);
-        if msg.kind == SendKind::Cmd || data.offset != msg.received || end > msg.size {
-            self.violation(ErrorCode::PROTOCOL_VIOLATION, "DATA out of place");
+        if let Err(violation) = msg.arrival.bytes(false, data.offset, len, msg.granted) {
+            self.violation(violation);
             return;
         }
-        if end > msg.granted {
-            self.violation(ErrorCode::FLOW_CONTROL, "DATA beyond transfer credit");
-            return;
-        }
-        msg.received = end;
         if let Some(d) = msg.digest.as_mut() {
             d.update(&data.payload);
         }
-        let progress = (end >= msg.reported.saturating_add(step) && end < msg.size).then(|| {
+        let (end, size) = (msg.arrival.received(), msg.size());
+        let progress = (end >= msg.reported.saturating_add(step) && end < size).then(|| {
             msg.reported = end;
             Event::ReceiveProgress {
                 id: ReceiveId(data.id),
                 received: end,
-                total: msg.size,
+                total: size,
             }
         });
         let kind = msg.kind;
@@ -1267,14 +1186,14 @@ impl Client {
         if !self.known_incoming(end.id) {
             return;
         }
-        let Some(msg) = self.incoming.get_mut(&end.id) else {
+        let Some(msg) = self.incoming.get_mut(end.id) else {
             return;
         };
-        if msg.kind == SendKind::Cmd || msg.delivered {
-            self.violation(ErrorCode::PROTOCOL_VIOLATION, "END out of place");
+        if let Err(violation) = msg.arrival.end() {
+            self.violation(violation);
             return;
         }
-        let code = if end.size != msg.size || msg.received != msg.size {
+        let code = if end.size != msg.size() || msg.arrival.received() != msg.size() {
             ErrorCode::SIZE_MISMATCH
         } else if msg.digest.take().map(|d| d.finish()) != Some(end.digest) {
             ErrorCode::DIGEST_MISMATCH
@@ -1285,8 +1204,7 @@ impl Client {
             self.fail_incoming(end.id, code);
             return;
         }
-        let (id, from, size) = (ReceiveId(end.id), msg.from.clone(), msg.size);
-        msg.delivered = true;
+        let (id, from, size) = (ReceiveId(end.id), msg.from.clone(), msg.size());
         let progress = (msg.reported < size).then(|| {
             msg.reported = size;
             Event::ReceiveProgress {
@@ -1321,14 +1239,10 @@ impl Client {
     /// ended is `false` (its late frames are dropped); one never opened closes the
     /// connection.
     fn known_incoming(&mut self, id: MessageId) -> bool {
-        match id_state(self.incoming.get(&id).map(|_| ()), self.next_receive, id) {
-            IdState::Active(()) => true,
-            IdState::Ended => false,
-            IdState::Unknown => {
-                self.violation(
-                    ErrorCode::PROTOCOL_VIOLATION,
-                    "frame for a message never opened",
-                );
+        match self.incoming.find(id, Violation::NeverOpened) {
+            Ok(found) => found.is_some(),
+            Err(violation) => {
+                self.violation(violation);
                 false
             }
         }
@@ -1338,7 +1252,7 @@ impl Client {
     fn consume(&mut self, id: MessageId, len: u64) {
         self.consume_conn(len);
         let window = self.config.transfer_window;
-        let Some(msg) = self.incoming.get_mut(&id) else {
+        let Some(msg) = self.incoming.get_mut(id) else {
             return;
         };
         msg.consumed += len;
@@ -1355,12 +1269,9 @@ impl Client {
     }
 
     fn consume_conn(&mut self, len: u64) {
-        self.conn_consumed += len;
-        let window = self.config.conn_window;
-        let want = self.conn_consumed + window;
-        if want >= self.conn_granted + credit_step(window) {
-            self.conn_granted = want;
-            self.queue(Frame::ConnCredit(ConnCredit { max_data: want }));
+        self.session.recv.release(len);
+        if let Some(max_data) = self.session.recv.grant(u64::MAX, 0).max_data {
+            self.queue(Frame::ConnCredit(ConnCredit { max_data }));
         }
     }
 
@@ -1369,10 +1280,10 @@ impl Client {
     /// is withdrawn, and the application hears `ReceiveFailed` (of a buffer or file; a
     /// command it never saw is simply gone).
     fn fail_incoming(&mut self, id: MessageId, code: ErrorCode) {
-        let Some(msg) = self.incoming.get(&id) else {
+        let Some(msg) = self.incoming.get(id) else {
             return;
         };
-        let (kind, from, delivered) = (msg.kind, msg.from.clone(), msg.delivered);
+        let (kind, from, delivered) = (msg.kind, msg.from.clone(), msg.is_delivered());
         self.queue(Frame::Result(SendResult { id, code }));
         if delivered {
             let rid = ReceiveId(id);
@@ -1386,7 +1297,7 @@ impl Client {
     }
 
     fn drop_incoming(&mut self, id: MessageId) {
-        if let Some(msg) = self.incoming.remove(&id) {
+        if let Some(msg) = self.incoming.remove(id) {
             match msg.kind {
                 SendKind::Cmd => self.cmds_arriving = self.cmds_arriving.saturating_sub(1),
                 _ => self.transfers_arriving = self.transfers_arriving.saturating_sub(1),
@@ -1398,7 +1309,7 @@ impl Client {
 
     /// Queues a control frame; once closed, nothing but the `CLOSE` goes out.
     fn queue(&mut self, frame: Frame) {
-        if !self.closed {
+        if !self.session.is_closed() {
             self.control.push_back(frame);
         }
     }
@@ -1408,22 +1319,21 @@ impl Client {
     }
 
     /// The peer broke the protocol: tell it why and close.
-    fn violation(&mut self, code: ErrorCode, reason: &str) {
-        self.shut(code, Text::from(reason), true);
+    fn violation(&mut self, violation: Violation) {
+        self.shut(violation.code(), CloseReason::Violation(violation), true);
     }
 
     /// Ends the connection: every pending send fails with `CONNECTIONLOST`, incoming
     /// messages are dropped, and `Closed` is the last event.
-    fn shut(&mut self, code: ErrorCode, reason: Text, send_close: bool) {
-        if self.closed {
+    fn shut(&mut self, code: ErrorCode, reason: CloseReason, send_close: bool) {
+        if !self.session.close() {
             return;
         }
-        self.closed = true;
         self.control.clear();
         if send_close {
             self.control.push_back(Frame::Close(Close {
                 code,
-                reason: reason.clone(),
+                reason: reason.wire_text(),
             }));
         }
         // A session replaced by a newer login of the same user says so to its sends.
@@ -1437,7 +1347,7 @@ impl Client {
             self.finish_send(id, failed);
         }
         // Messages not answered are not delivered: their senders hear CONNECTIONLOST.
-        let arriving: alloc::vec::Vec<MessageId> = self.incoming.keys().copied().collect();
+        let arriving: alloc::vec::Vec<MessageId> = self.incoming.ids().collect();
         for id in arriving {
             self.fail_incoming(id, ErrorCode::CONNECTIONLOST);
         }

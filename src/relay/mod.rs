@@ -27,15 +27,17 @@ mod admission;
 mod out_queue;
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
-use alloc::format;
 use alloc::vec::Vec;
 use bytes::{Bytes, BytesMut};
 use core::time::Duration;
 
-use crate::id_space::{id_state, IdState};
+use crate::conn::arrival::Arrival;
+use crate::conn::credit::RecvWindow;
+use crate::conn::ids::IdSpace;
+use crate::conn::{self, CloseReason, Session, Violation};
 use crate::wire::{
-    self, Cancel, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Decoder, Frame, FrameSink, Hello,
-    Inbox, Limits, LoginResult, MessageId, Open, Role, SendResult, Text, UserId, VERSION,
+    self, Cancel, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Frame, FrameSink, Hello, Limits,
+    LoginResult, MessageId, Open, Role, SendResult, Text, UserId,
 };
 use crate::{ErrorCode, Instant};
 use admission::Admission;
@@ -154,8 +156,10 @@ pub enum RelayEvent {
         conn: ConnId,
         /// Who was logged in on it.
         user: Option<UserId>,
-        /// Why.
+        /// The code of the close.
         code: ErrorCode,
+        /// Who closed it and why.
+        reason: CloseReason,
     },
 }
 
@@ -205,13 +209,9 @@ struct Route {
     src_credit: u64,
     /// Waiting in the receiver's blocked list.
     blocked: bool,
-    /// A command (else a transfer), for the caps.
-    is_cmd: bool,
-    /// Declared size, and the bytes of it received so far.
-    size: u64,
-    received: u64,
-    /// A transfer's `END` has come.
-    ended: bool,
+    /// Its size and what of it came from the sender, checked by the rules its receiver
+    /// keeps (so nothing forwarded can make the receiver close).
+    arrival: Arrival,
     /// A `CANCEL` went to the receiver after the sender's `END` (the sender's own, or the
     /// relay's on a progress timeout): the receiver's `RESULT` says which came first, the
     /// cancel or its delivery, and ends the route.
@@ -225,35 +225,6 @@ enum Tell {
     Receiver(ErrorCode),
     Sender(ErrorCode),
     Both(ErrorCode),
-}
-
-/// A piece of a message arriving at the relay.
-enum Piece {
-    CmdCont { offset: u64, len: u64 },
-    Data { offset: u64, len: u64 },
-    End,
-}
-
-impl Route {
-    /// Checks that `piece` continues the message where it stands, as its receiver will
-    /// require, so that nothing the relay forwards can make the receiver close: a sender's
-    /// mistake stays the sender's.
-    fn accept(&mut self, piece: Piece) -> Result<(), &'static str> {
-        let (offset, len) = match piece {
-            Piece::CmdCont { offset, len } if self.is_cmd => (offset, len),
-            Piece::Data { offset, len } if !self.is_cmd && !self.ended => (offset, len),
-            Piece::End if !self.is_cmd && !self.ended => {
-                self.ended = true;
-                return Ok(());
-            }
-            _ => return Err("frame does not fit the message"),
-        };
-        if offset != self.received || offset.saturating_add(len) > self.size {
-            return Err("bytes out of place");
-        }
-        self.received += len;
-        Ok(())
-    }
 }
 
 /// The relay's timers, one table; each entry is checked against the state when it fires
@@ -270,43 +241,31 @@ enum Timer {
 
 #[derive(Debug)]
 struct Conn {
-    decoder: Decoder,
-    input: Inbox,
-    hello: Option<Hello>,
-    pending_login: Option<UserId>,
-    user: Option<UserId>,
-    closed: bool,
+    /// Input, handshake, the client's state, connection credit both ways.
+    session: Session,
     out: OutQueue,
     writable: bool,
     opened: Instant,
-    last_heard: Instant,
     /// Its idle entry in the timer table.
     idle_at: Instant,
     /// Its progress entry in the timer table, while messages are forwarded to it.
     progress_at: Option<Instant>,
     /// Frames received before the login was accepted.
     frames_before_login: u32,
-    // As a sender.
-    next_in_id: MessageId,
-    inbound: BTreeMap<MessageId, u64>,
+    // As a sender: its messages' routes by its ids. Its connection credit (in `session`)
+    // counts bytes released once written toward their receiver, or dropped; none is
+    // usable before login.
+    inbound: IdSpace<u64>,
     cmds_in: u64,
     transfers_in: u64,
-    /// Message bytes received, and released (written toward their receiver, or dropped).
-    conn_received: u64,
-    conn_released: u64,
-    /// Connection credit granted (0 until login: nothing may be sent before).
-    conn_granted: u64,
     /// Owed a connection grant that the global budget held back.
     owed: bool,
-    // As a receiver.
-    next_out_id: MessageId,
-    outbound: BTreeMap<MessageId, u64>,
+    // As a receiver: the routes forwarded to it, by the ids the relay gave them.
+    outbound: IdSpace<u64>,
     cmds_out: u64,
     transfers_out: u64,
     waiting_cmds: Admission,
     waiting_transfers: Admission,
-    conn_sent: u64,
-    conn_credit: u64,
     blocked: VecDeque<u64>,
 }
 
@@ -383,37 +342,25 @@ impl Relay {
             return Err(RelayError::InUse);
         }
         self.tick(now);
-        let decoder = Decoder::new(self.config.limits)?;
+        // Nothing is usable before login (the HELLO's announced credit comes with it).
+        let recv = RecvWindow::new(self.config.conn_window, 0);
         let state = Conn {
-            decoder,
-            input: Inbox::new(),
-            hello: None,
-            pending_login: None,
-            user: None,
-            closed: false,
+            session: Session::new(self.config.limits, recv, now)?,
             out: OutQueue::default(),
             writable: false,
             opened: now,
-            last_heard: now,
             idle_at: now + self.config.idle_timeout,
             progress_at: None,
             frames_before_login: 0,
-            next_in_id: 0,
-            inbound: BTreeMap::new(),
+            inbound: IdSpace::new(),
             cmds_in: 0,
             transfers_in: 0,
-            conn_received: 0,
-            conn_released: 0,
-            conn_granted: 0,
             owed: false,
-            next_out_id: 0,
-            outbound: BTreeMap::new(),
+            outbound: IdSpace::new(),
             cmds_out: 0,
             transfers_out: 0,
             waiting_cmds: Admission::default(),
             waiting_transfers: Admission::default(),
-            conn_sent: 0,
-            conn_credit: 0,
             blocked: VecDeque::new(),
         };
         self.conns.insert(conn, state);
@@ -445,39 +392,35 @@ impl Relay {
     /// Bytes from `conn`'s transport, split anywhere; they are copied.
     pub fn handle_input(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.input.push_slice(bytes);
+            c.session.push_slice(bytes);
             self.decode_input(now, conn);
         }
     }
 
     /// Like [`Relay::handle_input`], but takes the runtime's buffer: payloads are forwarded
-    /// as slices of it, not copied (see [`Inbox`]).
+    /// as slices of it, not copied (see [`wire::Inbox`]).
     pub fn handle_input_buf(&mut self, now: Instant, conn: ConnId, bytes: BytesMut) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.input.push_owned(bytes);
+            c.session.push_owned(bytes);
             self.decode_input(now, conn);
         }
     }
 
     fn decode_input(&mut self, now: Instant, conn: ConnId) {
         self.tick(now);
+        // Relays do not talk to relays.
+        let clients_only = |role: Role| role == Role::Client;
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
-            if c.closed {
-                return;
-            }
-            match c.input.next_frame(&c.decoder) {
-                Ok(Some(frame)) => {
-                    // Only a whole frame counts as hearing from the peer: a trickle of
-                    // partial frames does not keep a connection alive.
-                    c.last_heard = now;
-                    self.handle_frame(conn, frame);
-                }
+            // Only a whole frame counts as hearing from the peer (the session's rule): a
+            // trickle of partial frames does not keep a connection alive.
+            match c.session.next_frame(now, clients_only) {
+                Ok(Some(frame)) => self.handle_frame(conn, frame),
                 Ok(None) => return,
-                Err(e) => {
-                    self.shut(conn, e.code(), &format!("{e}"), true);
+                Err(violation) => {
+                    self.violation(conn, violation);
                     return;
                 }
             }
@@ -487,7 +430,7 @@ impl Relay {
     /// Closes `conn` from the relay's side: a `CLOSE` with `code` (for example `SHUTDOWN`)
     /// goes out, and its messages end on the other side as if it had dropped.
     pub fn close(&mut self, conn: ConnId, code: ErrorCode) {
-        self.shut(conn, code, "closed by the relay", true);
+        self.shut(conn, code, CloseReason::Local, true);
     }
 
     /// Every open connection, for closing them all at shutdown.
@@ -497,7 +440,12 @@ impl Relay {
 
     /// `conn`'s transport closed.
     pub fn handle_disconnect(&mut self, conn: ConnId) {
-        self.shut(conn, ErrorCode::CONNECTIONLOST, "", false);
+        self.shut(
+            conn,
+            ErrorCode::CONNECTIONLOST,
+            CloseReason::TransportLost,
+            false,
+        );
     }
 
     /// The passing of time: idle connections, connections not logged in by their
@@ -514,12 +462,17 @@ impl Relay {
                     let Some(c) = self.conns.get_mut(&conn) else {
                         continue;
                     };
-                    let due = c.last_heard + self.config.idle_timeout;
+                    let due = c.session.last_heard() + self.config.idle_timeout;
                     if due > now {
                         c.idle_at = due;
                         self.timers.insert((due, timer));
                     } else {
-                        self.shut(conn, ErrorCode::SOCKETTIMEOUT, "idle timeout", true);
+                        self.shut(
+                            conn,
+                            ErrorCode::SOCKETTIMEOUT,
+                            CloseReason::IdleTimeout,
+                            true,
+                        );
                     }
                 }
                 Timer::Login(conn) => {
@@ -528,8 +481,13 @@ impl Relay {
                     };
                     // A connection id the runtime reused after this entry was made has a
                     // later deadline of its own.
-                    if c.user.is_none() && c.opened + self.config.login_timeout <= now {
-                        self.shut(conn, ErrorCode::SOCKETTIMEOUT, "no login in time", true);
+                    if c.session.user().is_none() && c.opened + self.config.login_timeout <= now {
+                        self.shut(
+                            conn,
+                            ErrorCode::SOCKETTIMEOUT,
+                            CloseReason::LoginTimeout,
+                            true,
+                        );
                     }
                 }
                 Timer::Progress(conn) => self.check_progress(conn, now),
@@ -543,15 +501,14 @@ impl Relay {
     /// user's session, and messages to the user still go to that one.
     pub fn accept_login(&mut self, conn: ConnId) -> Result<(), RelayError> {
         let c = self.conns.get_mut(&conn).ok_or(RelayError::Unknown)?;
-        let user = c.pending_login.take().ok_or(RelayError::Unknown)?;
-        c.user = Some(user.clone());
+        let user = c.session.accept_login().ok_or(RelayError::Unknown)?;
         let send_only = c
-            .hello
-            .as_ref()
+            .session
+            .peer()
             .is_some_and(|h| h.capabilities.contains(wire::Capabilities::SEND_ONLY));
         // The credit its HELLO announced becomes usable now; the rest of the window comes
         // from the budget.
-        c.conn_granted = INITIAL_CONN_CREDIT;
+        c.session.recv.set_granted(INITIAL_CONN_CREDIT);
         self.promised += INITIAL_CONN_CREDIT;
         // A send-only session takes over no inbox: it is not the user's address.
         let replaced = if send_only {
@@ -564,7 +521,7 @@ impl Relay {
                 self.shut(
                     old,
                     ErrorCode::KICKOUT_BY_RELOGIN,
-                    "logged in elsewhere",
+                    CloseReason::Replaced,
                     true,
                 );
             }
@@ -582,9 +539,11 @@ impl Relay {
     /// Refuses a pending login with `code` (for example `LOGIN_REJECTED`) and closes.
     pub fn reject_login(&mut self, conn: ConnId, code: ErrorCode) -> Result<(), RelayError> {
         let c = self.conns.get_mut(&conn).ok_or(RelayError::Unknown)?;
-        c.pending_login.take().ok_or(RelayError::Unknown)?;
+        if !c.session.refuse_login() {
+            return Err(RelayError::Unknown);
+        }
         self.push(conn, Frame::LoginResult(LoginResult { code }));
-        self.shut(conn, code, "login refused", true);
+        self.shut(conn, code, CloseReason::LoginRefused, true);
         Ok(())
     }
 
@@ -606,7 +565,6 @@ impl Relay {
     /// `out` is a `BytesMut` (every byte copied into one buffer) or a [`wire::Transmit`]
     /// (payloads forwarded as slices of the input they came in, for vectored writes).
     pub fn poll_transmit<S: FrameSink + ?Sized>(&mut self, conn: ConnId, out: &mut S) -> usize {
-        let start = out.len();
         let Some(c) = self.conns.get_mut(&conn) else {
             return 0;
         };
@@ -614,10 +572,8 @@ impl Relay {
         // first sender needs no allocation.
         let mut first: Option<(ConnId, u64)> = None;
         let mut more: Vec<(ConnId, u64)> = Vec::new();
-        while out.len() - start < self.config.transmit_batch {
-            let Some((frame, owner)) = c.out.pop() else {
-                break;
-            };
+        let written = conn::transmit(out, self.config.transmit_batch, || {
+            let (frame, owner) = c.out.pop()?;
             if let Some(owner) = owner {
                 let len = payload_len(&frame);
                 match (more.last_mut(), &mut first) {
@@ -628,11 +584,10 @@ impl Relay {
                     _ => more.push((owner, len)),
                 }
             }
-            // Values come from decoded frames and the relay's own counters: all in range.
-            let _ = out.put_frame(&frame);
-        }
+            Some(frame)
+        });
         if c.out.is_empty() {
-            if c.closed {
+            if c.session.is_closed() {
                 self.forget(conn);
             }
         } else if !c.writable {
@@ -644,7 +599,16 @@ impl Relay {
         }
         // Room in the queue: messages waiting for it move on.
         self.unblock(conn);
-        out.len() - start
+        match written {
+            Ok(written) => written,
+            Err(written) => {
+                // Values come from decoded frames and the relay's own counters: all in
+                // range, so this is a bug of ours.
+                debug_assert!(false, "a frame for {conn:?} could not be encoded");
+                self.shut(conn, ErrorCode::UNKNOWERR, CloseReason::Unencodable, false);
+                written
+            }
+        }
     }
 
     /// The next event, if any.
@@ -675,7 +639,7 @@ impl Relay {
         let conns: u64 = self
             .conns
             .values()
-            .map(|c| c.input.len() as u64 + c.out.wire_bytes())
+            .map(|c| c.session.input_len() as u64 + c.out.wire_bytes())
             .sum();
         let held: u64 = self
             .routes
@@ -703,7 +667,7 @@ impl Relay {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.closed {
+        if c.session.is_closed() {
             // Its messages were ended when it closed; a late payload is dropped here.
             if let Some(owner) = owner {
                 self.released(owner, payload_len(&frame), true);
@@ -711,8 +675,8 @@ impl Relay {
             return;
         }
         let max = c
-            .hello
-            .as_ref()
+            .session
+            .peer()
             .map_or(wire::MIN_FRAME_SIZE, |h| h.max_frame_size);
         let mut frame = frame;
         if c.out.payload_bytes() >= self.config.transmit_batch as u64 {
@@ -730,7 +694,12 @@ impl Relay {
             for (owner, len) in c.out.clear() {
                 self.released(owner, len, true);
             }
-            self.shut(conn, ErrorCode::LIMIT_EXCEEDED, "peer does not read", false);
+            self.shut(
+                conn,
+                ErrorCode::LIMIT_EXCEEDED,
+                CloseReason::NotReading,
+                false,
+            );
             return;
         }
         if !c.writable {
@@ -744,56 +713,33 @@ impl Relay {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.user.is_none() {
+        let logged_in = c.session.is_logged_in();
+        if !logged_in {
             c.frames_before_login += 1;
             if c.frames_before_login > self.config.max_frames_before_login {
-                let reason = "too many frames before login";
-                self.shut(conn, ErrorCode::LIMIT_EXCEEDED, reason, true);
+                self.violation(conn, Violation::TooManyFramesBeforeLogin);
                 return;
             }
         }
-        if c.hello.is_none() {
-            match frame {
-                Frame::Hello(h) if h.version >= VERSION && h.role == Role::Client => {
-                    c.conn_credit = h.conn_window;
-                    c.hello = Some(h);
-                }
-                Frame::Hello(_) => self.shut(
-                    conn,
-                    ErrorCode::UNSUPPORTED_VERSION,
-                    "not a version-1 client",
-                    true,
-                ),
-                _ => self.shut(
-                    conn,
-                    ErrorCode::PROTOCOL_VIOLATION,
-                    "first frame is not HELLO",
-                    true,
-                ),
-            }
-            return;
-        }
-        let logged_in = c.user.is_some();
         match frame {
             Frame::Ping(p) => self.push(conn, Frame::Pong(p)),
             Frame::Pong(_) => {}
-            Frame::Close(_) => self.shut(conn, ErrorCode::NOERR, "", false),
-            Frame::Login(login) if c.user.is_none() && c.pending_login.is_none() => {
-                c.pending_login = Some(login.user.clone());
-                self.events.push_back(RelayEvent::Login {
+            Frame::Close(close) => {
+                self.shut(conn, close.code, CloseReason::Peer(close.reason), false)
+            }
+            Frame::Login(login) => match c.session.begin_login(login.user.clone()) {
+                Ok(()) => self.events.push_back(RelayEvent::Login {
                     conn,
                     user: login.user,
                     token: login.token,
-                });
+                }),
+                Err(violation) => self.violation(conn, violation),
+            },
+            _ if !logged_in => self.violation(conn, Violation::NotLoggedIn),
+            // (A HELLO is the session's; a second one never comes here.)
+            Frame::Hello(_) | Frame::LoginResult(_) => {
+                self.violation(conn, Violation::UnexpectedFrame)
             }
-            Frame::Login(_) => self.shut(conn, ErrorCode::PROTOCOL_VIOLATION, "second LOGIN", true),
-            _ if !logged_in => self.shut(conn, ErrorCode::NOT_LOGIN, "not logged in", true),
-            Frame::Hello(_) | Frame::LoginResult(_) => self.shut(
-                conn,
-                ErrorCode::PROTOCOL_VIOLATION,
-                "unexpected frame from a client",
-                true,
-            ),
             Frame::Cmd(cmd) => {
                 let (id, first) = (cmd.id, cmd.data.len() as u64);
                 if !self.count_received(conn, first) {
@@ -830,7 +776,11 @@ impl Relay {
                 let Some(key) = self.inbound_key(conn, cancel.id) else {
                     return;
                 };
-                match self.routes.get(&key).map(|r| (r.ended, r.cancelling)) {
+                match self
+                    .routes
+                    .get(&key)
+                    .map(|r| (r.arrival.ended(), r.cancelling))
+                {
                     // Before its END the sender is done with the message at once.
                     Some((false, _)) => self.end_route_telling(key, Tell::Receiver(cancel.code)),
                     // After it, the sender waits for a RESULT: the receiver's word.
@@ -846,7 +796,7 @@ impl Relay {
                 let dst_window = self
                     .conns
                     .get(&conn)
-                    .and_then(|c| c.hello.as_ref())
+                    .and_then(|c| c.session.peer())
                     .map_or(0, |h| h.transfer_window);
                 let now = self.now;
                 let Some(r) = self.routes.get_mut(&key) else {
@@ -855,12 +805,7 @@ impl Relay {
                 if credit.max_offset > r.forwarded.saturating_add(dst_window) {
                     // A grant is consumption plus the announced window, and nothing past
                     // what was forwarded can have been consumed.
-                    self.shut(
-                        conn,
-                        ErrorCode::FLOW_CONTROL,
-                        "CREDIT beyond what was sent plus the window",
-                        true,
-                    );
+                    self.violation(conn, Violation::CreditBeyondWindow);
                     return;
                 }
                 if credit.max_offset > r.dst_credit {
@@ -889,19 +834,12 @@ impl Relay {
                 let Some(c) = self.conns.get_mut(&conn) else {
                     return;
                 };
-                let window = c.hello.as_ref().map_or(0, |h| h.conn_window);
-                if cc.max_data > c.conn_sent.saturating_add(window) {
-                    self.shut(
-                        conn,
-                        ErrorCode::FLOW_CONTROL,
-                        "CONN_CREDIT beyond what was sent plus the window",
-                        true,
-                    );
-                    return;
-                }
-                if cc.max_data > c.conn_credit {
-                    c.conn_credit = cc.max_data;
-                    self.unblock(conn);
+                // A receiver's grant is what it took plus the window it announced.
+                let window = c.session.peer().map_or(0, |h| h.conn_window);
+                match c.session.send.raise(cc.max_data, Some(window)) {
+                    Ok(true) => self.unblock(conn),
+                    Ok(false) => {}
+                    Err(violation) => self.violation(conn, violation),
                 }
             }
             Frame::Result(result) => {
@@ -911,19 +849,14 @@ impl Relay {
                 let Some(r) = self.routes.get(&key) else {
                     return;
                 };
-                let whole = if r.is_cmd {
-                    r.received == r.size && r.held.is_empty()
+                let whole = if r.arrival.is_cmd() {
+                    r.arrival.received() == r.arrival.size() && r.held.is_empty()
                 } else {
-                    r.ended && r.held.is_empty()
+                    r.arrival.ended() && r.held.is_empty()
                 };
                 if result.code.is_success() && !whole {
                     // Its sender would close on it: the receiver is the one at fault.
-                    self.shut(
-                        conn,
-                        ErrorCode::PROTOCOL_VIOLATION,
-                        "RESULT(NOERR) before the whole message",
-                        true,
-                    );
+                    self.violation(conn, Violation::EarlySuccess);
                     return;
                 }
                 self.end_route_telling(key, Tell::Sender(result.code));
@@ -937,16 +870,10 @@ impl Relay {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
-        if c.conn_received + len > c.conn_granted {
-            self.shut(
-                conn,
-                ErrorCode::FLOW_CONTROL,
-                "message bytes beyond connection credit",
-                true,
-            );
+        if let Err(violation) = c.session.recv.count(len) {
+            self.violation(conn, violation);
             return false;
         }
-        c.conn_received += len;
         true
     }
 
@@ -954,22 +881,10 @@ impl Relay {
     /// checked against the message, and forwarded.
     fn on_piece(&mut self, conn: ConnId, frame: Frame) {
         let len = payload_len(&frame);
-        let (id, piece) = match &frame {
-            Frame::CmdCont(c) => (
-                c.id,
-                Piece::CmdCont {
-                    offset: c.offset,
-                    len,
-                },
-            ),
-            Frame::Data(d) => (
-                d.id,
-                Piece::Data {
-                    offset: d.offset,
-                    len,
-                },
-            ),
-            Frame::End(e) => (e.id, Piece::End),
+        let (id, offset) = match &frame {
+            Frame::CmdCont(c) => (c.id, c.offset),
+            Frame::Data(d) => (d.id, d.offset),
+            Frame::End(e) => (e.id, 0),
             _ => return,
         };
         if !self.count_received(conn, len) {
@@ -982,19 +897,15 @@ impl Relay {
         let Some(r) = self.routes.get_mut(&key) else {
             return;
         };
-        if let Frame::Data(d) = &frame {
-            if d.offset.saturating_add(len) > r.src_credit {
-                self.shut(
-                    conn,
-                    ErrorCode::FLOW_CONTROL,
-                    "DATA beyond transfer credit",
-                    true,
-                );
-                return;
-            }
-        }
-        if let Err(reason) = r.accept(piece) {
-            self.shut(conn, ErrorCode::PROTOCOL_VIOLATION, reason, true);
+        // The receiver's rules, so that nothing forwarded can make the receiver close: a
+        // sender's mistake stays the sender's.
+        let checked = match &frame {
+            Frame::End(_) => r.arrival.end(),
+            Frame::CmdCont(_) => r.arrival.bytes(true, offset, len, u64::MAX),
+            _ => r.arrival.bytes(false, offset, len, r.src_credit),
+        };
+        if let Err(violation) = checked {
+            self.violation(conn, violation);
             return;
         }
         self.forward(key, frame);
@@ -1034,16 +945,10 @@ impl Relay {
         let is_cmd = first_fragment.is_some();
         let (max_cmds, max_transfers) = (self.config.max_cmds_in_flight, self.config.max_transfers);
         let c = self.conns.get_mut(&conn)?;
-        if id != c.next_in_id {
-            self.shut(
-                conn,
-                ErrorCode::PROTOCOL_VIOLATION,
-                "message id out of order",
-                true,
-            );
+        if let Err(violation) = c.inbound.claim(id) {
+            self.violation(conn, violation);
             return None;
         }
-        c.next_in_id += 1;
         let refuse = |relay: &mut Self, code| {
             relay.push(conn, Frame::Result(SendResult { id, code }));
             None
@@ -1056,14 +961,14 @@ impl Relay {
         if over {
             return refuse(self, ErrorCode::LIMIT_EXCEEDED);
         }
-        let src_user = c.user.clone()?;
+        let src_user = c.session.user().cloned()?;
         let dst = match self.users.get(peer) {
-            Some(dst) if self.conns.get(dst).is_some_and(|d| !d.closed) => *dst,
+            Some(dst) if self.conns.get(dst).is_some_and(|d| !d.session.is_closed()) => *dst,
             _ => return refuse(self, ErrorCode::OFFLINE),
         };
         let d = self.conns.get_mut(&dst)?;
         // Nothing the receiver's decoder would refuse is forwarded.
-        let (max, too_large) = match (kind, d.hello.as_ref()) {
+        let (max, too_large) = match (kind, d.session.peer()) {
             (_, None) => (0, ErrorCode::OFFLINE),
             (None, Some(h)) => (h.max_cmd_size, ErrorCode::SENDCMD_LARGE),
             (Some(wire::TransferKind::Buffer), Some(h)) => {
@@ -1073,14 +978,14 @@ impl Relay {
                 (h.max_file_size, ErrorCode::FILE_SIZE_ERR)
             }
         };
-        if size > max || d.hello.is_none() {
+        if size > max || d.session.peer().is_none() {
             return refuse(self, too_large);
         }
-        let dst_credit = d.hello.as_ref().map_or(0, |h| h.transfer_window);
+        let dst_credit = d.session.peer().map_or(0, |h| h.transfer_window);
         let key = self.next_route;
         self.next_route += 1;
         // A free slot and nobody waiting for one: it goes straight on, below.
-        let (waiting, out, cap) = match (is_cmd, d.hello.as_ref()) {
+        let (waiting, out, cap) = match (is_cmd, d.session.peer()) {
             (true, Some(h)) => (&mut d.waiting_cmds, &mut d.cmds_out, h.max_cmds_in_flight),
             (false, Some(h)) => (
                 &mut d.waiting_transfers,
@@ -1112,10 +1017,7 @@ impl Relay {
             forwarded: 0,
             src_credit: self.config.transfer_window,
             blocked: false,
-            is_cmd,
-            size,
-            received: first_fragment.unwrap_or(0),
-            ended: false,
+            arrival: Arrival::new(is_cmd, size, first_fragment.unwrap_or(0)),
             cancelling: false,
             last_progress: self.now,
         };
@@ -1145,7 +1047,7 @@ impl Relay {
             let Some(d) = self.conns.get_mut(&dst) else {
                 return;
             };
-            let Some(h) = d.hello.as_ref() else {
+            let Some(h) = d.session.peer() else {
                 return;
             };
             let key = if d.cmds_out < h.max_cmds_in_flight {
@@ -1177,9 +1079,7 @@ impl Relay {
         let Some(d) = self.conns.get_mut(&dst) else {
             return;
         };
-        let dst_id = d.next_out_id;
-        d.next_out_id += 1;
-        d.outbound.insert(dst_id, key);
+        let dst_id = d.outbound.allocate(key);
         let now = self.now;
         let Some(r) = self.routes.get_mut(&key) else {
             return;
@@ -1244,7 +1144,11 @@ impl Relay {
         for key in stalled {
             // A whole message whose receiver has not answered may be delivered already:
             // the receiver is asked, and has one more timeout to answer.
-            match self.routes.get(&key).map(|r| (r.ended, r.cancelling)) {
+            match self
+                .routes
+                .get(&key)
+                .map(|r| (r.arrival.ended(), r.cancelling))
+            {
                 Some((true, false)) => {
                     self.ask_cancel(key, ErrorCode::SOCKETTIMEOUT);
                     asked = true;
@@ -1263,25 +1167,30 @@ impl Relay {
     /// The route of `conn`'s own message `id`. `None` for a message already ended (its
     /// frames are dropped) or never begun (the connection is closed).
     fn inbound_key(&mut self, conn: ConnId, id: MessageId) -> Option<u64> {
-        let c = self.conns.get(&conn)?;
-        let state = id_state(c.inbound.get(&id).copied(), c.next_in_id, id);
-        self.route_of(conn, state, "frame for a message never opened")
+        let found = self
+            .conns
+            .get(&conn)?
+            .inbound
+            .find(id, Violation::NeverOpened);
+        self.route_of(conn, found.map(Option::<&u64>::copied))
     }
 
     /// The route of a message the relay sent to `conn` as `id`.
     fn outbound_key(&mut self, conn: ConnId, id: MessageId) -> Option<u64> {
-        let c = self.conns.get(&conn)?;
-        let state = id_state(c.outbound.get(&id).copied(), c.next_out_id, id);
-        self.route_of(conn, state, "frame for a message never sent")
+        let found = self
+            .conns
+            .get(&conn)?
+            .outbound
+            .find(id, Violation::NeverSent);
+        self.route_of(conn, found.map(Option::<&u64>::copied))
     }
 
     /// An id's route; an id never allocated closes `conn`.
-    fn route_of(&mut self, conn: ConnId, state: IdState<u64>, never: &str) -> Option<u64> {
-        match state {
-            IdState::Active(key) => Some(key),
-            IdState::Ended => None,
-            IdState::Unknown => {
-                self.shut(conn, ErrorCode::PROTOCOL_VIOLATION, never, true);
+    fn route_of(&mut self, conn: ConnId, found: Result<Option<u64>, Violation>) -> Option<u64> {
+        match found {
+            Ok(key) => key,
+            Err(violation) => {
+                self.violation(conn, violation);
                 None
             }
         }
@@ -1324,14 +1233,14 @@ impl Relay {
                 return Err(frame);
             };
             let full = dc.out.payload_in_lane_of(&frame) >= self.config.receiver_queue;
-            if dc.conn_sent + len > dc.conn_credit || full {
+            if len > dc.session.send.room() || full {
                 if !r.blocked {
                     r.blocked = true;
                     dc.blocked.push_back(key);
                 }
                 return Err(frame); // CONN_CREDIT or a drained queue calls release again
             }
-            dc.conn_sent += len;
+            dc.session.send.spend(len);
         }
         if let Some(id) = frame.sender_id_mut() {
             *id = dst_id;
@@ -1349,7 +1258,7 @@ impl Relay {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.blocked.is_empty() || c.conn_sent >= c.conn_credit {
+        if c.blocked.is_empty() || c.session.send.room() == 0 {
             return;
         }
         let blocked: Vec<u64> = c.blocked.drain(..).collect();
@@ -1371,8 +1280,8 @@ impl Relay {
         }
         self.promised = self.promised.saturating_sub(len);
         if let Some(c) = self.conns.get_mut(&conn) {
-            if !c.closed {
-                c.conn_released += len;
+            if !c.session.is_closed() {
+                c.session.recv.release(len);
                 self.grant(conn);
             }
         }
@@ -1384,33 +1293,23 @@ impl Relay {
     /// [`INITIAL_CONN_CREDIT`] beyond what it released, so every sender can always go on;
     /// what it did not get is owed.
     fn grant(&mut self, conn: ConnId) {
-        let window = self.config.conn_window;
-        let step = wire::credit_step(window);
         let room = self.config.max_held_bytes.saturating_sub(self.promised);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.closed || c.user.is_none() {
+        if c.session.is_closed() || !c.session.is_logged_in() {
             return;
         }
-        // Saturating: the window and the budget are the application's to set, any size.
-        let full = c.conn_released.saturating_add(window);
-        let next_step = c.conn_granted.saturating_add(step);
-        if full < next_step {
-            return;
-        }
-        let floor = c.conn_released.saturating_add(INITIAL_CONN_CREDIT);
-        let target = full.min(c.conn_granted.saturating_add(room)).max(floor);
-        if target < full && !c.owed {
+        let before = c.session.recv.granted();
+        let grant = c.session.recv.grant(room, INITIAL_CONN_CREDIT);
+        if grant.short && !c.owed {
             c.owed = true;
             self.owed.push_back(conn);
         }
-        if target < next_step {
-            return;
+        if let Some(max_data) = grant.max_data {
+            self.promised += max_data - before;
+            self.push(conn, Frame::ConnCredit(ConnCredit { max_data }));
         }
-        self.promised += target - c.conn_granted;
-        c.conn_granted = target;
-        self.push(conn, Frame::ConnCredit(ConnCredit { max_data: target }));
     }
 
     /// Pays grants the budget held back, oldest first, while there is room for a step.
@@ -1437,13 +1336,17 @@ impl Relay {
                 Tell::Both(code) => (Some(code), Some(code), code),
             };
             let (src, src_id, dst, dst_id) = (r.src, r.src_id, r.dst, r.dst_id);
-            let user = |conn| self.conns.get(&conn).and_then(|c| c.user.clone());
+            let user = |conn| {
+                self.conns
+                    .get(&conn)
+                    .and_then(|c| c.session.user().cloned())
+            };
             if let (Some(from), Some(to)) = (user(src), user(dst)) {
                 self.events.push_back(RelayEvent::MessageEnded {
                     from,
                     to,
-                    cmd: r.is_cmd,
-                    size: r.size,
+                    cmd: r.arrival.is_cmd(),
+                    size: r.arrival.size(),
                     code,
                 });
             }
@@ -1465,8 +1368,8 @@ impl Relay {
         };
         let held: u64 = r.held.iter().map(payload_len).sum();
         if let Some(c) = self.conns.get_mut(&r.src) {
-            c.inbound.remove(&r.src_id);
-            if r.is_cmd {
+            c.inbound.remove(r.src_id);
+            if r.arrival.is_cmd() {
                 c.cmds_in = c.cmds_in.saturating_sub(1);
             } else {
                 c.transfers_in = c.transfers_in.saturating_sub(1);
@@ -1475,14 +1378,14 @@ impl Relay {
         if let Some(d) = self.conns.get_mut(&r.dst) {
             match r.dst_id {
                 Some(id) => {
-                    d.outbound.remove(&id);
-                    if r.is_cmd {
+                    d.outbound.remove(id);
+                    if r.arrival.is_cmd() {
                         d.cmds_out = d.cmds_out.saturating_sub(1);
                     } else {
                         d.transfers_out = d.transfers_out.saturating_sub(1);
                     }
                 }
-                None if r.is_cmd => d.waiting_cmds.remove(r.src, key),
+                None if r.arrival.is_cmd() => d.waiting_cmds.remove(r.src, key),
                 None => d.waiting_transfers.remove(r.src, key),
             }
         }
@@ -1492,32 +1395,44 @@ impl Relay {
         }
     }
 
+    /// `conn` broke the protocol: it is told why and closed.
+    fn violation(&mut self, conn: ConnId, violation: Violation) {
+        self.shut(
+            conn,
+            violation.code(),
+            CloseReason::Violation(violation),
+            true,
+        );
+    }
+
     /// Ends a connection: its messages end on the other side (`CANCEL` to receivers,
     /// `RESULT(CONNECTIONLOST)` to senders, waiting ones included), its user is logged
     /// out, `Closed` is reported.
-    fn shut(&mut self, conn: ConnId, code: ErrorCode, reason: &str, send_close: bool) {
+    fn shut(&mut self, conn: ConnId, code: ErrorCode, reason: CloseReason, send_close: bool) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.closed {
-            return;
-        }
-        if send_close {
+        if send_close && !c.session.is_closed() {
             let close = Close {
                 code,
-                reason: Text::from(reason),
+                reason: reason.wire_text(),
             };
             c.out.push(Frame::Close(close), None);
         }
-        c.closed = true;
+        if !c.session.close() {
+            return;
+        }
         // Credit it never used is no longer promised; what it has in the relay is
         // released as it leaves.
-        self.promised = self
-            .promised
-            .saturating_sub(c.conn_granted.saturating_sub(c.conn_received));
-        let user = c.user.take();
-        let inbound: Vec<u64> = core::mem::take(&mut c.inbound).into_values().collect();
-        let mut outbound: Vec<u64> = core::mem::take(&mut c.outbound).into_values().collect();
+        let unused = c
+            .session
+            .recv
+            .granted()
+            .saturating_sub(c.session.recv.received());
+        self.promised = self.promised.saturating_sub(unused);
+        let user = c.session.user().cloned();
+        let inbound: Vec<u64> = c.inbound.drain().collect();
+        let mut outbound: Vec<u64> = c.outbound.drain().collect();
         outbound.extend(c.waiting_cmds.drain());
         outbound.extend(c.waiting_transfers.drain());
         c.blocked.clear();
@@ -1541,8 +1456,12 @@ impl Relay {
                 self.writable.push_back(conn);
             }
         }
-        self.events
-            .push_back(RelayEvent::Closed { conn, user, code });
+        self.events.push_back(RelayEvent::Closed {
+            conn,
+            user,
+            code,
+            reason,
+        });
     }
 }
 

@@ -458,8 +458,8 @@ impl Printer {
                 )
             }
             ClientEvent::Core(Event::Closed { code, reason }) => self.line(
-                json!({"event": "closed", "code": code.as_u32(), "code_name": code_json(*code), "reason": reason.as_str()}),
-                format!("connection closed: {code} {}", shown(reason.as_str())),
+                json!({"event": "closed", "code": code.as_u32(), "code_name": code_json(*code), "reason": reason.to_string()}),
+                format!("connection closed: {code} ({})", shown(&reason.to_string())),
             ),
             _ => {}
         }

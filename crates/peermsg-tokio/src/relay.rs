@@ -294,8 +294,13 @@ pub async fn serve(
                         let what = if cmd { "command" } else { "transfer" };
                         tracing::info!(%from, %to, what, size, %code, "message ended");
                     }
-                    RelayEvent::Closed { conn, user, code } => {
-                        tracing::info!(conn = conn.0, ?user, %code, "connection closed");
+                    RelayEvent::Closed {
+                        conn,
+                        user,
+                        code,
+                        reason,
+                    } => {
+                        tracing::info!(conn = conn.0, ?user, %code, %reason, "connection closed");
                         waiting.remove(&conn);
                         finish(&mut relay, conn, &mut conns, &mut per_ip, &config);
                     }
