@@ -10,7 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Client, Config, Event};
+use peermsg::client::{Client, Config, Event, Output};
 use peermsg::Instant;
 
 /// Drives `client` over `stream` until the connection is over. `on_event` sees every event
@@ -25,27 +25,19 @@ fn drive(
     let mut out = BytesMut::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        // The drive invariant: after any input, write frames and take events until one
-        // pass gives neither (each can lead to the other), then wait for bytes or the next
-        // deadline, whichever comes first.
-        loop {
+        // The drive invariant: after any input, act on `poll_output` until it says to wait,
+        // then wait for bytes or that deadline, whichever comes first.
+        let deadline = loop {
             out.clear();
-            let written = client.poll_transmit(&mut out);
-            stream.write_all(&out)?;
-            let mut events = 0;
-            while let Some(event) = client.poll_event() {
-                on_event(&mut client, clock(), event);
-                events += 1;
+            match client.poll_output(&mut out) {
+                Output::Transmit(_) => stream.write_all(&out)?,
+                Output::Event(event) => on_event(&mut client, clock(), event),
+                Output::Timeout(at) => break at,
+                // Over, and everything written.
+                _ => return Ok(()),
             }
-            if written == 0 && events == 0 {
-                break;
-            }
-        }
-        if client.is_closed() {
-            return Ok(());
-        }
+        };
         let now = clock();
-        let deadline = client.poll_timeout().unwrap_or(now);
         let wait = (deadline - now).max(Duration::from_millis(1));
         stream.set_read_timeout(Some(wait))?;
         match stream.read(&mut buf) {

@@ -7,10 +7,11 @@
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Client, Config, Event, SendId};
+use peermsg::client::{Client, Config, Event, Output, SendId};
 use peermsg::Instant;
 
-/// Moves bytes both ways until neither side has anything to say; returns the events.
+/// Moves bytes both ways until neither side has anything to say (each driven by its
+/// `poll_output`), delivering them in pieces of 1,500 bytes; returns the events.
 fn pump(
     a: &mut Client,
     b: &mut Client,
@@ -19,41 +20,49 @@ fn pump(
 ) -> (Vec<Event>, Vec<Event>) {
     let (mut ea, mut eb) = (Vec::new(), Vec::new());
     loop {
-        let mut moved = carry(a, b, now);
-        moved |= carry(b, a, now);
-        for (client, events) in [(&mut *a, &mut ea), (&mut *b, &mut eb)] {
-            while let Some(event) = client.poll_event() {
-                if let Event::FileRead { id, offset, len } = event {
-                    // The application's file source: here, bytes in memory.
-                    let file = &files[&id];
-                    let piece = file.slice(offset as usize..(offset + len) as usize);
-                    client
-                        .supply_file_data(id, offset, piece)
-                        .expect("asked for");
-                }
-                if let Event::FileReceived { id, .. } = event {
-                    // The application's file sink: here, the bytes are only counted. It has
-                    // kept the file, so it confirms it.
-                    client.accept_delivery(id).expect("a verified file");
-                }
-                events.push(event);
-                moved = true;
-            }
-        }
-        if !moved {
+        let (mut to_b, mut to_a) = (BytesMut::new(), BytesMut::new());
+        drive(a, &mut to_b, &mut ea, files);
+        drive(b, &mut to_a, &mut eb, files);
+        if to_a.is_empty() && to_b.is_empty() {
             return (ea, eb);
+        }
+        for (to, bytes) in [(&mut *b, to_b), (&mut *a, to_a)] {
+            for piece in bytes.chunks(1500) {
+                to.handle_input(now, piece);
+            }
         }
     }
 }
 
-/// Everything `from` has to send, delivered to `to` in pieces of 1,500 bytes.
-fn carry(from: &mut Client, to: &mut Client, now: Instant) -> bool {
-    let mut buf = BytesMut::new();
-    while from.poll_transmit(&mut buf) > 0 {}
-    for piece in buf.chunks(1500) {
-        to.handle_input(now, piece);
+/// One side's application: drives its client until it waits, collecting what it writes in
+/// `out` and its events in `events`.
+fn drive(
+    client: &mut Client,
+    out: &mut BytesMut,
+    events: &mut Vec<Event>,
+    files: &HashMap<SendId, Bytes>,
+) {
+    loop {
+        let event = match client.poll_output(out) {
+            Output::Transmit(_) => continue,
+            Output::Event(event) => event,
+            _ => return,
+        };
+        if let Event::FileRead { id, offset, len } = event {
+            // The application's file source: here, bytes in memory.
+            let file = &files[&id];
+            let piece = file.slice(offset as usize..(offset + len) as usize);
+            client
+                .supply_file_data(id, offset, piece)
+                .expect("asked for");
+        }
+        if let Event::FileReceived { id, .. } = event {
+            // The application's file sink: here, the bytes are only counted. It has kept
+            // the file, so it confirms it.
+            client.accept_delivery(id).expect("a verified file");
+        }
+        events.push(event);
     }
-    !buf.is_empty()
 }
 
 fn show(who: &str, events: &[Event]) {

@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::BytesMut;
-use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
+use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
 use peermsg::wire::{Frame, Hello, Limits, Login, Open, Role, Text, TransferKind, UserId};
 use peermsg::Instant;
 
@@ -40,17 +40,19 @@ fn encode(frames: &[Frame]) -> BytesMut {
     b
 }
 
-/// Drains every connection's output and answers logins.
+/// Drives the relay by its `poll_output` until it waits: output dropped, logins accepted.
 fn settle(relay: &mut Relay) {
-    while let Some(event) = relay.poll_event() {
-        if let RelayEvent::Login { conn, .. } = event {
-            relay.accept_login(conn).expect("pending");
-        }
-    }
     let mut sink = BytesMut::new();
-    while let Some(conn) = relay.poll_writable() {
+    loop {
         sink.clear();
-        relay.poll_transmit(conn, &mut sink);
+        match relay.poll_output(&mut sink) {
+            RelayOutput::Transmit(..) => {}
+            RelayOutput::Event(RelayEvent::Login { conn, .. }) => {
+                relay.accept_login(conn).expect("pending")
+            }
+            RelayOutput::Event(_) => {}
+            _ => return,
+        }
     }
 }
 

@@ -27,7 +27,7 @@
 //!
 //! ## The drive contract
 //!
-//! A [`client::Client`] is driven by four kinds of input and three outputs:
+//! A [`client::Client`] is driven by four kinds of input and one output:
 //!
 //! - **Inputs**: bytes exactly as the transport delivered them, split anywhere
 //!   ([`Client::handle_input`](client::Client::handle_input), which copies them, or
@@ -36,26 +36,27 @@
 //!   ([`Client::handle_timeout`](client::Client::handle_timeout)); the transport closing
 //!   ([`Client::handle_disconnect`](client::Client::handle_disconnect)); and user commands
 //!   (`login`, `send_cmd`, `send_buffer`, `send_file`, `supply_file_data`, `cancel_send`,
-//!   `reject`, `close`).
-//! - **Outputs**: bytes to write, appended to a sink the caller owns
-//!   ([`Client::poll_transmit`](client::Client::poll_transmit): a `BytesMut`, or a
-//!   [`wire::Transmit`] whose chunks share the payloads, for vectored writes); events
-//!   ([`Client::poll_event`](client::Client::poll_event)); and the next deadline
-//!   ([`Client::poll_timeout`](client::Client::poll_timeout)), exact, which moves once it
-//!   has been handled.
+//!   `reject`, `accept_delivery`, `close`).
+//! - **Output**: [`Client::poll_output`](client::Client::poll_output) gives, in turn, bytes
+//!   to write (appended to a sink the caller owns: a `BytesMut`, or a [`wire::Transmit`]
+//!   whose chunks share the payloads, for vectored writes), an event, or the time to wait
+//!   for ([`client::Output`]).
 //!
-//! **The one invariant**: after any input, call `poll_transmit` and `poll_event` in turn
-//! until one pass gives neither bytes nor events (taking an event can release frames, and
-//! writing frames can raise events, such as a request for the next piece of a file); then
-//! wait for bytes or for `poll_timeout`, whichever comes first. Time is always an argument;
-//! nothing reads a clock. No input, however malformed, makes the client panic: a peer that
-//! breaks the protocol is sent a `CLOSE` with the reason and every pending send fails.
+//! **The one invariant**: after any input, call `poll_output` until it says
+//! [`Output::Timeout`](client::Output::Timeout); then wait for bytes or for that time,
+//! whichever comes first. Nothing is left pending when it says so, so no order of calls is
+//! wrong. Time is always an argument; nothing reads a clock. No input, however malformed,
+//! makes the client panic: a peer that breaks the protocol is sent a `CLOSE` with the reason
+//! and every pending send fails. (`poll_output` is made of `poll_transmit`, `poll_event`
+//! and `poll_timeout`, public for runtimes that take events only when they have room for
+//! them, as the tokio adapter does.) A [`relay::Relay`] is driven the same way, by
+//! [`Relay::poll_output`](relay::Relay::poll_output).
 //!
 //! ## Example: two users, in memory
 //!
 //! ```
 //! use bytes::{Bytes, BytesMut};
-//! use peermsg::client::{Client, Config, Event};
+//! use peermsg::client::{Client, Config, Event, Output};
 //! use peermsg::{ErrorCode, Instant};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -69,52 +70,57 @@
 //! let mut sends = Vec::new();
 //! let mut results = Vec::new();
 //! let mut bob_got = Vec::new();
-//! for _round in 0..1000 {
-//!     let mut busy = false;
-//!     // Output of each side is the other's input (a real transport would sit between).
-//!     let mut wire = BytesMut::new();
-//!     while alice.poll_transmit(&mut wire) > 0 {}
-//!     bob.handle_input(now, &wire);
-//!     busy |= !wire.is_empty();
-//!     wire.clear();
-//!     while bob.poll_transmit(&mut wire) > 0 {}
-//!     alice.handle_input(now, &wire);
-//!     busy |= !wire.is_empty();
-//!     while let Some(event) = alice.poll_event() {
-//!         busy = true;
-//!         match event {
+//! // Each side's output is the other's input (a real transport would sit between).
+//! let (mut to_bob, mut to_alice) = (BytesMut::new(), BytesMut::new());
+//! loop {
+//!     // Alice: drive until she waits.
+//!     while let Some(output) = ready(alice.poll_output(&mut to_bob)) {
+//!         match output {
 //!             // Logged in: send a command and a file.
-//!             Event::LoginResult { code } if code.is_success() => {
+//!             Output::Event(Event::LoginResult { code }) if code.is_success() => {
 //!                 sends.push(alice.send_cmd(now, "bob", Bytes::from_static(b"hi"), 1)?);
 //!                 sends.push(alice.send_file(now, "bob", "a.bin", file.len() as u64, 2)?);
 //!             }
 //!             // The file source: the client asks for bytes by offset.
-//!             Event::FileRead { id, offset, len } => {
+//!             Output::Event(Event::FileRead { id, offset, len }) => {
 //!                 let piece = file.slice(offset as usize..(offset + len) as usize);
 //!                 alice.supply_file_data(id, offset, piece)?;
 //!             }
-//!             Event::SendResult { id, code, .. } => results.push((id, code)),
+//!             Output::Event(Event::SendResult { id, code, .. }) => results.push((id, code)),
 //!             _ => {}
 //!         }
 //!     }
-//!     while let Some(event) = bob.poll_event() {
-//!         busy = true;
-//!         match event {
-//!             Event::CmdReceived { from, data, .. } => bob_got.push(format!("{from}: {data:?}")),
+//!     // Bob: the same.
+//!     while let Some(output) = ready(bob.poll_output(&mut to_alice)) {
+//!         match output {
+//!             Output::Event(Event::CmdReceived { from, data, .. }) => {
+//!                 bob_got.push(format!("{from}: {data:?}"))
+//!             }
 //!             // Bob keeps the file (here: nothing to write), then confirms it.
-//!             Event::FileReceived { id, from, size } => {
+//!             Output::Event(Event::FileReceived { id, from, size }) => {
 //!                 bob.accept_delivery(id)?;
 //!                 bob_got.push(format!("{from}: {size} bytes"));
 //!             }
 //!             _ => {}
 //!         }
 //!     }
-//!     if !busy {
+//!     // The "transport": both directions at once; nothing on the wire means all is done.
+//!     if to_bob.is_empty() && to_alice.is_empty() {
 //!         break;
 //!     }
+//!     bob.handle_input(now, &to_bob.split());
+//!     alice.handle_input(now, &to_alice.split());
 //! }
 //! assert_eq!(results, [(sends[0], ErrorCode::NOERR), (sends[1], ErrorCode::NOERR)]);
 //! assert_eq!(bob_got, ["alice: b\"hi\"", "alice: 1000000 bytes"]);
+//!
+//! /// Anything but "wait now".
+//! fn ready(output: Output) -> Option<Output> {
+//!     match output {
+//!         Output::Timeout(_) | Output::Closed => None,
+//!         other => Some(other),
+//!     }
+//! }
 //! # Ok(())
 //! # }
 //! ```

@@ -12,43 +12,30 @@ use peermsg::ErrorCode;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use support::net::Net;
+use support::Sim;
 use support::{content, result_of, Link, Side};
 
 /// Two clients joined one way or the other.
-trait World {
-    fn step(&mut self) -> bool;
+trait World: Sim {
     fn alice(&mut self) -> &mut Side;
     fn bob(&mut self) -> &mut Side;
-    fn now(&self) -> peermsg::Instant;
 }
 
 impl World for Link {
-    fn step(&mut self) -> bool {
-        Link::step(self)
-    }
     fn alice(&mut self) -> &mut Side {
         &mut self.a
     }
     fn bob(&mut self) -> &mut Side {
         &mut self.b
     }
-    fn now(&self) -> peermsg::Instant {
-        self.now
-    }
 }
 
 impl World for Net {
-    fn step(&mut self) -> bool {
-        Net::step(self)
-    }
     fn alice(&mut self) -> &mut Side {
         &mut self.nodes[0].side
     }
     fn bob(&mut self) -> &mut Side {
         &mut self.nodes[1].side
-    }
-    fn now(&self) -> peermsg::Instant {
-        self.now
     }
 }
 

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use peermsg::client::{Config, Event, SendId, SendKind};
 use peermsg::ErrorCode;
 use proptest::prelude::*;
+use support::Sim;
 use support::{content, Link};
 
 #[derive(Clone, Debug)]

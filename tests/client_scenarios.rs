@@ -6,6 +6,7 @@ mod support;
 use bytes::Bytes;
 use peermsg::client::{Config, Event, SendKind};
 use peermsg::{ErrorCode, SendError};
+use support::Sim;
 use support::{content, result_of, Link};
 
 fn link() -> Link {
@@ -525,16 +526,18 @@ fn cancel_at_every_stage() {
     // The same, but bob's application takes it before the cancel reaches him: the
     // delivery wins on both ends.
     let mut l = link();
+    l.b.reading = false;
     let id =
         l.a.client
             .send_buffer(l.now, "bob", content(1000, 4), 0)
             .unwrap();
-    l.run_until(|l| {
-        l.b.events
-            .iter()
-            .any(|e| matches!(e, Event::BufferReceived { .. }))
-    });
+    l.run();
+    // Bob's application takes it (its RESULT is queued), then alice cancels.
+    let taken = std::iter::from_fn(|| l.b.client.poll_event())
+        .any(|e| matches!(e, Event::BufferReceived { .. }));
+    assert!(taken);
     assert_eq!(l.a.client.cancel_send(id, 0), ErrorCode::NOERR);
+    l.b.reading = true;
     l.run();
     assert_eq!(result_of(&l.a.events, id), ErrorCode::NOERR);
     assert!(!l

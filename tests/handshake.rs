@@ -3,11 +3,14 @@
 //! endpoint talks to, and no second `HELLO` follows. Each broken rule closes with its own
 //! violation, whoever receives it.
 
-use bytes::{Bytes, BytesMut};
+mod support;
+
+use bytes::Bytes;
 use peermsg::client::{Client, Config, Event};
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
 use peermsg::wire::{Capabilities, Frame, Hello, Limits, Login, LoginResult, Role, UserId};
 use peermsg::{CloseReason, ErrorCode, Instant, Violation};
+use support::encode;
 
 const T: Instant = Instant::ZERO;
 
@@ -34,14 +37,6 @@ fn login() -> Frame {
         user: UserId::new("mallory").unwrap(),
         token: Bytes::new(),
     })
-}
-
-fn encode(frames: &[Frame]) -> BytesMut {
-    let mut b = BytesMut::new();
-    for f in frames {
-        f.encode(&mut b).unwrap();
-    }
-    b
 }
 
 /// How a relay ends a connection that opens with `frames` (logged in after the first

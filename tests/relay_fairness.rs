@@ -9,6 +9,7 @@ use peermsg::client::{Config, Event, SendId};
 use peermsg::relay::RelayConfig;
 use peermsg::ErrorCode;
 use support::net::Net;
+use support::Sim;
 use support::{content, result_of};
 
 /// A relay with bob (his own config) and `senders` more users, all logged in.

@@ -9,17 +9,10 @@ use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
 use peermsg::wire::*;
 use peermsg::{ErrorCode, Instant};
 use support::net::Net;
-use support::{content, result_of};
+use support::Sim;
+use support::{content, encode, result_of};
 
 const T: Instant = Instant::ZERO;
-
-fn encode(frames: &[Frame]) -> BytesMut {
-    let mut b = BytesMut::new();
-    for f in frames {
-        f.encode(&mut b).unwrap();
-    }
-    b
-}
 
 fn hello() -> Frame {
     Frame::Hello(Hello::new(

@@ -7,6 +7,7 @@ use peermsg::client::{Config, Event, SendKind};
 use peermsg::relay::{RelayConfig, RelayEvent};
 use peermsg::ErrorCode;
 use support::net::Net;
+use support::Sim;
 use support::{content, result_of};
 
 fn net(names: &[&str]) -> Net {
@@ -543,4 +544,35 @@ fn a_send_only_login_sits_beside_the_users_session() {
     };
     assert!(got(1, b"for bob") && !got(second, b"for bob"));
     assert!(got(0, b"from bob's other terminal"));
+}
+
+#[test]
+fn the_relays_timers_fire_in_the_simulation() {
+    // bob's application stops reading mid-transfer (his client still answers pings): the
+    // relay's progress timeout ends the transfer on both sides, through real clients.
+    let mut n = net(&["alice", "bob"]);
+    n.nodes[1].side.reading = false;
+    let now = n.now;
+    let id = n.nodes[0]
+        .side
+        .client
+        .send_buffer(now, "bob", content(8 << 20, 9), 0)
+        .unwrap();
+    n.run();
+    assert!(n.nodes[0]
+        .side
+        .events
+        .iter()
+        .all(|e| !matches!(e, Event::SendResult { .. })));
+    n.run_for(std::time::Duration::from_secs(61));
+    assert_eq!(
+        result_of(&n.nodes[0].side.events, id),
+        ErrorCode::SOCKETTIMEOUT
+    );
+    n.nodes[1].side.reading = true;
+    n.run();
+    assert!(n.nodes[1].side.events.iter().any(
+        |e| matches!(e, Event::ReceiveFailed { code, .. } if *code == ErrorCode::SOCKETTIMEOUT)
+    ));
+    assert!(!n.nodes[0].side.client.is_closed() && !n.nodes[1].side.client.is_closed());
 }

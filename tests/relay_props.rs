@@ -10,6 +10,7 @@ use peermsg::relay::RelayConfig;
 use peermsg::ErrorCode;
 use proptest::prelude::*;
 use support::net::Net;
+use support::Sim;
 
 const USERS: [&str; 4] = ["ann", "ben", "cat", "dan"];
 

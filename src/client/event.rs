@@ -216,3 +216,20 @@ impl Event {
         }
     }
 }
+
+/// What the client wants of its runtime next: the whole drive loop is "call
+/// [`Client::poll_output`](super::Client::poll_output) and act on what it says, until it
+/// says [`Output::Timeout`]; then wait for input or that time".
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// This many bytes were appended to the sink: write them to the transport.
+    Transmit(usize),
+    /// An event for the application.
+    Event(Event),
+    /// Nothing more until input comes or this time passes (then call
+    /// [`Client::handle_timeout`](super::Client::handle_timeout)).
+    Timeout(crate::Instant),
+    /// The connection is over and everything has been given out: close the transport.
+    Closed,
+}

@@ -16,7 +16,7 @@ mod incoming;
 mod outgoing;
 
 pub use config::{Config, ConfigError};
-pub use event::{Event, ReceiveId, SendId, SendKind};
+pub use event::{Event, Output, ReceiveId, SendId, SendKind};
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::{Bytes, BytesMut};
@@ -507,6 +507,27 @@ impl Client {
             .iter()
             .position(|(e, _)| e.send_id().is_some())?;
         self.events.remove(at).map(|(event, _)| event)
+    }
+
+    /// The drive loop in one call: bytes to write (appended to `out`), else an event, else
+    /// the time to wait for. Call it after any input until it gives [`Output::Timeout`] (or
+    /// [`Output::Closed`]); nothing can then be pending, so it cannot be called in a wrong
+    /// order. (The finer calls below, `poll_transmit`, `poll_event` and `poll_timeout`,
+    /// are what it is made of, for runtimes that must take events only when they have room
+    /// for them.)
+    pub fn poll_output<S: FrameSink + ?Sized>(&mut self, out: &mut S) -> Output {
+        let written = self.poll_transmit(out);
+        if written > 0 {
+            return Output::Transmit(written);
+        }
+        // Taking an event may queue frames: the next call gives them.
+        if let Some(event) = self.poll_event() {
+            return Output::Event(event);
+        }
+        match self.poll_timeout() {
+            Some(at) => Output::Timeout(at),
+            None => Output::Closed,
+        }
     }
 
     /// When [`Client::handle_timeout`] should next be called, or `None` once closed.

@@ -1,12 +1,13 @@
 //! The relay: the server between clients, as a sans-IO state machine over many connections.
 //!
 //! The runtime opens a connection ([`Relay::open`]) with an id of its choosing, hands it
-//! bytes ([`Relay::handle_input`]), writes what [`Relay::poll_transmit`] gives for the
-//! connections [`Relay::poll_writable`] names, answers [`RelayEvent::Login`] with
-//! [`Relay::accept_login`] or [`Relay::reject_login`], and reports transports that closed
-//! ([`Relay::handle_disconnect`]). The drive invariant is the crate's: after any input,
-//! drain `poll_writable`/`poll_transmit` and `poll_event` until neither gives anything,
-//! then wait for bytes or [`Relay::poll_timeout`].
+//! bytes ([`Relay::handle_input`]), reports transports that closed
+//! ([`Relay::handle_disconnect`]) and the passing of time ([`Relay::handle_timeout`]), and
+//! after any input calls [`Relay::poll_output`] until it says to wait: it gives frames for
+//! a connection (write them to its transport), events (answer [`RelayEvent::Login`] with
+//! [`Relay::accept_login`] or [`Relay::reject_login`]), or the next deadline. A transport
+//! that cannot take more is paused ([`Relay::pause_writes`]) until it can
+//! ([`Relay::resume_writes`]): its frames wait in the relay, within its bounds.
 //!
 //! What the relay guarantees: nothing but login before login, and that within a deadline;
 //! the source of every message stamped from the session; an offline target answered with
@@ -163,6 +164,22 @@ pub enum RelayEvent {
     },
 }
 
+/// What the relay wants of its runtime next; see [`Relay::poll_output`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RelayOutput {
+    /// This many bytes for this connection were appended to the sink: write them to its
+    /// transport.
+    Transmit(ConnId, usize),
+    /// An event for the application.
+    Event(RelayEvent),
+    /// Nothing more until input comes or this time passes (then call
+    /// [`Relay::handle_timeout`]).
+    Timeout(Instant),
+    /// Nothing more until input comes.
+    Idle,
+}
+
 /// Why a relay call was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -244,7 +261,10 @@ struct Conn {
     /// Input, handshake, the client's state, connection credit both ways.
     session: Session,
     out: OutQueue,
+    /// Listed for `poll_output`.
     writable: bool,
+    /// Its transport is full (the runtime said so): not listed until resumed.
+    paused: bool,
     opened: Instant,
     /// Its idle entry in the timer table.
     idle_at: Instant,
@@ -348,6 +368,7 @@ impl Relay {
             session: Session::new(self.config.limits, recv, now)?,
             out: OutQueue::default(),
             writable: false,
+            paused: false,
             opened: now,
             idle_at: now + self.config.idle_timeout,
             progress_at: None,
@@ -549,13 +570,61 @@ impl Relay {
 
     // ----- Outputs -------------------------------------------------------------------
 
-    /// A connection with bytes to write, each named once until it has been drained.
-    pub fn poll_writable(&mut self) -> Option<ConnId> {
-        let conn = self.writable.pop_front()?;
-        if let Some(c) = self.conns.get_mut(&conn) {
+    /// The drive loop in one call: frames for a connection (appended to `out`, which the
+    /// runtime writes to that connection's transport and empties before the next call),
+    /// else an event, else the time to wait for. Call it after any input until it gives
+    /// [`RelayOutput::Timeout`] or [`RelayOutput::Idle`]. Connections take turns, a batch
+    /// each; one whose transport cannot take more is left out while paused
+    /// ([`Relay::pause_writes`]), its frames kept (and counted against `max_queued_bytes`).
+    pub fn poll_output<S: FrameSink + ?Sized>(&mut self, out: &mut S) -> RelayOutput {
+        while let Some(conn) = self.writable.pop_front() {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
             c.writable = false;
+            if c.paused {
+                continue; // `resume_writes` lists it again
+            }
+            // Lists it again at the back if frames remain.
+            let written = self.poll_transmit(conn, out);
+            if written > 0 {
+                return RelayOutput::Transmit(conn, written);
+            }
         }
-        Some(conn)
+        if let Some(event) = self.poll_event() {
+            return RelayOutput::Event(event);
+        }
+        match self.poll_timeout() {
+            Some(at) => RelayOutput::Timeout(at),
+            None => RelayOutput::Idle,
+        }
+    }
+
+    /// `conn`'s transport cannot take more for now: [`Relay::poll_output`] gives nothing
+    /// for it until [`Relay::resume_writes`].
+    pub fn pause_writes(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.paused = true;
+        }
+    }
+
+    /// `conn`'s transport can take more again.
+    pub fn resume_writes(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.paused = false;
+        }
+        self.list_writable(conn);
+    }
+
+    /// Lists `conn` for [`Relay::poll_output`] if it has frames to write, is not paused
+    /// and is not listed already.
+    fn list_writable(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !c.out.is_empty() && !c.writable && !c.paused {
+                c.writable = true;
+                self.writable.push_back(conn);
+            }
+        }
     }
 
     /// Appends `conn`'s frames to `out`, up to `transmit_batch` bytes, and returns the
@@ -586,14 +655,10 @@ impl Relay {
             }
             Some(frame)
         });
-        if c.out.is_empty() {
-            if c.session.is_closed() {
-                self.forget(conn);
-            }
-        } else if !c.writable {
-            c.writable = true;
-            self.writable.push_back(conn);
+        if c.out.is_empty() && c.session.is_closed() {
+            self.forget(conn);
         }
+        self.list_writable(conn);
         for (owner, len) in first.into_iter().chain(more) {
             self.released(owner, len, true);
         }
@@ -702,10 +767,7 @@ impl Relay {
             );
             return;
         }
-        if !c.writable {
-            c.writable = true;
-            self.writable.push_back(conn);
-        }
+        self.list_writable(conn);
     }
 
     /// Every frame from a client, in one place.
@@ -1450,11 +1512,8 @@ impl Relay {
         }
         if nothing_to_write {
             self.forget(conn);
-        } else if let Some(c) = self.conns.get_mut(&conn) {
-            if !c.writable {
-                c.writable = true;
-                self.writable.push_back(conn);
-            }
+        } else {
+            self.list_writable(conn);
         }
         self.events.push_back(RelayEvent::Closed {
             conn,

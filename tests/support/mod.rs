@@ -1,8 +1,80 @@
-//! A simulated link for the client tests: two endpoints, a virtual clock, latency, and
-//! byte streams cut at random points. Everything goes through the public API.
+//! The test simulators: [`Link`], two clients on a direct link, and [`net::Net`], a relay
+//! and N clients. Both run on one loop ([`Sim`]): a virtual clock that jumps to the next
+//! delivery or the earliest deadline of any endpoint, whose timers then fire, and byte
+//! streams cut at random points. Every endpoint is driven by its `poll_output`. Everything
+//! goes through the public API.
 #![allow(dead_code)] // each test file uses a part
 
 pub mod net;
+
+use peermsg::client::Output;
+use peermsg::wire::Frame;
+
+/// The frames, encoded one after another.
+pub fn encode(frames: &[Frame]) -> BytesMut {
+    let mut b = BytesMut::new();
+    for f in frames {
+        f.encode(&mut b).expect("encodable");
+    }
+    b
+}
+
+/// What every simulator does: move bytes and events a round at a time, and let time pass.
+/// The loops over it are written once, here.
+pub trait Sim {
+    /// One round at the current time: output, events, and what is due for delivery.
+    /// `false` when nothing moved and nothing is on its way.
+    fn step(&mut self) -> bool;
+    fn now(&self) -> Instant;
+    /// The earliest deadline of any endpoint.
+    fn next_deadline(&self) -> Option<Instant>;
+    /// Moves the clock to `at` and fires every endpoint's timers due by then.
+    fn fire_timers(&mut self, at: Instant);
+
+    /// Moves bytes and events until nothing is left to do but wait for timers. Panics if
+    /// that takes more than a bound of steps (a livelock).
+    fn run(&mut self) {
+        for _ in 0..1_000_000 {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("the simulation did not go quiet");
+    }
+
+    /// Moves bytes and events one round at a time until `done` holds or all is quiet;
+    /// returns whether `done` held.
+    fn run_until(&mut self, done: impl Fn(&Self) -> bool) -> bool
+    where
+        Self: Sized,
+    {
+        for _ in 0..1_000_000 {
+            if done(self) {
+                return true;
+            }
+            if !self.step() {
+                return done(self);
+            }
+        }
+        panic!("the simulation did not go quiet");
+    }
+
+    /// Advances the virtual clock by `span`, jumping from deadline to deadline and firing
+    /// the timers of every endpoint on the way.
+    fn run_for(&mut self, span: Duration) {
+        let end = self.now() + span;
+        loop {
+            self.run();
+            match self.next_deadline() {
+                Some(next) if next <= end => self.fire_timers(next.max(self.now())),
+                _ => {
+                    self.fire_timers(end.max(self.now()));
+                    return;
+                }
+            }
+        }
+    }
+}
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -58,37 +130,51 @@ impl Side {
         }
     }
 
-    /// Takes events, answering file reads from `files`. Returns whether any came.
-    pub fn take_events(&mut self) -> bool {
+    /// Drives the client by its `poll_output` until it waits, appending what it writes to
+    /// `out`; an application that is not reading only lets frames out. Returns whether
+    /// anything came.
+    pub fn drive(&mut self, out: &mut BytesMut) -> bool {
         let mut any = false;
-        while self.reading {
-            let Some(event) = self.client.poll_event() else {
-                break;
-            };
-            any = true;
-            if let Event::FileReceived { id, .. } = &event {
-                // The harness keeps every file it is given (in `events`): confirm it.
-                assert_eq!(self.client.accept_delivery(*id), Ok(()));
+        if !self.reading {
+            while self.client.poll_transmit(out) > 0 {
+                any = true;
             }
-            if let Event::FileRead { id, offset, len } = &event {
-                // A send cancelled since it asked is gone: UnknownId is the right answer.
-                let answer = if self.failing_files.contains(id) {
-                    self.client.file_read_failed(*id)
-                } else if let Some(content) = self.files.get(id) {
-                    let (from, to) = (*offset as usize, (*offset + *len) as usize);
-                    let piece = content.slice(from..to.min(content.len()));
-                    self.client.supply_file_data(*id, *offset, piece)
-                } else {
-                    Ok(())
-                };
-                assert!(
-                    matches!(answer, Ok(()) | Err(peermsg::ActionError::UnknownId)),
-                    "{answer:?}"
-                );
-            }
-            self.events.push(event);
         }
+        while self.reading {
+            match self.client.poll_output(out) {
+                Output::Transmit(_) => {}
+                Output::Event(event) => self.handle(event),
+                _ => break,
+            }
+            any = true;
+        }
+        self.peak_buffered = self.peak_buffered.max(self.client.buffered_bytes());
         any
+    }
+
+    /// The application's part: it keeps every file it is given (in `events`) and answers
+    /// file reads from `files`.
+    fn handle(&mut self, event: Event) {
+        if let Event::FileReceived { id, .. } = &event {
+            assert_eq!(self.client.accept_delivery(*id), Ok(()));
+        }
+        if let Event::FileRead { id, offset, len } = &event {
+            // A send cancelled since it asked is gone: UnknownId is the right answer.
+            let answer = if self.failing_files.contains(id) {
+                self.client.file_read_failed(*id)
+            } else if let Some(content) = self.files.get(id) {
+                let (from, to) = (*offset as usize, (*offset + *len) as usize);
+                let piece = content.slice(from..to.min(content.len()));
+                self.client.supply_file_data(*id, *offset, piece)
+            } else {
+                Ok(())
+            };
+            assert!(
+                matches!(answer, Ok(()) | Err(peermsg::ActionError::UnknownId)),
+                "{answer:?}"
+            );
+        }
+        self.events.push(event);
     }
 }
 
@@ -135,73 +221,33 @@ impl Link {
         link
     }
 
-    /// Moves bytes, events and time until nothing is left to do but keepalive timers.
-    /// Panics if that takes more than a bound of steps (a livelock).
-    pub fn run(&mut self) {
-        for _ in 0..1_000_000 {
-            if !self.step() {
-                return;
+    /// Cuts `bytes` into pieces below `max_piece`, arriving at `at`.
+    fn send(&mut self, a_to_b: bool, bytes: BytesMut) {
+        let at = self.now + self.latency;
+        let mut bytes = bytes.freeze();
+        while !bytes.is_empty() {
+            let n = (1 + self.rng.below(self.max_piece)).min(bytes.len() as u64) as usize;
+            let piece = InFlight {
+                at,
+                bytes: bytes.split_to(n),
+            };
+            match a_to_b {
+                true => self.a_to_b.push_back(piece),
+                false => self.b_to_a.push_back(piece),
             }
         }
-        panic!("link did not go quiet");
     }
+}
 
-    /// Moves bytes and events one round at a time until `done` holds or all is quiet;
-    /// returns whether `done` held.
-    pub fn run_until(&mut self, done: impl Fn(&Link) -> bool) -> bool {
-        for _ in 0..1_000_000 {
-            if done(self) {
-                return true;
-            }
-            if !self.step() {
-                return done(self);
-            }
-        }
-        panic!("link did not go quiet");
-    }
-
-    /// Advances the virtual clock by `span`, firing timers on the way.
-    pub fn run_for(&mut self, span: Duration) {
-        let end = self.now + span;
-        loop {
-            self.run();
-            let next = [self.a.client.poll_timeout(), self.b.client.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(end);
-            if next > end {
-                self.now = end;
-                return;
-            }
-            self.now = self.now.max(next);
-            self.a.client.handle_timeout(self.now);
-            self.b.client.handle_timeout(self.now);
-        }
-    }
-
-    /// One round: output, events, and the next delivery. `false` when quiet.
-    pub fn step(&mut self) -> bool {
+impl Sim for Link {
+    /// Output and events of both sides, then the next delivery (the clock moves to it).
+    fn step(&mut self) -> bool {
         let mut busy = false;
-        busy |= Self::transmit(
-            &mut self.a,
-            &mut self.a_to_b,
-            self.now + self.latency,
-            &mut self.rng,
-            self.max_piece,
-        );
-        busy |= Self::transmit(
-            &mut self.b,
-            &mut self.b_to_a,
-            self.now + self.latency,
-            &mut self.rng,
-            self.max_piece,
-        );
-        busy |= self.a.take_events();
-        busy |= self.b.take_events();
-        for side in [&mut self.a, &mut self.b] {
-            side.peak_buffered = side.peak_buffered.max(side.client.buffered_bytes());
-        }
+        let mut out = BytesMut::new();
+        busy |= self.a.drive(&mut out);
+        self.send(true, out.split());
+        busy |= self.b.drive(&mut out);
+        self.send(false, out);
         let next = [self.a_to_b.front(), self.b_to_a.front()]
             .into_iter()
             .flatten()
@@ -223,27 +269,21 @@ impl Link {
         busy
     }
 
-    fn transmit(
-        side: &mut Side,
-        queue: &mut VecDeque<InFlight>,
-        at: Instant,
-        rng: &mut Rng,
-        max_piece: u64,
-    ) -> bool {
-        let mut buf = BytesMut::new();
-        while side.client.poll_transmit(&mut buf) > 0 {}
-        if buf.is_empty() {
-            return false;
-        }
-        let mut bytes = buf.freeze();
-        while !bytes.is_empty() {
-            let n = (1 + rng.below(max_piece)).min(bytes.len() as u64) as usize;
-            queue.push_back(InFlight {
-                at,
-                bytes: bytes.split_to(n),
-            });
-        }
-        true
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [self.a.client.poll_timeout(), self.b.client.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn fire_timers(&mut self, at: Instant) {
+        self.now = self.now.max(at);
+        self.a.client.handle_timeout(self.now);
+        self.b.client.handle_timeout(self.now);
     }
 }
 

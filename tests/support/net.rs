@@ -1,14 +1,15 @@
 //! A relay and N clients on a simulated network: each client's bytes reach the relay and
-//! back cut at random points; a virtual clock; clients that stop reading or vanish.
+//! back cut at random points; a virtual clock (the [`Sim`] loop's); clients that stop
+//! reading or vanish.
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use peermsg::client::Config;
-use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
+use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
 use peermsg::Instant;
 
-use super::{Rng, Side};
+use super::{Rng, Side, Sim};
 
 /// One client's end of the network.
 pub struct Node {
@@ -26,8 +27,6 @@ pub struct Node {
 const SOCKET_BUFFER: usize = 64 * 1024;
 
 pub struct Net {
-    /// Connections the relay named writable that have not been drained yet.
-    writable: std::collections::BTreeSet<ConnId>,
     pub now: Instant,
     pub relay: Relay,
     pub nodes: Vec<Node>,
@@ -45,7 +44,6 @@ impl Net {
     pub fn new(names: &[&str], client: Config, relay: RelayConfig, seed: u64) -> Self {
         let now = Instant::from_micros(1_000_000);
         let mut net = Net {
-            writable: std::collections::BTreeSet::new(),
             now,
             relay: Relay::new(relay).expect("valid relay config"),
             nodes: Vec::new(),
@@ -88,29 +86,8 @@ impl Net {
         n.to_relay.clear();
         n.from_relay.clear();
         n.side.client.handle_disconnect();
-        n.side.take_events(); // its last events: every pending send fails
+        n.side.drive(&mut BytesMut::new()); // its last events: every pending send fails
         self.relay.handle_disconnect(ConnId(i as u64));
-    }
-
-    pub fn run(&mut self) {
-        for _ in 0..1_000_000 {
-            if !self.step() {
-                return;
-            }
-        }
-        panic!("network did not go quiet");
-    }
-
-    pub fn run_until(&mut self, done: impl Fn(&Net) -> bool) -> bool {
-        for _ in 0..1_000_000 {
-            if done(self) {
-                return true;
-            }
-            if !self.step() {
-                return done(self);
-            }
-        }
-        panic!("network did not go quiet");
     }
 
     fn cut(rng: &mut Rng, max_piece: u64, mut bytes: Bytes, queue: &mut VecDeque<Bytes>) {
@@ -120,14 +97,22 @@ impl Net {
         }
     }
 
-    pub fn step(&mut self) -> bool {
+    /// Bytes on their way from the relay to node `i`.
+    fn in_flight(&self, i: usize) -> usize {
+        self.nodes[i].from_relay.iter().map(Bytes::len).sum()
+    }
+}
+
+impl Sim for Net {
+    fn step(&mut self) -> bool {
         let mut busy = false;
         let now = self.now;
         for node in self.nodes.iter_mut().filter(|n| n.up) {
             let mut buf = BytesMut::new();
-            while node.side.client.poll_transmit(&mut buf) > 0 {}
-            if !buf.is_empty() {
+            if node.side.drive(&mut buf) {
                 busy = true;
+            }
+            if !buf.is_empty() {
                 Self::cut(
                     &mut self.rng,
                     self.max_piece,
@@ -135,57 +120,52 @@ impl Net {
                     &mut node.to_relay,
                 );
             }
-            busy |= node.side.take_events();
-            node.side.peak_buffered = node
-                .side
-                .peak_buffered
-                .max(node.side.client.buffered_bytes());
         }
-        // The relay writes to a connection while its socket has room (64 KiB in flight).
-        while let Some(conn) = self.relay.poll_writable() {
-            self.writable.insert(conn);
-        }
-        let ready: Vec<ConnId> = self.writable.iter().copied().collect();
-        for conn in ready {
-            let Some(node) = self.nodes.get_mut(conn.0 as usize) else {
-                // A connection the test drives by hand: its output goes nowhere.
-                self.writable.remove(&conn);
-                self.relay.poll_transmit(conn, &mut BytesMut::new());
-                continue;
-            };
-            let in_flight: usize = node.from_relay.iter().map(Bytes::len).sum();
-            if node.up && in_flight >= SOCKET_BUFFER {
-                continue;
-            }
-            self.writable.remove(&conn);
+        // The relay, by its `poll_output`; it writes to a connection while its socket has
+        // room (64 KiB in flight), and is told to pause when it has none.
+        loop {
             let mut buf = BytesMut::new();
-            self.relay.poll_transmit(conn, &mut buf);
-            if node.up && !buf.is_empty() {
-                busy = true;
-                Self::cut(
-                    &mut self.rng,
-                    self.max_piece,
-                    buf.freeze(),
-                    &mut node.from_relay,
-                );
+            match self.relay.poll_output(&mut buf) {
+                RelayOutput::Transmit(conn, _) => {
+                    busy = true;
+                    let i = conn.0 as usize;
+                    // A connection the test drives by hand: its output goes nowhere.
+                    if self.nodes.get(i).is_some_and(|n| n.up) {
+                        let node = &mut self.nodes[i];
+                        Self::cut(
+                            &mut self.rng,
+                            self.max_piece,
+                            buf.freeze(),
+                            &mut node.from_relay,
+                        );
+                        if self.in_flight(i) >= SOCKET_BUFFER {
+                            self.relay.pause_writes(conn);
+                        }
+                    }
+                }
+                RelayOutput::Event(event) => {
+                    busy = true;
+                    if let RelayEvent::Login { conn, token, .. } = &event {
+                        // A test driving a connection by hand may have answered already.
+                        let _answered = if &token[..] == self.bad_token {
+                            self.relay
+                                .reject_login(*conn, peermsg::ErrorCode::LOGIN_REJECTED)
+                        } else {
+                            self.relay.accept_login(*conn)
+                        };
+                    }
+                    self.relay_events.push(event);
+                }
+                _ => break,
             }
-        }
-        while let Some(event) = self.relay.poll_event() {
-            busy = true;
-            if let RelayEvent::Login { conn, token, .. } = &event {
-                // A test driving a connection by hand may have answered already.
-                let _answered = if &token[..] == self.bad_token {
-                    self.relay
-                        .reject_login(*conn, peermsg::ErrorCode::LOGIN_REJECTED)
-                } else {
-                    self.relay.accept_login(*conn)
-                };
-            }
-            self.relay_events.push(event);
         }
         self.relay_peak = self.relay_peak.max(self.relay.buffered_bytes());
         // Deliver one piece each way per node per step: links of equal speed.
-        for (i, node) in self.nodes.iter_mut().enumerate().filter(|(_, n)| n.up) {
+        for i in 0..self.nodes.len() {
+            let node = &mut self.nodes[i];
+            if !node.up {
+                continue;
+            }
             if let Some(piece) = node.to_relay.pop_front() {
                 self.relay.handle_input(now, ConnId(i as u64), &piece);
                 busy = true;
@@ -194,10 +174,34 @@ impl Net {
                 if let Some(piece) = node.from_relay.pop_front() {
                     node.side.client.handle_input(now, &piece);
                     busy = true;
+                    if self.in_flight(i) < SOCKET_BUFFER {
+                        self.relay.resume_writes(ConnId(i as u64));
+                    }
                 }
             }
         }
         self.now += std::time::Duration::from_micros(100);
         busy
+    }
+
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let clients = self
+            .nodes
+            .iter()
+            .filter(|n| n.up)
+            .filter_map(|n| n.side.client.poll_timeout());
+        clients.chain(self.relay.poll_timeout()).min()
+    }
+
+    fn fire_timers(&mut self, at: Instant) {
+        self.now = self.now.max(at);
+        for node in self.nodes.iter_mut().filter(|n| n.up) {
+            node.side.client.handle_timeout(self.now);
+        }
+        self.relay.handle_timeout(self.now);
     }
 }

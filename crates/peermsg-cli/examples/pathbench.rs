@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant as StdInstant};
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Client, Config, Event};
-use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
+use peermsg::client::{Client, Config, Event, Output};
+use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
 use peermsg::wire::Limits;
 use peermsg::Instant;
 use peermsg_tokio::{connect, serve, ClientHandle, ServerConfig};
@@ -301,43 +301,45 @@ impl InMemory {
         m
     }
 
-    /// Moves everything until quiet; `on_b` sees bob's events.
+    /// Moves everything until quiet, each endpoint driven by its `poll_output`; `on_b`
+    /// sees bob's events.
     fn pump(&mut self, mut on_b: impl FnMut(Event)) -> Vec<Event> {
         let now = Instant::ZERO;
         let mut a_events = Vec::new();
         loop {
             let mut busy = false;
             for (client, conn) in [(&mut self.a, ConnId(0)), (&mut self.b, ConnId(1))] {
-                // One batch at a time, as a runtime writes: buffers stay small and are reused.
-                client.poll_transmit(&mut self.buf);
-                if !self.buf.is_empty() {
+                loop {
+                    // One batch at a time, as a runtime writes: buffers stay small and are
+                    // reused.
+                    match client.poll_output(&mut self.buf) {
+                        Output::Transmit(_) => {
+                            self.relay.handle_input_buf(now, conn, self.buf.split())
+                        }
+                        Output::Event(e) if conn == ConnId(0) => a_events.push(e),
+                        Output::Event(e) => on_b(e),
+                        _ => break,
+                    }
                     busy = true;
-                    self.relay.handle_input_buf(now, conn, self.buf.split());
                 }
             }
-            while let Some(e) = self.relay.poll_event() {
-                busy = true;
-                if let RelayEvent::Login { conn, .. } = e {
-                    self.relay.accept_login(conn).unwrap();
+            loop {
+                match self.relay.poll_output(&mut self.buf) {
+                    RelayOutput::Transmit(conn, _) => {
+                        let to = if conn == ConnId(0) {
+                            &mut self.a
+                        } else {
+                            &mut self.b
+                        };
+                        to.handle_input_buf(now, self.buf.split());
+                    }
+                    RelayOutput::Event(RelayEvent::Login { conn, .. }) => {
+                        self.relay.accept_login(conn).unwrap()
+                    }
+                    RelayOutput::Event(_) => {}
+                    _ => break,
                 }
-            }
-            while let Some(conn) = self.relay.poll_writable() {
-                self.relay.poll_transmit(conn, &mut self.buf);
                 busy = true;
-                let to = if conn == ConnId(0) {
-                    &mut self.a
-                } else {
-                    &mut self.b
-                };
-                to.handle_input_buf(now, self.buf.split());
-            }
-            while let Some(e) = self.a.poll_event() {
-                busy = true;
-                a_events.push(e);
-            }
-            while let Some(e) = self.b.poll_event() {
-                busy = true;
-                on_b(e);
             }
             if !busy {
                 return a_events;

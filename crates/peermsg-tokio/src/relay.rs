@@ -19,7 +19,7 @@
 //! limit the relay backs off and keeps serving), and a bounded time for a closed
 //! connection's last bytes. Shutdown stops accepting and closes every connection.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::IoSlice;
 use std::net::IpAddr;
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
+use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
 use peermsg::wire::Transmit;
 use peermsg::{ErrorCode, Instant};
 use subtle::ConstantTimeEq;
@@ -218,54 +218,42 @@ pub async fn serve(
         max: config.max_login_failures,
         window: config.login_failure_window,
     };
-    // Connections with frames to write, some of whose write halves are with a flush task.
-    let mut waiting: BTreeSet<ConnId> = BTreeSet::new();
     let mut next_conn = 0u64;
     // Accepting pauses briefly after an accept error (out of files, say).
     let mut accept_again = tokio::time::Instant::now();
     let mut accept_failing = false;
     tokio::pin!(shutdown);
     loop {
-        // Drain: frames to sockets, events to the application's rules.
-        loop {
-            let mut any = false;
-            while let Some(conn) = relay.poll_writable() {
-                waiting.insert(conn);
-            }
-            let ready: Vec<ConnId> = waiting.iter().copied().collect();
-            for conn in ready {
-                let Some(c) = conns.get_mut(&conn) else {
-                    // Gone already: its frames go nowhere.
-                    waiting.remove(&conn);
-                    relay.poll_transmit(conn, &mut Transmit::new());
-                    continue;
-                };
-                let Some(half) = c.half.take() else {
-                    continue; // a flush task has it; `Flushed` brings it back
-                };
-                waiting.remove(&conn);
-                let mut batch = Transmit::new();
-                if relay.poll_transmit(conn, &mut batch) == 0 {
-                    c.half = Some(half);
-                    continue;
-                }
-                any = true;
-                match write_now(half, batch) {
-                    Written::All(half) => c.half = Some(half),
-                    Written::Part(half, rest) => {
-                        let done = input_tx.clone();
-                        let closing = c.closing.clone();
-                        tokio::spawn(flush(conn, half, rest, closing, done, config));
-                    }
-                    Written::Failed => {
-                        tracing::debug!(conn = conn.0, "write failed");
-                        relay.handle_disconnect(conn);
+        // The drive loop: frames to sockets, events to the application's rules, until the
+        // relay says to wait. A connection whose socket is full is paused in the relay
+        // (its frames stay there) until its flush task brings the socket back.
+        let wake = loop {
+            let mut batch = Transmit::new();
+            match relay.poll_output(&mut batch) {
+                RelayOutput::Transmit(conn, _) => {
+                    let Some(c) = conns.get_mut(&conn) else {
+                        continue; // gone already: its frames go nowhere
+                    };
+                    let Some(half) = c.half.take() else {
+                        // Only a paused connection's half is with a flush task.
+                        debug_assert!(false, "frames for a paused connection");
+                        continue;
+                    };
+                    match write_now(half, batch) {
+                        Written::All(half) => c.half = Some(half),
+                        Written::Part(half, rest) => {
+                            relay.pause_writes(conn);
+                            let done = input_tx.clone();
+                            let closing = c.closing.clone();
+                            tokio::spawn(flush(conn, half, rest, closing, done, config));
+                        }
+                        Written::Failed => {
+                            tracing::debug!(conn = conn.0, "write failed");
+                            relay.handle_disconnect(conn);
+                        }
                     }
                 }
-            }
-            while let Some(event) = relay.poll_event() {
-                any = true;
-                match event {
+                RelayOutput::Event(event) => match event {
                     RelayEvent::Login { conn, user, token } => {
                         let ip = conns.get(&conn).map(|c| c.ip);
                         let throttled = ip.is_some_and(|ip| failures.throttled(ip));
@@ -301,18 +289,15 @@ pub async fn serve(
                         reason,
                     } => {
                         tracing::info!(conn = conn.0, ?user, %code, %reason, "connection closed");
-                        waiting.remove(&conn);
                         finish(&mut relay, conn, &mut conns, &mut per_ip, &config);
                     }
                     // Events of a later core version; this server answers none yet.
                     _ => {}
-                }
+                },
+                RelayOutput::Timeout(at) => break Some(epoch + (at - Instant::ZERO)),
+                _ => break None,
             }
-            if !any {
-                break;
-            }
-        }
-        let wake = relay.poll_timeout().map(|t| epoch + (t - Instant::ZERO));
+        };
         let accepting = !accept_failing || tokio::time::Instant::now() >= accept_again;
         tokio::select! {
             _ = &mut shutdown => {
@@ -392,8 +377,8 @@ pub async fn serve(
                     if !ok {
                         relay.handle_disconnect(conn);
                     }
-                    // The drain loop above writes whatever was queued meanwhile.
-                    waiting.insert(conn);
+                    // The drive loop above writes whatever was queued meanwhile.
+                    relay.resume_writes(conn);
                 }
             },
             _ = async { match wake { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
