@@ -10,7 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Client, Config, Event, Output};
+use peermsg::client::{Client, ClientConfig, Event, Output};
 use peermsg::Instant;
 
 /// Drives `client` over `stream` until the connection is over. `on_event` sees every event
@@ -54,7 +54,7 @@ fn drive(
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let config = Config::default();
+    let config = ClientConfig::default();
 
     let bob = thread::spawn(move || -> std::io::Result<()> {
         let (stream, _) = listener.accept()?;

@@ -75,14 +75,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         (
             BobToRelay,
-            Frame::Result(SendResult {
+            Frame::Result(MessageResult {
                 id: 7,
                 code: ErrorCode::NOERR,
             }),
         ),
         (
             RelayToAlice,
-            Frame::Result(SendResult {
+            Frame::Result(MessageResult {
                 id: 0,
                 code: ErrorCode::NOERR,
             }),
@@ -164,14 +164,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         (
             BobToRelay,
-            Frame::Result(SendResult {
+            Frame::Result(MessageResult {
                 id: 8,
                 code: ErrorCode::NOERR,
             }),
         ),
         (
             RelayToAlice,
-            Frame::Result(SendResult {
+            Frame::Result(MessageResult {
                 id: 1,
                 code: ErrorCode::NOERR,
             }),
@@ -206,7 +206,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         (
             RelayToBob,
-            Frame::Result(SendResult {
+            Frame::Result(MessageResult {
                 id: 0,
                 code: ErrorCode::OFFLINE,
             }),

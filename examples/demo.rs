@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Client, Config, Event, Output, SendId};
+use peermsg::client::{Client, ClientConfig, Event, Output, SendId};
 use peermsg::Instant;
 
 /// Moves bytes both ways until neither side has anything to say (each driven by its
@@ -103,9 +103,9 @@ fn show(who: &str, events: &[Event]) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let now = Instant::ZERO;
-    let config = Config {
+    let config = ClientConfig {
         progress_step: 512 * 1024,
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let mut alice = Client::new(config, now)?;
     let mut bob = Client::new(config, now)?;

@@ -56,13 +56,13 @@
 //!
 //! ```
 //! use bytes::{Bytes, BytesMut};
-//! use peermsg::client::{Client, Config, Event, Output};
+//! use peermsg::client::{Client, ClientConfig, Event, Output};
 //! use peermsg::{ErrorCode, Instant};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let now = Instant::ZERO;
-//! let mut alice = Client::new(Config::default(), now)?;
-//! let mut bob = Client::new(Config::default(), now)?;
+//! let mut alice = Client::new(ClientConfig::default(), now)?;
+//! let mut bob = Client::new(ClientConfig::default(), now)?;
 //! alice.login("alice", b"token")?;
 //! bob.login("bob", b"token")?;
 //! let file = Bytes::from(vec![42u8; 1_000_000]);

@@ -6,7 +6,7 @@
 
 mod support;
 
-use peermsg::client::{Config, Event, ReceiveId, SendId};
+use peermsg::client::{ClientConfig, Event, ReceiveId, SendId};
 use peermsg::relay::RelayConfig;
 use peermsg::ErrorCode;
 use proptest::prelude::*;
@@ -169,10 +169,10 @@ fn plans() -> impl Strategy<Value = Plan> {
         )
 }
 
-fn config(plan: &Plan) -> Config {
-    Config {
+fn config(plan: &Plan) -> ClientConfig {
+    ClientConfig {
         confirm_buffers: plan.confirm,
-        ..Config::default()
+        ..ClientConfig::default()
     }
 }
 

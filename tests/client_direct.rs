@@ -1,13 +1,13 @@
 //! A direct link (two clients, no relay) against a scripted peer.
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Client, Config, Event};
+use peermsg::client::{Client, ClientConfig, Event};
 use peermsg::wire::*;
 use peermsg::{ErrorCode, Instant};
 
 #[test]
 fn a_message_for_someone_else_is_refused_and_the_source_is_the_logged_in_peer() {
-    let mut c = Client::new(Config::default(), Instant::ZERO).unwrap();
+    let mut c = Client::new(ClientConfig::default(), Instant::ZERO).unwrap();
     c.login("bob", b"t").unwrap();
     let hello = Frame::Hello(Hello::new(
         Role::Client,
@@ -61,11 +61,11 @@ fn a_message_for_someone_else_is_refused_and_the_source_is_the_logged_in_peer() 
     assert!(sent.contains(&Frame::LoginResult(LoginResult {
         code: ErrorCode::NOERR
     })));
-    assert!(sent.contains(&Frame::Result(SendResult {
+    assert!(sent.contains(&Frame::Result(MessageResult {
         id: 0,
         code: ErrorCode::SENDDATA_TARGETINVALID
     })));
-    assert!(sent.contains(&Frame::Result(SendResult {
+    assert!(sent.contains(&Frame::Result(MessageResult {
         id: 1,
         code: ErrorCode::NOERR
     })));

@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use peermsg::client::{Config, Event, SendId, SendKind};
+use peermsg::client::{ClientConfig, Event, SendId, SendKind};
 use peermsg::ErrorCode;
 use proptest::prelude::*;
 use support::Sim;
@@ -39,14 +39,14 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn config() -> Config {
-    Config {
+fn config() -> ClientConfig {
+    ClientConfig {
         transfer_window: 64 * 1024,
         conn_window: 256 * 1024,
         max_transfers: 4,
         max_cmds_in_flight: 8,
         progress_step: 16 * 1024,
-        ..Config::default()
+        ..ClientConfig::default()
     }
 }
 

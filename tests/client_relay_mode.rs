@@ -2,7 +2,7 @@
 //! layer, so the relay's side of every rule can be played, including breaking it.
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Client, Config, Event, ReceiveId, SendKind};
+use peermsg::client::{Client, ClientConfig, Event, ReceiveId, SendKind};
 use peermsg::wire::*;
 use peermsg::{ErrorCode, Instant};
 
@@ -50,7 +50,7 @@ fn user(s: &str) -> UserId {
 }
 
 /// A client logged in to the scripted relay as alice.
-fn logged_in(config: Config, windows: (u64, u64)) -> Client {
+fn logged_in(config: ClientConfig, windows: (u64, u64)) -> Client {
     let mut c = Client::new(config, T0).unwrap();
     c.login("alice", b"pw").unwrap();
     let first = out(&mut c);
@@ -84,7 +84,7 @@ fn logged_in(config: Config, windows: (u64, u64)) -> Client {
 
 #[test]
 fn receivers_see_the_source_the_relay_stamped() {
-    let mut c = logged_in(Config::default(), (1 << 20, 4 << 20));
+    let mut c = logged_in(ClientConfig::default(), (1 << 20, 4 << 20));
     let cmd = Cmd {
         id: 0,
         peer: user("carol"),
@@ -103,7 +103,7 @@ fn receivers_see_the_source_the_relay_stamped() {
     // Delivery is confirmed once the application took the event.
     assert_eq!(
         out(&mut c),
-        vec![Frame::Result(SendResult {
+        vec![Frame::Result(MessageResult {
             id: 0,
             code: ErrorCode::NOERR
         })]
@@ -112,7 +112,7 @@ fn receivers_see_the_source_the_relay_stamped() {
 
 #[test]
 fn offline_target_and_lost_receiver_end_the_send() {
-    let mut c = logged_in(Config::default(), (1 << 20, 4 << 20));
+    let mut c = logged_in(ClientConfig::default(), (1 << 20, 4 << 20));
     let cmd = c.send_cmd(T0, "dave", Bytes::from_static(b"?"), 1).unwrap();
     let buf = c
         .send_buffer(T0, "erin", Bytes::from(vec![1; 100_000]), 2)
@@ -131,11 +131,11 @@ fn offline_target_and_lost_receiver_end_the_send() {
     feed(
         &mut c,
         &[
-            Frame::Result(SendResult {
+            Frame::Result(MessageResult {
                 id: 0,
                 code: ErrorCode::OFFLINE,
             }),
-            Frame::Result(SendResult {
+            Frame::Result(MessageResult {
                 id: 1,
                 code: ErrorCode::CONNECTIONLOST,
             }),
@@ -163,9 +163,9 @@ fn offline_target_and_lost_receiver_end_the_send() {
 #[test]
 fn a_command_waits_behind_at_most_one_data_frame() {
     // One frame per poll_transmit call, so the order of frames is visible.
-    let config = Config {
+    let config = ClientConfig {
         transmit_batch: 1,
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let mut c = logged_in(config, (u64::MAX >> 2, u64::MAX >> 2));
     for i in 0..5 {
@@ -213,9 +213,9 @@ fn a_command_waits_behind_at_most_one_data_frame() {
 #[test]
 fn data_stops_at_the_credit_and_resumes_with_more() {
     let mut c = logged_in(
-        Config {
+        ClientConfig {
             progress_step: 1,
-            ..Config::default()
+            ..ClientConfig::default()
         },
         (50_000, 1 << 30),
     );
@@ -263,7 +263,7 @@ fn data_stops_at_the_credit_and_resumes_with_more() {
 
 #[test]
 fn connection_credit_bounds_all_transfers_together() {
-    let mut c = logged_in(Config::default(), (1 << 30, 30_000));
+    let mut c = logged_in(ClientConfig::default(), (1 << 30, 30_000));
     c.send_buffer(T0, "bob", Bytes::from(vec![1; 100_000]), 0)
         .unwrap();
     c.send_buffer(T0, "bob", Bytes::from(vec![2; 100_000]), 0)
@@ -287,7 +287,7 @@ fn connection_credit_bounds_all_transfers_together() {
 
 #[test]
 fn rejected_login_leaves_sends_refused() {
-    let mut c = Client::new(Config::default(), T0).unwrap();
+    let mut c = Client::new(ClientConfig::default(), T0).unwrap();
     c.login("alice", b"wrong").unwrap();
     out(&mut c);
     feed(
@@ -313,10 +313,10 @@ fn rejected_login_leaves_sends_refused() {
 /// with CONNECTIONLOST.
 fn assert_closed_by(frames: &[Frame], code: ErrorCode) {
     let mut c = logged_in(
-        Config {
+        ClientConfig {
             transfer_window: 1000,
             conn_window: 5000,
-            ..Config::default()
+            ..ClientConfig::default()
         },
         (1 << 20, 1 << 20),
     );
@@ -409,7 +409,7 @@ fn hostile_peers_are_closed() {
         ErrorCode::FLOW_CONTROL,
     ); // six windows of 1000 against a connection window of 5000, none of it taken yet
     assert_closed_by(
-        &[Frame::Result(SendResult {
+        &[Frame::Result(MessageResult {
             id: 9,
             code: ErrorCode::NOERR,
         })],
@@ -423,7 +423,7 @@ fn hostile_peers_are_closed() {
         v,
     );
     assert_closed_by(
-        &[Frame::Result(SendResult {
+        &[Frame::Result(MessageResult {
             id: 0,
             code: ErrorCode::NOERR,
         })],
@@ -440,7 +440,7 @@ fn hostile_peers_are_closed() {
 
 #[test]
 fn garbage_bytes_close_with_protocol_violation() {
-    let mut c = logged_in(Config::default(), (1, 1));
+    let mut c = logged_in(ClientConfig::default(), (1, 1));
     c.handle_input(T0, b"GET / HTTP/1.1\r\n\r\n");
     assert!(c.is_closed());
     assert!(
@@ -450,7 +450,7 @@ fn garbage_bytes_close_with_protocol_violation() {
 
 #[test]
 fn a_bad_digest_or_size_fails_only_that_message() {
-    let mut c = logged_in(Config::default(), (1 << 20, 1 << 20));
+    let mut c = logged_in(ClientConfig::default(), (1 << 20, 1 << 20));
     let end = |id, size, crc| {
         Frame::End(End {
             id,
@@ -462,11 +462,11 @@ fn a_bad_digest_or_size_fails_only_that_message() {
     feed(&mut c, &[open(1, 3), data(1, 0, 2), end(1, 3, 0)]);
     assert!(!c.is_closed());
     let sent = out(&mut c);
-    assert!(sent.contains(&Frame::Result(SendResult {
+    assert!(sent.contains(&Frame::Result(MessageResult {
         id: 0,
         code: ErrorCode::DIGEST_MISMATCH
     })));
-    assert!(sent.contains(&Frame::Result(SendResult {
+    assert!(sent.contains(&Frame::Result(MessageResult {
         id: 1,
         code: ErrorCode::SIZE_MISMATCH
     })));
@@ -482,7 +482,7 @@ fn a_bad_digest_or_size_fails_only_that_message() {
 
 #[test]
 fn sender_cancel_and_late_frames_are_dropped_quietly() {
-    let mut c = logged_in(Config::default(), (1 << 20, 1 << 20));
+    let mut c = logged_in(ClientConfig::default(), (1 << 20, 1 << 20));
     feed(
         &mut c,
         &[
@@ -506,7 +506,7 @@ fn sender_cancel_and_late_frames_are_dropped_quietly() {
 
 #[test]
 fn a_peer_without_version_1_is_refused() {
-    let mut c = Client::new(Config::default(), T0).unwrap();
+    let mut c = Client::new(ClientConfig::default(), T0).unwrap();
     out(&mut c);
     let mut hello = relay_hello(1, 1);
     if let Frame::Hello(h) = &mut hello {
@@ -521,7 +521,7 @@ fn a_peer_without_version_1_is_refused() {
 
 #[test]
 fn kicked_out_by_a_newer_login() {
-    let mut c = logged_in(Config::default(), (1 << 20, 1 << 20));
+    let mut c = logged_in(ClientConfig::default(), (1 << 20, 1 << 20));
     let id = c.send_cmd(T0, "bob", Bytes::from_static(b"x"), 0).unwrap();
     out(&mut c);
     let reason = Text::from_static("logged in elsewhere");
@@ -552,10 +552,10 @@ fn kicked_out_by_a_newer_login() {
 
 #[test]
 fn messages_over_our_caps_are_refused_one_by_one() {
-    let config = Config {
+    let config = ClientConfig {
         max_transfers: 1,
         max_cmds_in_flight: 1,
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let mut c = logged_in(config, (1 << 20, 1 << 20));
     let cmd = |id| {
@@ -569,15 +569,15 @@ fn messages_over_our_caps_are_refused_one_by_one() {
     feed(&mut c, &[open(0, 10), open(1, 10), cmd(2), cmd(3)]);
     assert!(!c.is_closed());
     let sent = out(&mut c);
-    assert!(sent.contains(&Frame::Result(SendResult {
+    assert!(sent.contains(&Frame::Result(MessageResult {
         id: 1,
         code: ErrorCode::LIMIT_EXCEEDED
     })));
-    assert!(sent.contains(&Frame::Result(SendResult {
+    assert!(sent.contains(&Frame::Result(MessageResult {
         id: 3,
         code: ErrorCode::LIMIT_EXCEEDED
     })));
     assert!(!sent
         .iter()
-        .any(|f| matches!(f, Frame::Result(SendResult { id: 0 | 2, .. }))));
+        .any(|f| matches!(f, Frame::Result(MessageResult { id: 0 | 2, .. }))));
 }

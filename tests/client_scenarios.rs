@@ -4,13 +4,13 @@
 mod support;
 
 use bytes::Bytes;
-use peermsg::client::{Config, Event, SendKind};
+use peermsg::client::{ClientConfig, Event, SendKind};
 use peermsg::{ErrorCode, SendError};
 use support::Sim;
 use support::{content, result_of, Link};
 
 fn link() -> Link {
-    Link::direct(Config::default(), 7)
+    Link::direct(ClientConfig::default(), 7)
 }
 
 #[test]
@@ -178,7 +178,7 @@ fn file_is_read_by_offset_and_delivered_by_offset() {
     assert_eq!(result_of(&l.a.events, id), ErrorCode::NOERR);
     // Never more of the file in hand than the window.
     assert!(
-        l.a.peak_buffered <= Config::default().transfer_window,
+        l.a.peak_buffered <= ClientConfig::default().transfer_window,
         "{}",
         l.a.peak_buffered
     );
@@ -305,7 +305,7 @@ fn receiver_rejects_a_file_on_offer() {
         .any(|e| matches!(e, Event::FileReceived { .. })));
     // Bob held at most one window of the file while he was deciding.
     assert!(
-        l.b.peak_buffered <= Config::default().transfer_window + 64 * 1024,
+        l.b.peak_buffered <= ClientConfig::default().transfer_window + 64 * 1024,
         "{}",
         l.b.peak_buffered
     );
@@ -388,13 +388,13 @@ fn sends_refused_before_anything_is_queued() {
     );
     assert_eq!(l.a.client.pending_sends(), 0);
 
-    let small = Config {
+    let small = ClientConfig {
         limits: peermsg::wire::Limits {
             max_buffer_size: 1000,
             max_file_size: 2000,
             ..Default::default()
         },
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let mut l = Link::direct(small, 1);
     let now = l.now;
@@ -416,7 +416,8 @@ fn sends_refused_before_anything_is_queued() {
 
 #[test]
 fn send_before_login_is_not_login() {
-    let mut c = peermsg::client::Client::new(Config::default(), peermsg::Instant::ZERO).unwrap();
+    let mut c =
+        peermsg::client::Client::new(ClientConfig::default(), peermsg::Instant::ZERO).unwrap();
     let r = c.send_cmd(peermsg::Instant::ZERO, "bob", Bytes::from_static(b"x"), 0);
     assert_eq!(r.map_err(|e| e.code()), Err(ErrorCode::NOT_LOGIN));
 }
@@ -440,7 +441,7 @@ fn idle_timeout_fails_pending_sends_with_connection_lost() {
     }
     let events: Vec<_> = std::iter::from_fn(|| l.a.client.poll_event()).collect();
     assert_eq!(result_of(&events, id), ErrorCode::CONNECTIONLOST);
-    assert_eq!(now - start, Config::default().idle_timeout);
+    assert_eq!(now - start, ClientConfig::default().idle_timeout);
     assert!(
         matches!(events.last(), Some(Event::Closed { code, .. }) if *code == ErrorCode::SOCKETTIMEOUT)
     );
@@ -456,9 +457,9 @@ fn keepalive_measures_rtt_and_keeps_the_link() {
 
 #[test]
 fn send_timeout_gives_sockettimeout() {
-    let config = Config {
+    let config = ClientConfig {
         send_timeout: Some(std::time::Duration::from_millis(50)),
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let mut l = Link::direct(config, 3);
     l.b.reading = false; // bob never takes the command, so it is never confirmed
@@ -473,9 +474,9 @@ fn send_timeout_gives_sockettimeout() {
 #[test]
 fn cancel_at_every_stage() {
     // Waiting: behind the concurrency cap, never opened.
-    let config = Config {
+    let config = ClientConfig {
         max_transfers: 1,
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let mut l = Link::direct(config, 11);
     let first =
@@ -550,9 +551,9 @@ fn cancel_at_every_stage() {
 
 #[test]
 fn queue_full_is_limit_exceeded() {
-    let config = Config {
+    let config = ClientConfig {
         max_queued_sends: 3,
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let mut l = Link::direct(config, 12);
     for _ in 0..3 {
@@ -575,9 +576,9 @@ fn queue_full_is_limit_exceeded() {
 
 #[test]
 fn commands_beyond_the_peers_cap_wait_their_turn() {
-    let config = Config {
+    let config = ClientConfig {
         max_cmds_in_flight: 2,
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let mut l = Link::direct(config, 13);
     l.b.reading = false; // bob holds his events: nothing is confirmed
@@ -624,9 +625,9 @@ fn receive_progress_is_monotonic_and_ends_at_the_total() {
 
 #[test]
 fn a_buffer_the_application_confirms_is_delivered_only_when_it_says_so() {
-    let config = Config {
+    let config = ClientConfig {
         confirm_buffers: true,
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let mut l = Link::direct(config, 11);
     let now = l.now;

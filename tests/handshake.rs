@@ -6,7 +6,7 @@
 mod support;
 
 use bytes::Bytes;
-use peermsg::client::{Client, Config, Event};
+use peermsg::client::{Client, ClientConfig, Event};
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
 use peermsg::wire::{Capabilities, Frame, Hello, Limits, Login, LoginResult, Role, UserId};
 use peermsg::{CloseReason, ErrorCode, Instant, Violation};
@@ -61,7 +61,7 @@ fn relay_closes(frames: &[Frame], log_in: bool) -> (ErrorCode, CloseReason) {
 
 /// How a client ends a connection whose peer opens with `frames`.
 fn client_closes(frames: &[Frame]) -> (ErrorCode, CloseReason) {
-    let mut client = Client::new(Config::default(), T).unwrap();
+    let mut client = Client::new(ClientConfig::default(), T).unwrap();
     client.login("alice", b"").unwrap();
     client.handle_input(T, &encode(frames));
     std::iter::from_fn(|| client.poll_event())
@@ -145,7 +145,7 @@ fn a_client_holds_the_same_rules() {
 #[test]
 fn the_close_says_who_closed() {
     // A peer's CLOSE is the peer's, with its code and reason; our own close is local.
-    let mut client = Client::new(Config::default(), T).unwrap();
+    let mut client = Client::new(ClientConfig::default(), T).unwrap();
     let close = Frame::Close(peermsg::wire::Close {
         code: ErrorCode::SHUTDOWN,
         reason: "maintenance".into(),
@@ -159,7 +159,7 @@ fn the_close_says_who_closed() {
             reason: CloseReason::Peer("maintenance".into())
         })
     );
-    let mut client = Client::new(Config::default(), T).unwrap();
+    let mut client = Client::new(ClientConfig::default(), T).unwrap();
     client.close();
     let closed = std::iter::from_fn(|| client.poll_event()).last();
     assert_eq!(
@@ -169,7 +169,7 @@ fn the_close_says_who_closed() {
             reason: CloseReason::Local
         })
     );
-    let mut client = Client::new(Config::default(), T).unwrap();
+    let mut client = Client::new(ClientConfig::default(), T).unwrap();
     client.handle_disconnect();
     let closed = std::iter::from_fn(|| client.poll_event()).last();
     assert!(matches!(

@@ -71,14 +71,14 @@ fn command_and_its_result() {
         "10 0d 07 05 61 6c 69 63 65 05 68 65 6c 6c 6f",
     );
     check(
-        Frame::Result(SendResult {
+        Frame::Result(MessageResult {
             id: 7,
             code: ErrorCode::NOERR,
         }),
         "17 02 07 00",
     );
     check(
-        Frame::Result(SendResult {
+        Frame::Result(MessageResult {
             id: 0,
             code: ErrorCode::OFFLINE,
         }),

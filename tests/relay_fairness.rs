@@ -5,7 +5,7 @@
 mod support;
 
 use bytes::Bytes;
-use peermsg::client::{Config, Event, SendId};
+use peermsg::client::{ClientConfig, Event, SendId};
 use peermsg::relay::RelayConfig;
 use peermsg::ErrorCode;
 use support::net::Net;
@@ -13,10 +13,10 @@ use support::Sim;
 use support::{content, result_of};
 
 /// A relay with bob (his own config) and `senders` more users, all logged in.
-fn fan_in(bob: Config, senders: usize, relay: RelayConfig) -> Net {
+fn fan_in(bob: ClientConfig, senders: usize, relay: RelayConfig) -> Net {
     let mut n = Net::new(&["bob"], bob, relay, 11);
     for i in 0..senders {
-        n.connect(&format!("s{i}"), b"good", Config::default());
+        n.connect(&format!("s{i}"), b"good", ClientConfig::default());
     }
     n.run();
     n
@@ -37,10 +37,10 @@ fn results(n: &Net, sends: &[(usize, SendId)]) -> Vec<ErrorCode> {
 
 #[test]
 fn many_senders_to_a_receiver_with_caps_of_one_all_succeed_in_order() {
-    let bob = Config {
+    let bob = ClientConfig {
         max_cmds_in_flight: 1,
         max_transfers: 1,
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let mut n = fan_in(bob, 12, RelayConfig::default());
     let mut sends = Vec::new();
@@ -81,7 +81,7 @@ fn many_senders_to_a_receiver_with_caps_of_one_all_succeed_in_order() {
 #[test]
 fn commands_to_a_receiver_that_does_not_read_wait_in_bounded_memory() {
     let relay = RelayConfig::default();
-    let mut n = fan_in(Config::default(), 10, relay);
+    let mut n = fan_in(ClientConfig::default(), 10, relay);
     n.nodes[0].receiving = false;
     let mut sends = Vec::new();
     for i in 1..=10 {
@@ -116,7 +116,7 @@ fn past_the_global_budget_senders_wait_and_nothing_is_refused() {
         max_held_bytes: 2 << 20,
         ..RelayConfig::default()
     };
-    let mut n = fan_in(Config::default(), 10, relay);
+    let mut n = fan_in(ClientConfig::default(), 10, relay);
     n.nodes[0].receiving = false;
     let mut sends = Vec::new();
     for i in 1..=10 {

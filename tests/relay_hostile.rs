@@ -4,7 +4,7 @@
 mod support;
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Config, Event};
+use peermsg::client::{ClientConfig, Event};
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
 use peermsg::wire::*;
 use peermsg::{ErrorCode, Instant};
@@ -139,7 +139,7 @@ fn ids_not_owned_are_closed() {
         ErrorCode::PROTOCOL_VIOLATION,
     );
     closed_with(
-        &encode(&[Frame::Result(SendResult {
+        &encode(&[Frame::Result(MessageResult {
             id: 0,
             code: ErrorCode::NOERR,
         })]),
@@ -185,7 +185,7 @@ fn data_beyond_credit_is_closed() {
 fn the_source_is_stamped_whatever_the_sender_writes() {
     let mut n = Net::new(
         &["alice", "bob"],
-        Config::default(),
+        ClientConfig::default(),
         RelayConfig::default(),
         1,
     );
@@ -215,7 +215,7 @@ fn the_source_is_stamped_whatever_the_sender_writes() {
 fn a_hostile_client_does_not_disturb_other_transfers() {
     let mut n = Net::new(
         &["alice", "bob"],
-        Config::default(),
+        ClientConfig::default(),
         RelayConfig::default(),
         2,
     );
@@ -462,7 +462,7 @@ fn a_receiver_that_grants_itself_more_than_its_windows_is_closed() {
         "{events:?}"
     );
     assert!(matches!(bob.last(), Some(Frame::Close(_))));
-    assert!(alice.contains(&Frame::Result(SendResult {
+    assert!(alice.contains(&Frame::Result(MessageResult {
         id: 0,
         code: ErrorCode::CONNECTIONLOST
     })));
@@ -574,14 +574,14 @@ fn a_forwarded_message_that_stops_moving_fails_on_both_ends() {
         "{alice:?}"
     );
     // Transfer 1 (an OPEN only) has not moved since T: it ends now on both sides.
-    assert!(alice.contains(&Frame::Result(SendResult {
+    assert!(alice.contains(&Frame::Result(MessageResult {
         id: 1,
         code: ErrorCode::SOCKETTIMEOUT
     })));
     // Transfer 0 stalls from `later` on.
     relay.handle_timeout(later + limit);
     let (alice, bob, events) = drain_both(&mut relay);
-    assert!(alice.contains(&Frame::Result(SendResult {
+    assert!(alice.contains(&Frame::Result(MessageResult {
         id: 0,
         code: ErrorCode::SOCKETTIMEOUT
     })));
@@ -676,7 +676,7 @@ fn a_whole_message_is_not_timed_out_behind_the_receivers_back() {
         code: ErrorCode::SOCKETTIMEOUT,
     });
     assert_eq!(bob, vec![asked.clone()]);
-    let delivered = Frame::Result(SendResult {
+    let delivered = Frame::Result(MessageResult {
         id: 0,
         code: ErrorCode::NOERR,
     });
@@ -695,7 +695,7 @@ fn a_whole_message_is_not_timed_out_behind_the_receivers_back() {
     let (alice, _, _) = drain_both(&mut relay);
     assert_eq!(
         alice,
-        vec![Frame::Result(SendResult {
+        vec![Frame::Result(MessageResult {
             id: 0,
             code: ErrorCode::SOCKETTIMEOUT
         })]
@@ -714,7 +714,7 @@ fn a_cancel_after_end_is_the_receivers_to_decide() {
     let (alice, bob, _) = drain_both(&mut relay);
     assert!(alice.is_empty(), "alice waits for bob's word: {alice:?}");
     assert_eq!(bob, vec![cancel]);
-    let answer = Frame::Result(SendResult {
+    let answer = Frame::Result(MessageResult {
         id: 0,
         code: ErrorCode::CANCELLED,
     });

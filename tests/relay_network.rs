@@ -3,7 +3,7 @@
 mod support;
 
 use bytes::Bytes;
-use peermsg::client::{Config, Event, SendKind};
+use peermsg::client::{ClientConfig, Event, SendKind};
 use peermsg::relay::{RelayConfig, RelayEvent};
 use peermsg::ErrorCode;
 use support::net::Net;
@@ -11,7 +11,7 @@ use support::Sim;
 use support::{content, result_of};
 
 fn net(names: &[&str]) -> Net {
-    Net::new(names, Config::default(), RelayConfig::default(), 5)
+    Net::new(names, ClientConfig::default(), RelayConfig::default(), 5)
 }
 
 fn logged_in(net: &Net, i: usize) -> bool {
@@ -207,7 +207,7 @@ fn cancel_and_reject_pass_through() {
 #[test]
 fn a_second_login_replaces_the_first() {
     let mut n = net(&["alice", "bob"]);
-    n.connect("bob", b"good", Config::default());
+    n.connect("bob", b"good", ClientConfig::default());
     n.run();
     assert!(n.nodes[1].side.events.iter().any(
         |e| matches!(e, Event::Closed { code, .. } if *code == ErrorCode::KICKOUT_BY_RELOGIN)
@@ -231,7 +231,7 @@ fn a_second_login_replaces_the_first() {
 #[test]
 fn a_refused_login_gets_its_code() {
     let mut n = net(&["alice"]);
-    let i = n.connect("mallory", b"bad", Config::default());
+    let i = n.connect("mallory", b"bad", ClientConfig::default());
     n.run();
     assert!(n.nodes[i].side.events.contains(&Event::LoginResult {
         code: ErrorCode::LOGIN_REJECTED
@@ -247,7 +247,7 @@ fn a_slow_reader_makes_the_sender_wait_and_the_relay_does_not_grow() {
     let relay = RelayConfig::default();
     let mut n = Net::new(
         &["alice", "bob", "carol", "dave"],
-        Config::default(),
+        ClientConfig::default(),
         relay,
         9,
     );
@@ -295,14 +295,14 @@ fn a_slow_reader_makes_the_sender_wait_and_the_relay_does_not_grow() {
         "relay held {} > {bound} (stalled {stalled_peak})",
         n.relay_peak
     );
-    assert!(n.nodes[1].side.peak_buffered <= Config::default().conn_window + 64 * 1024);
+    assert!(n.nodes[1].side.peak_buffered <= ClientConfig::default().conn_window + 64 * 1024);
 }
 
 #[test]
 fn a_thousand_clients_through_one_relay() {
     let names: Vec<String> = (0..1000).map(|i| format!("user{i:04}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut n = Net::new(&refs, Config::default(), RelayConfig::default(), 3);
+    let mut n = Net::new(&refs, ClientConfig::default(), RelayConfig::default(), 3);
     assert!((0..1000).all(|i| logged_in(&n, i)));
     let now = n.now;
     let mut sends = Vec::new();
@@ -359,13 +359,13 @@ fn a_thousand_clients_through_one_relay() {
 #[test]
 fn the_relay_cuts_frames_to_the_receivers_size_and_respects_its_caps() {
     let mut n = net(&["alice"]);
-    let small = Config {
+    let small = ClientConfig {
         limits: peermsg::wire::Limits {
             max_frame_size: 1024,
             max_buffer_size: 1 << 20,
             ..Default::default()
         },
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let b = n.connect("serial", b"good", small);
     n.run();
@@ -443,10 +443,10 @@ fn progress_through_the_relay_is_what_the_receiver_consumed() {
 
 #[test]
 fn a_command_overtakes_transfer_data_the_relay_holds() {
-    let windows = Config {
+    let windows = ClientConfig {
         transfer_window: 4 << 20,
         conn_window: 8 << 20,
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let relay = RelayConfig {
         transfer_window: 4 << 20,
@@ -500,9 +500,9 @@ fn a_command_overtakes_transfer_data_the_relay_holds() {
 #[test]
 fn a_send_only_login_sits_beside_the_users_session() {
     let mut n = net(&["alice", "bob"]);
-    let send_only = Config {
+    let send_only = ClientConfig {
         send_only: true,
-        ..Config::default()
+        ..ClientConfig::default()
     };
     // A second bob that only sends: the first is not kicked, and still gets bob's mail.
     let second = n.connect("bob", b"good", send_only);

@@ -5,7 +5,7 @@
 mod support;
 
 use bytes::Bytes;
-use peermsg::client::{Config, Event, SendId, SendKind};
+use peermsg::client::{ClientConfig, Event, SendId, SendKind};
 use peermsg::relay::RelayConfig;
 use peermsg::ErrorCode;
 use proptest::prelude::*;
@@ -38,7 +38,7 @@ proptest! {
     #[test]
     fn the_relay_keeps_the_rules(ops in proptest::collection::vec(op(), 1..30), seed in any::<u64>(), piece in 1u64..6000) {
         let relay_config = RelayConfig { transfer_window: 64 * 1024, conn_window: 192 * 1024, ..RelayConfig::default() };
-        let client = Config { transfer_window: 128 * 1024, conn_window: 256 * 1024, ..Config::default() };
+        let client = ClientConfig { transfer_window: 128 * 1024, conn_window: 256 * 1024, ..ClientConfig::default() };
         let mut n = Net::new(&USERS, client, relay_config, seed);
         n.max_piece = piece;
         let mut sends: Vec<(usize, SendId, usize, Bytes)> = Vec::new();

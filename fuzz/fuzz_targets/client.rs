@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use peermsg::client::{Client, Config, Event, ReceiveId, SendId};
+use peermsg::client::{Client, ClientConfig, Event, ReceiveId, SendId};
 use peermsg::wire::{Frame, Hello, Limits, LoginResult, Role};
 use peermsg::{ErrorCode, Instant};
 
@@ -36,14 +36,14 @@ struct Input {
     ops: Vec<Op>,
 }
 
-fn config() -> Config {
-    Config {
+fn config() -> ClientConfig {
+    ClientConfig {
         limits: Limits { max_buffer_size: 1 << 20, max_file_size: 1 << 30, ..Limits::default() },
         max_transfers: 4,
         max_cmds_in_flight: 4,
         transfer_window: 64 * 1024,
         conn_window: 128 * 1024,
-        ..Config::default()
+        ..ClientConfig::default()
     }
 }
 

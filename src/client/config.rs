@@ -4,18 +4,18 @@ use core::time::Duration;
 
 use crate::wire::{Limits, LimitsError};
 
-/// Everything a [`Client`](super::Client) can be tuned by. `Config::default()` suits a fast
+/// Everything a [`Client`](super::Client) can be tuned by. `ClientConfig::default()` suits a fast
 /// link; each field documents its default.
 ///
 /// ```
 /// use core::time::Duration;
-/// use peermsg::client::Config;
+/// use peermsg::client::ClientConfig;
 ///
-/// let config = Config { send_timeout: Some(Duration::from_secs(30)), ..Config::default() };
+/// let config = ClientConfig { send_timeout: Some(Duration::from_secs(30)), ..ClientConfig::default() };
 /// assert!(config.validate().is_ok());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Config {
+pub struct ClientConfig {
     /// What this endpoint accepts from its peer (frame size, user id and name lengths,
     /// command 64 KiB, buffer 100 MiB, file size). Default: [`Limits::default`].
     pub limits: Limits,
@@ -56,9 +56,9 @@ pub struct Config {
     pub transmit_batch: usize,
 }
 
-impl Default for Config {
+impl Default for ClientConfig {
     fn default() -> Self {
-        Config {
+        ClientConfig {
             limits: Limits::default(),
             max_cmds_in_flight: 64,
             max_transfers: 16,
@@ -77,7 +77,7 @@ impl Default for Config {
     }
 }
 
-/// Why a [`Config`] cannot be used.
+/// Why a [`ClientConfig`] cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// The limits are not usable.
@@ -92,7 +92,7 @@ pub enum ConfigError {
     Timers,
 }
 
-impl Config {
+impl ClientConfig {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;

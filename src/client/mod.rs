@@ -8,14 +8,14 @@
 //!
 //! Where things live: the send lifecycle in `outgoing.rs`, the receive lifecycle in
 //! `incoming.rs`, every frame's handling in `Client::handle_frame`, the output order in
-//! `Client::next_frame`, and what bounds memory in [`Config`].
+//! `Client::next_frame`, and what bounds memory in [`ClientConfig`].
 
 mod config;
 mod event;
 mod incoming;
 mod outgoing;
 
-pub use config::{Config, ConfigError};
+pub use config::{ClientConfig, ConfigError};
 pub use event::{Event, Output, ReceiveId, SendId, SendKind};
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -27,7 +27,8 @@ use crate::error::{ActionError, SendError};
 use crate::wire::credit_step;
 use crate::wire::{
     self, Capabilities, Close, Cmd, CmdCont, ConnCredit, Credit, Data, End, Frame, FrameSink,
-    Hello, Login, LoginResult, MessageId, Open, Ping, Role, SendResult, Text, TransferKind, UserId,
+    Hello, Login, LoginResult, MessageId, MessageResult, Open, Ping, Role, Text, TransferKind,
+    UserId,
 };
 use crate::{ErrorCode, Instant};
 
@@ -57,7 +58,7 @@ enum OnTake {
 /// See the [crate documentation](crate) for the drive loop and a complete example.
 #[derive(Debug)]
 pub struct Client {
-    config: Config,
+    config: ClientConfig,
     /// The connection: input, the peer's state, connection credit both ways.
     session: Session,
     login: LoginState,
@@ -94,7 +95,7 @@ pub struct Client {
 impl Client {
     /// A client at the start of a connection, at time `now`. Its `HELLO` is the first
     /// thing [`Client::poll_transmit`] gives out.
-    pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
+    pub fn new(config: ClientConfig, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         // Our HELLO grants the whole connection window at once.
         let recv = RecvWindow::new(config.conn_window, config.conn_window);
@@ -345,13 +346,13 @@ impl Client {
     /// The application has a received file where it keeps it (written, flushed, in its
     /// place): the sender's result is `NOERR`. A file is confirmed only this way, never by
     /// taking [`Event::FileReceived`], so a file the application could not keep is never
-    /// reported delivered. So is a buffer, with [`Config::confirm_buffers`].
+    /// reported delivered. So is a buffer, with [`ClientConfig::confirm_buffers`].
     pub fn accept_delivery(&mut self, id: ReceiveId) -> Result<(), ActionError> {
         self.settle(id, ErrorCode::NOERR)
     }
 
     /// The application could not keep a received file, or a buffer with
-    /// [`Config::confirm_buffers`] (a full disk, say): the sender's result is `code`, or
+    /// [`ClientConfig::confirm_buffers`] (a full disk, say): the sender's result is `code`, or
     /// `FILE_WRITE_ERR` if `code` is a success.
     pub fn fail_delivery(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
         let code = if code.is_success() {
@@ -383,7 +384,7 @@ impl Client {
         if !self.incoming.get(id.0).is_some_and(may) {
             return Err(ActionError::UnknownId);
         }
-        self.queue(Frame::Result(SendResult { id: id.0, code }));
+        self.queue(Frame::Result(MessageResult { id: id.0, code }));
         self.drop_incoming(id.0);
         Ok(())
     }
@@ -457,7 +458,7 @@ impl Client {
 
     // ----- Outputs -------------------------------------------------------------------
 
-    /// Appends frames ready to go to `out`, up to `Config::transmit_batch` bytes (always
+    /// Appends frames ready to go to `out`, up to `ClientConfig::transmit_batch` bytes (always
     /// at least one frame if any is ready), and returns the number of bytes appended.
     /// Control frames go first, then commands, then transfer frames round-robin.
     ///
@@ -483,7 +484,7 @@ impl Client {
             OnTake::Nothing => {}
             OnTake::Deliver(wire_id) => {
                 if self.incoming.get(wire_id).is_some_and(|m| m.is_delivered()) {
-                    self.queue(Frame::Result(SendResult {
+                    self.queue(Frame::Result(MessageResult {
                         id: wire_id,
                         code: ErrorCode::NOERR,
                     }));
@@ -731,7 +732,7 @@ impl Client {
 
     fn next_cmd_frame(&mut self, peer: &Hello) -> Option<Frame> {
         let sending = &mut self.cmd_sending;
-        admit(
+        start_waiting(
             &mut self.cmd_waiting,
             &mut self.outgoing,
             &mut self.cmds_in_flight,
@@ -785,7 +786,7 @@ impl Client {
 
     fn next_transfer_frame(&mut self, peer: &Hello) -> Option<Frame> {
         let ready = &mut self.ready;
-        admit(
+        start_waiting(
             &mut self.transfer_waiting,
             &mut self.outgoing,
             &mut self.transfers_open,
@@ -1000,7 +1001,7 @@ impl Client {
         self.make_ready(id);
     }
 
-    fn on_result(&mut self, r: SendResult) {
+    fn on_result(&mut self, r: MessageResult) {
         let Some(id) = self.send_of_wire(r.id) else {
             return;
         };
@@ -1017,12 +1018,17 @@ impl Client {
 
     /// Checks a new message's id and finds who it is from; answers the message itself
     /// when it cannot be taken. `None` means it was refused (or the connection closed).
-    fn admit(&mut self, id: MessageId, peer_field: &UserId, kind: SendKind) -> Option<UserId> {
+    fn take_new_message(
+        &mut self,
+        id: MessageId,
+        peer_field: &UserId,
+        kind: SendKind,
+    ) -> Option<UserId> {
         if let Err(violation) = self.incoming.claim(id) {
             self.violation(violation);
             return None;
         }
-        let refuse = |code| Frame::Result(SendResult { id, code });
+        let refuse = |code| Frame::Result(MessageResult { id, code });
         let direct = self.session.peer().is_some_and(|p| p.role == Role::Client);
         let from = match self.session.user() {
             _ if !direct => peer_field.clone(),
@@ -1062,7 +1068,7 @@ impl Client {
         if !self.receive_cmd_bytes(cmd.data.len() as u64) {
             return;
         }
-        let Some(from) = self.admit(cmd.id, &cmd.peer, SendKind::Cmd) else {
+        let Some(from) = self.take_new_message(cmd.id, &cmd.peer, SendKind::Cmd) else {
             return;
         };
         let first = cmd.data.len() as u64;
@@ -1109,7 +1115,7 @@ impl Client {
             TransferKind::Buffer => SendKind::Buffer,
             TransferKind::File => SendKind::File,
         };
-        let Some(from) = self.admit(open.id, &open.peer, kind) else {
+        let Some(from) = self.take_new_message(open.id, &open.peer, kind) else {
             return;
         };
         let window = self.config.transfer_window;
@@ -1305,7 +1311,7 @@ impl Client {
             return;
         };
         let (kind, from, delivered) = (msg.kind, msg.from.clone(), msg.is_delivered());
-        self.queue(Frame::Result(SendResult { id, code }));
+        self.queue(Frame::Result(MessageResult { id, code }));
         if delivered {
             let rid = ReceiveId(id);
             self.events.retain(|(e, _)| e.delivery_of() != Some(rid));
@@ -1386,7 +1392,7 @@ fn queue_ready(ready: &mut VecDeque<SendId>, id: SendId, send: &mut Outgoing) {
 
 /// Moves sends from `waiting` into progress while fewer than `cap` are `open`; `start`
 /// puts each admitted send where it goes next.
-fn admit(
+fn start_waiting(
     waiting: &mut VecDeque<SendId>,
     outgoing: &mut BTreeMap<SendId, Outgoing>,
     open: &mut u64,

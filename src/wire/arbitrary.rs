@@ -153,7 +153,7 @@ impl<'a> Arbitrary<'a> for Frame {
                 id: value(u)?,
                 code: code(u)?,
             }),
-            FrameType::Result => Frame::Result(SendResult {
+            FrameType::Result => Frame::Result(MessageResult {
                 id: value(u)?,
                 code: code(u)?,
             }),

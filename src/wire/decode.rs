@@ -342,7 +342,7 @@ pub(crate) fn parse_body(
             .map(|(i, (id, code))| (i, Frame::Cancel(Cancel { id, code }))),
         FrameType::Result => b
             .id_code(input)
-            .map(|(i, (id, code))| (i, Frame::Result(SendResult { id, code }))),
+            .map(|(i, (id, code))| (i, Frame::Result(MessageResult { id, code }))),
     };
     let payload_at = b.payload_at.get();
     match parsed {

@@ -338,7 +338,7 @@ pub struct Cancel {
 /// (for transfers: size and digest verified); otherwise the message was rejected (before
 /// any data was taken), aborted (part way) or failed, and the code says why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SendResult {
+pub struct MessageResult {
     /// The message (an id its peer allocated).
     pub id: MessageId,
     /// The outcome.
@@ -377,7 +377,7 @@ pub enum Frame {
     /// `CANCEL`: see [`Cancel`].
     Cancel(Cancel),
     /// `RESULT`: see [`SendResult`].
-    Result(SendResult),
+    Result(MessageResult),
 }
 
 impl Frame {

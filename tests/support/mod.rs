@@ -80,7 +80,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Client, Config, Event, SendId};
+use peermsg::client::{Client, ClientConfig, Event, SendId};
 use peermsg::Instant;
 
 /// A small deterministic generator (xorshift), so failures replay from their seed.
@@ -119,7 +119,7 @@ pub struct Side {
 }
 
 impl Side {
-    pub fn new(config: Config, now: Instant) -> Self {
+    pub fn new(config: ClientConfig, now: Instant) -> Self {
         Side {
             client: Client::new(config, now).expect("valid config"),
             events: Vec::new(),
@@ -199,7 +199,7 @@ pub struct Link {
 
 impl Link {
     /// Two clients on a direct link, `alice` and `bob`, logged in to each other.
-    pub fn direct(config: Config, seed: u64) -> Self {
+    pub fn direct(config: ClientConfig, seed: u64) -> Self {
         let now = Instant::from_micros(1_000_000);
         let mut link = Link {
             now,
@@ -287,7 +287,7 @@ impl Sim for Link {
     }
 }
 
-/// The one `SendResult` code of `id` among `events`; panics unless there is exactly one.
+/// The one `MessageResult` code of `id` among `events`; panics unless there is exactly one.
 pub fn result_of(events: &[Event], id: SendId) -> peermsg::ErrorCode {
     let codes: Vec<_> = events
         .iter()

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::Config;
+use peermsg::client::ClientConfig;
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
 use peermsg::Instant;
 
@@ -41,7 +41,7 @@ pub struct Net {
 
 impl Net {
     /// A relay and one client per name, each logged in with the token "good".
-    pub fn new(names: &[&str], client: Config, relay: RelayConfig, seed: u64) -> Self {
+    pub fn new(names: &[&str], client: ClientConfig, relay: RelayConfig, seed: u64) -> Self {
         let now = Instant::from_micros(1_000_000);
         let mut net = Net {
             now,
@@ -61,7 +61,7 @@ impl Net {
     }
 
     /// Connects and logs in one more client; returns its index.
-    pub fn connect(&mut self, name: &str, token: &[u8], config: Config) -> usize {
+    pub fn connect(&mut self, name: &str, token: &[u8], config: ClientConfig) -> usize {
         let i = self.nodes.len();
         self.relay
             .open(self.now, ConnId(i as u64))

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant as StdInstant};
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Client, Config, Event, Output};
+use peermsg::client::{Client, ClientConfig, Event, Output};
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
 use peermsg::wire::Limits;
 use peermsg::Instant;
@@ -31,10 +31,10 @@ fn limits() -> Limits {
     }
 }
 
-fn client_config() -> Config {
-    Config {
+fn client_config() -> ClientConfig {
+    ClientConfig {
         limits: limits(),
-        ..Config::default()
+        ..ClientConfig::default()
     }
 }
 
@@ -465,9 +465,15 @@ async fn relay_rss_idle(n: usize) -> (u64, u64) {
     let base = rss_of(child.id());
     let mut conns = Vec::new();
     for i in 0..n {
-        let (h, e) = connect(addr, &format!("idle{i}"), b"", Config::default(), None)
-            .await
-            .unwrap();
+        let (h, e) = connect(
+            addr,
+            &format!("idle{i}"),
+            b"",
+            ClientConfig::default(),
+            None,
+        )
+        .await
+        .unwrap();
         conns.push((h, e));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use peermsg::client::{Config, Event, SendId, SendKind};
+use peermsg::client::{ClientConfig, Event, SendId, SendKind};
 use peermsg::ErrorCode;
 use peermsg_tokio::{
     connect, serve, ClientEvent, ClientEvents, ClientHandle, SendHandle, SendProgress,
@@ -280,10 +280,10 @@ async fn relay(listen: &str, tokens: Option<&Path>, config: ServerConfig) -> Res
 /// same user.
 async fn login(args: &LoginArgs, dir: Option<&Path>) -> Result<(ClientHandle, ClientEvents)> {
     // A listener confirms a buffer once it is saved (see `Printer::event`).
-    let config = Config {
+    let config = ClientConfig {
         send_only: dir.is_none(),
         confirm_buffers: dir.is_some(),
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let token = args.token()?;
     let connecting = connect(args.server.as_str(), &args.user, &token, config, dir);
@@ -311,7 +311,7 @@ struct Printer {
     /// Bars of incoming transfers, in text mode on a terminal.
     bars: Option<(indicatif::MultiProgress, HashMap<u64, ProgressBar>)>,
     /// The session a saved buffer is confirmed on, if it confirms buffers
-    /// (`Config::confirm_buffers`).
+    /// (`ClientConfig::confirm_buffers`).
     confirm: Option<ClientHandle>,
 }
 
@@ -694,11 +694,11 @@ async fn demo() -> Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let saves = dir.path().to_path_buf();
     // alice only sends: her results come on each send's handle, and nothing comes to her.
-    let (alice, _a_events) = connect(addr, "alice", b"", Config::default(), None).await?;
+    let (alice, _a_events) = connect(addr, "alice", b"", ClientConfig::default(), None).await?;
     // bob confirms a buffer once he has saved it, as `listen` does.
-    let bob_config = Config {
+    let bob_config = ClientConfig {
         confirm_buffers: true,
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let (bob, mut b_events) = connect(addr, "bob", b"", bob_config, Some(dir.path())).await?;
     say!(

@@ -1,7 +1,7 @@
 //! A relay and two users over loopback TCP: alice sends bob a command and a file, bob
 //! reads his events, alice awaits her sends. `cargo run -p peermsg-tokio --example two_users`
 
-use peermsg_tokio::{connect, serve, ClientEvent, Config, ErrorCode, Event, ServerConfig};
+use peermsg_tokio::{connect, serve, ClientConfig, ClientEvent, ErrorCode, Event, ServerConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,8 +16,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // bob keeps files in a directory of his; he must read his events for anything to arrive.
     let inbox = tempfile::tempdir()?;
-    let (_bob, mut bob_events) =
-        connect(addr, "bob", b"", Config::default(), Some(inbox.path())).await?;
+    let (_bob, mut bob_events) = connect(
+        addr,
+        "bob",
+        b"",
+        ClientConfig::default(),
+        Some(inbox.path()),
+    )
+    .await?;
     let bob = tokio::spawn(async move {
         while let Some(event) = bob_events.recv().await {
             match event {
@@ -44,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // alice reads no events here (nobody sends her anything): each send's result comes on
     // its own handle.
-    let (alice, _alice_events) = connect(addr, "alice", b"", Config::default(), None).await?;
+    let (alice, _alice_events) = connect(addr, "alice", b"", ClientConfig::default(), None).await?;
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(file.path(), vec![7u8; 1 << 20])?;
     let hello = alice.send_cmd("bob", "hello".into(), 0).await?;

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Client, Config, Event, ReceiveId, SendId, SendKind};
+use peermsg::client::{Client, ClientConfig, Event, ReceiveId, SendId, SendKind};
 use peermsg::wire::{Transmit, UserId};
 use peermsg::{ActionError, ErrorCode, Instant, SendError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -342,10 +342,10 @@ impl std::fmt::Debug for ClientHandle {
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use peermsg::client::{Config, Event};
+/// use peermsg::client::{ClientConfig, Event};
 /// use peermsg_tokio::{connect, ClientEvent};
 ///
-/// let (bob, mut events) = connect("127.0.0.1:7000", "bob", b"", Config::default(), None).await?;
+/// let (bob, mut events) = connect("127.0.0.1:7000", "bob", b"", ClientConfig::default(), None).await?;
 /// while let Some(event) = events.recv().await {
 ///     if let ClientEvent::Core(Event::CmdReceived { from, data, .. }) = event {
 ///         println!("{from}: {}", String::from_utf8_lossy(&data));
@@ -359,7 +359,7 @@ pub async fn connect(
     addr: impl ToSocketAddrs,
     user: &str,
     token: &[u8],
-    config: Config,
+    config: ClientConfig,
     sink_dir: Option<&Path>,
 ) -> Result<(ClientHandle, ClientEvents), ConnectError> {
     let sink = sink_dir.map(FileSink::new).transpose()?;
@@ -483,14 +483,14 @@ impl ClientHandle {
         });
     }
 
-    /// Confirms a buffer received with [`Config::confirm_buffers`] once the application
+    /// Confirms a buffer received with [`ClientConfig::confirm_buffers`] once the application
     /// has kept it: its sender's result is `NOERR`. (Files are confirmed by the client
     /// itself, once its sink kept them.)
     pub fn accept_buffer(&self, id: ReceiveId) -> Result<(), ActionError> {
         self.answer_buffer(id, |c| c.accept_delivery(id))
     }
 
-    /// Refuses a buffer received with [`Config::confirm_buffers`] that the application
+    /// Refuses a buffer received with [`ClientConfig::confirm_buffers`] that the application
     /// could not keep: its sender's result is `code` (`FILE_WRITE_ERR` for a success).
     pub fn fail_buffer(&self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
         self.answer_buffer(id, |c| c.fail_delivery(id, code))

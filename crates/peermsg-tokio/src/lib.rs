@@ -38,7 +38,7 @@ pub use sink::{sanitize_file_name, ArrivedFile, FileSink, SavedFile};
 pub use socket::UNSENT_LIMIT;
 
 // The core's types this crate's API speaks in, so an application needs only this crate.
-pub use peermsg::client::{Config, Event, ReceiveId, SendId, SendKind};
+pub use peermsg::client::{ClientConfig, Event, ReceiveId, SendId, SendKind};
 pub use peermsg::relay::RelayConfig;
 pub use peermsg::wire::UserId;
 pub use peermsg::{ActionError, ErrorCode, SendError};

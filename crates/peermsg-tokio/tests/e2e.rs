@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::small_disk::SmallDisk;
 use common::{result, results, start};
-use peermsg::client::{Config, Event};
+use peermsg::client::{ClientConfig, Event};
 use peermsg::relay::RelayConfig;
 use peermsg::ErrorCode;
 use peermsg_tokio::{connect, ClientEvent, ClientEvents, ClientHandle, ConnectError, ServerConfig};
@@ -34,20 +34,20 @@ async fn alice_and_bob(
     addr: SocketAddr,
     sink: Option<&std::path::Path>,
 ) -> (ClientHandle, ClientEvents, ClientHandle, ClientEvents) {
-    let (alice, a) = connect(addr, "alice", b"", Config::default(), None)
+    let (alice, a) = connect(addr, "alice", b"", ClientConfig::default(), None)
         .await
         .unwrap();
-    let (bob, b) = connect(addr, "bob", b"", Config::default(), sink)
+    let (bob, b) = connect(addr, "bob", b"", ClientConfig::default(), sink)
         .await
         .unwrap();
     (alice, a, bob, b)
 }
 
-fn fast_timeouts() -> Config {
-    Config {
+fn fast_timeouts() -> ClientConfig {
+    ClientConfig {
         keepalive_interval: Duration::from_millis(300),
         idle_timeout: Duration::from_secs(1),
-        ..Config::default()
+        ..ClientConfig::default()
     }
 }
 
@@ -133,7 +133,7 @@ async fn cancel_mid_file_leaves_no_temporary_file() {
 #[tokio::test]
 async fn offline_target_and_bad_token() {
     let (addr, _stop) = relay(Some(&[("alice", "pw")])).await;
-    let (alice, _events) = connect(addr, "alice", b"pw", Config::default(), None)
+    let (alice, _events) = connect(addr, "alice", b"pw", ClientConfig::default(), None)
         .await
         .unwrap();
     let id = alice
@@ -141,14 +141,14 @@ async fn offline_target_and_bad_token() {
         .await
         .unwrap();
     assert_eq!(result(id).await, ErrorCode::OFFLINE);
-    let refused = connect(addr, "alice", b"wrong", Config::default(), None).await;
+    let refused = connect(addr, "alice", b"wrong", ClientConfig::default(), None).await;
     assert!(
         matches!(refused, Err(ConnectError::Refused(code)) if code == ErrorCode::LOGIN_REJECTED),
         "{refused:?}"
     );
-    let unknown = connect(addr, "mallory", b"pw", Config::default(), None).await;
+    let unknown = connect(addr, "mallory", b"pw", ClientConfig::default(), None).await;
     assert!(matches!(unknown, Err(ConnectError::Refused(_))));
-    let unreachable = connect("127.0.0.1:1", "alice", b"pw", Config::default(), None).await;
+    let unreachable = connect("127.0.0.1:1", "alice", b"pw", ClientConfig::default(), None).await;
     assert!(matches!(unreachable, Err(ConnectError::Io(_))));
 }
 
@@ -160,7 +160,8 @@ async fn a_receiver_killed_mid_transfer_gives_the_sender_207() {
         .await
         .unwrap();
     // bob: a client whose process dies part way: its socket just closes, no CLOSE frame.
-    let mut bob = peermsg::client::Client::new(Config::default(), peermsg::Instant::ZERO).unwrap();
+    let mut bob =
+        peermsg::client::Client::new(ClientConfig::default(), peermsg::Instant::ZERO).unwrap();
     bob.login("bob", b"").unwrap();
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut rd, mut wr) = stream.into_split();
@@ -204,9 +205,10 @@ async fn hostile_file_names_land_inside_the_directory() {
     let inner = dir.path().join("in");
     std::fs::create_dir(&inner).unwrap();
     // A raw client that names its files as it likes.
-    let mut raw = peermsg::client::Client::new(Config::default(), peermsg::Instant::ZERO).unwrap();
+    let mut raw =
+        peermsg::client::Client::new(ClientConfig::default(), peermsg::Instant::ZERO).unwrap();
     raw.login("mallory", b"").unwrap();
-    let (_bob, mut b_events) = connect(addr, "bob", b"", Config::default(), Some(&inner))
+    let (_bob, mut b_events) = connect(addr, "bob", b"", ClientConfig::default(), Some(&inner))
         .await
         .unwrap();
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -310,7 +312,7 @@ async fn drive_raw(
 #[tokio::test]
 async fn shutdown_tells_every_client() {
     let (addr, stop) = relay(None).await;
-    let (_alice, mut events) = connect(addr, "alice", b"", Config::default(), None)
+    let (_alice, mut events) = connect(addr, "alice", b"", ClientConfig::default(), None)
         .await
         .unwrap();
     stop.send(()).unwrap();
@@ -394,16 +396,16 @@ async fn a_slow_reader_gets_every_byte_in_order() {
         ..RelayConfig::default()
     };
     let (addr, _stop) = relay_with(None, wide).await;
-    let (alice, _a_events) = connect(addr, "alice", b"", Config::default(), None)
+    let (alice, _a_events) = connect(addr, "alice", b"", ClientConfig::default(), None)
         .await
         .unwrap();
     // bob has a small socket buffer, reads 16 KiB at a time with pauses, and grants more
     // than the socket holds: the relay's socket toward him fills, so much of what it
     // writes goes through partial writes and flush tasks.
-    let config = Config {
+    let config = ClientConfig {
         transfer_window: 24 << 20,
         conn_window: 32 << 20,
-        ..Config::default()
+        ..ClientConfig::default()
     };
     let mut bob = peermsg::client::Client::new(config, peermsg::Instant::ZERO).unwrap();
     bob.login("bob", b"").unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use peermsg::client::Config;
+use peermsg::client::ClientConfig;
 use peermsg_tokio::{connect, ServerConfig};
 use rlimit::Resource;
 use tokio::net::TcpStream;
@@ -40,7 +40,7 @@ async fn at_the_open_file_limit_the_relay_backs_off_and_serves_on() {
     idle.clear();
     rlimit::setrlimit(Resource::NOFILE, soft, hard).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (alice, _events) = connect(addr, "alice", b"", Config::default(), None)
+    let (alice, _events) = connect(addr, "alice", b"", ClientConfig::default(), None)
         .await
         .expect("the relay serves on after running out of files");
     drop(alice);

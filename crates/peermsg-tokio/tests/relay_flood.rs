@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use peermsg::client::Config;
+use peermsg::client::ClientConfig;
 use peermsg::wire::{Frame, Ping};
 use peermsg::ErrorCode;
 use peermsg_tokio::{connect, ServerConfig};
@@ -17,10 +17,10 @@ use tokio::net::TcpStream;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_before_login_stays_bounded_while_an_honest_pair_works() {
     let (addr, _stop) = start(ServerConfig::default(), None).await;
-    let (alice, _a_events) = connect(addr, "alice", b"", Config::default(), None)
+    let (alice, _a_events) = connect(addr, "alice", b"", ClientConfig::default(), None)
         .await
         .unwrap();
-    let (_bob, mut b_events) = connect(addr, "bob", b"", Config::default(), None)
+    let (_bob, mut b_events) = connect(addr, "bob", b"", ClientConfig::default(), None)
         .await
         .unwrap();
     tokio::spawn(async move { while b_events.recv().await.is_some() {} });

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use peermsg::client::Config;
+use peermsg::client::ClientConfig;
 use peermsg::relay::RelayConfig;
 use peermsg::wire::{Decoder, Frame, Hello, Limits, Ping, Role};
 use peermsg::ErrorCode;
@@ -53,7 +53,7 @@ async fn connections_past_the_limit_are_refused_and_the_relay_serves_on() {
     // Once some leave, an honest user logs in.
     idle.truncate(15);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (alice, _events) = connect(addr, "alice", b"", Config::default(), None)
+    let (alice, _events) = connect(addr, "alice", b"", ClientConfig::default(), None)
         .await
         .expect("served once others left");
     drop(alice);
@@ -178,7 +178,7 @@ async fn a_receiver_whose_socket_takes_nothing_is_closed_and_its_senders_told() 
     let mut senders = Vec::new();
     for i in 0..4 {
         senders.push(tokio::spawn(async move {
-            let (me, _events) = connect(addr, &format!("s{i}"), b"", Config::default(), None)
+            let (me, _events) = connect(addr, &format!("s{i}"), b"", ClientConfig::default(), None)
                 .await
                 .unwrap();
             let mut ids = Vec::new();
@@ -217,14 +217,14 @@ async fn failed_logins_from_one_address_are_throttled() {
     };
     let (addr, _stop) = start(config, Some(&[("alice", "right")])).await;
     for _ in 0..5 {
-        let refused = connect(addr, "alice", b"wrong", Config::default(), None).await;
+        let refused = connect(addr, "alice", b"wrong", ClientConfig::default(), None).await;
         assert!(matches!(
             refused,
             Err(ConnectError::Refused(ErrorCode::LOGIN_REJECTED))
         ));
     }
     // Now even the right token is refused from this address, for the window.
-    let refused = connect(addr, "alice", b"right", Config::default(), None).await;
+    let refused = connect(addr, "alice", b"right", ClientConfig::default(), None).await;
     assert!(
         matches!(
             refused,
@@ -238,14 +238,14 @@ async fn failed_logins_from_one_address_are_throttled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_senders_to_one_listener_all_succeed() {
     let (addr, _stop) = start(ServerConfig::default(), None).await;
-    let (_bob, mut b_events) = connect(addr, "bob", b"", Config::default(), None)
+    let (_bob, mut b_events) = connect(addr, "bob", b"", ClientConfig::default(), None)
         .await
         .unwrap();
     tokio::spawn(async move { while b_events.recv().await.is_some() {} });
     let mut tasks = Vec::new();
     for i in 0..30 {
         tasks.push(tokio::spawn(async move {
-            let (me, _events) = connect(addr, &format!("u{i}"), b"", Config::default(), None)
+            let (me, _events) = connect(addr, &format!("u{i}"), b"", ClientConfig::default(), None)
                 .await
                 .unwrap();
             let mut ids = Vec::new();

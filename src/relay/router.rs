@@ -1,0 +1,354 @@
+//! Routing: a new message from a sender gets a route to its receiver (`new_route`: the
+//! target online, within the receiver's announced limits), waits for a slot under the
+//! receiver's caps (`admit`, in turns across senders), and ends on both sides
+//! (`end_route_telling`), by its result, a cancel, a timeout or a connection's end.
+
+use super::*;
+
+impl Relay {
+    /// A new message from `conn` to `peer`: its id checked against the order, the sender's
+    /// caps and the target; a route made, waiting for a slot at the receiver. `None` if
+    /// refused (answered already). Gives the route and the sender's user id.
+    pub(super) fn new_route(
+        &mut self,
+        conn: ConnId,
+        id: MessageId,
+        peer: &UserId,
+        first_fragment: Option<u64>,
+        kind: Option<wire::TransferKind>,
+        size: u64,
+    ) -> Option<(u64, UserId)> {
+        let is_cmd = first_fragment.is_some();
+        let (max_cmds, max_transfers) = (self.config.max_cmds_in_flight, self.config.max_transfers);
+        let c = self.conns.get_mut(&conn)?;
+        if let Err(violation) = c.inbound.claim(id) {
+            self.violation(conn, violation);
+            return None;
+        }
+        let refuse = |relay: &mut Self, code| {
+            relay.push(conn, Frame::Result(MessageResult { id, code }));
+            None
+        };
+        let over = if is_cmd {
+            c.cmds_in >= max_cmds
+        } else {
+            c.transfers_in >= max_transfers
+        };
+        if over {
+            return refuse(self, ErrorCode::LIMIT_EXCEEDED);
+        }
+        let src_user = c.session.user().cloned()?;
+        let dst = match self.users.get(peer) {
+            Some(dst) if self.conns.get(dst).is_some_and(|d| !d.session.is_closed()) => *dst,
+            _ => return refuse(self, ErrorCode::OFFLINE),
+        };
+        let d = self.conns.get_mut(&dst)?;
+        // Nothing the receiver's decoder would refuse is forwarded.
+        let (max, too_large) = match (kind, d.session.peer()) {
+            (_, None) => (0, ErrorCode::OFFLINE),
+            (None, Some(h)) => (h.max_cmd_size, ErrorCode::SENDCMD_LARGE),
+            (Some(wire::TransferKind::Buffer), Some(h)) => {
+                (h.max_buffer_size, ErrorCode::SENDBUFFER_LARGE)
+            }
+            (Some(wire::TransferKind::File), Some(h)) => {
+                (h.max_file_size, ErrorCode::FILE_SIZE_ERR)
+            }
+        };
+        if size > max || d.session.peer().is_none() {
+            return refuse(self, too_large);
+        }
+        let dst_credit = d.session.peer().map_or(0, |h| h.transfer_window);
+        let key = self.next_route;
+        self.next_route += 1;
+        // A free slot and nobody waiting for one: it goes straight on, below.
+        let (waiting, out, cap) = match (is_cmd, d.session.peer()) {
+            (true, Some(h)) => (&mut d.waiting_cmds, &mut d.cmds_out, h.max_cmds_in_flight),
+            (false, Some(h)) => (
+                &mut d.waiting_transfers,
+                &mut d.transfers_out,
+                h.max_transfers,
+            ),
+            (_, None) => return None,
+        };
+        let straight_on = waiting.is_empty() && *out < cap;
+        if straight_on {
+            *out += 1;
+        } else {
+            waiting.push(conn, key);
+        }
+        let c = self.conns.get_mut(&conn)?;
+        c.inbound.insert(id, key);
+        if is_cmd {
+            c.cmds_in += 1;
+        } else {
+            c.transfers_in += 1;
+        }
+        let route = Route {
+            src: conn,
+            src_id: id,
+            dst,
+            dst_id: None,
+            held: VecDeque::new(),
+            dst_credit,
+            forwarded: 0,
+            src_credit: self.config.transfer_window,
+            blocked: false,
+            arrival: Arrival::new(is_cmd, size, first_fragment.unwrap_or(0)),
+            cancelling: false,
+            last_progress: self.now,
+        };
+        self.routes.insert(key, route);
+        if straight_on {
+            self.forward_to(dst, key);
+        }
+        Some((key, src_user))
+    }
+
+    /// Gives waiting messages to `dst` while it has free slots under the caps it announced,
+    /// each with the next id of `dst`'s connection.
+    pub(super) fn admit(&mut self, dst: ConnId) {
+        loop {
+            let Some(d) = self.conns.get_mut(&dst) else {
+                return;
+            };
+            let Some(h) = d.session.peer() else {
+                return;
+            };
+            let key = if d.cmds_out < h.max_cmds_in_flight {
+                d.waiting_cmds.pop()
+            } else {
+                None
+            };
+            let key = match key {
+                Some(key) => {
+                    d.cmds_out += 1;
+                    key
+                }
+                None if d.transfers_out < h.max_transfers => match d.waiting_transfers.pop() {
+                    Some(key) => {
+                        d.transfers_out += 1;
+                        key
+                    }
+                    None => return,
+                },
+                None => return,
+            };
+            self.forward_to(dst, key);
+        }
+    }
+
+    /// Route `key` takes a slot at `dst` (already counted): it gets `dst`'s next id, its
+    /// progress timer starts, and what it holds moves on.
+    pub(super) fn forward_to(&mut self, dst: ConnId, key: u64) {
+        let Some(d) = self.conns.get_mut(&dst) else {
+            return;
+        };
+        let dst_id = d.outbound.allocate(key);
+        let now = self.now;
+        let Some(r) = self.routes.get_mut(&key) else {
+            return;
+        };
+        r.dst_id = Some(dst_id);
+        r.last_progress = now;
+        if let (Some(limit), None) = (self.config.progress_timeout, d.progress_at) {
+            d.progress_at = Some(now + limit);
+            self.timers.insert((now + limit, Timer::Progress(dst)));
+        }
+        self.move_on(key);
+    }
+
+    /// Cancels route `key`, whose sender has sent its `END`, with `code`: a receiver that
+    /// may have it whole decides (its `RESULT` goes to the sender); one that cannot (it
+    /// never got a frame of it) is not asked.
+    pub(super) fn ask_cancel(&mut self, key: u64, code: ErrorCode) {
+        let Some(r) = self.routes.get_mut(&key) else {
+            return;
+        };
+        let Some(dst_id) = r.dst_id else {
+            self.end_route_telling(key, Tell::Sender(code));
+            return;
+        };
+        r.cancelling = true;
+        r.last_progress = self.now;
+        // What it still held goes nowhere now.
+        let (src, dst) = (r.src, r.dst);
+        let held: u64 = r.held.drain(..).map(|f| payload_len(&f)).sum();
+        self.bytes_left(src, held, true);
+        self.push(dst, Frame::Cancel(Cancel { id: dst_id, code }));
+    }
+
+    /// Ends the messages forwarded to `dst` that have not moved for the progress timeout,
+    /// on both ends, and sets the timer for the next that could.
+    pub(super) fn check_progress(&mut self, dst: ConnId, now: Instant) {
+        let Some(limit) = self.config.progress_timeout else {
+            return;
+        };
+        let Some(d) = self.conns.get_mut(&dst) else {
+            return;
+        };
+        d.progress_at = None;
+        let mut stalled = Vec::new();
+        let mut next: Option<Instant> = None;
+        for key in d.outbound.values() {
+            let Some(r) = self.routes.get(key) else {
+                continue;
+            };
+            let due = r.last_progress + limit;
+            if due <= now {
+                stalled.push(*key);
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        if let Some(due) = next {
+            d.progress_at = Some(due);
+            self.timers.insert((due, Timer::Progress(dst)));
+        }
+        let mut asked = false;
+        for key in stalled {
+            // A whole message whose receiver has not answered may be delivered already:
+            // the receiver is asked, and has one more timeout to answer.
+            match self
+                .routes
+                .get(&key)
+                .map(|r| (r.arrival.ended(), r.cancelling))
+            {
+                Some((true, false)) => {
+                    self.ask_cancel(key, ErrorCode::SOCKETTIMEOUT);
+                    asked = true;
+                }
+                _ => self.end_route_telling(key, Tell::Both(ErrorCode::SOCKETTIMEOUT)),
+            }
+        }
+        if let (true, Some(d)) = (asked, self.conns.get_mut(&dst)) {
+            if d.progress_at.is_none() {
+                d.progress_at = Some(now + limit);
+                self.timers.insert((now + limit, Timer::Progress(dst)));
+            }
+        }
+    }
+
+    /// The route of `conn`'s own message `id`. `None` for a message already ended (its
+    /// frames are dropped) or never begun (the connection is closed).
+    pub(super) fn inbound_key(&mut self, conn: ConnId, id: MessageId) -> Option<u64> {
+        let found = self
+            .conns
+            .get(&conn)?
+            .inbound
+            .find(id, Violation::NeverOpened);
+        self.route_of(conn, found.map(Option::<&u64>::copied))
+    }
+
+    /// The route of a message the relay sent to `conn` as `id`.
+    pub(super) fn outbound_key(&mut self, conn: ConnId, id: MessageId) -> Option<u64> {
+        let found = self
+            .conns
+            .get(&conn)?
+            .outbound
+            .find(id, Violation::NeverSent);
+        self.route_of(conn, found.map(Option::<&u64>::copied))
+    }
+
+    /// An id's route; an id never allocated closes `conn`.
+    pub(super) fn route_of(
+        &mut self,
+        conn: ConnId,
+        found: Result<Option<u64>, Violation>,
+    ) -> Option<u64> {
+        match found {
+            Ok(key) => key,
+            Err(violation) => {
+                self.violation(conn, violation);
+                None
+            }
+        }
+    }
+
+    /// Ends a route, telling the ends that are still there: the receiver with `CANCEL`
+    /// (only if it was told of the message), the sender with `RESULT`.
+    pub(super) fn end_route_telling(&mut self, key: u64, tell: Tell) {
+        if let Some(r) = self.routes.get(&key) {
+            let (to_receiver, to_sender, code) = match tell {
+                Tell::Receiver(code) => (Some(code), None, code),
+                Tell::Sender(code) => (None, Some(code), code),
+                Tell::Both(code) => (Some(code), Some(code), code),
+            };
+            let (src, src_id, dst, dst_id) = (r.src, r.src_id, r.dst, r.dst_id);
+            let user = |conn| {
+                self.conns
+                    .get(&conn)
+                    .and_then(|c| c.session.user().cloned())
+            };
+            if let (Some(from), Some(to)) = (user(src), user(dst)) {
+                self.events.push_back(RelayEvent::MessageEnded {
+                    from,
+                    to,
+                    cmd: r.arrival.is_cmd(),
+                    size: r.arrival.size(),
+                    code,
+                });
+            }
+            if let (Some(code), Some(id)) = (to_receiver, dst_id) {
+                self.push(dst, Frame::Cancel(Cancel { id, code }));
+            }
+            if let Some(code) = to_sender {
+                self.push(src, Frame::Result(MessageResult { id: src_id, code }));
+            }
+        }
+        self.end_route(key);
+    }
+
+    /// Forgets a route: its held bytes count as released for the sender, and its slot at
+    /// the receiver goes to the next waiting message.
+    pub(super) fn end_route(&mut self, key: u64) {
+        let Some(r) = self.routes.remove(&key) else {
+            return;
+        };
+        let held: u64 = r.held.iter().map(payload_len).sum();
+        if let Some(c) = self.conns.get_mut(&r.src) {
+            c.inbound.remove(r.src_id);
+            if r.arrival.is_cmd() {
+                c.cmds_in = c.cmds_in.saturating_sub(1);
+            } else {
+                c.transfers_in = c.transfers_in.saturating_sub(1);
+            }
+        }
+        if let Some(d) = self.conns.get_mut(&r.dst) {
+            match r.dst_id {
+                Some(id) => {
+                    d.outbound.remove(id);
+                    if r.arrival.is_cmd() {
+                        d.cmds_out = d.cmds_out.saturating_sub(1);
+                    } else {
+                        d.transfers_out = d.transfers_out.saturating_sub(1);
+                    }
+                }
+                None if r.arrival.is_cmd() => d.waiting_cmds.remove(r.src, key),
+                None => d.waiting_transfers.remove(r.src, key),
+            }
+        }
+        self.bytes_left(r.src, held, true);
+        if r.dst_id.is_some() {
+            self.admit(r.dst);
+        }
+    }
+
+    /// A receiver's `RESULT` for a message forwarded to it: it goes to the sender, and the
+    /// route ends.
+    pub(super) fn on_result(&mut self, conn: ConnId, result: MessageResult) {
+        let Some(key) = self.outbound_key(conn, result.id) else {
+            return;
+        };
+        let Some(r) = self.routes.get(&key) else {
+            return;
+        };
+        // Forwarded whole: all of it came from the sender, and none still waits here.
+        let whole = r.arrival.is_whole() && r.held.is_empty();
+        if result.code.is_success() && !whole {
+            // Its sender would close on it: the receiver is the one at fault.
+            self.violation(conn, Violation::EarlySuccess);
+            return;
+        }
+        self.end_route_telling(key, Tell::Sender(result.code));
+    }
+}
