@@ -376,7 +376,7 @@ pub enum Frame {
     Credit(Credit),
     /// `CANCEL`: see [`Cancel`].
     Cancel(Cancel),
-    /// `RESULT`: see [`SendResult`].
+    /// `RESULT`: see [`MessageResult`].
     Result(MessageResult),
 }
 
