@@ -1,15 +1,14 @@
-//! Messages coming to us: their state while they arrive.
+//! Messages coming to us: their state while they arrive. An incoming message's state moves
+//! only by the table in `lifecycle.rs` (Arriving, then Delivered once whole and verified;
+//! done by the application's take or answer, a cancel, a reject or a failure).
 //!
-//! | state | entered by | leaves by |
-//! | --- | --- | --- |
-//! | Arriving | `CMD` or `OPEN` | all bytes (command), `END` verified (transfer), `CANCEL`, our reject, connection loss |
-//! | Delivered | the last byte or a verified `END` | a command or buffer: the application polls the event, then `RESULT(NOERR)` goes out; a file (or a buffer with `confirm_buffers`): `accept_delivery` (`RESULT(NOERR)`) or `fail_delivery` (its code); `CANCEL` or connection loss first: the delivery event is withdrawn and the sender told |
-//!
-//! A command's or buffer's `RESULT` waits until the application has taken the event, so a
-//! peer's in-flight caps also bound how much undelivered data we hold.
+//! A command's or buffer's `RESULT` waits until the application has taken the event (or,
+//! with `confirm_buffers`, answered it), so a peer's in-flight caps also bound how much
+//! undelivered data we hold.
 
 use bytes::BytesMut;
 
+use super::lifecycle::{receive_step, ReceiveInput, Receiving};
 use crate::conn::arrival::Arrival;
 use crate::digest::RunningDigest;
 use crate::wire::UserId;
@@ -53,6 +52,19 @@ impl Incoming {
     /// waiting for the application.
     pub(crate) fn is_delivered(&self) -> bool {
         self.arrival.is_whole()
+    }
+
+    /// Where it stands in its lifecycle (`lifecycle.rs`).
+    pub(crate) fn state(&self) -> Receiving {
+        match self.is_delivered() {
+            true => Receiving::Delivered,
+            false => Receiving::Arriving,
+        }
+    }
+
+    /// Whether `on` applies where it stands.
+    pub(crate) fn allows(&self, on: ReceiveInput) -> bool {
+        receive_step(self.state(), on).is_some()
     }
 
     pub(crate) fn size(&self) -> u64 {

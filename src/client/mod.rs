@@ -13,6 +13,7 @@
 mod config;
 mod event;
 mod incoming;
+mod lifecycle;
 mod outgoing;
 
 pub use config::{ClientConfig, ConfigError};
@@ -33,7 +34,8 @@ use crate::wire::{
 use crate::{ErrorCode, Instant};
 
 use incoming::Incoming;
-use outgoing::{Outgoing, Phase, Source};
+use lifecycle::{send_step, Next, Phase, ReceiveInput, SendInput};
+use outgoing::{Outgoing, Source};
 
 /// Our login, as far as it has gone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,20 +303,22 @@ impl Client {
     /// it delivered the message, `NOERR` if the delivery came first. Either way both ends
     /// agree (docs/PROTOCOL.md, "Cancel").
     pub fn cancel_send(&mut self, id: SendId, cookie: u64) -> ErrorCode {
-        let phase = match self.outgoing.get(&id) {
-            Some(send) if send.kind != SendKind::Cmd => Some(send.phase),
-            _ => None,
+        let (phase, step) = match self.outgoing.get(&id) {
+            Some(send) if send.kind != SendKind::Cmd => {
+                (Some(send.phase), send_step(send.phase, SendInput::Cancel))
+            }
+            _ => (None, None),
         };
-        let code = match phase {
+        let code = match step {
             Some(_) => ErrorCode::NOERR,
             None => ErrorCode::TRANSID_INVALID,
         };
         self.push_event(Event::CancelResult { id, code, cookie });
-        match phase {
-            Some(Phase::Ending) => self.ask_cancel(id),
+        match (step, phase) {
+            (Some(Next::Done), _) => self.abandon(id, ErrorCode::CANCELLED),
+            (Some(Next::To(Phase::Cancelling)), Some(Phase::Ending)) => self.ask_cancel(id),
             // Asked already: the receiver's answer is on its way.
-            Some(Phase::Cancelling) | None => {}
-            Some(Phase::Waiting | Phase::Sending) => self.abandon(id, ErrorCode::CANCELLED),
+            _ => {}
         }
         code
     }
@@ -325,7 +329,7 @@ impl Client {
         let Some(send) = self.outgoing.get_mut(&id) else {
             return;
         };
-        send.phase = Phase::Cancelling;
+        send.advance(SendInput::Cancel);
         if let Some(wire_id) = send.wire_id {
             self.queue(Frame::Cancel(wire::Cancel {
                 id: wire_id,
@@ -339,7 +343,7 @@ impl Client {
     /// message is reported here.
     pub fn reject(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
         self.answer(id, code, |msg| {
-            msg.kind != SendKind::Cmd && !msg.is_delivered()
+            msg.kind != SendKind::Cmd && msg.allows(ReceiveInput::Reject)
         })
     }
 
@@ -368,7 +372,7 @@ impl Client {
     fn settle(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
         let buffers = self.config.confirm_buffers;
         self.answer(id, code, |msg| {
-            msg.is_delivered()
+            msg.allows(ReceiveInput::Answer)
                 && (msg.kind == SendKind::File || msg.kind == SendKind::Buffer && buffers)
         })
     }
@@ -483,7 +487,11 @@ impl Client {
         match on_take {
             OnTake::Nothing => {}
             OnTake::Deliver(wire_id) => {
-                if self.incoming.get(wire_id).is_some_and(|m| m.is_delivered()) {
+                if self
+                    .incoming
+                    .get(wire_id)
+                    .is_some_and(|m| m.allows(ReceiveInput::Take))
+                {
                     self.queue(Frame::Result(MessageResult {
                         id: wire_id,
                         code: ErrorCode::NOERR,
@@ -764,7 +772,7 @@ impl Client {
             send.wire_id = Some(wire_id);
             send.sent += data.len() as u64;
             if send.sent >= send.size {
-                send.phase = Phase::Ending;
+                send.advance(SendInput::LastFrame);
                 self.cmd_sending.pop_front();
             }
             return Some(if first {
@@ -837,7 +845,7 @@ impl Client {
         let conn_room = self.session.send.room();
         let send = self.outgoing.get_mut(&id)?;
         if send.sent >= send.size {
-            send.phase = Phase::Ending;
+            send.advance(SendInput::LastFrame);
             send.source = Source::Memory(Bytes::new());
             let digest = send.digest.take().map(|d| d.finish())?;
             return Some(Frame::End(End {
@@ -1403,7 +1411,7 @@ fn start_waiting(
         let Some(id) = waiting.pop_front() else { break };
         // A send cancelled while it waited is gone from `outgoing`: skip it.
         if let Some(send) = outgoing.get_mut(&id) {
-            send.phase = Phase::Sending;
+            send.advance(SendInput::Slot);
             *open += 1;
             start(id, send);
         }

@@ -1,14 +1,13 @@
-//! Our sends: their state and the frames they produce.
+//! Our sends: their state and the frames they produce. A send's state moves only by the
+//! table in `lifecycle.rs` ([`Outgoing::advance`]); what each state sends:
 //!
-//! The lifecycle of a send, in one table (docs/PROTOCOL.md, "Transfers", is the wire view):
-//!
-//! | state | how it is entered | what it sends | how it leaves |
-//! | --- | --- | --- | --- |
-//! | Waiting | `send_*` accepted | nothing | a slot frees (in-flight or concurrency cap) |
-//! | Sending | slot taken | `CMD`/`CMD_CONT`, or `OPEN`, `DATA` within credit, `END` | all sent |
-//! | Ending | last frame sent | nothing | `RESULT` arrives, or the user cancels |
-//! | Cancelling | cancelled while Ending | `CANCEL` | `RESULT` arrives: the receiver's word on whether the cancel came before the delivery |
-//! | done | `RESULT`, cancel before Ending, timeout, connection loss | `CANCEL` if the peer knows it and none was sent | - |
+//! | state | what it sends |
+//! | --- | --- |
+//! | Waiting | nothing |
+//! | Sending | `CMD`/`CMD_CONT`, or `OPEN`, `DATA` within credit, `END` |
+//! | Ending | nothing |
+//! | Cancelling | `CANCEL` (once) |
+//! | done | `CANCEL` if the peer knows it, no `RESULT` came and none was sent |
 //!
 //! "done" is not a state: a finished send is removed, and exactly one `SendResult` event is
 //! emitted at that moment, by [`Client::finish_send`](super::Client).
@@ -20,14 +19,8 @@ use crate::wire::{MessageId, Text, UserId};
 
 use super::event::SendKind;
 
-/// Where a send is in its lifecycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    Waiting,
-    Sending,
-    Ending,
-    Cancelling,
-}
+pub(crate) use super::lifecycle::Phase;
+use super::lifecycle::{send_step, Next, SendInput};
 
 /// The bytes a send draws from.
 #[derive(Debug)]
@@ -108,6 +101,17 @@ impl Outgoing {
             return None;
         }
         Some(bytes.slice(from..from + take))
+    }
+
+    /// Moves the send by its lifecycle (`lifecycle.rs`): where `on` takes it, `None` if
+    /// `on` does not apply where it stands (then nothing changes).
+    pub(crate) fn advance(&mut self, on: SendInput) -> Option<Next<Phase>> {
+        let next = send_step(self.phase, on);
+        debug_assert!(next.is_some(), "{on:?} in {:?}", self.phase);
+        if let Some(Next::To(phase)) = next {
+            self.phase = phase;
+        }
+        next
     }
 
     /// Bytes held for this send beyond what the application passed in with the call.
