@@ -684,6 +684,10 @@ impl Client {
             self.by_wire.remove(wire_id);
         }
         if send.phase != Phase::Waiting {
+            debug_assert!(
+                self.cmds_in_flight + self.transfers_open > 0,
+                "a slot never taken"
+            );
             match send.kind {
                 SendKind::Cmd => self.cmds_in_flight = self.cmds_in_flight.saturating_sub(1),
                 _ => self.transfers_open = self.transfers_open.saturating_sub(1),
@@ -1333,6 +1337,10 @@ impl Client {
 
     fn drop_incoming(&mut self, id: MessageId) {
         if let Some(msg) = self.incoming.remove(id) {
+            debug_assert!(
+                self.cmds_arriving + self.transfers_arriving > 0,
+                "never counted"
+            );
             match msg.kind {
                 SendKind::Cmd => self.cmds_arriving = self.cmds_arriving.saturating_sub(1),
                 _ => self.transfers_arriving = self.transfers_arriving.saturating_sub(1),

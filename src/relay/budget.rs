@@ -12,8 +12,10 @@ impl Relay {
     /// what the relay holds goes down.
     pub(super) fn bytes_left(&mut self, conn: ConnId, len: u64, held: bool) {
         if held {
+            debug_assert!(self.held >= len, "more left than was held");
             self.held = self.held.saturating_sub(len);
         }
+        debug_assert!(self.promised >= len, "more left than was promised");
         self.promised = self.promised.saturating_sub(len);
         if let Some(c) = self.conns.get_mut(&conn) {
             if !c.session.is_closed() {
