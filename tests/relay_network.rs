@@ -3,7 +3,7 @@
 mod support;
 
 use bytes::Bytes;
-use peermsg::client::{ClientConfig, Event, SendKind};
+use peermsg::client::{ClientConfig, Event, SendId, SendKind};
 use peermsg::relay::{RelayConfig, RelayEvent};
 use peermsg::ErrorCode;
 use support::net::Net;
@@ -12,6 +12,25 @@ use support::{content, result_of};
 
 fn net(names: &[&str]) -> Net {
     Net::new(names, ClientConfig::default(), RelayConfig::default(), 5)
+}
+
+/// alice starts sending bob 8 MiB (content `seed`); the network runs until bob has some.
+fn buffer_under_way(n: &mut Net, seed: u64) -> SendId {
+    let now = n.now;
+    let id = n.nodes[0]
+        .side
+        .client
+        .send_buffer(now, "bob", content(8 << 20, seed), 0)
+        .unwrap();
+    let some_arrived = |n: &Net| {
+        n.nodes[1]
+            .side
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ReceiveProgress { .. }))
+    };
+    assert!(n.run_until(some_arrived));
+    id
 }
 
 fn logged_in(net: &Net, i: usize) -> bool {
@@ -106,17 +125,7 @@ fn offline_target_gets_603_at_once() {
 #[test]
 fn receiver_dropping_mid_transfer_gives_the_sender_207() {
     let mut n = net(&["alice", "bob"]);
-    let now = n.now;
-    let id = n.nodes[0]
-        .side
-        .client
-        .send_buffer(now, "bob", content(8 << 20, 4), 0)
-        .unwrap();
-    assert!(n.run_until(|n| n.nodes[1]
-        .side
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::ReceiveProgress { .. }))));
+    let id = buffer_under_way(&mut n, 4);
     n.drop_node(1);
     n.run();
     assert_eq!(
@@ -132,17 +141,7 @@ fn receiver_dropping_mid_transfer_gives_the_sender_207() {
 #[test]
 fn sender_dropping_mid_transfer_tells_the_receiver() {
     let mut n = net(&["alice", "bob"]);
-    let now = n.now;
-    n.nodes[0]
-        .side
-        .client
-        .send_buffer(now, "bob", content(8 << 20, 5), 0)
-        .unwrap();
-    assert!(n.run_until(|n| n.nodes[1]
-        .side
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::ReceiveProgress { .. }))));
+    buffer_under_way(&mut n, 5);
     n.drop_node(0);
     n.run();
     let b = &n.nodes[1].side.events;
@@ -153,17 +152,7 @@ fn sender_dropping_mid_transfer_tells_the_receiver() {
 #[test]
 fn cancel_and_reject_pass_through() {
     let mut n = net(&["alice", "bob"]);
-    let now = n.now;
-    let id = n.nodes[0]
-        .side
-        .client
-        .send_buffer(now, "bob", content(8 << 20, 6), 0)
-        .unwrap();
-    assert!(n.run_until(|n| n.nodes[1]
-        .side
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::ReceiveProgress { .. }))));
+    let id = buffer_under_way(&mut n, 6);
     assert_eq!(n.nodes[0].side.client.cancel_send(id, 5), ErrorCode::NOERR);
     n.run();
     assert_eq!(result_of(&n.nodes[0].side.events, id), ErrorCode::CANCELLED);
@@ -176,6 +165,7 @@ fn cancel_and_reject_pass_through() {
     // bob refuses alice's next file on its offer
     n.nodes[1].side.reading = false;
     let data = content(4 << 20, 7);
+    let now = n.now;
     let id = n.nodes[0]
         .side
         .client
