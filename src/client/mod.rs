@@ -19,6 +19,7 @@ mod outgoing;
 pub use config::{ClientConfig, ConfigError};
 pub use event::{Event, Output, ReceiveId, SendId, SendKind};
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::{Bytes, BytesMut};
 use core::time::Duration;
@@ -67,7 +68,8 @@ pub struct Client {
 
     // Our sends.
     next_send: u64,
-    outgoing: BTreeMap<SendId, Outgoing>,
+    /// Boxed: the maps move their values as they change, and these are large.
+    outgoing: BTreeMap<SendId, Box<Outgoing>>,
     /// Our sends by their wire ids.
     by_wire: IdSpace<SendId>,
     cmd_waiting: VecDeque<SendId>,
@@ -80,7 +82,7 @@ pub struct Client {
     deadlines: BTreeSet<(Instant, SendId)>,
 
     // Messages coming to us.
-    incoming: IdSpace<Incoming>,
+    incoming: IdSpace<Box<Incoming>>,
     cmds_arriving: u64,
     transfers_arriving: u64,
 
@@ -385,7 +387,7 @@ impl Client {
         code: ErrorCode,
         may: impl Fn(&Incoming) -> bool,
     ) -> Result<(), ActionError> {
-        if !self.incoming.get(id.0).is_some_and(may) {
+        if !self.incoming.get(id.0).is_some_and(|msg| may(msg)) {
             return Err(ActionError::UnknownId);
         }
         self.queue(Frame::Result(MessageResult { id: id.0, code }));
@@ -418,13 +420,15 @@ impl Client {
         // A client talks to a relay, or to another client on a direct link.
         let any_role = |_: Role| true;
         loop {
-            match self.session.next_frame(now, any_role) {
-                Ok(Some(frame)) => self.handle_frame(now, frame),
+            let frame = match self.session.next_frame() {
+                Ok(Some(frame)) => frame,
                 Ok(None) => break,
-                Err(violation) => {
-                    self.violation(violation);
-                    break;
-                }
+                Err(e) => return self.violation(Violation::Decode(e)),
+            };
+            match self.session.admit(now, &frame, any_role) {
+                Ok(false) => self.handle_frame(now, frame),
+                Ok(true) => {}
+                Err(violation) => return self.violation(violation),
             }
         }
     }
@@ -518,20 +522,21 @@ impl Client {
         self.events.remove(at).map(|(event, _)| event)
     }
 
-    /// The drive loop in one call: bytes to write (appended to `out`), else an event, else
+    /// The drive loop in one call: an event, else bytes to write (appended to `out`), else
     /// the time to wait for. Call it after any input until it gives [`Output::Timeout`] (or
     /// [`Output::Closed`]); nothing can then be pending, so it cannot be called in a wrong
-    /// order. (The finer calls below, `poll_transmit`, `poll_event` and `poll_timeout`,
+    /// order. `out` may gather the bytes of several calls: write them before waiting. (The finer calls below, `poll_transmit`, `poll_event` and `poll_timeout`,
     /// are what it is made of, for runtimes that must take events only when they have room
     /// for them.)
     pub fn poll_output<S: FrameSink + ?Sized>(&mut self, out: &mut S) -> Output {
+        // Events first: the frames taking them lets out (results, credit) then go in one
+        // batch rather than one write each.
+        if let Some(event) = self.poll_event() {
+            return Output::Event(event);
+        }
         let written = self.poll_transmit(out);
         if written > 0 {
             return Output::Transmit(written);
-        }
-        // Taking an event may queue frames: the next call gives them.
-        if let Some(event) = self.poll_event() {
-            return Output::Event(event);
         }
         match self.poll_timeout() {
             Some(at) => Output::Timeout(at),
@@ -588,7 +593,7 @@ impl Client {
     /// peer does. (Computed by a walk over the messages in progress.)
     pub fn buffered_bytes(&self) -> u64 {
         let incoming: u64 = self.incoming.values().map(|m| m.data.len() as u64).sum();
-        let outgoing: u64 = self.outgoing.values().map(Outgoing::held).sum();
+        let outgoing: u64 = self.outgoing.values().map(|s| s.held()).sum();
         let events: u64 = self
             .events
             .iter()
@@ -649,7 +654,7 @@ impl Client {
             send.deadline = Some(now + timeout);
             self.deadlines.insert((now + timeout, id));
         }
-        self.outgoing.insert(id, send);
+        self.outgoing.insert(id, Box::new(send));
         Ok(id)
     }
 
@@ -728,10 +733,15 @@ impl Client {
         if self.session.is_closed() {
             return None;
         }
-        let peer = self.session.peer()?.clone();
-        if !self.is_logged_in() {
+        // Nothing waiting or ready (the usual case between events): no frame.
+        let idle = self.cmd_waiting.is_empty()
+            && self.cmd_sending.is_empty()
+            && self.transfer_waiting.is_empty()
+            && self.ready.is_empty();
+        if idle || !self.is_logged_in() {
             return None;
         }
+        let peer = self.session.peer()?.clone();
         if let Some(frame) = self.next_cmd_frame(&peer) {
             return Some(frame);
         }
@@ -1086,7 +1096,7 @@ impl Client {
         let first = cmd.data.len() as u64;
         let mut msg = Incoming::new(SendKind::Cmd, from, cmd.total_len, first, 0);
         msg.data.extend_from_slice(&cmd.data);
-        self.incoming.insert(cmd.id, msg);
+        self.incoming.insert(cmd.id, Box::new(msg));
         self.cmd_progress(cmd.id);
     }
 
@@ -1138,7 +1148,7 @@ impl Client {
             // committed only as the bytes arrive.
             msg.data.reserve(usize::try_from(open.size).unwrap_or(0));
         }
-        self.incoming.insert(open.id, msg);
+        self.incoming.insert(open.id, Box::new(msg));
         let event = Event::Offer {
             id: ReceiveId(open.id),
             from,
@@ -1410,7 +1420,7 @@ fn queue_ready(ready: &mut VecDeque<SendId>, id: SendId, send: &mut Outgoing) {
 /// puts each admitted send where it goes next.
 fn start_waiting(
     waiting: &mut VecDeque<SendId>,
-    outgoing: &mut BTreeMap<SendId, Outgoing>,
+    outgoing: &mut BTreeMap<SendId, Box<Outgoing>>,
     open: &mut u64,
     cap: u64,
     mut start: impl FnMut(SendId, &mut Outgoing),

@@ -19,8 +19,8 @@ pub(crate) mod ids;
 use bytes::BytesMut;
 
 use crate::wire::{
-    Capabilities, Decoder, Frame, FrameSink, Hello, Inbox, Limits, LimitsError, Role, UserId,
-    VERSION,
+    Capabilities, DecodeError, Decoder, Frame, FrameSink, Hello, Inbox, Limits, LimitsError, Role,
+    UserId, VERSION,
 };
 use crate::Instant;
 pub use close::{CloseReason, Violation};
@@ -80,47 +80,53 @@ impl Session {
         self.input.push_owned(bytes);
     }
 
-    /// The next whole frame from the peer, after the handshake rules (docs/PROTOCOL.md,
-    /// "Handshake"): the first frame must be a `HELLO` with version 1 and CRC-32C, from a
-    /// role `roles` allows; no `HELLO` may follow. The `HELLO` is taken here (it sets
-    /// the connection credit we have) and not returned. Only a whole frame counts as
-    /// hearing from the peer.
-    pub(crate) fn next_frame(
+    /// The next whole frame from the peer; `None` once closed or until more bytes come.
+    /// Pass it to [`Session::admit`] before anything else looks at it.
+    #[inline]
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
+        if self.is_closed() {
+            return Ok(None);
+        }
+        self.input.next_frame(&self.decoder)
+    }
+
+    /// The handshake rules (docs/PROTOCOL.md, "Handshake") for a frame that came at `now`:
+    /// the first frame must be a `HELLO` with version 1 and CRC-32C, from a role `roles`
+    /// allows; no `HELLO` may follow. `Ok(true)` if the session took the frame (the
+    /// `HELLO`, which sets the connection credit we have), `Ok(false)` to handle it. Only a
+    /// whole frame counts as hearing from the peer. (Checked by reference, so a frame is
+    /// moved once, to whoever handles it.)
+    #[inline]
+    pub(crate) fn admit(
         &mut self,
         now: Instant,
+        frame: &Frame,
         roles: fn(Role) -> bool,
-    ) -> Result<Option<Frame>, Violation> {
-        loop {
-            if self.is_closed() {
-                return Ok(None);
+    ) -> Result<bool, Violation> {
+        self.last_heard = now;
+        match (&self.state, frame) {
+            (PeerState::Greeting, Frame::Hello(hello)) => {
+                self.greet(hello.clone(), roles)?;
+                Ok(true)
             }
-            let Some(frame) = self
-                .input
-                .next_frame(&self.decoder)
-                .map_err(Violation::Decode)?
-            else {
-                return Ok(None);
-            };
-            self.last_heard = now;
-            match (&self.state, frame) {
-                (PeerState::Greeting, Frame::Hello(hello)) => {
-                    if hello.version < VERSION
-                        || !hello.capabilities.contains(Capabilities::DIGEST_CRC32C)
-                    {
-                        return Err(Violation::UnsupportedVersion);
-                    }
-                    if !roles(hello.role) {
-                        return Err(Violation::NotAClient);
-                    }
-                    // The peer's first grant is its announced window.
-                    let _ = self.send.raise(hello.conn_window, None);
-                    self.state = PeerState::Greeted { hello };
-                }
-                (PeerState::Greeting, _) => return Err(Violation::FirstFrameNotHello),
-                (_, Frame::Hello(_)) => return Err(Violation::SecondHello),
-                (_, frame) => return Ok(Some(frame)),
-            }
+            (PeerState::Greeting, _) => Err(Violation::FirstFrameNotHello),
+            (_, Frame::Hello(_)) => Err(Violation::SecondHello),
+            _ => Ok(false),
         }
+    }
+
+    /// The peer's `HELLO`, its first frame.
+    fn greet(&mut self, hello: Hello, roles: fn(Role) -> bool) -> Result<(), Violation> {
+        if hello.version < VERSION || !hello.capabilities.contains(Capabilities::DIGEST_CRC32C) {
+            return Err(Violation::UnsupportedVersion);
+        }
+        if !roles(hello.role) {
+            return Err(Violation::NotAClient);
+        }
+        // The peer's first grant is its announced window.
+        let _ = self.send.raise(hello.conn_window, None);
+        self.state = PeerState::Greeted { hello };
+        Ok(())
     }
 
     /// The peer's `HELLO`, once it came.
@@ -213,6 +219,7 @@ impl Session {
 /// has none, and gives the bytes appended; `Err` (with what was appended) if a frame could
 /// not be encoded, which only a value over 2^62 can cause: the holder closes with
 /// [`CloseReason::Unencodable`].
+#[inline]
 pub(crate) fn transmit<S: FrameSink + ?Sized>(
     out: &mut S,
     max: usize,

@@ -37,6 +37,7 @@ mod route;
 mod router;
 mod session;
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use bytes::{Bytes, BytesMut};
@@ -220,6 +221,9 @@ struct Route {
     src: ConnId,
     src_id: MessageId,
     dst: ConnId,
+    /// Its sender's and receiver's users, for the report of its end.
+    from: UserId,
+    to: UserId,
     /// Its id toward the receiver, given when a slot at the receiver is free; `None` while
     /// it waits for one (nothing of it has been forwarded yet).
     dst_id: Option<MessageId>,
@@ -305,7 +309,8 @@ pub struct Relay {
     config: RelayConfig,
     conns: BTreeMap<ConnId, Conn>,
     users: BTreeMap<UserId, ConnId>,
-    routes: BTreeMap<u64, Route>,
+    /// Boxed: the map moves its values as it changes, and routes are large.
+    routes: BTreeMap<u64, Box<Route>>,
     next_route: u64,
     writable: VecDeque<ConnId>,
     events: VecDeque<RelayEvent>,
@@ -435,13 +440,15 @@ impl Relay {
             };
             // Only a whole frame counts as hearing from the peer (the session's rule): a
             // trickle of partial frames does not keep a connection alive.
-            match c.session.next_frame(now, clients_only) {
-                Ok(Some(frame)) => self.handle_frame(conn, frame),
+            let frame = match c.session.next_frame() {
+                Ok(Some(frame)) => frame,
                 Ok(None) => return,
-                Err(violation) => {
-                    self.violation(conn, violation);
-                    return;
-                }
+                Err(e) => return self.violation(conn, Violation::Decode(e)),
+            };
+            match c.session.admit(now, &frame, clients_only) {
+                Ok(false) => self.handle_frame(conn, frame),
+                Ok(true) => {}
+                Err(violation) => return self.violation(conn, violation),
             }
         }
     }

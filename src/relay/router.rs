@@ -87,6 +87,8 @@ impl Relay {
             src: conn,
             src_id: id,
             dst,
+            from: src_user.clone(),
+            to: peer.clone(),
             dst_id: None,
             held: VecDeque::new(),
             dst_credit,
@@ -97,7 +99,7 @@ impl Relay {
             cancelling: false,
             last_progress: self.now,
         };
-        self.routes.insert(key, route);
+        self.routes.insert(key, Box::new(route));
         if straight_on {
             self.forward_to(dst, key);
         }
@@ -274,20 +276,13 @@ impl Relay {
                 Tell::Both(code) => (Some(code), Some(code), code),
             };
             let (src, src_id, dst, dst_id) = (r.src, r.src_id, r.dst, r.dst_id);
-            let user = |conn| {
-                self.conns
-                    .get(&conn)
-                    .and_then(|c| c.session.user().cloned())
-            };
-            if let (Some(from), Some(to)) = (user(src), user(dst)) {
-                self.events.push_back(RelayEvent::MessageEnded {
-                    from,
-                    to,
-                    cmd: r.arrival.is_cmd(),
-                    size: r.arrival.size(),
-                    code,
-                });
-            }
+            self.events.push_back(RelayEvent::MessageEnded {
+                from: r.from.clone(),
+                to: r.to.clone(),
+                cmd: r.arrival.is_cmd(),
+                size: r.arrival.size(),
+                code,
+            });
             if let (Some(code), Some(id)) = (to_receiver, dst_id) {
                 self.push(dst, Frame::Cancel(Cancel { id, code }));
             }

@@ -24,6 +24,9 @@ use tokio_util::codec::{Decoder as _, Encoder as _, LengthDelimitedCodec};
 
 const GIB: u64 = 1 << 30;
 
+/// Bytes a driver gathers from an endpoint before it writes them (the clients' batch).
+const BATCH: usize = 256 * 1024;
+
 fn limits() -> Limits {
     Limits {
         max_buffer_size: 2 * GIB,
@@ -310,9 +313,10 @@ impl InMemory {
             let mut busy = false;
             for (client, conn) in [(&mut self.a, ConnId(0)), (&mut self.b, ConnId(1))] {
                 loop {
-                    // One batch at a time, as a runtime writes: buffers stay small and are
-                    // reused.
+                    // Output accumulates in the sink and goes out a batch at a time, as a
+                    // runtime writes: buffers stay small and are reused.
                     match client.poll_output(&mut self.buf) {
+                        Output::Transmit(_) if self.buf.len() < BATCH => {}
                         Output::Transmit(_) => {
                             self.relay.handle_input_buf(now, conn, self.buf.split())
                         }
@@ -321,6 +325,9 @@ impl InMemory {
                         _ => break,
                     }
                     busy = true;
+                }
+                if !self.buf.is_empty() {
+                    self.relay.handle_input_buf(now, conn, self.buf.split());
                 }
             }
             loop {
