@@ -2,35 +2,13 @@
 //! counting allocator. Run: `cargo run --release --example relay_memory`
 //! (docs/PERFORMANCE.md records the figures).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[path = "common/counting.rs"]
+mod counting;
 
 use bytes::BytesMut;
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
 use peermsg::wire::{Frame, Hello, Limits, Login, Open, Role, Text, TransferKind, UserId};
 use peermsg::Instant;
-
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn live() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
 
 fn encode(frames: &[Frame]) -> BytesMut {
     let mut b = BytesMut::new();
@@ -60,7 +38,7 @@ fn main() {
     const CONNS: u64 = 10_000;
     let now = Instant::ZERO;
     let mut relay = Relay::new(RelayConfig::default()).expect("valid config");
-    let before = live();
+    let before = counting::live();
     for i in 0..CONNS {
         let conn = ConnId(i);
         relay.open(now, conn).expect("fresh id");
@@ -86,14 +64,14 @@ fn main() {
         );
         settle(&mut relay);
     }
-    let idle = live() - before;
+    let idle = counting::live() - before;
     println!(
         "{CONNS} idle logged-in connections: {idle} bytes, {} bytes each",
         idle as u64 / CONNS
     );
 
     // Half the users open a transfer to the other half; the OPEN is forwarded, no data yet.
-    let before = live();
+    let before = counting::live();
     let transfers = CONNS / 2;
     for i in 0..transfers {
         let open = Frame::Open(Open {
@@ -106,7 +84,7 @@ fn main() {
         relay.handle_input(now, ConnId(i), &encode(&[open]));
         settle(&mut relay);
     }
-    let active = live() - before;
+    let active = counting::live() - before;
     println!(
         "{transfers} transfers in progress: {active} bytes, {} bytes each",
         active as u64 / transfers

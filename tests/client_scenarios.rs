@@ -732,3 +732,24 @@ fn results_and_progress_can_be_taken_ahead_of_incoming_messages() {
     ));
     assert_eq!(l.b.client.poll_event(), None, "nothing was taken twice");
 }
+
+#[test]
+fn poll_output_does_not_say_wait_while_a_file_read_is_asked() {
+    // The drive loop stops at Timeout: a file read raised while writing must come out
+    // before it, or a send waiting for file bytes would stall with nothing on the wire.
+    let mut l = link();
+    l.a.reading = false;
+    let id = l.a.client.send_file(l.now, "bob", "f", 10_000, 0).unwrap();
+    let mut out = bytes::BytesMut::new();
+    let mut asked = false;
+    loop {
+        match l.a.client.poll_output(&mut out) {
+            peermsg::client::Output::Event(Event::FileRead { id: r, .. }) if r == id => {
+                asked = true
+            }
+            peermsg::client::Output::Timeout(_) | peermsg::client::Output::Closed => break,
+            _ => {}
+        }
+    }
+    assert!(asked, "the read was asked for before the wait");
+}

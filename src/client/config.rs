@@ -90,6 +90,10 @@ pub enum ConfigError {
     /// peer would be dropped before it is pinged.
     #[error("idle_timeout must be longer than keepalive_interval")]
     Timers,
+    /// A size of something the client holds whole in memory (a command, a buffer) that
+    /// this platform cannot address (over `isize::MAX`: 2 GiB on a 32-bit target).
+    #[error("{0} is larger than this platform can hold in memory")]
+    Unaddressable(&'static str),
 }
 
 impl ClientConfig {
@@ -111,6 +115,52 @@ impl ClientConfig {
         if self.idle_timeout <= self.keepalive_interval {
             return Err(ConfigError::Timers);
         }
+        // Commands and buffers are held whole; files never are (they go by offset).
+        let whole = [
+            ("max_cmd_size", self.limits.max_cmd_size),
+            ("max_buffer_size", self.limits.max_buffer_size),
+        ];
+        let addressable = isize::MAX as u64; // isize is at most 64 bits: no truncation
+        if let Some((name, _)) = whole.iter().find(|(_, v)| *v > addressable) {
+            return Err(ConfigError::Unaddressable(name));
+        }
         Ok(())
+    }
+
+    /// A preset for a small device (a microcontroller with tens of KiB of RAM): 1 KiB
+    /// frames, commands up to 1 KiB, buffers up to 4 KiB, files of any size (they go by
+    /// offset, never whole), one transfer and two commands at a time each way, 2 KiB
+    /// transfer windows, 4 KiB in all, small reads and batches. A client with it holds a
+    /// few KiB (docs/PERFORMANCE.md, "A small device").
+    ///
+    /// ```
+    /// use peermsg::client::{Client, ClientConfig};
+    /// use peermsg::Instant;
+    ///
+    /// let client = Client::new(ClientConfig::small(), Instant::ZERO).unwrap();
+    /// # drop(client);
+    /// ```
+    pub fn small() -> Self {
+        ClientConfig {
+            limits: Limits {
+                max_frame_size: crate::wire::MIN_FRAME_SIZE,
+                max_user_id_len: 32,
+                max_token_len: 64,
+                max_file_name_len: 64,
+                max_reason_len: 64,
+                max_cmd_size: 1024,
+                max_buffer_size: 4096,
+                ..Limits::default()
+            },
+            max_cmds_in_flight: 2,
+            max_transfers: 1,
+            transfer_window: 2048,
+            conn_window: 4096,
+            max_queued_sends: 4,
+            file_read_size: 512,
+            progress_step: 1024,
+            transmit_batch: 1024,
+            ..ClientConfig::default()
+        }
     }
 }

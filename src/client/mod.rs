@@ -538,6 +538,10 @@ impl Client {
         if written > 0 {
             return Output::Transmit(written);
         }
+        // Writing can raise an event (a request for a file's next bytes): it is not a wait.
+        if let Some(event) = self.poll_event() {
+            return Output::Event(event);
+        }
         match self.poll_timeout() {
             Some(at) => Output::Timeout(at),
             None => Output::Closed,

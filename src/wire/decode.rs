@@ -265,12 +265,20 @@ impl Decoder {
             });
         }
         let header = src.len() - rest.len();
-        // `len` is at most max_frame_size, which `new` checked is at most 16 MiB: the cast
-        // cannot truncate nor the sum overflow.
+        // `len` is at most max_frame_size, which `new` checked is at most 16 MiB: it fits
+        // any `usize` of 32 bits or more, and the sum cannot overflow. Checked all the same.
+        let total = usize::try_from(len)
+            .ok()
+            .and_then(|len| header.checked_add(len))
+            .ok_or(DecodeError::FrameTooLarge {
+                frame: frame_type,
+                len,
+                max,
+            })?;
         Ok(Some(Head {
             frame_type,
             header,
-            total: header + len as usize,
+            total,
         }))
     }
 
@@ -384,14 +392,11 @@ impl Body<'_> {
     /// [`Body::prefixed`] as a slice of the input.
     #[inline]
     fn prefixed_slice<'a>(&self, i: &'a [u8], limit: Limit, max: u64) -> Parsed<'a, &'a [u8]> {
-        let (i, len) = varint(i)?;
-        if len > max {
-            return invalid(DecodeError::LimitExceeded {
-                limit,
-                value: len,
-                max,
-            });
-        }
+        let (i, value) = varint(i)?;
+        // A length over the limit, or over what this platform can address.
+        let Some(len) = usize::try_from(value).ok().filter(|_| value <= max) else {
+            return invalid(DecodeError::LimitExceeded { limit, value, max });
+        };
         take(len)(i)
     }
 
