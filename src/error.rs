@@ -96,6 +96,18 @@ codes! {
     LOGIN_REJECTED = 9009, "login rejected";
     /// The peer is shutting down.
     SHUTDOWN = 9010, "peer shutting down";
+    /// The login token has expired.
+    TOKEN_EXPIRED = 9011, "login token expired";
+    /// The login token is not valid yet.
+    TOKEN_NOT_YET_VALID = 9012, "login token not yet valid";
+    /// The login token's signature does not check out.
+    TOKEN_BAD_SIGNATURE = 9013, "login token signature invalid";
+    /// The login token is for another audience.
+    TOKEN_WRONG_AUDIENCE = 9014, "login token for another audience";
+    /// The login token cannot be read.
+    TOKEN_MALFORMED = 9015, "login token malformed";
+    /// The login token is for another user.
+    TOKEN_WRONG_USER = 9016, "login token for another user";
 }
 
 impl ErrorCode {

@@ -167,9 +167,14 @@ async fn start_relay() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, relay_config(), None, async move {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(serve(
+        listener,
+        relay_config(),
+        peermsg_tokio::Open,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     (addr, stop)
 }
 
@@ -565,7 +570,13 @@ fn main() {
         rt.block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             println!("{}", listener.local_addr().unwrap());
-            let _ = serve(listener, relay_config(), None, std::future::pending()).await;
+            let _ = serve(
+                listener,
+                relay_config(),
+                peermsg_tokio::Open,
+                std::future::pending(),
+            )
+            .await;
         });
         return;
     }

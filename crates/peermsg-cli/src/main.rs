@@ -26,8 +26,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use peermsg::client::{ClientConfig, Event, SendId, SendKind};
 use peermsg::ErrorCode;
 use peermsg_tokio::{
-    connect, serve, ClientEvent, ClientEvents, ClientHandle, SendHandle, SendProgress,
-    ServerConfig, Tokens,
+    connect, serve, Authenticator, ClientEvent, ClientEvents, ClientHandle, Open, SendHandle,
+    SendProgress, ServerConfig, SignedTokens, TokenTable,
 };
 use save::shown;
 use serde_json::json;
@@ -57,9 +57,8 @@ enum Command {
         /// Address to listen on, such as 127.0.0.1:7000.
         #[arg(long)]
         listen: String,
-        /// A file of `user token` lines; without it any user may log in.
-        #[arg(long)]
-        tokens: Option<PathBuf>,
+        #[command(flatten)]
+        auth: AuthArgs,
         /// Connections served at once [default: the open-file limit less 64].
         #[arg(long)]
         max_connections: Option<usize>,
@@ -100,6 +99,82 @@ enum Command {
     /// A relay and two users in one process: a command, a buffer and a file with progress,
     /// one transfer cancelled part way.
     Demo,
+    /// Print a signed login token (a JWT) for USER, for a relay started with
+    /// --token-secret-file (give the same secret) or --token-public-key (give the matching
+    /// private key).
+    Token {
+        /// The user the token lets log in.
+        #[arg(long)]
+        user: String,
+        /// How long it is valid, such as 1h, 30m or 3600s.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Sign with HMAC-SHA256 and the secret in this file.
+        #[arg(long, group = "key", required = true)]
+        secret_file: Option<PathBuf>,
+        /// Sign with the Ed25519 private key in this PEM file (`openssl genpkey -algorithm
+        /// ed25519`).
+        #[arg(long, group = "key")]
+        private_key: Option<PathBuf>,
+        /// The audience (`aud`) the relay asks for, if any.
+        #[arg(long)]
+        audience: Option<String>,
+    },
+}
+
+/// Who may log in to a relay: one of a tokens file, signed tokens, or --open.
+#[derive(Args)]
+struct AuthArgs {
+    /// A file of `user token` lines.
+    #[arg(long, group = "auth")]
+    tokens: Option<PathBuf>,
+    /// Accept signed tokens (JWT, HMAC-SHA256) made with the secret in this file (see
+    /// `peermsg token`); the token's subject is the user id.
+    #[arg(long, group = "auth")]
+    token_secret_file: Option<PathBuf>,
+    /// Accept signed tokens (JWT, Ed25519) checked with the public key in this PEM file,
+    /// so the relay never holds the signing key.
+    #[arg(long, group = "auth")]
+    token_public_key: Option<PathBuf>,
+    /// Signed tokens must name this audience (`aud`).
+    #[arg(long)]
+    token_audience: Option<String>,
+    /// Let anyone log in as anyone (and so take over anyone's session), even on an address
+    /// other machines reach. Without any of these the relay serves loopback only.
+    #[arg(long, group = "auth")]
+    open: bool,
+}
+
+impl AuthArgs {
+    /// The authenticator the flags ask for.
+    fn authenticator(&self) -> Result<Box<dyn Authenticator>> {
+        let signed = |tokens: SignedTokens| match &self.token_audience {
+            Some(audience) => tokens.audience(audience),
+            None => tokens,
+        };
+        Ok(if let Some(path) = &self.tokens {
+            Box::new(TokenTable::new(read_tokens(path)?))
+        } else if let Some(path) = &self.token_secret_file {
+            Box::new(signed(SignedTokens::hmac(&read_secret(path)?)))
+        } else if let Some(path) = &self.token_public_key {
+            let pem = read_secret(path)?;
+            let tokens = SignedTokens::ed25519_pem(&pem)
+                .with_context(|| format!("{}: not an Ed25519 public key", path.display()))?;
+            Box::new(signed(tokens))
+        } else {
+            Box::new(Open)
+        })
+    }
+}
+
+/// A secret or key from a file, without the line end an editor leaves.
+fn read_secret(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    Ok(bytes[..end].to_vec())
 }
 
 #[derive(Args)]
@@ -197,7 +272,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Relay {
                 listen,
-                tokens,
+                auth,
                 max_connections,
                 max_connections_per_ip,
                 max_held_mib,
@@ -214,7 +289,7 @@ fn main() -> ExitCode {
                 if let Some(max) = max_connections {
                     config.max_connections = max;
                 }
-                relay(&listen, tokens.as_deref(), config).await
+                relay(&listen, &auth, config).await
             }
             Command::Listen { login, dir, json } => listen(&login, &dir, json).await,
             Command::Send {
@@ -224,6 +299,13 @@ fn main() -> ExitCode {
                 json,
             } => send(&login, &to, &what, json).await,
             Command::Demo => demo().await,
+            Command::Token {
+                user,
+                ttl,
+                secret_file,
+                private_key,
+                audience,
+            } => token(&user, &ttl, secret_file, private_key, audience.as_deref()),
         }
     });
     match outcome {
@@ -252,15 +334,26 @@ fn read_tokens(path: &Path) -> Result<HashMap<String, Vec<u8>>> {
     Ok(tokens)
 }
 
-async fn relay(listen: &str, tokens: Option<&Path>, config: ServerConfig) -> Result<ExitCode> {
-    let tokens: Tokens = tokens.map(read_tokens).transpose()?;
+async fn relay(listen: &str, auth: &AuthArgs, config: ServerConfig) -> Result<ExitCode> {
+    let authenticator = auth.authenticator()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    let who = match &tokens {
-        Some(t) => format!("{} users may log in", t.len()),
-        None => "no tokens file: any user may log in".to_string(),
+    // An open relay lets anyone log in as anyone, and a new login of a name replaces the
+    // old session: fine on loopback, a takeover anywhere else.
+    if authenticator.is_open() && !addr.ip().is_loopback() && !auth.open {
+        bail!(
+            "refusing to run an open relay on {addr}: anyone could log in as anyone; give \
+             --token-secret-file, --token-public-key or --tokens, or --open to allow it"
+        );
+    }
+    let who = if auth.tokens.is_some() {
+        "users in the tokens file may log in"
+    } else if auth.token_secret_file.is_some() || auth.token_public_key.is_some() {
+        "users with a signed token may log in"
+    } else {
+        "no authentication: any user may log in as anyone"
     };
     say!(
         "relay listening on {addr}; {who}\nat most {} connections ({} per address); \
@@ -269,7 +362,7 @@ async fn relay(listen: &str, tokens: Option<&Path>, config: ServerConfig) -> Res
         config.max_connections_per_ip,
         config.relay.max_held_bytes >> 20
     );
-    serve(listener, config, tokens, async {
+    serve(listener, config, authenticator, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
@@ -687,7 +780,7 @@ async fn demo() -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, ServerConfig::default(), None, async move {
+    let server = tokio::spawn(serve(listener, ServerConfig::default(), Open, async move {
         let _ = stopped.await;
     }));
     say!("relay on {addr}");
@@ -795,4 +888,28 @@ async fn wait(mut send: SendHandle, bar: Option<ProgressBar>, what: &str) {
         bar.finish_and_clear();
     }
     say!("alice: {what}: {code}");
+}
+
+/// `peermsg token`: a signed login token on standard output.
+fn token(
+    user: &str,
+    ttl: &str,
+    secret_file: Option<PathBuf>,
+    private_key: Option<PathBuf>,
+    audience: Option<&str>,
+) -> Result<ExitCode> {
+    let ttl = humantime::parse_duration(ttl)
+        .with_context(|| format!("--ttl {ttl}: not a duration such as 1h, 30m or 3600s"))?;
+    let token = match (secret_file, private_key) {
+        (Some(path), _) => {
+            peermsg_tokio::mint_hmac(&read_secret(&path)?, user, ttl.as_secs(), audience)?
+        }
+        (None, Some(path)) => {
+            peermsg_tokio::mint_ed25519(&read_secret(&path)?, user, ttl.as_secs(), audience)
+                .with_context(|| format!("{}: not an Ed25519 private key", path.display()))?
+        }
+        (None, None) => bail!("give --secret-file or --private-key"),
+    };
+    say!("{token}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,9 @@
 //! A relay and two users over loopback TCP: alice sends bob a command and a file, bob
 //! reads his events, alice awaits her sends. `cargo run -p peermsg-tokio --example two_users`
 
-use peermsg_tokio::{connect, serve, ClientConfig, ClientEvent, ErrorCode, Event, ServerConfig};
+use peermsg_tokio::{
+    connect, serve, ClientConfig, ClientEvent, ErrorCode, Event, Open, ServerConfig,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -10,7 +12,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(serve(
         listener,
         ServerConfig::default(),
-        None,
+        Open,
         std::future::pending(),
     ));
 

@@ -8,7 +8,8 @@
 //!   progress and cancel are on it too. Files to send are read from disk by offset;
 //!   received files go into a [`FileSink`] directory.
 //! - [`serve`] runs a relay on a `TcpListener` until a shutdown future completes, checking
-//!   logins against a token table, within the limits of a [`ServerConfig`] (connections,
+//!   logins with an [`Authenticator`] (signed tokens a backend mints, a token table, or
+//!   anyone), within the limits of a [`ServerConfig`] (connections,
 //!   connections per address, failed logins, write timeouts) and of the relay core's
 //!   [`RelayConfig`] (held bytes, login deadline, progress).
 //!
@@ -24,16 +25,18 @@
 
 #![warn(missing_docs)]
 
+mod auth;
 mod client;
 mod relay;
 mod sink;
 mod socket;
 
+pub use auth::{mint_ed25519, mint_hmac, Authenticator, Claims, Open, SignedTokens, TokenTable};
 pub use client::{
     connect, ClientEvent, ClientEvents, ClientHandle, ConnectError, SendFileError, SendHandle,
     SendProgress, EVENT_QUEUE,
 };
-pub use relay::{raise_open_file_limit, serve, ServerConfig, Tokens, RESERVED_FILES};
+pub use relay::{raise_open_file_limit, serve, ServerConfig, RESERVED_FILES};
 pub use sink::{sanitize_file_name, ArrivedFile, FileSink, SavedFile};
 pub use socket::UNSENT_LIMIT;
 

@@ -30,14 +30,12 @@ use bytes::{Buf, BufMut, BytesMut};
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
 use peermsg::wire::Transmit;
 use peermsg::{ErrorCode, Instant};
-use subtle::ConstantTimeEq;
+
+use crate::auth::Authenticator;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
-
-/// Who may log in: `None` lets any user in; otherwise a user's token must match.
-pub type Tokens = Option<HashMap<String, Vec<u8>>>;
 
 /// Open files the relay keeps for itself (its listener, logs, the runtime's own) when it
 /// sizes [`ServerConfig::max_connections`] from the open-file limit.
@@ -165,28 +163,19 @@ impl LoginFailures {
     }
 }
 
-/// Whether `token` is `user`'s, in time that does not depend on where they differ.
-fn token_matches(tokens: &Tokens, user: &str, token: &[u8]) -> bool {
-    match tokens {
-        None => true,
-        Some(t) => t
-            .get(user)
-            .is_some_and(|want| bool::from(want.as_slice().ct_eq(token))),
-    }
-}
-
-/// Runs a relay on `listener` until `shutdown` completes. `tokens` decides logins
-/// (`None`: anyone as anyone); `config` bounds what clients may make it hold and do.
+/// Runs a relay on `listener` until `shutdown` completes. `auth` decides logins (see
+/// [`Authenticator`]: a table of tokens, signed tokens, or anyone); `config` bounds what
+/// clients may make it hold and do.
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {
-/// use std::collections::HashMap;
-/// use peermsg_tokio::{raise_open_file_limit, serve, ServerConfig};
+/// use peermsg_tokio::{raise_open_file_limit, serve, ServerConfig, SignedTokens};
 ///
 /// raise_open_file_limit()?; // before the default sizes its connection cap from it
 /// let listener = tokio::net::TcpListener::bind("0.0.0.0:7000").await?;
-/// let tokens = HashMap::from([("alice".to_string(), b"s3cret".to_vec())]);
-/// serve(listener, ServerConfig::default(), Some(tokens), async {
+/// // Tokens the application's backend mints with the same secret.
+/// let auth = SignedTokens::hmac(b"a secret shared with the backend");
+/// serve(listener, ServerConfig::default(), auth, async {
 ///     let _ = tokio::signal::ctrl_c().await;
 /// })
 /// .await
@@ -195,7 +184,7 @@ fn token_matches(tokens: &Tokens, user: &str, token: &[u8]) -> bool {
 pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
-    tokens: Tokens,
+    auth: impl Authenticator,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut relay = Relay::new(config.relay).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -257,18 +246,22 @@ pub async fn serve(
                     RelayEvent::Login { conn, user, token } => {
                         let ip = conns.get(&conn).map(|c| c.ip);
                         let throttled = ip.is_some_and(|ip| failures.throttled(ip));
-                        let answer = if throttled {
-                            tracing::info!(%user, conn = conn.0, "login refused: too many failures from this address");
-                            relay.reject_login(conn, ErrorCode::LOGIN_REJECTED)
-                        } else if token_matches(&tokens, user.as_str(), &token) {
-                            tracing::info!(%user, conn = conn.0, "login accepted");
-                            relay.accept_login(conn)
-                        } else {
-                            tracing::info!(%user, conn = conn.0, "login refused");
-                            if let Some(ip) = ip {
-                                failures.failed(ip);
+                        let decided = match throttled {
+                            true => Err(ErrorCode::LOGIN_REJECTED),
+                            false => auth.authenticate(user.as_str(), &token),
+                        };
+                        let answer = match decided {
+                            Ok(()) => {
+                                tracing::info!(%user, conn = conn.0, "login accepted");
+                                relay.accept_login(conn)
                             }
-                            relay.reject_login(conn, ErrorCode::LOGIN_REJECTED)
+                            Err(code) => {
+                                tracing::info!(%user, conn = conn.0, %code, throttled, "login refused");
+                                if let (Some(ip), false) = (ip, throttled) {
+                                    failures.failed(ip);
+                                }
+                                relay.reject_login(conn, code)
+                            }
                         };
                         let _ = answer;
                     }
@@ -590,17 +583,6 @@ async fn write_and_shut(mut half: OwnedWriteHalf, mut last: Transmit, limit: Dur
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_match_only_whole_and_only_for_their_user() {
-        let tokens: Tokens = Some(HashMap::from([("alice".to_string(), b"s3cret".to_vec())]));
-        assert!(token_matches(&tokens, "alice", b"s3cret"));
-        assert!(!token_matches(&tokens, "alice", b"s3cre"));
-        assert!(!token_matches(&tokens, "alice", b"s3cret!"));
-        assert!(!token_matches(&tokens, "alice", b"S3cret"));
-        assert!(!token_matches(&tokens, "bob", b"s3cret"));
-        assert!(token_matches(&None, "anyone", b""));
-    }
 
     #[test]
     fn failed_logins_throttle_an_address_for_the_window_only() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use peermsg::wire::{Decoder, Frame, Hello, Limits, Login, Role, UserId};
 use peermsg::ErrorCode;
-use peermsg_tokio::{serve, SendHandle, ServerConfig};
+use peermsg_tokio::{serve, Authenticator, Open, SendHandle, ServerConfig, TokenTable};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -21,13 +21,16 @@ pub async fn start(
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let tokens = tokens.map(|t| {
-        t.iter()
-            .map(|(u, k)| (u.to_string(), k.as_bytes().to_vec()))
-            .collect::<HashMap<_, _>>()
-    });
+    let auth: Box<dyn Authenticator> = match tokens {
+        None => Box::new(Open),
+        Some(t) => Box::new(TokenTable::new(
+            t.iter()
+                .map(|(u, k)| (u.to_string(), k.as_bytes().to_vec()))
+                .collect::<HashMap<_, _>>(),
+        )),
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, config, tokens, async move {
+    tokio::spawn(serve(listener, config, auth, async move {
         let _ = stopped.await;
     }));
     (addr, stop)

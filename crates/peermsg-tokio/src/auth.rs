@@ -1,0 +1,299 @@
+//! Who may log in to a relay. The relay core surfaces each `LOGIN` and leaves the decision
+//! to the application; [`serve`](crate::serve) asks an [`Authenticator`]. Three come with
+//! the crate: [`Open`] (anyone as anyone: for trying things out), [`TokenTable`] (a fixed
+//! table of users and tokens) and [`SignedTokens`] (JWTs an application's backend mints:
+//! the LiveKit and Agora pattern, where the relay never holds user passwords).
+
+use std::collections::HashMap;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use peermsg::ErrorCode;
+use subtle::ConstantTimeEq;
+
+/// Decides logins: `Ok` if `user` may log in with `token`, else the code its
+/// `LOGIN_RESULT` carries (the code's name is the one-line reason the client shows).
+pub trait Authenticator: Send + Sync + 'static {
+    /// Whether `user` may log in with `token`.
+    fn authenticate(&self, user: &str, token: &[u8]) -> Result<(), ErrorCode>;
+
+    /// Whether anyone may log in as anyone: such a relay lets one user take over another's
+    /// session (a new login of a name replaces the old one).
+    fn is_open(&self) -> bool {
+        false
+    }
+}
+
+impl<A: Authenticator + ?Sized> Authenticator for Box<A> {
+    fn authenticate(&self, user: &str, token: &[u8]) -> Result<(), ErrorCode> {
+        (**self).authenticate(user, token)
+    }
+
+    fn is_open(&self) -> bool {
+        (**self).is_open()
+    }
+}
+
+/// Anyone may log in as anyone. Only for trying things out on a machine of one's own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Open;
+
+impl Authenticator for Open {
+    fn authenticate(&self, _user: &str, _token: &[u8]) -> Result<(), ErrorCode> {
+        Ok(())
+    }
+
+    fn is_open(&self) -> bool {
+        true
+    }
+}
+
+/// A fixed table of users and their tokens, compared in constant time.
+#[derive(Clone, Debug, Default)]
+pub struct TokenTable(HashMap<String, Vec<u8>>);
+
+impl TokenTable {
+    /// A table of `(user, token)` pairs.
+    pub fn new(tokens: HashMap<String, Vec<u8>>) -> Self {
+        TokenTable(tokens)
+    }
+
+    /// Users in the table.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the table is empty (nobody may log in).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Authenticator for TokenTable {
+    fn authenticate(&self, user: &str, token: &[u8]) -> Result<(), ErrorCode> {
+        let known = self
+            .0
+            .get(user)
+            .is_some_and(|want| bool::from(want.as_slice().ct_eq(token)));
+        known.then_some(()).ok_or(ErrorCode::LOGIN_REJECTED)
+    }
+}
+
+/// What a signed token says (and all the relay reads of it).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Claims {
+    /// The user id the token lets log in.
+    pub sub: String,
+    /// When it expires (seconds since the Unix epoch).
+    pub exp: u64,
+    /// When it starts to be valid, if not at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Whom it is for, if the relay asks for an audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// Signed, expiring tokens (JWT): the token's subject is the user id; `exp` is required,
+/// `nbf` and `aud` are checked when present (and `aud` required if an audience is set).
+/// HMAC-SHA256 with a shared secret, or Ed25519 with the backend's public key so the relay
+/// never holds the signing key. Clocks may differ by up to [`SignedTokens::LEEWAY`] seconds.
+///
+/// A token is checked at login only: a session outlives its token's expiry, and ends as
+/// any session does (the client closes it, or it is idle, or replaced).
+#[derive(Clone)]
+pub struct SignedTokens {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for SignedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedTokens")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignedTokens {
+    /// Seconds of clock difference tolerated on `exp` and `nbf`.
+    pub const LEEWAY: u64 = 5;
+
+    fn with(key: DecodingKey, algorithm: Algorithm) -> Self {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = Self::LEEWAY;
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        SignedTokens { key, validation }
+    }
+
+    /// Tokens signed with HMAC-SHA256 and `secret`.
+    pub fn hmac(secret: &[u8]) -> Self {
+        Self::with(DecodingKey::from_secret(secret), Algorithm::HS256)
+    }
+
+    /// Tokens signed with Ed25519, checked with the public key in `pem` (SPKI PEM, as
+    /// `openssl pkey -pubout` writes it).
+    pub fn ed25519_pem(pem: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
+        Ok(Self::with(DecodingKey::from_ed_pem(pem)?, Algorithm::EdDSA))
+    }
+
+    /// Tokens must name `audience` (their `aud`).
+    pub fn audience(mut self, audience: &str) -> Self {
+        self.validation.set_audience(&[audience]);
+        self.validation.validate_aud = true;
+        self.validation
+            .set_required_spec_claims(&["exp", "sub", "aud"]);
+        self
+    }
+}
+
+impl Authenticator for SignedTokens {
+    fn authenticate(&self, user: &str, token: &[u8]) -> Result<(), ErrorCode> {
+        let token = std::str::from_utf8(token).map_err(|_| ErrorCode::TOKEN_MALFORMED)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => ErrorCode::TOKEN_EXPIRED,
+                ErrorKind::ImmatureSignature => ErrorCode::TOKEN_NOT_YET_VALID,
+                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
+                    ErrorCode::TOKEN_BAD_SIGNATURE
+                }
+                ErrorKind::InvalidAudience => ErrorCode::TOKEN_WRONG_AUDIENCE,
+                // No audience where one is asked for: not for us either.
+                ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+                    ErrorCode::TOKEN_WRONG_AUDIENCE
+                }
+                _ => ErrorCode::TOKEN_MALFORMED,
+            },
+        )?;
+        if data.claims.sub != user {
+            return Err(ErrorCode::TOKEN_WRONG_USER);
+        }
+        Ok(())
+    }
+}
+
+/// Mints a token for `user` valid for `ttl_secs` from now, signed with HMAC-SHA256 and
+/// `secret` (for a backend written with this crate, and `peermsg token`).
+pub fn mint_hmac(
+    secret: &[u8],
+    user: &str,
+    ttl_secs: u64,
+    audience: Option<&str>,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
+    mint(&key, Algorithm::HS256, user, ttl_secs, audience)
+}
+
+/// Mints a token for `user` valid for `ttl_secs` from now, signed with the Ed25519 private
+/// key in `pem` (PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` writes it).
+pub fn mint_ed25519(
+    pem: &[u8],
+    user: &str,
+    ttl_secs: u64,
+    audience: Option<&str>,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(pem)?;
+    mint(&key, Algorithm::EdDSA, user, ttl_secs, audience)
+}
+
+fn mint(
+    key: &jsonwebtoken::EncodingKey,
+    algorithm: Algorithm,
+    user: &str,
+    ttl_secs: u64,
+    audience: Option<&str>,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let claims = Claims {
+        sub: user.to_string(),
+        exp: jsonwebtoken::get_current_timestamp().saturating_add(ttl_secs),
+        nbf: None,
+        aud: audience.map(str::to_string),
+    };
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(secret: &[u8], claims: &Claims) -> Vec<u8> {
+        let key = jsonwebtoken::EncodingKey::from_secret(secret);
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key)
+            .unwrap()
+            .into_bytes()
+    }
+
+    fn claims(sub: &str, exp_from_now: i64) -> Claims {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        Claims {
+            sub: sub.to_string(),
+            exp: (now + exp_from_now) as u64,
+            nbf: None,
+            aud: None,
+        }
+    }
+
+    #[test]
+    fn every_token_failure_has_its_code() {
+        let auth = SignedTokens::hmac(b"s3cret");
+        let now = jsonwebtoken::get_current_timestamp();
+        let good = token(b"s3cret", &claims("alice", 3600));
+        assert_eq!(auth.authenticate("alice", &good), Ok(()));
+        assert_eq!(
+            auth.authenticate("bob", &good),
+            Err(ErrorCode::TOKEN_WRONG_USER)
+        );
+        let expired = token(b"s3cret", &claims("alice", -3600));
+        assert_eq!(
+            auth.authenticate("alice", &expired),
+            Err(ErrorCode::TOKEN_EXPIRED)
+        );
+        let later = Claims {
+            nbf: Some(now + 3600),
+            ..claims("alice", 7200)
+        };
+        assert_eq!(
+            auth.authenticate("alice", &token(b"s3cret", &later)),
+            Err(ErrorCode::TOKEN_NOT_YET_VALID)
+        );
+        let forged = token(b"guess", &claims("alice", 3600));
+        assert_eq!(
+            auth.authenticate("alice", &forged),
+            Err(ErrorCode::TOKEN_BAD_SIGNATURE)
+        );
+        for junk in [&b"not a token"[..], b"", b"\xff\xfe", b"a.b.c"] {
+            assert_eq!(
+                auth.authenticate("alice", junk),
+                Err(ErrorCode::TOKEN_MALFORMED)
+            );
+        }
+        let for_app = SignedTokens::hmac(b"s3cret").audience("app");
+        let other = Claims {
+            aud: Some("other".into()),
+            ..claims("alice", 3600)
+        };
+        assert_eq!(
+            for_app.authenticate("alice", &token(b"s3cret", &other)),
+            Err(ErrorCode::TOKEN_WRONG_AUDIENCE)
+        );
+        let minted = mint_hmac(b"s3cret", "alice", 60, Some("app")).unwrap();
+        assert_eq!(for_app.authenticate("alice", minted.as_bytes()), Ok(()));
+    }
+
+    #[test]
+    fn a_table_compares_tokens_and_open_lets_anyone_in() {
+        let table = TokenTable::new(HashMap::from([("alice".into(), b"pw".to_vec())]));
+        assert_eq!(table.authenticate("alice", b"pw"), Ok(()));
+        assert_eq!(
+            table.authenticate("alice", b"pX"),
+            Err(ErrorCode::LOGIN_REJECTED)
+        );
+        assert_eq!(
+            table.authenticate("mallory", b"pw"),
+            Err(ErrorCode::LOGIN_REJECTED)
+        );
+        assert!(!table.is_open() && Open.is_open());
+    }
+}
