@@ -93,6 +93,13 @@ fn commands_buffers_and_files_go_through_stamped_with_the_sender() {
         })
         .collect();
     ended.sort_by_key(|(_, size, _)| *size);
+    let stats = n.relay.stats();
+    assert_eq!(
+        (stats.connections, stats.logged_in, stats.messages),
+        (2, 2, 0)
+    );
+    assert!(stats.frames_forwarded >= 3, "{stats:?}");
+    assert_eq!(stats.held_bytes, 0);
     assert_eq!(
         ended,
         vec![

@@ -148,7 +148,8 @@ pub enum RelayEvent {
         token: Bytes,
     },
     /// A message through the relay is over, by its result, a cancel, a lost connection or
-    /// a timeout: for logs and counters (one per message; the runtime need not answer).
+    /// a timeout, or refused at once (an offline target, a limit): for logs and counters
+    /// (one per message; the runtime need not answer).
     MessageEnded {
         /// Its sender.
         from: UserId,
@@ -324,6 +325,28 @@ pub struct Relay {
     promised: u64,
     /// Senders owed a connection grant that the budget held back, oldest first.
     owed: VecDeque<ConnId>,
+    /// Sessions logged in now (full and send-only).
+    logged_in: usize,
+    /// Frames passed from a sender to a receiver, ever.
+    forwarded: u64,
+}
+
+/// What a relay is doing, for an operator's metrics; see [`Relay::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayStats {
+    /// Connections open.
+    pub connections: usize,
+    /// Sessions logged in.
+    pub logged_in: usize,
+    /// Messages under way (commands and transfers, waiting or forwarded).
+    pub messages: usize,
+    /// Message bytes held (see [`Relay::held_bytes`]).
+    pub held_bytes: u64,
+    /// What it may hold: [`RelayConfig::max_held_bytes`].
+    pub held_budget: u64,
+    /// Frames passed from senders to receivers since the relay started.
+    pub frames_forwarded: u64,
 }
 
 impl Relay {
@@ -354,6 +377,8 @@ impl Relay {
             held: 0,
             promised: 0,
             owed: VecDeque::new(),
+            logged_in: 0,
+            forwarded: 0,
         })
     }
 
@@ -528,6 +553,7 @@ impl Relay {
     pub fn accept_login(&mut self, conn: ConnId) -> Result<(), RelayError> {
         let c = self.conns.get_mut(&conn).ok_or(RelayError::Unknown)?;
         let user = c.session.accept_login().ok_or(RelayError::Unknown)?;
+        self.logged_in += 1;
         let send_only = c
             .session
             .peer()
@@ -683,6 +709,18 @@ impl Relay {
     /// Connections open (including closed ones whose `CLOSE` has not been taken yet).
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// What the relay is doing now: connections, sessions, messages, held bytes. O(1).
+    pub fn stats(&self) -> RelayStats {
+        RelayStats {
+            connections: self.conns.len(),
+            logged_in: self.logged_in,
+            messages: self.routes.len(),
+            held_bytes: self.held,
+            held_budget: self.config.max_held_bytes,
+            frames_forwarded: self.forwarded,
+        }
     }
 
     /// Message payload bytes the relay holds (waiting for credit, a slot or queue room,

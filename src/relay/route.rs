@@ -112,6 +112,7 @@ impl Relay {
             r.forwarded += len;
         }
         r.last_progress = self.now;
+        self.forwarded += 1;
         self.push_from(dst, frame, Some(src));
         Ok(())
     }

@@ -25,8 +25,19 @@ impl Relay {
             self.violation(conn, violation);
             return None;
         }
+        // Refused at once: answered, and reported as a message that ended.
+        let from = c.session.user().cloned();
         let refuse = |relay: &mut Self, code| {
             relay.push(conn, Frame::Result(MessageResult { id, code }));
+            if let Some(from) = from.clone() {
+                relay.events.push_back(RelayEvent::MessageEnded {
+                    from,
+                    to: peer.clone(),
+                    cmd: is_cmd,
+                    size,
+                    code,
+                });
+            }
             None
         };
         let over = if is_cmd {

@@ -234,8 +234,12 @@ impl Relay {
             };
             c.out.push(Frame::Close(close), None);
         }
+        let was_logged_in = c.session.is_logged_in();
         if !c.session.close() {
             return;
+        }
+        if was_logged_in {
+            self.logged_in = self.logged_in.saturating_sub(1);
         }
         // Credit it never used is no longer promised; what it has in the relay is
         // released as it leaves.

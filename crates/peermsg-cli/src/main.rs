@@ -26,8 +26,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use peermsg::client::{ClientConfig, Event, SendId, SendKind};
 use peermsg::ErrorCode;
 use peermsg_tokio::{
-    connect, serve, Authenticator, ClientEvent, ClientEvents, ClientHandle, Open, SendHandle,
-    SendProgress, ServerConfig, SignedTokens, TokenTable,
+    connect, serve, serve_metered, Authenticator, ClientEvent, ClientEvents, ClientHandle, Metrics,
+    Open, SendHandle, SendProgress, ServerConfig, SignedTokens, TokenTable,
 };
 use save::shown;
 use serde_json::json;
@@ -48,6 +48,9 @@ refused); 2 a usage error; 3 not delivered (the receiver's or relay's code is pr
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Logs (standard error, filtered by RUST_LOG) as one JSON object per line.
+    #[arg(long, global = true)]
+    log_json: bool,
 }
 
 #[derive(Subcommand)]
@@ -69,6 +72,10 @@ enum Command {
         /// beyond it).
         #[arg(long, default_value_t = ServerConfig::default().relay.max_held_bytes >> 20)]
         max_held_mib: u64,
+        /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz), such as
+        /// 127.0.0.1:9100.
+        #[arg(long)]
+        metrics: Option<String>,
     },
     /// Log in and print what arrives; files and buffers are saved in DIR.
     Listen {
@@ -252,15 +259,19 @@ impl Interrupt {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         // Colour codes only for a terminal, not for a log file or a pipe.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let cli = Cli::parse();
+        .with_ansi(std::io::stderr().is_terminal() && !cli.log_json);
+    if cli.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -276,6 +287,7 @@ fn main() -> ExitCode {
                 max_connections,
                 max_connections_per_ip,
                 max_held_mib,
+                metrics,
             } => {
                 // A relay's connections are open files: use all the system allows.
                 if let Err(e) = peermsg_tokio::raise_open_file_limit() {
@@ -289,7 +301,7 @@ fn main() -> ExitCode {
                 if let Some(max) = max_connections {
                     config.max_connections = max;
                 }
-                relay(&listen, &auth, config).await
+                relay(&listen, &auth, config, metrics.as_deref()).await
             }
             Command::Listen { login, dir, json } => listen(&login, &dir, json).await,
             Command::Send {
@@ -334,7 +346,12 @@ fn read_tokens(path: &Path) -> Result<HashMap<String, Vec<u8>>> {
     Ok(tokens)
 }
 
-async fn relay(listen: &str, auth: &AuthArgs, config: ServerConfig) -> Result<ExitCode> {
+async fn relay(
+    listen: &str,
+    auth: &AuthArgs,
+    config: ServerConfig,
+    metrics_addr: Option<&str>,
+) -> Result<ExitCode> {
     let authenticator = auth.authenticator()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -355,6 +372,8 @@ async fn relay(listen: &str, auth: &AuthArgs, config: ServerConfig) -> Result<Ex
     } else {
         "no authentication: any user may log in as anyone"
     };
+    // Served before the first line is printed: a script that waits for it finds both up.
+    let metrics = metrics_addr.map(serve_metrics).transpose()?;
     say!(
         "relay listening on {addr}; {who}\nat most {} connections ({} per address); \
          at most {} MiB of messages held",
@@ -362,7 +381,11 @@ async fn relay(listen: &str, auth: &AuthArgs, config: ServerConfig) -> Result<Ex
         config.max_connections_per_ip,
         config.relay.max_held_bytes >> 20
     );
-    serve(listener, config, authenticator, async {
+    if let Some((_, at)) = &metrics {
+        say!("metrics at http://{at}/metrics");
+    }
+    let metrics = metrics.map(|(metrics, _)| metrics);
+    serve_metered(listener, config, authenticator, metrics, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
@@ -912,4 +935,35 @@ fn token(
     };
     say!("{token}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `metrics` as Prometheus text at `http://addr/metrics`, and `ok` at `/healthz`,
+/// from a thread of its own.
+/// Gives the metrics and the address they are served at.
+fn serve_metrics(addr: &str) -> Result<(Metrics, String)> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+    let at = server.server_addr().to_string();
+    let metrics = Metrics::new();
+    let shared = metrics.clone();
+    std::thread::spawn(move || {
+        for request in server.incoming_requests() {
+            let (status, body, kind) = match request.url() {
+                "/metrics" => (
+                    200,
+                    shared.encode(),
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+                "/healthz" => (200, "ok\n".to_string(), "text/plain"),
+                _ => (404, "not found\n".to_string(), "text/plain"),
+            };
+            let header = tiny_http::Header::from_bytes("Content-Type", kind).ok();
+            let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+            if let Some(header) = header {
+                response = response.with_header(header);
+            }
+            let _ = request.respond(response);
+        }
+    });
+    Ok((metrics, at))
 }

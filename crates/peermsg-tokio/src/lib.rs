@@ -27,6 +27,7 @@
 
 mod auth;
 mod client;
+mod metrics;
 mod relay;
 mod sink;
 mod socket;
@@ -36,7 +37,8 @@ pub use client::{
     connect, ClientEvent, ClientEvents, ClientHandle, ConnectError, SendFileError, SendHandle,
     SendProgress, EVENT_QUEUE,
 };
-pub use relay::{raise_open_file_limit, serve, ServerConfig, RESERVED_FILES};
+pub use metrics::Metrics;
+pub use relay::{raise_open_file_limit, serve, serve_metered, ServerConfig, RESERVED_FILES};
 pub use sink::{sanitize_file_name, ArrivedFile, FileSink, SavedFile};
 pub use socket::UNSENT_LIMIT;
 

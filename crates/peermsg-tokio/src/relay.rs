@@ -32,6 +32,7 @@ use peermsg::wire::Transmit;
 use peermsg::{ErrorCode, Instant};
 
 use crate::auth::Authenticator;
+use crate::metrics::Metrics;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -187,6 +188,19 @@ pub async fn serve(
     auth: impl Authenticator,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_metered(listener, config, auth, None, shutdown).await
+}
+
+/// [`serve`], keeping `metrics` up to date: connections, sessions, logins accepted and
+/// refused by code, bytes in and out, frames forwarded, messages under way and ended by
+/// code, held bytes against their budget. Serve them with [`Metrics::encode`].
+pub async fn serve_metered(
+    listener: TcpListener,
+    config: ServerConfig,
+    auth: impl Authenticator,
+    metrics: Option<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let mut relay = Relay::new(config.relay).map_err(|e| std::io::Error::other(e.to_string()))?;
     if config.max_read == 0 || config.max_unprocessed_input < config.max_read {
         return Err(std::io::Error::new(
@@ -219,7 +233,10 @@ pub async fn serve(
         let wake = loop {
             let mut batch = Transmit::new();
             match relay.poll_output(&mut batch) {
-                RelayOutput::Transmit(conn, _) => {
+                RelayOutput::Transmit(conn, written) => {
+                    if let Some(m) = &metrics {
+                        m.sent(written);
+                    }
                     let Some(c) = conns.get_mut(&conn) else {
                         continue; // gone already: its frames go nowhere
                     };
@@ -250,6 +267,9 @@ pub async fn serve(
                             true => Err(ErrorCode::LOGIN_REJECTED),
                             false => auth.authenticate(user.as_str(), &token),
                         };
+                        if let Some(m) = &metrics {
+                            m.login(decided.err());
+                        }
                         let answer = match decided {
                             Ok(()) => {
                                 tracing::info!(%user, conn = conn.0, "login accepted");
@@ -272,6 +292,9 @@ pub async fn serve(
                         size,
                         code,
                     } => {
+                        if let Some(m) = &metrics {
+                            m.message_ended(cmd, code);
+                        }
                         let what = if cmd { "command" } else { "transfer" };
                         tracing::info!(%from, %to, what, size, %code, "message ended");
                     }
@@ -287,8 +310,18 @@ pub async fn serve(
                     // Events of a later core version; this server answers none yet.
                     _ => {}
                 },
-                RelayOutput::Timeout(at) => break Some(epoch + (at - Instant::ZERO)),
-                _ => break None,
+                RelayOutput::Timeout(at) => {
+                    if let Some(m) = &metrics {
+                        m.observe(relay.stats());
+                    }
+                    break Some(epoch + (at - Instant::ZERO));
+                }
+                _ => {
+                    if let Some(m) = &metrics {
+                        m.observe(relay.stats());
+                    }
+                    break None;
+                }
             }
         };
         let accepting = !accept_failing || tokio::time::Instant::now() >= accept_again;
@@ -349,6 +382,9 @@ pub async fn serve(
             _ = tokio::time::sleep_until(accept_again), if !accepting => {}
             Some((conn, what)) = input.recv() => match what {
                 Input::Read(bytes, room) => {
+                    if let Some(m) = &metrics {
+                        m.received(bytes.len());
+                    }
                     relay.handle_input_buf(clock(), conn, bytes);
                     drop(room);
                 }

@@ -1,0 +1,189 @@
+//! What an operator watches: a relay's metrics in a Prometheus registry
+//! (`prometheus-client`), updated by [`serve`](crate::serve) when its [`ServerConfig`]
+//! carries them, and encoded as Prometheus text by [`Metrics::encode`].
+//!
+//! [`ServerConfig`]: crate::ServerConfig
+
+use std::sync::Arc;
+
+use peermsg::relay::RelayStats;
+use peermsg::ErrorCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A code, as a label: its name (or number, for a code this version does not know).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
+}
+
+/// A message's kind and end, as labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabel {
+    kind: &'static str,
+    code: String,
+}
+
+fn name(code: ErrorCode) -> String {
+    code.name()
+        .map_or_else(|| code.as_u32().to_string(), str::to_string)
+}
+
+/// A relay's metrics. Cloning shares them (the registry and every metric are shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    connections: Gauge,
+    logged_in: Gauge,
+    messages: Gauge,
+    held_bytes: Gauge,
+    held_budget: Gauge,
+    frames_forwarded: Counter,
+    forwarded_seen: Arc<std::sync::atomic::AtomicU64>,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    logins: Counter,
+    logins_refused: Family<CodeLabel, Counter>,
+    messages_ended: Family<MessageLabel, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with the relay's metrics, all at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("peermsg_relay");
+        let metrics = Metrics {
+            registry: Arc::default(),
+            connections: Gauge::default(),
+            logged_in: Gauge::default(),
+            messages: Gauge::default(),
+            held_bytes: Gauge::default(),
+            held_budget: Gauge::default(),
+            frames_forwarded: Counter::default(),
+            forwarded_seen: Arc::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            logins: Counter::default(),
+            logins_refused: Family::default(),
+            messages_ended: Family::default(),
+        };
+        let m = &metrics;
+        registry.register("connections", "Connections open", m.connections.clone());
+        registry.register("sessions", "Sessions logged in", m.logged_in.clone());
+        registry.register(
+            "messages_active",
+            "Messages under way (commands and transfers)",
+            m.messages.clone(),
+        );
+        registry.register(
+            "held_bytes",
+            "Message bytes the relay holds",
+            m.held_bytes.clone(),
+        );
+        registry.register(
+            "held_budget_bytes",
+            "Message bytes the relay may hold (max_held_bytes)",
+            m.held_budget.clone(),
+        );
+        registry.register(
+            "frames_forwarded",
+            "Frames passed from senders to receivers",
+            m.frames_forwarded.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "Bytes read from clients",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "Bytes written to clients",
+            m.bytes_out.clone(),
+        );
+        registry.register("logins", "Logins accepted", m.logins.clone());
+        registry.register(
+            "logins_refused",
+            "Logins refused, by code",
+            m.logins_refused.clone(),
+        );
+        registry.register(
+            "messages_ended",
+            "Messages ended, by kind and by the result their sender got",
+            m.messages_ended.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            ..metrics
+        }
+    }
+
+    /// The metrics as Prometheus text (for `GET /metrics`).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The relay core's state, as gauges.
+    pub(crate) fn observe(&self, stats: RelayStats) {
+        let gauge = |g: &Gauge, v: u64| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        gauge(&self.connections, stats.connections as u64);
+        gauge(&self.logged_in, stats.logged_in as u64);
+        gauge(&self.messages, stats.messages as u64);
+        gauge(&self.held_bytes, stats.held_bytes);
+        gauge(&self.held_budget, stats.held_budget);
+        // The core counts from its start; the counter takes what is new.
+        let seen = self
+            .forwarded_seen
+            .swap(stats.frames_forwarded, std::sync::atomic::Ordering::Relaxed);
+        self.frames_forwarded
+            .inc_by(stats.frames_forwarded.saturating_sub(seen));
+    }
+
+    pub(crate) fn received(&self, bytes: usize) {
+        self.bytes_in.inc_by(bytes as u64);
+    }
+
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.bytes_out.inc_by(bytes as u64);
+    }
+
+    pub(crate) fn login(&self, refused: Option<ErrorCode>) {
+        match refused {
+            None => {
+                self.logins.inc();
+            }
+            Some(code) => {
+                self.logins_refused
+                    .get_or_create(&CodeLabel { code: name(code) })
+                    .inc();
+            }
+        }
+    }
+
+    pub(crate) fn message_ended(&self, cmd: bool, code: ErrorCode) {
+        let kind = if cmd { "command" } else { "transfer" };
+        let label = MessageLabel {
+            kind,
+            code: name(code),
+        };
+        self.messages_ended.get_or_create(&label).inc();
+    }
+}
