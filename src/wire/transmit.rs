@@ -89,6 +89,18 @@ impl Transmit {
         Some(chunk)
     }
 
+    /// Appends bytes made elsewhere, as one chunk: for an adapter that turns what it
+    /// writes into other bytes (a TLS layer's records, say).
+    pub fn push_bytes(&mut self, bytes: Bytes) {
+        if !self.head.is_empty() {
+            self.chunks.push_back(self.head.split().freeze());
+        }
+        self.len += bytes.len();
+        if !bytes.is_empty() {
+            self.chunks.push_back(bytes);
+        }
+    }
+
     /// Drops everything held.
     pub fn clear(&mut self) {
         self.chunks.clear();

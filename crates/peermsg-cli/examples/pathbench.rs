@@ -17,7 +17,10 @@ use peermsg::client::{Client, ClientConfig, Event, Output};
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
 use peermsg::wire::Limits;
 use peermsg::Instant;
-use peermsg_tokio::{connect, serve, ClientHandle, ServerConfig};
+use std::sync::Arc;
+
+use peermsg_tokio::rustls;
+use peermsg_tokio::{connect, serve, serve_with, tls, ClientHandle, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Decoder as _, Encoder as _, LengthDelimitedCodec};
@@ -164,13 +167,25 @@ async fn ldc_relay(bytes: u64) -> f64 {
 }
 
 async fn start_relay() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    start_relay_with(None).await
+}
+
+/// The relay, speaking TLS if `tls` is given.
+async fn start_relay_with(
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(
+    let extras = peermsg_tokio::Extras {
+        tls,
+        ..Default::default()
+    };
+    tokio::spawn(serve_with(
         listener,
         relay_config(),
         peermsg_tokio::Open,
+        extras,
         async move {
             let _ = stopped.await;
         },
@@ -178,17 +193,56 @@ async fn start_relay() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()
     (addr, stop)
 }
 
+/// A certificate made for the run: the relay's TLS configuration and a client's that pins
+/// it.
+fn tls_pair() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = made.cert.der().clone();
+    let pin = tls::Trust::pin(&tls::fingerprint(&cert)).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
+    let server = tls::server_config(vec![cert], key).unwrap();
+    (server, tls::client_config(&pin).unwrap())
+}
+
 /// alice and bob logged in to the relay at `addr`; bob's events are read and dropped.
 async fn alice_and_bob(
     addr: std::net::SocketAddr,
     sink: Option<&std::path::Path>,
 ) -> (ClientHandle, peermsg_tokio::ClientEvents, ClientHandle) {
-    let (alice, a) = connect(addr, "alice", b"", client_config(), None)
-        .await
-        .unwrap();
-    let (bob, mut b) = connect(addr, "bob", b"", client_config(), sink)
-        .await
-        .unwrap();
+    alice_and_bob_with(addr, sink, None).await
+}
+
+/// [`alice_and_bob`], over TLS if `tls` is given.
+async fn alice_and_bob_with(
+    addr: std::net::SocketAddr,
+    sink: Option<&std::path::Path>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> (ClientHandle, peermsg_tokio::ClientEvents, ClientHandle) {
+    let login = |user: &'static str, sink: Option<&std::path::Path>| {
+        let tls = tls.clone();
+        let sink = sink.map(std::path::Path::to_path_buf);
+        async move {
+            let sink = sink.as_deref();
+            match tls {
+                None => connect(addr, user, b"", client_config(), sink).await,
+                Some(tls) => {
+                    peermsg_tokio::connect_tls(
+                        addr,
+                        "localhost",
+                        tls,
+                        user,
+                        b"",
+                        client_config(),
+                        sink,
+                    )
+                    .await
+                }
+            }
+            .unwrap()
+        }
+    };
+    let (alice, a) = login("alice", None).await;
+    let (bob, mut b) = login("bob", sink).await;
     tokio::spawn(async move { while b.recv().await.is_some() {} });
     (alice, a, bob)
 }
@@ -199,8 +253,25 @@ async fn peermsg_transfer(
     file: Option<&std::path::Path>,
     sink: &std::path::Path,
 ) -> f64 {
-    let (addr, _stop) = start_relay().await;
-    let (alice, _a, _bob) = alice_and_bob(addr, Some(sink)).await;
+    peermsg_transfer_with(bytes, file, sink, false).await
+}
+
+/// [`peermsg_transfer`], over TLS if `tls` (a certificate made for the run).
+async fn peermsg_transfer_with(
+    bytes: u64,
+    file: Option<&std::path::Path>,
+    sink: &std::path::Path,
+    tls: bool,
+) -> f64 {
+    let (server, client) = match tls {
+        true => {
+            let (server, client) = tls_pair();
+            (Some(server), Some(client))
+        }
+        false => (None, None),
+    };
+    let (addr, _stop) = start_relay_with(server).await;
+    let (alice, _a, _bob) = alice_and_bob_with(addr, Some(sink), client).await;
     // The application's buffer exists before the send; the receiver's is made by the send.
     let source = Bytes::from(vec![5u8; bytes as usize]);
     let start = StdInstant::now();
@@ -601,6 +672,16 @@ fn main() {
             }
             return;
         }
+        Some("c-tls") => {
+            let dir = tempfile::tempdir().unwrap();
+            for _ in 0..3 {
+                for tls in [false, true] {
+                    let gbps = rt.block_on(peermsg_transfer_with(GIB / 2, None, dir.path(), tls));
+                    println!("c buffer{} {gbps:.3} GB/s", if tls { " TLS" } else { "" });
+                }
+            }
+            return;
+        }
         Some("d") => {
             for _ in 0..3 {
                 let (p50, p99) = rt.block_on(latency_under_load(GIB / 2, 20_000));
@@ -670,6 +751,11 @@ fn main() {
         run("c_buffer", xs);
         let mut xs = Vec::new();
         for _ in 0..reps {
+            xs.push(peermsg_transfer_with(size, None, &sink, true).await);
+        }
+        run("c_buffer_tls", xs);
+        let mut xs = Vec::new();
+        for _ in 0..reps {
             xs.push(peermsg_transfer(size, Some(&file), &sink).await);
             for f in std::fs::read_dir(&sink).unwrap() {
                 let _ = std::fs::remove_file(f.unwrap().path());
@@ -693,6 +779,11 @@ fn main() {
             &results["disk"],
         );
         show("c. peermsg relay, buffer", "GB/s", &results["c_buffer"]);
+        show(
+            "c. peermsg relay, buffer, TLS both hops",
+            "GB/s",
+            &results["c_buffer_tls"],
+        );
         show(
             "c. peermsg relay, file (disk to disk)",
             "GB/s",

@@ -17,6 +17,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -25,9 +26,10 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use peermsg::client::{ClientConfig, Event, SendId, SendKind};
 use peermsg::ErrorCode;
+use peermsg_tokio::rustls as tls_config;
 use peermsg_tokio::{
-    connect, serve, serve_metered, Authenticator, ClientEvent, ClientEvents, ClientHandle, Metrics,
-    Open, SendHandle, SendProgress, ServerConfig, SignedTokens, TokenTable,
+    connect, connect_tls, serve_with, tls, Authenticator, ClientEvent, ClientEvents, ClientHandle,
+    Extras, Metrics, Open, SendHandle, SendProgress, ServerConfig, SignedTokens, TokenTable,
 };
 use save::shown;
 use serde_json::json;
@@ -76,6 +78,8 @@ enum Command {
         /// 127.0.0.1:9100.
         #[arg(long)]
         metrics: Option<String>,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Log in and print what arrives; files and buffers are saved in DIR.
     Listen {
@@ -127,6 +131,66 @@ enum Command {
         #[arg(long)]
         audience: Option<String>,
     },
+}
+
+/// The relay's certificate, for TLS.
+#[derive(Args)]
+struct TlsArgs {
+    /// Speak TLS with the certificate chain in this PEM file (leaf first); reloaded, with
+    /// the key, on SIGHUP.
+    #[arg(long, requires = "tls_key", conflicts_with = "tls_self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Speak TLS with a certificate made now, for trying it out: its SHA-256 fingerprint
+    /// is printed, for clients' --pin.
+    #[arg(long)]
+    tls_self_signed: bool,
+}
+
+impl TlsArgs {
+    /// The relay's TLS configuration, if it speaks TLS, and what to tell its operator.
+    fn server_config(&self) -> Result<Option<(Arc<tls_config::ServerConfig>, String)>> {
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let files = tls::CertificateFiles::load(cert, key)?;
+            let said = format!(
+                "TLS with {} (SHA-256 {})",
+                cert.display(),
+                files.fingerprint()
+            );
+            let config = files.server_config()?;
+            // SIGHUP reads the files again: new connections get the new certificate.
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    match files.reload() {
+                        Ok(()) => tracing::info!(
+                            fingerprint = files.fingerprint(),
+                            "certificate reloaded"
+                        ),
+                        Err(e) => {
+                            tracing::warn!("cannot reload the certificate: {e}; the old one stays")
+                        }
+                    }
+                }
+            });
+            return Ok(Some((config, said)));
+        }
+        if self.tls_self_signed {
+            let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+            let cert = made.cert.der().clone();
+            let said = format!(
+                "TLS with a self-signed certificate; clients give --pin {}",
+                tls::fingerprint(&cert)
+            );
+            let key =
+                tls_config::pki_types::PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
+            return Ok(Some((tls::server_config(vec![cert], key)?, said)));
+        }
+        Ok(None)
+    }
 }
 
 /// Who may log in to a relay: one of a tokens file, signed tokens, or --open.
@@ -186,9 +250,18 @@ fn read_secret(path: &Path) -> Result<Vec<u8>> {
 
 #[derive(Args)]
 struct LoginArgs {
-    /// The relay's address.
+    /// The relay: `tls://host:port`, or `tcp://host:port` for plain TCP. A bare
+    /// `host:port` is TLS, unless it is a loopback address (plain).
     #[arg(long)]
     server: String,
+    /// Trust a relay whose certificate is signed by an authority in this PEM file (else
+    /// the web's authorities).
+    #[arg(long, conflicts_with = "pin")]
+    ca: Option<PathBuf>,
+    /// Trust exactly the relay certificate with this SHA-256 fingerprint (hex, as
+    /// `peermsg relay --tls-self-signed` prints it).
+    #[arg(long)]
+    pin: Option<String>,
     /// Your user id.
     #[arg(long)]
     user: String,
@@ -288,6 +361,7 @@ fn main() -> ExitCode {
                 max_connections_per_ip,
                 max_held_mib,
                 metrics,
+                tls,
             } => {
                 // A relay's connections are open files: use all the system allows.
                 if let Err(e) = peermsg_tokio::raise_open_file_limit() {
@@ -301,7 +375,7 @@ fn main() -> ExitCode {
                 if let Some(max) = max_connections {
                     config.max_connections = max;
                 }
-                relay(&listen, &auth, config, metrics.as_deref()).await
+                relay(&listen, &auth, &tls, config, metrics.as_deref()).await
             }
             Command::Listen { login, dir, json } => listen(&login, &dir, json).await,
             Command::Send {
@@ -349,10 +423,12 @@ fn read_tokens(path: &Path) -> Result<HashMap<String, Vec<u8>>> {
 async fn relay(
     listen: &str,
     auth: &AuthArgs,
+    tls: &TlsArgs,
     config: ServerConfig,
     metrics_addr: Option<&str>,
 ) -> Result<ExitCode> {
     let authenticator = auth.authenticator()?;
+    let tls = tls.server_config()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -384,8 +460,15 @@ async fn relay(
     if let Some((_, at)) = &metrics {
         say!("metrics at http://{at}/metrics");
     }
-    let metrics = metrics.map(|(metrics, _)| metrics);
-    serve_metered(listener, config, authenticator, metrics, async {
+    match &tls {
+        Some((_, said)) => say!("{said}"),
+        None => say!("plain TCP: anyone on the path reads and changes what passes"),
+    }
+    let extras = Extras {
+        metrics: metrics.map(|(metrics, _)| metrics),
+        tls: tls.map(|(config, _)| config),
+    };
+    serve_with(listener, config, authenticator, extras, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
@@ -402,7 +485,22 @@ async fn login(args: &LoginArgs, dir: Option<&Path>) -> Result<(ClientHandle, Cl
         ..ClientConfig::default()
     };
     let token = args.token()?;
-    let connecting = connect(args.server.as_str(), &args.user, &token, config, dir);
+    let (addr, tls) = relay_address(&args.server)?;
+    let connecting = async {
+        match tls {
+            None => connect(addr.as_str(), &args.user, &token, config, dir).await,
+            Some(host) => {
+                let trust = match (&args.ca, &args.pin) {
+                    (Some(ca), _) => tls::Trust::CaFile(ca.clone()),
+                    (None, Some(pin)) => tls::Trust::pin(pin).map_err(anyhow::Error::msg)?,
+                    (None, None) => tls::Trust::WebRoots,
+                };
+                let tls = tls::client_config(&trust)?;
+                connect_tls(addr.as_str(), &host, tls, &args.user, &token, config, dir).await
+            }
+        }
+        .map_err(anyhow::Error::from)
+    };
     let wait = Duration::from_secs(args.timeout);
     let Ok(connected) = tokio::time::timeout(wait, connecting).await else {
         bail!(
@@ -413,6 +511,34 @@ async fn login(args: &LoginArgs, dir: Option<&Path>) -> Result<(ClientHandle, Cl
         );
     };
     connected.with_context(|| format!("{} at {}", args.user, args.server))
+}
+
+/// Where `--server` says the relay is: the address to connect to, and the name to check
+/// its certificate against when the link is TLS (`None`: plain TCP).
+fn relay_address(server: &str) -> Result<(String, Option<String>)> {
+    let (scheme, rest) = match server.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, server),
+    };
+    let host = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => host,
+        _ => bail!("--server {server}: expected [tls://|tcp://]host:port"),
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let tls = match scheme {
+        Some("tls") => true,
+        Some("tcp") => false,
+        Some(other) => bail!("--server {server}: unknown scheme {other}:// (tls:// or tcp://)"),
+        None => !loopback,
+    };
+    Ok((rest.to_string(), tls.then_some(host)))
 }
 
 /// Prints one event, as text or as a JSON line (the events are listed in docs/CLI.md).
@@ -803,20 +929,54 @@ async fn demo() -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, ServerConfig::default(), Open, async move {
-        let _ = stopped.await;
-    }));
-    say!("relay on {addr}");
+    // TLS, with a certificate made now; the clients trust exactly it (a pin).
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    let cert = made.cert.der().clone();
+    let pin = tls::fingerprint(&cert);
+    let key = tls_config::pki_types::PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
+    let extras = Extras {
+        tls: Some(tls::server_config(vec![cert], key)?),
+        ..Extras::default()
+    };
+    let server = tokio::spawn(serve_with(
+        listener,
+        ServerConfig::default(),
+        Open,
+        extras,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    say!("relay on {addr}, TLS with a certificate of SHA-256 {pin}");
+    let trust = tls::client_config(&tls::Trust::pin(&pin).map_err(anyhow::Error::msg)?)?;
     let dir = tempfile::tempdir()?;
     let saves = dir.path().to_path_buf();
     // alice only sends: her results come on each send's handle, and nothing comes to her.
-    let (alice, _a_events) = connect(addr, "alice", b"", ClientConfig::default(), None).await?;
+    let (alice, _a_events) = connect_tls(
+        addr,
+        "localhost",
+        trust.clone(),
+        "alice",
+        b"",
+        ClientConfig::default(),
+        None,
+    )
+    .await?;
     // bob confirms a buffer once he has saved it, as `listen` does.
     let bob_config = ClientConfig {
         confirm_buffers: true,
         ..ClientConfig::default()
     };
-    let (bob, mut b_events) = connect(addr, "bob", b"", bob_config, Some(dir.path())).await?;
+    let (bob, mut b_events) = connect_tls(
+        addr,
+        "localhost",
+        trust,
+        "bob",
+        b"",
+        bob_config,
+        Some(dir.path()),
+    )
+    .await?;
     say!(
         "alice and bob logged in; bob saves files in {}",
         dir.path().display()
@@ -966,4 +1126,23 @@ fn serve_metrics(addr: &str) -> Result<(Metrics, String)> {
         }
     });
     Ok((metrics, at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relay_address;
+
+    #[test]
+    fn a_bare_address_is_tls_unless_it_is_loopback() {
+        let tls = |s: &str| relay_address(s).unwrap().1;
+        assert_eq!(tls("relay.example:7000"), Some("relay.example".into()));
+        assert_eq!(tls("203.0.113.5:7000"), Some("203.0.113.5".into()));
+        assert_eq!(tls("127.0.0.1:7000"), None);
+        assert_eq!(tls("localhost:7000"), None);
+        assert_eq!(tls("[::1]:7000"), None);
+        assert_eq!(tls("tls://127.0.0.1:7000"), Some("127.0.0.1".into()));
+        assert_eq!(tls("tcp://relay.example:7000"), None);
+        assert!(relay_address("ftp://x:1").is_err());
+        assert!(relay_address("no-port").is_err());
+    }
 }

@@ -82,6 +82,10 @@ pub enum ConnectError {
     /// The server could not be reached (the I/O error is the source).
     #[error("cannot connect")]
     Io(#[from] std::io::Error),
+    /// The TLS handshake failed: an untrusted or mismatched certificate, a pin that
+    /// differs, or a server that does not speak TLS.
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
     /// The login was refused.
     #[error("login refused: {0}")]
     Refused(ErrorCode),
@@ -362,15 +366,62 @@ pub async fn connect(
     config: ClientConfig,
     sink_dir: Option<&Path>,
 ) -> Result<(ClientHandle, ClientEvents), ConnectError> {
+    let (client, sink) = prepare(user, token, config, sink_dir)?;
+    let stream = TcpStream::connect(addr).await?;
+    crate::socket::tune(&stream);
+    start(client, sink, stream).await
+}
+
+/// [`connect`] over TLS: the relay's certificate must be valid for `server_name` under
+/// `tls` (its roots, or a verifier that pins a certificate), else
+/// [`ConnectError::Tls`] says why in one line.
+pub async fn connect_tls(
+    addr: impl ToSocketAddrs,
+    server_name: &str,
+    tls: Arc<rustls::ClientConfig>,
+    user: &str,
+    token: &[u8],
+    config: ClientConfig,
+    sink_dir: Option<&Path>,
+) -> Result<(ClientHandle, ClientEvents), ConnectError> {
+    let (client, sink) = prepare(user, token, config, sink_dir)?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| ConnectError::Invalid(format!("{server_name}: {e}")))?;
+    let stream = TcpStream::connect(addr).await?;
+    crate::socket::tune(&stream);
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, stream)
+        .await
+        .map_err(ConnectError::Tls)?;
+    start(client, sink, stream).await
+}
+
+/// The state machine, logged in, and the sink: checked before anything goes on the
+/// network.
+fn prepare(
+    user: &str,
+    token: &[u8],
+    config: ClientConfig,
+    sink_dir: Option<&Path>,
+) -> Result<(Client, Option<FileSink>), ConnectError> {
     let sink = sink_dir.map(FileSink::new).transpose()?;
-    // The user id and configuration are checked before anything goes on the network.
     let mut client =
         Client::new(config, Instant::ZERO).map_err(|e| ConnectError::Invalid(e.to_string()))?;
     client
         .login(user, token)
         .map_err(|e| ConnectError::Invalid(e.to_string()))?;
-    let stream = TcpStream::connect(addr).await?;
-    crate::socket::tune(&stream);
+    Ok((client, sink))
+}
+
+/// Starts the task over `stream` and waits for the login's answer.
+async fn start<S>(
+    client: Client,
+    sink: Option<FileSink>,
+    stream: S,
+) -> Result<(ClientHandle, ClientEvents), ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             client,
@@ -583,13 +634,15 @@ fn run_sink(mut sink: FileSink, mut ops: mpsc::Receiver<SinkOp>, done: mpsc::Sen
 }
 
 /// The task: the socket, the files, and the drive loop.
-async fn drive(
+async fn drive<S>(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: S,
     events: mpsc::Sender<ClientEvent>,
     sink: Option<FileSink>,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     // Incoming files in the sink: their names and senders.
     let mut names: HashMap<ReceiveId, (String, UserId)> = HashMap::new();
     // The file sink on the blocking pool: requests go in order over a bounded channel,

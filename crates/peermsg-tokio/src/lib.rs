@@ -31,14 +31,16 @@ mod metrics;
 mod relay;
 mod sink;
 mod socket;
+pub mod tls;
 
 pub use auth::{mint_ed25519, mint_hmac, Authenticator, Claims, Open, SignedTokens, TokenTable};
 pub use client::{
-    connect, ClientEvent, ClientEvents, ClientHandle, ConnectError, SendFileError, SendHandle,
-    SendProgress, EVENT_QUEUE,
+    connect, connect_tls, ClientEvent, ClientEvents, ClientHandle, ConnectError, SendFileError,
+    SendHandle, SendProgress, EVENT_QUEUE,
 };
 pub use metrics::Metrics;
-pub use relay::{raise_open_file_limit, serve, serve_metered, ServerConfig, RESERVED_FILES};
+pub use relay::{raise_open_file_limit, serve, serve_with, Extras, ServerConfig, RESERVED_FILES};
+pub use rustls;
 pub use sink::{sanitize_file_name, ArrivedFile, FileSink, SavedFile};
 pub use socket::UNSENT_LIMIT;
 

@@ -105,6 +105,45 @@ enum Input {
     Closed,
     /// A flush task wrote its batch (or failed to) and gives the write half back.
     Flushed(OwnedWriteHalf, bool),
+    /// A TLS handshake finished: the connection, ready to serve.
+    Handshaken(
+        TcpStream,
+        Box<rustls::ServerConnection>,
+        std::net::SocketAddr,
+    ),
+    /// A TLS handshake failed or timed out (the address's count goes down).
+    HandshakeFailed(IpAddr),
+    /// The TLS layer has records to send (after reading: an alert, a key update).
+    TlsOutput,
+}
+
+/// A connection's TLS state, shared by its reader (which decrypts) and the relay's task
+/// (which encrypts): rustls's own state machine, under a lock held only for a call.
+type Tls = Arc<std::sync::Mutex<rustls::ServerConnection>>;
+
+/// Encrypts `plain` for `tls` (and, with `close`, ends the TLS session): the records to
+/// write.
+fn encrypt(tls: &Tls, mut plain: Transmit, close: bool) -> Transmit {
+    use std::io::Write;
+    let mut tls = tls
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut records = Vec::with_capacity(plain.remaining() + plain.remaining() / 64 + 64);
+    while let Some(chunk) = plain.pop_chunk() {
+        // No buffer limit is set: everything goes in, and is drained just below.
+        let _ = tls.writer().write_all(&chunk);
+    }
+    if close {
+        tls.send_close_notify();
+    }
+    while tls.wants_write() {
+        if tls.write_tls(&mut records).is_err() {
+            break;
+        }
+    }
+    let mut out = Transmit::new();
+    out.push_bytes(bytes::Bytes::from(records));
+    out
 }
 
 /// A connection's write side, as the relay's task sees it.
@@ -118,6 +157,8 @@ struct Conn {
     closing: Arc<Notify>,
     reader: tokio::task::JoinHandle<()>,
     ip: IpAddr,
+    /// Its TLS session, on a TLS relay.
+    tls: Option<Tls>,
 }
 
 type Inputs = mpsc::Sender<(ConnId, Input)>;
@@ -188,19 +229,33 @@ pub async fn serve(
     auth: impl Authenticator,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    serve_metered(listener, config, auth, None, shutdown).await
+    serve_with(listener, config, auth, Extras::default(), shutdown).await
 }
 
-/// [`serve`], keeping `metrics` up to date: connections, sessions, logins accepted and
-/// refused by code, bytes in and out, frames forwarded, messages under way and ended by
-/// code, held bytes against their budget. Serve them with [`Metrics::encode`].
-pub async fn serve_metered(
+/// What a relay may do beside relaying, for [`serve_with`].
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    /// Keep these metrics up to date: connections, sessions, logins accepted and refused
+    /// by code, bytes in and out, frames forwarded, messages under way and ended by code,
+    /// held bytes against their budget. Serve them with [`Metrics::encode`].
+    pub metrics: Option<Metrics>,
+    /// Speak TLS with this configuration (its certificate, and how it resolves it) on
+    /// every connection; clients use [`connect_tls`](crate::connect_tls).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// [`serve`], with metrics and TLS as `extras` say.
+pub async fn serve_with(
     listener: TcpListener,
     config: ServerConfig,
     auth: impl Authenticator,
-    metrics: Option<Metrics>,
+    extras: Extras,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let Extras { metrics, tls } = extras;
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    // TLS handshakes under way, counted with the connections.
+    let mut handshaking = 0usize;
     let mut relay = Relay::new(config.relay).map_err(|e| std::io::Error::other(e.to_string()))?;
     if config.max_read == 0 || config.max_unprocessed_input < config.max_read {
         return Err(std::io::Error::new(
@@ -244,6 +299,10 @@ pub async fn serve_metered(
                         // Only a paused connection's half is with a flush task.
                         debug_assert!(false, "frames for a paused connection");
                         continue;
+                    };
+                    let batch = match &c.tls {
+                        Some(tls) => encrypt(tls, batch, false),
+                        None => batch,
                     };
                     match write_now(half, batch) {
                         Written::All(half) => c.half = Some(half),
@@ -349,24 +408,48 @@ pub async fn serve_metered(
                     }
                     let ip = peer.ip();
                     let from_ip = per_ip.get(&ip).copied().unwrap_or(0);
-                    if conns.len() >= config.max_connections {
-                        refuse(&relay, stream, "the relay is full", &config);
+                    // Over a limit: a plain client is told why; a TLS one, which could not
+                    // read it, is just closed.
+                    if conns.len() + handshaking >= config.max_connections {
+                        if acceptor.is_none() {
+                            refuse(&relay, stream, "the relay is full", &config);
+                        }
                         continue;
                     }
                     if from_ip >= config.max_connections_per_ip {
-                        refuse(&relay, stream, "too many connections from your address", &config);
+                        if acceptor.is_none() {
+                            refuse(&relay, stream, "too many connections from your address", &config);
+                        }
                         continue;
                     }
                     crate::socket::tune(&stream);
-                    let conn = ConnId(next_conn);
-                    next_conn += 1;
-                    tracing::debug!(conn = conn.0, %peer, "connection accepted");
-                    let (rd, half) = stream.into_split();
-                    let reader = tokio::spawn(read_loop(conn, rd, input_tx.clone(), input_room.clone(), config.max_read));
-                    let closing = Arc::new(Notify::new());
-                    conns.insert(conn, Conn { half: Some(half), last: None, closing, reader, ip });
                     *per_ip.entry(ip).or_default() += 1;
-                    let _ = relay.open(clock(), conn);
+                    match &acceptor {
+                        // The handshake goes on beside, within the login deadline; the
+                        // connection is served once it is done.
+                        Some(acceptor) => {
+                            handshaking += 1;
+                            let (acceptor, done) = (acceptor.clone(), input_tx.clone());
+                            let limit = config.relay.login_timeout;
+                            tokio::spawn(async move {
+                                let shaken = tokio::time::timeout(limit, acceptor.accept(stream)).await;
+                                let outcome = match shaken {
+                                    Ok(Ok(tls)) => {
+                                        let (stream, session) = tls.into_inner();
+                                        Input::Handshaken(stream, Box::new(session), peer)
+                                    }
+                                    _ => Input::HandshakeFailed(ip),
+                                };
+                                let _ = done.send((ConnId(u64::MAX), outcome)).await;
+                            });
+                        }
+                        None => {
+                            let conn = ConnId(next_conn);
+                            next_conn += 1;
+                            tracing::debug!(conn = conn.0, %peer, "connection accepted");
+                            serve_stream(&mut relay, conn, stream, ip, None, &mut conns, &input_tx, &input_room, &config, clock());
+                        }
+                    }
                 }
                 Err(e) if is_fatal(&e) => return Err(e),
                 Err(e) => {
@@ -389,6 +472,49 @@ pub async fn serve_metered(
                     drop(room);
                 }
                 Input::Closed => relay.handle_disconnect(conn),
+                Input::Handshaken(stream, session, peer) => {
+                    handshaking -= 1;
+                    let conn = ConnId(next_conn);
+                    next_conn += 1;
+                    tracing::debug!(conn = conn.0, %peer, "TLS connection accepted");
+                    let mut session = *session;
+                    // Records are drained as soon as they are made: no limit is needed.
+                    session.set_buffer_limit(None);
+                    // What came with the handshake's last flight is the client's first.
+                    let early = decrypted(&mut session);
+                    let tls = Arc::new(std::sync::Mutex::new(session));
+                    serve_stream(&mut relay, conn, stream, peer.ip(), Some(tls), &mut conns, &input_tx, &input_room, &config, clock());
+                    if !early.is_empty() {
+                        relay.handle_input_buf(clock(), conn, early);
+                    }
+                }
+                Input::HandshakeFailed(ip) => {
+                    handshaking -= 1;
+                    tracing::debug!(%ip, "TLS handshake failed");
+                    if let Some(n) = per_ip.get_mut(&ip) {
+                        *n -= 1;
+                        if *n == 0 {
+                            per_ip.remove(&ip);
+                        }
+                    }
+                }
+                Input::TlsOutput => {
+                    // Written now if the socket is free; else the next write carries it.
+                    if let Some(c) = conns.get_mut(&conn) {
+                        if let (Some(tls), Some(half)) = (&c.tls, c.half.take()) {
+                            match write_now(half, encrypt(tls, Transmit::new(), false)) {
+                                Written::All(half) => c.half = Some(half),
+                                Written::Part(half, rest) => {
+                                    relay.pause_writes(conn);
+                                    let done = input_tx.clone();
+                                    let closing = c.closing.clone();
+                                    tokio::spawn(flush(conn, half, rest, closing, done, config));
+                                }
+                                Written::Failed => relay.handle_disconnect(conn),
+                            }
+                        }
+                    }
+                }
                 Input::Flushed(half, ok) => {
                     if let Some(c) = conns.get_mut(&conn) {
                         match c.last.take() {
@@ -417,6 +543,57 @@ pub async fn serve_metered(
     }
 }
 
+/// Starts serving an accepted connection as `conn`: its reader (which decrypts, with
+/// `tls`), its write side, and the relay's state for it.
+#[allow(clippy::too_many_arguments)]
+fn serve_stream(
+    relay: &mut Relay,
+    conn: ConnId,
+    stream: TcpStream,
+    ip: IpAddr,
+    tls: Option<Tls>,
+    conns: &mut HashMap<ConnId, Conn>,
+    input_tx: &Inputs,
+    input_room: &Arc<Semaphore>,
+    config: &ServerConfig,
+    now: Instant,
+) {
+    let (rd, half) = stream.into_split();
+    let reader = tokio::spawn(read_loop(
+        conn,
+        rd,
+        tls.clone(),
+        input_tx.clone(),
+        input_room.clone(),
+        config.max_read,
+    ));
+    let closing = Arc::new(Notify::new());
+    let c = Conn {
+        half: Some(half),
+        last: None,
+        closing,
+        reader,
+        ip,
+        tls,
+    };
+    conns.insert(conn, c);
+    let _ = relay.open(now, conn);
+}
+
+/// The plaintext a TLS session has decrypted and not yet handed on.
+fn decrypted(session: &mut rustls::ServerConnection) -> BytesMut {
+    use std::io::Read;
+    let mut plain = BytesMut::new();
+    let mut chunk = [0u8; 16 * 1024];
+    while let Ok(n) = session.reader().read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        plain.extend_from_slice(&chunk[..n]);
+    }
+    plain
+}
+
 /// Accept errors that say the listener itself is broken, not that this one connection or
 /// the process's resources failed for now.
 fn is_fatal(e: &std::io::Error) -> bool {
@@ -435,6 +612,7 @@ fn is_fatal(e: &std::io::Error) -> bool {
 async fn read_loop(
     conn: ConnId,
     rd: tokio::net::tcp::OwnedReadHalf,
+    tls: Option<Tls>,
     tx: Inputs,
     server_room: Arc<Semaphore>,
     max_read: usize,
@@ -474,11 +652,21 @@ async fn read_loop(
                     _conn: mine,
                     _server: all,
                 };
-                if tx
-                    .send((conn, Input::Read(buf.split(), room)))
-                    .await
-                    .is_err()
-                {
+                let mut bytes = buf.split();
+                if let Some(tls) = &tls {
+                    // What was read is records: their plaintext goes on (no more than was
+                    // read, so within the room taken), and anything the TLS layer must
+                    // answer is written by the relay's task.
+                    let Some((plain, answer)) = decrypt(tls, &bytes) else {
+                        let _ = tx.send((conn, Input::Closed)).await;
+                        return;
+                    };
+                    if answer && tx.send((conn, Input::TlsOutput)).await.is_err() {
+                        return;
+                    }
+                    bytes = plain;
+                }
+                if tx.send((conn, Input::Read(bytes, room))).await.is_err() {
                     return;
                 }
             }
@@ -489,6 +677,27 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// Decrypts `records` read from a TLS connection: the plaintext, and whether the TLS layer
+/// has records of its own to send; `None` if the peer broke TLS or closed it.
+fn decrypt(tls: &Tls, mut records: &[u8]) -> Option<(BytesMut, bool)> {
+    let mut tls = tls
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut plain = BytesMut::new();
+    while !records.is_empty() {
+        match tls.read_tls(&mut records) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        let state = tls.process_new_packets().ok()?;
+        plain.extend_from_slice(&decrypted(&mut tls));
+        if state.peer_has_closed() {
+            return None;
+        }
+    }
+    Some((plain, tls.wants_write()))
 }
 
 /// Tells a connection the relay will not serve it why (its `HELLO` and a `CLOSE`), within
@@ -578,6 +787,9 @@ fn finish(
     let Some(c) = conns.get_mut(&conn) else {
         return;
     };
+    if let Some(tls) = &c.tls {
+        last = encrypt(tls, last, true);
+    }
     c.reader.abort();
     match c.half.take() {
         Some(half) => {

@@ -1,0 +1,137 @@
+//! TLS through the program: a relay with a certificate made for the run or read from files
+//! (reloaded on SIGHUP), clients that trust it by pin or by CA, and clients that must not
+//! get through (a wrong pin, an untrusted certificate, plain TCP to a TLS relay).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin, port, Killed};
+
+/// A relay started with `args`, and the lines it printed when it started (up to `lines`).
+fn relay(args: &[&str], lines: usize) -> (Killed, Vec<String>) {
+    let mut child = bin()
+        .arg("relay")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut said = Vec::new();
+    for _ in 0..lines {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        said.push(line);
+    }
+    std::thread::spawn(move || for _ in out.lines() {});
+    (Killed(child), said)
+}
+
+/// A command from alice to nobody through `server` with `trust` flags: the login is what
+/// is checked (OFFLINE, exit status 3, means it went through).
+fn send(server: &str, trust: &[&str]) -> std::process::Output {
+    bin()
+        .args(["send", "--server", server, "--user", "alice", "--to", "bob"])
+        .args(trust)
+        .args(["--cmd", "hi", "--json", "--timeout", "5"])
+        .output()
+        .unwrap()
+}
+
+fn went_through(out: &std::process::Output) -> bool {
+    out.status.code() == Some(3) && String::from_utf8_lossy(&out.stdout).contains("OFFLINE")
+}
+
+#[test]
+fn a_self_signed_relay_is_reached_by_its_pin_only() {
+    let addr = format!("127.0.0.1:{}", port());
+    let (_relay, said) = relay(&["--listen", &addr, "--tls-self-signed"], 3);
+    let line = said.iter().find(|l| l.contains("--pin")).expect("the pin");
+    let pin = line.split_whitespace().last().unwrap();
+    let server = format!("tls://{addr}");
+    let out = send(&server, &["--pin", pin]);
+    assert!(went_through(&out), "{out:?}");
+    let wrong = format!("{}0", &pin[..63]);
+    let out = send(&server, &["--pin", &wrong]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pin"), "one clear line: {err}");
+    // Trusting the web's authorities, the self-signed certificate is refused.
+    let out = send(&server, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    // Plain TCP to a TLS relay fails cleanly and fast.
+    let started = Instant::now();
+    let out = send(&format!("tcp://{addr}"), &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// A certificate for localhost made by openssl in `dir`, as `name.pem` and `name.key`.
+fn certificate(dir: &Path, name: &str) -> bool {
+    Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        // A leaf, trusted as itself (not an authority).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(dir.join(format!("{name}.pem")))
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_relay_with_certificate_files_is_trusted_by_its_ca_and_reloads_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    if !certificate(dir.path(), "first") || !certificate(dir.path(), "second") {
+        eprintln!("skipped: openssl cannot make certificates here");
+        return;
+    }
+    let (cert, key) = (dir.path().join("relay.pem"), dir.path().join("relay.key"));
+    std::fs::copy(dir.path().join("first.pem"), &cert).unwrap();
+    std::fs::copy(dir.path().join("first.key"), &key).unwrap();
+    let port = port();
+    let listen = format!("127.0.0.1:{port}");
+    let (relay, _) = relay(
+        &[
+            "--listen",
+            &listen,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        3,
+    );
+    let server = format!("tls://localhost:{port}");
+    let ca = |name: &str| dir.path().join(format!("{name}.pem"));
+    let (first, second) = (ca("first"), ca("second"));
+    let trusting = |pem: &Path| went_through(&send(&server, &["--ca", pem.to_str().unwrap()]));
+    assert!(trusting(&first));
+    assert!(!trusting(&second));
+    // New files and a SIGHUP: new connections get the new certificate.
+    std::fs::copy(dir.path().join("second.pem"), &cert).unwrap();
+    std::fs::copy(dir.path().join("second.key"), &key).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &relay.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(trusting(&second));
+    assert!(!trusting(&first));
+}

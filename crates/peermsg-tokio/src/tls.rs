@@ -1,0 +1,258 @@
+//! TLS on the client–relay link (rustls, with the ring provider): what a relay serves
+//! ([`CertificateFiles`], reloadable; or [`server_config`] for a certificate in memory)
+//! and how a client decides to trust a relay ([`Trust`]: the web's roots, a CA file, or a
+//! pinned certificate).
+//!
+//! The web's roots are Mozilla's, compiled in (`webpki-roots`): a client then trusts the
+//! same relays on every machine, a container without a certificate store included, and a
+//! relay operator who wants otherwise gives `--ca` or `--pin`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+fn invalid(what: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
+}
+
+/// The crypto the relay link uses: ring's.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The SHA-256 fingerprint of a certificate, as hex: what `--pin` takes.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    Sha256::digest(cert.as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A certificate chain and its key as the relay signs with them.
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> std::io::Result<CertifiedKey> {
+    let key = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| invalid(format!("the private key: {e}")))?;
+    Ok(CertifiedKey::new(chain, key))
+}
+
+fn relay_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    Ok(Arc::new(config))
+}
+
+/// A relay's configuration for a certificate chain and key in memory.
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    let key = Arc::new(certified(chain, key)?);
+    relay_config(Arc::new(Fixed(key)))
+}
+
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// A relay's certificate chain and key from PEM files, which [`CertificateFiles::reload`]
+/// reads again: connections made after it get the new certificate, connections open keep
+/// theirs.
+#[derive(Debug)]
+pub struct CertificateFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl CertificateFiles {
+    /// Reads the chain (leaf first) from `cert` and the key from `key`.
+    pub fn load(cert: &Path, key: &Path) -> std::io::Result<Arc<Self>> {
+        let current = RwLock::new(Arc::new(Self::read(cert, key)?));
+        Ok(Arc::new(CertificateFiles {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current,
+        }))
+    }
+
+    fn read(cert: &Path, key: &Path) -> std::io::Result<CertifiedKey> {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| invalid(format!("{}: {e}", cert.display())))?;
+        if chain.is_empty() {
+            return Err(invalid(format!("{}: no certificate", cert.display())));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| invalid(format!("{}: {e}", key.display())))?;
+        certified(chain, key)
+    }
+
+    /// Reads the files again; on an error the certificate in use stays.
+    pub fn reload(&self) -> std::io::Result<()> {
+        let fresh = Arc::new(Self::read(&self.cert, &self.key)?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// The SHA-256 fingerprint of the leaf certificate in use.
+    pub fn fingerprint(&self) -> String {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current.cert.first().map(fingerprint).unwrap_or_default()
+    }
+
+    /// A relay's configuration that serves the certificate in use.
+    pub fn server_config(self: &Arc<Self>) -> std::io::Result<Arc<rustls::ServerConfig>> {
+        relay_config(self.clone())
+    }
+}
+
+impl ResolvesServerCert for CertificateFiles {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// How a client decides whether to trust a relay's certificate.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// Certificates signed by the web's authorities (Mozilla's roots), valid for the name.
+    WebRoots,
+    /// Certificates signed by an authority in this PEM file, valid for the name.
+    CaFile(PathBuf),
+    /// Exactly the certificate with this SHA-256 fingerprint (a self-signed relay's).
+    Pin([u8; 32]),
+}
+
+impl Trust {
+    /// A pin from its hex form (colons and case ignored).
+    pub fn pin(hex: &str) -> Result<Trust, String> {
+        let digits: String = hex.chars().filter(|c| *c != ':').collect();
+        let mut pin = [0u8; 32];
+        if digits.len() != 64 {
+            return Err(format!(
+                "a SHA-256 pin is 64 hex digits, not {}",
+                digits.len()
+            ));
+        }
+        for (i, byte) in pin.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16)
+                .map_err(|_| format!("not hex: {hex}"))?;
+        }
+        Ok(Trust::Pin(pin))
+    }
+}
+
+/// A client's TLS configuration for `trust`.
+pub fn client_config(trust: &Trust) -> std::io::Result<Arc<rustls::ClientConfig>> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let config = match trust {
+        Trust::WebRoots => {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::CaFile(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .map_err(|e| invalid(format!("{}: {e}", path.display())))?
+            {
+                let cert = cert.map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::Pin(pin) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                pin: *pin,
+                provider: provider(),
+            }))
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// Trusts exactly one certificate, by its SHA-256 fingerprint, whatever names or
+/// signatures it carries (a self-signed relay's); the handshake's own signature is still
+/// checked against it.
+#[derive(Debug)]
+struct Pinned {
+    pin: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if Sha256::digest(end_entity.as_ref()).as_slice() == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the relay's certificate does not match the pin".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
