@@ -1,5 +1,5 @@
 //! The whole path against the machine's limits, in one run:
-//! `cargo run --release -p peermsg-cli --example pathbench` (add `quick` for smaller sizes).
+//! `cargo run --release -p peermsg-bench --bin pathbench` (add `quick` for smaller sizes).
 //!
 //! a. raw TCP over one loopback hop; b. a baseline relay built on tokio-util's
 //! `LengthDelimitedCodec`; c. peermsg through its relay, a buffer and a file; d. command
