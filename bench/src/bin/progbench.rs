@@ -12,7 +12,8 @@
 //! target/release/progbench 256 3      # 256 MiB, 3 rounds
 //! ```
 //!
-//! The `peermsg` binary is taken from beside this one (build both in one command).
+//! The `peermsg` binary is taken from beside this one (build both in one command), or from
+//! `PEERMSG_BIN`.
 //! (NATS as a third peer, as the performance issue asks, is not measured here yet.)
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -263,7 +264,10 @@ fn main() {
     let mib: u64 = arg(1).and_then(|a| a.parse().ok()).unwrap_or(1024);
     let rounds: usize = arg(2).and_then(|a| a.parse().ok()).unwrap_or(5);
     let me = std::env::current_exe().unwrap();
-    let bin: PathBuf = me.with_file_name("peermsg");
+    // PEERMSG_BIN measures another build (an older one, say) against the same copy relay.
+    let bin: PathBuf = std::env::var_os("PEERMSG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| me.with_file_name("peermsg"));
     if !bin.exists() {
         eprintln!(
             "no {} beside this program: build both with `cargo build --release -p peermsg-cli -p peermsg-bench`",

@@ -345,7 +345,22 @@ fn main() -> ExitCode {
     } else {
         logs.init();
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread for the tasks: the relay's state is one task's, a client's one task's, and
+    // their readers and writers only feed them, so more threads would only add wake-ups
+    // across them (file reads and writes go to the blocking pool's threads as before;
+    // measured in docs/PERFORMANCE.md). A TLS relay is the exception: its readers decrypt,
+    // and that work spreads over the cores.
+    let tls_relay = matches!(
+        &cli.command,
+        Command::Relay { tls, .. } if tls.tls_cert.is_some() || tls.tls_self_signed
+    );
+    let runtime = match tls_relay {
+        true => tokio::runtime::Builder::new_multi_thread(),
+        false => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build();
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
