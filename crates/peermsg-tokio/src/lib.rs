@@ -1,4 +1,4 @@
-//! Runs [`peermsg`] over TCP with tokio.
+//! Runs [`peermsg`] over TCP (plain or TLS) with tokio.
 //!
 //! - [`connect`] logs a user in to a relay and returns a [`ClientHandle`], whose async
 //!   methods mirror the SDK's calls, and a bounded channel of [`ClientEvent`]s
@@ -11,7 +11,13 @@
 //!   logins with an [`Authenticator`] (signed tokens a backend mints, a token table, or
 //!   anyone), within the limits of a [`ServerConfig`] (connections,
 //!   connections per address, failed logins, write timeouts) and of the relay core's
-//!   [`RelayConfig`] (held bytes, login deadline, progress).
+//!   [`RelayConfig`] (held bytes, login deadline, progress). [`serve_with`] adds TLS and
+//!   [`Metrics`] ([`Extras`]).
+//! - [`connect_tls`] is [`connect`] over TLS; [`tls`] makes the configurations both ends
+//!   need (a relay's certificate from PEM files, reloadable; a client's trust: the web's
+//!   roots, a CA file or a pinned certificate).
+//! - Signed login tokens: [`SignedTokens`] checks them at the relay, [`mint_hmac`] and
+//!   [`mint_ed25519`] make them in an application's backend.
 //!
 //! Each client is one task that owns the socket and drives the state machine, which the
 //! handle calls into under a short lock (so a burst of sends goes out in one write); the
