@@ -304,19 +304,7 @@ pub async fn serve_with(
                         Some(tls) => encrypt(tls, batch, false),
                         None => batch,
                     };
-                    match write_now(half, batch) {
-                        Written::All(half) => c.half = Some(half),
-                        Written::Part(half, rest) => {
-                            relay.pause_writes(conn);
-                            let done = input_tx.clone();
-                            let closing = c.closing.clone();
-                            tokio::spawn(flush(conn, half, rest, closing, done, config));
-                        }
-                        Written::Failed => {
-                            tracing::debug!(conn = conn.0, "write failed");
-                            relay.handle_disconnect(conn);
-                        }
-                    }
+                    write_or_flush(&mut relay, conn, c, half, batch, &input_tx, config);
                 }
                 RelayOutput::Event(event) => match event {
                     RelayEvent::Login { conn, user, token } => {
@@ -501,17 +489,9 @@ pub async fn serve_with(
                 Input::TlsOutput => {
                     // Written now if the socket is free; else the next write carries it.
                     if let Some(c) = conns.get_mut(&conn) {
-                        if let (Some(tls), Some(half)) = (&c.tls, c.half.take()) {
-                            match write_now(half, encrypt(tls, Transmit::new(), false)) {
-                                Written::All(half) => c.half = Some(half),
-                                Written::Part(half, rest) => {
-                                    relay.pause_writes(conn);
-                                    let done = input_tx.clone();
-                                    let closing = c.closing.clone();
-                                    tokio::spawn(flush(conn, half, rest, closing, done, config));
-                                }
-                                Written::Failed => relay.handle_disconnect(conn),
-                            }
+                        if let (Some(tls), Some(half)) = (c.tls.clone(), c.half.take()) {
+                            let records = encrypt(&tls, Transmit::new(), false);
+                            write_or_flush(&mut relay, conn, c, half, records, &input_tx, config);
                         }
                     }
                 }
@@ -716,6 +696,31 @@ fn refuse(relay: &Relay, stream: TcpStream, reason: &str, config: &ServerConfig)
         })
         .await;
     });
+}
+
+/// Writes `batch` to `c`'s socket as far as it takes it at once; the rest goes to a flush
+/// task, and the connection is paused in the relay until the task gives the socket back.
+fn write_or_flush(
+    relay: &mut Relay,
+    conn: ConnId,
+    c: &mut Conn,
+    half: OwnedWriteHalf,
+    batch: Transmit,
+    done: &Inputs,
+    config: ServerConfig,
+) {
+    match write_now(half, batch) {
+        Written::All(half) => c.half = Some(half),
+        Written::Part(half, rest) => {
+            relay.pause_writes(conn);
+            let closing = c.closing.clone();
+            tokio::spawn(flush(conn, half, rest, closing, done.clone(), config));
+        }
+        Written::Failed => {
+            tracing::debug!(conn = conn.0, "write failed");
+            relay.handle_disconnect(conn);
+        }
+    }
 }
 
 /// How a write at once went.
