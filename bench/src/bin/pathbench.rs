@@ -196,12 +196,9 @@ async fn start_relay_with(
 /// A certificate made for the run: the relay's TLS configuration and a client's that pins
 /// it.
 fn tls_pair() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert = made.cert.der().clone();
-    let pin = tls::Trust::pin(&tls::fingerprint(&cert)).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
-    let server = tls::server_config(vec![cert], key).unwrap();
-    (server, tls::client_config(&pin).unwrap())
+    let (server, pin) = tls::self_signed("localhost").unwrap();
+    let trust = tls::Trust::pin(&pin).unwrap();
+    (server, tls::client_config(&trust).unwrap())
 }
 
 /// alice and bob logged in to the relay at `addr`; bob's events are read and dropped.

@@ -179,15 +179,9 @@ impl TlsArgs {
             return Ok(Some((config, said)));
         }
         if self.tls_self_signed {
-            let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
-            let cert = made.cert.der().clone();
-            let said = format!(
-                "TLS with a self-signed certificate; clients give --pin {}",
-                tls::fingerprint(&cert)
-            );
-            let key =
-                tls_config::pki_types::PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
-            return Ok(Some((tls::server_config(vec![cert], key)?, said)));
+            let (config, pin) = tls::self_signed("localhost")?;
+            let said = format!("TLS with a self-signed certificate; clients give --pin {pin}");
+            return Ok(Some((config, said)));
         }
         Ok(None)
     }
@@ -945,12 +939,9 @@ async fn demo() -> Result<ExitCode> {
     let addr: SocketAddr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // TLS, with a certificate made now; the clients trust exactly it (a pin).
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
-    let cert = made.cert.der().clone();
-    let pin = tls::fingerprint(&cert);
-    let key = tls_config::pki_types::PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
+    let (relay_tls, pin) = tls::self_signed("localhost")?;
     let extras = Extras {
-        tls: Some(tls::server_config(vec![cert], key)?),
+        tls: Some(relay_tls),
         ..Extras::default()
     };
     let server = tokio::spawn(serve_with(

@@ -469,7 +469,8 @@ pub async fn serve_with(
                     // Records are drained as soon as they are made: no limit is needed.
                     session.set_buffer_limit(None);
                     // What came with the handshake's last flight is the client's first.
-                    let early = decrypted(&mut session);
+                    let mut early = BytesMut::new();
+                    take_plaintext(&mut session, &mut early);
                     let tls = Arc::new(std::sync::Mutex::new(session));
                     serve_stream(&mut relay, conn, stream, peer.ip(), Some(tls), &mut conns, &input_tx, &input_room, &config, clock());
                     if !early.is_empty() {
@@ -560,10 +561,9 @@ fn serve_stream(
     let _ = relay.open(now, conn);
 }
 
-/// The plaintext a TLS session has decrypted and not yet handed on.
-fn decrypted(session: &mut rustls::ServerConnection) -> BytesMut {
+/// Appends to `plain` what a TLS session has decrypted and not yet handed on.
+fn take_plaintext(session: &mut rustls::ServerConnection, plain: &mut BytesMut) {
     use std::io::Read;
-    let mut plain = BytesMut::new();
     let mut chunk = [0u8; 16 * 1024];
     while let Ok(n) = session.reader().read(&mut chunk) {
         if n == 0 {
@@ -571,7 +571,6 @@ fn decrypted(session: &mut rustls::ServerConnection) -> BytesMut {
         }
         plain.extend_from_slice(&chunk[..n]);
     }
-    plain
 }
 
 /// Accept errors that say the listener itself is broken, not that this one connection or
@@ -672,7 +671,7 @@ fn decrypt(tls: &Tls, mut records: &[u8]) -> Option<(BytesMut, bool)> {
             Ok(_) => {}
         }
         let state = tls.process_new_packets().ok()?;
-        plain.extend_from_slice(&decrypted(&mut tls));
+        take_plaintext(&mut tls, &mut plain);
         if state.peer_has_closed() {
             return None;
         }

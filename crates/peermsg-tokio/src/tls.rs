@@ -68,6 +68,17 @@ pub fn server_config(
     relay_config(Arc::new(Fixed(key)))
 }
 
+/// A relay's configuration with a certificate made now for `name` (self-signed: for trying
+/// TLS out, or a test), and its SHA-256 fingerprint, which clients pin ([`Trust::pin`]).
+pub fn self_signed(name: &str) -> std::io::Result<(Arc<rustls::ServerConfig>, String)> {
+    let made = rcgen::generate_simple_self_signed(vec![name.to_string()])
+        .map_err(|e| invalid(format!("cannot make a certificate: {e}")))?;
+    let cert = made.cert.der().clone();
+    let pin = fingerprint(&cert);
+    let key = PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
+    Ok((server_config(vec![cert], key)?, pin))
+}
+
 #[derive(Debug)]
 struct Fixed(Arc<CertifiedKey>);
 
