@@ -7,9 +7,11 @@
 //! with their results, over loopback and in memory; f. relay RSS with 10,000 idle
 //! connections and while a file goes to a reader throttled to 20 MB/s; g. client, relay,
 //! client in memory beside memcpy. Each figure is the median of its repeats, with the
-//! spread (min-max); ratios are taken between medians of this run.
+//! spread (min-max); ratios are taken between medians of this run. When nats-server is
+//! installed (`apt-get install nats-server`), the same buffer, command round trips under
+//! bulk and commands per second go through it too, with the `async-nats` client. With
+//! `--rows` it prints its figures for `benchall`.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant as StdInstant};
 
 use bytes::{Bytes, BytesMut};
@@ -19,6 +21,7 @@ use peermsg::wire::Limits;
 use peermsg::Instant;
 use std::sync::Arc;
 
+use peermsg_bench::{NatsServer, Row};
 use peermsg_tokio::rustls;
 use peermsg_tokio::{connect, serve, serve_with, tls, ClientHandle, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,28 +60,6 @@ fn relay_config() -> ServerConfig {
     }
 }
 
-struct Stat {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-fn stat(mut xs: Vec<f64>) -> Stat {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    Stat {
-        median: xs[xs.len() / 2],
-        min: xs[0],
-        max: xs[xs.len() - 1],
-    }
-}
-
-fn show(name: &str, unit: &str, s: &Stat) {
-    println!(
-        "{name:<58} {:>10.3} {unit:<8} ({:.3} - {:.3})",
-        s.median, s.min, s.max
-    );
-}
-
 fn gbps(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / took.as_secs_f64() / 1e9
 }
@@ -108,8 +89,9 @@ async fn raw_tcp(bytes: u64) -> f64 {
 }
 
 /// b. A relay a user would write with LengthDelimitedCodec: read frames from A, write
-/// them to B, 16 KiB frames.
-async fn ldc_relay(bytes: u64) -> f64 {
+/// them to B, 16 KiB frames. With `keep`, B keeps what it gets in memory allocated for it
+/// (as a receiver of a buffer must), else it discards it.
+async fn ldc_relay(bytes: u64, keep: bool) -> f64 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let relay = tokio::spawn(async move {
@@ -138,13 +120,18 @@ async fn ldc_relay(bytes: u64) -> f64 {
             .max_frame_length(1 << 20)
             .new_codec();
         let mut input = BytesMut::with_capacity(1 << 20);
+        let mut kept = Vec::with_capacity(if keep { bytes as usize } else { 0 });
         let mut got = 0u64;
         while got < bytes {
             b.read_buf(&mut input).await.unwrap();
             while let Some(frame) = codec.decode(&mut input).unwrap() {
                 got += frame.len() as u64;
+                if keep {
+                    kept.extend_from_slice(&frame);
+                }
             }
         }
+        kept
     });
     let payload = Bytes::from(vec![9u8; 16 * 1024 - 8]);
     let mut codec = LengthDelimitedCodec::new();
@@ -159,8 +146,10 @@ async fn ldc_relay(bytes: u64) -> f64 {
         a.write_all(&out).await.unwrap();
         out.clear();
     }
-    reader.await.unwrap();
+    let kept = reader.await.unwrap();
     let took = start.elapsed();
+    // Freeing what was received is the application's business, after the clock.
+    drop(kept);
     drop(a);
     relay.abort();
     gbps(bytes, took)
@@ -317,10 +306,9 @@ async fn latency_under_load(bulk: u64, samples: usize) -> (f64, f64) {
             .filter(|(_, r)| **r > 2000.0)
             .map(|(i, r)| (i, *r as u64))
             .collect();
-        println!("    slow samples (index, us): {slow:?}");
+        eprintln!("    slow samples (index, us): {slow:?}");
     }
-    rtts.sort_by(|x, y| x.total_cmp(y));
-    println!(
+    eprintln!(
         "    ({n} samples, bulk {} when sampling ended)",
         if bulk_done {
             "finished"
@@ -328,6 +316,13 @@ async fn latency_under_load(bulk: u64, samples: usize) -> (f64, f64) {
             "still running"
         }
     );
+    percentiles(rtts)
+}
+
+/// (p50, p99) of round trips.
+fn percentiles(mut rtts: Vec<f64>) -> (f64, f64) {
+    rtts.sort_by(|x, y| x.total_cmp(y));
+    let n = rtts.len();
     (rtts[n / 2], rtts[(n * 99 / 100).min(n - 1)])
 }
 
@@ -350,6 +345,174 @@ async fn cmds_loopback(n: usize) -> f64 {
         }
     }
     n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The same jobs through nats-server with the `async-nats` client, the broker a user
+/// might pick instead: a buffer in 256 KiB messages (NATS has no flow control across the
+/// server, so the receiver acknowledges every 4 MiB and the sender keeps at most 16 MiB
+/// unacknowledged), and commands as requests with replies.
+mod nats {
+    use bytes::Bytes;
+    use futures::stream::{FuturesOrdered, StreamExt};
+    use std::time::Instant;
+
+    const PIECE: usize = 256 * 1024;
+    const ACK_EVERY: u64 = 4 << 20;
+    const UNACKED: u64 = 16 << 20;
+
+    async fn client(url: &str) -> async_nats::Client {
+        let client = async_nats::connect(url).await.unwrap();
+        client.flush().await.unwrap();
+        client
+    }
+
+    /// `bob` keeps a buffer published on `subject` in memory allocated for it, and
+    /// acknowledges on `subject.ack`; returns when the subscriptions are in place.
+    async fn receive_buffer(
+        bob: async_nats::Client,
+        subject: &str,
+    ) -> tokio::task::JoinHandle<Vec<u8>> {
+        let mut data = bob.subscribe(subject.to_string()).await.unwrap();
+        bob.flush().await.unwrap();
+        let ack = format!("{subject}.ack");
+        tokio::spawn(async move {
+            let mut kept = Vec::new();
+            let mut acked = 0u64;
+            while let Some(message) = data.next().await {
+                let end = message.payload.is_empty();
+                if kept.capacity() == 0 && !end {
+                    // The size comes first, as a buffer's does in peermsg.
+                    let size = std::str::from_utf8(&message.payload)
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    kept.reserve_exact(size);
+                    continue;
+                }
+                kept.extend_from_slice(&message.payload);
+                let got = kept.len() as u64;
+                if end || got - acked >= ACK_EVERY {
+                    acked = got;
+                    bob.publish(ack.clone(), got.to_string().into())
+                        .await
+                        .unwrap();
+                }
+                if end {
+                    bob.flush().await.unwrap();
+                    return kept;
+                }
+            }
+            kept
+        })
+    }
+
+    /// `alice` publishes `source` on `subject`, flow-controlled by `bob`'s acks.
+    async fn send_buffer(alice: &async_nats::Client, subject: &str, source: &Bytes) {
+        let mut acks = alice.subscribe(format!("{subject}.ack")).await.unwrap();
+        alice.flush().await.unwrap();
+        let mut next_ack = async || -> u64 {
+            let message = acks.next().await.expect("the ack subscription lives");
+            std::str::from_utf8(&message.payload)
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let size = source.len() as u64;
+        alice
+            .publish(subject.to_string(), size.to_string().into())
+            .await
+            .unwrap();
+        let (mut sent, mut acked) = (0u64, 0u64);
+        for piece in (0..source.len()).step_by(PIECE) {
+            while sent - acked > UNACKED {
+                acked = next_ack().await;
+            }
+            let end = (piece + PIECE).min(source.len());
+            alice
+                .publish(subject.to_string(), source.slice(piece..end))
+                .await
+                .unwrap();
+            sent = end as u64;
+        }
+        alice
+            .publish(subject.to_string(), Bytes::new())
+            .await
+            .unwrap();
+        alice.flush().await.unwrap();
+        while acked < size {
+            acked = next_ack().await;
+        }
+    }
+
+    /// A buffer of `bytes` from one client to another through the server, in GB/s.
+    pub async fn bulk(url: &str, bytes: u64) -> f64 {
+        let (alice, bob) = (client(url).await, client(url).await);
+        let source = Bytes::from(vec![5u8; bytes as usize]);
+        let start = Instant::now();
+        let receiving = receive_buffer(bob, "bulk").await;
+        send_buffer(&alice, "bulk", &source).await;
+        let kept = receiving.await.unwrap();
+        let took = start.elapsed();
+        assert_eq!(kept.len() as u64, bytes);
+        drop((kept, source));
+        super::gbps(bytes, took)
+    }
+
+    /// `bob` answers every request on `subject` with an empty reply.
+    async fn answer(bob: async_nats::Client, subject: &str) {
+        let mut requests = bob.subscribe(subject.to_string()).await.unwrap();
+        bob.flush().await.unwrap();
+        tokio::spawn(async move {
+            while let Some(request) = requests.next().await {
+                if let Some(reply) = request.reply {
+                    let _ = bob.publish(reply, Bytes::new()).await;
+                }
+            }
+        });
+    }
+
+    /// Requests of 64 bytes with their replies per second, 64 in flight.
+    pub async fn requests(url: &str, n: usize) -> f64 {
+        let (alice, bob) = (client(url).await, client(url).await);
+        answer(bob, "cmd").await;
+        let data = Bytes::from(vec![3u8; 64]);
+        let start = Instant::now();
+        let mut in_flight = FuturesOrdered::new();
+        let mut sent = 0;
+        while sent < n || !in_flight.is_empty() {
+            while in_flight.len() < 64 && sent < n {
+                in_flight.push_back(alice.request("cmd", data.clone()));
+                sent += 1;
+            }
+            in_flight.next().await.unwrap().unwrap();
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    }
+
+    /// Request round trips while a buffer of `bulk` bytes goes the same way over the same
+    /// connections; (p50, p99) in microseconds.
+    pub async fn latency_under_load(url: &str, bulk: u64, samples: usize) -> (f64, f64) {
+        let (alice, bob) = (client(url).await, client(url).await);
+        answer(bob.clone(), "cmd").await;
+        let receiving = receive_buffer(bob, "bulk").await;
+        let source = Bytes::from(vec![1u8; bulk as usize]);
+        let sender = alice.clone();
+        let sending = tokio::spawn(async move { send_buffer(&sender, "bulk", &source).await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut rtts = Vec::new();
+        let data = Bytes::from(vec![3u8; 64]);
+        for _ in 0..samples {
+            let start = Instant::now();
+            alice.request("cmd", data.clone()).await.unwrap();
+            rtts.push(start.elapsed().as_secs_f64() * 1e6);
+            if sending.is_finished() {
+                break;
+            }
+        }
+        sending.await.unwrap();
+        drop(receiving.await.unwrap());
+        super::percentiles(rtts)
+    }
 }
 
 /// Client A, a relay and client B in one thread, bytes moved by hand.
@@ -714,165 +877,169 @@ fn main() {
     std::fs::write(&file, vec![8u8; size as usize]).unwrap();
     let sink = dir.path().join("sink");
     std::fs::create_dir(&sink).unwrap();
-    println!("transfer size {} MiB, {reps} repeats each\n", size >> 20);
-    rt.block_on(async {
-        let mut results: HashMap<&str, Stat> = HashMap::new();
-        let mut run = |name: &'static str, xs: Vec<f64>| {
-            let s = stat(xs);
-            results.insert(name, s);
-        };
-        let mut xs = Vec::new();
-        for _ in 0..reps {
-            xs.push(raw_tcp(size).await);
+    eprintln!("transfer size {} MiB, {reps} repeats each", size >> 20);
+    let nats_server = NatsServer::start();
+    if nats_server.is_none() {
+        eprintln!("{}", peermsg_bench::NATS_MISSING);
+    }
+    let nats_url = nats_server.as_ref().map(|n| n.url.clone());
+    let rows = rt.block_on(async {
+        // Each figure's runs, measured by `f` (an async block per run).
+        macro_rules! runs {
+            ($f:expr) => {{
+                let mut xs = Vec::new();
+                for _ in 0..reps {
+                    xs.push($f);
+                }
+                xs
+            }};
         }
-        run("a", xs);
-        let mut xs = Vec::new();
-        for _ in 0..reps {
-            xs.push(ldc_relay(size).await);
-        }
-        run("b", xs);
-        let mut xs = Vec::new();
-        for _ in 0..reps {
-            xs.push(fresh_copy(size));
-        }
-        run("fresh", xs);
-        let mut xs = Vec::new();
-        for _ in 0..reps {
-            xs.push(file_write(size, &sink));
-        }
-        run("disk", xs);
-        let mut xs = Vec::new();
-        for _ in 0..reps {
-            xs.push(peermsg_transfer(size, None, &sink).await);
-        }
-        run("c_buffer", xs);
-        let mut xs = Vec::new();
-        for _ in 0..reps {
-            xs.push(peermsg_transfer_with(size, None, &sink, true).await);
-        }
-        run("c_buffer_tls", xs);
-        let mut xs = Vec::new();
-        for _ in 0..reps {
-            xs.push(peermsg_transfer(size, Some(&file), &sink).await);
-            for f in std::fs::read_dir(&sink).unwrap() {
-                let _ = std::fs::remove_file(f.unwrap().path());
-            }
-        }
-        run("c_file", xs);
-        show("a. raw TCP, one loopback hop", "GB/s", &results["a"]);
-        show(
-            "b. LengthDelimitedCodec relay, A -> relay -> B",
+        let a = Row::of(
+            "a. raw TCP, one loopback hop",
             "GB/s",
-            &results["b"],
+            runs!(raw_tcp(size).await),
         );
-        show(
-            "   copy into freshly allocated memory (receiver's buffer)",
+        let b = Row::of(
+            "b. LengthDelimitedCodec relay, receiver discards",
             "GB/s",
-            &results["fresh"],
+            runs!(ldc_relay(size, false).await),
         );
-        show(
-            "   write of a new file in the sink directory",
+        let b_keep = Row::of(
+            "b. LengthDelimitedCodec relay, receiver keeps the bytes",
             "GB/s",
-            &results["disk"],
+            runs!(ldc_relay(size, true).await),
         );
-        show("c. peermsg relay, buffer", "GB/s", &results["c_buffer"]);
-        show(
+        let fresh = Row::of(
+            "copy into freshly allocated memory",
+            "GB/s",
+            runs!(fresh_copy(size)),
+        );
+        let disk = Row::of(
+            "write of a new file in the sink directory",
+            "GB/s",
+            runs!(file_write(size, &sink)),
+        );
+        let c_buffer = Row::of(
+            "c. peermsg relay, buffer",
+            "GB/s",
+            runs!(peermsg_transfer(size, None, &sink).await),
+        );
+        let c_tls = Row::of(
             "c. peermsg relay, buffer, TLS both hops",
             "GB/s",
-            &results["c_buffer_tls"],
+            runs!(peermsg_transfer_with(size, None, &sink, true).await),
         );
-        show(
+        let c_file = Row::of(
             "c. peermsg relay, file (disk to disk)",
             "GB/s",
-            &results["c_file"],
+            runs!({
+                let x = peermsg_transfer(size, Some(&file), &sink).await;
+                for f in std::fs::read_dir(&sink).unwrap() {
+                    let _ = std::fs::remove_file(f.unwrap().path());
+                }
+                x
+            }),
         );
-        let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+        let mut p50s = Vec::new();
+        let mut p99s = Vec::new();
         for _ in 0..reps {
             let (p50, p99) = latency_under_load(size.min(GIB / 2), 2000).await;
             p50s.push(p50 / 1000.0);
             p99s.push(p99 / 1000.0);
         }
-        show(
-            "d. command round trip under bulk load, p50",
-            "ms",
-            &stat(p50s),
-        );
-        show(
-            "d. command round trip under bulk load, p99",
-            "ms",
-            &stat(p99s),
-        );
         let n = if quick { 20_000 } else { 100_000 };
-        let mut xs = Vec::new();
-        for _ in 0..reps {
-            xs.push(cmds_loopback(n).await);
-        }
-        show("e. commands/s with results, loopback", "cmd/s", &stat(xs));
-        let mut xs = Vec::new();
-        for _ in 0..reps {
-            xs.push(cmds_in_memory(n * 5));
-        }
-        show("e. commands/s with results, in memory", "cmd/s", &stat(xs));
-        let mut xs = Vec::new();
-        let mut ms = Vec::new();
-        let mut fs = Vec::new();
-        for _ in 0..reps {
-            xs.push(buffer_in_memory(size.min(GIB / 2)));
-            ms.push(memcpy(size.min(GIB / 2)));
-            fs.push(fresh_copy(size.min(GIB / 2)));
-        }
-        let g = stat(xs);
-        let m = stat(ms);
-        let fresh_g = stat(fs);
-        show("g. client -> relay -> client in memory, buffer", "GB/s", &g);
-        show(
-            "   memcpy of the same size (pages touched first)",
-            "GB/s",
-            &m,
+        let e_loopback = Row::of(
+            "e. commands/s with results, loopback",
+            "cmd/s",
+            runs!(cmds_loopback(n).await),
         );
-        show(
-            "   copy of the same size into fresh memory",
-            "GB/s",
-            &fresh_g,
-        );
-        let (base, idle) = relay_rss_idle(if quick { 1000 } else { 10_000 }).await;
-        println!(
-            "{:<58} {:>10.1} MiB (empty relay {:.1} MiB)",
-            format!(
-                "f. relay RSS, {} idle connections",
-                if quick { 1000 } else { 10_000 }
-            ),
-            idle as f64 / 1048576.0,
-            base as f64 / 1048576.0
-        );
+        let e_memory = Row::of(
+            "e. commands/s with results, in memory",
+            "cmd/s",
+            runs!(cmds_in_memory(n * 5)),
+        )
+        .target("≥ 1000000 in every run");
+        let d_p99 = Row::of("d. command round trip under bulk, p99", "ms", p99s);
+        let mut rows = vec![
+            a.clone(),
+            b.clone(),
+            b_keep.clone(),
+            fresh.clone(),
+            disk.clone(),
+            c_buffer.clone().against(&b_keep).target("≥ 1.0×"),
+            c_buffer.clone().against(&a),
+            c_tls.against(&c_buffer).target("≥ 0.7×"),
+            c_file.clone().against(&b_keep),
+            c_file.against(&disk),
+            Row::of("d. command round trip under bulk, p50", "ms", p50s),
+            d_p99.clone().target("≤ 2 ms"),
+            e_loopback.clone(),
+            e_memory,
+        ];
+        if let Some(url) = &nats_url {
+            let bulk = Row::of(
+                "nats-server: buffer in 256 KiB messages",
+                "GB/s",
+                runs!(nats::bulk(url, size).await),
+            );
+            let mut p99s = Vec::new();
+            for _ in 0..reps {
+                let (_, p99) = nats::latency_under_load(url, size.min(GIB / 2), 2000).await;
+                p99s.push(p99 / 1000.0);
+            }
+            let nats_p99 = Row::of(
+                "nats-server: request round trip under bulk, p99",
+                "ms",
+                p99s,
+            );
+            let requests = Row::of(
+                "nats-server: requests/s with replies, 64 in flight",
+                "cmd/s",
+                runs!(nats::requests(url, n).await),
+            );
+            rows.push(c_buffer.against(&bulk).target("≥ 1.5×"));
+            rows.push(d_p99.against(&nats_p99).target("< 1.0×"));
+            rows.push(e_loopback.against(&requests).target("≥ 3×"));
+            rows.extend([bulk, nats_p99, requests]);
+        }
+        let (g, m, fresh_g) = {
+            let (mut gs, mut ms, mut fs) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..reps {
+                gs.push(buffer_in_memory(size.min(GIB / 2)));
+                ms.push(memcpy(size.min(GIB / 2)));
+                fs.push(fresh_copy(size.min(GIB / 2)));
+            }
+            (
+                Row::of("g. client, relay, client in memory, buffer", "GB/s", gs),
+                Row::of("memcpy, pages touched first", "GB/s", ms),
+                Row::of("copy into fresh memory, the size of g", "GB/s", fs),
+            )
+        };
+        rows.push(g.clone().against(&fresh_g).target("≥ 0.8×"));
+        rows.push(g.against(&m));
+        rows.extend([m, fresh_g]);
+        let idle = if quick { 1000 } else { 10_000 };
+        let (base, rss) = relay_rss_idle(idle).await;
+        let mib = |x: u64| x as f64 / 1048576.0;
+        rows.push(Row::of("f. relay RSS, empty", "MiB", vec![mib(base)]));
+        rows.push(Row::of(
+            format!("f. relay RSS, {idle} idle connections"),
+            "MiB",
+            vec![mib(rss)],
+        ));
         let throttled = if quick { GIB / 16 } else { GIB };
         let small = dir.path().join("throttled.bin");
         std::fs::write(&small, vec![4u8; throttled as usize]).unwrap();
         let (peak, rate) = relay_rss_throttled(throttled, &small).await;
-        println!(
-            "{:<58} {:>10.1} MiB (reader at {rate:.1} MB/s)",
+        rows.push(Row::of(
             format!(
-                "f. relay peak RSS, {} MiB file to a 20 MB/s reader",
+                "f. relay peak RSS, {} MiB file to a reader at {rate:.0} MB/s",
                 throttled >> 20
             ),
-            peak as f64 / 1048576.0
-        );
-        println!();
-        let r = |x: &str, y: &str| results[x].median / results[y].median;
-        println!(
-            "c/a buffer {:.2}  c/a file {:.2}  c/b buffer {:.2}  c/b file {:.2}  g/memcpy {:.2}",
-            r("c_buffer", "a"),
-            r("c_file", "a"),
-            r("c_buffer", "b"),
-            r("c_file", "b"),
-            g.median / m.median
-        );
-        println!(
-            "against what the receiver must do anyway: c buffer / fresh copy {:.2}  \
-             c file / file write {:.2}  g / fresh copy {:.2}",
-            r("c_buffer", "fresh"),
-            r("c_file", "disk"),
-            g.median / fresh_g.median
-        );
+            "MiB",
+            vec![mib(peak)],
+        ));
+        rows
     });
+    peermsg_bench::report(&rows);
 }

@@ -1,10 +1,18 @@
 //! The program as users run it: `peermsg relay`, `peermsg listen --dir` and `peermsg send
-//! --file` as three processes moving a file disk to disk, beside the plainest thing a
-//! person could write instead, in the same run: a copy relay of three processes with std
-//! threads and blocking sockets (the sender reads the file and writes a socket, the relay
-//! copies socket to socket, the receiver writes the file; 256 KiB buffers; no framing, no
-//! checks). For each: wall time, and CPU seconds of each process (from /proc), medians of
-//! the rounds, and the ratios.
+//! --file` as three processes moving a file disk to disk, beside, in the same run:
+//!
+//! - the plainest thing a person could write instead: a copy relay of three processes with
+//!   std threads and blocking sockets (the sender reads the file and writes a socket, the
+//!   relay copies socket to socket, the receiver writes the file; 256 KiB buffers; no
+//!   framing, no checks);
+//! - the same copy relay written on tokio (one thread per process, the files through
+//!   `tokio::fs`): what the async runtime itself costs, with nothing of peermsg in it;
+//! - nats-server when it is installed (`apt-get install nats-server`): the file in 256 KiB
+//!   messages, an acknowledgement every 4 MiB and 16 MiB unacknowledged at most, the
+//!   receiver writing it to disk.
+//!
+//! For each: wall time, and CPU seconds of each process (from /proc), medians of the
+//! rounds, and the ratios.
 //!
 //! ```sh
 //! cargo build --release -p peermsg-cli -p peermsg-bench
@@ -13,62 +21,17 @@
 //! ```
 //!
 //! The `peermsg` binary is taken from beside this one (build both in one command), or from
-//! `PEERMSG_BIN`.
-//! (NATS as a third peer, as the performance issue asks, is not measured here yet.)
+//! `PEERMSG_BIN`. With `--rows` it prints its figures for `benchall`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use peermsg_bench::{children_cpu, cpu_of, free_port, wait_for, Killed, NatsServer, Row};
+
 const BUF: usize = 256 * 1024;
-
-/// CPU seconds a live process has used so far (user and system), from /proc.
-fn cpu_of(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    cpu_fields(&stat, 13)
-}
-
-/// CPU seconds this process's waited-for children have used (cutime and cstime).
-fn children_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    cpu_fields(&stat, 15)
-}
-
-/// The two tick counts from field `at` on (fields counted after the command name) of a
-/// /proc stat line, in seconds.
-fn cpu_fields(stat: &str, at: usize) -> f64 {
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // Fields after the name start at 3 (state); utime is 14, stime 15, cutime 16, cstime 17.
-    let index = at - 2;
-    let ticks =
-        fields.get(index).copied().unwrap_or(0) + fields.get(index + 1).copied().unwrap_or(0);
-    ticks as f64 / clock_ticks()
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// What one path cost: wall seconds, and CPU seconds of sender, relay, receiver.
 #[derive(Clone, Copy, Debug)]
@@ -83,27 +46,6 @@ impl Cost {
     fn cpu(&self) -> f64 {
         self.sender + self.relay + self.receiver
     }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits until `child` prints a line containing `word`.
-fn wait_for(child: &mut Child, word: &str) {
-    let out = child.stdout.take().expect("piped");
-    let mut lines = BufReader::new(out).lines();
-    for line in lines.by_ref() {
-        if line.map(|l| l.contains(word)).unwrap_or(false) {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
 }
 
 /// The file through `peermsg relay`, `listen --dir` and `send --file`.
@@ -154,11 +96,12 @@ fn peermsg(bin: &Path, file: &Path, dir: &Path) -> Cost {
     cost
 }
 
-/// The file through the copy relay: three processes of this program.
-fn copy(me: &Path, file: &Path, dir: &Path) -> Cost {
-    let port = free_port();
+/// The file through a copy relay: three processes of this program, in `flavor` (`copy`
+/// for std threads and blocking sockets, `tokio` for the same on tokio).
+fn copy(me: &Path, flavor: &str, file: &Path, dir: &Path) -> Cost {
+    let port = free_port().to_string();
     let mut relay = Command::new(me)
-        .args(["copy-relay", &port.to_string()])
+        .args([&format!("{flavor}-relay"), &port])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -166,7 +109,7 @@ fn copy(me: &Path, file: &Path, dir: &Path) -> Cost {
     let relay = Killed(relay);
     let out = dir.join("copy.bin");
     let mut receiver = Command::new(me)
-        .args(["copy-receive", &port.to_string()])
+        .args([&format!("{flavor}-receive"), &port])
         .arg(&out)
         .stdout(Stdio::piped())
         .spawn()
@@ -175,7 +118,7 @@ fn copy(me: &Path, file: &Path, dir: &Path) -> Cost {
     let before = children_cpu();
     let started = Instant::now();
     let sent = Command::new(me)
-        .args(["copy-send", &port.to_string()])
+        .args([&format!("{flavor}-send"), &port])
         .arg(file)
         .status()
         .unwrap();
@@ -184,18 +127,54 @@ fn copy(me: &Path, file: &Path, dir: &Path) -> Cost {
     let received = receiver.wait().unwrap();
     let wall = started.elapsed().as_secs_f64();
     assert!(received.success());
-    let children = children_cpu() - before;
-    let relay_cpu = cpu_of(relay.0.id());
+    // The sender's and the receiver's CPU come together (both waited for here); taken
+    // before the relay is reaped, which would add its CPU to the children's.
+    let cost = Cost {
+        wall,
+        sender: children_cpu() - before,
+        relay: cpu_of(relay.0.id()),
+        receiver: 0.0,
+    };
     drop(relay);
     let _ = std::fs::remove_file(&out);
-    // The sender's and receiver's CPU come together (both waited for here): split evenly
-    // would be a guess, so the receiver's is what is left after the sender's own run.
-    Cost {
+    cost
+}
+
+/// The file through nats-server: this program's `nats-send` and `nats-receive`.
+fn nats(me: &Path, file: &Path, dir: &Path) -> Option<Cost> {
+    let server = NatsServer::start()?;
+    let out = dir.join("nats.bin");
+    let mut receiver = Command::new(me)
+        .args(["nats-receive", &server.url])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&mut receiver, "subscribed");
+    let before = children_cpu();
+    let started = Instant::now();
+    let sent = Command::new(me)
+        .args(["nats-send", &server.url])
+        .arg(file)
+        .status()
+        .unwrap();
+    // The sender ends when the receiver has acknowledged the last byte.
+    let wall = started.elapsed().as_secs_f64();
+    assert!(sent.success());
+    assert!(receiver.wait().unwrap().success());
+    let size = std::fs::metadata(file).unwrap().len();
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().len(),
+        size,
+        "NATS delivered it all"
+    );
+    let _ = std::fs::remove_file(&out);
+    Some(Cost {
         wall,
-        sender: children,
-        relay: relay_cpu,
+        sender: children_cpu() - before,
+        relay: cpu_of(server.process.0.id()),
         receiver: 0.0,
-    }
+    })
 }
 
 fn copy_relay(port: &str) {
@@ -247,24 +226,170 @@ fn copy_send(port: &str, path: &Path) {
     }
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+/// A one-thread tokio runtime, as the program runs its tasks.
+fn one_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn tokio_relay(port: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    one_thread().block_on(async {
+        let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        println!("listening");
+        std::io::stdout().flush().unwrap();
+        let (mut to, _) = listener.accept().await.unwrap();
+        let (mut from, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; BUF];
+        loop {
+            let n = from.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            to.write_all(&buf[..n]).await.unwrap();
+        }
+        to.shutdown().await.unwrap();
+        std::future::pending::<()>().await;
+    });
+}
+
+fn tokio_receive(port: &str, out: &Path) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    one_thread().block_on(async {
+        let mut from = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        println!("connected");
+        std::io::stdout().flush().unwrap();
+        let mut file = tokio::fs::File::create(out).await.unwrap();
+        let mut buf = vec![0u8; BUF];
+        loop {
+            let n = from.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n]).await.unwrap();
+        }
+        file.flush().await.unwrap();
+    });
+}
+
+fn tokio_send(port: &str, path: &Path) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    one_thread().block_on(async {
+        let mut to = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let mut file = tokio::fs::File::open(path).await.unwrap();
+        let mut buf = vec![0u8; BUF];
+        loop {
+            let n = file.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            to.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+}
+
+const NATS_DATA: &str = "bench.file";
+const NATS_ACK: &str = "bench.file.ack";
+/// The receiver acknowledges every this many bytes; the sender keeps at most `NATS_UNACKED`
+/// unacknowledged (NATS itself has no flow control across the server).
+const NATS_ACK_EVERY: u64 = 4 << 20;
+const NATS_UNACKED: u64 = 16 << 20;
+
+fn nats_receive(url: &str, out: &Path) {
+    use futures::StreamExt;
+    one_thread().block_on(async {
+        let nats = async_nats::connect(url).await.unwrap();
+        let mut data = nats.subscribe(NATS_DATA).await.unwrap();
+        nats.flush().await.unwrap();
+        println!("subscribed");
+        std::io::stdout().flush().unwrap();
+        let mut file = std::fs::File::create(out).unwrap();
+        let (mut got, mut acked) = (0u64, 0u64);
+        while let Some(message) = data.next().await {
+            // An empty message ends the file.
+            let end = message.payload.is_empty();
+            file.write_all(&message.payload).unwrap();
+            got += message.payload.len() as u64;
+            if end || got - acked >= NATS_ACK_EVERY {
+                acked = got;
+                nats.publish(NATS_ACK, got.to_string().into())
+                    .await
+                    .unwrap();
+                nats.flush().await.unwrap();
+            }
+            if end {
+                break;
+            }
+        }
+        file.flush().unwrap();
+    });
+}
+
+fn nats_send(url: &str, path: &Path) {
+    use futures::StreamExt;
+    one_thread().block_on(async {
+        let nats = async_nats::connect(url).await.unwrap();
+        let mut acks = nats.subscribe(NATS_ACK).await.unwrap();
+        nats.flush().await.unwrap();
+        let mut file = std::fs::File::open(path).unwrap();
+        let size = file.metadata().unwrap().len();
+        let (mut sent, mut acked) = (0u64, 0u64);
+        let mut buf = vec![0u8; BUF];
+        let ack = |message: Option<async_nats::Message>| -> u64 {
+            let message = message.expect("the ack subscription lives");
+            std::str::from_utf8(&message.payload)
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        loop {
+            while sent - acked > NATS_UNACKED {
+                acked = ack(acks.next().await);
+            }
+            let n = file.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            nats.publish(NATS_DATA, bytes::Bytes::copy_from_slice(&buf[..n]))
+                .await
+                .unwrap();
+            sent += n as u64;
+        }
+        nats.publish(NATS_DATA, bytes::Bytes::new()).await.unwrap();
+        nats.flush().await.unwrap();
+        while acked < size {
+            acked = ack(acks.next().await);
+        }
+    });
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = std::env::args().filter(|a| a != "--rows").collect();
     let arg = |i: usize| args.get(i).map(String::as_str);
+    let path = |i: usize| Path::new(arg(i).unwrap());
     match arg(1) {
         Some("copy-relay") => return copy_relay(arg(2).unwrap()),
-        Some("copy-receive") => return copy_receive(arg(2).unwrap(), Path::new(arg(3).unwrap())),
-        Some("copy-send") => return copy_send(arg(2).unwrap(), Path::new(arg(3).unwrap())),
+        Some("copy-receive") => return copy_receive(arg(2).unwrap(), path(3)),
+        Some("copy-send") => return copy_send(arg(2).unwrap(), path(3)),
+        Some("tokio-relay") => return tokio_relay(arg(2).unwrap()),
+        Some("tokio-receive") => return tokio_receive(arg(2).unwrap(), path(3)),
+        Some("tokio-send") => return tokio_send(arg(2).unwrap(), path(3)),
+        Some("nats-receive") => return nats_receive(arg(2).unwrap(), path(3)),
+        Some("nats-send") => return nats_send(arg(2).unwrap(), path(3)),
         _ => {}
     }
     let mib: u64 = arg(1).and_then(|a| a.parse().ok()).unwrap_or(1024);
     let rounds: usize = arg(2).and_then(|a| a.parse().ok()).unwrap_or(5);
     let me = std::env::current_exe().unwrap();
-    // PEERMSG_BIN measures another build (an older one, say) against the same copy relay.
+    // PEERMSG_BIN measures another build (an older one, say) against the same baselines.
     let bin: PathBuf = std::env::var_os("PEERMSG_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| me.with_file_name("peermsg"));
@@ -274,6 +399,10 @@ fn main() {
             bin.display()
         );
         std::process::exit(2);
+    }
+    let with_nats = peermsg_bench::nats_server_program().is_some();
+    if !with_nats {
+        eprintln!("{}", peermsg_bench::NATS_MISSING);
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("payload.bin");
@@ -286,30 +415,89 @@ fn main() {
     }
     let inbox = dir.path().join("inbox");
     std::fs::create_dir(&inbox).unwrap();
-    println!("{mib} MiB file, disk to disk, {rounds} rounds, alternated\n");
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    eprintln!("{mib} MiB file, disk to disk, {rounds} rounds, the paths alternated");
+    let (mut ours, mut plain, mut on_tokio, mut broker) = (vec![], vec![], vec![], vec![]);
+    let show = |name: &str, c: &Cost| {
+        eprintln!(
+            "  {name:<8} {:.2} s, CPU {:.2} s (send {:.2}, relay {:.2}, receive {:.2})",
+            c.wall,
+            c.cpu(),
+            c.sender,
+            c.relay,
+            c.receiver
+        )
+    };
     for round in 0..rounds {
+        eprintln!("round {round}");
         let p = peermsg(&bin, &file, &inbox);
-        let c = copy(&me, &file, &inbox);
-        println!(
-            "round {round}: peermsg {:.2} s (cpu {:.2}: send {:.2}, relay {:.2}, listen {:.2}); copy relay {:.2} s (cpu {:.2}: send+receive {:.2}, relay {:.2})",
-            p.wall, p.cpu(), p.sender, p.relay, p.receiver, c.wall, c.cpu(), c.sender, c.relay
-        );
+        show("peermsg", &p);
         ours.push(p);
-        theirs.push(c);
+        let c = copy(&me, "copy", &file, &inbox);
+        show("copy", &c);
+        plain.push(c);
+        let t = copy(&me, "tokio", &file, &inbox);
+        show("tokio", &t);
+        on_tokio.push(t);
+        if let Some(n) = with_nats.then(|| nats(&me, &file, &inbox)).flatten() {
+            show("nats", &n);
+            broker.push(n);
+        }
     }
     let per_gib = 1024.0 / mib as f64;
-    let med = |xs: &[Cost], f: fn(&Cost) -> f64| median(xs.iter().map(f).collect());
-    let (pw, cw) = (med(&ours, |c| c.wall), med(&theirs, |c| c.wall));
-    let (pc, cc) = (med(&ours, Cost::cpu), med(&theirs, Cost::cpu));
-    println!("\nmedians              wall s    CPU s/GiB (all three processes)");
-    println!("peermsg program      {pw:7.2}    {:7.2}", pc * per_gib);
-    println!("plain copy relay     {cw:7.2}    {:7.2}", cc * per_gib);
-    println!("ratio                {:7.2}    {:7.2}", pw / cw, pc / cc);
-    println!(
-        "peermsg by process (CPU s/GiB): send {:.2}, relay {:.2}, listen {:.2}",
-        med(&ours, |c| c.sender) * per_gib,
-        med(&ours, |c| c.relay) * per_gib,
-        med(&ours, |c| c.receiver) * per_gib
+    let gbps = (mib << 20) as f64 / 1e9;
+    let wall = |name: &str, xs: &[Cost]| Row::of(name, "s", xs.iter().map(|c| c.wall).collect());
+    let cpu = |name: &str, xs: &[Cost], f: fn(&Cost) -> f64| {
+        Row::of(
+            name,
+            "CPU s/GiB",
+            xs.iter().map(|c| f(c) * per_gib).collect(),
+        )
+    };
+    let rate =
+        |name: &str, xs: &[Cost]| Row::of(name, "GB/s", xs.iter().map(|c| gbps / c.wall).collect());
+    let copy_wall = wall("plain copy relay (std threads), wall", &plain);
+    let copy_cpu = cpu("plain copy relay, CPU of all three", &plain, Cost::cpu);
+    let tokio_wall = wall("copy relay on tokio, wall", &on_tokio);
+    let tokio_cpu = cpu(
+        "copy relay on tokio, CPU of all three",
+        &on_tokio,
+        Cost::cpu,
     );
+    let mut rows = vec![
+        wall("program: peermsg send, relay, listen; wall", &ours)
+            .against(&copy_wall)
+            .target("≤ 1.25×"),
+        cpu("program: CPU of all three", &ours, Cost::cpu)
+            .against(&copy_cpu)
+            .target("≤ 1.5×"),
+        cpu("program: CPU of peermsg send", &ours, |c| c.sender),
+        cpu("program: CPU of peermsg relay", &ours, |c| c.relay),
+        cpu("program: CPU of peermsg listen", &ours, |c| c.receiver),
+        wall("program against the copy relay on tokio, wall", &ours).against(&tokio_wall),
+        cpu(
+            "program against the copy relay on tokio, CPU",
+            &ours,
+            Cost::cpu,
+        )
+        .against(&tokio_cpu),
+        tokio_wall.against(&copy_wall),
+        tokio_cpu.against(&copy_cpu),
+        copy_wall,
+        copy_cpu,
+    ];
+    if !broker.is_empty() {
+        let nats_rate = rate("nats-server, file in 256 KiB messages", &broker);
+        rows.push(
+            rate("program against nats-server, file", &ours)
+                .against(&nats_rate)
+                .target("≥ 1.5×"),
+        );
+        rows.push(nats_rate);
+        rows.push(cpu(
+            "nats-server path, CPU of all three",
+            &broker,
+            Cost::cpu,
+        ));
+    }
+    peermsg_bench::report(&rows);
 }
