@@ -96,6 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 peer: user("bob"),
                 size: file.len() as u64,
                 name: Text::from("fox.txt"),
+                resume_key: None,
             }),
         ),
         (
@@ -131,6 +132,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 peer: user("alice"),
                 size: file.len() as u64,
                 name: Text::from("fox.txt"),
+                resume_key: None,
             }),
         ),
         (
@@ -185,6 +187,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 peer: user("bob"),
                 size: 1 << 20,
                 name: Text::new(),
+                resume_key: None,
             }),
         ),
         (
@@ -202,6 +205,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 peer: user("carol"),
                 size: 3,
                 name: Text::new(),
+                resume_key: None,
             }),
         ),
         (

@@ -80,6 +80,7 @@ fn main() {
             peer: UserId::new(&format!("user{:05}", i + transfers)).expect("valid"),
             size: 1 << 30,
             name: Text::from("data.bin"),
+            resume_key: None,
         });
         relay.handle_input(now, ConnId(i), &encode(&[open]));
         settle(&mut relay);

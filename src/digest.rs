@@ -20,8 +20,17 @@ mod accelerated {
     pub(super) struct State(u32);
 
     impl State {
+        /// Continues from the CRC of the bytes before.
+        pub(super) fn resume(crc: u32) -> Self {
+            State(crc)
+        }
+
         pub(super) fn update(&mut self, bytes: &[u8]) {
             self.0 = crc32c::crc32c_append(self.0, bytes);
+        }
+
+        pub(super) fn value(&self) -> u32 {
+            self.0
         }
 
         pub(super) fn finish(self) -> u32 {
@@ -46,8 +55,18 @@ mod table {
     }
 
     impl State {
+        /// Continues from the CRC of the bytes before: the register is the CRC without its
+        /// final XOR, and the crate takes an initial value bit-reversed (a reflected CRC).
+        pub(super) fn resume(crc: u32) -> Self {
+            State(CASTAGNOLI.digest_with_initial((crc ^ 0xffff_ffff).reverse_bits()))
+        }
+
         pub(super) fn update(&mut self, bytes: &[u8]) {
             self.0.update(bytes);
+        }
+
+        pub(super) fn value(&self) -> u32 {
+            self.0.clone().finalize()
         }
 
         pub(super) fn finish(self) -> u32 {
@@ -64,8 +83,21 @@ impl RunningDigest {
         RunningDigest(imp::State::default())
     }
 
+    /// A digest that continues from `so_far`, the digest of the bytes before (a resumed
+    /// transfer's).
+    pub(crate) fn resume(so_far: Digest) -> Self {
+        match so_far {
+            Digest::Crc32c(crc) => RunningDigest(imp::State::resume(crc)),
+        }
+    }
+
     pub(crate) fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
+    }
+
+    /// The digest of everything fed so far, and it goes on.
+    pub(crate) fn value(&self) -> Digest {
+        Digest::Crc32c(self.0.value())
     }
 
     /// The digest of everything fed so far.
@@ -121,5 +153,27 @@ mod tests {
         let mut check = table::State::default();
         check.update(b"123456789");
         assert_eq!(check.finish(), 0xe306_9283);
+    }
+
+    /// A digest resumed from the value of a prefix ends where one fed everything does, in
+    /// both builds.
+    #[cfg(feature = "std")]
+    #[test]
+    fn a_resumed_digest_continues_the_prefix() {
+        let bytes: alloc::vec::Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for cut in [0, 1, 999, 2999, 3000] {
+            let (head, tail) = bytes.split_at(cut);
+            let (mut fast, mut small) = (accelerated::State::default(), table::State::default());
+            fast.update(head);
+            small.update(head);
+            let (so_far_fast, so_far_small) = (fast.value(), small.value());
+            assert_eq!(so_far_fast, so_far_small);
+            let mut fast = accelerated::State::resume(so_far_fast);
+            let mut small = table::State::resume(so_far_small);
+            fast.update(tail);
+            small.update(tail);
+            assert_eq!(fast.finish(), crc32c::crc32c(&bytes), "cut at {cut}");
+            assert_eq!(small.finish(), crc32c::crc32c(&bytes), "cut at {cut}");
+        }
     }
 }

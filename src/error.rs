@@ -279,6 +279,14 @@ pub enum ActionError {
         /// Length asked for.
         expected_len: u64,
     },
+    /// A resume offset past the transfer's declared size.
+    #[error("resume at offset {offset} of a transfer of {size} bytes")]
+    ResumeBeyondSize {
+        /// Offset given.
+        offset: u64,
+        /// The transfer's size.
+        size: u64,
+    },
 }
 
 impl ActionError {
@@ -286,7 +294,9 @@ impl ActionError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ActionError::UnknownId => ErrorCode::TRANSID_INVALID,
-            ActionError::UnexpectedFileData { .. } => ErrorCode::PARAM_ERR,
+            ActionError::UnexpectedFileData { .. } | ActionError::ResumeBeyondSize { .. } => {
+                ErrorCode::PARAM_ERR
+            }
         }
     }
 }

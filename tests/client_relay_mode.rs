@@ -358,6 +358,7 @@ fn open(id: u64, size: u64) -> Frame {
         peer: user("mallory"),
         size,
         name: Text::new(),
+        resume_key: None,
     })
 }
 
@@ -368,6 +369,7 @@ fn open_file(id: u64, size: u64) -> Frame {
         peer: user("mallory"),
         size,
         name: Text::from("f"),
+        resume_key: None,
     })
 }
 

@@ -95,8 +95,9 @@ fn file_transfer() {
             peer: UserId::new("bob").unwrap(),
             size: 45,
             name: Text::from("fox.txt"),
+            resume_key: None,
         }),
-        "12 0f 01 01 03 62 6f 62 2d 07 66 6f 78 2e 74 78 74",
+        "12 10 01 01 03 62 6f 62 2d 07 66 6f 78 2e 74 78 74 00",
     );
     check(
         Frame::Data(Data {
@@ -133,6 +134,30 @@ fn file_transfer() {
             code: ErrorCode::CANCELLED,
         }),
         "16 03 02 63 28",
+    );
+}
+
+#[test]
+fn resumed_file_transfer() {
+    check(
+        Frame::Open(Open {
+            id: 1,
+            kind: TransferKind::File,
+            peer: UserId::new("bob").unwrap(),
+            size: 45,
+            name: Text::from("fox.txt"),
+            resume_key: Some(ResumeKey(core::array::from_fn(|i| i as u8))),
+        }),
+        "12 20 01 01 03 62 6f 62 2d 07 66 6f 78 2e 74 78 74 10 \
+         00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f",
+    );
+    check(
+        Frame::ResumeFrom(ResumeFrom {
+            id: 8,
+            offset: 20,
+            digest: Digest::Crc32c(0x4667_5bb9),
+        }),
+        "18 08 08 14 01 04 46 67 5b b9",
     );
 }
 

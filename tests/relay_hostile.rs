@@ -10,39 +10,9 @@ use peermsg::wire::*;
 use peermsg::{ErrorCode, Instant};
 use support::net::Net;
 use support::Sim;
-use support::{content, encode, result_of};
+use support::{content, encode, hello, login, result_of, written};
 
 const T: Instant = Instant::ZERO;
-
-fn hello() -> Frame {
-    Frame::Hello(Hello::new(
-        Role::Client,
-        &Limits::default(),
-        8,
-        8,
-        1 << 20,
-        1 << 20,
-    ))
-}
-
-fn login(user: &str) -> Frame {
-    Frame::Login(Login {
-        user: UserId::new(user).unwrap(),
-        token: Bytes::new(),
-    })
-}
-
-/// Frames the relay wrote to `conn`.
-fn written(relay: &mut Relay, conn: ConnId) -> Vec<Frame> {
-    let mut buf = BytesMut::new();
-    while relay.poll_transmit(conn, &mut buf) > 0 {}
-    let mut d = Decoder::new(Limits::default()).unwrap();
-    let mut out = Vec::new();
-    while let Ok(Some(f)) = d.decode(&mut buf) {
-        out.push(f);
-    }
-    out
-}
 
 /// A relay with `mallory` logged in on connection 0, then `frames` from her.
 fn mallory_sends(bytes: &[u8]) -> (Relay, Vec<Frame>, Vec<RelayEvent>) {
@@ -82,6 +52,7 @@ fn open(id: u64, to: &str, size: u64) -> Frame {
         peer: UserId::new(to).unwrap(),
         size,
         name: Text::new(),
+        resume_key: None,
     })
 }
 
@@ -349,6 +320,7 @@ fn transfer_to_bob(id: u64, n: u64) -> Vec<Frame> {
         peer: UserId::new("bob").unwrap(),
         size: n * piece as u64,
         name: Text::new(),
+        resume_key: None,
     })];
     for i in 0..n {
         frames.push(Frame::Data(Data {

@@ -87,6 +87,7 @@ fn a_file_over_4_gib_is_offered_with_its_whole_size() {
         peer: UserId::new("alice").unwrap(),
         size: BIG,
         name: Text::from("big.bin"),
+        resume_key: None,
     });
     let events = client_given(&[open]);
     assert!(
@@ -105,6 +106,7 @@ fn data_at_an_offset_over_u32_max_is_out_of_place_not_wrapped() {
         peer: UserId::new("alice").unwrap(),
         size: BIG,
         name: Text::from("big.bin"),
+        resume_key: None,
     });
     // Offset 2^32: on a 32-bit target, truncated, it would be 0 and fit.
     let data = Frame::Data(Data {

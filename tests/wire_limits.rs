@@ -132,6 +132,7 @@ fn file_name_length() {
             peer: user(3),
             size: 10,
             name: Text::from("n".repeat(n)),
+            resume_key: None,
         })
     };
     at_and_past(
@@ -202,6 +203,7 @@ fn buffer_and_file_size() {
             peer: user(1),
             size,
             name: Text::new(),
+            resume_key: None,
         })
     };
     let buf_max = limits.max_buffer_size;

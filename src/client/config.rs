@@ -51,6 +51,12 @@ pub struct ClientConfig {
     /// buffer somewhere that can fail (a disk) before it counts as theirs. Until answered,
     /// the buffer holds one of the peer's transfer slots. Default false.
     pub confirm_buffers: bool,
+    /// The application keeps partial files across connections and resumes them: every
+    /// [`Event::Offer`](super::Event::Offer) of a file that carries a `resume_key` must be
+    /// answered with [`Client::resume_incoming`](super::Client::resume_incoming) (offset 0
+    /// for nothing held) before its data comes. Without it the client answers every resume
+    /// key itself, with offset 0. Default false.
+    pub resume_files: bool,
     /// Most bytes one [`Client::poll_transmit`](super::Client::poll_transmit) call
     /// appends (it always appends at least one whole frame if any is ready). Default 256 KiB.
     pub transmit_batch: usize,
@@ -72,6 +78,7 @@ impl Default for ClientConfig {
             send_timeout: None,
             send_only: false,
             confirm_buffers: false,
+            resume_files: false,
             transmit_batch: 256 * 1024,
         }
     }

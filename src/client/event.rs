@@ -4,7 +4,7 @@ use bytes::Bytes;
 use core::fmt;
 
 use crate::conn::CloseReason;
-use crate::wire::{Text, UserId};
+use crate::wire::{ResumeKey, Text, UserId};
 use crate::ErrorCode;
 
 /// A send of ours, as [`Client::send_cmd`](super::Client::send_cmd) and its siblings
@@ -101,6 +101,17 @@ pub enum Event {
         /// How much.
         len: u64,
     },
+    /// A resumable file send continues where the receiver's bytes end: it holds `offset`
+    /// bytes from an earlier attempt, checked against our source (its digest matched), and
+    /// data goes on from there.
+    Resumed {
+        /// The send.
+        id: SendId,
+        /// Where the receiver's bytes end.
+        offset: u64,
+        /// The cookie given with the send.
+        cookie: u64,
+    },
     /// A command arrived (the SDK's `notifyCmdData`).
     CmdReceived {
         /// The incoming message (for logs and the application's records: a command is
@@ -125,6 +136,10 @@ pub enum Event {
         name: Text,
         /// The declared size.
         size: u64,
+        /// With [`ClientConfig::resume_files`](super::ClientConfig::resume_files), the
+        /// file's resume key: look for what is held of it from `from` under this key and
+        /// answer with [`Client::resume_incoming`](super::Client::resume_incoming).
+        resume_key: Option<ResumeKey>,
     },
     /// A buffer arrived whole, size and digest verified (the SDK's `notifyBufferData`).
     BufferReceived {
@@ -203,7 +218,7 @@ impl Event {
 
     /// The send of ours this event is about, for the events that take nothing of the
     /// application's attention to confirm: [`Event::SendResult`], [`Event::Progress`],
-    /// [`Event::CancelResult`] and [`Event::FileRead`]. `None` for the rest (incoming
+    /// [`Event::CancelResult`], [`Event::Resumed`] and [`Event::FileRead`]. `None` for the rest (incoming
     /// messages and the connection). These are the events
     /// [`Client::poll_send_event`](super::Client::poll_send_event) takes.
     pub fn send_id(&self) -> Option<SendId> {
@@ -211,6 +226,7 @@ impl Event {
             Event::SendResult { id, .. }
             | Event::Progress { id, .. }
             | Event::CancelResult { id, .. }
+            | Event::Resumed { id, .. }
             | Event::FileRead { id, .. } => Some(*id),
             _ => None,
         }

@@ -30,6 +30,10 @@ pub(crate) struct Incoming {
     /// A command's or buffer's bytes so far.
     pub data: BytesMut,
     pub digest: Option<RunningDigest>,
+    /// Its `OPEN` carried a resume key the application is to answer
+    /// ([`Client::resume_incoming`](super::Client::resume_incoming)): no `DATA` may come
+    /// before that.
+    pub awaiting_resume: bool,
 }
 
 impl Incoming {
@@ -45,6 +49,7 @@ impl Incoming {
             reported: 0,
             data: BytesMut::new(),
             digest: (kind != SendKind::Cmd).then(RunningDigest::new),
+            awaiting_resume: false,
         }
     }
 

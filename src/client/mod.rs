@@ -25,18 +25,19 @@ use bytes::{Bytes, BytesMut};
 use core::time::Duration;
 
 use crate::conn::{self, credit::RecvWindow, ids::IdSpace, CloseReason, Session, Violation};
+use crate::digest::RunningDigest;
 use crate::error::{ActionError, SendError};
 use crate::wire::credit_step;
 use crate::wire::{
-    self, Capabilities, Close, Cmd, CmdCont, ConnCredit, Credit, Data, End, Frame, FrameSink,
-    Hello, Login, LoginResult, MessageId, MessageResult, Open, Ping, Role, Text, TransferKind,
-    UserId,
+    self, Capabilities, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Digest, End, Frame,
+    FrameSink, Hello, Login, LoginResult, MessageId, MessageResult, Open, Ping, ResumeFrom,
+    ResumeKey, Role, Text, TransferKind, UserId,
 };
 use crate::{ErrorCode, Instant};
 
 use incoming::Incoming;
 use lifecycle::{send_step, Next, Phase, ReceiveInput, SendInput};
-use outgoing::{Outgoing, Source};
+use outgoing::{Outgoing, Resume, Source};
 
 /// Our login, as far as it has gone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,6 +231,37 @@ impl Client {
         size: u64,
         cookie: u64,
     ) -> Result<SendId, SendError> {
+        self.file_send(now, to, name, size, None, cookie)
+    }
+
+    /// [`Client::send_file`], resumable: `key` names this transfer end to end, the same on
+    /// every attempt (derive it from what identifies the source, so another version of the
+    /// file gets another key). A receiver that holds bytes of it from an earlier attempt
+    /// under `key` states where they end; the client re-reads its own source up to there
+    /// ([`Event::FileRead`]) and continues only if the digests match, with
+    /// [`Event::Resumed`]; if they differ the send ends with `DIGEST_MISMATCH` and the
+    /// receiver drops its bytes. Toward a peer without resume it is a plain file send.
+    pub fn send_file_resumable(
+        &mut self,
+        now: Instant,
+        to: &str,
+        name: &str,
+        size: u64,
+        key: ResumeKey,
+        cookie: u64,
+    ) -> Result<SendId, SendError> {
+        self.file_send(now, to, name, size, Some(key), cookie)
+    }
+
+    fn file_send(
+        &mut self,
+        now: Instant,
+        to: &str,
+        name: &str,
+        size: u64,
+        resume_key: Option<ResumeKey>,
+        cookie: u64,
+    ) -> Result<SendId, SendError> {
         let to = self.check_target(to)?;
         let max = self.cap(self.config.limits.max_file_size, |h| h.max_file_size);
         if size > max {
@@ -247,7 +279,8 @@ impl Client {
             piece: Bytes::new(),
             reading: false,
         };
-        let send = Outgoing::new(SendKind::File, cookie, to, Text::from(name), size, source);
+        let mut send = Outgoing::new(SendKind::File, cookie, to, Text::from(name), size, source);
+        send.resume_key = resume_key;
         self.enqueue(now, send)
     }
 
@@ -260,7 +293,7 @@ impl Client {
         data: Bytes,
     ) -> Result<(), ActionError> {
         let send = self.outgoing.get_mut(&id).ok_or(ActionError::UnknownId)?;
-        let expected_len = send.credit.min(send.size).saturating_sub(send.sent);
+        let (expected_offset, expected_len) = send.wanted();
         let Source::File {
             offset: at,
             piece,
@@ -270,11 +303,11 @@ impl Client {
             return Err(ActionError::UnknownId);
         };
         let len = data.len() as u64;
-        if !*reading || offset != send.sent || len == 0 || len > expected_len.max(1) {
+        if !*reading || offset != expected_offset || len == 0 || len > expected_len.max(1) {
             return Err(ActionError::UnexpectedFileData {
                 offset,
                 len,
-                expected_offset: send.sent,
+                expected_offset,
                 expected_len,
             });
         }
@@ -367,6 +400,48 @@ impl Client {
             code
         };
         self.settle(id, code)
+    }
+
+    /// The answer to an [`Event::Offer`] that carried a resume key (with
+    /// [`ClientConfig::resume_files`]): the application holds bytes `0..offset` of this
+    /// file from an earlier attempt (0 for none), whose digest is `digest`
+    /// ([`Digest::Crc32c`] of those bytes; of no bytes, 0). The file goes on from
+    /// `offset`: its [`Event::FileData`] start there, and the digest checked at its end
+    /// covers the whole file. The sender checks `digest` against its own source first.
+    pub fn resume_incoming(
+        &mut self,
+        id: ReceiveId,
+        offset: u64,
+        digest: Digest,
+    ) -> Result<(), ActionError> {
+        let window = self.config.transfer_window;
+        let msg = self
+            .incoming
+            .get_mut(id.0)
+            .filter(|m| m.awaiting_resume)
+            .ok_or(ActionError::UnknownId)?;
+        let size = msg.size();
+        if msg.arrival.resume_at(offset).is_err() {
+            return Err(ActionError::ResumeBeyondSize { offset, size });
+        }
+        msg.awaiting_resume = false;
+        msg.digest = Some(RunningDigest::resume(digest));
+        (msg.consumed, msg.reported) = (offset, offset);
+        let grant = offset.saturating_add(window);
+        let raise = grant > msg.granted;
+        msg.granted = msg.granted.max(grant);
+        self.queue(Frame::ResumeFrom(ResumeFrom {
+            id: id.0,
+            offset,
+            digest,
+        }));
+        if raise {
+            self.queue(Frame::Credit(Credit {
+                id: id.0,
+                max_offset: grant,
+            }));
+        }
+        Ok(())
     }
 
     /// Ends a file (or a buffer the application confirms) that arrived verified and waits
@@ -849,17 +924,27 @@ impl Client {
                 } else {
                     TransferKind::Buffer
                 };
+                let resume_key = send
+                    .resume_key
+                    .filter(|_| peer.capabilities.contains(Capabilities::RESUME));
+                if resume_key.is_some() {
+                    send.resume = Resume::Asked; // no DATA until the receiver answers
+                }
                 let open = Open {
                     id: wire_id,
                     kind,
                     peer: send.to.clone(),
                     size: send.size,
                     name: send.name.clone(),
+                    resume_key,
                 };
                 self.make_ready(id);
                 return Some(Frame::Open(open));
             }
         };
+        if !self.resume_settled(id) {
+            return None; // RESUME_FROM, or the source's bytes for the check, re-queue it
+        }
         let conn_room = self.session.send.room();
         let send = self.outgoing.get_mut(&id)?;
         if send.sent >= send.size {
@@ -909,6 +994,89 @@ impl Client {
         }))
     }
 
+    /// Whether send `id` may send data: not waiting for its receiver's `RESUME_FROM`, nor
+    /// checking its source against the receiver's bytes. While it checks, it asks for its
+    /// source's bytes up to the receiver's offset and digests them; at the offset it
+    /// continues from there if the digests match, and ends with `DIGEST_MISMATCH` if not.
+    fn resume_settled(&mut self, id: SendId) -> bool {
+        let read_size = self.config.file_read_size;
+        let Some(send) = self.outgoing.get_mut(&id) else {
+            return false;
+        };
+        let Resume::Checking {
+            offset,
+            at,
+            running,
+            ..
+        } = &mut send.resume
+        else {
+            return matches!(send.resume, Resume::Settled);
+        };
+        if let Source::File { piece, reading, .. } = &mut send.source {
+            running.update(piece);
+            *at += piece.len() as u64;
+            *piece = Bytes::new();
+            if *at < *offset {
+                if !*reading {
+                    *reading = true;
+                    let (at, len) = (*at, (*offset - *at).min(read_size));
+                    self.push_event(Event::FileRead {
+                        id,
+                        offset: at,
+                        len,
+                    });
+                }
+                return false; // supply_file_data re-queues it
+            }
+        }
+        let Resume::Checking {
+            offset,
+            digest,
+            running,
+            ..
+        } = core::mem::replace(&mut send.resume, Resume::Settled)
+        else {
+            return false;
+        };
+        if running.value() != digest {
+            self.abandon(id, ErrorCode::DIGEST_MISMATCH);
+            return false;
+        }
+        send.sent = offset;
+        send.reported = offset;
+        send.digest = Some(running);
+        if let Source::File { offset: at, .. } = &mut send.source {
+            *at = offset;
+        }
+        let cookie = send.cookie;
+        self.push_event(Event::Resumed { id, offset, cookie });
+        true
+    }
+
+    /// The receiver's answer to our `OPEN` with a resume key.
+    fn on_resume_from(&mut self, r: ResumeFrom) {
+        let Some(id) = self.send_of_wire(r.id) else {
+            return;
+        };
+        let Some(send) = self.outgoing.get_mut(&id) else {
+            return;
+        };
+        if !matches!(send.resume, Resume::Asked) || r.offset > send.size {
+            self.violation(Violation::OutOfPlace);
+            return;
+        }
+        send.resume = match r.offset {
+            0 => Resume::Settled,
+            offset => Resume::Checking {
+                offset,
+                digest: r.digest,
+                at: 0,
+                running: RunningDigest::new(),
+            },
+        };
+        self.make_ready(id);
+    }
+
     // ----- Internals: receiving ------------------------------------------------------
 
     /// Every frame's handling, in one place.
@@ -956,6 +1124,7 @@ impl Client {
             Frame::Cmd(cmd) => self.on_cmd(cmd),
             Frame::CmdCont(cont) => self.on_cmd_cont(cont),
             Frame::Open(open) => self.on_open(open),
+            Frame::ResumeFrom(r) => self.on_resume_from(r),
             Frame::Data(data) => self.on_data(data),
             Frame::End(end) => self.on_end(end),
             Frame::Cancel(c) => {
@@ -1146,6 +1315,19 @@ impl Client {
         };
         let window = self.config.transfer_window;
         let mut msg = Incoming::new(kind, from.clone(), open.size, 0, window);
+        // A resume key is the application's to answer if it keeps partial files; else
+        // nothing is held of it, said at once.
+        let resume_key = open
+            .resume_key
+            .filter(|_| kind == SendKind::File && self.config.resume_files);
+        msg.awaiting_resume = resume_key.is_some();
+        if open.resume_key.is_some() && resume_key.is_none() {
+            self.queue(Frame::ResumeFrom(ResumeFrom {
+                id: open.id,
+                offset: 0,
+                digest: RunningDigest::new().value(),
+            }));
+        }
         if kind == SendKind::Buffer {
             // The whole buffer is held in the end anyway (its size is within our cap, checked
             // by the decoder); reserving it now saves a copy per doubling. The pages are
@@ -1159,6 +1341,7 @@ impl Client {
             kind,
             name: open.name,
             size: open.size,
+            resume_key,
         };
         self.push_event(event);
     }
@@ -1198,6 +1381,10 @@ impl Client {
         let Some(msg) = self.incoming.get_mut(data.id) else {
             return;
         };
+        if msg.awaiting_resume {
+            self.violation(Violation::OutOfPlace); // DATA before our RESUME_FROM
+            return;
+        }
         if let Err(violation) = msg.arrival.bytes(false, data.offset, len, msg.granted) {
             self.violation(violation);
             return;

@@ -15,7 +15,7 @@
 use bytes::Bytes;
 
 use crate::digest::RunningDigest;
-use crate::wire::{MessageId, Text, UserId};
+use crate::wire::{Digest, MessageId, ResumeKey, Text, UserId};
 
 use super::event::SendKind;
 
@@ -33,6 +33,25 @@ pub(crate) enum Source {
         offset: u64,
         piece: Bytes,
         reading: bool,
+    },
+}
+
+/// Where a resumable send stands with its receiver's earlier bytes. `DATA` flows only when
+/// it is `Settled`.
+#[derive(Debug)]
+pub(crate) enum Resume {
+    /// Not resumable, or agreed: data goes on from `sent`.
+    Settled,
+    /// Its `OPEN` carried a key: waiting for the receiver's `RESUME_FROM`.
+    Asked,
+    /// The receiver holds bytes `0..offset` whose digest is `digest`: our own source is
+    /// read again up to there (`at` so far, digested in `running`) to check it, so that
+    /// bytes of another version of the file are never continued.
+    Checking {
+        offset: u64,
+        digest: Digest,
+        at: u64,
+        running: RunningDigest,
     },
 }
 
@@ -59,6 +78,9 @@ pub(crate) struct Outgoing {
     pub queued: bool,
     /// When the send times out, if a timeout is configured.
     pub deadline: Option<crate::Instant>,
+    /// The key that lets the receiver continue it from an earlier attempt (files).
+    pub resume_key: Option<ResumeKey>,
+    pub resume: Resume,
 }
 
 impl Outgoing {
@@ -85,6 +107,21 @@ impl Outgoing {
             digest: (kind != SendKind::Cmd).then(RunningDigest::new),
             queued: false,
             deadline: None,
+            resume_key: None,
+            resume: Resume::Settled,
+        }
+    }
+
+    /// The file bytes this send waits for: (offset, most bytes). While it checks a resume
+    /// they are its own source again up to the receiver's offset; else they continue from
+    /// `sent` within the credit.
+    pub(crate) fn wanted(&self) -> (u64, u64) {
+        match &self.resume {
+            Resume::Checking { offset, at, .. } => (*at, offset - at),
+            _ => (
+                self.sent,
+                self.credit.min(self.size).saturating_sub(self.sent),
+            ),
         }
     }
 

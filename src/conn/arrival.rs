@@ -48,6 +48,16 @@ impl Arrival {
         Ok(())
     }
 
+    /// A resumed transfer continues at `offset`: the receiver holds bytes `0..offset` from
+    /// an earlier attempt. Only before any byte of this attempt came, and within its size.
+    pub(crate) fn resume_at(&mut self, offset: u64) -> Result<(), Violation> {
+        if self.cmd || self.ended || self.received != 0 || offset > self.size {
+            return Err(Violation::OutOfPlace);
+        }
+        self.received = offset;
+        Ok(())
+    }
+
     /// A transfer's `END` (its size and digest are the receiver's to check).
     pub(crate) fn end(&mut self) -> Result<(), Violation> {
         if self.cmd || self.ended {

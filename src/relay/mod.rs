@@ -49,7 +49,7 @@ use crate::conn::ids::IdSpace;
 use crate::conn::{self, CloseReason, Session, Violation};
 use crate::wire::{
     self, Cancel, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Frame, FrameSink, Hello, Limits,
-    LoginResult, MessageId, MessageResult, Open, Role, Text, UserId,
+    LoginResult, MessageId, MessageResult, Open, ResumeFrom, Role, Text, UserId,
 };
 use crate::{ErrorCode, Instant};
 use admission::Admission;
@@ -250,6 +250,9 @@ struct Route {
     cancelling: bool,
     /// When a byte last moved toward the receiver or the receiver last granted credit.
     last_progress: Instant,
+    /// Its `OPEN` carried a resume key: the receiver's `RESUME_FROM` comes before any
+    /// `DATA`, and says where the data continues.
+    awaiting_resume: bool,
 }
 
 /// Which end of a route hears that it ended, and with what code.

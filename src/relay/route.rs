@@ -27,8 +27,10 @@ impl Relay {
             return;
         };
         // The receiver's rules, so that nothing forwarded can make the receiver close: a
-        // sender's mistake stays the sender's.
+        // sender's mistake stays the sender's. No DATA before the receiver said where it
+        // resumes.
         let checked = match &frame {
+            Frame::Data(_) if r.awaiting_resume => Err(Violation::OutOfPlace),
             Frame::End(_) => r.arrival.end(),
             Frame::CmdCont(_) => r.arrival.bytes(true, offset, len, u64::MAX),
             _ => r.arrival.bytes(false, offset, len, r.src_credit),
@@ -177,5 +179,58 @@ impl Relay {
             }
             self.move_on(key);
         }
+    }
+
+    /// The resume key route `key` forwards with sender `conn`'s `OPEN`: the key itself if
+    /// the receiver announced resume (its `RESUME_FROM` is then awaited), else none, and
+    /// the relay answers the sender for it that nothing is held.
+    pub(super) fn resume_key_for(
+        &mut self,
+        key: u64,
+        conn: ConnId,
+        open: &wire::Open,
+    ) -> Option<wire::ResumeKey> {
+        let resume_key = open.resume_key?;
+        let r = self.routes.get_mut(&key)?;
+        let resumes = self
+            .conns
+            .get(&r.dst)
+            .and_then(|d| d.session.peer())
+            .is_some_and(|h| h.capabilities.contains(wire::Capabilities::RESUME));
+        if resumes {
+            r.awaiting_resume = true;
+            return Some(resume_key);
+        }
+        self.push(
+            conn,
+            Frame::ResumeFrom(ResumeFrom {
+                id: open.id,
+                offset: 0,
+                digest: wire::Digest::Crc32c(0),
+            }),
+        );
+        None
+    }
+
+    /// A receiver's `RESUME_FROM` for a transfer forwarded to it with a resume key: the
+    /// route continues at its offset, and the sender hears it with its own id.
+    pub(super) fn on_resume_from(&mut self, conn: ConnId, resume: ResumeFrom) {
+        let Some(key) = self.outbound_key(conn, resume.id) else {
+            return;
+        };
+        let Some(r) = self.routes.get_mut(&key) else {
+            return;
+        };
+        if !r.awaiting_resume || r.arrival.resume_at(resume.offset).is_err() {
+            self.violation(conn, Violation::OutOfPlace);
+            return;
+        }
+        r.awaiting_resume = false;
+        // Bytes below the offset count as forwarded: the receiver's credit is measured
+        // from there.
+        r.forwarded = resume.offset;
+        r.last_progress = self.now;
+        let (src, id) = (r.src, r.src_id);
+        self.push(src, Frame::ResumeFrom(ResumeFrom { id, ..resume }));
     }
 }

@@ -109,6 +109,7 @@ impl Relay {
             arrival: Arrival::new(is_cmd, size, first_fragment.unwrap_or(0)),
             cancelling: false,
             last_progress: self.now,
+            awaiting_resume: false,
         };
         self.routes.insert(key, Box::new(route));
         if straight_on {

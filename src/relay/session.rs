@@ -136,13 +136,16 @@ impl Relay {
                 if let Some((key, src_user)) =
                     self.new_route(conn, open.id, &peer, None, Some(open.kind), open.size)
                 {
+                    let resume_key = self.resume_key_for(key, conn, &open);
                     let first = Open {
                         peer: src_user,
+                        resume_key,
                         ..open
                     };
                     self.forward(key, Frame::Open(first));
                 }
             }
+            Frame::ResumeFrom(r) => self.on_resume_from(conn, r),
             piece @ (Frame::CmdCont(_) | Frame::Data(_) | Frame::End(_)) => {
                 self.on_piece(conn, piece)
             }

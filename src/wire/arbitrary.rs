@@ -129,6 +129,7 @@ impl<'a> Arbitrary<'a> for Frame {
                     peer: user_id(u)?,
                     size,
                     name,
+                    resume_key: Option::<ResumeKey>::arbitrary(u)?,
                 })
             }
             FrameType::Data => {
@@ -156,6 +157,11 @@ impl<'a> Arbitrary<'a> for Frame {
             FrameType::Result => Frame::Result(MessageResult {
                 id: value(u)?,
                 code: code(u)?,
+            }),
+            FrameType::ResumeFrom => Frame::ResumeFrom(ResumeFrom {
+                id: value(u)?,
+                offset: value_at_most(u, limits.max_transfer_size())?,
+                digest: Digest::arbitrary(u)?,
             }),
         })
     }

@@ -36,6 +36,8 @@ pub enum Limit {
     FileSize,
     /// The larger of the buffer and file limits, for data offsets and `END` sizes.
     TransferSize,
+    /// A resume key's 16 bytes ([`ResumeKey::LEN`]).
+    ResumeKeyLen,
 }
 
 impl core::fmt::Display for Limit {
@@ -49,6 +51,7 @@ impl core::fmt::Display for Limit {
             Limit::BufferSize => "buffer size",
             Limit::FileSize => "file size",
             Limit::TransferSize => "transfer size",
+            Limit::ResumeKeyLen => "resume key length",
         })
     }
 }
@@ -143,6 +146,9 @@ pub enum DecodeError {
     /// A buffer `OPEN` with a file name.
     #[error("OPEN of a buffer carries a file name")]
     BufferWithName,
+    /// An `OPEN` whose resume key is neither empty nor 16 bytes.
+    #[error("a resume key must be empty or 16 bytes, not {0}")]
+    ResumeKeyLength(u64),
     /// A `CMD` fragment longer than the command it declares.
     #[error("CMD fragment of {len} bytes is longer than its declared total of {total}")]
     CmdOverTotal {
@@ -345,6 +351,7 @@ pub(crate) fn parse_body(
         FrameType::Data => b.data(input),
         FrameType::End => b.end(input),
         FrameType::Credit => b.credit(input),
+        FrameType::ResumeFrom => b.resume_from(input),
         FrameType::Cancel => b
             .id_code(input)
             .map(|(i, (id, code))| (i, Frame::Cancel(Cancel { id, code }))),
@@ -378,6 +385,24 @@ struct Body<'b> {
     payload_at: core::cell::Cell<usize>,
     limits: &'b Limits,
     frame_type: FrameType,
+}
+
+/// A digest (`END`, `RESUME_FROM`): its algorithm, then its value, length-prefixed.
+fn digest(i: &[u8]) -> Parsed<'_, Digest> {
+    let (i, algorithm) = varint(i)?;
+    if algorithm != Digest::CRC32C_ID {
+        return invalid(DecodeError::UnknownDigest(algorithm));
+    }
+    let (i, len) = varint(i)?;
+    if len != 4 {
+        return invalid(DecodeError::DigestLength {
+            algorithm,
+            expected: 4,
+            len,
+        });
+    }
+    let (i, crc) = nom::number::complete::be_u32(i)?;
+    Ok((i, Digest::Crc32c(crc)))
 }
 
 impl Body<'_> {
@@ -599,6 +624,12 @@ impl Body<'_> {
         if kind == TransferKind::Buffer && !name.is_empty() {
             return invalid(DecodeError::BufferWithName);
         }
+        let (i, key) = self.prefixed_slice(i, Limit::ResumeKeyLen, ResumeKey::LEN)?;
+        let resume_key = match <[u8; 16]>::try_from(key) {
+            Ok(key) => Some(ResumeKey(key)),
+            Err(_) if key.is_empty() => None,
+            Err(_) => return invalid(DecodeError::ResumeKeyLength(key.len() as u64)),
+        };
         Ok((
             i,
             Frame::Open(Open {
@@ -607,6 +638,7 @@ impl Body<'_> {
                 peer,
                 size,
                 name,
+                resume_key,
             }),
         ))
     }
@@ -631,27 +663,17 @@ impl Body<'_> {
         let (i, id) = varint(i)?;
         let (i, size) = varint(i)?;
         Self::at_most(size, Limit::TransferSize, self.limits.max_transfer_size())?;
-        let (i, algorithm) = varint(i)?;
-        if algorithm != Digest::CRC32C_ID {
-            return invalid(DecodeError::UnknownDigest(algorithm));
-        }
-        let (i, len) = varint(i)?;
-        if len != 4 {
-            return invalid(DecodeError::DigestLength {
-                algorithm,
-                expected: 4,
-                len,
-            });
-        }
-        let (i, crc) = nom::number::complete::be_u32(i)?;
-        Ok((
-            i,
-            Frame::End(End {
-                id,
-                size,
-                digest: Digest::Crc32c(crc),
-            }),
-        ))
+        let (i, digest) = digest(i)?;
+        Ok((i, Frame::End(End { id, size, digest })))
+    }
+
+    #[inline]
+    fn resume_from<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
+        let (i, id) = varint(i)?;
+        let (i, offset) = varint(i)?;
+        Self::at_most(offset, Limit::TransferSize, self.limits.max_transfer_size())?;
+        let (i, digest) = digest(i)?;
+        Ok((i, Frame::ResumeFrom(ResumeFrom { id, offset, digest })))
     }
 
     #[inline]

@@ -45,6 +45,14 @@ fn put_payload<B: BufMut>(dst: &mut B, payload: &[u8]) {
     }
 }
 
+/// A digest's fields (`END`, `RESUME_FROM`): algorithm, then the value length-prefixed.
+fn digest_fields(digest: &Digest, f: &mut impl FnMut(Field<'_>)) {
+    f(Field::Varint(digest.algorithm()));
+    match digest {
+        Digest::Crc32c(crc) => f(Field::Prefixed(&crc.to_be_bytes())),
+    }
+}
+
 /// One field of a frame body, as the wire lays it out.
 enum Field<'a> {
     /// A varint.
@@ -145,6 +153,9 @@ impl Frame {
                 f(Prefixed(o.peer.as_bytes()));
                 f(Varint(o.size));
                 f(Prefixed(o.name.as_bytes()));
+                f(Prefixed(
+                    o.resume_key.as_ref().map_or(&[][..], |k| &k.0[..]),
+                ));
             }
             Frame::Data(d) => {
                 f(Varint(d.id));
@@ -154,10 +165,7 @@ impl Frame {
             Frame::End(e) => {
                 f(Varint(e.id));
                 f(Varint(e.size));
-                f(Varint(e.digest.algorithm()));
-                match e.digest {
-                    Digest::Crc32c(crc) => f(Prefixed(&crc.to_be_bytes())),
-                }
+                digest_fields(&e.digest, f);
             }
             Frame::Credit(c) => {
                 f(Varint(c.id));
@@ -170,6 +178,11 @@ impl Frame {
             Frame::Result(r) => {
                 f(Varint(r.id));
                 f(Varint(r.code.as_u32().into()));
+            }
+            Frame::ResumeFrom(r) => {
+                f(Varint(r.id));
+                f(Varint(r.offset));
+                digest_fields(&r.digest, f);
             }
         }
     }

@@ -78,6 +78,8 @@ frame_types! {
     Cancel = 0x16, "CANCEL";
     /// The receiver's final word on a message: delivered, or why not.
     Result = 0x17, "RESULT";
+    /// Where a receiver's bytes of a resumable transfer end, and their digest.
+    ResumeFrom = 0x18, "RESUME_FROM";
 }
 
 impl FrameType {
@@ -104,7 +106,8 @@ pub struct Capabilities(pub u64);
 impl Capabilities {
     /// CRC-32C transfer digests (required in version 1).
     pub const DIGEST_CRC32C: Capabilities = Capabilities(1 << 0);
-    /// Resume after reconnect (reserved for a later version; see docs/PROTOCOL.md).
+    /// Resumable transfers: `OPEN` may carry a resume key, answered with `RESUME_FROM`
+    /// (docs/PROTOCOL.md, "Resume").
     pub const RESUME: Capabilities = Capabilities(1 << 1);
     /// Set by a client that only sends: a relay logs it in beside the user's full
     /// session, kicks nobody, and routes it no messages (docs/PROTOCOL.md, "Relays").
@@ -112,7 +115,7 @@ impl Capabilities {
 
     /// What this version sets.
     pub const fn supported() -> Self {
-        Self::DIGEST_CRC32C
+        Capabilities(Self::DIGEST_CRC32C.0 | Self::RESUME.0)
     }
 
     /// `true` if every bit of `other` is set.
@@ -271,6 +274,35 @@ pub struct Open {
     pub size: u64,
     /// Original file name; empty for a buffer.
     pub name: Text,
+    /// The transfer's end-to-end key, if it may resume: the receiver answers with
+    /// `RESUME_FROM` before any `DATA` comes. Only toward a peer that announced
+    /// [`Capabilities::RESUME`].
+    pub resume_key: Option<ResumeKey>,
+}
+
+/// A resumable transfer's key: chosen by the sender, the same on every connection and
+/// every hop, so a receiver finds what it holds of the transfer from an earlier attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ResumeKey(pub [u8; 16]);
+
+impl ResumeKey {
+    /// Its length on the wire.
+    pub const LEN: u64 = 16;
+}
+
+/// `RESUME_FROM`: the receiver's answer to an `OPEN` with a resume key. It holds bytes
+/// `0..offset` of the transfer already (0 for none), whose digest is `digest`; the sender
+/// continues with `DATA` at `offset` once it has checked the digest against its own
+/// source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResumeFrom {
+    /// The transfer (an id its peer allocated).
+    pub id: MessageId,
+    /// Where the receiver's bytes end.
+    pub offset: u64,
+    /// The digest of bytes `0..offset` (of no bytes for 0: CRC-32C 0).
+    pub digest: Digest,
 }
 
 /// `DATA`: transfer bytes at an absolute offset.
@@ -378,6 +410,8 @@ pub enum Frame {
     Cancel(Cancel),
     /// `RESULT`: see [`MessageResult`].
     Result(MessageResult),
+    /// `RESUME_FROM`: see [`ResumeFrom`].
+    ResumeFrom(ResumeFrom),
 }
 
 impl Frame {
@@ -432,6 +466,7 @@ impl Frame {
             Frame::Credit(_) => FrameType::Credit,
             Frame::Cancel(_) => FrameType::Cancel,
             Frame::Result(_) => FrameType::Result,
+            Frame::ResumeFrom(_) => FrameType::ResumeFrom,
         }
     }
 }

@@ -80,7 +80,10 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Client, ClientConfig, Event, SendId};
+use peermsg::client::{Client, ClientConfig, Event, ReceiveId, SendId};
+use peermsg::relay::{ConnId, Relay};
+use peermsg::wire::{Decoder, Digest, Hello, Limits, Login, ResumeKey, Role, UserId};
+use peermsg::ErrorCode;
 use peermsg::Instant;
 
 /// A small deterministic generator (xorshift), so failures replay from their seed.
@@ -116,6 +119,22 @@ pub struct Side {
     pub peak_buffered: u64,
     /// Take events as they come (true) or leave them (false: a slow application).
     pub reading: bool,
+    /// A resuming receiver's store: what it holds of each file by sender and resume key.
+    pub partials: HashMap<(UserId, ResumeKey), Vec<u8>>,
+    /// Which incoming files write to which partial.
+    pub keyed: HashMap<ReceiveId, (UserId, ResumeKey)>,
+    /// Of a partial whose attempt broke, only whole multiples of this many bytes stay
+    /// (what a sink has recorded durably); 1 keeps every byte.
+    pub record_every: usize,
+    /// Files completed through the store, in order.
+    pub completed: Vec<Vec<u8>>,
+    /// Keys of completed files: offered again (their sender never heard), they resume at
+    /// their end and are not kept twice.
+    pub done: HashMap<(UserId, ResumeKey), (u64, u32)>,
+    /// Incoming files that are such repeats.
+    pub repeats: Vec<ReceiveId>,
+    /// File bytes the store was given, over every attempt.
+    pub stored_bytes: u64,
 }
 
 impl Side {
@@ -127,6 +146,13 @@ impl Side {
             failing_files: Vec::new(),
             peak_buffered: 0,
             reading: true,
+            partials: HashMap::new(),
+            keyed: HashMap::new(),
+            record_every: 1,
+            completed: Vec::new(),
+            done: HashMap::new(),
+            repeats: Vec::new(),
+            stored_bytes: 0,
         }
     }
 
@@ -155,6 +181,7 @@ impl Side {
     /// The application's part: it keeps every file it is given (in `events`) and answers
     /// file reads from `files`.
     fn handle(&mut self, event: Event) {
+        self.keep_partials(&event);
         if let Event::FileReceived { id, .. } = &event {
             assert_eq!(self.client.accept_delivery(*id), Ok(()));
         }
@@ -175,6 +202,66 @@ impl Side {
             );
         }
         self.events.push(event);
+    }
+}
+
+impl Side {
+    /// The resuming receiver's part: a keyed offer resumes from what the store holds, its
+    /// bytes are appended there, a completed file leaves the store, and a broken attempt
+    /// keeps what was recorded (a lost connection) or nothing (anything else).
+    fn keep_partials(&mut self, event: &Event) {
+        match event {
+            Event::Offer {
+                id,
+                from,
+                resume_key: Some(key),
+                ..
+            } => {
+                let at = (from.clone(), *key);
+                let (len, crc) = match self.done.get(&at) {
+                    Some(whole) => {
+                        self.repeats.push(*id);
+                        *whole
+                    }
+                    None => {
+                        let held = self.partials.entry(at.clone()).or_default();
+                        (held.len() as u64, crc32c::crc32c(held))
+                    }
+                };
+                let answer = self.client.resume_incoming(*id, len, Digest::Crc32c(crc));
+                assert_eq!(answer, Ok(()));
+                self.keyed.insert(*id, at);
+            }
+            Event::FileData { id, offset, data } => {
+                if let Some(at) = self.keyed.get(id) {
+                    let held = self.partials.get_mut(at).expect("kept");
+                    assert_eq!(*offset, held.len() as u64, "file bytes in order");
+                    held.extend_from_slice(data);
+                    self.stored_bytes += data.len() as u64;
+                }
+            }
+            Event::FileReceived { id, .. } => {
+                if let Some(at) = self.keyed.remove(id) {
+                    if !self.repeats.contains(id) {
+                        let whole = self.partials.remove(&at).expect("kept");
+                        let summary = (whole.len() as u64, crc32c::crc32c(&whole));
+                        self.done.insert(at, summary);
+                        self.completed.push(whole);
+                    }
+                }
+            }
+            Event::ReceiveFailed { id, code, .. } => {
+                if let Some(at) = self.keyed.remove(id).filter(|_| !self.repeats.contains(id)) {
+                    if *code == ErrorCode::CONNECTIONLOST || *code == ErrorCode::SOCKETTIMEOUT {
+                        let held = self.partials.get_mut(&at).expect("kept");
+                        held.truncate(held.len() / self.record_every * self.record_every);
+                    } else {
+                        self.partials.remove(&at);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -298,6 +385,39 @@ pub fn result_of(events: &[Event], id: SendId) -> peermsg::ErrorCode {
         .collect();
     assert_eq!(codes.len(), 1, "exactly one result for {id}: {events:#?}");
     codes[0]
+}
+
+/// A client's `HELLO` with the default limits, 8 commands and transfers in flight, 1 MiB
+/// windows.
+pub fn hello() -> Frame {
+    Frame::Hello(Hello::new(
+        Role::Client,
+        &Limits::default(),
+        8,
+        8,
+        1 << 20,
+        1 << 20,
+    ))
+}
+
+/// A `LOGIN` of `user` with an empty token.
+pub fn login(user: &str) -> Frame {
+    Frame::Login(Login {
+        user: UserId::new(user).unwrap(),
+        token: Bytes::new(),
+    })
+}
+
+/// Frames the relay wrote to `conn`.
+pub fn written(relay: &mut Relay, conn: ConnId) -> Vec<Frame> {
+    let mut buf = BytesMut::new();
+    while relay.poll_transmit(conn, &mut buf) > 0 {}
+    let mut d = Decoder::new(Limits::default()).unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = d.decode(&mut buf) {
+        out.push(f);
+    }
+    out
 }
 
 /// Deterministic content of `len` bytes.

@@ -676,7 +676,7 @@ impl Printer {
                     format!("file from {}: {} ({size} bytes) saved as {}", shown(from.as_str()), shown(org_file_name), shown(&path.display().to_string())),
                 )
             }
-            ClientEvent::Core(Event::Offer { id, from, name, size, kind }) => {
+            ClientEvent::Core(Event::Offer { id, from, name, size, kind, .. }) => {
                 let what = if name.is_empty() { "a buffer".to_string() } else { shown(name.as_str()) };
                 if let Some((multi, bars)) = &mut self.bars {
                     let bar = multi.add(progress_bar(&format!("{} from {}", what, shown(from.as_str()))));
