@@ -28,8 +28,9 @@ use peermsg::client::{ClientConfig, Event, SendId, SendKind};
 use peermsg::ErrorCode;
 use peermsg_tokio::rustls as tls_config;
 use peermsg_tokio::{
-    connect, connect_tls, serve_with, tls, Authenticator, ClientEvent, ClientEvents, ClientHandle,
-    Extras, Metrics, Open, SendHandle, SendProgress, ServerConfig, SignedTokens, TokenTable,
+    connect_tls, connect_with, file_resume_key, serve_with, tls, Authenticator, ClientEvent,
+    ClientEvents, ClientHandle, Extras, Metrics, Open, Reconnect, SendHandle, SendProgress, Server,
+    ServerConfig, SignedTokens, TokenTable,
 };
 use save::shown;
 use serde_json::json;
@@ -103,6 +104,10 @@ enum Command {
         to: String,
         #[command(flatten)]
         what: What,
+        /// Send a file at most this fast: bytes a second, with K, M or G (1000s) after the
+        /// number (`20M`).
+        #[arg(long, value_parser = parse_rate)]
+        limit_rate: Option<u64>,
         /// One JSON object per line per event.
         #[arg(long)]
         json: bool,
@@ -245,9 +250,14 @@ fn read_secret(path: &Path) -> Result<Vec<u8>> {
 #[derive(Args)]
 struct LoginArgs {
     /// The relay: `tls://host:port`, or `tcp://host:port` for plain TCP. A bare
-    /// `host:port` is TLS, unless it is a loopback address (plain).
+    /// `host:port` is TLS, unless it is a loopback address (plain). Several, comma-separated:
+    /// the first that answers is used, at the start and after a lost connection.
     #[arg(long)]
     server: String,
+    /// Seconds to keep connecting again after a lost connection; a file being sent or
+    /// received goes on from what the receiver holds. 0: do not reconnect.
+    #[arg(long, default_value_t = 300)]
+    reconnect_window: u64,
     /// Trust a relay whose certificate is signed by an authority in this PEM file (else
     /// the web's authorities).
     #[arg(long, conflicts_with = "pin")]
@@ -391,8 +401,9 @@ fn main() -> ExitCode {
                 login,
                 to,
                 what,
+                limit_rate,
                 json,
-            } => send(&login, &to, &what, json).await,
+            } => send(&login, &to, &what, limit_rate, json).await,
             Command::Demo => demo().await,
             Command::Token {
                 user,
@@ -494,21 +505,32 @@ async fn login(args: &LoginArgs, dir: Option<&Path>) -> Result<(ClientHandle, Cl
         ..ClientConfig::default()
     };
     let token = args.token()?;
-    let (addr, tls) = relay_address(&args.server)?;
-    let connecting = async {
-        match tls {
-            None => connect(addr.as_str(), &args.user, &token, config, dir).await,
-            Some(host) => {
+    let mut servers = Vec::new();
+    for server in args.server.split(',').map(str::trim) {
+        servers.push(match relay_address(server)? {
+            (addr, None) => Server::Tcp(addr),
+            (addr, Some(host)) => {
                 let trust = match (&args.ca, &args.pin) {
                     (Some(ca), _) => tls::Trust::CaFile(ca.clone()),
                     (None, Some(pin)) => tls::Trust::pin(pin).map_err(anyhow::Error::msg)?,
                     (None, None) => tls::Trust::WebRoots,
                 };
-                let tls = tls::client_config(&trust)?;
-                connect_tls(addr.as_str(), &host, tls, &args.user, &token, config, dir).await
+                Server::Tls {
+                    addr,
+                    server_name: host,
+                    tls: tls::client_config(&trust)?,
+                }
             }
-        }
-        .map_err(anyhow::Error::from)
+        });
+    }
+    let reconnect = (args.reconnect_window > 0).then(|| Reconnect {
+        window: Duration::from_secs(args.reconnect_window),
+        ..Reconnect::default()
+    });
+    let connecting = async {
+        connect_with(&servers, &args.user, &token, config, dir, reconnect)
+            .await
+            .map_err(anyhow::Error::from)
     };
     let wait = Duration::from_secs(args.timeout);
     let Ok(connected) = tokio::time::timeout(wait, connecting).await else {
@@ -616,6 +638,15 @@ impl Printer {
         self.progress_at.remove(&(true, id));
     }
 
+    /// A send of ours went on after a lost connection from `offset`, where its
+    /// receiver's bytes ended.
+    fn resumed(&mut self, id: SendId, offset: u64) {
+        self.line(
+            json!({"event": "resumed", "send_id": id.0, "offset": offset}),
+            format!("{id}: resumed at byte {offset}"),
+        );
+    }
+
     /// A send of ours got further (JSON only: a terminal has the bar).
     fn send_progress(&mut self, id: SendId, p: SendProgress) {
         if self.json && self.progress_due(false, id.0, p.sent == p.total) {
@@ -708,6 +739,14 @@ impl Printer {
                     format!("a transfer from {} failed: {code}", shown(from.as_str())),
                 )
             }
+            ClientEvent::Reconnecting { attempt, error } => self.line(
+                json!({"event": "reconnecting", "attempt": attempt, "error": error}),
+                format!("connection lost ({}); connecting again (attempt {attempt})", shown(error)),
+            ),
+            ClientEvent::Reconnected { server } => self.line(
+                json!({"event": "reconnected", "server": server}),
+                format!("connected again to {}", shown(server)),
+            ),
             ClientEvent::Core(Event::Closed { code, reason }) => self.line(
                 json!({"event": "closed", "code": code.as_u32(), "code_name": code_json(*code), "reason": reason.to_string()}),
                 format!("connection closed: {code} ({})", shown(&reason.to_string())),
@@ -764,7 +803,38 @@ async fn listen(args: &LoginArgs, dir: &Path, json: bool) -> Result<ExitCode> {
     }
 }
 
-async fn send(args: &LoginArgs, to: &str, what: &What, json: bool) -> Result<ExitCode> {
+/// A rate as `--limit-rate` takes it: a number of bytes a second, K, M or G after it.
+fn parse_rate(text: &str) -> std::result::Result<u64, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let scale: u64 = match unit {
+        "" => 1,
+        "K" | "k" => 1_000,
+        "M" | "m" => 1_000_000,
+        "G" | "g" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "{text}: a number of bytes a second, K, M or G after it"
+            ))
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text}: a positive number of bytes a second"))
+}
+
+async fn send(
+    args: &LoginArgs,
+    to: &str,
+    what: &What,
+    limit_rate: Option<u64>,
+    json: bool,
+) -> Result<ExitCode> {
     let mut interrupt = Interrupt::new()?;
     // What to send is read and checked before connecting.
     let source = Source::of(what)?;
@@ -772,6 +842,7 @@ async fn send(args: &LoginArgs, to: &str, what: &What, json: bool) -> Result<Exi
         logged_in = login(args, None) => logged_in?,
         _ = interrupt.recv() => return Ok(ExitCode::from(INTERRUPTED)),
     };
+    handle.set_file_rate(limit_rate);
     let mut sending = source.start(&handle, to).await?;
     let id = sending.id();
     let mut progress = sending.progress();
@@ -783,6 +854,12 @@ async fn send(args: &LoginArgs, to: &str, what: &What, json: bool) -> Result<Exi
     let mut shown_progress = SendProgress::default();
     let mut show = |printer: &mut Printer, p: SendProgress| {
         if p != shown_progress {
+            if let Some(offset) = p
+                .resumed_at
+                .filter(|_| p.resumed_at != shown_progress.resumed_at)
+            {
+                printer.resumed(id, offset);
+            }
             shown_progress = p;
             if let Some(bar) = &bar {
                 bar.set_length(p.total);
@@ -916,7 +993,13 @@ impl Source {
         Ok(match self {
             Source::Cmd(text) => handle.send_cmd(to, text.clone(), 0).await?,
             Source::Buffer(data) => handle.send_buffer(to, data.clone(), 0).await?,
-            Source::File(path, _) => handle.send_file(to, path, 0).await?,
+            // The same key for the same unchanged file: a `send` run again after it was
+            // killed continues where the receiver's bytes end.
+            Source::File(path, _) => {
+                let key = file_resume_key(path, to)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                handle.send_file_with_key(to, path, key, 0).await?
+            }
         })
     }
 }
@@ -1031,7 +1114,7 @@ async fn demo() -> Result<ExitCode> {
     let mut progress = doomed.progress();
     let bar = progress_bar("alice: movie.mkv");
     while progress.changed().await.is_ok() {
-        let SendProgress { sent, total } = *progress.borrow_and_update();
+        let SendProgress { sent, total, .. } = *progress.borrow_and_update();
         bar.set_length(total);
         bar.set_position(sent);
         if sent > total / 4 {

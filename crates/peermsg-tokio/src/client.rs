@@ -34,7 +34,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use peermsg::client::{Client, ClientConfig, Event, ReceiveId, SendId, SendKind};
-use peermsg::wire::{Transmit, UserId};
+use peermsg::wire::{Digest, ResumeKey, Transmit, UserId};
 use peermsg::{ActionError, ErrorCode, Instant, SendError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
@@ -73,6 +73,100 @@ pub enum ClientEvent {
         /// Its size.
         size: u64,
     },
+    /// The connection was lost and the client is connecting again (with
+    /// [`Reconnect`]): resumable file sends wait, incoming files keep what they have.
+    Reconnecting {
+        /// Attempts so far since the connection was lost.
+        attempt: u32,
+        /// Why the last attempt failed, or why the connection ended.
+        error: String,
+    },
+    /// Connected and logged in again; waiting file sends go on from what their receivers
+    /// hold.
+    Reconnected {
+        /// The relay it reached.
+        server: String,
+    },
+}
+
+/// How a client connects again when its connection is lost ([`connect_with`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reconnect {
+    /// How long the client tries, and how long its file sends wait for a new connection;
+    /// after it they fail with `CONNECTIONLOST`. Default 5 minutes.
+    pub window: std::time::Duration,
+    /// The first wait between attempts; it doubles, with random jitter, up to
+    /// `max_backoff`. Default 100 ms.
+    pub backoff: std::time::Duration,
+    /// The longest wait between attempts. Default 5 s.
+    pub max_backoff: std::time::Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            window: crate::RESUME_WINDOW,
+            backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// A relay to connect to ([`connect_with`]).
+#[derive(Clone)]
+pub enum Server {
+    /// Plain TCP to this address (`host:port`).
+    Tcp(String),
+    /// TLS to this address, the certificate valid for `server_name` under `tls`.
+    Tls {
+        /// `host:port`.
+        addr: String,
+        /// The name the certificate must be valid for.
+        server_name: String,
+        /// Roots or a pin.
+        tls: Arc<rustls::ClientConfig>,
+    },
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Server::Tcp(addr) => write!(f, "tcp://{addr}"),
+            Server::Tls { addr, .. } => write!(f, "tls://{addr}"),
+        }
+    }
+}
+
+/// A transport the client task drives: TCP, or TLS over it.
+trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Transport for T {}
+
+impl Server {
+    /// Connects to it (and completes the TLS handshake).
+    async fn dial(&self) -> Result<Box<dyn Transport>, ConnectError> {
+        match self {
+            Server::Tcp(addr) => {
+                let stream = TcpStream::connect(addr.as_str()).await?;
+                crate::socket::tune(&stream);
+                Ok(Box::new(stream))
+            }
+            Server::Tls {
+                addr,
+                server_name,
+                tls,
+            } => {
+                let name = rustls::pki_types::ServerName::try_from(server_name.clone())
+                    .map_err(|e| ConnectError::Invalid(format!("{server_name}: {e}")))?;
+                let stream = TcpStream::connect(addr.as_str()).await?;
+                crate::socket::tune(&stream);
+                let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(ConnectError::Tls)?;
+                Ok(Box::new(stream))
+            }
+        }
+    }
 }
 
 /// Why connecting failed.
@@ -124,16 +218,50 @@ struct Shared {
 
 struct State {
     client: Client,
-    /// The sends not yet ended, and who waits for them.
+    /// The sends not yet ended, and who waits for them, by their ids in `client`.
     sends: HashMap<SendId, Waiter>,
+    /// Resumable file sends whose connection was lost, waiting for the next one.
+    pending: Vec<Waiter>,
+    /// How the client reconnects; `None`: it does not.
+    reconnect: Option<Reconnect>,
+    /// The application closed the client: it does not reconnect.
+    closing: bool,
+    /// Connections made so far.
+    connections: u32,
+    /// A login was accepted once: only then does a lost connection make the client
+    /// reconnect (a first connection that fails is the caller's error).
+    logged_in: bool,
+    /// When waiting sends are tried again on this connection (their receiver's connection
+    /// was lost; it may come back).
+    retry_at: Option<tokio::time::Instant>,
+    /// File sends read at most this many bytes a second, and when the next read may start.
+    pace: Option<(u64, tokio::time::Instant)>,
+    /// The relay of the current connection, when the client reconnected.
+    server: String,
 }
 
 /// The task's end of a [`SendHandle`].
 struct Waiter {
+    /// The id its handle knows it by (its id on the first connection).
+    handle: SendId,
     result: oneshot::Sender<ErrorCode>,
     progress: watch::Sender<SendProgress>,
     /// A file being sent, read by offset.
     file: Option<Arc<std::fs::File>>,
+    /// What sends it again on a new connection (resumable file sends).
+    resend: Option<Resend>,
+    /// When its connection was lost, while it waits for a new one.
+    lost_at: Option<tokio::time::Instant>,
+}
+
+/// A resumable file send, as it is started again on a new connection.
+#[derive(Clone, Debug)]
+struct Resend {
+    to: String,
+    name: String,
+    size: u64,
+    key: ResumeKey,
+    cookie: u64,
 }
 
 impl State {
@@ -144,17 +272,25 @@ impl State {
         shared: &Arc<Shared>,
         total: u64,
         file: Option<Arc<std::fs::File>>,
+        resend: Option<Resend>,
         start: impl FnOnce(&mut Client) -> Result<SendId, SendError>,
     ) -> Result<SendHandle, SendError> {
         let id = start(&mut self.client)?;
         let (result_tx, result) = oneshot::channel();
-        let (progress_tx, progress) = watch::channel(SendProgress { sent: 0, total });
+        let (progress_tx, progress) = watch::channel(SendProgress {
+            sent: 0,
+            total,
+            resumed_at: None,
+        });
         self.sends.insert(
             id,
             Waiter {
+                handle: id,
                 result: result_tx,
                 progress: progress_tx,
                 file,
+                resend,
+                lost_at: None,
             },
         );
         Ok(SendHandle {
@@ -166,6 +302,72 @@ impl State {
         })
     }
 
+    /// Starts the waiting file sends again on the new connection: each continues from what
+    /// its receiver holds.
+    fn resubmit(&mut self, now: Instant) {
+        self.retry_at = None;
+        for waiter in std::mem::take(&mut self.pending) {
+            let Some(r) = waiter.resend.clone() else {
+                continue;
+            };
+            let sent = self
+                .client
+                .send_file_resumable(now, &r.to, &r.name, r.size, r.key, r.cookie);
+            match sent {
+                Ok(id) => {
+                    self.sends.insert(id, waiter);
+                }
+                Err(error) => {
+                    let _ = waiter.result.send(error.code());
+                }
+            }
+        }
+    }
+
+    /// Waiting sends lost longer than `window` ago (all of them for `None`) end with
+    /// `CONNECTIONLOST`.
+    fn fail_pending(&mut self, window: Option<std::time::Duration>) {
+        let now = tokio::time::Instant::now();
+        let (expired, kept) =
+            std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition(|w: &Waiter| match (window, w.lost_at) {
+                    (Some(window), Some(at)) => now >= at + window,
+                    _ => window.is_none(),
+                });
+        self.pending = kept;
+        for waiter in expired {
+            let _ = waiter.result.send(ErrorCode::CONNECTIONLOST);
+        }
+    }
+
+    /// `cancelSend` of the send its handle knows as `handle`: on the connection, or
+    /// waiting for one (then it ends at once with `CANCELLED`).
+    fn cancel(&mut self, handle: SendId, cookie: u64) -> ErrorCode {
+        let current = self
+            .sends
+            .iter()
+            .find(|(_, w)| w.handle == handle)
+            .map(|(id, _)| *id);
+        if let Some(id) = current {
+            return self.client.cancel_send(id, cookie);
+        }
+        match self.pending.iter().position(|w| w.handle == handle) {
+            Some(at) => {
+                let _ = self.pending.remove(at).result.send(ErrorCode::CANCELLED);
+                ErrorCode::NOERR
+            }
+            None => ErrorCode::TRANSID_INVALID,
+        }
+    }
+
+    /// The application closes the client: no reconnecting, waiting sends end.
+    fn close(&mut self) {
+        self.closing = true;
+        self.client.close();
+        self.fail_pending(None);
+    }
+
     /// Hands an event about one of our sends to its handle (or, for a file read, to the
     /// blocking pool).
     fn tell_sender(&mut self, event: Event, reads: &mpsc::Sender<FileReadDone>) {
@@ -174,8 +376,19 @@ impl State {
                 let Some(file) = self.sends.get(&id).and_then(|w| w.file.clone()) else {
                     return;
                 };
+                // With a rate limit, each read starts when the bytes before it are due.
+                let start = self.pace.as_mut().map(|(rate, next)| {
+                    let start = (*next).max(tokio::time::Instant::now());
+                    *next = start + std::time::Duration::from_secs_f64(len as f64 / *rate as f64);
+                    start
+                });
                 let done = reads.clone();
                 tokio::task::spawn_blocking(move || {
+                    if let Some(start) = start {
+                        std::thread::sleep(
+                            start.saturating_duration_since(tokio::time::Instant::now()),
+                        );
+                    }
                     let _ = done.blocking_send((id, offset, read_at(&file, offset, len)));
                 });
             }
@@ -183,12 +396,43 @@ impl State {
                 id, sent, total, ..
             } => {
                 if let Some(waiter) = self.sends.get(&id) {
-                    waiter.progress.send_replace(SendProgress { sent, total });
+                    // Never backwards: a resumed send may restart below what its receiver
+                    // had taken (it recorded less than it took).
+                    waiter.progress.send_modify(|p| {
+                        (p.sent, p.total) = (p.sent.max(sent), total);
+                    });
+                }
+            }
+            Event::Resumed { id, offset, .. } => {
+                if let Some(waiter) = self.sends.get(&id) {
+                    tracing::info!(id = %waiter.handle, offset, "resumed");
+                    waiter.progress.send_modify(|p| {
+                        p.resumed_at = Some(offset);
+                        p.sent = p.sent.max(offset);
+                    });
                 }
             }
             Event::SendResult { id, code, .. } => {
-                tracing::info!(%id, %code, "result");
-                if let Some(waiter) = self.sends.remove(&id) {
+                let Some(mut waiter) = self.sends.remove(&id) else {
+                    return;
+                };
+                // Lost with our connection or the receiver's: it waits for either to come
+                // back. A receiver not back yet when it is tried again is offline.
+                let interrupted = code == ErrorCode::CONNECTIONLOST
+                    || code == ErrorCode::OFFLINE && waiter.lost_at.is_some();
+                let waits = interrupted
+                    && waiter.resend.is_some()
+                    && self.reconnect.is_some()
+                    && !self.closing;
+                if waits {
+                    tracing::info!(id = %waiter.handle, %code, "interrupted; the send waits to go on");
+                    let now = tokio::time::Instant::now();
+                    waiter.lost_at.get_or_insert(now);
+                    self.pending.push(waiter);
+                    self.retry_at.get_or_insert(now + RETRY);
+                    self.fail_pending(self.reconnect.as_ref().map(|r| r.window));
+                } else {
+                    tracing::info!(id = %waiter.handle, %code, "result");
                     // A dropped handle did not want it.
                     let _ = waiter.result.send(code);
                 }
@@ -200,13 +444,17 @@ impl State {
 }
 
 /// How far a buffer or file send has got: bytes the receiver has taken, of `total`
-/// (every `progress_step` bytes and at the end; always 0 of 0 for a command).
+/// (every `progress_step` bytes and at the end; always 0 of 0 for a command). It never
+/// goes backwards, across reconnects too.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SendProgress {
     /// Bytes the receiver has taken.
     pub sent: u64,
     /// The send's size.
     pub total: u64,
+    /// Where the receiver's bytes ended when the send last resumed after a lost
+    /// connection (it continued from there), if it did.
+    pub resumed_at: Option<u64>,
 }
 
 /// One send under way, as [`ClientHandle::send_cmd`] and its siblings return it.
@@ -268,7 +516,7 @@ impl SendHandle {
     /// `cancelSend` for this send: `NOERR` if it was cancelled (its result is then
     /// `CANCELLED`), `TRANSID_INVALID` for a command or a send already over.
     pub fn cancel(&self) -> ErrorCode {
-        self.shared.call(|s, _| s.client.cancel_send(self.id, 0))
+        self.shared.call(|s, _| s.cancel(self.id, 0))
     }
 }
 
@@ -316,7 +564,7 @@ struct LastHandle(Arc<Shared>);
 
 impl Drop for LastHandle {
     fn drop(&mut self) {
-        self.0.call(|s, _| s.client.close());
+        self.0.call(|s, _| s.close());
     }
 }
 
@@ -336,7 +584,7 @@ impl std::fmt::Debug for ClientHandle {
 
 /// Connects to a relay at `addr`, logs in, and returns the handle and the event channel
 /// once the login is accepted. Incoming files go to `sink_dir` if given (else they are
-/// refused with `FILE_WRITE_ERR`).
+/// refused with `FILE_WRITE_ERR`). It does not reconnect; [`connect_with`] does.
 ///
 /// Events reach the application through a channel of at most [`EVENT_QUEUE`] events, and
 /// the client takes an event from the state machine only when there is room: a command or
@@ -369,7 +617,7 @@ pub async fn connect(
     let (client, sink) = prepare(user, token, config, sink_dir)?;
     let stream = TcpStream::connect(addr).await?;
     crate::socket::tune(&stream);
-    start(client, sink, stream).await
+    start(client, sink, Box::new(stream), None).await
 }
 
 /// [`connect`] over TLS: the relay's certificate must be valid for `server_name` under
@@ -393,7 +641,80 @@ pub async fn connect_tls(
         .connect(name, stream)
         .await
         .map_err(ConnectError::Tls)?;
-    start(client, sink, stream).await
+    start(client, sink, Box::new(stream), None).await
+}
+
+/// [`connect`] to the first of `servers` that answers, and, with `reconnect`, again to the
+/// first that answers whenever the connection is lost: the client logs in again, its
+/// resumable file sends (every [`ClientHandle::send_file`]) go on from what their
+/// receivers hold, and incoming files from what the sink holds. The application hears
+/// [`ClientEvent::Reconnecting`] and [`ClientEvent::Reconnected`]; if no server answers
+/// within the window, waiting sends end with `CONNECTIONLOST` and the events end with
+/// `Closed`. Commands and buffers in flight when a connection is lost end with
+/// `CONNECTIONLOST`, as without reconnecting; sends made while there is no connection fail
+/// with `Closed`.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use peermsg::client::ClientConfig;
+/// use peermsg_tokio::{connect_with, Reconnect, Server};
+///
+/// let servers = [Server::Tcp("10.0.0.1:7000".into()), Server::Tcp("10.0.0.2:7000".into())];
+/// let (alice, _events) = connect_with(
+///     &servers, "alice", b"", ClientConfig::default(), None, Some(Reconnect::default()),
+/// ).await?;
+/// let code = alice.send_file("bob", "big.iso".as_ref(), 0).await?.await;
+/// println!("{code}");
+/// # Ok(())
+/// # }
+/// ```
+pub async fn connect_with(
+    servers: &[Server],
+    user: &str,
+    token: &[u8],
+    config: ClientConfig,
+    sink_dir: Option<&Path>,
+    reconnect: Option<Reconnect>,
+) -> Result<(ClientHandle, ClientEvents), ConnectError> {
+    let (client, sink) = prepare(user, token, config, sink_dir)?;
+    let (stream, _) = dial_any(servers).await?;
+    let redial = reconnect.map(|reconnect| Redial {
+        servers: servers.to_vec(),
+        reconnect,
+        user: user.to_string(),
+        token: token.to_vec(),
+        config: ClientConfig {
+            resume_files: sink.is_some(),
+            ..config
+        },
+        sink_dir: sink_dir.map(Path::to_path_buf),
+    });
+    start(client, sink, stream, redial).await
+}
+
+/// The first of `servers` that answers, and its name; else the last one's error.
+async fn dial_any(servers: &[Server]) -> Result<(Box<dyn Transport>, String), ConnectError> {
+    let mut last = ConnectError::Invalid("no relay address".to_string());
+    for server in servers {
+        match server.dial().await {
+            Ok(stream) => return Ok((stream, format!("{server:?}"))),
+            Err(error) => {
+                tracing::debug!(?server, %error, "cannot connect");
+                last = error;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// What a client needs to connect again.
+struct Redial {
+    servers: Vec<Server>,
+    reconnect: Reconnect,
+    user: String,
+    token: Vec<u8>,
+    config: ClientConfig,
+    sink_dir: Option<PathBuf>,
 }
 
 /// The state machine, logged in, and the sink: checked before anything goes on the
@@ -405,6 +726,11 @@ fn prepare(
     sink_dir: Option<&Path>,
 ) -> Result<(Client, Option<FileSink>), ConnectError> {
     let sink = sink_dir.map(FileSink::new).transpose()?;
+    // The sink keeps partial files: resumable files resume from what it holds.
+    let config = ClientConfig {
+        resume_files: sink.is_some(),
+        ..config
+    };
     let mut client =
         Client::new(config, Instant::ZERO).map_err(|e| ConnectError::Invalid(e.to_string()))?;
     client
@@ -414,24 +740,30 @@ fn prepare(
 }
 
 /// Starts the task over `stream` and waits for the login's answer.
-async fn start<S>(
+async fn start(
     client: Client,
     sink: Option<FileSink>,
-    stream: S,
-) -> Result<(ClientHandle, ClientEvents), ConnectError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
-{
+    stream: Box<dyn Transport>,
+    redial: Option<Redial>,
+) -> Result<(ClientHandle, ClientEvents), ConnectError> {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             client,
             sends: HashMap::new(),
+            pending: Vec::new(),
+            reconnect: redial.as_ref().map(|r| r.reconnect.clone()),
+            closing: false,
+            connections: 1,
+            logged_in: false,
+            retry_at: None,
+            pace: None,
+            server: String::new(),
         }),
         wake: Notify::new(),
         epoch: tokio::time::Instant::now(),
     });
     let (event_tx, mut events) = mpsc::channel(EVENT_QUEUE);
-    tokio::spawn(drive(shared.clone(), stream, event_tx, sink));
+    tokio::spawn(supervise(shared.clone(), stream, event_tx, sink, redial));
     // The first word is the login's.
     loop {
         match events.recv().await {
@@ -451,6 +783,86 @@ where
         shared,
     };
     Ok((handle, events))
+}
+
+/// The client's life: one connection after another (with [`Reconnect`]), each driven by
+/// [`drive`] until it ends.
+async fn supervise(
+    shared: Arc<Shared>,
+    mut stream: Box<dyn Transport>,
+    events: mpsc::Sender<ClientEvent>,
+    mut sink: Option<FileSink>,
+    redial: Option<Redial>,
+) {
+    loop {
+        drive(shared.clone(), stream, events.clone(), sink.take()).await;
+        let Some(redial) = redial.as_ref().filter(|_| shared.lock().logged_in) else {
+            return;
+        };
+        let window = redial.reconnect.window;
+        let lost = tokio::time::Instant::now();
+        let mut wait = redial.reconnect.backoff;
+        let (mut attempt, mut error) = (0, "connection lost".to_string());
+        let found = loop {
+            if shared.lock().closing {
+                return;
+            }
+            attempt += 1;
+            // Informational: dropped if the application's channel is full.
+            let _ = events.try_send(ClientEvent::Reconnecting {
+                attempt,
+                error: error.clone(),
+            });
+            tokio::time::sleep(jitter(wait)).await;
+            wait = (wait * 2).min(redial.reconnect.max_backoff);
+            shared.lock().fail_pending(Some(window));
+            if lost.elapsed() >= window {
+                break None;
+            }
+            match dial_any(&redial.servers).await {
+                Ok(found) => break Some(found),
+                Err(e) => error = e.to_string(),
+            }
+        };
+        let Some((next, server)) = found else {
+            tracing::warn!("no relay answered within the resume window");
+            shared.lock().fail_pending(None);
+            let _ = events
+                .send(ClientEvent::Core(Event::Closed {
+                    code: ErrorCode::CONNECTIONLOST,
+                    reason: peermsg::CloseReason::TransportLost,
+                }))
+                .await;
+            return;
+        };
+        let client = Client::new(redial.config, shared.now())
+            .map(|mut c| c.login(&redial.user, &redial.token).map(|()| c));
+        let Ok(Ok(client)) = client else {
+            return; // checked at the first connection
+        };
+        {
+            let mut s = shared.lock();
+            s.client = client;
+            s.connections += 1;
+            s.server = server;
+        }
+        sink = redial.sink_dir.as_deref().and_then(|dir| {
+            FileSink::new(dir)
+                .map_err(|error| tracing::warn!(%error, "the file sink cannot be opened"))
+                .ok()
+        });
+        stream = next;
+    }
+}
+
+/// `wait`, less a random part of up to half of it, so that many clients cut off at once
+/// do not all come back at once.
+fn jitter(wait: std::time::Duration) -> std::time::Duration {
+    let noise = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    wait / 2 + wait.mul_f64(f64::from(noise % 1000) / 2000.0)
 }
 
 impl ClientHandle {
@@ -486,7 +898,7 @@ impl ClientHandle {
         let size = data.len();
         let total = if what == "command" { 0 } else { size as u64 };
         let sent = self.shared.call(|s, now| {
-            s.start(&self.shared, total, None, |c| {
+            s.start(&self.shared, total, None, None, |c| {
                 send(c, now, to, data, cookie)
             })
         })?;
@@ -495,11 +907,35 @@ impl ClientHandle {
     }
 
     /// `sendFile`: the file at `path`, under its own name; `.await` the handle for its
-    /// result.
+    /// result. It is resumable under a key of its own: a connection lost part way (with
+    /// [`Reconnect`]) costs only what the receiver had not recorded.
     pub async fn send_file(
         &self,
         to: &str,
         path: &Path,
+        cookie: u64,
+    ) -> Result<SendHandle, SendFileError> {
+        self.send_file_keyed(to, path, None, cookie).await
+    }
+
+    /// [`ClientHandle::send_file`] under `key`: a program that sends the same file again
+    /// after it was itself restarted gives the same key ([`file_resume_key`]), and the
+    /// receiver continues from what it holds.
+    pub async fn send_file_with_key(
+        &self,
+        to: &str,
+        path: &Path,
+        key: ResumeKey,
+        cookie: u64,
+    ) -> Result<SendHandle, SendFileError> {
+        self.send_file_keyed(to, path, Some(key), cookie).await
+    }
+
+    async fn send_file_keyed(
+        &self,
+        to: &str,
+        path: &Path,
+        key: Option<ResumeKey>,
         cookie: u64,
     ) -> Result<SendHandle, SendFileError> {
         let io = |error| SendFileError::Io {
@@ -507,24 +943,45 @@ impl ClientHandle {
             error,
         };
         let file = tokio::fs::File::open(path).await.map_err(io)?;
-        let size = file.metadata().await.map_err(io)?.len();
+        let meta = file.metadata().await.map_err(io)?;
+        let size = meta.len();
         let file = Arc::new(file.into_std().await);
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // A key of this send's own: unique, kept while this process lives.
+        let key = key.unwrap_or_else(|| {
+            let nonce = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            key_of(&[
+                path.as_os_str().as_encoded_bytes(),
+                &size.to_le_bytes(),
+                &std::process::id().to_le_bytes(),
+                &nonce.to_le_bytes(),
+            ])
+        });
+        let resend = Resend {
+            to: to.to_string(),
+            name: name.clone(),
+            size,
+            key,
+            cookie,
+        };
         let sent = self.shared.call(|s, now| {
-            s.start(&self.shared, size, Some(file), |c| {
-                c.send_file(now, to, &name, size, cookie)
+            s.start(&self.shared, size, Some(file), Some(resend), |c| {
+                c.send_file_resumable(now, to, &name, size, key, cookie)
             })
         })?;
         tracing::info!(id = %sent.id, to, size, file = %path.display(), "file sent");
         Ok(sent)
     }
 
-    /// `cancelSend` (also [`SendHandle::cancel`]).
+    /// `cancelSend` (also [`SendHandle::cancel`]) of the send [`SendHandle::id`] names.
     pub async fn cancel_send(&self, id: SendId, cookie: u64) -> ErrorCode {
-        self.shared.call(|s, _| s.client.cancel_send(id, cookie))
+        self.shared.call(|s, _| s.cancel(id, cookie))
     }
 
     /// Refuses an incoming buffer or file.
@@ -559,11 +1016,24 @@ impl ClientHandle {
         })
     }
 
+    /// Limits how fast files are sent: at most `bytes_per_sec` read from files a second
+    /// (`None`: as fast as the path allows).
+    pub fn set_file_rate(&self, bytes_per_sec: Option<u64>) {
+        self.shared.call(|s, _| {
+            s.pace = bytes_per_sec
+                .filter(|r| *r > 0)
+                .map(|rate| (rate, tokio::time::Instant::now()));
+        });
+    }
+
     /// Closes the connection; pending sends fail with `CONNECTIONLOST`.
     pub fn close(&self) {
-        self.shared.call(|s, _| s.client.close());
+        self.shared.call(|s, _| s.close());
     }
 }
+
+/// How long after a receiver's connection was lost a waiting send is tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Room made in the read buffer before each read.
 const READ_SIZE: usize = 256 * 1024;
@@ -575,23 +1045,31 @@ type FileReadDone = (SendId, u64, std::io::Result<Bytes>);
 /// never stall the connection's task.
 enum SinkOp {
     Begin(ReceiveId, String),
+    /// A resumable file: its partial file is opened, and where it ends comes back.
+    BeginResumable(ReceiveId, UserId, ResumeKey, String, u64),
     Write(ReceiveId, Bytes),
     /// All of the file was written and verified: keep it (flush, sync, persist).
     Arrived(ReceiveId, String, UserId, u64),
     /// The file failed: remove what was written, then say so.
     Abandon(ReceiveId),
+    /// The connection was lost under the file: a resumable file's bytes are recorded for
+    /// the next attempt (any other is removed), then it is said.
+    Suspend(ReceiveId),
 }
 
 /// What the sink tells the task back.
 enum SinkDone {
     /// The file could not be begun or written: it is abandoned; the task refuses it.
     Failed(ReceiveId, std::io::Error),
-    /// A file kept (or not), with its sender and size.
+    /// A resumable file's partial file is open: it holds this many bytes, with this digest.
+    Resume(ReceiveId, u64, Digest),
+    /// A file kept (or not), with its sender and size; `None`: kept by an earlier attempt
+    /// (its sender never heard), not kept again.
     Kept(
         ReceiveId,
         UserId,
         u64,
-        std::io::Result<crate::sink::SavedFile>,
+        std::io::Result<Option<crate::sink::SavedFile>>,
     ),
     /// A failed file's partial bytes are gone.
     Abandoned(ReceiveId),
@@ -606,6 +1084,12 @@ fn run_sink(mut sink: FileSink, mut ops: mpsc::Receiver<SinkOp>, done: mpsc::Sen
     while let Some(op) = ops.blocking_recv() {
         let report = match op {
             SinkOp::Begin(id, name) => sink.begin(id, &name).err().map(|e| SinkDone::Failed(id, e)),
+            SinkOp::BeginResumable(id, from, key, name, size) => {
+                Some(match sink.begin_resumable(id, &from, key, &name, size) {
+                    Ok((offset, digest)) => SinkDone::Resume(id, offset, digest),
+                    Err(e) => SinkDone::Failed(id, e),
+                })
+            }
             SinkOp::Write(id, data) => match sink.write(id, &data) {
                 Ok(()) => None,
                 Err(e) => {
@@ -624,6 +1108,10 @@ fn run_sink(mut sink: FileSink, mut ops: mpsc::Receiver<SinkOp>, done: mpsc::Sen
                 sink.abandon(id);
                 Some(SinkDone::Abandoned(id))
             }
+            SinkOp::Suspend(id) => {
+                sink.suspend(id);
+                Some(SinkDone::Abandoned(id))
+            }
         };
         if let Some(report) = report {
             if done.blocking_send(report).is_err() {
@@ -633,15 +1121,13 @@ fn run_sink(mut sink: FileSink, mut ops: mpsc::Receiver<SinkOp>, done: mpsc::Sen
     }
 }
 
-/// The task: the socket, the files, and the drive loop.
-async fn drive<S>(
+/// One connection: the socket, the files, and the drive loop, until the connection ends.
+async fn drive(
     shared: Arc<Shared>,
-    stream: S,
+    stream: Box<dyn Transport>,
     events: mpsc::Sender<ClientEvent>,
     sink: Option<FileSink>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
-{
+) {
     let (mut rd, mut wr) = tokio::io::split(stream);
     // Incoming files in the sink: their names and senders.
     let mut names: HashMap<ReceiveId, (String, UserId)> = HashMap::new();
@@ -765,6 +1251,11 @@ async fn drive<S>(
             return;
         };
         let wake = shared.epoch + (deadline - Instant::ZERO);
+        // Waiting sends are tried again on a live, logged-in connection.
+        let retry = {
+            let s = shared.lock();
+            s.retry_at.filter(|_| s.client.is_logged_in())
+        };
         input.reserve(READ_SIZE);
         tokio::select! {
             read = rd.read_buf(&mut input) => {
@@ -787,6 +1278,10 @@ async fn drive<S>(
             }
             Some(done) = sink_done.recv() => match done {
                 SinkDone::Abandoned(id) => own.extend(failing.remove(&id)),
+                SinkDone::Resume(id, offset, digest) => {
+                    // (A file that ended meanwhile is gone: nothing to answer.)
+                    let _ = shared.lock().client.resume_incoming(id, offset, digest);
+                }
                 SinkDone::Failed(id, error) => {
                     tracing::warn!(%id, %error, "cannot write an incoming file");
                     // Refused (the sender's result is 1402); the application hears of it
@@ -801,15 +1296,21 @@ async fn drive<S>(
                 SinkDone::Kept(id, from, size, saved) => {
                     let mut s = shared.lock();
                     match saved {
+                        // Kept by an earlier attempt whose sender never heard: confirmed,
+                        // and the application, which has it, hears nothing new.
+                        Ok(None) => {
+                            tracing::info!(%id, %from, "file received again; kept already");
+                            let _ = s.client.accept_delivery(id);
+                        }
                         // Cancelled (or the connection lost) while the sink kept it: the
                         // application has heard `ReceiveFailed`, the sender the same; the
                         // file goes.
-                        Ok(saved) if s.client.accept_delivery(id).is_err() => {
+                        Ok(Some(saved)) if s.client.accept_delivery(id).is_err() => {
                             tracing::info!(%id, %from, "file cancelled as it was kept; removed");
                             let path = saved.tmp_file;
                             tokio::task::spawn_blocking(move || std::fs::remove_file(path));
                         }
-                        Ok(saved) => {
+                        Ok(Some(saved)) => {
                             tracing::info!(%id, %from, size, path = %saved.tmp_file.display(), "file received");
                             own.push_back(ClientEvent::FileReceived {
                                 id,
@@ -844,6 +1345,13 @@ async fn drive<S>(
                 let now = shared.now();
                 shared.lock().client.handle_timeout(now);
             }
+            _ = tokio::time::sleep_until(retry.unwrap_or(wake)), if retry.is_some() => {
+                let now = shared.now();
+                let mut s = shared.lock();
+                let window = s.reconnect.as_ref().map(|r| r.window);
+                s.fail_pending(window);
+                s.resubmit(now);
+            }
         }
     }
 }
@@ -865,7 +1373,8 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
             kind: SendKind::File,
             ref name,
             ref from,
-            ..
+            size,
+            resume_key,
         } => {
             let Some(sink) = cx.sink else {
                 tracing::warn!(%id, "an incoming file and no directory for it");
@@ -877,7 +1386,10 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
                 return None;
             };
             // A failure to begin comes back as `SinkDone::Failed` and refuses the file.
-            sink.send(SinkOp::Begin(id, name.to_string()));
+            sink.send(match resume_key {
+                Some(key) => SinkOp::BeginResumable(id, from.clone(), key, name.to_string(), size),
+                None => SinkOp::Begin(id, name.to_string()),
+            });
             cx.names.insert(id, (name.to_string(), from.clone()));
             Some(ClientEvent::Core(event))
         }
@@ -906,10 +1418,15 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
             }
             None
         }
-        Event::ReceiveFailed { id, .. } => match (cx.names.remove(&id), cx.sink) {
-            // A file in the sink: the application hears once its bytes are removed.
+        Event::ReceiveFailed { id, code, .. } => match (cx.names.remove(&id), cx.sink) {
+            // A file in the sink: the application hears once its bytes are removed (or, for
+            // a lost connection, recorded for the next attempt).
             (Some(_), Some(sink)) => {
-                sink.send(SinkOp::Abandon(id));
+                let lost = code == ErrorCode::CONNECTIONLOST || code == ErrorCode::SOCKETTIMEOUT;
+                sink.send(match lost {
+                    true => SinkOp::Suspend(id),
+                    false => SinkOp::Abandon(id),
+                });
                 cx.failing.insert(id, ClientEvent::Core(event));
                 None
             }
@@ -931,8 +1448,70 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
             tracing::info!(%id, %from, size = data.len(), "buffer received");
             Some(ClientEvent::Core(event))
         }
+        Event::LoginResult { code } => {
+            let mut s = cx.shared.lock();
+            if !code.is_success() {
+                // Refused: the client does not try again.
+                s.closing = true;
+                s.fail_pending(None);
+                return Some(ClientEvent::Core(event));
+            }
+            if !s.logged_in {
+                s.logged_in = true;
+                return Some(ClientEvent::Core(event));
+            }
+            let now = cx.shared.now();
+            s.resubmit(now);
+            tracing::info!(server = %s.server, "reconnected");
+            Some(ClientEvent::Reconnected {
+                server: s.server.clone(),
+            })
+        }
+        // A lost connection the client will replace is not the end.
+        Event::Closed { .. } => {
+            let s = cx.shared.lock();
+            match s.reconnect.is_some() && s.logged_in && !s.closing {
+                true => None,
+                false => Some(ClientEvent::Core(event)),
+            }
+        }
         other => Some(ClientEvent::Core(other)),
     }
+}
+
+/// A resume key from these parts (the first 16 bytes of their SHA-256).
+fn key_of(parts: &[&[u8]]) -> ResumeKey {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&hash.finalize()[..16]);
+    ResumeKey(key)
+}
+
+/// The resume key of the file at `path` sent to `to`, the same every time while the file
+/// is unchanged: from its canonical path, size and modification time. With it
+/// ([`ClientHandle::send_file_with_key`]) a sender that was restarted continues where its
+/// receiver's bytes end; a file changed since gets another key and starts over. (The
+/// receiver also knows a file it kept already: the same unchanged file sent again to the
+/// same user within the resume window is confirmed, not kept twice.)
+pub fn file_resume_key(path: &Path, to: &str) -> std::io::Result<ResumeKey> {
+    let canonical = std::fs::canonicalize(path)?;
+    let meta = std::fs::metadata(&canonical)?;
+    let modified = meta
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    Ok(key_of(&[
+        canonical.as_os_str().as_encoded_bytes(),
+        &meta.len().to_le_bytes(),
+        &modified.to_le_bytes(),
+        to.as_bytes(),
+    ]))
 }
 
 /// `len` bytes of `file` from `offset`, read into memory that is not zeroed first.

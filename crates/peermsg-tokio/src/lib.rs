@@ -34,6 +34,7 @@
 mod auth;
 mod client;
 mod metrics;
+mod partial;
 mod relay;
 mod sink;
 mod socket;
@@ -41,17 +42,17 @@ pub mod tls;
 
 pub use auth::{mint_ed25519, mint_hmac, Authenticator, Claims, Open, SignedTokens, TokenTable};
 pub use client::{
-    connect, connect_tls, ClientEvent, ClientEvents, ClientHandle, ConnectError, SendFileError,
-    SendHandle, SendProgress, EVENT_QUEUE,
+    connect, connect_tls, connect_with, file_resume_key, ClientEvent, ClientEvents, ClientHandle,
+    ConnectError, Reconnect, SendFileError, SendHandle, SendProgress, Server, EVENT_QUEUE,
 };
 pub use metrics::Metrics;
 pub use relay::{raise_open_file_limit, serve, serve_with, Extras, ServerConfig, RESERVED_FILES};
 pub use rustls;
-pub use sink::{sanitize_file_name, ArrivedFile, FileSink, SavedFile};
+pub use sink::{sanitize_file_name, ArrivedFile, FileSink, SavedFile, RECORD_EVERY, RESUME_WINDOW};
 pub use socket::UNSENT_LIMIT;
 
 // The core's types this crate's API speaks in, so an application needs only this crate.
 pub use peermsg::client::{ClientConfig, Event, ReceiveId, SendId, SendKind};
 pub use peermsg::relay::RelayConfig;
-pub use peermsg::wire::UserId;
+pub use peermsg::wire::{ResumeKey, UserId};
 pub use peermsg::{ActionError, ErrorCode, SendError};

@@ -1,11 +1,18 @@
-//! The file sink: incoming files into temporary files inside one directory.
+//! The file sink: incoming files into temporary files inside one directory; resumable
+//! ones into durable partial files (`partial.rs`) that survive a lost connection and a
+//! killed process.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Write};
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use peermsg::client::ReceiveId;
+use peermsg::wire::{Digest, ResumeKey, UserId};
 use tempfile::NamedTempFile;
+
+use crate::partial::{self, Record};
 
 /// Makes a received file name safe to show and to use inside a directory: the base name
 /// only, no `..`, no path separators (`/` or `\`), no control characters, not empty, at most
@@ -41,13 +48,59 @@ pub fn sanitize_file_name(name: &str) -> String {
 /// and one system call per frame cost more than the copy into this buffer.
 const WRITE_BUFFER: usize = 256 * 1024;
 
+/// Resumable files' bytes counted in their records at least this often (and at the end
+/// of an attempt): a killed receiver sends for at most this much again.
+pub const RECORD_EVERY: u64 = 4 << 20;
+
+/// How long partial files and records of delivered files are kept by default.
+pub const RESUME_WINDOW: Duration = Duration::from_secs(300);
+
 /// Writes each incoming file to a temporary file in its directory; keeps it only when the
-/// file arrived whole and verified, and removes it otherwise.
+/// file arrived whole and verified, and removes it otherwise. A resumable file
+/// ([`FileSink::begin_resumable`]) goes to a partial file that a lost connection or a
+/// killed process leaves in place, with a record of how many of its bytes are on disk, for
+/// the next attempt to continue.
 #[derive(Debug)]
 pub struct FileSink {
     dir: PathBuf,
-    open: HashMap<ReceiveId, BufWriter<NamedTempFile>>,
+    open: HashMap<ReceiveId, Target>,
     sync: bool,
+}
+
+/// Where an incoming file's bytes go.
+#[derive(Debug)]
+enum Target {
+    /// A temporary file, removed unless kept.
+    Temp(BufWriter<NamedTempFile>),
+    /// A resumable file's partial file and its record.
+    Partial(Partial),
+    /// A resumable file the sink has kept already (its sender never heard): nothing is
+    /// written, and it is not kept twice.
+    Repeat,
+}
+
+/// A resumable file being written.
+#[derive(Debug)]
+struct Partial {
+    base: PathBuf,
+    file: BufWriter<File>,
+    record: Record,
+    /// Bytes given to the sink (the record counts those flushed so far).
+    written: u64,
+    crc: u32,
+}
+
+impl Partial {
+    /// Flushes what is buffered (synced if `sync`), then records it.
+    fn record(&mut self, sync: bool) -> std::io::Result<()> {
+        self.file.flush()?;
+        if sync {
+            self.file.get_ref().sync_data()?;
+        }
+        self.record.offset = self.written;
+        self.record.crc = self.crc;
+        self.record.save(&self.base, sync)
+    }
 }
 
 /// A received file, all its bytes given to the sink, not kept yet: [`ArrivedFile::keep`]
@@ -55,7 +108,7 @@ pub struct FileSink {
 /// the connection.
 #[derive(Debug)]
 pub struct ArrivedFile {
-    file: BufWriter<NamedTempFile>,
+    target: Target,
     org_file_name: String,
     sync: bool,
 }
@@ -63,17 +116,43 @@ pub struct ArrivedFile {
 impl ArrivedFile {
     /// Writes what is still buffered, syncs it to the disk if the sink was set to, and
     /// keeps the file. On any error the temporary file is removed: nothing half-written
-    /// stays behind.
-    pub fn keep(self) -> std::io::Result<SavedFile> {
-        let file = self.file.into_inner().map_err(|e| e.into_error())?;
-        if self.sync {
-            file.as_file().sync_all()?;
-        }
-        let (_, path) = file.keep().map_err(|e| e.error)?;
-        Ok(SavedFile {
-            tmp_file: path,
+    /// stays behind. `Ok(None)` for a resumable file kept already by an earlier attempt.
+    pub fn keep(self) -> std::io::Result<Option<SavedFile>> {
+        let tmp_file = match self.target {
+            Target::Temp(file) => {
+                let file = file.into_inner().map_err(|e| e.into_error())?;
+                if self.sync {
+                    file.as_file().sync_all()?;
+                }
+                file.keep().map_err(|e| e.error)?.1
+            }
+            Target::Partial(mut partial) => {
+                let kept = partial.record(self.sync).and_then(|()| {
+                    // The data file moves to a name of its own; the record stays, done, for
+                    // a sender that sends it again.
+                    let path = tempfile::Builder::new()
+                        .prefix(".peermsg-")
+                        .suffix(".kept")
+                        .tempfile_in(partial.base.parent().unwrap_or(Path::new(".")))?
+                        .into_temp_path()
+                        .keep()
+                        .map_err(|e| e.error)?;
+                    std::fs::rename(partial::data_path(&partial.base), &path)?;
+                    partial.record.done = true;
+                    partial.record.save(&partial.base, self.sync)?;
+                    Ok(path)
+                });
+                if kept.is_err() {
+                    partial::remove(&partial.base);
+                }
+                kept?
+            }
+            Target::Repeat => return Ok(None),
+        };
+        Ok(Some(SavedFile {
+            tmp_file,
             org_file_name: self.org_file_name,
-        })
+        }))
     }
 }
 
@@ -89,9 +168,17 @@ pub struct SavedFile {
 impl FileSink {
     /// A sink writing into `dir`, which must exist and be writable.
     pub fn new(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
+        Self::with_window(dir, RESUME_WINDOW)
+    }
+
+    /// A sink writing into `dir`, keeping partial files and records of delivered files for
+    /// `window`. At start it removes what is older, and cuts every partial file back to the
+    /// bytes its record counts (`partial.rs`).
+    pub fn with_window(dir: impl Into<PathBuf>, window: Duration) -> std::io::Result<Self> {
         let dir = dir.into();
         // Fail now, with a clear error, rather than at the first file.
         NamedTempFile::new_in(&dir)?;
+        partial::tidy(&dir, window)?;
         Ok(FileSink {
             dir,
             open: HashMap::new(),
@@ -117,35 +204,128 @@ impl FileSink {
             .prefix(".peermsg-")
             .suffix(&format!("-{}.part", sanitize_file_name(name)))
             .tempfile_in(&self.dir)?;
-        self.open
-            .insert(id, BufWriter::with_capacity(WRITE_BUFFER, file));
+        self.open.insert(
+            id,
+            Target::Temp(BufWriter::with_capacity(WRITE_BUFFER, file)),
+        );
         Ok(())
+    }
+
+    /// An offer of a resumable file from `from` under `key`: its partial file is opened
+    /// (made if new), and the answer is where its bytes on disk end and their digest, for
+    /// [`Client::resume_incoming`](peermsg::client::Client::resume_incoming). A file of
+    /// another size under the same key starts over; one kept already is answered whole, and
+    /// not kept again.
+    pub fn begin_resumable(
+        &mut self,
+        id: ReceiveId,
+        from: &UserId,
+        key: ResumeKey,
+        name: &str,
+        size: u64,
+    ) -> std::io::Result<(u64, Digest)> {
+        let base = partial::base(&self.dir, from, &key);
+        let held = partial::Record::load(&base).filter(|r| r.size == size && r.from == *from);
+        if let Some(done) = held.as_ref().filter(|r| r.done) {
+            self.open.insert(id, Target::Repeat);
+            return Ok((done.size, Digest::Crc32c(done.crc)));
+        }
+        let data = partial::data_path(&base);
+        let (record, mut file) = match held {
+            Some(record) => {
+                let mut file = File::options().write(true).open(&data)?;
+                file.set_len(record.offset)?;
+                file.seek(SeekFrom::End(0))?;
+                (record, file)
+            }
+            None => {
+                let record = Record {
+                    from: from.clone(),
+                    key,
+                    size,
+                    offset: 0,
+                    crc: 0,
+                    name: sanitize_file_name(name),
+                    done: false,
+                };
+                let file = File::create(&data)?;
+                record.save(&base, self.sync)?;
+                (record, file)
+            }
+        };
+        file.flush()?;
+        let answer = (record.offset, Digest::Crc32c(record.crc));
+        self.open.insert(
+            id,
+            Target::Partial(Partial {
+                base,
+                file: BufWriter::with_capacity(WRITE_BUFFER, file),
+                written: record.offset,
+                crc: record.crc,
+                record,
+            }),
+        );
+        Ok(answer)
     }
 
     /// Bytes of the file, in order.
     pub fn write(&mut self, id: ReceiveId, data: &[u8]) -> std::io::Result<()> {
         match self.open.get_mut(&id) {
-            Some(file) => file.write_all(data),
-            None => Ok(()), // a file refused at its offer
+            Some(Target::Temp(file)) => file.write_all(data),
+            Some(Target::Partial(p)) => {
+                p.file.write_all(data)?;
+                p.written += data.len() as u64;
+                p.crc = crc32c::crc32c_append(p.crc, data);
+                if p.written - p.record.offset >= RECORD_EVERY {
+                    p.record(self.sync)?;
+                }
+                Ok(())
+            }
+            // A file refused at its offer, or a repeat (no bytes come for it).
+            Some(Target::Repeat) | None => Ok(()),
+        }
+    }
+
+    /// The file's attempt broke off (the connection was lost): a resumable file's bytes so
+    /// far are flushed and recorded for the next attempt; any other file is removed.
+    pub fn suspend(&mut self, id: ReceiveId) {
+        match self.open.remove(&id) {
+            // Bytes that cannot be recorded cannot be counted on: the partial goes.
+            Some(Target::Partial(mut p)) => p
+                .record(self.sync)
+                .unwrap_or_else(|_| partial::remove(&p.base)),
+            Some(other) => self.discard(other),
+            None => {}
         }
     }
 
     /// The file is complete and verified: it leaves the sink, to be kept with
     /// [`ArrivedFile::keep`]. `None` for a file the sink does not have.
     pub fn arrived(&mut self, id: ReceiveId, name: &str) -> Option<ArrivedFile> {
-        let file = self.open.remove(&id)?;
+        let target = self.open.remove(&id)?;
         Some(ArrivedFile {
-            file,
+            target,
             org_file_name: sanitize_file_name(name),
             sync: self.sync,
         })
     }
 
-    /// The file failed or was cancelled: its temporary file is removed.
+    /// The file failed or was cancelled: its temporary or partial file is removed.
     pub fn abandon(&mut self, id: ReceiveId) {
-        if let Some(file) = self.open.remove(&id) {
+        if let Some(target) = self.open.remove(&id) {
+            self.discard(target);
+        }
+    }
+
+    fn discard(&self, target: Target) {
+        match target {
             // Unwritten bytes are dropped, not flushed; the temporary file deletes itself.
-            let _ = file.into_parts();
+            Target::Temp(file) => drop(file.into_parts()),
+            Target::Partial(p) => {
+                drop(p.file.into_parts());
+                partial::remove(&p.base);
+            }
+            Target::Repeat => {}
         }
     }
 }
@@ -173,7 +353,7 @@ mod tests {
             let id = ReceiveId(i as u64);
             sink.begin(id, name).unwrap();
             sink.write(id, b"data").unwrap();
-            let saved = sink.arrived(id, name).unwrap().keep().unwrap();
+            let saved = sink.arrived(id, name).unwrap().keep().unwrap().unwrap();
             assert_eq!(saved.tmp_file.parent(), Some(dir.path()), "{name:?}");
             assert!(!saved.org_file_name.contains(['/', '\\']) && saved.org_file_name != "..");
             assert!(!saved.org_file_name.chars().any(char::is_control));
@@ -203,11 +383,112 @@ mod keep_tests {
         sink.set_sync(true);
         sink.begin(ReceiveId(1), "a.txt").unwrap();
         sink.write(ReceiveId(1), &[9u8; 300 * 1024]).unwrap();
-        let saved = sink.arrived(ReceiveId(1), "a.txt").unwrap().keep().unwrap();
+        let saved = sink
+            .arrived(ReceiveId(1), "a.txt")
+            .unwrap()
+            .keep()
+            .unwrap()
+            .unwrap();
         assert_eq!(
             std::fs::read(saved.tmp_file).unwrap(),
             vec![9u8; 300 * 1024]
         );
         assert!(sink.arrived(ReceiveId(2), "b.txt").is_none());
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+
+    fn alice() -> UserId {
+        UserId::new("alice").unwrap()
+    }
+
+    #[test]
+    fn a_partial_survives_the_sink_and_resumes_at_its_recorded_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ResumeKey([5; 16]);
+        let bytes: Vec<u8> = (0..(RECORD_EVERY as usize + 300_000))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let mut sink = FileSink::new(dir.path()).unwrap();
+        let id = ReceiveId(1);
+        let size = bytes.len() as u64 * 2;
+        assert_eq!(
+            sink.begin_resumable(id, &alice(), key, "f.bin", size)
+                .unwrap(),
+            (0, Digest::Crc32c(0))
+        );
+        let (first, rest) = bytes.split_at(RECORD_EVERY as usize);
+        sink.write(id, first).unwrap();
+        sink.write(id, rest).unwrap();
+        // Killed here: only what was recorded (the first RECORD_EVERY bytes) counts; the
+        // rest reached the file (the buffer is flushed on drop) and is cut back.
+        drop(sink);
+        let mut sink = FileSink::new(dir.path()).unwrap();
+        let (offset, digest) = sink
+            .begin_resumable(ReceiveId(7), &alice(), key, "f.bin", size)
+            .unwrap();
+        assert_eq!(offset, RECORD_EVERY);
+        let head = &bytes[..offset as usize];
+        assert_eq!(digest, Digest::Crc32c(crc32c::crc32c(head)));
+        // A lost connection records everything given so far.
+        sink.write(ReceiveId(7), &bytes[offset as usize..]).unwrap();
+        sink.suspend(ReceiveId(7));
+        let mut sink = FileSink::new(dir.path()).unwrap();
+        let (offset, _) = sink
+            .begin_resumable(ReceiveId(8), &alice(), key, "f.bin", size)
+            .unwrap();
+        assert_eq!(offset, bytes.len() as u64);
+        sink.write(ReceiveId(8), &bytes).unwrap();
+        let saved = sink
+            .arrived(ReceiveId(8), "f.bin")
+            .unwrap()
+            .keep()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            std::fs::read(&saved.tmp_file).unwrap(),
+            [&bytes[..], &bytes[..]].concat()
+        );
+        // Offered again (its sender never heard): all of it is held, and it is not kept
+        // again.
+        let mut sink = FileSink::new(dir.path()).unwrap();
+        let whole = [&bytes[..], &bytes[..]].concat();
+        assert_eq!(
+            sink.begin_resumable(ReceiveId(9), &alice(), key, "f.bin", size)
+                .unwrap(),
+            (size, Digest::Crc32c(crc32c::crc32c(&whole)))
+        );
+        assert_eq!(
+            sink.arrived(ReceiveId(9), "f.bin").unwrap().keep().unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn another_sender_or_size_under_the_same_key_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ResumeKey([6; 16]);
+        let mut sink = FileSink::new(dir.path()).unwrap();
+        sink.begin_resumable(ReceiveId(1), &alice(), key, "f", 100)
+            .unwrap();
+        sink.write(ReceiveId(1), &[1; 60]).unwrap();
+        sink.suspend(ReceiveId(1));
+        let mallory = UserId::new("mallory").unwrap();
+        let got = sink
+            .begin_resumable(ReceiveId(2), &mallory, key, "f", 100)
+            .unwrap();
+        assert_eq!(got.0, 0, "keyed by sender too");
+        let got = sink
+            .begin_resumable(ReceiveId(3), &alice(), key, "f", 101)
+            .unwrap();
+        assert_eq!(got.0, 0, "another size");
+        // An abandoned (cancelled) partial leaves nothing.
+        sink.abandon(ReceiveId(2));
+        sink.abandon(ReceiveId(3));
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
