@@ -108,6 +108,7 @@ fn commands(c: &mut Criterion) {
             Frame::Cmd(Cmd {
                 id: i as u64,
                 peer: peer.clone(),
+                once: None,
                 total_len: CMD_SIZE as u64,
                 data: data.clone(),
             })

@@ -60,6 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Frame::Cmd(Cmd {
                 id: 0,
                 peer: user("bob"),
+                once: None,
                 total_len: 5,
                 data: Bytes::from_static(b"hello"),
             }),
@@ -69,6 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Frame::Cmd(Cmd {
                 id: 7,
                 peer: user("alice"),
+                once: None,
                 total_len: 5,
                 data: Bytes::from_static(b"hello"),
             }),

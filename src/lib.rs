@@ -140,7 +140,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut wire = BytesMut::new();
-//! let cmd = Frame::Cmd(Cmd { id: 0, peer: UserId::new("bob")?, total_len: 5, data: Bytes::from_static(b"hello") });
+//! let cmd = Frame::Cmd(Cmd { id: 0, peer: UserId::new("bob")?, once: None, total_len: 5, data: Bytes::from_static(b"hello") });
 //! cmd.encode(&mut wire)?;
 //! let mut decoder = Decoder::new(Limits::default())?;
 //! assert_eq!(decoder.decode(&mut wire)?, Some(cmd));

@@ -21,6 +21,7 @@ fn a_message_for_someone_else_is_refused_and_the_source_is_the_logged_in_peer() 
         Frame::Cmd(Cmd {
             id,
             peer: UserId::new(to).unwrap(),
+            once: None,
             total_len: 1,
             data: Bytes::from_static(b"x"),
         })

@@ -88,6 +88,7 @@ fn receivers_see_the_source_the_relay_stamped() {
     let cmd = Cmd {
         id: 0,
         peer: user("carol"),
+        once: None,
         total_len: 2,
         data: Bytes::from_static(b"hi"),
     };
@@ -97,7 +98,8 @@ fn receivers_see_the_source_the_relay_stamped() {
         vec![Event::CmdReceived {
             id: ReceiveId(0),
             from: user("carol"),
-            data: Bytes::from_static(b"hi")
+            data: Bytes::from_static(b"hi"),
+            once: None,
         }]
     );
     // Delivery is confirmed once the application took the event.
@@ -564,6 +566,7 @@ fn messages_over_our_caps_are_refused_one_by_one() {
         Frame::Cmd(Cmd {
             id,
             peer: user("carol"),
+            once: None,
             total_len: 1,
             data: Bytes::from_static(b"x"),
         })

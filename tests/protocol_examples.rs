@@ -61,14 +61,15 @@ fn command_and_its_result() {
         Frame::Cmd(Cmd {
             id,
             peer: UserId::new(peer).unwrap(),
+            once: None,
             total_len: 5,
             data: Bytes::from_static(b"hello"),
         })
     };
-    check(cmd(0, "bob"), "10 0b 00 03 62 6f 62 05 68 65 6c 6c 6f");
+    check(cmd(0, "bob"), "10 0c 00 03 62 6f 62 00 05 68 65 6c 6c 6f");
     check(
         cmd(7, "alice"),
-        "10 0d 07 05 61 6c 69 63 65 05 68 65 6c 6c 6f",
+        "10 0e 07 05 61 6c 69 63 65 00 05 68 65 6c 6c 6f",
     );
     check(
         Frame::Result(MessageResult {

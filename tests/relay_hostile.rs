@@ -63,6 +63,7 @@ fn nothing_but_login_before_login() {
     let cmd = Frame::Cmd(Cmd {
         id: 0,
         peer: UserId::new("bob").unwrap(),
+        once: None,
         total_len: 1,
         data: Bytes::from_static(b"x"),
     });
@@ -167,6 +168,7 @@ fn the_source_is_stamped_whatever_the_sender_writes() {
     let cmd = Frame::Cmd(Cmd {
         id: 0,
         peer: UserId::new("bob").unwrap(),
+        once: None,
         total_len: 4,
         data: Bytes::from_static(b"evil"),
     });
@@ -497,6 +499,7 @@ fn bytes_that_never_make_a_whole_frame_do_not_keep_a_connection_alive() {
     let bytes = encode(&[Frame::Cmd(Cmd {
         id: 0,
         peer: UserId::new("bob").unwrap(),
+        once: None,
         total_len: 100,
         data: Bytes::from(vec![7; 100]),
     })]);

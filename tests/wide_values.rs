@@ -130,6 +130,7 @@ fn a_command_declared_over_u32_max_is_over_the_limit_not_small() {
     let cmd = Frame::Cmd(Cmd {
         id: 0,
         peer: UserId::new("alice").unwrap(),
+        once: None,
         total_len: BIG,
         data: Bytes::from_static(b"x"),
     });

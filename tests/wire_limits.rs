@@ -91,6 +91,7 @@ fn user_id_length() {
         Frame::Cmd(Cmd {
             id: 0,
             peer: user(n),
+            once: None,
             total_len: 0,
             data: Bytes::new(),
         })
@@ -169,6 +170,7 @@ fn command_size_first_fragment_and_continuations() {
         Frame::Cmd(Cmd {
             id: 0,
             peer: user(1),
+            once: None,
             total_len: total,
             data: bytes(100),
         })

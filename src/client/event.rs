@@ -4,7 +4,7 @@ use bytes::Bytes;
 use core::fmt;
 
 use crate::conn::CloseReason;
-use crate::wire::{ResumeKey, Text, UserId};
+use crate::wire::{CmdOnce, ResumeKey, Text, UserId};
 use crate::ErrorCode;
 
 /// A send of ours, as [`Client::send_cmd`](super::Client::send_cmd) and its siblings
@@ -121,6 +121,11 @@ pub enum Event {
         from: UserId,
         /// The command.
         data: Bytes,
+        /// Its identity across connections, if its sender gave one
+        /// ([`Client::send_cmd_once`](super::Client::send_cmd_once)): drop a command whose
+        /// stream you have seen at this number or higher from `from` (a repeat after a lost
+        /// connection).
+        once: Option<CmdOnce>,
     },
     /// A buffer or file is on its way. It can be refused with
     /// [`Client::reject`](super::Client::reject); a file's bytes follow as

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use super::lifecycle::{receive_step, ReceiveInput, Receiving};
 use crate::conn::arrival::Arrival;
 use crate::digest::RunningDigest;
-use crate::wire::UserId;
+use crate::wire::{CmdOnce, UserId};
 
 use super::event::SendKind;
 
@@ -34,6 +34,8 @@ pub(crate) struct Incoming {
     /// ([`Client::resume_incoming`](super::Client::resume_incoming)): no `DATA` may come
     /// before that.
     pub awaiting_resume: bool,
+    /// A command's identity across connections, as its sender gave it.
+    pub once: Option<CmdOnce>,
 }
 
 impl Incoming {
@@ -50,6 +52,7 @@ impl Incoming {
             data: BytesMut::new(),
             digest: (kind != SendKind::Cmd).then(RunningDigest::new),
             awaiting_resume: false,
+            once: None,
         }
     }
 

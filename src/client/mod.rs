@@ -29,7 +29,7 @@ use crate::digest::RunningDigest;
 use crate::error::{ActionError, SendError};
 use crate::wire::credit_step;
 use crate::wire::{
-    self, Capabilities, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Digest, End, Frame,
+    self, Capabilities, Close, Cmd, CmdCont, CmdOnce, ConnCredit, Credit, Data, Digest, End, Frame,
     FrameSink, Hello, Login, LoginResult, MessageId, MessageResult, Open, Ping, ResumeFrom,
     ResumeKey, Role, Text, TransferKind, UserId,
 };
@@ -179,6 +179,25 @@ impl Client {
         cookie: u64,
     ) -> Result<SendId, SendError> {
         self.send_memory(now, SendKind::Cmd, to, data, cookie)
+    }
+
+    /// [`Client::send_cmd`] with an identity across connections: an application that
+    /// sends a command again after a lost connection (it had no result) gives the same
+    /// `once`, and the receiver, which sees it in [`Event::CmdReceived`], drops a repeat
+    /// (docs/PROTOCOL.md, "Resume").
+    pub fn send_cmd_once(
+        &mut self,
+        now: Instant,
+        to: &str,
+        data: Bytes,
+        once: CmdOnce,
+        cookie: u64,
+    ) -> Result<SendId, SendError> {
+        let id = self.send_memory(now, SendKind::Cmd, to, data, cookie)?;
+        if let Some(send) = self.outgoing.get_mut(&id) {
+            send.once = Some(once);
+        }
+        Ok(id)
     }
 
     /// Sends `data` to user `to` as a buffer (`sendBuffer`): cut into frames, with progress,
@@ -856,7 +875,7 @@ impl Client {
                 wire::payload_room(peer.max_frame_size, first.then_some(&send.to)).min(conn_room);
             let data = send.bytes_at_sent(room).unwrap_or_default();
             self.session.send.spend(data.len() as u64);
-            let (offset, total_len, to) = (send.sent, send.size, send.to.clone());
+            let (offset, total_len, to, once) = (send.sent, send.size, send.to.clone(), send.once);
             let wire_id = match send.wire_id {
                 Some(w) => w,
                 None => self.assign_wire_id(id),
@@ -872,6 +891,7 @@ impl Client {
                 Frame::Cmd(Cmd {
                     id: wire_id,
                     peer: to,
+                    once,
                     total_len,
                     data,
                 })
@@ -1268,6 +1288,7 @@ impl Client {
         };
         let first = cmd.data.len() as u64;
         let mut msg = Incoming::new(SendKind::Cmd, from, cmd.total_len, first, 0);
+        msg.once = cmd.once;
         msg.data.extend_from_slice(&cmd.data);
         self.incoming.insert(cmd.id, Box::new(msg));
         self.cmd_progress(cmd.id);
@@ -1301,6 +1322,7 @@ impl Client {
             id: ReceiveId(id),
             from: msg.from.clone(),
             data: msg.data.split().freeze(),
+            once: msg.once,
         };
         self.events.push_back((event, OnTake::Deliver(id)));
     }

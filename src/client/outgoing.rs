@@ -15,7 +15,7 @@
 use bytes::Bytes;
 
 use crate::digest::RunningDigest;
-use crate::wire::{Digest, MessageId, ResumeKey, Text, UserId};
+use crate::wire::{CmdOnce, Digest, MessageId, ResumeKey, Text, UserId};
 
 use super::event::SendKind;
 
@@ -80,6 +80,8 @@ pub(crate) struct Outgoing {
     pub deadline: Option<crate::Instant>,
     /// The key that lets the receiver continue it from an earlier attempt (files).
     pub resume_key: Option<ResumeKey>,
+    /// A command's identity across connections.
+    pub once: Option<CmdOnce>,
     pub resume: Resume,
 }
 
@@ -108,6 +110,7 @@ impl Outgoing {
             queued: false,
             deadline: None,
             resume_key: None,
+            once: None,
             resume: Resume::Settled,
         }
     }

@@ -164,6 +164,7 @@ mod tests {
         let cmd = Frame::Cmd(Cmd {
             id: 1,
             peer: UserId::new("a").unwrap(),
+            once: None,
             total_len: 2,
             data: Bytes::from_static(b"hi"),
         });

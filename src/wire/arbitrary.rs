@@ -11,8 +11,8 @@ use super::text::{Text, UserId};
 use super::varint::VARINT_MAX;
 
 /// Bytes of a frame body taken by everything but the payload, at most: two varints and a
-/// user id of the default limit with its length.
-const OVERHEAD: u64 = 8 + 8 + 8 + 2 + 128;
+/// user id of the default limit with its length, and a command identity.
+const OVERHEAD: u64 = 8 + 8 + 8 + 2 + 128 + 1 + CmdOnce::LEN;
 
 /// A varint value, spread evenly over the four encoded lengths so every length is tried.
 fn value(u: &mut Unstructured<'_>) -> Result<u64> {
@@ -99,6 +99,7 @@ impl<'a> Arbitrary<'a> for Frame {
                 Frame::Cmd(Cmd {
                     id: value(u)?,
                     peer: user_id(u)?,
+                    once: Option::<CmdOnce>::arbitrary(u)?,
                     total_len,
                     data,
                 })

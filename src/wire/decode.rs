@@ -38,6 +38,8 @@ pub enum Limit {
     TransferSize,
     /// A resume key's 16 bytes ([`ResumeKey::LEN`]).
     ResumeKeyLen,
+    /// A command identity's 24 bytes ([`CmdOnce::LEN`]).
+    CmdOnceLen,
 }
 
 impl core::fmt::Display for Limit {
@@ -52,6 +54,7 @@ impl core::fmt::Display for Limit {
             Limit::FileSize => "file size",
             Limit::TransferSize => "transfer size",
             Limit::ResumeKeyLen => "resume key length",
+            Limit::CmdOnceLen => "command identity length",
         })
     }
 }
@@ -146,6 +149,9 @@ pub enum DecodeError {
     /// A buffer `OPEN` with a file name.
     #[error("OPEN of a buffer carries a file name")]
     BufferWithName,
+    /// A `CMD` whose identity is neither empty nor 24 bytes.
+    #[error("a command's identity must be empty or 24 bytes, not {0}")]
+    CmdOnceLength(u64),
     /// An `OPEN` whose resume key is neither empty nor 16 bytes.
     #[error("a resume key must be empty or 16 bytes, not {0}")]
     ResumeKeyLength(u64),
@@ -549,6 +555,12 @@ impl Body<'_> {
     fn cmd<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
         let (i, id) = varint(i)?;
         let (i, peer) = self.user_id(i)?;
+        let (i, once) = self.prefixed_slice(i, Limit::CmdOnceLen, CmdOnce::LEN)?;
+        let once = match CmdOnce::from_bytes(once) {
+            Some(once) => Some(once),
+            None if once.is_empty() => None,
+            None => return invalid(DecodeError::CmdOnceLength(once.len() as u64)),
+        };
         let (i, total_len) = varint(i)?;
         Self::at_most(total_len, Limit::CmdSize, self.limits.max_cmd_size)?;
         let (i, len) = self.payload(i)?;
@@ -563,6 +575,7 @@ impl Body<'_> {
             Frame::Cmd(Cmd {
                 id,
                 peer,
+                once,
                 total_len,
                 data: Bytes::new(),
             }),
@@ -884,10 +897,15 @@ mod tests {
             decode(raw(0x12, &buffer_named)),
             Err(DecodeError::BufferWithName)
         );
-        let cmd = [0x00, 0x01, b'u', 0x01, b'a', b'b'];
+        let cmd = [0x00, 0x01, b'u', 0x00, 0x01, b'a', b'b'];
         assert_eq!(
             decode(raw(0x10, &cmd)),
             Err(DecodeError::CmdOverTotal { len: 2, total: 1 })
+        );
+        let cmd_with_a_short_identity = [0x00, 0x01, b'u', 0x01, 0x07, 0x01, b'a'];
+        assert_eq!(
+            decode(raw(0x10, &cmd_with_a_short_identity)),
+            Err(DecodeError::CmdOnceLength(1))
         );
     }
 

@@ -139,6 +139,8 @@ impl Frame {
             Frame::Cmd(c) => {
                 f(Varint(c.id));
                 f(Prefixed(c.peer.as_bytes()));
+                let once = c.once.map(|o| o.to_bytes());
+                f(Prefixed(once.as_ref().map_or(&[][..], |o| &o[..])));
                 f(Varint(c.total_len));
                 f(Payload(&c.data));
             }

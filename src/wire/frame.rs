@@ -234,10 +234,50 @@ pub struct Cmd {
     pub id: MessageId,
     /// Target or source user.
     pub peer: UserId,
+    /// The command's identity across connections, if its sender may send it again after
+    /// a lost connection: the receiver then drops a repeat.
+    pub once: Option<CmdOnce>,
     /// Size of the whole command.
     pub total_len: u64,
     /// Bytes `0..data.len()` of the command.
     pub data: Bytes,
+}
+
+/// A command's identity across connections (docs/PROTOCOL.md, "Resume"): the sender's
+/// stream, the same on every connection of one sending client, and the command's number
+/// in it toward this receiver, rising. A receiver that delivered number `seq` of a stream
+/// drops any command of that stream numbered `seq` or lower: a repeat sent after a lost
+/// connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct CmdOnce {
+    /// The sending client's stream.
+    pub stream: [u8; 16],
+    /// The command's number.
+    pub seq: u64,
+}
+
+impl CmdOnce {
+    /// Its length on the wire.
+    pub const LEN: u64 = 24;
+
+    /// Its 24 bytes on the wire: the stream, then the number big-endian.
+    pub fn to_bytes(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[..16].copy_from_slice(&self.stream);
+        out[16..].copy_from_slice(&self.seq.to_be_bytes());
+        out
+    }
+
+    /// From its 24 bytes on the wire; `None` for another length.
+    pub fn from_bytes(bytes: &[u8]) -> Option<CmdOnce> {
+        let bytes: &[u8; 24] = bytes.try_into().ok()?;
+        let (stream, seq) = bytes.split_at(16);
+        Some(CmdOnce {
+            stream: stream.try_into().ok()?,
+            seq: u64::from_be_bytes(seq.try_into().ok()?),
+        })
+    }
 }
 
 /// `CMD_CONT`: bytes of a command after its first fragment.

@@ -22,9 +22,11 @@ pub fn credit_step(window: u64) -> u64 {
 /// The most payload one frame can carry when the receiver accepts bodies of up to
 /// `max_frame_size` bytes: a `DATA` or `CMD_CONT` (`cmd_peer` is `None`), or the first
 /// fragment of a `CMD` naming `cmd_peer`. It counts the other fields at their largest
-/// (8 bytes for each varint, 2 for a user id's length prefix), so the frame always fits.
+/// (8 bytes for each varint, 2 for a user id's length prefix, 25 for a command's identity),
+/// so the frame always fits.
 pub fn payload_room(max_frame_size: u64, cmd_peer: Option<&super::UserId>) -> u64 {
-    let fields = 2 * 8 + cmd_peer.map_or(0, |peer| 2 + peer.len() as u64);
+    let once = 1 + super::CmdOnce::LEN;
+    let fields = 2 * 8 + cmd_peer.map_or(0, |peer| 2 + peer.len() as u64 + once);
     max_frame_size.saturating_sub(fields)
 }
 
@@ -160,6 +162,7 @@ mod tests {
             Frame::Cmd(Cmd {
                 id: big,
                 peer: peer.clone(),
+                once: None,
                 total_len: 1 << 16,
                 data: full(payload_room(max, Some(&peer))),
             }),

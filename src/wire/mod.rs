@@ -20,8 +20,8 @@ mod varint;
 pub use decode::{DecodeError, Decoder, Limit};
 pub use encode::EncodeError;
 pub use frame::{
-    Cancel, Capabilities, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Digest, End, Frame,
-    FrameType, Hello, Login, LoginResult, MessageId, MessageResult, Open, Ping, ResumeFrom,
+    Cancel, Capabilities, Close, Cmd, CmdCont, CmdOnce, ConnCredit, Credit, Data, Digest, End,
+    Frame, FrameType, Hello, Login, LoginResult, MessageId, MessageResult, Open, Ping, ResumeFrom,
     ResumeKey, Role, TransferKind, MAGIC, VERSION,
 };
 pub use inbox::Inbox;

@@ -192,6 +192,7 @@ mod tests {
             Frame::Cmd(Cmd {
                 id: 2,
                 peer: UserId::new("bob").unwrap(),
+                once: None,
                 total_len: 3,
                 data: Bytes::from_static(b"abc"),
             }),

@@ -34,7 +34,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use peermsg::client::{Client, ClientConfig, Event, ReceiveId, SendId, SendKind};
-use peermsg::wire::{Digest, ResumeKey, Transmit, UserId};
+use peermsg::wire::{CmdOnce, Digest, ResumeKey, Transmit, UserId};
 use peermsg::{ActionError, ErrorCode, Instant, SendError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
@@ -236,6 +236,12 @@ struct State {
     retry_at: Option<tokio::time::Instant>,
     /// File sends read at most this many bytes a second, and when the next read may start.
     pace: Option<(u64, tokio::time::Instant)>,
+    /// This client's stream of commands with an identity, and their next numbers by
+    /// receiver.
+    stream: [u8; 16],
+    next_seq: HashMap<String, u64>,
+    /// Commands with an identity received.
+    seen: SeenCmds,
     /// The relay of the current connection, when the client reconnected.
     server: String,
 }
@@ -254,14 +260,65 @@ struct Waiter {
     lost_at: Option<tokio::time::Instant>,
 }
 
-/// A resumable file send, as it is started again on a new connection.
+/// A send as it is started again on a new connection: a file, continuing from what its
+/// receiver holds, or a command, which its receiver delivers once.
 #[derive(Clone, Debug)]
-struct Resend {
-    to: String,
-    name: String,
-    size: u64,
-    key: ResumeKey,
-    cookie: u64,
+enum Resend {
+    File {
+        to: String,
+        name: String,
+        size: u64,
+        key: ResumeKey,
+        cookie: u64,
+    },
+    Cmd {
+        to: String,
+        data: Bytes,
+        once: CmdOnce,
+        cookie: u64,
+    },
+}
+
+/// Commands this client received with an identity: the highest number seen of each
+/// sender's stream, for as long as the resume window (a repeat sent after a lost connection
+/// is confirmed but not delivered again). At most `SEEN_STREAMS` streams, the oldest
+/// forgotten first.
+#[derive(Debug, Default)]
+struct SeenCmds {
+    streams: HashMap<(UserId, [u8; 16]), (u64, tokio::time::Instant)>,
+}
+
+/// Sending streams remembered at most.
+const SEEN_STREAMS: usize = 4096;
+
+impl SeenCmds {
+    /// Whether a command numbered `once.seq` of this stream from `from` is new (and, if so,
+    /// it is remembered).
+    fn first_time(&mut self, from: &UserId, once: CmdOnce, window: std::time::Duration) -> bool {
+        let now = tokio::time::Instant::now();
+        self.streams
+            .retain(|_, (_, at)| now.duration_since(*at) < window);
+        let key = (from.clone(), once.stream);
+        if let Some((seq, at)) = self.streams.get_mut(&key) {
+            if once.seq <= *seq {
+                return false;
+            }
+            (*seq, *at) = (once.seq, now);
+            return true;
+        }
+        if self.streams.len() >= SEEN_STREAMS {
+            let oldest = self
+                .streams
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.streams.remove(&oldest);
+            }
+        }
+        self.streams.insert(key, (once.seq, now));
+        true
+    }
 }
 
 impl State {
@@ -307,12 +364,23 @@ impl State {
     fn resubmit(&mut self, now: Instant) {
         self.retry_at = None;
         for waiter in std::mem::take(&mut self.pending) {
-            let Some(r) = waiter.resend.clone() else {
-                continue;
+            let c = &mut self.client;
+            let sent = match waiter.resend.clone() {
+                Some(Resend::File {
+                    to,
+                    name,
+                    size,
+                    key,
+                    cookie,
+                }) => c.send_file_resumable(now, &to, &name, size, key, cookie),
+                Some(Resend::Cmd {
+                    to,
+                    data,
+                    once,
+                    cookie,
+                }) => c.send_cmd_once(now, &to, data, once, cookie),
+                None => continue,
             };
-            let sent = self
-                .client
-                .send_file_resumable(now, &r.to, &r.name, r.size, r.key, r.cookie);
             match sent {
                 Ok(id) => {
                     self.sends.insert(id, waiter);
@@ -739,6 +807,9 @@ fn prepare(
     Ok((client, sink))
 }
 
+/// Clients made in this process: part of each one's command stream, so no two share it.
+static CLIENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Starts the task over `stream` and waits for the login's answer.
 async fn start(
     client: Client,
@@ -757,6 +828,20 @@ async fn start(
             logged_in: false,
             retry_at: None,
             pace: None,
+            stream: key_of(&[
+                &CLIENTS
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    .to_le_bytes(),
+                &std::process::id().to_le_bytes(),
+                &std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos()
+                    .to_le_bytes(),
+            ])
+            .0,
+            next_seq: HashMap::new(),
+            seen: SeenCmds::default(),
             server: String::new(),
         }),
         wake: Notify::new(),
@@ -873,7 +958,32 @@ impl ClientHandle {
         data: Bytes,
         cookie: u64,
     ) -> Result<SendHandle, SendError> {
-        self.send_memory("command", Client::send_cmd, to, data, cookie)
+        // With reconnecting, a command in flight at a lost connection is sent again, with
+        // an identity its receiver uses to deliver it once.
+        let sent = self.shared.call(|s, now| {
+            if s.reconnect.is_none() {
+                return s.start(&self.shared, 0, None, None, |c| {
+                    c.send_cmd(now, to, data, cookie)
+                });
+            }
+            let seq = s.next_seq.entry(to.to_string()).or_insert(0);
+            *seq += 1;
+            let once = CmdOnce {
+                stream: s.stream,
+                seq: *seq,
+            };
+            let resend = Resend::Cmd {
+                to: to.to_string(),
+                data: data.clone(),
+                once,
+                cookie,
+            };
+            s.start(&self.shared, 0, None, Some(resend), |c| {
+                c.send_cmd_once(now, to, data, once, cookie)
+            })
+        })?;
+        tracing::info!(id = %sent.id, to, "command sent");
+        Ok(sent)
     }
 
     /// `sendBuffer`: the buffer is queued; `.await` the handle for its result.
@@ -963,7 +1073,7 @@ impl ClientHandle {
                 &nonce.to_le_bytes(),
             ])
         });
-        let resend = Resend {
+        let resend = Resend::File {
             to: to.to_string(),
             name: name.clone(),
             size,
@@ -1435,7 +1545,26 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
         Event::CmdReceived {
             id,
             ref from,
+            once: Some(once),
+            ..
+        } if {
+            let mut s = cx.shared.lock();
+            let window = s
+                .reconnect
+                .as_ref()
+                .map_or(crate::RESUME_WINDOW, |r| r.window);
+            !s.seen.first_time(from, once, window)
+        } =>
+        {
+            // Taken, so confirmed to its sender; delivered before, so not again.
+            tracing::info!(%id, %from, seq = once.seq, "command received again; dropped");
+            None
+        }
+        Event::CmdReceived {
+            id,
+            ref from,
             ref data,
+            ..
         } => {
             tracing::info!(%id, %from, size = data.len(), "command received");
             Some(ClientEvent::Core(event))
@@ -1467,9 +1596,14 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
                 server: s.server.clone(),
             })
         }
-        // A lost connection the client will replace is not the end.
-        Event::Closed { .. } => {
-            let s = cx.shared.lock();
+        // A lost connection the client will replace is not the end; a session replaced by
+        // a newer login of the same user elsewhere is (it would only replace that one).
+        Event::Closed { code, .. } => {
+            let mut s = cx.shared.lock();
+            if code == ErrorCode::KICKOUT_BY_RELOGIN {
+                s.closing = true;
+                s.fail_pending(None);
+            }
             match s.reconnect.is_some() && s.logged_in && !s.closing {
                 true => None,
                 false => Some(ClientEvent::Core(event)),

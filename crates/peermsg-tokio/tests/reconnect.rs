@@ -1,0 +1,150 @@
+//! A client that reconnects (`connect_with` and `Reconnect`): commands in flight when the
+//! relay goes away are sent again when it is back, and each is delivered exactly once, in
+//! order; a relogin elsewhere ends the session for good.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use peermsg_tokio::{
+    connect_with, serve, ClientConfig, ClientEvent, Event, Open, Reconnect, SendError, Server,
+    ServerConfig,
+};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A relay on `addr` until the returned sender is used (it tells its clients SHUTDOWN).
+async fn relay_on(addr: std::net::SocketAddr) -> oneshot::Sender<()> {
+    let listener = loop {
+        // The port was just released by the relay before: bind again until it is free.
+        match TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve(listener, ServerConfig::default(), Open, async move {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+fn quick() -> Reconnect {
+    Reconnect {
+        window: Duration::from_secs(30),
+        backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(50),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_in_flight_when_the_relay_restarts_arrive_exactly_once_in_order() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let stop = relay_on(addr).await;
+    let servers = [Server::Tcp(addr.to_string())];
+    let config = ClientConfig::default();
+    let (_bob, mut bob_events) = connect_with(&servers, "bob", b"", config, None, Some(quick()))
+        .await
+        .unwrap();
+    let (alice, _alice_events) = connect_with(&servers, "alice", b"", config, None, Some(quick()))
+        .await
+        .unwrap();
+    const N: u32 = 4000;
+    let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = bob_events.recv().await {
+            if let ClientEvent::Core(Event::CmdReceived { data, .. }) = event {
+                let n = u32::from_be_bytes(data[..4].try_into().unwrap());
+                let _ = got_tx.send(n);
+            }
+        }
+    });
+    let sender = tokio::spawn(async move {
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut codes = Vec::new();
+        for n in 0..N {
+            let data = Bytes::copy_from_slice(&n.to_be_bytes());
+            let sent = loop {
+                match alice.send_cmd("bob", data.clone(), 0).await {
+                    Ok(sent) => break sent,
+                    // No connection at this moment: the command was not sent; try again.
+                    Err(SendError::Closed | SendError::NotLoggedIn) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            in_flight.push_back(sent);
+            if in_flight.len() >= 64 {
+                codes.push(in_flight.pop_front().unwrap().await);
+            }
+        }
+        for sent in in_flight {
+            codes.push(sent.await);
+        }
+        (alice, codes)
+    });
+    let mut received = Vec::new();
+    while received.len() < (N / 3) as usize {
+        received.push(got.recv().await.unwrap());
+    }
+    // The relay goes away with commands under way, and comes back.
+    let _ = stop.send(());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let _stop = relay_on(addr).await;
+    let (_alice, codes) = tokio::time::timeout(Duration::from_secs(60), sender)
+        .await
+        .expect("every command has its result")
+        .unwrap();
+    assert!(codes.iter().all(|c| c.is_success()), "{codes:?}");
+    while received.len() < N as usize {
+        let n = tokio::time::timeout(Duration::from_secs(10), got.recv())
+            .await
+            .expect("all of them")
+            .unwrap();
+        received.push(n);
+    }
+    // Nothing more comes: no repeat was delivered.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), got.recv())
+            .await
+            .is_err(),
+        "a command delivered twice"
+    );
+    assert_eq!(received, (0..N).collect::<Vec<_>>(), "each once, in order");
+}
+
+#[tokio::test]
+async fn a_session_replaced_by_a_relogin_does_not_come_back() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let _stop = relay_on(addr).await;
+    let servers = [Server::Tcp(addr.to_string())];
+    let config = ClientConfig::default();
+    let (_first, mut first_events) =
+        connect_with(&servers, "bob", b"", config, None, Some(quick()))
+            .await
+            .unwrap();
+    let (_second, _) = connect_with(&servers, "bob", b"", config, None, Some(quick()))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match first_events.recv().await {
+                Some(ClientEvent::Core(Event::Closed { code, .. })) => return code,
+                Some(ClientEvent::Reconnecting { .. }) => panic!("it must not reconnect"),
+                Some(_) => continue,
+                None => panic!("no Closed"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, peermsg_tokio::ErrorCode::KICKOUT_BY_RELOGIN);
+}
