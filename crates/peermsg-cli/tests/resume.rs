@@ -204,19 +204,27 @@ fn arrived_once(lines: &mut Lines, dir: &Path, source: &Path) {
 }
 
 #[test]
-fn a_listener_killed_mid_file_and_started_again_gets_the_rest() {
+fn a_listener_killed_twice_mid_file_and_started_again_gets_the_rest() {
     let (work, inbox) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let file = source(work.path());
     let addr = format!("127.0.0.1:{}", port());
     let _relay = relay(&addr);
-    let (listener, mut heard) = listen(&addr, inbox.path());
+    let (mut listener, mut heard) = listen(&addr, inbox.path());
     let (sender, said) = send(&addr, &file);
-    received(&mut heard, 20 << 20);
-    drop(listener); // SIGKILL
-    let before = last_received(&heard);
-    let (_listener, mut heard) = listen(&addr, inbox.path());
-    resumed_within_bounds(&finishes(sender, said), before);
+    let mut befores = Vec::new();
+    for at in [14 << 20, 30 << 20] {
+        received(&mut heard, at);
+        drop(listener); // SIGKILL
+        befores.push(last_received(&heard));
+        (listener, heard) = listen(&addr, inbox.path());
+    }
+    let resumed = finishes(sender, said);
+    assert_eq!(resumed.len(), 2, "{resumed:?}");
+    for (at, before) in resumed.iter().zip(befores) {
+        resumed_within_bounds(&[*at], before);
+    }
     arrived_once(&mut heard, inbox.path(), &file);
+    drop(listener);
 }
 
 #[test]

@@ -225,6 +225,16 @@ impl FileSink {
         size: u64,
     ) -> std::io::Result<(u64, Digest)> {
         let base = partial::base(&self.dir, from, &key);
+        // An earlier attempt still open here (its end not heard yet: the sender came back
+        // first) gives way: its bytes are recorded and it writes no more.
+        let earlier = self
+            .open
+            .iter()
+            .find(|(_, t)| matches!(t, Target::Partial(p) if p.base == base))
+            .map(|(id, _)| *id);
+        if let Some(earlier) = earlier {
+            self.suspend(earlier);
+        }
         let held = partial::Record::load(&base).filter(|r| r.size == size && r.from == *from);
         if let Some(done) = held.as_ref().filter(|r| r.done) {
             self.open.insert(id, Target::Repeat);
@@ -464,6 +474,35 @@ mod resume_tests {
         assert_eq!(
             sink.arrived(ReceiveId(9), "f.bin").unwrap().keep().unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn an_attempt_still_open_gives_way_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ResumeKey([8; 16]);
+        let mut sink = FileSink::new(dir.path()).unwrap();
+        sink.begin_resumable(ReceiveId(1), &alice(), key, "f", 100)
+            .unwrap();
+        sink.write(ReceiveId(1), &[1; 30]).unwrap();
+        // The sender is back before the first attempt's end was heard.
+        let (offset, _) = sink
+            .begin_resumable(ReceiveId(2), &alice(), key, "f", 100)
+            .unwrap();
+        assert_eq!(offset, 30);
+        sink.write(ReceiveId(2), &[2; 70]).unwrap();
+        // The first attempt's end, heard late, changes nothing.
+        sink.write(ReceiveId(1), &[9; 5]).unwrap();
+        sink.suspend(ReceiveId(1));
+        let saved = sink
+            .arrived(ReceiveId(2), "f")
+            .unwrap()
+            .keep()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            std::fs::read(saved.tmp_file).unwrap(),
+            [[1; 30].as_slice(), &[2; 70]].concat()
         );
     }
 
