@@ -372,3 +372,62 @@ fn a_resume_answer_not_asked_for_or_past_the_size_closes_the_receiver() {
     relay.handle_input(Instant::ZERO, ConnId(1), &encode(&[answer(40)]));
     assert!(closed_for_violation(&written(&mut relay, ConnId(1))));
 }
+
+#[test]
+fn a_buffer_cut_by_a_lost_connection_goes_on_from_what_the_receiver_kept() {
+    let buffer = content(300_000, 9);
+    let keeps = ClientConfig {
+        resume_buffers: true,
+        ..config()
+    };
+    let mut net = Net::new(&["alice"], keeps, RelayConfig::default(), 9);
+    let bob = net.connect("bob", b"good", keeps);
+    net.run();
+    let now = net.now;
+    let id = net.nodes[0]
+        .side
+        .client
+        .send_buffer_resumable(now, "bob", buffer.clone(), KEY, 0)
+        .unwrap();
+    let received = |n: &Net, node: usize| {
+        n.nodes[node]
+            .side
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ReceiveProgress { received, .. } => Some(*received),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    net.run_until(|n| received(n, bob) >= 100_000);
+    net.drop_node(bob);
+    let held = net.nodes[bob].side.buffer_partials.clone();
+    assert_eq!(held.len(), 1, "its bytes so far were handed over");
+    let kept = held.values().next().unwrap().len() as u64;
+    assert!(kept >= 100_000);
+    let bob = net.connect("bob", b"good", keeps);
+    net.nodes[bob].side.buffer_partials = held;
+    net.run();
+    assert_eq!(result(&net, 0, id), Some(ErrorCode::CONNECTIONLOST));
+    let now = net.now;
+    let id = net.nodes[0]
+        .side
+        .client
+        .send_buffer_resumable(now, "bob", buffer.clone(), KEY, 0)
+        .unwrap();
+    net.run();
+    assert_eq!(result(&net, 0, id), Some(ErrorCode::NOERR));
+    assert_eq!(resumed(&net, 0, id), vec![kept]);
+    let delivered: Vec<_> = net.nodes[bob]
+        .side
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::BufferReceived { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(delivered == vec![buffer], "the buffer, whole");
+}

@@ -57,6 +57,13 @@ pub struct ClientConfig {
     /// for nothing held) before its data comes. Without it the client answers every resume
     /// key itself, with offset 0. Default false.
     pub resume_files: bool,
+    /// The application keeps partial buffers across connections in memory: a buffer that
+    /// carries a resume key and is cut by a lost connection ends with
+    /// [`Event::ReceiveSuspended`](super::Event::ReceiveSuspended) (its bytes so far), and
+    /// every [`Event::Offer`](super::Event::Offer) of a buffer with a `resume_key` must be
+    /// answered with [`Client::resume_incoming_buffer`](super::Client::resume_incoming_buffer).
+    /// Without it the client answers those keys itself, with offset 0. Default false.
+    pub resume_buffers: bool,
     /// Most bytes one [`Client::poll_transmit`](super::Client::poll_transmit) call
     /// appends (it always appends at least one whole frame if any is ready). Default 256 KiB.
     pub transmit_batch: usize,
@@ -79,6 +86,7 @@ impl Default for ClientConfig {
             send_only: false,
             confirm_buffers: false,
             resume_files: false,
+            resume_buffers: false,
             transmit_batch: 256 * 1024,
         }
     }

@@ -186,6 +186,21 @@ pub enum Event {
         /// The declared size.
         total: u64,
     },
+    /// An incoming buffer with a resume key was cut by a lost connection (with
+    /// [`ClientConfig::resume_buffers`](super::ClientConfig::resume_buffers)): it ends here,
+    /// as [`Event::ReceiveFailed`] with `CONNECTIONLOST` would, and these are its bytes so
+    /// far, for [`Client::resume_incoming_buffer`](super::Client::resume_incoming_buffer)
+    /// when its sender offers it again under the same key.
+    ReceiveSuspended {
+        /// The incoming message.
+        id: ReceiveId,
+        /// The sender.
+        from: UserId,
+        /// Its resume key.
+        key: ResumeKey,
+        /// Its bytes so far, from its start.
+        data: Bytes,
+    },
     /// An incoming buffer or file ended without completing (the SDK's
     /// `notifyCancelSend`): the sender cancelled (`CANCELLED`), its file source failed,
     /// the connection was lost, or the data failed verification. Discard what was

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use super::lifecycle::{receive_step, ReceiveInput, Receiving};
 use crate::conn::arrival::Arrival;
 use crate::digest::RunningDigest;
-use crate::wire::{CmdOnce, UserId};
+use crate::wire::{CmdOnce, ResumeKey, UserId};
 
 use super::event::SendKind;
 
@@ -36,6 +36,8 @@ pub(crate) struct Incoming {
     pub awaiting_resume: bool,
     /// A command's identity across connections, as its sender gave it.
     pub once: Option<CmdOnce>,
+    /// A transfer's resume key, when the application keeps what arrives of it.
+    pub resume_key: Option<ResumeKey>,
 }
 
 impl Incoming {
@@ -53,6 +55,7 @@ impl Incoming {
             digest: (kind != SendKind::Cmd).then(RunningDigest::new),
             awaiting_resume: false,
             once: None,
+            resume_key: None,
         }
     }
 

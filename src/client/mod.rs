@@ -212,6 +212,24 @@ impl Client {
         self.send_memory(now, SendKind::Buffer, to, data, cookie)
     }
 
+    /// [`Client::send_buffer`], resumable under `key` (one per buffer, the same on every
+    /// attempt): a receiver that keeps what it got of it from an earlier attempt continues
+    /// from there, after the client has checked those bytes against `data`.
+    pub fn send_buffer_resumable(
+        &mut self,
+        now: Instant,
+        to: &str,
+        data: Bytes,
+        key: ResumeKey,
+        cookie: u64,
+    ) -> Result<SendId, SendError> {
+        let id = self.send_memory(now, SendKind::Buffer, to, data, cookie)?;
+        if let Some(send) = self.outgoing.get_mut(&id) {
+            send.resume_key = Some(key);
+        }
+        Ok(id)
+    }
+
     /// A command or buffer: checked against its cap, then queued.
     fn send_memory(
         &mut self,
@@ -427,17 +445,58 @@ impl Client {
     /// ([`Digest::Crc32c`] of those bytes; of no bytes, 0). The file goes on from
     /// `offset`: its [`Event::FileData`] start there, and the digest checked at its end
     /// covers the whole file. The sender checks `digest` against its own source first.
+    /// A buffer (with [`ClientConfig::resume_buffers`]) is answered this way only whole, with
+    /// its size and digest, when the application has it already: it is then delivered with
+    /// no bytes, for the application to confirm and drop; else with
+    /// [`Client::resume_incoming_buffer`].
     pub fn resume_incoming(
         &mut self,
         id: ReceiveId,
         offset: u64,
         digest: Digest,
     ) -> Result<(), ActionError> {
+        // A buffer may be answered this way only whole: delivered already to an
+        // application whose sender never heard (no byte of it comes again).
+        self.resume_at(id, offset, digest, |kind, size| {
+            kind == SendKind::File || kind == SendKind::Buffer && offset == size
+        })
+    }
+
+    /// The answer to an [`Event::Offer`] of a buffer that carried a resume key (with
+    /// [`ClientConfig::resume_buffers`]): `held` is what the application kept of it from
+    /// an earlier attempt ([`Event::ReceiveSuspended`]; empty for none). The buffer goes on
+    /// from there and is delivered whole. `held` may also be the whole buffer, delivered
+    /// already to an application whose sender never heard: then no byte comes again.
+    pub fn resume_incoming_buffer(
+        &mut self,
+        id: ReceiveId,
+        held: Bytes,
+    ) -> Result<(), ActionError> {
+        let mut digest = RunningDigest::new();
+        digest.update(&held);
+        let offset = held.len() as u64;
+        self.resume_at(id, offset, digest.value(), |kind, _| {
+            kind == SendKind::Buffer
+        })?;
+        if let Some(msg) = self.incoming.get_mut(id.0) {
+            msg.data.extend_from_slice(&held);
+        }
+        Ok(())
+    }
+
+    /// Incoming transfer `id`, of a kind `kind_ok` allows, goes on from `offset`.
+    fn resume_at(
+        &mut self,
+        id: ReceiveId,
+        offset: u64,
+        digest: Digest,
+        kind_ok: impl Fn(SendKind, u64) -> bool,
+    ) -> Result<(), ActionError> {
         let window = self.config.transfer_window;
         let msg = self
             .incoming
             .get_mut(id.0)
-            .filter(|m| m.awaiting_resume)
+            .filter(|m| m.awaiting_resume && kind_ok(m.kind, m.size()))
             .ok_or(ActionError::UnknownId)?;
         let size = msg.size();
         if msg.arrival.resume_at(offset).is_err() {
@@ -1087,12 +1146,27 @@ impl Client {
         }
         send.resume = match r.offset {
             0 => Resume::Settled,
-            offset => Resume::Checking {
-                offset,
-                digest: r.digest,
-                at: 0,
-                running: RunningDigest::new(),
-            },
+            offset => {
+                // A buffer is checked at once; a file is read again (`resume_settled`).
+                let mut running = RunningDigest::new();
+                let at = match &send.source {
+                    Source::Memory(data) => {
+                        running.update(
+                            &data[..usize::try_from(offset)
+                                .unwrap_or(usize::MAX)
+                                .min(data.len())],
+                        );
+                        offset
+                    }
+                    Source::File { .. } => 0,
+                };
+                Resume::Checking {
+                    offset,
+                    digest: r.digest,
+                    at,
+                    running,
+                }
+            }
         };
         self.make_ready(id);
     }
@@ -1339,9 +1413,12 @@ impl Client {
         let mut msg = Incoming::new(kind, from.clone(), open.size, 0, window);
         // A resume key is the application's to answer if it keeps partial files; else
         // nothing is held of it, said at once.
-        let resume_key = open
-            .resume_key
-            .filter(|_| kind == SendKind::File && self.config.resume_files);
+        let keeps = match kind {
+            SendKind::File => self.config.resume_files,
+            _ => self.config.resume_buffers,
+        };
+        let resume_key = open.resume_key.filter(|_| keeps);
+        msg.resume_key = resume_key;
         msg.awaiting_resume = resume_key.is_some();
         if open.resume_key.is_some() && resume_key.is_none() {
             self.queue(Frame::ResumeFrom(ResumeFrom {
@@ -1546,14 +1623,34 @@ impl Client {
             return;
         };
         let (kind, from, delivered) = (msg.kind, msg.from.clone(), msg.is_delivered());
+        // A kept buffer cut by a lost connection gives its bytes to the application.
+        let suspended = match (kind, msg.resume_key) {
+            (SendKind::Buffer, Some(key)) if code == ErrorCode::CONNECTIONLOST && !delivered => {
+                self.incoming
+                    .get_mut(id)
+                    .map(|m| (key, m.data.split().freeze()))
+            }
+            _ => None,
+        };
         self.queue(Frame::Result(MessageResult { id, code }));
         if delivered {
             let rid = ReceiveId(id);
             self.events.retain(|(e, _)| e.delivery_of() != Some(rid));
         }
-        if kind != SendKind::Cmd {
-            let id = ReceiveId(id);
-            self.push_event(Event::ReceiveFailed { id, from, code });
+        let rid = ReceiveId(id);
+        match suspended {
+            Some((key, data)) => self.push_event(Event::ReceiveSuspended {
+                id: rid,
+                from,
+                key,
+                data,
+            }),
+            None if kind != SendKind::Cmd => self.push_event(Event::ReceiveFailed {
+                id: rid,
+                from,
+                code,
+            }),
+            None => {}
         }
         self.drop_incoming(id);
     }

@@ -80,7 +80,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use peermsg::client::{Client, ClientConfig, Event, ReceiveId, SendId};
+use peermsg::client::{Client, ClientConfig, Event, ReceiveId, SendId, SendKind};
 use peermsg::relay::{ConnId, Relay};
 use peermsg::wire::{Decoder, Digest, Hello, Limits, Login, ResumeKey, Role, UserId};
 use peermsg::ErrorCode;
@@ -133,6 +133,8 @@ pub struct Side {
     pub done: HashMap<(UserId, ResumeKey), (u64, u32)>,
     /// Incoming files that are such repeats.
     pub repeats: Vec<ReceiveId>,
+    /// What a resuming receiver holds of buffers cut by a lost connection.
+    pub buffer_partials: HashMap<(UserId, ResumeKey), Bytes>,
     /// File bytes the store was given, over every attempt.
     pub stored_bytes: u64,
 }
@@ -152,6 +154,7 @@ impl Side {
             completed: Vec::new(),
             done: HashMap::new(),
             repeats: Vec::new(),
+            buffer_partials: HashMap::new(),
             stored_bytes: 0,
         }
     }
@@ -211,6 +214,25 @@ impl Side {
     /// keeps what was recorded (a lost connection) or nothing (anything else).
     fn keep_partials(&mut self, event: &Event) {
         match event {
+            Event::Offer {
+                id,
+                from,
+                kind: SendKind::Buffer,
+                resume_key: Some(key),
+                ..
+            } => {
+                let held = self
+                    .buffer_partials
+                    .remove(&(from.clone(), *key))
+                    .unwrap_or_default();
+                assert_eq!(self.client.resume_incoming_buffer(*id, held), Ok(()));
+            }
+            Event::ReceiveSuspended {
+                from, key, data, ..
+            } => {
+                self.buffer_partials
+                    .insert((from.clone(), *key), data.clone());
+            }
             Event::Offer {
                 id,
                 from,

@@ -242,6 +242,8 @@ struct State {
     next_seq: HashMap<String, u64>,
     /// Commands with an identity received.
     seen: SeenCmds,
+    /// Keyed buffers received, or cut off part way.
+    buffers: HeldBuffers,
     /// The relay of the current connection, when the client reconnected.
     server: String,
 }
@@ -277,6 +279,72 @@ enum Resend {
         once: CmdOnce,
         cookie: u64,
     },
+    Buffer {
+        to: String,
+        data: Bytes,
+        key: ResumeKey,
+        cookie: u64,
+    },
+}
+
+/// Buffers this client was receiving when a connection was lost (their bytes so far),
+/// and buffers it delivered (their size and digest), by sender and resume key, for the
+/// resume window: the next attempt goes on from the first, and a repeat of the second is
+/// confirmed, not delivered again. At most `HELD_BUFFER_BYTES` held, the oldest dropped.
+#[derive(Debug, Default)]
+struct HeldBuffers {
+    partial: HashMap<(UserId, ResumeKey), (Bytes, tokio::time::Instant)>,
+    done: HashMap<(UserId, ResumeKey), (u64, u32, tokio::time::Instant)>,
+    /// Keyed buffers arriving, and those that are repeats.
+    arriving: HashMap<ReceiveId, (UserId, ResumeKey)>,
+    repeats: std::collections::HashSet<ReceiveId>,
+}
+
+/// Bytes of partial buffers held at most.
+const HELD_BUFFER_BYTES: usize = 256 << 20;
+
+/// Delivered buffers remembered at most.
+const DONE_BUFFERS: usize = 4096;
+
+impl HeldBuffers {
+    fn expire(&mut self, window: std::time::Duration) {
+        let now = tokio::time::Instant::now();
+        self.partial
+            .retain(|_, (_, at)| now.duration_since(*at) < window);
+        self.done
+            .retain(|_, (_, _, at)| now.duration_since(*at) < window);
+    }
+
+    fn keep_partial(&mut self, from: UserId, key: ResumeKey, data: Bytes) {
+        let held: usize = self.partial.values().map(|(b, _)| b.len()).sum();
+        let mut room = HELD_BUFFER_BYTES.saturating_sub(held);
+        while room < data.len() {
+            let oldest = self.partial.iter().min_by_key(|(_, (_, at))| *at);
+            let Some(oldest) = oldest.map(|(k, _)| k.clone()) else {
+                return; // larger than all the room: not kept
+            };
+            room += self.partial.remove(&oldest).map_or(0, |(b, _)| b.len());
+        }
+        self.partial
+            .insert((from, key), (data, tokio::time::Instant::now()));
+    }
+
+    fn delivered(&mut self, id: ReceiveId, data: &[u8]) {
+        if let Some(at) = self.arriving.remove(&id) {
+            if self.done.len() >= DONE_BUFFERS {
+                let oldest = self.done.iter().min_by_key(|(_, (_, _, at))| *at);
+                if let Some(oldest) = oldest.map(|(k, _)| k.clone()) {
+                    self.done.remove(&oldest);
+                }
+            }
+            let summary = (
+                data.len() as u64,
+                crc32c::crc32c(data),
+                tokio::time::Instant::now(),
+            );
+            self.done.insert(at, summary);
+        }
+    }
 }
 
 /// Commands this client received with an identity: the highest number seen of each
@@ -379,6 +447,12 @@ impl State {
                     once,
                     cookie,
                 }) => c.send_cmd_once(now, &to, data, once, cookie),
+                Some(Resend::Buffer {
+                    to,
+                    data,
+                    key,
+                    cookie,
+                }) => c.send_buffer_resumable(now, &to, data, key, cookie),
                 None => continue,
             };
             match sent {
@@ -718,9 +792,10 @@ pub async fn connect_tls(
 /// receivers hold, and incoming files from what the sink holds. The application hears
 /// [`ClientEvent::Reconnecting`] and [`ClientEvent::Reconnected`]; if no server answers
 /// within the window, waiting sends end with `CONNECTIONLOST` and the events end with
-/// `Closed`. Commands and buffers in flight when a connection is lost end with
-/// `CONNECTIONLOST`, as without reconnecting; sends made while there is no connection fail
-/// with `Closed`.
+/// `Closed`. Commands in flight when a connection is lost are sent again, and delivered
+/// once, in order (they carry an identity their receiver checks); buffers go on from what
+/// their receivers kept in memory. Sends made while there is no connection fail with
+/// `Closed`.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -744,6 +819,11 @@ pub async fn connect_with(
     sink_dir: Option<&Path>,
     reconnect: Option<Reconnect>,
 ) -> Result<(ClientHandle, ClientEvents), ConnectError> {
+    // Buffers cut by a lost connection are kept in memory, to go on when it is back.
+    let config = ClientConfig {
+        resume_buffers: reconnect.is_some(),
+        ..config
+    };
     let (client, sink) = prepare(user, token, config, sink_dir)?;
     let (stream, _) = dial_any(servers).await?;
     let redial = reconnect.map(|reconnect| Redial {
@@ -842,6 +922,7 @@ async fn start(
             .0,
             next_seq: HashMap::new(),
             seen: SeenCmds::default(),
+            buffers: HeldBuffers::default(),
             server: String::new(),
         }),
         wake: Notify::new(),
@@ -986,33 +1067,44 @@ impl ClientHandle {
         Ok(sent)
     }
 
-    /// `sendBuffer`: the buffer is queued; `.await` the handle for its result.
+    /// `sendBuffer`: the buffer is queued; `.await` the handle for its result. With
+    /// [`Reconnect`], a buffer cut by a lost connection goes on from what its receiver kept
+    /// of it.
     pub async fn send_buffer(
         &self,
         to: &str,
         data: Bytes,
         cookie: u64,
     ) -> Result<SendHandle, SendError> {
-        self.send_memory("buffer", Client::send_buffer, to, data, cookie)
-    }
-
-    /// A command or buffer through `send` of the state machine, logged as `what`.
-    fn send_memory(
-        &self,
-        what: &'static str,
-        send: fn(&mut Client, Instant, &str, Bytes, u64) -> Result<SendId, SendError>,
-        to: &str,
-        data: Bytes,
-        cookie: u64,
-    ) -> Result<SendHandle, SendError> {
-        let size = data.len();
-        let total = if what == "command" { 0 } else { size as u64 };
+        let size = data.len() as u64;
         let sent = self.shared.call(|s, now| {
-            s.start(&self.shared, total, None, None, |c| {
-                send(c, now, to, data, cookie)
+            if s.reconnect.is_none() {
+                return s.start(&self.shared, size, None, None, |c| {
+                    c.send_buffer(now, to, data, cookie)
+                });
+            }
+            let key = key_of(&[
+                &s.stream,
+                to.as_bytes(),
+                &size.to_le_bytes(),
+                &s.next_seq.values().sum::<u64>().to_le_bytes(),
+                &std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos()
+                    .to_le_bytes(),
+            ]);
+            let resend = Resend::Buffer {
+                to: to.to_string(),
+                data: data.clone(),
+                key,
+                cookie,
+            };
+            s.start(&self.shared, size, None, Some(resend), |c| {
+                c.send_buffer_resumable(now, to, data, key, cookie)
             })
         })?;
-        tracing::info!(id = %sent.id, to, size, what, "sent");
+        tracing::info!(id = %sent.id, to, size, "buffer sent");
         Ok(sent)
     }
 
@@ -1542,6 +1634,65 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
             }
             _ => Some(ClientEvent::Core(event)),
         },
+        Event::Offer {
+            id,
+            kind: SendKind::Buffer,
+            ref from,
+            size,
+            resume_key: Some(key),
+            ..
+        } => {
+            // What was kept of it (cut by a lost connection) goes back to the state
+            // machine; one delivered before is answered whole and not delivered again.
+            let mut s = cx.shared.lock();
+            let window = s
+                .reconnect
+                .as_ref()
+                .map_or(crate::RESUME_WINDOW, |r| r.window);
+            s.buffers.expire(window);
+            let at = (from.clone(), key);
+            let done = s.buffers.done.get(&at).filter(|d| d.0 == size).copied();
+            let held = s.buffers.partial.remove(&at).map(|(b, _)| b);
+            s.buffers.arriving.insert(id, at);
+            let answer = match done {
+                Some((size, crc, _)) => {
+                    s.buffers.repeats.insert(id);
+                    s.client.resume_incoming(id, size, Digest::Crc32c(crc))
+                }
+                None => s
+                    .client
+                    .resume_incoming_buffer(id, held.unwrap_or_default()),
+            };
+            if let Err(error) = answer {
+                tracing::debug!(%id, %error, "buffer not resumed");
+            }
+            Some(ClientEvent::Core(event))
+        }
+        Event::ReceiveSuspended {
+            id,
+            ref from,
+            key,
+            ref data,
+        } => {
+            let mut s = cx.shared.lock();
+            s.buffers.arriving.remove(&id);
+            s.buffers.keep_partial(from.clone(), key, data.clone());
+            tracing::info!(%id, %from, kept = data.len(), "buffer cut off; kept for the next attempt");
+            Some(ClientEvent::Core(Event::ReceiveFailed {
+                id,
+                from: from.clone(),
+                code: ErrorCode::CONNECTIONLOST,
+            }))
+        }
+        Event::BufferReceived { id, .. } if cx.shared.lock().buffers.repeats.remove(&id) => {
+            // Delivered before; its sender never heard. Confirmed now, not delivered again
+            // (taking it confirmed it, unless the application confirms buffers itself).
+            let mut s = cx.shared.lock();
+            s.buffers.arriving.remove(&id);
+            let _ = s.client.accept_delivery(id);
+            tracing::info!(%id, "buffer received again; dropped");
+            None
+        }
         Event::CmdReceived {
             id,
             ref from,
@@ -1574,6 +1725,7 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
             ref from,
             ref data,
         } => {
+            cx.shared.lock().buffers.delivered(id, data);
             tracing::info!(%id, %from, size = data.len(), "buffer received");
             Some(ClientEvent::Core(event))
         }

@@ -148,3 +148,70 @@ async fn a_session_replaced_by_a_relogin_does_not_come_back() {
     .unwrap();
     assert_eq!(closed, peermsg_tokio::ErrorCode::KICKOUT_BY_RELOGIN);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffer_cut_by_a_relay_restart_goes_on_from_what_the_receiver_kept() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let stop = relay_on(addr).await;
+    let servers = [Server::Tcp(addr.to_string())];
+    // Small windows: the buffer moves in steps the test can cut between.
+    let config = ClientConfig {
+        transfer_window: 256 << 10,
+        conn_window: 512 << 10,
+        ..ClientConfig::default()
+    };
+    let (_bob, mut bob_events) = connect_with(&servers, "bob", b"", config, None, Some(quick()))
+        .await
+        .unwrap();
+    let (alice, _alice_events) = connect_with(&servers, "alice", b"", config, None, Some(quick()))
+        .await
+        .unwrap();
+    // bob's application reads its events all along (it must: an unread channel stops
+    // its client), telling the test how far the buffer got and what was delivered.
+    let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = bob_events.recv().await {
+            let _ = heard_tx.send(event);
+        }
+    });
+    let buffer: Bytes = (0..64u32 << 20)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    let sent = alice.send_buffer("bob", buffer.clone(), 0).await.unwrap();
+    let progress = sent.progress();
+    // Cut when bob has a quarter of it.
+    loop {
+        match heard.recv().await.unwrap() {
+            ClientEvent::Core(Event::ReceiveProgress { received, .. }) if received >= 16 << 20 => {
+                break
+            }
+            _ => {}
+        }
+    }
+    let _ = stop.send(());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let _stop = relay_on(addr).await;
+    let code = tokio::time::timeout(Duration::from_secs(30), sent)
+        .await
+        .unwrap();
+    assert!(code.is_success(), "{code}");
+    let resumed_at = progress.borrow().resumed_at;
+    assert!(
+        resumed_at.is_some_and(|at| at >= 16 << 20),
+        "{resumed_at:?}"
+    );
+    let mut delivered = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(500), heard.recv()).await
+    {
+        if let ClientEvent::Core(Event::BufferReceived { data, .. }) = event {
+            delivered.push(data);
+        }
+    }
+    assert_eq!(delivered.len(), 1, "once");
+    assert!(delivered[0] == buffer, "whole");
+}
