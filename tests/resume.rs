@@ -196,20 +196,28 @@ fn a_receiver_without_resume_is_sent_the_whole_file() {
     assert_eq!(offer_keys, vec![None], "the application is not asked");
 }
 
-#[test]
-fn a_source_that_changed_before_the_offset_is_never_continued() {
-    let file = content(300_000, 4);
-    let mut net = network(4);
+/// alice sends a file, bob is restarted once he has `cut` bytes; alice then sends it
+/// again changed at byte `at`. Returns the network, bob's node, the changed file and the
+/// second send.
+fn resend_changed(seed: u64, cut: u64, at: usize) -> (Net, usize, Bytes, SendId) {
+    let file = content(300_000, seed);
+    let mut net = network(seed);
     let id = send(&mut net, 0, &file);
-    net.run_until(|n| n.nodes[1].side.stored_bytes >= 120_000);
+    net.run_until(|n| n.nodes[1].side.stored_bytes >= cut);
     let bob = restart(&mut net, 1, "bob");
     assert_eq!(result(&net, 0, id), Some(ErrorCode::CONNECTIONLOST));
-    // The same name and size, other bytes near the start.
+    // The same name and size, one byte other.
     let mut changed = file.to_vec();
-    changed[10] ^= 0xff;
+    changed[at] ^= 0xff;
     let changed = Bytes::from(changed);
     let id = send(&mut net, 0, &changed);
     net.run();
+    (net, bob, changed, id)
+}
+
+#[test]
+fn a_source_that_changed_before_the_offset_is_never_continued() {
+    let (mut net, bob, changed, id) = resend_changed(4, 120_000, 10);
     assert_eq!(result(&net, 0, id), Some(ErrorCode::DIGEST_MISMATCH));
     assert!(resumed(&net, 0, id).is_empty());
     assert!(
@@ -226,17 +234,7 @@ fn a_source_that_changed_before_the_offset_is_never_continued() {
 
 #[test]
 fn a_source_that_changed_only_past_the_offset_arrives_as_it_is_now() {
-    let file = content(300_000, 5);
-    let mut net = network(5);
-    let id = send(&mut net, 0, &file);
-    net.run_until(|n| n.nodes[1].side.stored_bytes >= 60_000);
-    let bob = restart(&mut net, 1, "bob");
-    assert_eq!(result(&net, 0, id), Some(ErrorCode::CONNECTIONLOST));
-    let mut changed = file.to_vec();
-    changed[299_000] ^= 0xff;
-    let changed = Bytes::from(changed);
-    let id = send(&mut net, 0, &changed);
-    net.run();
+    let (net, bob, changed, id) = resend_changed(5, 60_000, 299_000);
     assert_eq!(result(&net, 0, id), Some(ErrorCode::NOERR));
     assert_eq!(resumed(&net, 0, id).len(), 1);
     assert_eq!(net.nodes[bob].side.completed, vec![changed.to_vec()]);

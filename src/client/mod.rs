@@ -194,9 +194,7 @@ impl Client {
         cookie: u64,
     ) -> Result<SendId, SendError> {
         let id = self.send_memory(now, SendKind::Cmd, to, data, cookie)?;
-        if let Some(send) = self.outgoing.get_mut(&id) {
-            send.once = Some(once);
-        }
+        self.mark(id, |send| send.once = Some(once));
         Ok(id)
     }
 
@@ -224,10 +222,16 @@ impl Client {
         cookie: u64,
     ) -> Result<SendId, SendError> {
         let id = self.send_memory(now, SendKind::Buffer, to, data, cookie)?;
-        if let Some(send) = self.outgoing.get_mut(&id) {
-            send.resume_key = Some(key);
-        }
+        self.mark(id, |send| send.resume_key = Some(key));
         Ok(id)
+    }
+
+    /// Sets what a send carries across connections (its identity or resume key), before
+    /// any frame of it goes out.
+    fn mark(&mut self, id: SendId, set: impl FnOnce(&mut Outgoing)) {
+        if let Some(send) = self.outgoing.get_mut(&id) {
+            set(send);
+        }
     }
 
     /// A command or buffer: checked against its cap, then queued.

@@ -245,28 +245,53 @@ fn a_relay_killed_mid_file_and_started_again_costs_little() {
     arrived_once(&mut heard, inbox.path(), &file);
 }
 
-#[test]
-fn a_sender_killed_mid_file_and_run_again_continues() {
+/// A relay, a listener, and a sender killed once the listener has `at` bytes.
+struct KilledSender {
+    addr: String,
+    file: PathBuf,
+    inbox: tempfile::TempDir,
+    heard: Lines,
+    _work: tempfile::TempDir,
+    _relay: Killed,
+    _listener: Killed,
+}
+
+fn killed_sender(at: u64) -> KilledSender {
     let (work, inbox) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let file = source(work.path());
     let addr = format!("127.0.0.1:{}", port());
-    let _relay = relay(&addr);
-    let (_listener, mut heard) = listen(&addr, inbox.path());
+    let relay = relay(&addr);
+    let (listener, mut heard) = listen(&addr, inbox.path());
     let (mut sender, _) = send(&addr, &file);
-    received(&mut heard, 20 << 20);
+    received(&mut heard, at);
     sender.kill().unwrap();
     sender.wait().unwrap();
     heard.until(|v| event(v, "receive_failed"));
+    KilledSender {
+        addr,
+        file,
+        inbox,
+        heard,
+        _work: work,
+        _relay: relay,
+        _listener: listener,
+    }
+}
+
+#[test]
+fn a_sender_killed_mid_file_and_run_again_continues() {
+    let run = killed_sender(20 << 20);
+    let (addr, file, inbox, mut heard) = (&run.addr, &run.file, run.inbox.path(), run.heard);
     let before = last_received(&heard);
-    let (sender, said) = send(&addr, &file);
+    let (sender, said) = send(addr, file);
     resumed_within_bounds(&finishes(sender, said), before);
-    arrived_once(&mut heard, inbox.path(), &file);
+    arrived_once(&mut heard, inbox, file);
     // Sent once more, unchanged, within the window: confirmed, not kept twice.
-    let (sender, said) = send(&addr, &file);
+    let (sender, said) = send(addr, file);
     assert_eq!(finishes(sender, said), vec![SIZE as u64]);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        std::fs::read_dir(inbox.path()).unwrap().count(),
+        std::fs::read_dir(inbox).unwrap().count(),
         2,
         "big.bin and its record"
     );
@@ -274,21 +299,13 @@ fn a_sender_killed_mid_file_and_run_again_continues() {
 
 #[test]
 fn a_changed_file_is_sent_whole_not_spliced() {
-    let (work, inbox) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let file = source(work.path());
-    let addr = format!("127.0.0.1:{}", port());
-    let _relay = relay(&addr);
-    let (_listener, mut heard) = listen(&addr, inbox.path());
-    let (mut sender, _) = send(&addr, &file);
-    received(&mut heard, 12 << 20);
-    sender.kill().unwrap();
-    sender.wait().unwrap();
-    heard.until(|v| event(v, "receive_failed"));
+    let run = killed_sender(12 << 20);
+    let (addr, file, inbox, mut heard) = (&run.addr, &run.file, run.inbox.path(), run.heard);
     // The file changes (in its first bytes) before it is sent again.
-    let mut bytes = std::fs::read(&file).unwrap();
+    let mut bytes = std::fs::read(file).unwrap();
     bytes[100] ^= 0xff;
-    std::fs::write(&file, &bytes).unwrap();
-    let (sender, said) = send(&addr, &file);
+    std::fs::write(file, &bytes).unwrap();
+    let (sender, said) = send(addr, file);
     assert_eq!(finishes(sender, said), Vec::<u64>::new(), "from 0");
-    arrived_once(&mut heard, inbox.path(), &file);
+    arrived_once(&mut heard, inbox, file);
 }

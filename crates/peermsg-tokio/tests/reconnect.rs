@@ -28,6 +28,15 @@ async fn relay_on(addr: std::net::SocketAddr) -> oneshot::Sender<()> {
     stop
 }
 
+/// A loopback address free a moment ago.
+async fn free_addr() -> std::net::SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 fn quick() -> Reconnect {
     Reconnect {
         window: Duration::from_secs(30),
@@ -38,11 +47,7 @@ fn quick() -> Reconnect {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_in_flight_when_the_relay_restarts_arrive_exactly_once_in_order() {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = free_addr().await;
     let stop = relay_on(addr).await;
     let servers = [Server::Tcp(addr.to_string())];
     let config = ClientConfig::default();
@@ -119,11 +124,7 @@ async fn commands_in_flight_when_the_relay_restarts_arrive_exactly_once_in_order
 
 #[tokio::test]
 async fn a_session_replaced_by_a_relogin_does_not_come_back() {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = free_addr().await;
     let _stop = relay_on(addr).await;
     let servers = [Server::Tcp(addr.to_string())];
     let config = ClientConfig::default();
@@ -151,11 +152,7 @@ async fn a_session_replaced_by_a_relogin_does_not_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buffer_cut_by_a_relay_restart_goes_on_from_what_the_receiver_kept() {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = free_addr().await;
     let stop = relay_on(addr).await;
     let servers = [Server::Tcp(addr.to_string())];
     // Small windows: the buffer moves in steps the test can cut between.
