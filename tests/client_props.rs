@@ -164,7 +164,7 @@ proptest! {
             for e in other.iter() {
                 match e {
                     Event::CmdReceived { data, .. } | Event::BufferReceived { data, .. } => arrived.push(data.clone()),
-                    Event::FileData { id, offset, data } => {
+                    Event::FileData { id, offset, data, .. } => {
                         let f = files.entry(id.0).or_default();
                         prop_assert_eq!(*offset as usize, f.len());
                         f.extend_from_slice(data);

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use core::fmt;
 
 use crate::conn::CloseReason;
-use crate::wire::{CmdOnce, ResumeKey, Text, UserId};
+use crate::wire::{CmdOnce, Digest, ResumeKey, Text, UserId};
 use crate::ErrorCode;
 
 /// A send of ours, as [`Client::send_cmd`](super::Client::send_cmd) and its siblings
@@ -163,6 +163,10 @@ pub enum Event {
         offset: u64,
         /// The bytes.
         data: Bytes,
+        /// The digest of the file's bytes up to the end of `data`, as the client keeps it
+        /// anyway: what an application that records how far it wrote (to resume) records,
+        /// without digesting the bytes again.
+        digest: Digest,
     },
     /// An incoming file is complete, size and digest verified (with the sink's temporary
     /// file, the SDK's `notifyFileData`). The sender is told only when the application

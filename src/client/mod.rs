@@ -1040,7 +1040,7 @@ impl Client {
                 digest,
             }));
         }
-        let credit_room = send.credit.min(send.size).saturating_sub(send.sent);
+        let (_, credit_room) = send.wanted();
         if credit_room == 0 {
             return None; // CREDIT re-queues it
         }
@@ -1428,7 +1428,7 @@ impl Client {
             self.queue(Frame::ResumeFrom(ResumeFrom {
                 id: open.id,
                 offset: 0,
-                digest: RunningDigest::new().value(),
+                digest: Digest::OF_NOTHING,
             }));
         }
         if kind == SendKind::Buffer {
@@ -1508,6 +1508,10 @@ impl Client {
         if kind == SendKind::Buffer {
             msg.data.extend_from_slice(&data.payload);
         }
+        let digest = msg
+            .digest
+            .as_ref()
+            .map_or(Digest::OF_NOTHING, RunningDigest::value);
         if let Some(event) = progress {
             self.push_event(event);
         }
@@ -1517,6 +1521,7 @@ impl Client {
                     id: ReceiveId(data.id),
                     offset: data.offset,
                     data: data.payload,
+                    digest,
                 };
                 self.events
                     .push_back((event, OnTake::Consume(data.id, len)));

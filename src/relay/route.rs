@@ -206,7 +206,7 @@ impl Relay {
             Frame::ResumeFrom(ResumeFrom {
                 id: open.id,
                 offset: 0,
-                digest: wire::Digest::Crc32c(0),
+                digest: wire::Digest::OF_NOTHING,
             }),
         );
         None

@@ -368,6 +368,9 @@ impl Digest {
     /// Algorithm id of CRC-32C.
     pub const CRC32C_ID: u64 = 1;
 
+    /// The digest of no bytes (CRC-32C), as `RESUME_FROM` states an empty hold.
+    pub const OF_NOTHING: Digest = Digest::Crc32c(0);
+
     /// The algorithm id on the wire.
     pub const fn algorithm(&self) -> u64 {
         match self {

@@ -254,11 +254,18 @@ impl Side {
                 assert_eq!(answer, Ok(()));
                 self.keyed.insert(*id, at);
             }
-            Event::FileData { id, offset, data } => {
+            Event::FileData {
+                id,
+                offset,
+                data,
+                digest,
+            } => {
                 if let Some(at) = self.keyed.get(id) {
                     let held = self.partials.get_mut(at).expect("kept");
                     assert_eq!(*offset, held.len() as u64, "file bytes in order");
                     held.extend_from_slice(data);
+                    // The digest the event carries is that of the whole file so far.
+                    assert_eq!(*digest, Digest::Crc32c(crc32c::crc32c(held)));
                     self.stored_bytes += data.len() as u64;
                 }
             }

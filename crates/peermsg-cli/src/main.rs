@@ -1079,16 +1079,21 @@ async fn demo() -> Result<ExitCode> {
         }
     });
 
+    // The demo's own files to send, made new in a directory of its own (never written
+    // through a link or over a file).
     let originals = tempfile::tempdir()?;
-    let src = originals.path().join("report.pdf");
-    std::fs::write(
-        &src,
-        (0..24u32 << 20)
-            .map(|i| (i % 251) as u8)
-            .collect::<Vec<u8>>(),
-    )?;
-    let big = originals.path().join("movie.mkv");
-    std::fs::write(&big, vec![0u8; 256 << 20])?;
+    let write_new = |name: &str, bytes: &[u8]| -> std::io::Result<PathBuf> {
+        let path = originals.path().join(name);
+        let mut file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        Ok(path)
+    };
+    let pattern: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    let src = write_new("report.pdf", &pattern)?;
+    let big = write_new("movie.mkv", &vec![0u8; 256 << 20])?;
 
     let cmd = alice
         .send_cmd("bob", Bytes::from_static(b"hello from alice"), 1)

@@ -226,8 +226,6 @@ struct State {
     reconnect: Option<Reconnect>,
     /// The application closed the client: it does not reconnect.
     closing: bool,
-    /// Connections made so far.
-    connections: u32,
     /// A login was accepted once: only then does a lost connection make the client
     /// reconnect (a first connection that fails is the caller's error).
     logged_in: bool,
@@ -364,16 +362,22 @@ impl SeenCmds {
     /// it is remembered).
     fn first_time(&mut self, from: &UserId, once: CmdOnce, window: std::time::Duration) -> bool {
         let now = tokio::time::Instant::now();
-        self.streams
-            .retain(|_, (_, at)| now.duration_since(*at) < window);
         let key = (from.clone(), once.stream);
-        if let Some((seq, at)) = self.streams.get_mut(&key) {
+        // A stream heard within the window: one lookup per command.
+        if let Some((seq, at)) = self
+            .streams
+            .get_mut(&key)
+            .filter(|(_, at)| now.duration_since(*at) < window)
+        {
             if once.seq <= *seq {
                 return false;
             }
             (*seq, *at) = (once.seq, now);
             return true;
         }
+        // A new stream (rare): the expired ones go first.
+        self.streams
+            .retain(|_, (_, at)| now.duration_since(*at) < window);
         if self.streams.len() >= SEEN_STREAMS {
             let oldest = self
                 .streams
@@ -904,7 +908,6 @@ async fn start(
             pending: Vec::new(),
             reconnect: redial.as_ref().map(|r| r.reconnect.clone()),
             closing: false,
-            connections: 1,
             logged_in: false,
             retry_at: None,
             pace: None,
@@ -1009,7 +1012,6 @@ async fn supervise(
         {
             let mut s = shared.lock();
             s.client = client;
-            s.connections += 1;
             s.server = server;
         }
         sink = redial.sink_dir.as_deref().and_then(|dir| {
@@ -1249,7 +1251,8 @@ enum SinkOp {
     Begin(ReceiveId, String),
     /// A resumable file: its partial file is opened, and where it ends comes back.
     BeginResumable(ReceiveId, UserId, ResumeKey, String, u64),
-    Write(ReceiveId, Bytes),
+    /// File bytes, and the digest of the file up to their end.
+    Write(ReceiveId, Bytes, Digest),
     /// All of the file was written and verified: keep it (flush, sync, persist).
     Arrived(ReceiveId, String, UserId, u64),
     /// The file failed: remove what was written, then say so.
@@ -1292,7 +1295,7 @@ fn run_sink(mut sink: FileSink, mut ops: mpsc::Receiver<SinkOp>, done: mpsc::Sen
                     Err(e) => SinkDone::Failed(id, e),
                 })
             }
-            SinkOp::Write(id, data) => match sink.write(id, &data) {
+            SinkOp::Write(id, data, digest) => match sink.write_digested(id, &data, Some(digest)) {
                 Ok(()) => None,
                 Err(e) => {
                     sink.abandon(id);
@@ -1424,12 +1427,17 @@ async fn drive(
                 break;
             }
         }
-        let deadline = {
+        // The next deadline, and when waiting sends are tried again on this connection
+        // (only while it lives and is logged in).
+        let (deadline, retry) = {
             let s = shared.lock();
-            if s.client.is_closed() {
-                None
-            } else {
-                Some(s.client.poll_timeout().unwrap_or(Instant::ZERO))
+            let retry = s.retry_at.filter(|_| s.client.is_logged_in());
+            match s.client.is_closed() {
+                true => (None, None),
+                false => (
+                    Some(s.client.poll_timeout().unwrap_or(Instant::ZERO)),
+                    retry,
+                ),
             }
         };
         let Some(deadline) = deadline else {
@@ -1453,11 +1461,6 @@ async fn drive(
             return;
         };
         let wake = shared.epoch + (deadline - Instant::ZERO);
-        // Waiting sends are tried again on a live, logged-in connection.
-        let retry = {
-            let s = shared.lock();
-            s.retry_at.filter(|_| s.client.is_logged_in())
-        };
         input.reserve(READ_SIZE);
         tokio::select! {
             read = rd.read_buf(&mut input) => {
@@ -1595,9 +1598,11 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
             cx.names.insert(id, (name.to_string(), from.clone()));
             Some(ClientEvent::Core(event))
         }
-        Event::FileData { id, data, .. } => {
+        Event::FileData {
+            id, data, digest, ..
+        } => {
             if let Some(sink) = cx.sink {
-                sink.send(SinkOp::Write(id, data));
+                sink.send(SinkOp::Write(id, data, digest));
             }
             None
         }

@@ -280,12 +280,28 @@ impl FileSink {
 
     /// Bytes of the file, in order.
     pub fn write(&mut self, id: ReceiveId, data: &[u8]) -> std::io::Result<()> {
+        self.write_digested(id, data, None)
+    }
+
+    /// [`FileSink::write`], given the digest of the file up to the end of `data` when it
+    /// is known already (the state machine's, in
+    /// [`Event::FileData`](peermsg::client::Event::FileData)): a resumable file's record then
+    /// takes it rather than digesting the bytes a second time.
+    pub fn write_digested(
+        &mut self,
+        id: ReceiveId,
+        data: &[u8],
+        digest: Option<Digest>,
+    ) -> std::io::Result<()> {
         match self.open.get_mut(&id) {
             Some(Target::Temp(file)) => file.write_all(data),
             Some(Target::Partial(p)) => {
                 p.file.write_all(data)?;
                 p.written += data.len() as u64;
-                p.crc = crc32c::crc32c_append(p.crc, data);
+                p.crc = match digest {
+                    Some(Digest::Crc32c(crc)) => crc,
+                    None => crc32c::crc32c_append(p.crc, data),
+                };
                 if p.written - p.record.offset >= RECORD_EVERY {
                     p.record(self.sync)?;
                 }
