@@ -241,6 +241,9 @@ impl FileSink {
             return Ok((done.size, Digest::Crc32c(done.crc)));
         }
         let data = partial::data_path(&base);
+        // Never through a link planted under the partial's name.
+        let held = held
+            .filter(|_| std::fs::symlink_metadata(&data).is_ok_and(|m| m.file_type().is_file()));
         let (record, mut file) = match held {
             Some(record) => {
                 let mut file = File::options().write(true).open(&data)?;
@@ -258,7 +261,9 @@ impl FileSink {
                     name: sanitize_file_name(name),
                     done: false,
                 };
-                let file = File::create(&data)?;
+                // A new file (whatever had the name, a link too, goes; not its target).
+                let _ = std::fs::remove_file(&data);
+                let file = File::options().write(true).create_new(true).open(&data)?;
                 record.save(&base, self.sync)?;
                 (record, file)
             }
@@ -520,6 +525,24 @@ mod resume_tests {
             std::fs::read(saved.tmp_file).unwrap(),
             [[1; 30].as_slice(), &[2; 70]].concat()
         );
+    }
+
+    #[test]
+    fn a_link_planted_under_a_partials_name_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("precious");
+        std::fs::write(&target, b"keep me").unwrap();
+        let key = ResumeKey([4; 16]);
+        let base = partial::base(dir.path(), &alice(), &key);
+        // Planted while the listener runs (at its start, the sink removes such files).
+        let mut sink = FileSink::new(dir.path()).unwrap();
+        std::os::unix::fs::symlink(&target, partial::data_path(&base)).unwrap();
+        sink.begin_resumable(ReceiveId(1), &alice(), key, "f", 10)
+            .unwrap();
+        sink.write(ReceiveId(1), b"0123456789").unwrap();
+        sink.suspend(ReceiveId(1));
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
     }
 
     #[test]
