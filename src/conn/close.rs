@@ -22,6 +22,8 @@ pub enum Violation {
     UnsupportedVersion,
     /// A `HELLO` with the relay role where only a client may be.
     NotAClient,
+    /// A `HELLO` with the client role on a link between relays.
+    NotARelay,
     /// A `LOGIN` to a client from a relay.
     LoginFromRelay,
     /// A second `LOGIN` on one connection.
@@ -81,6 +83,7 @@ impl Violation {
             Violation::SecondHello => "second HELLO",
             Violation::UnsupportedVersion => "peer lacks version 1 with CRC-32C",
             Violation::NotAClient => "HELLO from a relay where a client belongs",
+            Violation::NotARelay => "HELLO from a client where a relay belongs",
             Violation::LoginFromRelay => "LOGIN from a relay",
             Violation::SecondLogin => "second LOGIN",
             Violation::UnaskedLoginResult => "LOGIN_RESULT without LOGIN",

@@ -121,7 +121,10 @@ impl Session {
             return Err(Violation::UnsupportedVersion);
         }
         if !roles(hello.role) {
-            return Err(Violation::NotAClient);
+            return Err(match hello.role {
+                Role::Relay => Violation::NotAClient,
+                Role::Client => Violation::NotARelay,
+            });
         }
         // The peer's first grant is its announced window.
         let _ = self.send.raise(hello.conn_window, None);
@@ -175,6 +178,18 @@ impl Session {
             user: user.clone(),
         };
         Some(user)
+    }
+
+    /// A link between relays: once the other relay greeted, it speaks for `user` (the
+    /// user its messages go to or come from) without a `LOGIN`. `false` if it has not
+    /// greeted.
+    pub(crate) fn link_up(&mut self, user: UserId) -> bool {
+        let PeerState::Greeted { hello } = &self.state else {
+            return false;
+        };
+        let hello = hello.clone();
+        self.state = PeerState::LoggedIn { hello, user };
+        true
     }
 
     /// The pending login is refused; `false` if there was none.

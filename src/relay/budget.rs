@@ -1,7 +1,9 @@
 //! What the relay holds, bounded: every byte a sender may have in the relay is promised
 //! from `max_held_bytes` (`grant`), and comes back when it is written toward its receiver
 //! or dropped (`bytes_left`: the one place held bytes go down). Grants the budget cannot
-//! pay now are owed, oldest first (`pay_owed`).
+//! pay now are owed, oldest first (`pay_owed`). Incoming links (`link.rs`) are paid from
+//! a budget of their own as well, `max_link_bytes`, so the relays of a cluster can have
+//! only so much in flight toward this one.
 
 use super::*;
 
@@ -18,6 +20,9 @@ impl Relay {
         debug_assert!(self.promised >= len, "more left than was promised");
         self.promised = self.promised.saturating_sub(len);
         if let Some(c) = self.conns.get_mut(&conn) {
+            if c.is_link(LinkSide::Incoming) {
+                self.link_promised = self.link_promised.saturating_sub(len);
+            }
             if !c.session.is_closed() {
                 c.session.recv.release(len);
                 self.grant(conn);
@@ -31,36 +36,69 @@ impl Relay {
     /// [`INITIAL_CONN_CREDIT`] beyond what it released, so every sender can always go on;
     /// what it did not get is owed.
     pub(super) fn grant(&mut self, conn: ConnId) {
-        let room = self.config.max_held_bytes.saturating_sub(self.promised);
+        let mut room = self.config.max_held_bytes.saturating_sub(self.promised);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.session.is_closed() || !c.session.is_logged_in() {
+        // An outgoing link sends no messages: it needs no credit.
+        if c.session.is_closed() || !c.session.is_logged_in() || c.is_link(LinkSide::Outgoing) {
             return;
+        }
+        let link = c.is_link(LinkSide::Incoming);
+        if link {
+            room = room.min(
+                self.config
+                    .max_link_bytes
+                    .saturating_sub(self.link_promised),
+            );
         }
         let before = c.session.recv.granted();
         let grant = c.session.recv.grant(room, INITIAL_CONN_CREDIT);
         if grant.short && !c.owed {
             c.owed = true;
-            self.owed.push_back(conn);
+            match link {
+                true => self.owed_links.push_back(conn),
+                false => self.owed.push_back(conn),
+            }
         }
         if let Some(max_data) = grant.max_data {
             self.promised += max_data - before;
+            if link {
+                self.link_promised += max_data - before;
+            }
             self.push(conn, Frame::ConnCredit(ConnCredit { max_data }));
         }
     }
 
-    /// Pays grants the budget held back, oldest first, while there is room for a step.
+    /// Pays grants the budgets held back, oldest first, while there is room for a step
+    /// (links: in both budgets).
     pub(super) fn pay_owed(&mut self) {
         let step = wire::credit_step(self.config.conn_window);
-        while self.config.max_held_bytes.saturating_sub(self.promised) >= step {
+        let room = |relay: &Self| relay.config.max_held_bytes.saturating_sub(relay.promised);
+        let link_room = |relay: &Self| {
+            relay
+                .config
+                .max_link_bytes
+                .saturating_sub(relay.link_promised)
+        };
+        while room(self) >= step {
             let Some(conn) = self.owed.pop_front() else {
-                return;
+                break;
             };
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.owed = false;
-                self.grant(conn);
-            }
+            self.pay(conn);
+        }
+        while room(self) >= step && link_room(self) >= step {
+            let Some(conn) = self.owed_links.pop_front() else {
+                break;
+            };
+            self.pay(conn);
+        }
+    }
+
+    fn pay(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.owed = false;
+            self.grant(conn);
         }
     }
 }

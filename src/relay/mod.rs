@@ -32,6 +32,7 @@
 
 mod admission;
 mod budget;
+mod link;
 mod out_queue;
 mod route;
 mod router;
@@ -53,6 +54,8 @@ use crate::wire::{
 };
 use crate::{ErrorCode, Instant};
 use admission::Admission;
+use link::Link;
+pub use link::{LinkSide, LINK_BIT};
 use out_queue::{detach_payload, payload_len, OutQueue};
 
 /// The connection credit a relay's `HELLO` announces: what a sender may send before its
@@ -111,6 +114,18 @@ pub struct RelayConfig {
     pub progress_timeout: Option<Duration>,
     /// Most bytes one `poll_transmit` call appends (at least one frame). Default 256 KiB.
     pub transmit_batch: usize,
+    /// One relay of a cluster: a message to a user not logged in here goes out on a link
+    /// to the relay that has the user (see [`LinkSide`] and docs/CLUSTER.md), not
+    /// answered `OFFLINE` at once. Default `false`.
+    pub cluster: bool,
+    /// Connection credit granted to all incoming links together at most (beyond each
+    /// link's first 64 KiB): what the other relays may send this one before it reads.
+    /// Default 8 MiB.
+    pub max_link_bytes: u64,
+    /// Incoming links open at once at most. With `max_link_bytes`, what the other
+    /// relays may have in flight toward this one is at most `max_link_bytes + max_links x
+    /// 64 KiB` (16 MiB by default). Default 128.
+    pub max_links: usize,
 }
 
 impl Default for RelayConfig {
@@ -129,6 +144,9 @@ impl Default for RelayConfig {
             max_frames_before_login: 64,
             progress_timeout: Some(Duration::from_secs(60)),
             transmit_batch: 256 * 1024,
+            cluster: false,
+            max_link_bytes: 8 << 20,
+            max_links: 128,
         }
     }
 }
@@ -161,6 +179,18 @@ pub enum RelayEvent {
         size: u64,
         /// The result its sender got (or, for a cancel, the code given to its receiver).
         code: ErrorCode,
+    },
+    /// A user's session on this relay now takes its messages (with
+    /// [`RelayConfig::cluster`] only): a relay of a cluster answers the others' search for
+    /// the user from now on.
+    UserOnline {
+        /// The user.
+        user: UserId,
+    },
+    /// A user's session left this relay (with [`RelayConfig::cluster`] only).
+    UserOffline {
+        /// The user.
+        user: UserId,
     },
     /// A connection is over; the runtime drops its transport after the last
     /// `poll_transmit`.
@@ -214,6 +244,12 @@ pub enum RelayError {
     /// peer that does not read.
     #[error("receiver_queue must be at least 1 and max_queued_bytes at least 2 x receiver_queue + 4 frames")]
     Queues,
+    /// A link was asked for a user who has no session here.
+    #[error("the user is not logged in on this relay")]
+    Offline,
+    /// [`RelayConfig::max_links`] incoming links are open.
+    #[error("too many links from other relays")]
+    Links,
 }
 
 /// A message on its way from one connection to another.
@@ -305,6 +341,38 @@ struct Conn {
     waiting_cmds: Admission,
     waiting_transfers: Admission,
     blocked: VecDeque<u64>,
+    /// A link to another relay of a cluster (`link.rs`).
+    link: Option<Link>,
+}
+
+impl Conn {
+    fn new(session: Session, now: Instant, idle_timeout: Duration) -> Self {
+        Conn {
+            session,
+            out: OutQueue::default(),
+            writable: false,
+            paused: false,
+            opened: now,
+            idle_at: now + idle_timeout,
+            progress_at: None,
+            frames_before_login: 0,
+            inbound: IdSpace::new(),
+            cmds_in: 0,
+            transfers_in: 0,
+            owed: false,
+            outbound: IdSpace::new(),
+            cmds_out: 0,
+            transfers_out: 0,
+            waiting_cmds: Admission::default(),
+            waiting_transfers: Admission::default(),
+            blocked: VecDeque::new(),
+            link: None,
+        }
+    }
+
+    fn is_link(&self, side: LinkSide) -> bool {
+        self.link.as_ref().is_some_and(|l| l.side == side)
+    }
 }
 
 /// The relay server's state machine. See the [module documentation](self).
@@ -332,6 +400,16 @@ pub struct Relay {
     logged_in: usize,
     /// Frames passed from a sender to a receiver, ever.
     forwarded: u64,
+    /// Outgoing links, by the remote user they stand for.
+    remote: BTreeMap<UserId, ConnId>,
+    /// Incoming links, by the local user they go to.
+    links_in: BTreeMap<UserId, BTreeSet<ConnId>>,
+    incoming_links: usize,
+    next_link: u64,
+    /// The part of `promised` granted to incoming links (under `max_link_bytes`).
+    link_promised: u64,
+    /// Incoming links owed a grant the link budget held back, oldest first.
+    owed_links: VecDeque<ConnId>,
 }
 
 /// What a relay is doing, for an operator's metrics; see [`Relay::stats`].
@@ -382,39 +460,29 @@ impl Relay {
             owed: VecDeque::new(),
             logged_in: 0,
             forwarded: 0,
+            remote: BTreeMap::new(),
+            links_in: BTreeMap::new(),
+            incoming_links: 0,
+            next_link: 0,
+            link_promised: 0,
+            owed_links: VecDeque::new(),
         })
     }
 
     // ----- Connections ---------------------------------------------------------------
 
-    /// A new transport: its `HELLO` is the first thing `poll_transmit` gives for it.
+    /// A new transport: its `HELLO` is the first thing `poll_transmit` gives for it. Ids
+    /// with [`LINK_BIT`] set are the relay's own (links) and refused.
     pub fn open(&mut self, now: Instant, conn: ConnId) -> Result<(), RelayError> {
-        if self.conns.contains_key(&conn) {
+        // Ids with the link bit are the relay's own.
+        if self.conns.contains_key(&conn) || conn.0 & LINK_BIT != 0 {
             return Err(RelayError::InUse);
         }
         self.tick(now);
         // Nothing is usable before login (the HELLO's announced credit comes with it).
         let recv = RecvWindow::new(self.config.conn_window, 0);
-        let state = Conn {
-            session: Session::new(self.config.limits, recv, now)?,
-            out: OutQueue::default(),
-            writable: false,
-            paused: false,
-            opened: now,
-            idle_at: now + self.config.idle_timeout,
-            progress_at: None,
-            frames_before_login: 0,
-            inbound: IdSpace::new(),
-            cmds_in: 0,
-            transfers_in: 0,
-            owed: false,
-            outbound: IdSpace::new(),
-            cmds_out: 0,
-            transfers_out: 0,
-            waiting_cmds: Admission::default(),
-            waiting_transfers: Admission::default(),
-            blocked: VecDeque::new(),
-        };
+        let session = Session::new(self.config.limits, recv, now)?;
+        let state = Conn::new(session, now, self.config.idle_timeout);
         self.conns.insert(conn, state);
         self.timers
             .insert((now + self.config.idle_timeout, Timer::Idle(conn)));
@@ -460,11 +528,16 @@ impl Relay {
 
     fn decode_input(&mut self, now: Instant, conn: ConnId) {
         self.tick(now);
-        // Relays do not talk to relays.
+        // Relays talk to relays on links only.
         let clients_only = |role: Role| role == Role::Client;
+        let relays_only = |role: Role| role == Role::Relay;
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
+            };
+            let roles = match c.link {
+                Some(_) => relays_only,
+                None => clients_only,
             };
             // Only a whole frame counts as hearing from the peer (the session's rule): a
             // trickle of partial frames does not keep a connection alive.
@@ -473,9 +546,9 @@ impl Relay {
                 Ok(None) => return,
                 Err(e) => return self.violation(conn, Violation::Decode(e)),
             };
-            match c.session.admit(now, &frame, clients_only) {
+            match c.session.admit(now, &frame, roles) {
                 Ok(false) => self.handle_frame(conn, frame),
-                Ok(true) => {}
+                Ok(true) => self.link_greeted(conn),
                 Err(violation) => return self.violation(conn, violation),
             }
         }
@@ -516,7 +589,18 @@ impl Relay {
                     let Some(c) = self.conns.get_mut(&conn) else {
                         continue;
                     };
-                    let due = c.session.last_heard() + self.config.idle_timeout;
+                    // A link is idle when no message is on it (its far end may say
+                    // nothing for long while a message waits there for a slot).
+                    let due = match c.link {
+                        Some(_)
+                            if c.outbound.values().next().is_some()
+                                || !c.waiting_cmds.is_empty()
+                                || !c.waiting_transfers.is_empty() =>
+                        {
+                            now + self.config.idle_timeout
+                        }
+                        _ => c.session.last_heard() + self.config.idle_timeout,
+                    };
                     if due > now {
                         c.idle_at = due;
                         self.timers.insert((due, timer));
@@ -569,7 +653,11 @@ impl Relay {
         let replaced = if send_only {
             None
         } else {
-            self.users.insert(user, conn)
+            if self.config.cluster {
+                self.events
+                    .push_back(RelayEvent::UserOnline { user: user.clone() });
+            }
+            self.users.insert(user.clone(), conn)
         };
         if let Some(old) = replaced {
             if old != conn {

@@ -192,11 +192,13 @@ impl Relay {
     ) -> Option<wire::ResumeKey> {
         let resume_key = open.resume_key?;
         let r = self.routes.get_mut(&key)?;
-        let resumes = self
-            .conns
-            .get(&r.dst)
-            .and_then(|d| d.session.peer())
-            .is_some_and(|h| h.capabilities.contains(wire::Capabilities::RESUME));
+        // An outgoing link forwards the key: the relay at its far end answers for its user.
+        let resumes = self.conns.get(&r.dst).is_some_and(|d| {
+            d.is_link(LinkSide::Outgoing)
+                || d.session
+                    .peer()
+                    .is_some_and(|h| h.capabilities.contains(wire::Capabilities::RESUME))
+        });
         if resumes {
             r.awaiting_resume = true;
             return Some(resume_key);

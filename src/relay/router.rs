@@ -25,19 +25,24 @@ impl Relay {
             self.violation(conn, violation);
             return None;
         }
+        // On an incoming link the other relay stamped the source and the link names the
+        // receiver; from a client, the session is the source and the frame names the
+        // receiver.
+        let incoming = c.link.as_ref().map(|l| l.user.clone());
+        let (from, to) = match incoming.clone() {
+            Some(user) => (peer.clone(), user),
+            None => (c.session.user().cloned()?, peer.clone()),
+        };
         // Refused at once: answered, and reported as a message that ended.
-        let from = c.session.user().cloned();
         let refuse = |relay: &mut Self, code| {
             relay.push(conn, Frame::Result(MessageResult { id, code }));
-            if let Some(from) = from.clone() {
-                relay.events.push_back(RelayEvent::MessageEnded {
-                    from,
-                    to: peer.clone(),
-                    cmd: is_cmd,
-                    size,
-                    code,
-                });
-            }
+            relay.events.push_back(RelayEvent::MessageEnded {
+                from: from.clone(),
+                to: to.clone(),
+                cmd: is_cmd,
+                size,
+                code,
+            });
             None
         };
         let over = if is_cmd {
@@ -48,14 +53,18 @@ impl Relay {
         if over {
             return refuse(self, ErrorCode::LIMIT_EXCEEDED);
         }
-        let src_user = c.session.user().cloned()?;
-        let dst = match self.users.get(peer) {
+        let dst = match self.users.get(&to) {
             Some(dst) if self.conns.get(dst).is_some_and(|d| !d.session.is_closed()) => *dst,
+            // A user elsewhere in the cluster is reached through a link (never one that
+            // came in on a link: a message crosses one link at most).
+            _ if self.config.cluster && incoming.is_none() => self.outgoing_link(&to),
             _ => return refuse(self, ErrorCode::OFFLINE),
         };
         let d = self.conns.get_mut(&dst)?;
-        // Nothing the receiver's decoder would refuse is forwarded.
+        // Nothing the receiver's decoder would refuse is forwarded. A link still looking
+        // for its user has no limits yet: the relay at its far end checks them.
         let (max, too_large) = match (kind, d.session.peer()) {
+            (_, None) if d.link.is_some() => (u64::MAX, ErrorCode::OFFLINE),
             (_, None) => (0, ErrorCode::OFFLINE),
             (None, Some(h)) => (h.max_cmd_size, ErrorCode::SENDCMD_LARGE),
             (Some(wire::TransferKind::Buffer), Some(h)) => {
@@ -65,23 +74,22 @@ impl Relay {
                 (h.max_file_size, ErrorCode::FILE_SIZE_ERR)
             }
         };
-        if size > max || d.session.peer().is_none() {
+        if size > max {
             return refuse(self, too_large);
         }
-        let dst_credit = d.session.peer().map_or(0, |h| h.transfer_window);
         let key = self.next_route;
         self.next_route += 1;
-        // A free slot and nobody waiting for one: it goes straight on, below.
-        let (waiting, out, cap) = match (is_cmd, d.session.peer()) {
-            (true, Some(h)) => (&mut d.waiting_cmds, &mut d.cmds_out, h.max_cmds_in_flight),
-            (false, Some(h)) => (
-                &mut d.waiting_transfers,
-                &mut d.transfers_out,
-                h.max_transfers,
-            ),
-            (_, None) => return None,
+        // A free slot and nobody waiting for one: it goes straight on, below. (A link
+        // not yet greeted has no slots: its messages wait for its HELLO.)
+        let caps = d.session.peer().map(|h| match is_cmd {
+            true => h.max_cmds_in_flight,
+            false => h.max_transfers,
+        });
+        let (waiting, out) = match is_cmd {
+            true => (&mut d.waiting_cmds, &mut d.cmds_out),
+            false => (&mut d.waiting_transfers, &mut d.transfers_out),
         };
-        let straight_on = waiting.is_empty() && *out < cap;
+        let straight_on = waiting.is_empty() && caps.is_some_and(|cap| *out < cap);
         if straight_on {
             *out += 1;
         } else {
@@ -98,11 +106,11 @@ impl Relay {
             src: conn,
             src_id: id,
             dst,
-            from: src_user.clone(),
-            to: peer.clone(),
+            from: from.clone(),
+            to,
             dst_id: None,
             held: VecDeque::new(),
-            dst_credit,
+            dst_credit: 0,
             forwarded: 0,
             src_credit: self.config.transfer_window,
             blocked: false,
@@ -115,7 +123,7 @@ impl Relay {
         if straight_on {
             self.forward_to(dst, key);
         }
-        Some((key, src_user))
+        Some((key, from))
     }
 
     /// Gives waiting messages to `dst` while it has free slots under the caps it announced,
@@ -164,7 +172,12 @@ impl Relay {
         };
         r.dst_id = Some(dst_id);
         r.last_progress = now;
-        if let (Some(limit), None) = (self.config.progress_timeout, d.progress_at) {
+        // The receiver's first grant is the window its HELLO announced.
+        r.dst_credit = d.session.peer().map_or(0, |h| h.transfer_window);
+        // Across a link the relay at its far end keeps the progress timeout: it knows
+        // whether the message waits for a slot there (which never times out).
+        let timed = d.link.is_none();
+        if let (Some(limit), None, true) = (self.config.progress_timeout, d.progress_at, timed) {
             d.progress_at = Some(now + limit);
             self.timers.insert((now + limit, Timer::Progress(dst)));
         }

@@ -110,6 +110,17 @@ impl Relay {
                 Err(violation) => self.violation(conn, violation),
             },
             _ if !logged_in => self.violation(conn, Violation::NotLoggedIn),
+            // An outgoing link carries a receiver's answers, never messages.
+            Frame::Cmd(_)
+            | Frame::Open(_)
+            | Frame::CmdCont(_)
+            | Frame::Data(_)
+            | Frame::End(_)
+            | Frame::Cancel(_)
+                if c.is_link(LinkSide::Outgoing) =>
+            {
+                self.violation(conn, Violation::UnexpectedFrame)
+            }
             // (A HELLO is the session's; a second one never comes here.)
             Frame::Hello(_) | Frame::LoginResult(_) => {
                 self.violation(conn, Violation::UnexpectedFrame)
@@ -171,8 +182,12 @@ impl Relay {
                     return;
                 };
                 // A receiver's grant is what it took plus the window it announced.
-                let window = c.session.peer().map_or(0, |h| h.conn_window);
-                match c.session.send.raise(cc.max_data, Some(window)) {
+                // A relay at the far end of a link grants from its own budget.
+                let window = match c.link {
+                    Some(_) => None,
+                    None => Some(c.session.peer().map_or(0, |h| h.conn_window)),
+                };
+                match c.session.send.raise(cc.max_data, window) {
                     Ok(true) => self.unblock(conn),
                     Ok(false) => {}
                     Err(violation) => self.violation(conn, violation),
@@ -238,10 +253,16 @@ impl Relay {
             c.out.push(Frame::Close(close), None);
         }
         let was_logged_in = c.session.is_logged_in();
+        // A link that never came up ends its messages with why (`OFFLINE`, say).
+        let lost = match &c.link {
+            Some(_) if !was_logged_in => code,
+            _ => ErrorCode::CONNECTIONLOST,
+        };
         if !c.session.close() {
             return;
         }
-        if was_logged_in {
+        let link = c.link.clone();
+        if was_logged_in && link.is_none() {
             self.logged_in = self.logged_in.saturating_sub(1);
         }
         // Credit it never used is no longer promised; what it has in the relay is
@@ -252,6 +273,9 @@ impl Relay {
             .granted()
             .saturating_sub(c.session.recv.received());
         self.promised = self.promised.saturating_sub(unused);
+        if c.is_link(LinkSide::Incoming) {
+            self.link_promised = self.link_promised.saturating_sub(unused);
+        }
         let user = c.session.user().cloned();
         let inbound: Vec<u64> = c.inbound.drain().collect();
         let mut outbound: Vec<u64> = c.outbound.drain().collect();
@@ -259,16 +283,19 @@ impl Relay {
         outbound.extend(c.waiting_transfers.drain());
         c.blocked.clear();
         let nothing_to_write = c.out.is_empty();
-        if let Some(u) = &user {
-            if self.users.get(u) == Some(&conn) {
-                self.users.remove(u);
-            }
-        }
         for key in inbound {
             self.end_route_telling(key, Tell::Receiver(ErrorCode::CONNECTIONLOST));
         }
         for key in outbound {
-            self.end_route_telling(key, Tell::Sender(ErrorCode::CONNECTIONLOST));
+            self.end_route_telling(key, Tell::Sender(lost));
+        }
+        match (&link, &user) {
+            (Some(link), _) => self.link_closed(conn, link),
+            (None, Some(u)) if self.users.get(u) == Some(&conn) => {
+                self.users.remove(u);
+                self.user_left(u);
+            }
+            _ => {}
         }
         if nothing_to_write {
             self.forget(conn);

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use peermsg::client::ClientConfig;
-use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
+use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput, LINK_BIT};
 use peermsg::Instant;
 
 use super::{Rng, Side, Sim};
@@ -37,6 +37,8 @@ pub struct Net {
     pub max_piece: u64,
     /// Largest `buffered_bytes` the relay reported.
     pub relay_peak: u64,
+    /// What the relay wrote to its links (to other relays), for a cluster to carry.
+    pub link_out: Vec<(ConnId, Bytes)>,
 }
 
 impl Net {
@@ -52,6 +54,7 @@ impl Net {
             rng: Rng::new(seed),
             max_piece: 4000,
             relay_peak: 0,
+            link_out: Vec::new(),
         };
         for name in names {
             net.connect(name, b"good", client);
@@ -126,6 +129,10 @@ impl Sim for Net {
         loop {
             let mut buf = BytesMut::new();
             match self.relay.poll_output(&mut buf) {
+                RelayOutput::Transmit(conn, _) if conn.0 & LINK_BIT != 0 => {
+                    busy = true;
+                    self.link_out.push((conn, buf.freeze()));
+                }
                 RelayOutput::Transmit(conn, _) => {
                     busy = true;
                     let i = conn.0 as usize;

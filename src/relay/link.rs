@@ -1,0 +1,187 @@
+//! Links between the relays of a cluster (docs/CLUSTER.md). A user on another relay is
+//! reached through a link: a connection like any other, whose bytes the runtime carries to
+//! the other relay, so every rule of routing, credit, caps and ends applies across relays
+//! as it does within one, written once.
+//!
+//! - At the sender's relay, an **outgoing** link stands for one remote user: messages to
+//!   that user are routed to it as to the user's own connection (its `RESULT`, `CREDIT`,
+//!   `CONN_CREDIT` and `RESUME_FROM` come back as a receiver's would). It is made here
+//!   when a message names a user who is not logged in on this relay
+//!   ([`RelayConfig::cluster`]); the runtime finds the user's relay and carries its bytes,
+//!   or reports that nobody has the user ([`Relay::link_failed`] with `OFFLINE`).
+//! - At the receiver's relay, an **incoming** link is a sender on behalf of the other
+//!   relay's users, toward one local user ([`Relay::accept_link`]). The source of each
+//!   message is the one the sender's relay stamped; the destination is the link's user.
+//!   It gets connection credit from its own budget ([`RelayConfig::max_link_bytes`]), so
+//!   what all other relays may send this one is bounded.
+//!
+//! A link ends like any connection (`handle_disconnect`, a `CLOSE`): its messages end on
+//! the other side with `CONNECTIONLOST`. An incoming link closes when its user leaves
+//! this relay, so the other relay looks for the user again.
+
+use super::*;
+
+/// The bit set in every [`ConnId`] the relay gives a link; the runtime names its own
+/// connections with ids below it.
+pub const LINK_BIT: u64 = 1 << 63;
+
+/// Which way a link's messages go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkSide {
+    /// Toward a user on another relay: this relay's senders' messages go out on it.
+    Outgoing,
+    /// From another relay's users toward a user here.
+    Incoming,
+}
+
+/// A link's state in its connection.
+#[derive(Clone, Debug)]
+pub(super) struct Link {
+    pub(super) side: LinkSide,
+    /// The user its messages go to (on the other relay for an outgoing link, here for an
+    /// incoming one).
+    pub(super) user: UserId,
+}
+
+impl Relay {
+    /// A new link's connection, greeted with this relay's `HELLO`.
+    fn open_link_conn(&mut self, side: LinkSide, user: UserId) -> ConnId {
+        let conn = ConnId(LINK_BIT | self.next_link);
+        self.next_link += 1;
+        let now = self.now;
+        let recv = RecvWindow::new(self.config.conn_window, 0);
+        // Limits were validated when the relay was made.
+        let Ok(session) = Session::new(self.config.limits, recv, now) else {
+            return conn;
+        };
+        let mut state = Conn::new(session, now, self.config.idle_timeout);
+        state.link = Some(Link {
+            side,
+            user: user.clone(),
+        });
+        self.conns.insert(conn, state);
+        match side {
+            // The sender's relay closes a link with nothing on it after the idle timeout.
+            LinkSide::Outgoing => {
+                self.remote.insert(user, conn);
+                self.timers
+                    .insert((now + self.config.idle_timeout, Timer::Idle(conn)));
+            }
+            LinkSide::Incoming => {
+                self.links_in.entry(user).or_default().insert(conn);
+                self.incoming_links += 1;
+            }
+        }
+        let hello = self.hello();
+        self.push(conn, Frame::Hello(hello));
+        conn
+    }
+
+    /// The outgoing link to `user`, made if there is none.
+    pub(super) fn outgoing_link(&mut self, user: &UserId) -> ConnId {
+        match self.remote.get(user) {
+            Some(conn) if self.conns.get(conn).is_some_and(|c| !c.session.is_closed()) => *conn,
+            _ => self.open_link_conn(LinkSide::Outgoing, user.clone()),
+        }
+    }
+
+    /// Another relay opens a link toward `user`, logged in here: the connection the
+    /// runtime hands that relay's bytes to. Refused if `user` has no session here
+    /// ([`RelayError::Offline`]) or [`RelayConfig::max_links`] incoming links are open
+    /// ([`RelayError::Links`]).
+    pub fn accept_link(&mut self, now: Instant, user: &UserId) -> Result<ConnId, RelayError> {
+        self.tick(now);
+        if !self.config.cluster || !self.users.contains_key(user) {
+            return Err(RelayError::Offline);
+        }
+        if self.incoming_links >= self.config.max_links {
+            return Err(RelayError::Links);
+        }
+        Ok(self.open_link_conn(LinkSide::Incoming, user.clone()))
+    }
+
+    /// What `conn` is if it is a link: its side and its user.
+    pub fn link(&self, conn: ConnId) -> Option<(LinkSide, &UserId)> {
+        let link = self.conns.get(&conn)?.link.as_ref()?;
+        Some((link.side, &link.user))
+    }
+
+    /// An outgoing link could not be made: nobody has its user (`OFFLINE`), or the other
+    /// relays could not be asked (`CONNECTIONLOST`). Its messages end with `code`.
+    pub fn link_failed(&mut self, conn: ConnId, code: ErrorCode) {
+        if self.link(conn).is_some() {
+            self.shut(conn, code, CloseReason::TransportLost, false);
+        }
+    }
+
+    /// A newer login of `user` elsewhere in the cluster: its session here is closed with
+    /// `KICKOUT_BY_RELOGIN`, and its incoming links with it.
+    pub fn kick_user(&mut self, user: &UserId) {
+        if let Some(conn) = self.users.get(user).copied() {
+            self.shut(
+                conn,
+                ErrorCode::KICKOUT_BY_RELOGIN,
+                CloseReason::Replaced,
+                true,
+            );
+        }
+    }
+
+    /// A link's `HELLO` came: the link speaks for its user from now on. Messages waiting
+    /// for an outgoing link move on; an incoming link gets its connection credit.
+    pub(super) fn link_greeted(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(link) = c.link.clone() else {
+            return;
+        };
+        if !c.session.link_up(link.user) {
+            return;
+        }
+        match link.side {
+            LinkSide::Outgoing => self.admit(conn),
+            LinkSide::Incoming => {
+                c.session.recv.set_granted(INITIAL_CONN_CREDIT);
+                self.promised += INITIAL_CONN_CREDIT;
+                self.link_promised += INITIAL_CONN_CREDIT;
+                self.grant(conn);
+            }
+        }
+    }
+
+    /// `user`'s session here is gone: the links other relays opened toward it close, so
+    /// they look for the user again.
+    pub(super) fn user_left(&mut self, user: &UserId) {
+        if self.config.cluster {
+            self.events
+                .push_back(RelayEvent::UserOffline { user: user.clone() });
+        }
+        let Some(links) = self.links_in.remove(user) else {
+            return;
+        };
+        for link in links {
+            self.shut(link, ErrorCode::OFFLINE, CloseReason::Local, true);
+        }
+    }
+
+    /// A link's connection is over: it no longer stands for its user.
+    pub(super) fn link_closed(&mut self, conn: ConnId, link: &Link) {
+        match link.side {
+            LinkSide::Outgoing => {
+                if self.remote.get(&link.user) == Some(&conn) {
+                    self.remote.remove(&link.user);
+                }
+            }
+            LinkSide::Incoming => {
+                self.incoming_links = self.incoming_links.saturating_sub(1);
+                if let Some(set) = self.links_in.get_mut(&link.user) {
+                    set.remove(&conn);
+                    if set.is_empty() {
+                        self.links_in.remove(&link.user);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! Relays of a cluster, linked in memory: every relay a [`Net`] with its clients, and the
+//! links between relays carried by the test as a runtime would carry them (a user's relay
+//! found by the users it reported online; `OFFLINE` when nobody has the user; a newer
+//! login elsewhere kicks the older one).
+
+mod support;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use peermsg::client::{ClientConfig, Event, SendId};
+use peermsg::relay::{ConnId, LinkSide, RelayConfig, RelayEvent};
+use peermsg::ErrorCode;
+use support::net::Net;
+use support::Sim;
+use support::{content, result_of};
+
+struct Cluster {
+    relays: Vec<Net>,
+    /// Each link's other end: (relay, connection) both ways.
+    links: HashMap<(usize, ConnId), (usize, ConnId)>,
+    /// Where each user is logged in, as the relays reported it.
+    online: HashMap<String, usize>,
+    /// Relay events already looked at, per relay.
+    seen: Vec<usize>,
+    /// Links whose bytes are dropped (a link lost in transit).
+    cut: Vec<(usize, ConnId)>,
+}
+
+fn clustered() -> RelayConfig {
+    RelayConfig {
+        cluster: true,
+        ..RelayConfig::default()
+    }
+}
+
+impl Cluster {
+    /// One relay per list of user names.
+    fn new(users: &[&[&str]], client: ClientConfig) -> Self {
+        let relays: Vec<Net> = users
+            .iter()
+            .enumerate()
+            .map(|(i, names)| Net::new(names, client, clustered(), 11 + i as u64))
+            .collect();
+        let seen = vec![0; relays.len()];
+        let mut cluster = Cluster {
+            relays,
+            links: HashMap::new(),
+            online: HashMap::new(),
+            seen,
+            cut: Vec::new(),
+        };
+        cluster.run();
+        cluster
+    }
+
+    fn client(&mut self, relay: usize, user: usize) -> &mut support::Side {
+        &mut self.relays[relay].nodes[user].side
+    }
+
+    /// What a runtime does with the relays' events: who is where, newer logins kick
+    /// older ones, a link lost at one end is lost at the other.
+    fn events(&mut self) -> bool {
+        let mut busy = false;
+        for i in 0..self.relays.len() {
+            while self.seen[i] < self.relays[i].relay_events.len() {
+                let event = self.relays[i].relay_events[self.seen[i]].clone();
+                self.seen[i] += 1;
+                busy = true;
+                match event {
+                    RelayEvent::UserOnline { user } => {
+                        if let Some(&old) = self.online.get(user.as_str()) {
+                            if old != i {
+                                self.relays[old].relay.kick_user(&user);
+                            }
+                        }
+                        self.online.insert(user.to_string(), i);
+                    }
+                    RelayEvent::UserOffline { user }
+                        if self.online.get(user.as_str()) == Some(&i) =>
+                    {
+                        self.online.remove(user.as_str());
+                    }
+                    RelayEvent::Closed {
+                        conn,
+                        code: ErrorCode::CONNECTIONLOST,
+                        ..
+                    } => {
+                        if let Some((j, peer)) = self.links.remove(&(i, conn)) {
+                            self.links.remove(&(j, peer));
+                            self.relays[j].relay.handle_disconnect(peer);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        busy
+    }
+
+    /// Carries what relays wrote to their links; an outgoing link's first bytes find its
+    /// user's relay.
+    fn carry(&mut self) -> bool {
+        let mut busy = false;
+        for i in 0..self.relays.len() {
+            let out = std::mem::take(&mut self.relays[i].link_out);
+            for (conn, bytes) in out {
+                busy = true;
+                if self.cut.contains(&(i, conn)) {
+                    continue;
+                }
+                let now = self.relays[i].now;
+                let peer = match self.links.get(&(i, conn)) {
+                    Some(peer) => Some(*peer),
+                    None => self.open_link(i, conn, now),
+                };
+                if let Some((j, peer)) = peer {
+                    self.relays[j].relay.handle_input(now, peer, &bytes);
+                }
+            }
+        }
+        busy
+    }
+
+    fn open_link(
+        &mut self,
+        i: usize,
+        conn: ConnId,
+        now: peermsg::Instant,
+    ) -> Option<(usize, ConnId)> {
+        let (side, user) = self.relays[i].relay.link(conn)?;
+        if side != LinkSide::Outgoing {
+            return None; // an incoming link already closed at its other end
+        }
+        let user = user.clone();
+        let accepted = self
+            .online
+            .get(user.as_str())
+            .filter(|&&j| j != i)
+            .and_then(|&j| Some((j, self.relays[j].relay.accept_link(now, &user).ok()?)));
+        match accepted {
+            Some((j, peer)) => {
+                self.links.insert((i, conn), (j, peer));
+                self.links.insert((j, peer), (i, conn));
+                Some((j, peer))
+            }
+            None => {
+                self.relays[i].relay.link_failed(conn, ErrorCode::OFFLINE);
+                None
+            }
+        }
+    }
+}
+
+impl Sim for Cluster {
+    fn step(&mut self) -> bool {
+        let mut busy = false;
+        for net in &mut self.relays {
+            busy |= net.step();
+        }
+        busy |= self.events();
+        busy |= self.carry();
+        busy
+    }
+
+    fn now(&self) -> peermsg::Instant {
+        self.relays.iter().map(|n| n.now).max().expect("relays")
+    }
+
+    fn next_deadline(&self) -> Option<peermsg::Instant> {
+        self.relays.iter().filter_map(|n| n.next_deadline()).min()
+    }
+
+    fn fire_timers(&mut self, at: peermsg::Instant) {
+        for net in &mut self.relays {
+            net.fire_timers(at);
+        }
+    }
+}
+
+fn received_cmds(side: &support::Side) -> Vec<(String, Bytes)> {
+    side.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::CmdReceived { from, data, .. } => Some((from.to_string(), data.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_pair_across_three_relays_exchanges_commands_buffers_and_files() {
+    let users: &[&[&str]] = &[&["ann", "ben"], &["cat"], &["dan"]];
+    let mut c = Cluster::new(users, ClientConfig::default());
+    let at = [(0, 0), (0, 1), (1, 0), (2, 0)];
+    let names = ["ann", "ben", "cat", "dan"];
+    let mut sends: Vec<(usize, SendId, usize)> = Vec::new();
+    for (s, &(sr, su)) in at.iter().enumerate() {
+        for (r, name) in names.iter().enumerate() {
+            if r == s {
+                continue;
+            }
+            let now = c.relays[sr].now;
+            let seed = (s * 10 + r) as u64;
+            let side = c.client(sr, su);
+            let cmd = format!("{}->{}", names[s], name);
+            let id = side
+                .client
+                .send_cmd(now, name, Bytes::from(cmd), 0)
+                .unwrap();
+            sends.push((s, id, r));
+            let id = side
+                .client
+                .send_buffer(now, name, content(300_000 + r * 1000, seed), 0)
+                .unwrap();
+            sends.push((s, id, r));
+            let file = content(700_000 + s * 77, seed + 100);
+            let id = side
+                .client
+                .send_file(now, name, "f.bin", file.len() as u64, 0)
+                .unwrap();
+            side.files.insert(id, file);
+            sends.push((s, id, r));
+        }
+    }
+    c.run();
+    for (s, id, _) in &sends {
+        let (sr, su) = at[*s];
+        assert_eq!(
+            result_of(&c.relays[sr].nodes[su].side.events, *id),
+            ErrorCode::NOERR
+        );
+    }
+    for (r, &(rr, ru)) in at.iter().enumerate() {
+        let side = &c.relays[rr].nodes[ru].side;
+        let mut cmds = received_cmds(side);
+        cmds.sort();
+        let mut want: Vec<(String, Bytes)> = (0..4)
+            .filter(|&s| s != r)
+            .map(|s| {
+                (
+                    names[s].to_string(),
+                    Bytes::from(format!("{}->{}", names[s], names[r])),
+                )
+            })
+            .collect();
+        want.sort();
+        assert_eq!(cmds, want, "commands at {}", names[r]);
+        for s in (0..4).filter(|&s| s != r) {
+            let seed = (s * 10 + r) as u64;
+            assert!(side.events.iter().any(|e| matches!(e,
+                Event::BufferReceived { from, data, .. }
+                    if from.as_str() == names[s] && *data == content(300_000 + r * 1000, seed))));
+        }
+        let files = side
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::FileReceived { .. }))
+            .count();
+        assert_eq!(files, 3, "files at {}", names[r]);
+    }
+    // Links carry messages: some relays hold links now, and none closed a peer.
+    let violations = c.relays.iter().flat_map(|n| &n.relay_events).any(
+        |e| matches!(e, RelayEvent::Closed { code, .. } if *code == ErrorCode::PROTOCOL_VIOLATION),
+    );
+    assert!(!violations);
+}
+
+#[test]
+fn a_user_on_no_relay_is_offline_at_once() {
+    let mut c = Cluster::new(&[&["ann"], &["cat"]], ClientConfig::default());
+    let now = c.relays[0].now;
+    let id = c
+        .client(0, 0)
+        .client
+        .send_cmd(now, "nobody", Bytes::from_static(b"x"), 0)
+        .unwrap();
+    c.run();
+    assert_eq!(result_of(&c.client(0, 0).events, id), ErrorCode::OFFLINE);
+}
+
+#[test]
+fn commands_from_one_sender_arrive_in_order_within_the_receivers_caps() {
+    let receiver = ClientConfig {
+        max_cmds_in_flight: 2,
+        ..ClientConfig::default()
+    };
+    let mut c = Cluster::new(&[&["ann", "ben"], &[]], ClientConfig::default());
+    c.relays[1].connect("cat", b"good", receiver);
+    c.run();
+    // cat reads nothing for a while: commands wait at its relay, none refused.
+    c.client(1, 0).reading = false;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        for s in 0..2 {
+            let now = c.relays[0].now;
+            let id = c
+                .client(0, s)
+                .client
+                .send_cmd(now, "cat", Bytes::from(format!("{s}:{i:03}")), 0)
+                .unwrap();
+            ids.push((s, id));
+        }
+    }
+    c.run_for(std::time::Duration::from_secs(5));
+    assert!(received_cmds(c.client(1, 0)).is_empty());
+    c.client(1, 0).reading = true;
+    c.run();
+    for (s, id) in ids {
+        assert_eq!(result_of(&c.client(0, s).events, id), ErrorCode::NOERR);
+    }
+    let got = received_cmds(c.client(1, 0));
+    assert_eq!(got.len(), 80);
+    for s in ["0", "1"] {
+        let from = if s == "0" { "ann" } else { "ben" };
+        let mine: Vec<Bytes> = got
+            .iter()
+            .filter(|(f, _)| f == from)
+            .map(|(_, d)| d.clone())
+            .collect();
+        let want: Vec<Bytes> = (0..40)
+            .map(|i| Bytes::from(format!("{s}:{i:03}")))
+            .collect();
+        assert_eq!(mine, want);
+    }
+}
+
+#[test]
+fn a_cancel_crosses_relays_both_ways() {
+    let mut c = Cluster::new(&[&["ann"], &["cat"]], ClientConfig::default());
+    let now = c.relays[0].now;
+    let id = c
+        .client(0, 0)
+        .client
+        .send_buffer(now, "cat", content(16 << 20, 3), 0)
+        .unwrap();
+    let started = |c: &Cluster| {
+        c.relays[1].nodes[0]
+            .side
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ReceiveProgress { .. }))
+    };
+    assert!(c.run_until(started));
+    let code = c.client(0, 0).client.cancel_send(id, 0);
+    assert_eq!(code, ErrorCode::NOERR);
+    c.run();
+    assert_eq!(result_of(&c.client(0, 0).events, id), ErrorCode::CANCELLED);
+    assert!(c
+        .client(1, 0)
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ReceiveFailed { code, .. } if *code == ErrorCode::CANCELLED)));
+}
+
+#[test]
+fn a_login_on_another_relay_replaces_the_old_session() {
+    let mut c = Cluster::new(&[&["ann", "cat"], &[]], ClientConfig::default());
+    let cat2 = c.relays[1].connect("cat", b"good", ClientConfig::default());
+    c.run();
+    let kicked =
+        c.client(0, 1).events.iter().any(
+            |e| matches!(e, Event::Closed { code, .. } if *code == ErrorCode::KICKOUT_BY_RELOGIN),
+        );
+    assert!(kicked, "{:?}", c.client(0, 1).events);
+    let now = c.relays[0].now;
+    let id = c
+        .client(0, 0)
+        .client
+        .send_cmd(now, "cat", Bytes::from_static(b"here?"), 0)
+        .unwrap();
+    c.run();
+    assert_eq!(result_of(&c.client(0, 0).events, id), ErrorCode::NOERR);
+    assert_eq!(received_cmds(c.client(1, cat2)).len(), 1);
+}
+
+#[test]
+fn a_link_lost_mid_transfer_ends_its_messages_at_both_ends() {
+    let mut c = Cluster::new(&[&["ann"], &["cat"]], ClientConfig::default());
+    let now = c.relays[0].now;
+    let id = c
+        .client(0, 0)
+        .client
+        .send_buffer(now, "cat", content(16 << 20, 4), 0)
+        .unwrap();
+    let started = |c: &Cluster| {
+        c.relays[1].nodes[0]
+            .side
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ReceiveProgress { .. }))
+    };
+    assert!(c.run_until(started));
+    // The runtime at relay 0 loses its link: it says so, and the other end hears it.
+    let (&(i, link), _) = c.links.iter().find(|((i, _), _)| *i == 0).expect("a link");
+    c.cut.push((i, link));
+    c.relays[i].relay.handle_disconnect(link);
+    c.run();
+    assert_eq!(
+        result_of(&c.client(0, 0).events, id),
+        ErrorCode::CONNECTIONLOST
+    );
+    assert!(c.client(1, 0).events.iter().any(
+        |e| matches!(e, Event::ReceiveFailed { code, .. } if *code == ErrorCode::CONNECTIONLOST)
+    ));
+    // A new message finds the user again.
+    let now = c.relays[0].now;
+    let id = c
+        .client(0, 0)
+        .client
+        .send_cmd(now, "cat", Bytes::from_static(b"again"), 0)
+        .unwrap();
+    c.run();
+    assert_eq!(result_of(&c.client(0, 0).events, id), ErrorCode::NOERR);
+}
+
+#[test]
+fn a_receiver_leaving_closes_the_links_to_it() {
+    let mut c = Cluster::new(&[&["ann"], &["cat"]], ClientConfig::default());
+    let now = c.relays[0].now;
+    let id = c
+        .client(0, 0)
+        .client
+        .send_cmd(now, "cat", Bytes::from_static(b"one"), 0)
+        .unwrap();
+    c.run();
+    assert_eq!(result_of(&c.client(0, 0).events, id), ErrorCode::NOERR);
+    c.relays[1].drop_node(0);
+    c.run();
+    let now = c.relays[0].now;
+    let id = c
+        .client(0, 0)
+        .client
+        .send_cmd(now, "cat", Bytes::from_static(b"two"), 0)
+        .unwrap();
+    c.run();
+    assert_eq!(result_of(&c.client(0, 0).events, id), ErrorCode::OFFLINE);
+}
