@@ -100,6 +100,11 @@ impl Relay {
         Ok(self.open_link_conn(LinkSide::Incoming, user.clone()))
     }
 
+    /// The connection whose session takes `user`'s messages on this relay, if any.
+    pub fn user_session(&self, user: &UserId) -> Option<ConnId> {
+        self.users.get(user).copied()
+    }
+
     /// What `conn` is if it is a link: its side and its user.
     pub fn link(&self, conn: ConnId) -> Option<(LinkSide, &UserId)> {
         let link = self.conns.get(&conn)?.link.as_ref()?;

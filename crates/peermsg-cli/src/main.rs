@@ -29,8 +29,8 @@ use peermsg::ErrorCode;
 use peermsg_tokio::rustls as tls_config;
 use peermsg_tokio::{
     connect_tls, connect_with, file_resume_key, serve_with, tls, Authenticator, ClientEvent,
-    ClientEvents, ClientHandle, Extras, Metrics, Open, Reconnect, SendHandle, SendProgress, Server,
-    ServerConfig, SignedTokens, TokenTable,
+    ClientEvents, ClientHandle, Cluster, Extras, Metrics, Open, Reconnect, SendHandle,
+    SendProgress, Server, ServerConfig, SignedTokens, TokenTable,
 };
 use save::shown;
 use serde_json::json;
@@ -81,6 +81,15 @@ enum Command {
         metrics: Option<String>,
         #[command(flatten)]
         tls: TlsArgs,
+        /// Be one relay of a cluster: the NATS servers its relays share, such as
+        /// nats://127.0.0.1:4222 (several: comma-separated). Users on any relay of the
+        /// cluster reach each other.
+        #[arg(long, value_name = "NATS_URLS")]
+        cluster: Option<String>,
+        /// This relay's name in the cluster, unique [default: the host's name and the
+        /// listening port].
+        #[arg(long, requires = "cluster")]
+        node: Option<String>,
     },
     /// Log in and print what arrives; files and buffers are saved in DIR.
     Listen {
@@ -381,6 +390,8 @@ fn main() -> ExitCode {
                 max_held_mib,
                 metrics,
                 tls,
+                cluster,
+                node,
             } => {
                 // A relay's connections are open files: use all the system allows.
                 if let Err(e) = peermsg_tokio::raise_open_file_limit() {
@@ -394,7 +405,8 @@ fn main() -> ExitCode {
                 if let Some(max) = max_connections {
                     config.max_connections = max;
                 }
-                relay(&listen, &auth, &tls, config, metrics.as_deref()).await
+                let cluster = cluster.map(|urls| (urls, node));
+                relay(&listen, &auth, &tls, config, metrics.as_deref(), cluster).await
             }
             Command::Listen { login, dir, json } => listen(&login, &dir, json).await,
             Command::Send {
@@ -446,6 +458,7 @@ async fn relay(
     tls: &TlsArgs,
     config: ServerConfig,
     metrics_addr: Option<&str>,
+    cluster: Option<(String, Option<String>)>,
 ) -> Result<ExitCode> {
     let authenticator = auth.authenticator()?;
     let tls = tls.server_config()?;
@@ -484,15 +497,47 @@ async fn relay(
         Some((_, said)) => say!("{said}"),
         None => say!("plain TCP: anyone on the path reads and changes what passes"),
     }
+    let cluster = match cluster {
+        Some((urls, node)) => {
+            let servers = urls.split(',').map(|u| u.trim().to_string()).collect();
+            let node = node.unwrap_or_else(|| default_node_name(addr.port()));
+            let cluster = Cluster::new(servers, &node)?;
+            say!(
+                "relay {node} of the cluster behind {urls}: users on any of its relays reach each other"
+            );
+            Some(cluster)
+        }
+        None => None,
+    };
     let extras = Extras {
         metrics: metrics.map(|(metrics, _)| metrics),
         tls: tls.map(|(config, _)| config),
+        cluster,
     };
     serve_with(listener, config, authenticator, extras, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A relay's name in a cluster when none is given: the host's name (what a subject may
+/// carry of it) and the port, unique on a machine.
+fn default_node_name(port: u16) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(48)
+        .collect();
+    match host.is_empty() {
+        true => format!("relay-{port}"),
+        false => format!("{host}-{port}"),
+    }
 }
 
 /// Logs in; a session with no directory only sends, so it replaces no listener of the

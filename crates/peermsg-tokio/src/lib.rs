@@ -33,6 +33,7 @@
 
 mod auth;
 mod client;
+mod cluster;
 mod metrics;
 mod partial;
 mod relay;
@@ -45,6 +46,7 @@ pub use client::{
     connect, connect_tls, connect_with, file_resume_key, ClientEvent, ClientEvents, ClientHandle,
     ConnectError, Reconnect, SendFileError, SendHandle, SendProgress, Server, EVENT_QUEUE,
 };
+pub use cluster::{Cluster, ClusterError};
 pub use metrics::Metrics;
 pub use relay::{raise_open_file_limit, serve, serve_with, Extras, ServerConfig, RESERVED_FILES};
 pub use rustls;

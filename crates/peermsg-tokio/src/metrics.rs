@@ -27,6 +27,12 @@ struct MessageLabel {
     code: String,
 }
 
+/// A label of a fixed set (a direction, an outcome, a reason).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabel {
+    what: &'static str,
+}
+
 fn name(code: ErrorCode) -> String {
     code.name()
         .map_or_else(|| code.as_u32().to_string(), str::to_string)
@@ -48,6 +54,12 @@ pub struct Metrics {
     logins: Counter,
     logins_refused: Family<CodeLabel, Counter>,
     messages_ended: Family<MessageLabel, Counter>,
+    nats_messages: Family<WhatLabel, Counter>,
+    nats_bytes: Family<WhatLabel, Counter>,
+    links: Gauge,
+    peer_relays: Gauge,
+    link_ends: Family<WhatLabel, Counter>,
+    searches: Family<WhatLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,6 +92,12 @@ impl Metrics {
             logins: Counter::default(),
             logins_refused: Family::default(),
             messages_ended: Family::default(),
+            nats_messages: Family::default(),
+            nats_bytes: Family::default(),
+            links: Gauge::default(),
+            peer_relays: Gauge::default(),
+            link_ends: Family::default(),
+            searches: Family::default(),
         };
         let m = &metrics;
         registry.register("connections", "Connections open", m.connections.clone());
@@ -124,6 +142,36 @@ impl Metrics {
             "messages_ended",
             "Messages ended, by kind and by the result their sender got",
             m.messages_ended.clone(),
+        );
+        registry.register(
+            "nats_messages",
+            "NATS messages of a cluster relay, by direction (in, out)",
+            m.nats_messages.clone(),
+        );
+        registry.register(
+            "nats_bytes",
+            "NATS payload bytes of a cluster relay, by direction (in, out)",
+            m.nats_bytes.clone(),
+        );
+        registry.register(
+            "links",
+            "Links to other relays of the cluster open",
+            m.links.clone(),
+        );
+        registry.register(
+            "peer_relays",
+            "Other relays of the cluster heard from recently",
+            m.peer_relays.clone(),
+        );
+        registry.register(
+            "link_ends",
+            "Links to other relays ended, by why (closed, lost, gap, peer_dead, nats_down)",
+            m.link_ends.clone(),
+        );
+        registry.register(
+            "user_searches",
+            "Searches for a user's relay, by outcome (found, offline, busy, failed)",
+            m.searches.clone(),
         );
         Metrics {
             registry: Arc::new(registry),
@@ -185,5 +233,27 @@ impl Metrics {
             code: name(code),
         };
         self.messages_ended.get_or_create(&label).inc();
+    }
+
+    pub(crate) fn nats(&self, out: bool, bytes: usize) {
+        let what = if out { "out" } else { "in" };
+        self.nats_messages.get_or_create(&WhatLabel { what }).inc();
+        self.nats_bytes
+            .get_or_create(&WhatLabel { what })
+            .inc_by(bytes as u64);
+    }
+
+    pub(crate) fn cluster(&self, links: usize, peer_relays: usize) {
+        self.links.set(i64::try_from(links).unwrap_or(i64::MAX));
+        self.peer_relays
+            .set(i64::try_from(peer_relays).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn link_ended(&self, what: &'static str) {
+        self.link_ends.get_or_create(&WhatLabel { what }).inc();
+    }
+
+    pub(crate) fn searched(&self, what: &'static str) {
+        self.searches.get_or_create(&WhatLabel { what }).inc();
     }
 }

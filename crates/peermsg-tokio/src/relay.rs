@@ -27,11 +27,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
+use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput, LINK_BIT};
 use peermsg::wire::Transmit;
 use peermsg::{ErrorCode, Instant};
 
 use crate::auth::Authenticator;
+use crate::cluster::{Cluster, Glue};
 use crate::metrics::Metrics;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -242,9 +243,12 @@ pub struct Extras {
     /// Speak TLS with this configuration (its certificate, and how it resolves it) on
     /// every connection; clients use [`connect_tls`](crate::connect_tls).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Be one relay of a cluster over NATS ([`Cluster`]): users logged in on any relay of
+    /// it reach each other (docs/CLUSTER.md).
+    pub cluster: Option<Cluster>,
 }
 
-/// [`serve`], with metrics and TLS as `extras` say.
+/// [`serve`], with metrics, TLS and a cluster as `extras` say.
 pub async fn serve_with(
     listener: TcpListener,
     config: ServerConfig,
@@ -252,11 +256,32 @@ pub async fn serve_with(
     extras: Extras,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let Extras { metrics, tls } = extras;
+    let Extras {
+        metrics,
+        tls,
+        cluster,
+    } = extras;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     // TLS handshakes under way, counted with the connections.
     let mut handshaking = 0usize;
-    let mut relay = Relay::new(config.relay).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut relay_config = config.relay;
+    relay_config.cluster |= cluster.is_some();
+    let mut relay = Relay::new(relay_config).map_err(|e| std::io::Error::other(e.to_string()))?;
+    // The cluster's glue, its NATS input, and its heartbeat.
+    let (mut glue, mut from_nats) = match cluster {
+        Some(cluster) => {
+            let (glue, rx) = Glue::connect(cluster, metrics.clone())
+                .await
+                .map_err(std::io::Error::other)?;
+            (Some(glue), Some(rx))
+        }
+        None => (None, None),
+    };
+    let mut heartbeat = tokio::time::interval(
+        glue.as_ref()
+            .map_or(Duration::from_secs(3600), Glue::heartbeat),
+    );
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     if config.max_read == 0 || config.max_unprocessed_input < config.max_read {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -292,6 +317,10 @@ pub async fn serve_with(
                     if let Some(m) = &metrics {
                         m.sent(written);
                     }
+                    if let (Some(glue), true) = (&mut glue, conn.0 & LINK_BIT != 0) {
+                        glue.transmit(&mut relay, conn, batch);
+                        continue;
+                    }
                     let Some(c) = conns.get_mut(&conn) else {
                         continue; // gone already: its frames go nowhere
                     };
@@ -317,12 +346,18 @@ pub async fn serve_with(
                         if let Some(m) = &metrics {
                             m.login(decided.err());
                         }
-                        let answer = match decided {
-                            Ok(()) => {
+                        let answer = match (decided, &glue) {
+                            // In a cluster, once the user's relay can be found here.
+                            (Ok(()), Some(glue)) => {
+                                tracing::info!(%user, conn = conn.0, "login accepted");
+                                glue.login(conn, user);
+                                Ok(())
+                            }
+                            (Ok(()), None) => {
                                 tracing::info!(%user, conn = conn.0, "login accepted");
                                 relay.accept_login(conn)
                             }
-                            Err(code) => {
+                            (Err(code), _) => {
                                 tracing::info!(%user, conn = conn.0, %code, throttled, "login refused");
                                 if let (Some(ip), false) = (ip, throttled) {
                                     failures.failed(ip);
@@ -352,7 +387,15 @@ pub async fn serve_with(
                         reason,
                     } => {
                         tracing::info!(conn = conn.0, ?user, %code, %reason, "connection closed");
+                        if let Some(glue) = &mut glue {
+                            glue.closed(&mut relay, conn);
+                        }
                         finish(&mut relay, conn, &mut conns, &mut per_ip, &config);
+                    }
+                    RelayEvent::UserOffline { user } => {
+                        if let Some(glue) = &mut glue {
+                            glue.user_offline(&user);
+                        }
                     }
                     // Events of a later core version; this server answers none yet.
                     _ => {}
@@ -383,6 +426,20 @@ pub async fn serve_with(
                 }
                 for (_, c) in conns.drain() {
                     c.reader.abort();
+                }
+                if let Some(glue) = &mut glue {
+                    // The links' CLOSEs go out before the relay's NATS connection ends.
+                    loop {
+                        let mut batch = Transmit::new();
+                        match relay.poll_output(&mut batch) {
+                            RelayOutput::Transmit(conn, _) if conn.0 & LINK_BIT != 0 => {
+                                glue.transmit(&mut relay, conn, batch)
+                            }
+                            RelayOutput::Transmit(..) | RelayOutput::Event(_) => {}
+                            _ => break,
+                        }
+                    }
+                    glue.flush().await;
                 }
                 // Give the flush tasks a moment to put the last bytes on the wire.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -519,6 +576,16 @@ pub async fn serve_with(
             },
             _ = async { match wake { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 relay.handle_timeout(clock());
+            }
+            Some(input) = async { match &mut from_nats { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                if let Some(glue) = &mut glue {
+                    glue.handle(&mut relay, clock(), input);
+                }
+            }
+            _ = heartbeat.tick(), if glue.is_some() => {
+                if let Some(glue) = &mut glue {
+                    glue.tick(&mut relay);
+                }
             }
         }
     }
