@@ -470,6 +470,10 @@ impl Glue {
                     }
                 }
                 Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Err(ErrorCode::OFFLINE),
+                // Without NATS nothing can be known of the user.
+                _ if client.connection_state() != async_nats::connection::State::Connected => {
+                    Err(ErrorCode::CONNECTIONLOST)
+                }
                 // A relay that has the user answers; one that lost it stays silent.
                 Ok(Err(e)) if e.kind() == RequestErrorKind::TimedOut => Err(ErrorCode::OFFLINE),
                 Err(_) => Err(ErrorCode::OFFLINE),

@@ -1,0 +1,555 @@
+//! Several relays over NATS, as they run: a nats-server and three `peermsg relay --cluster`
+//! processes started here, users spread across them (the tokio client), relays killed
+//! and the nats-server restarted. nats-server must be installed (`apt-get install
+//! nats-server`; `.ci/run` does it): without it these tests fail, they do not pass empty.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{bin, port, spawn_relay, Killed};
+use peermsg_tokio::{
+    connect, connect_with, ClientConfig, ClientEvent, ClientEvents, ClientHandle, ErrorCode, Event,
+    Reconnect, SendHandle, Server,
+};
+
+fn nats_server_program() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+        .expect("nats-server is not installed: apt-get install nats-server")
+}
+
+/// A nats-server on a loopback port, which can be stopped and started again there.
+struct Nats {
+    port: u16,
+    process: Option<Killed>,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let mut nats = Nats {
+            port: port(),
+            process: None,
+        };
+        nats.up();
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn up(&mut self) {
+        let child = Command::new(nats_server_program())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.process = Some(Killed(child));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn down(&mut self) {
+        self.process = None;
+    }
+}
+
+/// A relay of the cluster, by name, on a port of its own.
+fn relay(nats: &Nats, node: &str) -> (Killed, String) {
+    let addr = format!("127.0.0.1:{}", port());
+    let mut cmd = bin();
+    cmd.args([
+        "relay",
+        "--listen",
+        &addr,
+        "--cluster",
+        &nats.url(),
+        "--node",
+        node,
+    ]);
+    (spawn_relay(cmd), addr)
+}
+
+struct Cluster {
+    nats: Nats,
+    relays: Vec<(Killed, String)>,
+}
+
+fn cluster(n: usize) -> Cluster {
+    let nats = Nats::start();
+    let relays = (0..n).map(|i| relay(&nats, &format!("r{i}"))).collect();
+    Cluster { nats, relays }
+}
+
+impl Cluster {
+    fn addr(&self, i: usize) -> &str {
+        &self.relays[i].1
+    }
+}
+
+struct User {
+    name: String,
+    handle: ClientHandle,
+    events: ClientEvents,
+    /// Where its files go (kept while the user lives).
+    _dir: tempfile::TempDir,
+}
+
+async fn user_with(addr: &str, name: &str, config: ClientConfig) -> User {
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, events) = connect(addr, name, b"", config, Some(dir.path()))
+        .await
+        .unwrap();
+    User {
+        name: name.to_string(),
+        handle,
+        events,
+        _dir: dir,
+    }
+}
+
+async fn user(addr: &str, name: &str) -> User {
+    user_with(addr, name, ClientConfig::default()).await
+}
+
+fn content(len: usize, seed: u64) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// What a user received, by sender.
+#[derive(Default, Debug)]
+struct Received {
+    cmds: HashMap<String, Vec<Bytes>>,
+    buffers: HashMap<String, Vec<Bytes>>,
+    files: HashMap<String, Vec<Vec<u8>>>,
+    failed: Vec<ErrorCode>,
+    closed: Option<ErrorCode>,
+}
+
+impl Received {
+    fn take(&mut self, event: ClientEvent) {
+        match event {
+            ClientEvent::Core(Event::CmdReceived { from, data, .. }) => {
+                self.cmds.entry(from.to_string()).or_default().push(data)
+            }
+            ClientEvent::Core(Event::BufferReceived { from, data, .. }) => {
+                self.buffers.entry(from.to_string()).or_default().push(data)
+            }
+            ClientEvent::FileReceived { from, tmp_file, .. } => self
+                .files
+                .entry(from.to_string())
+                .or_default()
+                .push(std::fs::read(tmp_file).unwrap()),
+            ClientEvent::Core(Event::ReceiveFailed { code, .. }) => self.failed.push(code),
+            ClientEvent::Core(Event::Closed { code, .. }) => self.closed = Some(code),
+            _ => {}
+        }
+    }
+
+    fn count(&self) -> usize {
+        let n = |m: &HashMap<String, Vec<Bytes>>| m.values().map(Vec::len).sum::<usize>();
+        n(&self.cmds) + n(&self.buffers) + self.files.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// Takes `user`'s events until `done` holds (or 60 s pass).
+async fn receive_until(
+    events: &mut ClientEvents,
+    got: &mut Received,
+    done: impl Fn(&Received) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done(got) {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(event)) => got.take(event),
+            Ok(None) => break,
+            Err(_) => panic!("timed out; got {got:?}"),
+        }
+    }
+}
+
+/// Waits until the receiver has taken some of `send`.
+async fn started(send: &SendHandle) {
+    let mut progress = send.progress();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while progress.borrow().sent == 0 {
+            progress.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the send starts");
+}
+
+fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pair_across_three_relays_exchanges_commands_buffers_and_files() {
+    let c = cluster(3);
+    let names = ["ann", "ben", "cat", "dan", "eve", "fay"];
+    let mut users = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        users.push(user(c.addr(i % 3), name).await);
+    }
+    let files = tempfile::tempdir().unwrap();
+    let mut sends = Vec::new();
+    for (s, from) in users.iter().enumerate() {
+        for (r, to) in names.iter().enumerate() {
+            if s == r {
+                continue;
+            }
+            let seed = (s * 10 + r) as u64;
+            let h = &from.handle;
+            let cmd = Bytes::from(format!("{}->{to}", from.name));
+            sends.push(h.send_cmd(to, cmd, 0).await.unwrap());
+            let buffer = content(200_000 + r, seed);
+            sends.push(h.send_buffer(to, buffer, 0).await.unwrap());
+            let file = write_file(
+                files.path(),
+                &format!("{s}-{r}.bin"),
+                &content(1 << 20, seed + 50),
+            );
+            sends.push(h.send_file(to, &file, 0).await.unwrap());
+        }
+    }
+    // Receivers read while the senders wait.
+    let mut received = Vec::new();
+    for u in users.iter_mut() {
+        let mut got = Received::default();
+        receive_until(&mut u.events, &mut got, |g| g.count() == 15).await;
+        received.push(got);
+    }
+    for send in sends {
+        assert_eq!(send.await, ErrorCode::NOERR);
+    }
+    for (r, got) in received.iter().enumerate() {
+        for (s, from) in names.iter().enumerate() {
+            if s == r {
+                continue;
+            }
+            let seed = (s * 10 + r) as u64;
+            let want = Bytes::from(format!("{from}->{}", names[r]));
+            assert_eq!(got.cmds[*from], vec![want], "{from} to {}", names[r]);
+            assert_eq!(got.buffers[*from], vec![content(200_000 + r, seed)]);
+            assert_eq!(got.files[*from], vec![content(1 << 20, seed + 50).to_vec()]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_on_no_relay_is_offline_at_once() {
+    let c = cluster(2);
+    let ann = user(c.addr(0), "ann").await;
+    let started = Instant::now();
+    let send = ann
+        .handle
+        .send_cmd("nobody", Bytes::from_static(b"x"), 0)
+        .await
+        .unwrap();
+    assert_eq!(send.await, ErrorCode::OFFLINE);
+    // NATS's "no responders", not a timeout (the search timeout is 2 s).
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_crosses_relays() {
+    let c = cluster(2);
+    let ann = user(c.addr(0), "ann").await;
+    // cat takes nothing: the buffer stops at its window, under way.
+    let mut cat = user(c.addr(1), "cat").await;
+    let send = ann
+        .handle
+        .send_buffer("cat", content(32 << 20, 1), 0)
+        .await
+        .unwrap();
+    started(&send).await;
+    assert_eq!(send.cancel(), ErrorCode::NOERR);
+    let code = tokio::time::timeout(Duration::from_secs(20), send)
+        .await
+        .unwrap();
+    assert_eq!(code, ErrorCode::CANCELLED);
+    let mut got = Received::default();
+    receive_until(&mut cat.events, &mut got, |g| !g.failed.is_empty()).await;
+    assert_eq!(got.failed, vec![ErrorCode::CANCELLED]);
+    assert!(got.buffers.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_at_its_caps_takes_senders_on_other_relays_in_order() {
+    let c = cluster(3);
+    let narrow = ClientConfig {
+        max_cmds_in_flight: 2,
+        max_transfers: 1,
+        ..ClientConfig::default()
+    };
+    let mut cat = user_with(c.addr(0), "cat", narrow).await;
+    let senders = [user(c.addr(1), "ann").await, user(c.addr(2), "ben").await];
+    let mut sends = Vec::new();
+    for i in 0..60 {
+        for s in &senders {
+            let data = Bytes::from(format!("{}:{i:03}", s.name));
+            sends.push(s.handle.send_cmd("cat", data, 0).await.unwrap());
+        }
+    }
+    for s in &senders {
+        for i in 0..3 {
+            sends.push(
+                s.handle
+                    .send_buffer("cat", content(300_000, i), 0)
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    // cat reads only now: everything waited within its caps, nothing was refused.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut got = Received::default();
+    receive_until(&mut cat.events, &mut got, |g| g.count() == 126).await;
+    for send in sends {
+        assert_eq!(send.await, ErrorCode::NOERR);
+    }
+    for s in &senders {
+        let want: Vec<Bytes> = (0..60)
+            .map(|i| Bytes::from(format!("{}:{i:03}", s.name)))
+            .collect();
+        assert_eq!(got.cmds[&s.name], want, "order from {}", s.name);
+        assert_eq!(got.buffers[&s.name].len(), 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_on_another_relay_replaces_the_old_session() {
+    let c = cluster(3);
+    let mut old = user(c.addr(0), "cat").await;
+    let ann = user(c.addr(2), "ann").await;
+    let first = ann
+        .handle
+        .send_cmd("cat", Bytes::from_static(b"one"), 0)
+        .await
+        .unwrap();
+    assert_eq!(first.await, ErrorCode::NOERR);
+    let mut new = user(c.addr(1), "cat").await;
+    let mut got_old = Received::default();
+    receive_until(&mut old.events, &mut got_old, |g| g.closed.is_some()).await;
+    assert_eq!(got_old.closed, Some(ErrorCode::KICKOUT_BY_RELOGIN));
+    let second = ann
+        .handle
+        .send_cmd("cat", Bytes::from_static(b"two"), 0)
+        .await
+        .unwrap();
+    // A link to the old relay may still be closing: a sender hears CONNECTIONLOST and
+    // tries again; nothing reaches the old session.
+    let mut code = second.await;
+    for _ in 0..20 {
+        if code == ErrorCode::NOERR {
+            break;
+        }
+        assert_eq!(code, ErrorCode::CONNECTIONLOST);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again = ann
+            .handle
+            .send_cmd("cat", Bytes::from_static(b"two"), 0)
+            .await
+            .unwrap();
+        code = again.await;
+    }
+    assert_eq!(code, ErrorCode::NOERR);
+    let mut got_new = Received::default();
+    receive_until(&mut new.events, &mut got_new, |g| g.count() == 1).await;
+    assert_eq!(got_new.cmds["ann"], vec![Bytes::from_static(b"two")]);
+    assert_eq!(got_old.cmds["ann"], vec![Bytes::from_static(b"one")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_to_a_killed_relay_get_their_results_within_seconds() {
+    let mut c = cluster(2);
+    let ann = user(c.addr(0), "ann").await;
+    // cat reads nothing: the buffer stays under way until its relay dies.
+    let _cat = user(c.addr(1), "cat").await;
+    let send = ann
+        .handle
+        .send_buffer("cat", content(32 << 20, 2), 0)
+        .await
+        .unwrap();
+    started(&send).await;
+    let killed = Instant::now();
+    c.relays[1].0 .0.kill().unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(10), send)
+        .await
+        .expect("a result within 10 s");
+    assert_eq!(code, ErrorCode::CONNECTIONLOST);
+    // Heartbeats every 500 ms, dead after 2.5 s: within 3 s and a margin.
+    eprintln!("the sender heard after {:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
+    // cat is offline everywhere now.
+    let send = ann
+        .handle
+        .send_cmd("cat", Bytes::from_static(b"x"), 0)
+        .await
+        .unwrap();
+    assert_eq!(send.await, ErrorCode::OFFLINE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_moves_to_another_relay_when_its_relay_dies() {
+    let mut c = cluster(3);
+    let ann = user(c.addr(0), "ann").await;
+    let servers = [Server::Tcp(c.addr(1).into()), Server::Tcp(c.addr(2).into())];
+    let dir = tempfile::tempdir().unwrap();
+    let reconnect = Reconnect {
+        backoff: Duration::from_millis(50),
+        ..Reconnect::default()
+    };
+    let (_cat, mut cat_events) = connect_with(
+        &servers,
+        "cat",
+        b"",
+        ClientConfig::default(),
+        Some(dir.path()),
+        Some(reconnect),
+    )
+    .await
+    .unwrap();
+    let send = ann
+        .handle
+        .send_cmd("cat", Bytes::from_static(b"one"), 0)
+        .await
+        .unwrap();
+    assert_eq!(send.await, ErrorCode::NOERR);
+    c.relays[1].0 .0.kill().unwrap();
+    // cat logs in on the third relay; ann's commands find it there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let send = ann
+            .handle
+            .send_cmd("cat", Bytes::from_static(b"two"), 0)
+            .await
+            .unwrap();
+        let code = send.await;
+        if code == ErrorCode::NOERR {
+            break;
+        }
+        assert!(
+            code == ErrorCode::OFFLINE || code == ErrorCode::CONNECTIONLOST,
+            "{code}"
+        );
+        assert!(Instant::now() < deadline, "cat not found again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut got = Received::default();
+    receive_until(&mut cat_events, &mut got, |g| {
+        g.cmds.get("ann").is_some_and(|c| c.len() == 2)
+    })
+    .await;
+    assert_eq!(
+        got.cmds["ann"],
+        vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_survives_a_restart_of_the_nats_server() {
+    let mut c = cluster(2);
+    let ann = user(c.addr(0), "ann").await;
+    let mut cat = user(c.addr(1), "cat").await;
+    let send = ann
+        .handle
+        .send_cmd("cat", Bytes::from_static(b"before"), 0)
+        .await
+        .unwrap();
+    assert_eq!(send.await, ErrorCode::NOERR);
+    // A buffer under way when NATS goes: it ends with a result, never silently.
+    let cut = ann
+        .handle
+        .send_buffer("cat", content(32 << 20, 3), 0)
+        .await
+        .unwrap();
+    started(&cut).await;
+    c.nats.down();
+    let code = tokio::time::timeout(Duration::from_secs(10), cut)
+        .await
+        .expect("a result within 10 s");
+    assert_eq!(code, ErrorCode::CONNECTIONLOST);
+    c.nats.up();
+    // Both relays reconnect and subscribe again; a command goes through once they have.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let send = ann
+            .handle
+            .send_cmd("cat", Bytes::from_static(b"after"), 0)
+            .await
+            .unwrap();
+        let code = send.await;
+        if code == ErrorCode::NOERR {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no delivery after the restart: {code}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut got = Received::default();
+    receive_until(&mut cat.events, &mut got, |g| {
+        g.cmds.get("ann").is_some_and(|c| c.len() == 2)
+    })
+    .await;
+    assert_eq!(
+        got.cmds["ann"],
+        vec![Bytes::from_static(b"before"), Bytes::from_static(b"after")]
+    );
+    assert!(got.buffers.is_empty());
+}
+
+#[test]
+fn a_relay_name_a_subject_cannot_carry_is_refused() {
+    let out = bin()
+        .args([
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster",
+            "nats://127.0.0.1:1",
+            "--node",
+            "a.b",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a relay's name"), "{err}");
+}
