@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{bin, port, spawn_relay, Killed};
+use common::{bin, get, port, spawn_relay, value, Killed};
 use peermsg_tokio::{
     connect, connect_with, ClientConfig, ClientEvent, ClientEvents, ClientHandle, ErrorCode, Event,
     Reconnect, SendHandle, Server,
@@ -533,6 +533,68 @@ async fn the_cluster_survives_a_restart_of_the_nats_server() {
         vec![Bytes::from_static(b"before"), Bytes::from_static(b"after")]
     );
     assert!(got.buffers.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_relays_metrics_count_its_nats_traffic_links_and_searches() {
+    let nats = Nats::start();
+    let mut relays = Vec::new();
+    for node in ["m0", "m1"] {
+        let addr = format!("127.0.0.1:{}", port());
+        let metrics = format!("127.0.0.1:{}", port());
+        let mut cmd = bin();
+        cmd.args([
+            "relay",
+            "--listen",
+            &addr,
+            "--cluster",
+            &nats.url(),
+            "--node",
+            node,
+        ]);
+        cmd.args(["--metrics", &metrics]);
+        relays.push((spawn_relay(cmd), addr, metrics));
+    }
+    let ann = user(&relays[0].1, "ann").await;
+    let mut cat = user(&relays[1].1, "cat").await;
+    for data in [&b"one"[..], b"two"] {
+        let send = ann
+            .handle
+            .send_cmd("cat", Bytes::copy_from_slice(data), 0)
+            .await
+            .unwrap();
+        assert_eq!(send.await, ErrorCode::NOERR);
+    }
+    let send = ann
+        .handle
+        .send_cmd("nobody", Bytes::from_static(b"x"), 0)
+        .await
+        .unwrap();
+    assert_eq!(send.await, ErrorCode::OFFLINE);
+    let mut got = Received::default();
+    receive_until(&mut cat.events, &mut got, |g| g.count() == 2).await;
+    // Gauges follow each heartbeat (500 ms).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let sender = get(&relays[0].2, "/metrics");
+    let receiver = get(&relays[1].2, "/metrics");
+    let searched = |what| {
+        value(
+            &sender,
+            "peermsg_relay_user_searches_total",
+            &[("what", what)],
+        )
+    };
+    // One link carried both commands: one search found cat, one found nobody.
+    assert_eq!(searched("found"), 1.0);
+    assert_eq!(searched("offline"), 1.0);
+    for text in [&sender, &receiver] {
+        assert_eq!(value(text, "peermsg_relay_links", &[]), 1.0);
+        assert_eq!(value(text, "peermsg_relay_peer_relays", &[]), 1.0);
+        for what in ["in", "out"] {
+            assert!(value(text, "peermsg_relay_nats_messages_total", &[("what", what)]) >= 2.0);
+            assert!(value(text, "peermsg_relay_nats_bytes_total", &[("what", what)]) > 0.0);
+        }
+    }
 }
 
 #[test]

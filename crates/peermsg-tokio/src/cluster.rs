@@ -544,7 +544,17 @@ impl Glue {
                     if let Some(m) = &self.metrics {
                         m.searched("found");
                     }
-                    self.peer_known(relay, conn, peer);
+                    let chosen = self.links.get(&conn).and_then(|w| w.peer.clone());
+                    match chosen {
+                        // Another relay that has the user spoke first: this one drops
+                        // its end.
+                        Some(p) if p.node != peer.node => {
+                            if let Some(key) = self.links.get(&conn).map(|w| w.key.clone()) {
+                                self.reset(relay, &peer.node, &key);
+                            }
+                        }
+                        _ => self.peer_known(relay, conn, peer),
+                    }
                 }
                 Err(code) => {
                     if let Some(m) = &self.metrics {
@@ -610,6 +620,15 @@ impl Glue {
             }
             return;
         };
+        // A user briefly on two relays may have both answer a search: the link goes on
+        // with the first that did, and the other is told to drop its end.
+        let peer = self.links.get(&conn).and_then(|w| w.peer.clone());
+        if peer.as_ref().is_some_and(|p| p.node != from.node) {
+            if kind == BYTES {
+                self.reset(relay, &from.node, &key);
+            }
+            return;
+        }
         match kind {
             BYTES => {
                 let Some(seq) = get_u64(&mut b) else {
@@ -618,7 +637,8 @@ impl Glue {
                 let Some(w) = self.links.get_mut(&conn) else {
                     return;
                 };
-                let stale = w.peer.as_ref().is_some_and(|p| *p != from);
+                // The same relay in a later run: the link's other end is gone.
+                let stale = peer.is_some_and(|p| p.run != from.run);
                 if seq != w.next_in || stale {
                     // A message was lost (or came from an earlier run): the link cannot
                     // go on, and its messages end at both ends.
