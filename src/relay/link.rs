@@ -49,7 +49,8 @@ impl Relay {
         let conn = ConnId(LINK_BIT | self.next_link);
         self.next_link += 1;
         let now = self.now;
-        let recv = RecvWindow::new(self.config.conn_window, 0);
+        let window = self.config.conn_window.max(self.config.link_window);
+        let recv = RecvWindow::new(window, 0);
         // Limits were validated when the relay was made.
         let Ok(session) = Session::new(self.config.limits, recv, now) else {
             return conn;
@@ -72,7 +73,7 @@ impl Relay {
                 self.incoming_links += 1;
             }
         }
-        let hello = self.hello();
+        let hello = self.hello_with(self.config.link_window);
         self.push(conn, Frame::Hello(hello));
         conn
     }

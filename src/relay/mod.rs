@@ -122,6 +122,10 @@ pub struct RelayConfig {
     /// link's first 64 KiB): what the other relays may send this one before it reads.
     /// Default 8 MiB.
     pub max_link_bytes: u64,
+    /// The transfer window of a message that crosses a link (in place of
+    /// `transfer_window` at both relays): links cross a slower path, and a sender's bytes
+    /// in flight are at most this beyond what its receiver took. Default 1 MiB.
+    pub link_window: u64,
     /// Incoming links open at once at most. With `max_link_bytes`, what the other
     /// relays may have in flight toward this one is at most `max_link_bytes + max_links x
     /// 64 KiB` (16 MiB by default). Default 128.
@@ -146,6 +150,7 @@ impl Default for RelayConfig {
             transmit_batch: 256 * 1024,
             cluster: false,
             max_link_bytes: 8 << 20,
+            link_window: 1 << 20,
             max_links: 128,
         }
     }
@@ -235,9 +240,9 @@ pub enum RelayError {
     /// The configuration is not usable.
     #[error("invalid configuration: {0}")]
     Config(#[from] wire::LimitsError),
-    /// The transfer window is under the credit step (64 KiB), or the connection window is
-    /// under the transfer window: senders could stall.
-    #[error("transfer_window must be at least 64 KiB and conn_window at least transfer_window")]
+    /// The transfer window (or the link window) is under the credit step (64 KiB), or the
+    /// connection window is under the transfer window: senders could stall.
+    #[error("transfer_window and link_window must be at least 64 KiB and conn_window at least transfer_window")]
     Windows,
     /// `receiver_queue` is zero, or `max_queued_bytes` is under what an honest receiver's
     /// queue may hold (twice `receiver_queue` and four frames): it would be closed as a
@@ -434,7 +439,9 @@ impl Relay {
     /// A relay with no connections.
     pub fn new(config: RelayConfig) -> Result<Self, RelayError> {
         config.limits.validate()?;
-        if config.transfer_window < wire::CREDIT_STEP || config.conn_window < config.transfer_window
+        if config.transfer_window < wire::CREDIT_STEP
+            || config.conn_window < config.transfer_window
+            || config.link_window < wire::CREDIT_STEP
         {
             return Err(RelayError::Windows);
         }

@@ -142,7 +142,10 @@ impl Relay {
         let Some(key) = self.outbound_key(conn, credit.id) else {
             return;
         };
-        let window = self.config.transfer_window;
+        let Some((src, dst)) = self.routes.get(&key).map(|r| (r.src, r.dst)) else {
+            return;
+        };
+        let window = self.window_of(src, dst);
         let dst_window = self
             .conns
             .get(&conn)

@@ -95,6 +95,7 @@ impl Relay {
         } else {
             waiting.push(conn, key);
         }
+        let src_credit = self.window_of(conn, dst);
         let c = self.conns.get_mut(&conn)?;
         c.inbound.insert(id, key);
         if is_cmd {
@@ -112,7 +113,7 @@ impl Relay {
             held: VecDeque::new(),
             dst_credit: 0,
             forwarded: 0,
-            src_credit: self.config.transfer_window,
+            src_credit,
             blocked: false,
             arrival: Arrival::new(is_cmd, size, first_fragment.unwrap_or(0)),
             cancelling: false,

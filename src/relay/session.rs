@@ -7,15 +7,37 @@ use super::*;
 
 impl Relay {
     pub(super) fn hello(&self) -> Hello {
+        self.hello_with(self.config.transfer_window)
+    }
+
+    /// The relay's `HELLO` announcing `transfer_window` (a link's is `link_window`).
+    pub(super) fn hello_with(&self, transfer_window: u64) -> Hello {
         let c = &self.config;
         Hello::new(
             Role::Relay,
             &c.limits,
             c.max_cmds_in_flight,
             c.max_transfers,
-            c.transfer_window,
+            transfer_window,
             INITIAL_CONN_CREDIT,
         )
+    }
+
+    /// The relay's transfer window for a message from `src` to `dst`: `link_window` if it
+    /// crosses a link, else `transfer_window`.
+    pub(super) fn window_of(&self, src: ConnId, dst: ConnId) -> u64 {
+        let crosses = self
+            .conns
+            .get(&src)
+            .is_some_and(|c| c.is_link(LinkSide::Incoming))
+            || self
+                .conns
+                .get(&dst)
+                .is_some_and(|d| d.is_link(LinkSide::Outgoing));
+        match crosses {
+            true => self.config.link_window,
+            false => self.config.transfer_window,
+        }
     }
 
     /// Lists `conn` for [`Relay::poll_output`] if it has frames to write, is not paused

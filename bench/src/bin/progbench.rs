@@ -14,6 +14,10 @@
 //! For each: wall time, and CPU seconds of each process (from /proc), medians of the
 //! rounds, and the ratios.
 //!
+//! With nats-server, the same file and a stream of commands also cross two relays of a
+//! cluster (`peermsg relay --cluster`, the sender on one, the listener on the other), beside
+//! the single relay in the same round: the cluster's cost per byte and per command.
+//!
 //! ```sh
 //! cargo build --release -p peermsg-cli -p peermsg-bench
 //! target/release/progbench            # 1 GiB, 5 rounds
@@ -94,6 +98,105 @@ fn peermsg(bin: &Path, file: &Path, dir: &Path) -> Cost {
         let _ = std::fs::remove_file(f.unwrap().path());
     }
     cost
+}
+
+/// A `peermsg relay` on a free port, with `extra` arguments; its address.
+fn start_relay(bin: &Path, extra: &[&str]) -> (Killed, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut relay = Command::new(bin)
+        .args(["relay", "--listen", &addr])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&mut relay, "relay listening");
+    (Killed(relay), addr)
+}
+
+/// The file from `peermsg send` on one relay of a cluster to `peermsg listen` on another;
+/// the relays' CPU is summed in `relay`, nats-server's included (and given apart).
+fn cluster_file(bin: &Path, file: &Path, dir: &Path) -> Option<(Cost, f64)> {
+    let nats = NatsServer::start()?;
+    let (r1, a1) = start_relay(bin, &["--cluster", &nats.url, "--node", "b1"]);
+    let (r2, a2) = start_relay(bin, &["--cluster", &nats.url, "--node", "b2"]);
+    let mut listen = Command::new(bin)
+        .args([
+            "listen", "--server", &a2, "--user", "bob", "--json", "--dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&mut listen, "ready");
+    let listen = Killed(listen);
+    let before = children_cpu();
+    let started = Instant::now();
+    let sent = Command::new(bin)
+        .args([
+            "send", "--server", &a1, "--user", "alice", "--to", "bob", "--file",
+        ])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let wall = started.elapsed().as_secs_f64();
+    assert!(sent.success(), "the file was delivered across the cluster");
+    let broker = cpu_of(nats.process.0.id());
+    let cost = Cost {
+        wall,
+        sender: children_cpu() - before,
+        relay: cpu_of(r1.0.id()) + cpu_of(r2.0.id()) + broker,
+        receiver: cpu_of(listen.0.id()),
+    };
+    drop((r1, r2, listen, nats));
+    for f in std::fs::read_dir(dir).unwrap() {
+        let _ = std::fs::remove_file(f.unwrap().path());
+    }
+    Some((cost, broker))
+}
+
+/// Commands a second from a client on the relay at `from` to one on the relay at `to`
+/// (the same relay, or two of a cluster), 64 in flight, each awaited for its result.
+fn cmd_rate(from: &str, to: &str, n: usize) -> f64 {
+    use peermsg_tokio::{connect, ClientConfig};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = ClientConfig::default();
+        let (_cat, mut events) = connect(to, "cat", b"", config, None).await.unwrap();
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        let (ann, _ann_events) = connect(from, "ann", b"", config, None).await.unwrap();
+        let data = bytes::Bytes::from_static(&[7u8; 64]);
+        let started = Instant::now();
+        let mut in_flight = std::collections::VecDeque::new();
+        for _ in 0..n {
+            if in_flight.len() == 64 {
+                let send: peermsg_tokio::SendHandle = in_flight.pop_front().unwrap();
+                assert!(send.await.is_success());
+            }
+            in_flight.push_back(ann.send_cmd("cat", data.clone(), 0).await.unwrap());
+        }
+        for send in in_flight {
+            assert!(send.await.is_success());
+        }
+        n as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// Commands a second through one relay and across two of a cluster, in one run.
+fn cmd_rates(bin: &Path, n: usize) -> Option<(f64, f64)> {
+    let nats = NatsServer::start()?;
+    let (_r1, a1) = start_relay(bin, &["--cluster", &nats.url, "--node", "c1"]);
+    let (_r2, a2) = start_relay(bin, &["--cluster", &nats.url, "--node", "c2"]);
+    let one = cmd_rate(&a1, &a1, n);
+    let across = cmd_rate(&a1, &a2, n);
+    Some((one, across))
 }
 
 /// The file through a copy relay: three processes of this program, in `flavor` (`copy`
@@ -417,6 +520,8 @@ fn main() {
     std::fs::create_dir(&inbox).unwrap();
     eprintln!("{mib} MiB file, disk to disk, {rounds} rounds, the paths alternated");
     let (mut ours, mut plain, mut on_tokio, mut broker) = (vec![], vec![], vec![], vec![]);
+    let (mut clustered, mut cmds_one, mut cmds_across) = (vec![], vec![], vec![]);
+    let mut cluster_broker = vec![];
     let show = |name: &str, c: &Cost| {
         eprintln!(
             "  {name:<8} {:.2} s, CPU {:.2} s (send {:.2}, relay {:.2}, receive {:.2})",
@@ -441,6 +546,19 @@ fn main() {
         if let Some(n) = with_nats.then(|| nats(&me, &file, &inbox)).flatten() {
             show("nats", &n);
             broker.push(n);
+        }
+        if let Some((c, broker)) = with_nats
+            .then(|| cluster_file(&bin, &file, &inbox))
+            .flatten()
+        {
+            show("cluster", &c);
+            clustered.push(c);
+            cluster_broker.push(broker);
+        }
+        if let Some((one, across)) = with_nats.then(|| cmd_rates(&bin, 20_000)).flatten() {
+            eprintln!("  commands: {one:.0}/s through one relay, {across:.0}/s across two");
+            cmds_one.push(one);
+            cmds_across.push(across);
         }
     }
     let per_gib = 1024.0 / mib as f64;
@@ -498,6 +616,37 @@ fn main() {
             &broker,
             Cost::cpu,
         ));
+    }
+    if !clustered.is_empty() {
+        let one = rate("program through one relay, file", &ours);
+        rows.push(rate("cluster: file across two relays over NATS", &clustered).against(&one));
+        rows.push(
+            rate("cluster against nats-server alone, file", &clustered)
+                .against(&rate("nats-server, file in 256 KiB messages", &broker)),
+        );
+        rows.push(Row::of(
+            "cluster: CPU of its nats-server",
+            "CPU s/GiB",
+            cluster_broker.iter().map(|b| b * per_gib).collect(),
+        ));
+        rows.push(
+            cpu(
+                "cluster: CPU of all five (two relays, nats-server)",
+                &clustered,
+                Cost::cpu,
+            )
+            .against(&cpu("program: CPU of all three", &ours, Cost::cpu)),
+        );
+        rows.push(one);
+        let one = Row::of(
+            "commands through one relay (64 in flight)",
+            "cmd/s",
+            cmds_one,
+        );
+        rows.push(
+            Row::of("cluster: commands across two relays", "cmd/s", cmds_across).against(&one),
+        );
+        rows.push(one);
     }
     peermsg_bench::report(&rows);
 }

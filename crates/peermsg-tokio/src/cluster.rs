@@ -195,7 +195,7 @@ struct LinkWire {
     next_out: u64,
     next_in: u64,
     /// Bytes made before the other relay was known.
-    early: Vec<Bytes>,
+    early: Vec<Transmit>,
     /// Messages waiting for room in the publisher's queue, in order.
     stalled: VecDeque<(String, Bytes)>,
 }
@@ -394,41 +394,36 @@ impl Glue {
     /// server's `max_payload` and numbered; an outgoing link's first bytes search for its
     /// user's relay.
     pub(crate) fn transmit(&mut self, relay: &mut Relay, conn: ConnId, mut batch: Transmit) {
-        let mut payload = BytesMut::with_capacity(batch.remaining());
-        while let Some(chunk) = batch.pop_chunk() {
-            payload.extend_from_slice(&chunk);
-        }
-        let payload = payload.freeze();
         let Some(w) = self.links.get_mut(&conn) else {
             if let Some((LinkSide::Outgoing, user)) = relay.link(conn) {
                 let user = user.clone();
-                self.search(conn, &user, payload);
+                self.search(conn, &user, batch);
             }
             return;
         };
-        match &w.peer {
-            None => w.early.push(payload),
-            Some(peer) => {
-                let subject = node_subject(&peer.node);
-                let key = w.key.clone();
-                for chunk in chunks(payload, self.max_chunk) {
-                    let Some(w) = self.links.get_mut(&conn) else {
-                        return;
-                    };
-                    let mut msg = BytesMut::with_capacity(chunk.len() + 64);
-                    head(&mut msg, BYTES, &self.me);
-                    put_key(&mut msg, &key);
-                    msg.put_u64(w.next_out);
-                    w.next_out += 1;
-                    msg.put_slice(&chunk);
-                    self.send(relay, Some(conn), subject.clone(), msg.freeze());
-                }
-            }
+        let Some(peer) = &w.peer else {
+            w.early.push(batch);
+            return;
+        };
+        let subject = node_subject(&peer.node);
+        // Each message is copied once, from the core's frames into it.
+        while batch.has_remaining() {
+            let Some(w) = self.links.get_mut(&conn) else {
+                return;
+            };
+            let n = batch.remaining().min(self.max_chunk);
+            let mut msg = BytesMut::with_capacity(n + 200);
+            head(&mut msg, BYTES, &self.me);
+            put_key(&mut msg, &w.key);
+            msg.put_u64(w.next_out);
+            w.next_out += 1;
+            msg.put((&mut batch).take(n));
+            self.send(relay, Some(conn), subject.clone(), msg.freeze());
         }
     }
 
     /// Asks the cluster which relay has `user`, with the link's first bytes (its `HELLO`).
-    fn search(&mut self, conn: ConnId, user: &UserId, first: Bytes) {
+    fn search(&mut self, conn: ConnId, user: &UserId, first: Transmit) {
         let key = LinkKey {
             node: self.me.node.clone(),
             run: self.me.run,
@@ -437,7 +432,7 @@ impl Glue {
         let mut msg = BytesMut::new();
         head(&mut msg, OPEN, &self.me);
         msg.put_u64(conn.0);
-        msg.put_slice(&first);
+        msg.put(first);
         self.by_key.insert(key.clone(), conn);
         self.links.insert(
             conn,
@@ -493,9 +488,7 @@ impl Glue {
         }
         w.peer = Some(peer);
         let early = std::mem::take(&mut w.early);
-        for bytes in early {
-            let mut batch = Transmit::new();
-            batch.push_bytes(bytes);
+        for batch in early {
             self.transmit(relay, conn, batch);
         }
     }
@@ -825,16 +818,6 @@ impl Glue {
     }
 }
 
-/// Cuts `payload` into pieces of at most `max` bytes (none if it is empty).
-fn chunks(mut payload: Bytes, max: usize) -> Vec<Bytes> {
-    let mut out = Vec::with_capacity(payload.len() / max.max(1) + 1);
-    while !payload.is_empty() {
-        let n = payload.len().min(max.max(1));
-        out.push(payload.split_to(n));
-    }
-    out
-}
-
 /// Forwards a subscription's messages to the relay's task, waiting for room.
 fn forward(
     mut sub: Subscriber,
@@ -893,15 +876,5 @@ mod tests {
         // Cut short anywhere, nothing is misread.
         let mut short = Bytes::from_static(&[BYTES, 5, b'a']);
         assert_eq!(read_head(&mut short), None);
-    }
-
-    #[test]
-    fn chunks_respect_the_limit() {
-        let parts = chunks(Bytes::from(vec![1u8; 10]), 4);
-        assert_eq!(
-            parts.iter().map(Bytes::len).collect::<Vec<_>>(),
-            vec![4, 4, 2]
-        );
-        assert!(chunks(Bytes::new(), 4).is_empty());
     }
 }
