@@ -33,13 +33,26 @@ fn nats_server_program() -> PathBuf {
 struct Nats {
     port: u16,
     process: Option<Killed>,
+    /// A configuration file, if any (`-c`).
+    config: Option<tempfile::NamedTempFile>,
 }
 
 impl Nats {
     fn start() -> Nats {
+        Nats::start_with("")
+    }
+
+    /// A nats-server with `config` (its configuration file's text).
+    fn start_with(config: &str) -> Nats {
+        let file = (!config.is_empty()).then(|| {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), config).unwrap();
+            file
+        });
         let mut nats = Nats {
             port: port(),
             process: None,
+            config: file,
         };
         nats.up();
         nats
@@ -50,7 +63,11 @@ impl Nats {
     }
 
     fn up(&mut self) {
-        let child = Command::new(nats_server_program())
+        let mut cmd = Command::new(nats_server_program());
+        if let Some(file) = &self.config {
+            cmd.arg("-c").arg(file.path());
+        }
+        let child = cmd
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -260,6 +277,34 @@ async fn every_pair_across_three_relays_exchanges_commands_buffers_and_files() {
             assert_eq!(got.files[*from], vec![content(1 << 20, seed + 50).to_vec()]);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_far_larger_than_the_servers_max_payload_cross() {
+    // 4 KiB messages at most: every frame of a file spans many.
+    let nats = Nats::start_with("max_payload: 4096\n");
+    let relays: Vec<_> = ["p0", "p1"].iter().map(|n| relay(&nats, n)).collect();
+    let ann = user(&relays[0].1, "ann").await;
+    let mut cat = user(&relays[1].1, "cat").await;
+    let files = tempfile::tempdir().unwrap();
+    let file = write_file(files.path(), "big.bin", &content(3 << 20, 7));
+    let cmd = content(60_000, 8);
+    let sends = [
+        ann.handle.send_cmd("cat", cmd.clone(), 0).await.unwrap(),
+        ann.handle
+            .send_buffer("cat", content(2 << 20, 9), 0)
+            .await
+            .unwrap(),
+        ann.handle.send_file("cat", &file, 0).await.unwrap(),
+    ];
+    let mut got = Received::default();
+    receive_until(&mut cat.events, &mut got, |g| g.count() == 3).await;
+    for send in sends {
+        assert_eq!(send.await, ErrorCode::NOERR);
+    }
+    assert_eq!(got.cmds["ann"], vec![cmd]);
+    assert_eq!(got.buffers["ann"], vec![content(2 << 20, 9)]);
+    assert_eq!(got.files["ann"], vec![content(3 << 20, 7).to_vec()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

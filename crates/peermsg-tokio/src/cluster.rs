@@ -185,7 +185,12 @@ pub(crate) enum ClusterInput {
     NatsDown,
     /// Room to publish for a link that had to wait.
     Room(ConnId),
+    /// A link's message could not be published: the link cannot go on.
+    Unsent(ConnId),
 }
+
+/// A message for the publisher task: its link, if it is a link's, its subject, itself.
+type Publish = (Option<ConnId>, String, Bytes);
 
 /// One link's wire: where its bytes go, and their sequence each way.
 struct LinkWire {
@@ -197,7 +202,7 @@ struct LinkWire {
     /// Bytes made before the other relay was known.
     early: Vec<Transmit>,
     /// Messages waiting for room in the publisher's queue, in order.
-    stalled: VecDeque<(String, Bytes)>,
+    stalled: VecDeque<Publish>,
 }
 
 /// A user logged in here: the task that forwards its subject, and since when.
@@ -215,7 +220,7 @@ pub(crate) struct Glue {
     config: Cluster,
     me: Relayed,
     client: Client,
-    publish: mpsc::Sender<(String, Bytes)>,
+    publish: mpsc::Sender<Publish>,
     inputs: mpsc::Sender<ClusterInput>,
     links: HashMap<ConnId, LinkWire>,
     by_key: HashMap<LinkKey, ConnId>,
@@ -283,12 +288,15 @@ impl Glue {
         };
         let node_sub = subscribe(node_subject(&config.node)).await?;
         let alive_sub = subscribe(RELAYS_SUBJECT.to_string()).await?;
-        let (publish, mut queue) = mpsc::channel::<(String, Bytes)>(PUBLISH_QUEUE);
-        let publisher = client.clone();
+        let (publish, mut queue) = mpsc::channel::<Publish>(PUBLISH_QUEUE);
+        let (publisher, unsent) = (client.clone(), inputs.clone());
         let mut tasks = vec![tokio::spawn(async move {
             // One publisher: NATS keeps the order of one connection's messages.
-            while let Some((subject, payload)) = queue.recv().await {
-                let _ = publisher.publish(subject, payload).await;
+            while let Some((link, subject, payload)) = queue.recv().await {
+                if let (Err(e), Some(link)) = (publisher.publish(subject, payload).await, link) {
+                    tracing::warn!(link = link.0, "cannot publish: {e}");
+                    let _ = unsent.send(ClusterInput::Unsent(link)).await;
+                }
             }
         })];
         tasks.push(forward(node_sub, inputs.clone(), |m| {
@@ -338,8 +346,8 @@ impl Glue {
         }
         let wire = link.and_then(|l| self.links.get_mut(&l));
         match wire {
-            Some(w) if !w.stalled.is_empty() => w.stalled.push_back((subject, payload)),
-            Some(w) => match self.publish.try_send((subject, payload)) {
+            Some(w) if !w.stalled.is_empty() => w.stalled.push_back((link, subject, payload)),
+            Some(w) => match self.publish.try_send((link, subject, payload)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(msg)) => {
                     w.stalled.push_back(msg);
@@ -354,7 +362,7 @@ impl Glue {
             // task of its own if it must.
             None => {
                 if let Err(mpsc::error::TrySendError::Full(msg)) =
-                    self.publish.try_send((subject, payload))
+                    self.publish.try_send((None, subject, payload))
                 {
                     let publish = self.publish.clone();
                     tokio::spawn(async move {
@@ -595,6 +603,7 @@ impl Glue {
                 }
             }
             ClusterInput::Room(conn) => self.drain_stalled(relay, conn),
+            ClusterInput::Unsent(conn) => self.end_link(relay, conn, "gap"),
         }
     }
 
