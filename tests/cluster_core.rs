@@ -269,14 +269,7 @@ fn every_pair_across_three_relays_exchanges_commands_buffers_and_files() {
 #[test]
 fn a_user_on_no_relay_is_offline_at_once() {
     let mut c = Cluster::new(&[&["ann"], &["cat"]], ClientConfig::default());
-    let now = c.relays[0].now;
-    let id = c
-        .client(0, 0)
-        .client
-        .send_cmd(now, "nobody", Bytes::from_static(b"x"), 0)
-        .unwrap();
-    c.run();
-    assert_eq!(result_of(&c.client(0, 0).events, id), ErrorCode::OFFLINE);
+    assert_eq!(command(&mut c, "nobody", b"x"), ErrorCode::OFFLINE);
 }
 
 #[test]
@@ -325,14 +318,25 @@ fn commands_from_one_sender_arrive_in_order_within_the_receivers_caps() {
     }
 }
 
-#[test]
-fn a_cancel_crosses_relays_both_ways() {
-    let mut c = Cluster::new(&[&["ann"], &["cat"]], ClientConfig::default());
+/// ann (relay 0, the first user) sends `to` a command; its result.
+fn command(c: &mut Cluster, to: &str, data: &'static [u8]) -> ErrorCode {
     let now = c.relays[0].now;
     let id = c
         .client(0, 0)
         .client
-        .send_buffer(now, "cat", content(16 << 20, 3), 0)
+        .send_cmd(now, to, Bytes::from_static(data), 0)
+        .unwrap();
+    c.run();
+    result_of(&c.client(0, 0).events, id)
+}
+
+/// ann (relay 0) starts sending cat (relay 1) 16 MiB; runs until cat has some.
+fn buffer_under_way(c: &mut Cluster, seed: u64) -> SendId {
+    let now = c.relays[0].now;
+    let id = c
+        .client(0, 0)
+        .client
+        .send_buffer(now, "cat", content(16 << 20, seed), 0)
         .unwrap();
     let started = |c: &Cluster| {
         c.relays[1].nodes[0]
@@ -342,6 +346,13 @@ fn a_cancel_crosses_relays_both_ways() {
             .any(|e| matches!(e, Event::ReceiveProgress { .. }))
     };
     assert!(c.run_until(started));
+    id
+}
+
+#[test]
+fn a_cancel_crosses_relays_both_ways() {
+    let mut c = Cluster::new(&[&["ann"], &["cat"]], ClientConfig::default());
+    let id = buffer_under_way(&mut c, 3);
     let code = c.client(0, 0).client.cancel_send(id, 0);
     assert_eq!(code, ErrorCode::NOERR);
     c.run();
@@ -363,34 +374,14 @@ fn a_login_on_another_relay_replaces_the_old_session() {
             |e| matches!(e, Event::Closed { code, .. } if *code == ErrorCode::KICKOUT_BY_RELOGIN),
         );
     assert!(kicked, "{:?}", c.client(0, 1).events);
-    let now = c.relays[0].now;
-    let id = c
-        .client(0, 0)
-        .client
-        .send_cmd(now, "cat", Bytes::from_static(b"here?"), 0)
-        .unwrap();
-    c.run();
-    assert_eq!(result_of(&c.client(0, 0).events, id), ErrorCode::NOERR);
+    assert_eq!(command(&mut c, "cat", b"here?"), ErrorCode::NOERR);
     assert_eq!(received_cmds(c.client(1, cat2)).len(), 1);
 }
 
 #[test]
 fn a_link_lost_mid_transfer_ends_its_messages_at_both_ends() {
     let mut c = Cluster::new(&[&["ann"], &["cat"]], ClientConfig::default());
-    let now = c.relays[0].now;
-    let id = c
-        .client(0, 0)
-        .client
-        .send_buffer(now, "cat", content(16 << 20, 4), 0)
-        .unwrap();
-    let started = |c: &Cluster| {
-        c.relays[1].nodes[0]
-            .side
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::ReceiveProgress { .. }))
-    };
-    assert!(c.run_until(started));
+    let id = buffer_under_way(&mut c, 4);
     // The runtime at relay 0 loses its link: it says so, and the other end hears it.
     let (&(i, link), _) = c.links.iter().find(|((i, _), _)| *i == 0).expect("a link");
     c.cut.push((i, link));
@@ -404,35 +395,14 @@ fn a_link_lost_mid_transfer_ends_its_messages_at_both_ends() {
         |e| matches!(e, Event::ReceiveFailed { code, .. } if *code == ErrorCode::CONNECTIONLOST)
     ));
     // A new message finds the user again.
-    let now = c.relays[0].now;
-    let id = c
-        .client(0, 0)
-        .client
-        .send_cmd(now, "cat", Bytes::from_static(b"again"), 0)
-        .unwrap();
-    c.run();
-    assert_eq!(result_of(&c.client(0, 0).events, id), ErrorCode::NOERR);
+    assert_eq!(command(&mut c, "cat", b"again"), ErrorCode::NOERR);
 }
 
 #[test]
 fn a_receiver_leaving_closes_the_links_to_it() {
     let mut c = Cluster::new(&[&["ann"], &["cat"]], ClientConfig::default());
-    let now = c.relays[0].now;
-    let id = c
-        .client(0, 0)
-        .client
-        .send_cmd(now, "cat", Bytes::from_static(b"one"), 0)
-        .unwrap();
-    c.run();
-    assert_eq!(result_of(&c.client(0, 0).events, id), ErrorCode::NOERR);
+    assert_eq!(command(&mut c, "cat", b"one"), ErrorCode::NOERR);
     c.relays[1].drop_node(0);
     c.run();
-    let now = c.relays[0].now;
-    let id = c
-        .client(0, 0)
-        .client
-        .send_cmd(now, "cat", Bytes::from_static(b"two"), 0)
-        .unwrap();
-    c.run();
-    assert_eq!(result_of(&c.client(0, 0).events, id), ErrorCode::OFFLINE);
+    assert_eq!(command(&mut c, "cat", b"two"), ErrorCode::OFFLINE);
 }

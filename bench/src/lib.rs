@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -212,17 +211,9 @@ pub fn wait_for(child: &mut Child, word: &str) {
 pub const NATS_MISSING: &str =
     "nats-server not found: the NATS figures are skipped (install it: apt-get install nats-server)";
 
-/// The nats-server program, from `PATH` or Debian's /usr/sbin.
-pub fn nats_server_program() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
-}
+// Shared with the program's cluster tests (crates/peermsg-cli/tests/common).
+mod nats_program;
+pub use nats_program::nats_server_program;
 
 /// A nats-server on a loopback port, stopped when dropped.
 pub struct NatsServer {

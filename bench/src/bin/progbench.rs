@@ -54,49 +54,9 @@ impl Cost {
 
 /// The file through `peermsg relay`, `listen --dir` and `send --file`.
 fn peermsg(bin: &Path, file: &Path, dir: &Path) -> Cost {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut relay = Command::new(bin)
-        .args(["relay", "--listen", &addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&mut relay, "relay listening");
-    let relay = Killed(relay);
-    let mut listen = Command::new(bin)
-        .args([
-            "listen", "--server", &addr, "--user", "bob", "--json", "--dir",
-        ])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&mut listen, "ready");
-    let listen = Killed(listen);
-    let before = children_cpu();
-    let started = Instant::now();
-    let sent = Command::new(bin)
-        .args([
-            "send", "--server", &addr, "--user", "alice", "--to", "bob", "--file",
-        ])
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    let wall = started.elapsed().as_secs_f64();
-    assert!(sent.success(), "the file was delivered");
-    let cost = Cost {
-        wall,
-        sender: children_cpu() - before,
-        relay: cpu_of(relay.0.id()),
-        receiver: cpu_of(listen.0.id()),
-    };
-    drop((relay, listen));
-    for f in std::fs::read_dir(dir).unwrap() {
-        let _ = std::fs::remove_file(f.unwrap().path());
-    }
+    let (relay, addr) = start_relay(bin, &[]);
+    let cost = listen_and_send(bin, &addr, &addr, file, dir, || cpu_of(relay.0.id()));
+    drop(relay);
     cost
 }
 
@@ -114,15 +74,20 @@ fn start_relay(bin: &Path, extra: &[&str]) -> (Killed, String) {
     (Killed(relay), addr)
 }
 
-/// The file from `peermsg send` on one relay of a cluster to `peermsg listen` on another;
-/// the relays' CPU is summed in `relay`, nats-server's included (and given apart).
-fn cluster_file(bin: &Path, file: &Path, dir: &Path) -> Option<(Cost, f64)> {
-    let nats = NatsServer::start()?;
-    let (r1, a1) = start_relay(bin, &["--cluster", &nats.url, "--node", "b1"]);
-    let (r2, a2) = start_relay(bin, &["--cluster", &nats.url, "--node", "b2"]);
+/// `peermsg listen --dir` on the relay at `listen_at`, then `peermsg send --file` on the
+/// one at `send_at`: its cost, with the relays' CPU from `relays_cpu` (read before they
+/// stop). The received file is removed.
+fn listen_and_send(
+    bin: &Path,
+    send_at: &str,
+    listen_at: &str,
+    file: &Path,
+    dir: &Path,
+    relays_cpu: impl Fn() -> f64,
+) -> Cost {
     let mut listen = Command::new(bin)
         .args([
-            "listen", "--server", &a2, "--user", "bob", "--json", "--dir",
+            "listen", "--server", listen_at, "--user", "bob", "--json", "--dir",
         ])
         .arg(dir)
         .stdout(Stdio::piped())
@@ -135,7 +100,7 @@ fn cluster_file(bin: &Path, file: &Path, dir: &Path) -> Option<(Cost, f64)> {
     let started = Instant::now();
     let sent = Command::new(bin)
         .args([
-            "send", "--server", &a1, "--user", "alice", "--to", "bob", "--file",
+            "send", "--server", send_at, "--user", "alice", "--to", "bob", "--file",
         ])
         .arg(file)
         .stdout(Stdio::null())
@@ -143,19 +108,31 @@ fn cluster_file(bin: &Path, file: &Path, dir: &Path) -> Option<(Cost, f64)> {
         .status()
         .unwrap();
     let wall = started.elapsed().as_secs_f64();
-    assert!(sent.success(), "the file was delivered across the cluster");
-    let broker = cpu_of(nats.process.0.id());
+    assert!(sent.success(), "the file was delivered");
     let cost = Cost {
         wall,
         sender: children_cpu() - before,
-        relay: cpu_of(r1.0.id()) + cpu_of(r2.0.id()) + broker,
+        relay: relays_cpu(),
         receiver: cpu_of(listen.0.id()),
     };
-    drop((r1, r2, listen, nats));
+    drop(listen);
     for f in std::fs::read_dir(dir).unwrap() {
         let _ = std::fs::remove_file(f.unwrap().path());
     }
-    Some((cost, broker))
+    cost
+}
+
+/// The file from `peermsg send` on one relay of a cluster to `peermsg listen` on another;
+/// the relays' CPU is summed in `relay`, nats-server's included (and given apart).
+fn cluster_file(bin: &Path, file: &Path, dir: &Path) -> Option<(Cost, f64)> {
+    let nats = NatsServer::start()?;
+    let (r1, a1) = start_relay(bin, &["--cluster", &nats.url, "--node", "b1"]);
+    let (r2, a2) = start_relay(bin, &["--cluster", &nats.url, "--node", "b2"]);
+    let broker = || cpu_of(nats.process.0.id());
+    let cost = listen_and_send(bin, &a1, &a2, file, dir, || {
+        cpu_of(r1.0.id()) + cpu_of(r2.0.id()) + broker()
+    });
+    Some((cost, broker()))
 }
 
 /// Commands a second from a client on the relay at `from` to one on the relay at `to`

@@ -18,14 +18,7 @@ use peermsg_tokio::{
 };
 
 fn nats_server_program() -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
+    common::nats_program::nats_server_program()
         .expect("nats-server is not installed: apt-get install nats-server")
 }
 
@@ -88,17 +81,24 @@ impl Nats {
 
 /// A relay of the cluster, by name, on a port of its own.
 fn relay(nats: &Nats, node: &str) -> (Killed, String) {
+    relay_with(nats, node, &[])
+}
+
+/// [`relay`] with `extra` arguments.
+fn relay_with(nats: &Nats, node: &str, extra: &[&str]) -> (Killed, String) {
     let addr = format!("127.0.0.1:{}", port());
     let mut cmd = bin();
+    let url = nats.url();
     cmd.args([
         "relay",
         "--listen",
         &addr,
         "--cluster",
-        &nats.url(),
+        &url,
         "--node",
         node,
     ]);
+    cmd.args(extra);
     (spawn_relay(cmd), addr)
 }
 
@@ -218,6 +218,35 @@ async fn started(send: &SendHandle) {
     })
     .await
     .expect("the send starts");
+}
+
+/// Sends `data` from `from` to `to` as a command until it is delivered, within `limit`;
+/// every failure on the way must be one of `expected`.
+async fn deliver_retrying(
+    from: &User,
+    to: &str,
+    data: &'static [u8],
+    limit: Duration,
+    expected: &[ErrorCode],
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let send = from
+            .handle
+            .send_cmd(to, Bytes::from_static(data), 0)
+            .await
+            .unwrap();
+        let code = send.await;
+        if code == ErrorCode::NOERR {
+            return;
+        }
+        assert!(expected.contains(&code), "{code}");
+        assert!(
+            Instant::now() < deadline,
+            "not delivered within {limit:?}: {code}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
@@ -407,28 +436,10 @@ async fn a_login_on_another_relay_replaces_the_old_session() {
     let mut got_old = Received::default();
     receive_until(&mut old.events, &mut got_old, |g| g.closed.is_some()).await;
     assert_eq!(got_old.closed, Some(ErrorCode::KICKOUT_BY_RELOGIN));
-    let second = ann
-        .handle
-        .send_cmd("cat", Bytes::from_static(b"two"), 0)
-        .await
-        .unwrap();
     // A link to the old relay may still be closing: a sender hears CONNECTIONLOST and
     // tries again; nothing reaches the old session.
-    let mut code = second.await;
-    for _ in 0..20 {
-        if code == ErrorCode::NOERR {
-            break;
-        }
-        assert_eq!(code, ErrorCode::CONNECTIONLOST);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let again = ann
-            .handle
-            .send_cmd("cat", Bytes::from_static(b"two"), 0)
-            .await
-            .unwrap();
-        code = again.await;
-    }
-    assert_eq!(code, ErrorCode::NOERR);
+    let lost = [ErrorCode::CONNECTIONLOST];
+    deliver_retrying(&ann, "cat", b"two", Duration::from_secs(2), &lost).await;
     let mut got_new = Received::default();
     receive_until(&mut new.events, &mut got_new, |g| g.count() == 1).await;
     assert_eq!(got_new.cmds["ann"], vec![Bytes::from_static(b"two")]);
@@ -497,24 +508,8 @@ async fn a_user_moves_to_another_relay_when_its_relay_dies() {
     assert_eq!(send.await, ErrorCode::NOERR);
     c.relays[1].0 .0.kill().unwrap();
     // cat logs in on the third relay; ann's commands find it there.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let send = ann
-            .handle
-            .send_cmd("cat", Bytes::from_static(b"two"), 0)
-            .await
-            .unwrap();
-        let code = send.await;
-        if code == ErrorCode::NOERR {
-            break;
-        }
-        assert!(
-            code == ErrorCode::OFFLINE || code == ErrorCode::CONNECTIONLOST,
-            "{code}"
-        );
-        assert!(Instant::now() < deadline, "cat not found again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let gone = [ErrorCode::OFFLINE, ErrorCode::CONNECTIONLOST];
+    deliver_retrying(&ann, "cat", b"two", Duration::from_secs(20), &gone).await;
     let mut got = Received::default();
     receive_until(&mut cat_events, &mut got, |g| {
         g.cmds.get("ann").is_some_and(|c| c.len() == 2)
@@ -551,23 +546,8 @@ async fn the_cluster_survives_a_restart_of_the_nats_server() {
     assert_eq!(code, ErrorCode::CONNECTIONLOST);
     c.nats.up();
     // Both relays reconnect and subscribe again; a command goes through once they have.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let send = ann
-            .handle
-            .send_cmd("cat", Bytes::from_static(b"after"), 0)
-            .await
-            .unwrap();
-        let code = send.await;
-        if code == ErrorCode::NOERR {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no delivery after the restart: {code}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let away = [ErrorCode::OFFLINE, ErrorCode::CONNECTIONLOST];
+    deliver_retrying(&ann, "cat", b"after", Duration::from_secs(30), &away).await;
     let mut got = Received::default();
     receive_until(&mut cat.events, &mut got, |g| {
         g.cmds.get("ann").is_some_and(|c| c.len() == 2)
@@ -585,20 +565,9 @@ async fn each_relays_metrics_count_its_nats_traffic_links_and_searches() {
     let nats = Nats::start();
     let mut relays = Vec::new();
     for node in ["m0", "m1"] {
-        let addr = format!("127.0.0.1:{}", port());
         let metrics = format!("127.0.0.1:{}", port());
-        let mut cmd = bin();
-        cmd.args([
-            "relay",
-            "--listen",
-            &addr,
-            "--cluster",
-            &nats.url(),
-            "--node",
-            node,
-        ]);
-        cmd.args(["--metrics", &metrics]);
-        relays.push((spawn_relay(cmd), addr, metrics));
+        let (relay, addr) = relay_with(&nats, node, &["--metrics", &metrics]);
+        relays.push((relay, addr, metrics));
     }
     let ann = user(&relays[0].1, "ann").await;
     let mut cat = user(&relays[1].1, "cat").await;

@@ -106,6 +106,7 @@ const KICK: u8 = 4;
 const ALIVE: u8 = 5;
 const ACCEPTED: u8 = 6;
 const BUSY: u8 = 7;
+const PROBE: u8 = 8;
 
 /// A link's name in the cluster: the relay that opened it, that relay's run, its id there.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -179,8 +180,9 @@ pub(crate) enum ClusterInput {
     Alive(Bytes),
     /// A search for an outgoing link's user ended.
     Found(ConnId, Result<Relayed, ErrorCode>),
-    /// A login's subscription is in place (or could not be made): the login is accepted.
-    Subscribed(ConnId, UserId, Option<Subscriber>),
+    /// A login's subscription is in place (or could not be made): the login is accepted,
+    /// and what came on the user's subject meanwhile is handled.
+    Subscribed(ConnId, UserId, Option<Subscriber>, Vec<Message>),
     /// The connection to NATS was lost.
     NatsDown,
     /// Room to publish for a link that had to wait.
@@ -505,10 +507,37 @@ impl Glue {
     /// subscribed (so a search right after the login finds it).
     pub(crate) fn login(&self, conn: ConnId, user: UserId) {
         let (client, inputs) = (self.client.clone(), self.inputs.clone());
+        let mut probe = BytesMut::new();
+        head(&mut probe, PROBE, &self.me);
+        probe.put_u64(conn.0);
+        probe.put_u64(now_micros());
+        let probe = probe.freeze();
+        let limit = self.config.search_timeout;
         tokio::spawn(async move {
-            let sub = client.subscribe(user_subject(&user)).await.ok();
-            let _ = client.flush().await;
-            let _ = inputs.send(ClusterInput::Subscribed(conn, user, sub)).await;
+            let subject = user_subject(&user);
+            let mut early = Vec::new();
+            let sub = match client.subscribe(subject.clone()).await {
+                // The server has the subscription once a message published after it comes
+                // back on it: a probe of this relay's own (flushing the socket is not
+                // enough). Others' messages before it are kept for after the login.
+                Ok(mut sub) => {
+                    let _ = client.publish(subject, probe.clone()).await;
+                    let _ = tokio::time::timeout(limit, async {
+                        while let Some(msg) = sub.next().await {
+                            if msg.payload == probe {
+                                return;
+                            }
+                            early.push(msg);
+                        }
+                    })
+                    .await;
+                    Some(sub)
+                }
+                Err(_) => None,
+            };
+            let _ = inputs
+                .send(ClusterInput::Subscribed(conn, user, sub, early))
+                .await;
         });
     }
 
@@ -572,7 +601,7 @@ impl Glue {
                     }
                 }
             },
-            ClusterInput::Subscribed(conn, user, sub) => {
+            ClusterInput::Subscribed(conn, user, sub, early) => {
                 if relay.accept_login(conn).is_err() {
                     return; // gone meanwhile; the subscription ends with `sub`
                 }
@@ -595,6 +624,9 @@ impl Glue {
                 head(&mut msg, KICK, &self.me);
                 msg.put_u64(since);
                 self.send(relay, None, user_subject(&user), msg.freeze());
+                for msg in early {
+                    self.on_user_message(relay, now, user.clone(), msg);
+                }
             }
             ClusterInput::NatsDown => {
                 let all: Vec<ConnId> = self.links.keys().copied().collect();

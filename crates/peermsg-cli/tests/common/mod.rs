@@ -4,6 +4,9 @@
 #[path = "../../../peermsg-tokio/tests/common/small_disk.rs"]
 pub mod small_disk;
 
+#[path = "../../../../bench/src/nats_program.rs"]
+pub mod nats_program;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
