@@ -26,7 +26,9 @@
 //! `route.rs` (`Relay::move_on` and `Relay::pass` are the one place bytes go from a sender
 //! to a receiver); what the relay holds, and what it may grant, in `budget.rs`
 //! (`Relay::bytes_left` is the one place held bytes go down); turns across senders in
-//! `admission.rs`; the queue toward each connection in `out_queue.rs`. Routing a frame and
+//! `admission.rs`; the queue toward each connection in `out_queue.rs`; links to the other
+//! relays of a cluster (a remote user is a connection like a local one) in `link.rs`
+//! ([`LinkSide`], docs/CLUSTER.md). Routing a frame and
 //! finding writable connections cost O(log n) in the number of connections (ordered maps)
 //! and O(1) in everything else.
 
