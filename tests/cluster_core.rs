@@ -37,10 +37,15 @@ fn clustered() -> RelayConfig {
 impl Cluster {
     /// One relay per list of user names.
     fn new(users: &[&[&str]], client: ClientConfig) -> Self {
+        Cluster::with(users, client, clustered())
+    }
+
+    /// [`Cluster::new`] with relays of `relay`.
+    fn with(users: &[&[&str]], client: ClientConfig, relay: RelayConfig) -> Self {
         let relays: Vec<Net> = users
             .iter()
             .enumerate()
-            .map(|(i, names)| Net::new(names, client, clustered(), 11 + i as u64))
+            .map(|(i, names)| Net::new(names, client, relay, 11 + i as u64))
             .collect();
         let seen = vec![0; relays.len()];
         let mut cluster = Cluster {
@@ -405,4 +410,94 @@ fn a_receiver_leaving_closes_the_links_to_it() {
     c.relays[1].drop_node(0);
     c.run();
     assert_eq!(command(&mut c, "cat", b"two"), ErrorCode::OFFLINE);
+}
+
+#[test]
+fn what_other_relays_may_send_one_relay_stays_in_its_link_budget() {
+    // Six receivers on relay 1 that stop reading their sockets, six senders on relay 0
+    // sending them 4 MiB each: relay 1's links may have at most max_link_bytes and 64 KiB
+    // each promised, and everything arrives once the receivers read again. (A sender's
+    // relay uses the last bytes of its credit, cutting a frame if it must: the far relay
+    // grants more only once it is used, and once deadlocked here.)
+    let relay = RelayConfig {
+        max_link_bytes: 512 * 1024,
+        ..clustered()
+    };
+    let senders = ["s0", "s1", "s2", "s3", "s4", "s5"];
+    let receivers = ["r0", "r1", "r2", "r3", "r4", "r5"];
+    let mut c = Cluster::with(&[&senders, &receivers], ClientConfig::default(), relay);
+    for node in &mut c.relays[1].nodes {
+        node.receiving = false;
+    }
+    let mut sends = Vec::new();
+    for (i, to) in receivers.iter().enumerate() {
+        let now = c.relays[0].now;
+        let id = c
+            .client(0, i)
+            .client
+            .send_buffer(now, to, content(4 << 20, i as u64), 0)
+            .unwrap();
+        sends.push((i, id));
+    }
+    let peak = std::cell::Cell::new(0u64);
+    let links = std::cell::Cell::new(0usize);
+    c.run_until(|c| {
+        let stats = c.relays[1].relay.stats();
+        peak.set(peak.get().max(stats.link_credit));
+        links.set(links.get().max(stats.links));
+        false
+    });
+    let bound = relay.max_link_bytes + links.get() as u64 * peermsg::relay::INITIAL_CONN_CREDIT;
+    assert_eq!(links.get(), 6);
+    assert!(
+        peak.get() > 0 && peak.get() <= bound,
+        "{} > {bound}",
+        peak.get()
+    );
+    for i in 0..receivers.len() {
+        c.relays[1].nodes[i].receiving = true;
+    }
+    c.run();
+    for (i, id) in sends {
+        assert_eq!(result_of(&c.client(0, i).events, id), ErrorCode::NOERR);
+        let got = c.relays[1].nodes[i].side.events.iter().any(|e| {
+            matches!(e, Event::BufferReceived { data, .. } if *data == content(4 << 20, i as u64))
+        });
+        assert!(got, "buffer {i}");
+    }
+    // At rest the links keep what they were granted, within the same bound.
+    assert!(c.relays[1].relay.stats().link_credit <= bound);
+}
+
+#[test]
+fn transfers_of_any_size_finish_through_a_tight_link_budget() {
+    // The sender's relay uses the last bytes of a link's credit by cutting a frame; the
+    // rest must go on when the far relay grants more, whatever the sizes.
+    let relay = RelayConfig {
+        max_link_bytes: 64 * 1024,
+        ..clustered()
+    };
+    for (i, size) in [(1u64 << 20) + 77, 3 << 20, 700_001, 65_537]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = Cluster::with(&[&["ann"], &["cat"]], ClientConfig::default(), relay);
+        let now = c.relays[0].now;
+        let data = content(size as usize, i as u64);
+        let side = c.client(0, 0);
+        let file = side.client.send_file(now, "cat", "f.bin", size, 0).unwrap();
+        side.files.insert(file, data.clone());
+        let buffer = side
+            .client
+            .send_buffer(now, "cat", data.clone(), 0)
+            .unwrap();
+        c.run_for(std::time::Duration::from_secs(1));
+        for id in [file, buffer] {
+            assert_eq!(
+                result_of(&c.client(0, 0).events, id),
+                ErrorCode::NOERR,
+                "size {size}"
+            );
+        }
+    }
 }

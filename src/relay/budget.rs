@@ -19,10 +19,12 @@ impl Relay {
         }
         debug_assert!(self.promised >= len, "more left than was promised");
         self.promised = self.promised.saturating_sub(len);
+        // Only incoming links send payload of all links (and their ids keep the link bit
+        // after they are gone, while their last bytes leave).
+        if conn.0 & LINK_BIT != 0 {
+            self.link_promised = self.link_promised.saturating_sub(len);
+        }
         if let Some(c) = self.conns.get_mut(&conn) {
-            if c.is_link(LinkSide::Incoming) {
-                self.link_promised = self.link_promised.saturating_sub(len);
-            }
             if !c.session.is_closed() {
                 c.session.recv.release(len);
                 self.grant(conn);

@@ -435,6 +435,12 @@ pub struct RelayStats {
     pub held_budget: u64,
     /// Frames passed from senders to receivers since the relay started.
     pub frames_forwarded: u64,
+    /// Connection credit granted to incoming links whose bytes have not left this relay:
+    /// what the other relays of a cluster may have in flight toward it or held in it (at
+    /// most [`RelayConfig::max_link_bytes`] and 64 KiB per incoming link).
+    pub link_credit: u64,
+    /// Links to and from other relays open.
+    pub links: usize,
 }
 
 impl Relay {
@@ -820,6 +826,8 @@ impl Relay {
             held_bytes: self.held,
             held_budget: self.config.max_held_bytes,
             frames_forwarded: self.forwarded,
+            link_credit: self.link_promised,
+            links: self.remote.len() + self.incoming_links,
         }
     }
 

@@ -3,6 +3,7 @@
 //! order (`move_on`, `pass`: the one place bytes go from a sender to a receiver, with ids
 //! and credit translated).
 
+use super::session::split_payload;
 use super::*;
 
 impl Relay {
@@ -87,7 +88,7 @@ impl Relay {
         let Some(dst_id) = r.dst_id else {
             return Err(frame); // waiting for a slot: `admit` calls move_on
         };
-        let len = payload_len(&frame);
+        let mut len = payload_len(&frame);
         if let Frame::Data(d) = &frame {
             if d.offset + len > r.dst_credit {
                 return Err(frame); // the receiver's CREDIT calls move_on again
@@ -98,12 +99,29 @@ impl Relay {
                 return Err(frame);
             };
             let full = dc.out.payload_in_lane_of(&frame) >= self.config.receiver_queue;
-            if len > dc.session.send.room() || full {
+            let room = dc.session.send.room();
+            if room == 0 || full {
                 if !r.blocked {
                     r.blocked = true;
                     dc.blocked.push_back(key);
                 }
                 return Err(frame); // CONN_CREDIT or a drained queue calls move_on again
+            }
+            if len > room {
+                // What credit there is goes now: a peer that grants in steps (a relay at
+                // the far end of a link) grants more only once it is used.
+                let n = usize::try_from(room).unwrap_or(usize::MAX);
+                if let Some(mut rest) = split_payload(&mut frame, n) {
+                    // The rest waits for the next CONN_CREDIT, like a frame that found no
+                    // room at all.
+                    detach_payload(&mut rest);
+                    r.held.push_front(rest);
+                    if !r.blocked {
+                        r.blocked = true;
+                        dc.blocked.push_back(key);
+                    }
+                }
+                len = room;
             }
             dc.session.send.spend(len);
         }

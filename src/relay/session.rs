@@ -334,36 +334,44 @@ impl Relay {
 }
 
 /// If `frame` is longer than `max_frame_size`, shortens it to fit and returns a frame
-/// with the rest of its payload (a `DATA` continues as `DATA`, a command as `CMD_CONT`).
+/// with the rest of its payload.
 fn split_to_fit(frame: &mut Frame, max_frame_size: u64) -> Option<Frame> {
-    let room = |peer| {
-        usize::try_from(wire::payload_room(max_frame_size, peer).max(1)).unwrap_or(usize::MAX)
+    let peer = match frame {
+        Frame::Cmd(c) => Some(c.peer.clone()),
+        _ => None,
     };
+    let room = wire::payload_room(max_frame_size, peer.as_ref()).max(1);
+    split_payload(frame, usize::try_from(room).unwrap_or(usize::MAX))
+}
+
+/// If `frame` carries more than `n` (at least 1) payload bytes, keeps the first `n` and
+/// returns a frame with the rest (a `DATA` continues as `DATA`, a command as `CMD_CONT`).
+pub(super) fn split_payload(frame: &mut Frame, n: usize) -> Option<Frame> {
+    let n = n.max(1);
     match frame {
-        Frame::Data(d) if d.payload.len() > room(None) => {
-            let payload = d.payload.split_off(room(None));
-            let offset = d.offset + d.payload.len() as u64;
+        Frame::Data(d) if d.payload.len() > n => {
+            let payload = d.payload.split_off(n);
+            let offset = d.offset + n as u64;
             Some(Frame::Data(Data {
                 id: d.id,
                 offset,
                 payload,
             }))
         }
-        Frame::CmdCont(c) if c.data.len() > room(None) => {
-            let data = c.data.split_off(room(None));
-            let offset = c.offset + c.data.len() as u64;
+        Frame::CmdCont(c) if c.data.len() > n => {
+            let data = c.data.split_off(n);
+            let offset = c.offset + n as u64;
             Some(Frame::CmdCont(CmdCont {
                 id: c.id,
                 offset,
                 data,
             }))
         }
-        Frame::Cmd(c) if c.data.len() > room(Some(&c.peer)) => {
-            let data = c.data.split_off(room(Some(&c.peer)));
-            let offset = c.data.len() as u64;
+        Frame::Cmd(c) if c.data.len() > n => {
+            let data = c.data.split_off(n);
             Some(Frame::CmdCont(CmdCont {
                 id: c.id,
-                offset,
+                offset: n as u64,
                 data,
             }))
         }

@@ -157,13 +157,36 @@ fn content(len: usize, seed: u64) -> Bytes {
 }
 
 /// What a user received, by sender.
-#[derive(Default, Debug)]
+#[derive(Default)]
 struct Received {
     cmds: HashMap<String, Vec<Bytes>>,
     buffers: HashMap<String, Vec<Bytes>>,
     files: HashMap<String, Vec<Vec<u8>>>,
     failed: Vec<ErrorCode>,
     closed: Option<ErrorCode>,
+}
+
+/// Sizes, not contents: a failure message stays readable.
+impl std::fmt::Debug for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sizes = |m: &HashMap<String, Vec<Bytes>>| -> Vec<(String, Vec<usize>)> {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.iter().map(Bytes::len).collect()))
+                .collect()
+        };
+        let files: Vec<(String, Vec<usize>)> = self
+            .files
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(Vec::len).collect()))
+            .collect();
+        f.debug_struct("Received")
+            .field("cmds", &sizes(&self.cmds))
+            .field("buffers", &sizes(&self.buffers))
+            .field("files", &files)
+            .field("failed", &self.failed)
+            .field("closed", &self.closed)
+            .finish()
+    }
 }
 
 impl Received {
@@ -478,6 +501,31 @@ async fn senders_to_a_killed_relay_get_their_results_within_seconds() {
         .await
         .unwrap();
     assert_eq!(send.await, ErrorCode::OFFLINE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_from_a_killed_relay_hear_within_seconds() {
+    let mut c = cluster(2);
+    let ann = user(c.addr(0), "ann").await;
+    let mut cat = user(c.addr(1), "cat").await;
+    let send = ann
+        .handle
+        .send_buffer("cat", content(32 << 20, 5), 0)
+        .await
+        .unwrap();
+    started(&send).await;
+    let killed = Instant::now();
+    c.relays[0].0 .0.kill().unwrap();
+    let mut got = Received::default();
+    receive_until(&mut cat.events, &mut got, |g| !g.failed.is_empty()).await;
+    eprintln!("the receiver heard after {:?}", killed.elapsed());
+    assert_eq!(got.failed, vec![ErrorCode::CONNECTIONLOST]);
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert!(got.buffers.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
