@@ -649,6 +649,13 @@ async fn each_relays_metrics_count_its_nats_traffic_links_and_searches() {
     // One link carried both commands: one search found cat, one found nobody.
     assert_eq!(searched("found"), 1.0);
     assert_eq!(searched("offline"), 1.0);
+    // The receiving relay's grant to its one incoming link: at least its first 64 KiB,
+    // within the budget (8 MiB and 64 KiB per link).
+    let credit = value(&receiver, "peermsg_relay_link_credit_bytes", &[]);
+    assert!(
+        (65536.0..=8.0 * 1048576.0 + 65536.0).contains(&credit),
+        "{credit}"
+    );
     for text in [&sender, &receiver] {
         assert_eq!(value(text, "peermsg_relay_links", &[]), 1.0);
         assert_eq!(value(text, "peermsg_relay_peer_relays", &[]), 1.0);

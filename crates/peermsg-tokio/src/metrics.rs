@@ -57,6 +57,7 @@ pub struct Metrics {
     nats_messages: Family<WhatLabel, Counter>,
     nats_bytes: Family<WhatLabel, Counter>,
     links: Gauge,
+    link_credit: Gauge,
     peer_relays: Gauge,
     link_ends: Family<WhatLabel, Counter>,
     searches: Family<WhatLabel, Counter>,
@@ -95,6 +96,7 @@ impl Metrics {
             nats_messages: Family::default(),
             nats_bytes: Family::default(),
             links: Gauge::default(),
+            link_credit: Gauge::default(),
             peer_relays: Gauge::default(),
             link_ends: Family::default(),
             searches: Family::default(),
@@ -159,6 +161,11 @@ impl Metrics {
             m.links.clone(),
         );
         registry.register(
+            "link_credit_bytes",
+            "What other relays may have in flight toward this one (credit granted to incoming links)",
+            m.link_credit.clone(),
+        );
+        registry.register(
             "peer_relays",
             "Other relays of the cluster heard from recently",
             m.peer_relays.clone(),
@@ -197,6 +204,7 @@ impl Metrics {
         gauge(&self.messages, stats.messages as u64);
         gauge(&self.held_bytes, stats.held_bytes);
         gauge(&self.held_budget, stats.held_budget);
+        gauge(&self.link_credit, stats.link_credit);
         // The core counts from its start; the counter takes what is new.
         let seen = self
             .forwarded_seen
