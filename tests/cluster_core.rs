@@ -501,3 +501,33 @@ fn transfers_of_any_size_finish_through_a_tight_link_budget() {
         }
     }
 }
+
+#[test]
+fn idle_links_close_at_both_ends_and_a_new_message_finds_its_user_again() {
+    let mut c = Cluster::new(&[&["ann"], &["cat"]], ClientConfig::default());
+    assert_eq!(command(&mut c, "cat", b"one"), ErrorCode::NOERR);
+    assert_eq!(c.relays[0].relay.stats().links, 1);
+    assert_eq!(c.relays[1].relay.stats().links, 1);
+    // The sender's relay closes its link after the idle timeout (60 s); its CLOSE ends
+    // the other end.
+    c.run_for(std::time::Duration::from_secs(61));
+    assert_eq!(c.relays[0].relay.stats().links, 0);
+    assert_eq!(c.relays[1].relay.stats().links, 0);
+    assert_eq!(command(&mut c, "cat", b"two"), ErrorCode::NOERR);
+    assert_eq!(received_cmds(c.client(1, 0)).len(), 2);
+}
+
+#[test]
+fn an_incoming_link_its_sender_forgot_closes_after_twice_the_idle_timeout() {
+    let mut c = Cluster::new(&[&["ann"], &["cat"]], ClientConfig::default());
+    assert_eq!(command(&mut c, "cat", b"one"), ErrorCode::NOERR);
+    // The sender's relay loses the link without a word reaching the other end.
+    let (&(i, link), _) = c.links.iter().find(|((i, _), _)| *i == 0).expect("a link");
+    c.cut.push((i, link));
+    c.links.clear();
+    c.relays[0].relay.handle_disconnect(link);
+    c.run_for(std::time::Duration::from_secs(100));
+    assert_eq!(c.relays[1].relay.stats().links, 1, "not before 120 s");
+    c.run_for(std::time::Duration::from_secs(21));
+    assert_eq!(c.relays[1].relay.stats().links, 0);
+}

@@ -60,13 +60,18 @@ impl Relay {
             side,
             user: user.clone(),
         });
+        // A link with nothing on it closes after the idle timeout (twice that for an
+        // incoming one: its sender's relay closes first, see `handle_timeout`).
+        let idle = match side {
+            LinkSide::Outgoing => self.config.idle_timeout,
+            LinkSide::Incoming => self.config.idle_timeout.saturating_mul(2),
+        };
+        state.idle_at = now + idle;
         self.conns.insert(conn, state);
+        self.timers.insert((now + idle, Timer::Idle(conn)));
         match side {
-            // The sender's relay closes a link with nothing on it after the idle timeout.
             LinkSide::Outgoing => {
                 self.remote.insert(user, conn);
-                self.timers
-                    .insert((now + self.config.idle_timeout, Timer::Idle(conn)));
             }
             LinkSide::Incoming => {
                 self.links_in.entry(user).or_default().insert(conn);
@@ -106,16 +111,18 @@ impl Relay {
         self.users.get(user).copied()
     }
 
-    /// What `conn` is if it is a link: its side and its user.
+    /// What `conn` is if it is a link still open: its side and its user. (A closed link's
+    /// last frames may still be given by `poll_output`; they go nowhere.)
     pub fn link(&self, conn: ConnId) -> Option<(LinkSide, &UserId)> {
-        let link = self.conns.get(&conn)?.link.as_ref()?;
+        let c = self.conns.get(&conn).filter(|c| !c.session.is_closed())?;
+        let link = c.link.as_ref()?;
         Some((link.side, &link.user))
     }
 
     /// An outgoing link could not be made: nobody has its user (`OFFLINE`), or the other
     /// relays could not be asked (`CONNECTIONLOST`). Its messages end with `code`.
     pub fn link_failed(&mut self, conn: ConnId, code: ErrorCode) {
-        if self.link(conn).is_some() {
+        if self.conns.get(&conn).is_some_and(|c| c.link.is_some()) {
             self.shut(conn, code, CloseReason::TransportLost, false);
         }
     }

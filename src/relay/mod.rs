@@ -380,6 +380,14 @@ impl Conn {
     fn is_link(&self, side: LinkSide) -> bool {
         self.link.as_ref().is_some_and(|l| l.side == side)
     }
+
+    /// Messages from or to it under way, or waiting for a slot at it.
+    fn has_messages(&self) -> bool {
+        self.inbound.values().next().is_some()
+            || self.outbound.values().next().is_some()
+            || !self.waiting_cmds.is_empty()
+            || !self.waiting_transfers.is_empty()
+    }
 }
 
 /// The relay server's state machine. See the [module documentation](self).
@@ -605,16 +613,16 @@ impl Relay {
                         continue;
                     };
                     // A link is idle when no message is on it (its far end may say
-                    // nothing for long while a message waits there for a slot).
-                    let due = match c.link {
-                        Some(_)
-                            if c.outbound.values().next().is_some()
-                                || !c.waiting_cmds.is_empty()
-                                || !c.waiting_transfers.is_empty() =>
-                        {
-                            now + self.config.idle_timeout
+                    // nothing for long while a message waits there for a slot); an
+                    // incoming link waits twice as long, so its sender's relay, which
+                    // closes first, is never cut off mid-message.
+                    let idle = self.config.idle_timeout;
+                    let due = match &c.link {
+                        Some(_) if c.has_messages() => now + idle,
+                        Some(l) if l.side == LinkSide::Incoming => {
+                            c.session.last_heard() + idle.saturating_mul(2)
                         }
-                        _ => c.session.last_heard() + self.config.idle_timeout,
+                        _ => c.session.last_heard() + idle,
                     };
                     if due > now {
                         c.idle_at = due;
