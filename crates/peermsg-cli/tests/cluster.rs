@@ -360,6 +360,53 @@ async fn messages_far_larger_than_the_servers_max_payload_cross() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_on_two_clustered_nats_servers_find_users_right_after_login() {
+    let (route_a, route_b) = (port(), port());
+    let conf = |me: u16, other: u16| {
+        format!("cluster {{\n  name: pm\n  listen: 127.0.0.1:{me}\n  routes: [nats://127.0.0.1:{other}]\n}}\n")
+    };
+    let a = Nats::start_with(&conf(route_a, route_b));
+    let b = Nats::start_with(&conf(route_b, route_a));
+    let (_r0, at_a) = relay(&a, "on-a");
+    let (_r1, at_b) = relay(&b, "on-b");
+    let ann = user(&at_a, "ann").await;
+    let _cat = user(&at_b, "cat").await;
+    // The servers' route forms within moments.
+    deliver_retrying(
+        &ann,
+        "cat",
+        b"first",
+        Duration::from_secs(10),
+        &[ErrorCode::OFFLINE],
+    )
+    .await;
+    // Each user logged in on the other server is found at once.
+    for i in 0..20 {
+        let name = format!("u{i}");
+        let _u = user(&at_b, &name).await;
+        let send = ann
+            .handle
+            .send_cmd(&name, Bytes::from_static(b"hi"), 0)
+            .await
+            .unwrap();
+        assert_eq!(send.await, ErrorCode::NOERR, "{name}");
+    }
+    // Nobody has this one: still 603 within the moment the servers are given (300 ms).
+    let started = Instant::now();
+    let send = ann
+        .handle
+        .send_cmd("nobody", Bytes::from_static(b"x"), 0)
+        .await
+        .unwrap();
+    assert_eq!(send.await, ErrorCode::OFFLINE);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_on_no_relay_is_offline_at_once() {
     let c = cluster(2);
     let ann = user(c.addr(0), "ann").await;

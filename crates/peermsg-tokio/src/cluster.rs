@@ -213,6 +213,10 @@ struct Present {
     since: u64,
 }
 
+/// How long a search that found no responders is asked again when the NATS servers form a
+/// cluster (a new subscription reaches the other servers a moment after its own).
+const INTEREST_SPREADS: Duration = Duration::from_millis(300);
+
 /// Messages waiting for the publisher task at most; past it a link waits (paused in the
 /// core), and the rest of the relay goes on.
 const PUBLISH_QUEUE: usize = 1024;
@@ -461,11 +465,26 @@ impl Glue {
         let (client, inputs) = (self.client.clone(), self.inputs.clone());
         let subject = user_subject(user);
         let limit = self.config.search_timeout;
+        let msg = msg.freeze();
         tokio::spawn(async move {
             use async_nats::RequestErrorKind;
-            let answer = match tokio::time::timeout(limit, client.request(subject, msg.freeze()))
-                .await
-            {
+            // Several NATS servers learn of a new subscription one after the other: no
+            // responders there is asked again for a moment before it counts.
+            let clustered = !client.server_info().connect_urls.is_empty();
+            let started = tokio::time::Instant::now();
+            let mut wait = Duration::from_millis(20);
+            let asked = loop {
+                let asked =
+                    tokio::time::timeout(limit, client.request(subject.clone(), msg.clone())).await;
+                let nobody =
+                    matches!(&asked, Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders);
+                if !(nobody && clustered && started.elapsed() + wait <= INTEREST_SPREADS) {
+                    break asked;
+                }
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            };
+            let answer = match asked {
                 Ok(Ok(reply)) => {
                     let mut b = reply.payload;
                     match read_head(&mut b) {
