@@ -22,7 +22,8 @@ use futures::StreamExt;
 use peermsg::relay::{ConnId, LinkSide, Relay, RelayError, LINK_BIT};
 use peermsg::wire::{Transmit, UserId};
 use peermsg::{ErrorCode, Instant};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
@@ -217,6 +218,10 @@ struct Present {
 /// cluster (a new subscription reaches the other servers a moment after its own).
 const INTEREST_SPREADS: Duration = Duration::from_millis(300);
 
+/// Control messages (heartbeats, resets, kicks, answers) that may wait for room in the
+/// publisher's queue at once.
+const CONTROL_WAITING: usize = 256;
+
 /// Messages waiting for the publisher task at most; past it a link waits (paused in the
 /// core), and the rest of the relay goes on.
 const PUBLISH_QUEUE: usize = 1024;
@@ -227,6 +232,8 @@ pub(crate) struct Glue {
     me: Relayed,
     client: Client,
     publish: mpsc::Sender<Publish>,
+    /// Room for control messages waiting for the publisher's queue.
+    control_waiting: Arc<Semaphore>,
     inputs: mpsc::Sender<ClusterInput>,
     links: HashMap<ConnId, LinkWire>,
     by_key: HashMap<LinkKey, ConnId>,
@@ -327,6 +334,7 @@ impl Glue {
             me,
             client,
             publish,
+            control_waiting: Arc::new(Semaphore::new(CONTROL_WAITING)),
             inputs,
             links: HashMap::new(),
             by_key: HashMap::new(),
@@ -364,15 +372,21 @@ impl Glue {
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             },
-            // Not a link's: a heartbeat, reset or answer, small and rare; it waits in a
-            // task of its own if it must.
+            // Not a link's: a heartbeat, reset, kick or answer, small and rare; it waits in
+            // a task of its own if it must, up to CONTROL_WAITING of them (past that NATS
+            // has been stalled long enough for the links to end, and it is dropped).
             None => {
                 if let Err(mpsc::error::TrySendError::Full(msg)) =
                     self.publish.try_send((None, subject, payload))
                 {
+                    let Ok(permit) = self.control_waiting.clone().try_acquire_owned() else {
+                        tracing::warn!("NATS is not taking messages: a control message dropped");
+                        return;
+                    };
                     let publish = self.publish.clone();
                     tokio::spawn(async move {
                         let _ = publish.send(msg).await;
+                        drop(permit);
                     });
                 }
             }
