@@ -59,11 +59,21 @@ async fn commands_in_flight_when_the_relay_restarts_arrive_exactly_once_in_order
         .unwrap();
     const N: u32 = 4000;
     let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    // Whether bob is connected: a command sent while he is away is rightly OFFLINE, so new
+    // commands wait for him (those in flight at the loss are the client's to carry).
+    let bob_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let bob_seen = bob_up.clone();
     tokio::spawn(async move {
+        use std::sync::atomic::Ordering::SeqCst;
         while let Some(event) = bob_events.recv().await {
-            if let ClientEvent::Core(Event::CmdReceived { data, .. }) = event {
-                let n = u32::from_be_bytes(data[..4].try_into().unwrap());
-                let _ = got_tx.send(n);
+            match event {
+                ClientEvent::Core(Event::CmdReceived { data, .. }) => {
+                    let n = u32::from_be_bytes(data[..4].try_into().unwrap());
+                    let _ = got_tx.send(n);
+                }
+                ClientEvent::Reconnecting { .. } => bob_seen.store(false, SeqCst),
+                ClientEvent::Reconnected { .. } => bob_seen.store(true, SeqCst),
+                _ => {}
             }
         }
     });
@@ -71,6 +81,9 @@ async fn commands_in_flight_when_the_relay_restarts_arrive_exactly_once_in_order
         let mut in_flight = std::collections::VecDeque::new();
         let mut codes = Vec::new();
         for n in 0..N {
+            while !bob_up.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let data = Bytes::copy_from_slice(&n.to_be_bytes());
             let sent = loop {
                 match alice.send_cmd("bob", data.clone(), 0).await {
