@@ -243,6 +243,21 @@ async fn started(send: &SendHandle) {
     .expect("the send starts");
 }
 
+/// `from`'s command to `to`: its result.
+async fn command(from: &User, to: &str, data: Bytes) -> ErrorCode {
+    from.handle.send_cmd(to, data, 0).await.unwrap().await
+}
+
+/// A command from `from` to a user on no relay is answered `OFFLINE` within `limit`.
+async fn offline_within(from: &User, limit: Duration) {
+    let started = Instant::now();
+    assert_eq!(
+        command(from, "nobody", Bytes::from_static(b"x")).await,
+        ErrorCode::OFFLINE
+    );
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
+}
+
 /// Sends `data` from `from` to `to` as a command until it is delivered, within `limit`;
 /// every failure on the way must be one of `expected`.
 async fn deliver_retrying(
@@ -254,12 +269,7 @@ async fn deliver_retrying(
 ) {
     let deadline = Instant::now() + limit;
     loop {
-        let send = from
-            .handle
-            .send_cmd(to, Bytes::from_static(data), 0)
-            .await
-            .unwrap();
-        let code = send.await;
+        let code = command(from, to, Bytes::from_static(data)).await;
         if code == ErrorCode::NOERR {
             return;
         }
@@ -384,45 +394,22 @@ async fn relays_on_two_clustered_nats_servers_find_users_right_after_login() {
     for i in 0..20 {
         let name = format!("u{i}");
         let _u = user(&at_b, &name).await;
-        let send = ann
-            .handle
-            .send_cmd(&name, Bytes::from_static(b"hi"), 0)
-            .await
-            .unwrap();
-        assert_eq!(send.await, ErrorCode::NOERR, "{name}");
+        assert_eq!(
+            command(&ann, &name, Bytes::from_static(b"hi")).await,
+            ErrorCode::NOERR,
+            "{name}"
+        );
     }
     // Nobody has this one: still 603 within the moment the servers are given (300 ms).
-    let started = Instant::now();
-    let send = ann
-        .handle
-        .send_cmd("nobody", Bytes::from_static(b"x"), 0)
-        .await
-        .unwrap();
-    assert_eq!(send.await, ErrorCode::OFFLINE);
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
+    offline_within(&ann, Duration::from_secs(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_on_no_relay_is_offline_at_once() {
     let c = cluster(2);
     let ann = user(c.addr(0), "ann").await;
-    let started = Instant::now();
-    let send = ann
-        .handle
-        .send_cmd("nobody", Bytes::from_static(b"x"), 0)
-        .await
-        .unwrap();
-    assert_eq!(send.await, ErrorCode::OFFLINE);
     // NATS's "no responders", not a timeout (the search timeout is 2 s).
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
+    offline_within(&ann, Duration::from_millis(1500)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,12 +483,10 @@ async fn a_login_on_another_relay_replaces_the_old_session() {
     let c = cluster(3);
     let mut old = user(c.addr(0), "cat").await;
     let ann = user(c.addr(2), "ann").await;
-    let first = ann
-        .handle
-        .send_cmd("cat", Bytes::from_static(b"one"), 0)
-        .await
-        .unwrap();
-    assert_eq!(first.await, ErrorCode::NOERR);
+    assert_eq!(
+        command(&ann, "cat", Bytes::from_static(b"one")).await,
+        ErrorCode::NOERR
+    );
     let mut new = user(c.addr(1), "cat").await;
     let mut got_old = Received::default();
     receive_until(&mut old.events, &mut got_old, |g| g.closed.is_some()).await;
@@ -542,12 +527,10 @@ async fn senders_to_a_killed_relay_get_their_results_within_seconds() {
         killed.elapsed()
     );
     // cat is offline everywhere now.
-    let send = ann
-        .handle
-        .send_cmd("cat", Bytes::from_static(b"x"), 0)
-        .await
-        .unwrap();
-    assert_eq!(send.await, ErrorCode::OFFLINE);
+    assert_eq!(
+        command(&ann, "cat", Bytes::from_static(b"x")).await,
+        ErrorCode::OFFLINE
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -595,12 +578,10 @@ async fn a_user_moves_to_another_relay_when_its_relay_dies() {
     )
     .await
     .unwrap();
-    let send = ann
-        .handle
-        .send_cmd("cat", Bytes::from_static(b"one"), 0)
-        .await
-        .unwrap();
-    assert_eq!(send.await, ErrorCode::NOERR);
+    assert_eq!(
+        command(&ann, "cat", Bytes::from_static(b"one")).await,
+        ErrorCode::NOERR
+    );
     c.relays[1].0 .0.kill().unwrap();
     // cat logs in on the third relay; ann's commands find it there.
     let gone = [ErrorCode::OFFLINE, ErrorCode::CONNECTIONLOST];
@@ -621,12 +602,10 @@ async fn the_cluster_survives_a_restart_of_the_nats_server() {
     let mut c = cluster(2);
     let ann = user(c.addr(0), "ann").await;
     let mut cat = user(c.addr(1), "cat").await;
-    let send = ann
-        .handle
-        .send_cmd("cat", Bytes::from_static(b"before"), 0)
-        .await
-        .unwrap();
-    assert_eq!(send.await, ErrorCode::NOERR);
+    assert_eq!(
+        command(&ann, "cat", Bytes::from_static(b"before")).await,
+        ErrorCode::NOERR
+    );
     // A buffer under way when NATS goes: it ends with a result, never silently.
     let cut = ann
         .handle
@@ -667,19 +646,15 @@ async fn each_relays_metrics_count_its_nats_traffic_links_and_searches() {
     let ann = user(&relays[0].1, "ann").await;
     let mut cat = user(&relays[1].1, "cat").await;
     for data in [&b"one"[..], b"two"] {
-        let send = ann
-            .handle
-            .send_cmd("cat", Bytes::copy_from_slice(data), 0)
-            .await
-            .unwrap();
-        assert_eq!(send.await, ErrorCode::NOERR);
+        assert_eq!(
+            command(&ann, "cat", Bytes::copy_from_slice(data)).await,
+            ErrorCode::NOERR
+        );
     }
-    let send = ann
-        .handle
-        .send_cmd("nobody", Bytes::from_static(b"x"), 0)
-        .await
-        .unwrap();
-    assert_eq!(send.await, ErrorCode::OFFLINE);
+    assert_eq!(
+        command(&ann, "nobody", Bytes::from_static(b"x")).await,
+        ErrorCode::OFFLINE
+    );
     let mut got = Received::default();
     receive_until(&mut cat.events, &mut got, |g| g.count() == 2).await;
     // Gauges follow each heartbeat (500 ms).

@@ -208,6 +208,19 @@ struct LinkWire {
     stalled: VecDeque<Publish>,
 }
 
+impl LinkWire {
+    fn new(key: LinkKey, peer: Option<Relayed>, next_out: u64, next_in: u64) -> Self {
+        LinkWire {
+            key,
+            peer,
+            next_out,
+            next_in,
+            early: Vec::new(),
+            stalled: VecDeque::new(),
+        }
+    }
+}
+
 /// A user logged in here: the task that forwards its subject, and since when.
 struct Present {
     forwarder: JoinHandle<()>,
@@ -461,18 +474,8 @@ impl Glue {
         head(&mut msg, OPEN, &self.me);
         msg.put_u64(conn.0);
         msg.put(first);
-        self.by_key.insert(key.clone(), conn);
-        self.links.insert(
-            conn,
-            LinkWire {
-                key,
-                peer: None,
-                next_out: 1,
-                next_in: 0,
-                early: Vec::new(),
-                stalled: VecDeque::new(),
-            },
-        );
+        // The search carries the opener's bytes number 0.
+        self.add_link(conn, LinkWire::new(key, None, 1, 0));
         if let Some(m) = &self.metrics {
             m.nats(true, msg.len());
         }
@@ -748,18 +751,7 @@ impl Glue {
                 }
                 let answer = match relay.accept_link(now, &user) {
                     Ok(conn) => {
-                        self.by_key.insert(key.clone(), conn);
-                        self.links.insert(
-                            conn,
-                            LinkWire {
-                                key,
-                                peer: Some(from),
-                                next_out: 0,
-                                next_in: 1,
-                                early: Vec::new(),
-                                stalled: VecDeque::new(),
-                            },
-                        );
+                        self.add_link(conn, LinkWire::new(key, Some(from), 0, 1));
                         relay.handle_input_buf(now, conn, BytesMut::from(b));
                         ACCEPTED
                     }
@@ -823,6 +815,11 @@ impl Glue {
         }
     }
 
+    fn add_link(&mut self, conn: ConnId, wire: LinkWire) {
+        self.by_key.insert(wire.key.clone(), conn);
+        self.links.insert(conn, wire);
+    }
+
     fn forget(&mut self, conn: ConnId) -> Option<LinkWire> {
         let w = self.links.remove(&conn)?;
         self.by_key.remove(&w.key);
@@ -882,7 +879,7 @@ impl Glue {
             self.relays.entry(peer.node).or_insert((peer.run, now));
         }
         if let Some(m) = &self.metrics {
-            m.cluster(self.links.len(), self.relays.len());
+            m.peer_relays(self.relays.len());
         }
     }
 

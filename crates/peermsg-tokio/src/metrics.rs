@@ -205,6 +205,7 @@ impl Metrics {
         gauge(&self.held_bytes, stats.held_bytes);
         gauge(&self.held_budget, stats.held_budget);
         gauge(&self.link_credit, stats.link_credit);
+        gauge(&self.links, stats.links as u64);
         // The core counts from its start; the counter takes what is new.
         let seen = self
             .forwarded_seen
@@ -251,8 +252,7 @@ impl Metrics {
             .inc_by(bytes as u64);
     }
 
-    pub(crate) fn cluster(&self, links: usize, peer_relays: usize) {
-        self.links.set(i64::try_from(links).unwrap_or(i64::MAX));
+    pub(crate) fn peer_relays(&self, peer_relays: usize) {
         self.peer_relays
             .set(i64::try_from(peer_relays).unwrap_or(i64::MAX));
     }
