@@ -22,7 +22,8 @@
 //! blocking pool while the task goes on, and received files go into a [`FileSink`] that
 //! also runs on the blocking pool, fed in order over a bounded queue (the task takes no
 //! event while that queue is full), and that reports back when a file is kept: only then
-//! is the file confirmed to its sender.
+//! is the file confirmed to its sender. A file kept whole is the application's even if
+//! the connection was lost meanwhile; one cancelled meanwhile is removed.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -60,7 +61,9 @@ pub enum ClientEvent {
     /// application's own sends: their progress and results come through their
     /// [`SendHandle`]s.
     Core(Event),
-    /// A file arrived whole and verified, and was kept in the sink's directory.
+    /// A file arrived whole and verified, and was kept in the sink's directory. Also when
+    /// the connection was lost as it was kept: its sender, once back, is answered "all of
+    /// it" and confirmed (a resumable file). A file is never told failed once kept.
     FileReceived {
         /// The incoming message.
         id: ReceiveId,
@@ -1347,6 +1350,9 @@ async fn drive(
     // Failures of incoming files, told to the application once the sink has removed
     // their partial bytes (so when it hears, nothing is left behind).
     let mut failing: HashMap<ReceiveId, ClientEvent> = HashMap::new();
+    // Files the sink is keeping, whole and verified, with what the core said of each
+    // meanwhile (a lost connection, a cancel): the application hears once it is kept.
+    let mut keeping: HashMap<ReceiveId, Option<Event>> = HashMap::new();
     // The sink's queue was full when the task last looked.
     let mut sink_full = false;
     // At most one read per file being sent is outstanding; a full channel makes the
@@ -1418,6 +1424,7 @@ async fn drive(
                     sink: sink_room,
                     names: &mut names,
                     failing: &mut failing,
+                    keeping: &mut keeping,
                 };
                 if let (Some(app), Some(room)) = (handle_event(ctx, event), room) {
                     room.send(app);
@@ -1448,8 +1455,14 @@ async fn drive(
             // application hears the rest, if it still reads.
             drop(sink.take());
             while let Some(done) = sink_done.recv().await {
-                if let SinkDone::Abandoned(id) = done {
-                    own.extend(failing.remove(&id));
+                match done {
+                    SinkDone::Abandoned(id) => own.extend(failing.remove(&id)),
+                    // A file kept after the connection was lost is the application's too.
+                    SinkDone::Kept(id, from, size, saved) => {
+                        let client = &mut shared.lock().client;
+                        own.extend(kept(client, &mut keeping, id, from, size, saved));
+                    }
+                    SinkDone::Failed(..) | SinkDone::Resume(..) => {}
                 }
             }
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
@@ -1497,41 +1510,9 @@ async fn drive(
                         own.push_back(ClientEvent::Core(Event::ReceiveFailed { id, from, code }));
                     }
                 }
-                // Confirmed to the sender only now that the file is in its place.
                 SinkDone::Kept(id, from, size, saved) => {
-                    let mut s = shared.lock();
-                    match saved {
-                        // Kept by an earlier attempt whose sender never heard: confirmed,
-                        // and the application, which has it, hears nothing new.
-                        Ok(None) => {
-                            tracing::info!(%id, %from, "file received again; kept already");
-                            let _ = s.client.accept_delivery(id);
-                        }
-                        // Cancelled (or the connection lost) while the sink kept it: the
-                        // application has heard `ReceiveFailed`, the sender the same; the
-                        // file goes.
-                        Ok(Some(saved)) if s.client.accept_delivery(id).is_err() => {
-                            tracing::info!(%id, %from, "file cancelled as it was kept; removed");
-                            let path = saved.tmp_file;
-                            tokio::task::spawn_blocking(move || std::fs::remove_file(path));
-                        }
-                        Ok(Some(saved)) => {
-                            tracing::info!(%id, %from, size, path = %saved.tmp_file.display(), "file received");
-                            own.push_back(ClientEvent::FileReceived {
-                                id,
-                                from,
-                                tmp_file: saved.tmp_file,
-                                org_file_name: saved.org_file_name,
-                                size,
-                            });
-                        }
-                        Err(error) => {
-                            tracing::warn!(%id, %error, "cannot keep an incoming file");
-                            let code = ErrorCode::FILE_WRITE_ERR;
-                            let _ = s.client.fail_delivery(id, code);
-                            own.push_back(ClientEvent::Core(Event::ReceiveFailed { id, from, code }));
-                        }
-                    }
+                    let client = &mut shared.lock().client;
+                    own.extend(kept(client, &mut keeping, id, from, size, saved));
                 }
             },
             Some((id, offset, piece)) = reads.recv() => {
@@ -1568,6 +1549,71 @@ struct Taker<'a> {
     sink: Option<mpsc::Permit<'a, SinkOp>>,
     names: &'a mut HashMap<ReceiveId, (String, UserId)>,
     failing: &'a mut HashMap<ReceiveId, ClientEvent>,
+    keeping: &'a mut HashMap<ReceiveId, Option<Event>>,
+}
+
+/// Whether a message ended with `code` was cut off (its connection lost or silent), as
+/// opposed to given up by its sender or refused.
+fn cut_off(code: ErrorCode) -> bool {
+    code == ErrorCode::CONNECTIONLOST || code == ErrorCode::SOCKETTIMEOUT
+}
+
+/// A file the sink kept (or failed to): confirmed to its sender only now that it is in
+/// its place, and what the application hears of it. A file kept whole is the
+/// application's even if its connection was lost meanwhile: its sender, back, is answered
+/// "all of it" and confirmed without sending it again. One cancelled meanwhile goes.
+fn kept(
+    client: &mut Client,
+    keeping: &mut HashMap<ReceiveId, Option<Event>>,
+    id: ReceiveId,
+    from: UserId,
+    size: u64,
+    saved: std::io::Result<Option<crate::sink::SavedFile>>,
+) -> Option<ClientEvent> {
+    // What the core said of the file while it was kept (its sender has heard the same).
+    let ended = keeping.remove(&id).flatten();
+    let given_up = match &ended {
+        Some(Event::ReceiveFailed { code, .. }) => !cut_off(*code),
+        _ => false,
+    };
+    match saved {
+        // Kept by an earlier attempt whose sender never heard: confirmed, and the
+        // application, which has it, hears nothing new.
+        Ok(None) => {
+            tracing::info!(%id, %from, "file received again; kept already");
+            let _ = client.accept_delivery(id);
+            None
+        }
+        Ok(Some(saved)) if given_up => {
+            tracing::info!(%id, %from, "file cancelled as it was kept; removed");
+            tokio::task::spawn_blocking(move || saved.discard());
+            ended.map(ClientEvent::Core)
+        }
+        Ok(Some(saved)) => {
+            if client.accept_delivery(id).is_err() {
+                tracing::info!(%id, %from, "file kept as its connection was lost; confirmed when its sender is back");
+            }
+            tracing::info!(%id, %from, size, path = %saved.tmp_file.display(), "file received");
+            Some(ClientEvent::FileReceived {
+                id,
+                from,
+                tmp_file: saved.tmp_file,
+                org_file_name: saved.org_file_name,
+                size,
+            })
+        }
+        Err(error) => {
+            tracing::warn!(%id, %error, "cannot keep an incoming file");
+            let code = ErrorCode::FILE_WRITE_ERR;
+            let _ = client.fail_delivery(id, code);
+            // One failure for the application: the core's, if it spoke first.
+            Some(ClientEvent::Core(ended.unwrap_or(Event::ReceiveFailed {
+                id,
+                from,
+                code,
+            })))
+        }
+    }
 }
 
 /// Handles what the task handles itself; gives back what the application should see.
@@ -1614,7 +1660,10 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
                 .map(|(name, _)| name)
                 .unwrap_or_default();
             match cx.sink {
-                Some(sink) => sink.send(SinkOp::Arrived(id, name, from, size)),
+                Some(sink) => {
+                    sink.send(SinkOp::Arrived(id, name, from, size));
+                    cx.keeping.insert(id, None);
+                }
                 None => {
                     let _ = cx
                         .shared
@@ -1625,12 +1674,16 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
             }
             None
         }
+        // A file being kept: the application hears when it is (`kept`).
+        Event::ReceiveFailed { id, .. } if cx.keeping.contains_key(&id) => {
+            cx.keeping.insert(id, Some(event));
+            None
+        }
         Event::ReceiveFailed { id, code, .. } => match (cx.names.remove(&id), cx.sink) {
             // A file in the sink: the application hears once its bytes are removed (or, for
             // a lost connection, recorded for the next attempt).
             (Some(_), Some(sink)) => {
-                let lost = code == ErrorCode::CONNECTIONLOST || code == ErrorCode::SOCKETTIMEOUT;
-                sink.send(match lost {
+                sink.send(match cut_off(code) {
                     true => SinkOp::Suspend(id),
                     false => SinkOp::Abandon(id),
                 });

@@ -145,13 +145,18 @@ impl ArrivedFile {
                 if kept.is_err() {
                     partial::remove(&partial.base);
                 }
-                kept?
+                return Ok(Some(SavedFile {
+                    tmp_file: kept?,
+                    org_file_name: self.org_file_name,
+                    done_record: Some(partial.base),
+                }));
             }
             Target::Repeat => return Ok(None),
         };
         Ok(Some(SavedFile {
             tmp_file,
             org_file_name: self.org_file_name,
+            done_record: None,
         }))
     }
 }
@@ -163,6 +168,21 @@ pub struct SavedFile {
     pub tmp_file: PathBuf,
     /// The sender's name for it, sanitised.
     pub org_file_name: String,
+    /// A resumable file's record, marked done (so a sender that never heard is answered
+    /// "all of it"): it goes with the file if the file is given up.
+    done_record: Option<PathBuf>,
+}
+
+impl SavedFile {
+    /// Gives the kept file up (its message was cancelled as it was kept): the file goes,
+    /// and so does a resumable file's done record, so sending it again delivers it again
+    /// instead of being confirmed as a repeat.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.tmp_file);
+        if let Some(base) = &self.done_record {
+            partial::remove(base);
+        }
+    }
 }
 
 impl FileSink {
@@ -568,5 +588,28 @@ mod resume_tests {
         sink.abandon(ReceiveId(3));
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_kept_file_given_up_leaves_nothing_and_is_received_again_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ResumeKey([9; 16]);
+        let mut sink = FileSink::new(dir.path()).unwrap();
+        sink.begin_resumable(ReceiveId(1), &alice(), key, "f", 100)
+            .unwrap();
+        sink.write(ReceiveId(1), &[3; 100]).unwrap();
+        let saved = sink.arrived(ReceiveId(1), "f").unwrap().keep().unwrap();
+        // Cancelled as it was kept: the file and its done record go.
+        saved.unwrap().discard();
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        // Sent again, it is not taken for a repeat of a delivered file: all of it comes.
+        let got = sink
+            .begin_resumable(ReceiveId(2), &alice(), key, "f", 100)
+            .unwrap();
+        assert_eq!(got, (0, Digest::Crc32c(0)));
+        sink.write(ReceiveId(2), &[3; 100]).unwrap();
+        let saved = sink.arrived(ReceiveId(2), "f").unwrap().keep().unwrap();
+        assert_eq!(std::fs::read(saved.unwrap().tmp_file).unwrap(), [3; 100]);
     }
 }

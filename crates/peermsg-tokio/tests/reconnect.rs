@@ -225,3 +225,117 @@ async fn a_buffer_cut_by_a_relay_restart_goes_on_from_what_the_receiver_kept() {
     assert_eq!(delivered.len(), 1, "once");
     assert!(delivered[0] == buffer, "whole");
 }
+
+/// A proxy on a free address to `relay`: what the client sends goes through as it is; of
+/// what the relay sends, the first `cuts` connections end right after an `END` frame (the
+/// file's last bytes and the loss of the connection arrive together).
+async fn proxy_cutting_after_end(relay: std::net::SocketAddr, cuts: usize) -> std::net::SocketAddr {
+    use peermsg::wire::{Decoder, Frame, Limits};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut cut = 0;
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let upstream = tokio::net::TcpStream::connect(relay).await.unwrap();
+            let (mut client_rd, mut client_wr) = client.into_split();
+            let (mut relay_rd, mut relay_wr) = upstream.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_rd, &mut relay_wr).await;
+            });
+            let cutting = cut < cuts;
+            cut += 1;
+            tokio::spawn(async move {
+                let mut decoder = Decoder::new(Limits::default()).unwrap();
+                let mut pending = bytes::BytesMut::new();
+                let mut read = [0u8; 64 << 10];
+                loop {
+                    let n = match relay_rd.read(&mut read).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if !cutting {
+                        if client_wr.write_all(&read[..n]).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    // Whole frames go on; after an END nothing more does.
+                    pending.extend_from_slice(&read[..n]);
+                    loop {
+                        let before = pending.clone();
+                        match decoder.decode(&mut pending).unwrap() {
+                            None => break,
+                            Some(frame) => {
+                                let len = before.len() - pending.len();
+                                client_wr.write_all(&before[..len]).await.unwrap();
+                                if matches!(frame, Frame::End(_)) {
+                                    // Dropping both halves closes the client's socket.
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_whose_end_comes_with_the_loss_of_the_connection_is_delivered_once() {
+    let addr = free_addr().await;
+    let _stop = relay_on(addr).await;
+    const ROUNDS: usize = 4;
+    let proxy = proxy_cutting_after_end(addr, ROUNDS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ClientConfig::default();
+    let (_bob, mut bob_events) = connect_with(
+        &[Server::Tcp(proxy.to_string())],
+        "bob",
+        b"",
+        config,
+        Some(dir.path()),
+        Some(quick()),
+    )
+    .await
+    .unwrap();
+    let servers = [Server::Tcp(addr.to_string())];
+    let (alice, _alice_events) = connect_with(&servers, "alice", b"", config, None, Some(quick()))
+        .await
+        .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    for round in 0..ROUNDS {
+        let data: Vec<u8> = (0..(1u32 << 20) + round as u32)
+            .map(|i| (i.wrapping_mul(31) >> 3) as u8 ^ round as u8)
+            .collect();
+        let path = files.path().join(format!("f{round}.bin"));
+        std::fs::write(&path, &data).unwrap();
+        let sent = alice.send_file("bob", &path, 0).await.unwrap();
+        // bob's connection is lost with the file's END: the sender comes back, hears that
+        // bob has it all, and is confirmed; bob's application gets the file, once.
+        let code = tokio::time::timeout(Duration::from_secs(30), sent)
+            .await
+            .unwrap();
+        assert_eq!(code, peermsg_tokio::ErrorCode::NOERR, "round {round}");
+        let mut received = Vec::new();
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(1000), bob_events.recv()).await
+        {
+            match event {
+                ClientEvent::FileReceived { tmp_file, .. } => {
+                    received.push(std::fs::read(&tmp_file).unwrap());
+                    std::fs::remove_file(&tmp_file).unwrap();
+                }
+                ClientEvent::Core(Event::ReceiveFailed { code, .. }) => {
+                    panic!("round {round}: the application was told {code}")
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(received.len(), 1, "round {round}: files received");
+        assert!(received[0] == data, "round {round}: its bytes");
+    }
+}
