@@ -1009,7 +1009,11 @@ impl Source {
     fn spooled(input: &mut impl std::io::Read, name: &str) -> Result<Self> {
         let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
         let path = dir.path().join(peermsg_tokio::sanitize_file_name(name));
-        let mut file = std::fs::File::create(&path)
+        // A new file in a directory of our own: nothing to replace, no link to follow.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;
         std::io::copy(input, &mut file).context("cannot read the input")?;
         Ok(Source::File(path, Some(dir)))

@@ -105,23 +105,35 @@ impl Record {
         })
     }
 
-    /// Replaces the record at `base` with this one, in one step (a temporary file renamed
-    /// over it), synced first if `sync`.
+    /// Replaces the record at `base` with this one, in one step (a new temporary file of a
+    /// random name, never one planted there, renamed over it), synced first if `sync`.
     pub(crate) fn save(&self, base: &Path, sync: bool) -> std::io::Result<()> {
         let path = record_path(base);
-        let tmp = path.with_extension("rec.tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(self.text().as_bytes())?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!("{PREFIX}tmp-"))
+            .suffix(".rec.tmp")
+            .tempfile_in(path.parent().unwrap_or(Path::new(".")))?;
+        tmp.write_all(self.text().as_bytes())?;
         if sync {
-            file.sync_all()?;
+            tmp.as_file().sync_all()?;
         }
-        std::fs::rename(&tmp, &path)
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(())
     }
 
     /// The record at `base`, if there is a readable one.
     pub(crate) fn load(base: &Path) -> Option<Record> {
         Record::parse(&std::fs::read_to_string(record_path(base)).ok()?)
     }
+}
+
+/// The length of the regular file at `path`: `None` if there is none (missing, or a link
+/// or anything else planted under the name, never followed).
+pub(crate) fn regular_len(path: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map(|m| m.len())
 }
 
 /// Removes a transfer's data file and record.
@@ -166,11 +178,14 @@ pub(crate) fn tidy(dir: &Path, window: Duration) -> std::io::Result<()> {
                 Some(r) if r.done => {}
                 Some(r) => {
                     let data = data_path(&base);
-                    let len = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
-                    if len < r.offset {
-                        remove(&base);
-                    } else if len > r.offset {
-                        File::options().write(true).open(&data)?.set_len(r.offset)?;
+                    match regular_len(&data) {
+                        Some(len) if len > r.offset => {
+                            File::options().write(true).open(&data)?.set_len(r.offset)?;
+                        }
+                        Some(len) if len == r.offset => {}
+                        // Shorter than recorded, missing, or a link planted under the name
+                        // (it goes itself, not what it points to).
+                        _ => remove(&base),
                     }
                 }
                 None => remove(&base),
@@ -233,5 +248,28 @@ mod tests {
         // Past the window, everything of it goes.
         tidy(dir.path(), Duration::ZERO).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn links_planted_under_a_records_names_are_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, vec![1u8; 8 << 20]).unwrap();
+        let r = record();
+        let base = base(dir.path(), &r.from, &r.key);
+        // Under the data file's name, with a record that counts fewer bytes: tidy takes
+        // the link away and cuts nothing.
+        std::os::unix::fs::symlink(&victim, data_path(&base)).unwrap();
+        r.save(&base, false).unwrap();
+        tidy(dir.path(), Duration::from_secs(300)).unwrap();
+        assert!(std::fs::symlink_metadata(data_path(&base)).is_err());
+        assert!(!record_path(&base).exists());
+        // Under the name a record was once written through before it took its place.
+        let planted = record_path(&base).with_extension("rec.tmp");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        r.save(&base, false).unwrap();
+        assert_eq!(Record::load(&base), Some(r));
+        assert_eq!(std::fs::read(&victim).unwrap(), vec![1u8; 8 << 20]);
     }
 }

@@ -262,8 +262,7 @@ impl FileSink {
         }
         let data = partial::data_path(&base);
         // Never through a link planted under the partial's name.
-        let held = held
-            .filter(|_| std::fs::symlink_metadata(&data).is_ok_and(|m| m.file_type().is_file()));
+        let held = held.filter(|_| partial::regular_len(&data).is_some());
         let (record, mut file) = match held {
             Some(record) => {
                 let mut file = File::options().write(true).open(&data)?;
