@@ -337,10 +337,10 @@ impl Relay {
 /// with the rest of its payload.
 fn split_to_fit(frame: &mut Frame, max_frame_size: u64) -> Option<Frame> {
     let peer = match frame {
-        Frame::Cmd(c) => Some(c.peer.clone()),
+        Frame::Cmd(c) => Some(&c.peer),
         _ => None,
     };
-    let room = wire::payload_room(max_frame_size, peer.as_ref()).max(1);
+    let room = wire::payload_room(max_frame_size, peer).max(1);
     split_payload(frame, usize::try_from(room).unwrap_or(usize::MAX))
 }
 

@@ -231,8 +231,14 @@ async fn receive_until(
     }
 }
 
-/// Waits until the receiver has taken some of `send`.
-async fn started(send: &SendHandle) {
+/// A 32 MiB buffer from `from` to `to`, once its receiver has taken some of it (a
+/// receiver that reads nothing holds the rest at its window: it stays under way).
+async fn buffer_under_way(from: &User, to: &str, seed: u64) -> SendHandle {
+    let send = from
+        .handle
+        .send_buffer(to, content(32 << 20, seed), 0)
+        .await
+        .unwrap();
     let mut progress = send.progress();
     tokio::time::timeout(Duration::from_secs(20), async {
         while progress.borrow().sent == 0 {
@@ -241,6 +247,7 @@ async fn started(send: &SendHandle) {
     })
     .await
     .expect("the send starts");
+    send
 }
 
 /// `from`'s command to `to`: its result.
@@ -418,12 +425,7 @@ async fn a_cancel_crosses_relays() {
     let ann = user(c.addr(0), "ann").await;
     // cat takes nothing: the buffer stops at its window, under way.
     let mut cat = user(c.addr(1), "cat").await;
-    let send = ann
-        .handle
-        .send_buffer("cat", content(32 << 20, 1), 0)
-        .await
-        .unwrap();
-    started(&send).await;
+    let send = buffer_under_way(&ann, "cat", 1).await;
     assert_eq!(send.cancel(), ErrorCode::NOERR);
     let code = tokio::time::timeout(Duration::from_secs(20), send)
         .await
@@ -507,12 +509,7 @@ async fn senders_to_a_killed_relay_get_their_results_within_seconds() {
     let ann = user(c.addr(0), "ann").await;
     // cat reads nothing: the buffer stays under way until its relay dies.
     let _cat = user(c.addr(1), "cat").await;
-    let send = ann
-        .handle
-        .send_buffer("cat", content(32 << 20, 2), 0)
-        .await
-        .unwrap();
-    started(&send).await;
+    let send = buffer_under_way(&ann, "cat", 2).await;
     let killed = Instant::now();
     c.relays[1].0 .0.kill().unwrap();
     let code = tokio::time::timeout(Duration::from_secs(10), send)
@@ -538,12 +535,7 @@ async fn receivers_from_a_killed_relay_hear_within_seconds() {
     let mut c = cluster(2);
     let ann = user(c.addr(0), "ann").await;
     let mut cat = user(c.addr(1), "cat").await;
-    let send = ann
-        .handle
-        .send_buffer("cat", content(32 << 20, 5), 0)
-        .await
-        .unwrap();
-    started(&send).await;
+    let _send = buffer_under_way(&ann, "cat", 5).await;
     let killed = Instant::now();
     c.relays[0].0 .0.kill().unwrap();
     let mut got = Received::default();
@@ -607,12 +599,7 @@ async fn the_cluster_survives_a_restart_of_the_nats_server() {
         ErrorCode::NOERR
     );
     // A buffer under way when NATS goes: it ends with a result, never silently.
-    let cut = ann
-        .handle
-        .send_buffer("cat", content(32 << 20, 3), 0)
-        .await
-        .unwrap();
-    started(&cut).await;
+    let cut = buffer_under_way(&ann, "cat", 3).await;
     c.nats.down();
     let code = tokio::time::timeout(Duration::from_secs(10), cut)
         .await

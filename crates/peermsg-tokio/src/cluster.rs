@@ -795,12 +795,20 @@ impl Glue {
         if let Some(m) = &self.metrics {
             m.link_ended(why);
         }
-        if let Some(w) = self.forget(conn) {
-            if let Some(peer) = &w.peer {
-                self.reset(relay, &peer.node.clone(), &w.key);
-            }
-        }
+        self.drop_end(relay, conn);
         relay.handle_disconnect(conn);
+    }
+
+    /// Forgets this relay's end of a link and tells the other end (if it answered);
+    /// `false` if the link was forgotten already.
+    fn drop_end(&mut self, relay: &mut Relay, conn: ConnId) -> bool {
+        let Some(w) = self.forget(conn) else {
+            return false;
+        };
+        if let Some(peer) = &w.peer {
+            self.reset(relay, &peer.node, &w.key);
+        }
+        true
     }
 
     fn end_links_with(&mut self, relay: &mut Relay, node: &str, why: &'static str) {
@@ -832,12 +840,9 @@ impl Glue {
         if conn.0 & LINK_BIT == 0 {
             return;
         }
-        if let Some(w) = self.forget(conn) {
+        if self.drop_end(relay, conn) {
             if let Some(m) = &self.metrics {
                 m.link_ended("closed");
-            }
-            if let Some(peer) = &w.peer {
-                self.reset(relay, &peer.node.clone(), &w.key);
             }
         }
     }
