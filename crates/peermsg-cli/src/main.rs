@@ -234,7 +234,7 @@ impl AuthArgs {
         Ok(if let Some(path) = &self.tokens {
             Box::new(TokenTable::new(read_tokens(path)?))
         } else if let Some(path) = &self.token_secret_file {
-            Box::new(signed(SignedTokens::hmac(&read_secret(path)?)))
+            Box::new(signed(SignedTokens::hmac(&read_hmac_secret(path)?)))
         } else if let Some(path) = &self.token_public_key {
             let pem = read_secret(path)?;
             let tokens = SignedTokens::ed25519_pem(&pem)
@@ -254,6 +254,13 @@ fn read_secret(path: &Path) -> Result<Vec<u8>> {
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(0, |i| i + 1);
     Ok(bytes[..end].to_vec())
+}
+
+/// An HMAC token secret from a file: refused if shorter than 32 bytes (an empty one would
+/// let anyone sign tokens).
+fn read_hmac_secret(path: &Path) -> Result<peermsg_tokio::HmacSecret> {
+    let secret = read_secret(path)?;
+    peermsg_tokio::HmacSecret::new(&secret).with_context(|| format!("{}", path.display()))
 }
 
 #[derive(Args)]
@@ -1228,7 +1235,7 @@ fn token(
         .with_context(|| format!("--ttl {ttl}: not a duration such as 1h, 30m or 3600s"))?;
     let token = match (secret_file, private_key) {
         (Some(path), _) => {
-            peermsg_tokio::mint_hmac(&read_secret(&path)?, user, ttl.as_secs(), audience)?
+            peermsg_tokio::mint_hmac(&read_hmac_secret(&path)?, user, ttl.as_secs(), audience)?
         }
         (None, Some(path)) => {
             peermsg_tokio::mint_ed25519(&read_secret(&path)?, user, ttl.as_secs(), audience)

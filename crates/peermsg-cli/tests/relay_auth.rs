@@ -47,7 +47,7 @@ fn an_open_relay_serves_loopback_only_unless_told() {
 fn tokens_minted_by_the_program_log_in_and_forged_ones_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
-    std::fs::write(&secret, "a long random secret\n").unwrap();
+    std::fs::write(&secret, "a long random secret of 32 bytes or more\n").unwrap();
     let addr = format!("127.0.0.1:{}", port());
     let mut relay = bin();
     relay
@@ -76,7 +76,7 @@ fn tokens_minted_by_the_program_log_in_and_forged_ones_do_not() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("TOKEN_WRONG_USER"));
     let forged = dir.path().join("guess");
-    std::fs::write(&forged, "a guess").unwrap();
+    std::fs::write(&forged, "a guess at the secret, 32 bytes or more").unwrap();
     let out = send_as(
         &addr,
         "alice",
@@ -85,6 +85,36 @@ fn tokens_minted_by_the_program_log_in_and_forged_ones_do_not() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("TOKEN_BAD_SIGNATURE"));
     let _ = listener.kill();
     let _ = listener.wait();
+}
+
+#[test]
+fn an_empty_or_short_token_secret_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    for short in ["", "\n", "only 31 bytes, a guessable one\n"] {
+        std::fs::write(&secret, short).unwrap();
+        let addr = format!("127.0.0.1:{}", port());
+        let out = bin()
+            .args(["relay", "--listen", &addr, "--token-secret-file"])
+            .arg(&secret)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{short:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("at least 32 bytes") && !err.contains("may log in"),
+            "{short:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{out:?}");
+        // Nor does the program mint a token with it.
+        let out = bin()
+            .args(["token", "--user", "alice", "--secret-file"])
+            .arg(&secret)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32 bytes"));
+    }
 }
 
 #[test]

@@ -41,7 +41,10 @@ mod sink;
 mod socket;
 pub mod tls;
 
-pub use auth::{mint_ed25519, mint_hmac, Authenticator, Claims, Open, SignedTokens, TokenTable};
+pub use auth::{
+    mint_ed25519, mint_hmac, Authenticator, Claims, HmacSecret, Open, ShortSecret, SignedTokens,
+    TokenTable,
+};
 pub use client::{
     connect, connect_tls, connect_with, file_resume_key, ClientEvent, ClientEvents, ClientHandle,
     ConnectError, Reconnect, SendFileError, SendHandle, SendProgress, Server, EVENT_QUEUE,

@@ -212,12 +212,13 @@ impl LoginFailures {
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {
-/// use peermsg_tokio::{raise_open_file_limit, serve, ServerConfig, SignedTokens};
+/// use peermsg_tokio::{raise_open_file_limit, serve, HmacSecret, ServerConfig, SignedTokens};
 ///
 /// raise_open_file_limit()?; // before the default sizes its connection cap from it
 /// let listener = tokio::net::TcpListener::bind("0.0.0.0:7000").await?;
-/// // Tokens the application's backend mints with the same secret.
-/// let auth = SignedTokens::hmac(b"a secret shared with the backend");
+/// // Tokens the application's backend mints with the same secret (32 bytes or more).
+/// let secret = HmacSecret::new(&std::fs::read("token-secret")?).expect("a long secret");
+/// let auth = SignedTokens::hmac(&secret);
 /// serve(listener, ServerConfig::default(), auth, async {
 ///     let _ = tokio::signal::ctrl_c().await;
 /// })

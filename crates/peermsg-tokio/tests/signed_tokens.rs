@@ -4,16 +4,16 @@
 use std::time::Duration;
 
 use peermsg_tokio::{
-    connect, mint_hmac, serve, Claims, ClientConfig, ConnectError, ErrorCode, ServerConfig,
-    SignedTokens,
+    connect, mint_hmac, serve, Claims, ClientConfig, ConnectError, ErrorCode, HmacSecret,
+    ServerConfig, SignedTokens,
 };
 
-const SECRET: &[u8] = b"shared with the backend";
+const SECRET: &[u8] = b"shared with the backend, 32 bytes or more";
 
 async fn relay() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let auth = SignedTokens::hmac(SECRET).audience("chat");
+    let auth = SignedTokens::hmac(&HmacSecret::new(SECRET).unwrap()).audience("chat");
     tokio::spawn(serve(
         listener,
         ServerConfig::default(),
@@ -54,7 +54,13 @@ async fn login(addr: std::net::SocketAddr, user: &str, token: &str) -> Result<()
 #[tokio::test]
 async fn every_bad_token_is_refused_with_its_code() {
     let addr = relay().await;
-    let minted = mint_hmac(SECRET, "alice", 3600, Some("chat")).unwrap();
+    let minted = mint_hmac(
+        &HmacSecret::new(SECRET).unwrap(),
+        "alice",
+        3600,
+        Some("chat"),
+    )
+    .unwrap();
     assert_eq!(login(addr, "alice", &minted).await, Ok(()));
     let now = jsonwebtoken::get_current_timestamp();
     let cases = [
