@@ -108,6 +108,10 @@ codes! {
     TOKEN_MALFORMED = 9015, "login token malformed";
     /// The login token is for another user.
     TOKEN_WRONG_USER = 9016, "login token for another user";
+    /// A command sent again after a lost connection, of a stream the receiver no longer
+    /// remembers (it kept its bounds): it may have been delivered, so it is not delivered
+    /// now (docs/PROTOCOL.md, "Commands exactly once").
+    REPEAT_FORGOTTEN = 9017, "command sent again after the receiver forgot it";
 }
 
 impl ErrorCode {

@@ -586,3 +586,86 @@ fn messages_over_our_caps_are_refused_one_by_one() {
         .iter()
         .any(|f| matches!(f, Frame::Result(MessageResult { id: 0 | 2, .. }))));
 }
+
+/// A command from `from` with identity (`stream`, `seq`), as the relay delivers it.
+fn cmd_once(id: u64, from: &str, stream: u32, seq: u64, resent: bool) -> Frame {
+    let mut s = [0u8; 16];
+    s[..4].copy_from_slice(&stream.to_be_bytes());
+    Frame::Cmd(Cmd {
+        id,
+        peer: user(from),
+        once: Some(CmdOnce {
+            stream: s,
+            seq,
+            resent,
+        }),
+        total_len: 2,
+        data: Bytes::from_static(b"go"),
+    })
+}
+
+/// The codes of the `RESULT`s in `frames`, by message id.
+fn results(frames: &[Frame]) -> Vec<(u64, ErrorCode)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Result(r) => Some((r.id, r.code)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_command_is_delivered_once_across_connections_whatever_other_senders_do() {
+    let mut old = logged_in(ClientConfig::default(), (1 << 20, 4 << 20));
+    out(&mut old);
+    feed(&mut old, &[cmd_once(0, "carol", 7, 1, false)]);
+    assert!(matches!(&events(&mut old)[..], [Event::CmdReceived { .. }]));
+    assert_eq!(results(&out(&mut old)), [(0, ErrorCode::NOERR)]);
+    // Mallory opens 5,000 streams toward this receiver (the old table held 4,096 in all,
+    // the oldest forgotten first).
+    for n in 0..5000u32 {
+        feed(
+            &mut old,
+            &[cmd_once(1 + u64::from(n), "mallory", n, 1, false)],
+        );
+        assert_eq!(events(&mut old).len(), 1);
+        out(&mut old);
+    }
+    // The connection is lost; carol did not hear of her result, and sends it again on
+    // the new connection. It is confirmed, and not delivered twice.
+    old.handle_disconnect();
+    let mut new = logged_in(ClientConfig::default(), (1 << 20, 4 << 20));
+    new.carry_from(&mut old);
+    out(&mut new);
+    feed(&mut new, &[cmd_once(0, "carol", 7, 1, true)]);
+    assert!(
+        events(&mut new)
+            .iter()
+            .all(|e| !matches!(e, Event::CmdReceived { .. })),
+        "delivered twice"
+    );
+    assert_eq!(results(&out(&mut new)), [(0, ErrorCode::NOERR)]);
+    // Mallory's own first streams were forgotten to stay in bounds: a repeat of one is
+    // refused with its code rather than delivered twice; a new command goes through.
+    feed(
+        &mut new,
+        &[
+            cmd_once(1, "mallory", 0, 1, true),
+            cmd_once(2, "mallory", 0, 2, false),
+        ],
+    );
+    let got = events(&mut new);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(matches!(
+        &got[0],
+        Event::CmdReceived {
+            id: ReceiveId(2),
+            ..
+        }
+    ));
+    assert_eq!(
+        results(&out(&mut new)),
+        [(1, ErrorCode::REPEAT_FORGOTTEN), (2, ErrorCode::NOERR)]
+    );
+}

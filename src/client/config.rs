@@ -64,6 +64,10 @@ pub struct ClientConfig {
     /// answered with [`Client::resume_incoming_buffer`](super::Client::resume_incoming_buffer).
     /// Without it the client answers those keys itself, with offset 0. Default false.
     pub resume_buffers: bool,
+    /// How long a sender may send a command again after a lost connection (its reconnect
+    /// window): a command this client delivered is remembered for twice that, so a repeat
+    /// is confirmed and not delivered again ([`SeenCmds`](super::SeenCmds)). Default 300 s.
+    pub resume_window: Duration,
     /// Most bytes one [`Client::poll_transmit`](super::Client::poll_transmit) call
     /// appends (it always appends at least one whole frame if any is ready). Default 256 KiB.
     pub transmit_batch: usize,
@@ -87,6 +91,7 @@ impl Default for ClientConfig {
             confirm_buffers: false,
             resume_files: false,
             resume_buffers: false,
+            resume_window: Duration::from_secs(300),
             transmit_batch: 256 * 1024,
         }
     }

@@ -122,9 +122,9 @@ pub enum Event {
         /// The command.
         data: Bytes,
         /// Its identity across connections, if its sender gave one
-        /// ([`Client::send_cmd_once`](super::Client::send_cmd_once)): drop a command whose
-        /// stream you have seen at this number or higher from `from` (a repeat after a lost
-        /// connection).
+        /// ([`Client::send_cmd_once`](super::Client::send_cmd_once)). The client delivers a
+        /// command with an identity once: a repeat after a lost connection is confirmed to
+        /// its sender with no event ([`SeenCmds`](super::SeenCmds)).
         once: Option<CmdOnce>,
     },
     /// A buffer or file is on its way. It can be refused with

@@ -15,9 +15,11 @@ mod event;
 mod incoming;
 mod lifecycle;
 mod outgoing;
+mod seen;
 
 pub use config::{ClientConfig, ConfigError};
 pub use event::{Event, Output, ReceiveId, SendId, SendKind};
+pub use seen::{SeenCmds, Verdict};
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -95,6 +97,8 @@ pub struct Client {
     ping: Option<(u64, Instant)>,
     next_nonce: u64,
     rtt: Option<Duration>,
+    /// Commands with an identity delivered, for exactly once across connections.
+    seen: SeenCmds,
 }
 
 impl Client {
@@ -127,6 +131,7 @@ impl Client {
             ping: None,
             next_nonce: 0,
             rtt: None,
+            seen: SeenCmds::new(config.resume_window),
         };
         client.control.push_back(Frame::Hello(client.hello()));
         Ok(client)
@@ -183,8 +188,9 @@ impl Client {
 
     /// [`Client::send_cmd`] with an identity across connections: an application that
     /// sends a command again after a lost connection (it had no result) gives the same
-    /// `once`, and the receiver, which sees it in [`Event::CmdReceived`], drops a repeat
-    /// (docs/PROTOCOL.md, "Resume").
+    /// `once` with `resent` set, and the receiver confirms a repeat without delivering it
+    /// again, or refuses it with `REPEAT_FORGOTTEN` if it can no longer tell
+    /// (docs/PROTOCOL.md, "Commands exactly once").
     pub fn send_cmd_once(
         &mut self,
         now: Instant,
@@ -588,6 +594,14 @@ impl Client {
                 Err(violation) => return self.violation(violation),
             }
         }
+    }
+
+    /// What this client, made for a new connection, inherits of `old`, the client of the
+    /// connection that was lost: the commands it delivered, so that one its sender sends
+    /// again is confirmed and not delivered twice ([`SeenCmds`]). Call it before feeding
+    /// the new connection's bytes.
+    pub fn carry_from(&mut self, old: &mut Client) {
+        self.seen = core::mem::take(&mut old.seen);
     }
 
     /// The passing of time: keepalive, idle timeout and send timeouts.
@@ -1395,6 +1409,21 @@ impl Client {
         };
         if !msg.is_delivered() {
             return;
+        }
+        // A command with an identity is delivered once across connections: a repeat is
+        // confirmed without an event, one of a forgotten stream refused (`seen.rs`).
+        if let Some(once) = msg.once {
+            let now = self.session.last_heard();
+            let code = match self.seen.check(now, &msg.from, once) {
+                Verdict::New => None,
+                Verdict::Repeat => Some(ErrorCode::NOERR),
+                Verdict::Forgotten => Some(ErrorCode::REPEAT_FORGOTTEN),
+            };
+            if let Some(code) = code {
+                self.queue(Frame::Result(MessageResult { id, code }));
+                self.drop_incoming(id);
+                return;
+            }
         }
         let event = Event::CmdReceived {
             id: ReceiveId(id),

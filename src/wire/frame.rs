@@ -249,33 +249,54 @@ pub struct Cmd {
 /// drops any command of that stream numbered `seq` or lower: a repeat sent after a lost
 /// connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct CmdOnce {
     /// The sending client's stream.
     pub stream: [u8; 16],
-    /// The command's number.
+    /// The command's number, below 2^63 (the top bit on the wire is `resent`).
     pub seq: u64,
+    /// Sent again after a lost connection: it may have been delivered already. A receiver
+    /// that no longer knows the stream refuses such a command rather than deliver it
+    /// twice; one sent for the first time is never a repeat.
+    pub resent: bool,
 }
 
 impl CmdOnce {
     /// Its length on the wire.
     pub const LEN: u64 = 24;
 
-    /// Its 24 bytes on the wire: the stream, then the number big-endian.
+    /// The bit of the number's 8 bytes that says `resent`.
+    const RESENT: u64 = 1 << 63;
+
+    /// Its 24 bytes on the wire: the stream, then the number big-endian, its top bit set
+    /// if `resent`.
     pub fn to_bytes(&self) -> [u8; 24] {
         let mut out = [0u8; 24];
         out[..16].copy_from_slice(&self.stream);
-        out[16..].copy_from_slice(&self.seq.to_be_bytes());
+        let number = (self.seq & !Self::RESENT) | if self.resent { Self::RESENT } else { 0 };
+        out[16..].copy_from_slice(&number.to_be_bytes());
         out
     }
 
     /// From its 24 bytes on the wire; `None` for another length.
     pub fn from_bytes(bytes: &[u8]) -> Option<CmdOnce> {
         let bytes: &[u8; 24] = bytes.try_into().ok()?;
-        let (stream, seq) = bytes.split_at(16);
+        let (stream, number) = bytes.split_at(16);
+        let number = u64::from_be_bytes(number.try_into().ok()?);
         Some(CmdOnce {
             stream: stream.try_into().ok()?,
-            seq: u64::from_be_bytes(seq.try_into().ok()?),
+            seq: number & !Self::RESENT,
+            resent: number & Self::RESENT != 0,
+        })
+    }
+}
+
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for CmdOnce {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(CmdOnce {
+            stream: u.arbitrary()?,
+            seq: u.arbitrary::<u64>()? & !Self::RESENT,
+            resent: u.arbitrary()?,
         })
     }
 }

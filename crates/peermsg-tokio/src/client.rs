@@ -242,7 +242,6 @@ struct State {
     stream: [u8; 16],
     next_seq: HashMap<String, u64>,
     /// Commands with an identity received.
-    seen: SeenCmds,
     /// Keyed buffers received, or cut off part way.
     buffers: HeldBuffers,
     /// The relay of the current connection, when the client reconnected.
@@ -348,54 +347,6 @@ impl HeldBuffers {
     }
 }
 
-/// Commands this client received with an identity: the highest number seen of each
-/// sender's stream, for as long as the resume window (a repeat sent after a lost connection
-/// is confirmed but not delivered again). At most `SEEN_STREAMS` streams, the oldest
-/// forgotten first.
-#[derive(Debug, Default)]
-struct SeenCmds {
-    streams: HashMap<(UserId, [u8; 16]), (u64, tokio::time::Instant)>,
-}
-
-/// Sending streams remembered at most.
-const SEEN_STREAMS: usize = 4096;
-
-impl SeenCmds {
-    /// Whether a command numbered `once.seq` of this stream from `from` is new (and, if so,
-    /// it is remembered).
-    fn first_time(&mut self, from: &UserId, once: CmdOnce, window: std::time::Duration) -> bool {
-        let now = tokio::time::Instant::now();
-        let key = (from.clone(), once.stream);
-        // A stream heard within the window: one lookup per command.
-        if let Some((seq, at)) = self
-            .streams
-            .get_mut(&key)
-            .filter(|(_, at)| now.duration_since(*at) < window)
-        {
-            if once.seq <= *seq {
-                return false;
-            }
-            (*seq, *at) = (once.seq, now);
-            return true;
-        }
-        // A new stream (rare): the expired ones go first.
-        self.streams
-            .retain(|_, (_, at)| now.duration_since(*at) < window);
-        if self.streams.len() >= SEEN_STREAMS {
-            let oldest = self
-                .streams
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                self.streams.remove(&oldest);
-            }
-        }
-        self.streams.insert(key, (once.seq, now));
-        true
-    }
-}
-
 impl State {
     /// Starts a send with `start` and registers who waits for it, in one step, so its
     /// result cannot come before anyone waits for it.
@@ -453,7 +404,13 @@ impl State {
                     data,
                     once,
                     cookie,
-                }) => c.send_cmd_once(now, &to, data, once, cookie),
+                }) => {
+                    let once = CmdOnce {
+                        resent: true,
+                        ..once
+                    };
+                    c.send_cmd_once(now, &to, data, once, cookie)
+                }
                 Some(Resend::Buffer {
                     to,
                     data,
@@ -829,6 +786,9 @@ pub async fn connect_with(
     // Buffers cut by a lost connection are kept in memory, to go on when it is back.
     let config = ClientConfig {
         resume_buffers: reconnect.is_some(),
+        resume_window: reconnect
+            .as_ref()
+            .map_or(crate::RESUME_WINDOW, |r| r.window),
         ..config
     };
     let (client, sink) = prepare(user, token, config, sink_dir)?;
@@ -927,7 +887,6 @@ async fn start(
             ])
             .0,
             next_seq: HashMap::new(),
-            seen: SeenCmds::default(),
             buffers: HeldBuffers::default(),
             server: String::new(),
         }),
@@ -1009,11 +968,12 @@ async fn supervise(
         };
         let client = Client::new(redial.config, shared.now())
             .map(|mut c| c.login(&redial.user, &redial.token).map(|()| c));
-        let Ok(Ok(client)) = client else {
+        let Ok(Ok(mut client)) = client else {
             return; // checked at the first connection
         };
         {
             let mut s = shared.lock();
+            client.carry_from(&mut s.client);
             s.client = client;
             s.server = server;
         }
@@ -1057,6 +1017,7 @@ impl ClientHandle {
             let once = CmdOnce {
                 stream: s.stream,
                 seq: *seq,
+                resent: false,
             };
             let resend = Resend::Cmd {
                 to: to.to_string(),
@@ -1749,24 +1710,6 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
             s.buffers.arriving.remove(&id);
             let _ = s.client.accept_delivery(id);
             tracing::info!(%id, "buffer received again; dropped");
-            None
-        }
-        Event::CmdReceived {
-            id,
-            ref from,
-            once: Some(once),
-            ..
-        } if {
-            let mut s = cx.shared.lock();
-            let window = s
-                .reconnect
-                .as_ref()
-                .map_or(crate::RESUME_WINDOW, |r| r.window);
-            !s.seen.first_time(from, once, window)
-        } =>
-        {
-            // Taken, so confirmed to its sender; delivered before, so not again.
-            tracing::info!(%id, %from, seq = once.seq, "command received again; dropped");
             None
         }
         Event::CmdReceived {

@@ -1,0 +1,257 @@
+//! Commands exactly once: which commands with an identity (`CMD`'s `once`) this receiver
+//! delivered, so that one its sender sends again after a lost connection is confirmed and
+//! not delivered twice (docs/PROTOCOL.md, "Commands exactly once"). The rule is written
+//! here only; a [`Client`](super::Client) consults it for every whole command, and a new
+//! connection's client inherits it ([`Client::carry_from`](super::Client::carry_from)).
+//!
+//! Memory is bounded per sending user ([`SeenCmds::STREAMS_PER_USER`]) and in all
+//! ([`SeenCmds::USERS`]), so no user can make another user's streams forgotten. Where a
+//! record was dropped to stay in those bounds, a command *sent again* of a stream no longer
+//! known cannot be told from one delivered before: it is refused with `REPEAT_FORGOTTEN`
+//! rather than risk delivering it twice. A command sent for the first time is never a
+//! repeat, and is always delivered.
+
+use alloc::collections::BTreeMap;
+use core::time::Duration;
+
+use crate::wire::{CmdOnce, UserId};
+use crate::Instant;
+
+/// What to do with a whole command that carries an identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not delivered before: deliver it (it is now remembered).
+    New,
+    /// Delivered before: confirm it to its sender, do not deliver it again.
+    Repeat,
+    /// Sent again, of a stream whose record was dropped to stay in bounds: it may have
+    /// been delivered, or not; refuse it (`REPEAT_FORGOTTEN`).
+    Forgotten,
+}
+
+/// One sending user's streams: the highest number delivered of each and when it was
+/// last heard, and when a stream of theirs was last dropped to stay in bounds.
+#[derive(Clone, Debug, Default)]
+struct UserStreams {
+    streams: BTreeMap<[u8; 16], (u64, Instant)>,
+    forgot: Option<Instant>,
+    heard: Instant,
+}
+
+/// The commands a receiver delivered, per (source user, stream), for a window of time.
+/// See the [module documentation](self).
+#[derive(Clone, Debug)]
+pub struct SeenCmds {
+    users: BTreeMap<UserId, UserStreams>,
+    /// How long a stream is remembered after it was last heard.
+    keep: Duration,
+    /// When a whole user's record was last dropped to stay under [`SeenCmds::USERS`].
+    forgot_user: Option<Instant>,
+}
+
+impl Default for SeenCmds {
+    fn default() -> Self {
+        SeenCmds::new(Duration::from_secs(300))
+    }
+}
+
+impl SeenCmds {
+    /// Streams remembered per sending user at most: a user's client processes sending to
+    /// this receiver within the window. Past it, the user's own oldest stream is dropped.
+    pub const STREAMS_PER_USER: usize = 64;
+    /// Sending users remembered at most. Past it, the user heard least recently is dropped.
+    pub const USERS: usize = 4096;
+
+    /// A table for senders that send again for up to `resume_window` after a lost
+    /// connection. A stream is kept for twice that after it was last heard: a sender's
+    /// window runs from its own loss, which may come later than the delivery it did not
+    /// hear of.
+    pub fn new(resume_window: Duration) -> Self {
+        SeenCmds {
+            users: BTreeMap::new(),
+            keep: resume_window.saturating_mul(2),
+            forgot_user: None,
+        }
+    }
+
+    /// Streams remembered now.
+    pub fn len(&self) -> usize {
+        self.users.values().map(|u| u.streams.len()).sum()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// The verdict on a whole command from `from` with identity `once`, at `now`; a
+    /// [`Verdict::New`] one is remembered.
+    pub fn check(&mut self, now: Instant, from: &UserId, once: CmdOnce) -> Verdict {
+        let keep = self.keep;
+        let live = |at: Instant| now.saturating_duration_since(at) < keep;
+        if let Some(user) = self.users.get_mut(from) {
+            user.heard = now;
+            if let Some((seq, at)) = user
+                .streams
+                .get_mut(&once.stream)
+                .filter(|(_, at)| live(*at))
+            {
+                if once.seq <= *seq {
+                    *at = now;
+                    return Verdict::Repeat;
+                }
+                (*seq, *at) = (once.seq, now);
+                return Verdict::New;
+            }
+        }
+        // A stream not known (now): sent for the first time, it is new; sent again, it is
+        // new unless a record that might have held it was dropped within the window.
+        let forgot = self.forgot_user.is_some_and(live)
+            || self
+                .users
+                .get(from)
+                .and_then(|u| u.forgot)
+                .is_some_and(live);
+        if once.resent && forgot {
+            return Verdict::Forgotten;
+        }
+        self.remember(now, from, once);
+        Verdict::New
+    }
+
+    /// A new stream's record, within the bounds.
+    fn remember(&mut self, now: Instant, from: &UserId, once: CmdOnce) {
+        if !self.users.contains_key(from) && self.users.len() >= Self::USERS {
+            let keep = self.keep;
+            self.users
+                .retain(|_, u| now.saturating_duration_since(u.heard) < keep);
+            if self.users.len() >= Self::USERS {
+                let quietest = self
+                    .users
+                    .iter()
+                    .min_by_key(|(_, u)| u.heard)
+                    .map(|(id, _)| id.clone());
+                if let Some(id) = quietest {
+                    self.users.remove(&id);
+                    self.forgot_user = Some(now);
+                }
+            }
+        }
+        let keep = self.keep;
+        let live = |at: Instant| now.saturating_duration_since(at) < keep;
+        let user = self.users.entry(from.clone()).or_default();
+        user.heard = now;
+        if user.streams.len() >= Self::STREAMS_PER_USER {
+            user.streams.retain(|_, (_, at)| live(*at));
+        }
+        if user.streams.len() >= Self::STREAMS_PER_USER {
+            let oldest = user
+                .streams
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(stream, _)| *stream);
+            if let Some(stream) = oldest {
+                user.streams.remove(&stream);
+                user.forgot = Some(now);
+            }
+        }
+        user.streams.insert(once.stream, (once.seq, now));
+        if self.forgot_user.is_some_and(|at| !live(at)) {
+            self.forgot_user = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> UserId {
+        UserId::new(name).unwrap()
+    }
+
+    fn once(stream: u32, seq: u64, resent: bool) -> CmdOnce {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&stream.to_be_bytes());
+        CmdOnce {
+            stream: id,
+            seq,
+            resent,
+        }
+    }
+
+    const W: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn a_repeat_is_confirmed_not_delivered() {
+        let mut seen = SeenCmds::new(W);
+        let t = Instant::ZERO;
+        let alice = user("alice");
+        assert_eq!(seen.check(t, &alice, once(1, 1, false)), Verdict::New);
+        assert_eq!(seen.check(t, &alice, once(1, 2, false)), Verdict::New);
+        assert_eq!(seen.check(t, &alice, once(1, 2, true)), Verdict::Repeat);
+        assert_eq!(seen.check(t, &alice, once(1, 1, true)), Verdict::Repeat);
+        assert_eq!(seen.check(t, &alice, once(1, 3, true)), Verdict::New);
+        // Another user's stream of the same bytes is another stream.
+        assert_eq!(seen.check(t, &user("bob"), once(1, 2, true)), Verdict::New);
+    }
+
+    #[test]
+    fn no_user_makes_another_forget() {
+        let mut seen = SeenCmds::new(W);
+        let mut t = Instant::ZERO;
+        let (alice, mallory) = (user("alice"), user("mallory"));
+        assert_eq!(seen.check(t, &alice, once(7, 5, false)), Verdict::New);
+        for stream in 0..5000 {
+            t += Duration::from_millis(1);
+            assert_eq!(
+                seen.check(t, &mallory, once(stream, 1, false)),
+                Verdict::New
+            );
+        }
+        assert_eq!(seen.len(), 1 + SeenCmds::STREAMS_PER_USER);
+        assert_eq!(seen.check(t, &alice, once(7, 5, true)), Verdict::Repeat);
+        // Mallory's own forgotten stream, sent again, is refused rather than delivered
+        // twice; a command Mallory sends for the first time still goes through.
+        assert_eq!(
+            seen.check(t, &mallory, once(0, 1, true)),
+            Verdict::Forgotten
+        );
+        assert_eq!(seen.check(t, &mallory, once(0, 2, false)), Verdict::New);
+    }
+
+    #[test]
+    fn past_the_users_bound_a_resent_unknown_stream_is_refused() {
+        let mut seen = SeenCmds::new(W);
+        let mut t = Instant::ZERO;
+        let alice = user("alice");
+        assert_eq!(seen.check(t, &alice, once(1, 3, false)), Verdict::New);
+        for n in 0..SeenCmds::USERS {
+            t += Duration::from_millis(1);
+            let someone = user(&alloc::format!("u{n}"));
+            assert_eq!(seen.check(t, &someone, once(1, 1, false)), Verdict::New);
+        }
+        assert!(seen.users.len() <= SeenCmds::USERS);
+        assert_eq!(seen.check(t, &alice, once(1, 3, true)), Verdict::Forgotten);
+        assert_eq!(seen.check(t, &alice, once(1, 4, false)), Verdict::New);
+    }
+
+    #[test]
+    fn a_stream_is_kept_for_twice_the_window() {
+        let mut seen = SeenCmds::new(W);
+        let alice = user("alice");
+        assert_eq!(
+            seen.check(Instant::ZERO, &alice, once(1, 1, false)),
+            Verdict::New
+        );
+        let later = Instant::ZERO + W + W / 2;
+        assert_eq!(seen.check(later, &alice, once(1, 1, true)), Verdict::Repeat);
+        // Long after, with nothing dropped to stay in bounds, the stream is simply over:
+        // a command sent again is taken as never delivered.
+        let much_later = later + W * 3;
+        assert_eq!(
+            seen.check(much_later, &alice, once(1, 2, true)),
+            Verdict::New
+        );
+    }
+}
