@@ -531,3 +531,63 @@ fn an_incoming_link_its_sender_forgot_closes_after_twice_the_idle_timeout() {
     c.run_for(std::time::Duration::from_secs(21));
     assert_eq!(c.relays[1].relay.stats().links, 0);
 }
+
+#[test]
+fn one_user_writing_to_many_users_elsewhere_cannot_fill_the_links_between_relays() {
+    let many: Vec<String> = (0..200).map(|n| format!("u{n:03}")).collect();
+    let mut far: Vec<&str> = vec!["cat"];
+    far.extend(many.iter().map(String::as_str));
+    let mut c = Cluster::new(&[&["ann", "ben"], &far], ClientConfig::default());
+    // ann writes once to each of 200 users on the other relay, one after another (which
+    // held 128 links there, its max_links, for a minute, and every other send between
+    // the two relays failed with LIMIT_EXCEEDED).
+    for to in &many {
+        assert_eq!(command(&mut c, to, b"hi"), ErrorCode::NOERR, "to {to}");
+        let links = c.relays[1].relay.stats().links;
+        assert!(links <= 8, "{links} links held for ann's idle messages");
+    }
+    // ben still reaches cat.
+    let now = c.relays[0].now;
+    let id = c
+        .client(0, 1)
+        .client
+        .send_cmd(now, "cat", Bytes::from_static(b"still here"), 0)
+        .unwrap();
+    c.run();
+    assert_eq!(result_of(&c.client(0, 1).events, id), ErrorCode::NOERR);
+}
+
+#[test]
+fn a_sender_with_a_message_on_each_of_its_links_opens_no_more() {
+    let mut c = Cluster::new(
+        &[
+            &["ann"],
+            &["u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"],
+        ],
+        ClientConfig::default(),
+    );
+    // Nine commands to nine users elsewhere reach ann's relay together: the first eight
+    // each open a link and wait on it; the ninth finds ann at her bound, with no link
+    // idle, and is refused.
+    let now = c.relays[0].now;
+    let ids: Vec<SendId> = (0..9)
+        .map(|n| {
+            let to = format!("u{n}");
+            c.client(0, 0)
+                .client
+                .send_cmd(now, &to, Bytes::from_static(b"hi"), 0)
+                .unwrap()
+        })
+        .collect();
+    c.run();
+    let results: Vec<ErrorCode> = ids
+        .iter()
+        .map(|id| result_of(&c.client(0, 0).events, *id))
+        .collect();
+    assert_eq!(&results[..8], &[ErrorCode::NOERR; 8]);
+    assert_eq!(results[8], ErrorCode::LIMIT_EXCEEDED);
+    // Once they are answered her links are idle: a new user elsewhere is reached, an idle
+    // link of hers closed for it.
+    assert_eq!(command(&mut c, "u8", b"again"), ErrorCode::NOERR);
+    assert!(c.relays[0].relay.stats().links <= 8);
+}

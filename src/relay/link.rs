@@ -8,7 +8,10 @@
 //!   `CONN_CREDIT` and `RESUME_FROM` come back as a receiver's would). It is made here
 //!   when a message names a user who is not logged in on this relay
 //!   ([`RelayConfig::cluster`]); the runtime finds the user's relay and carries its bytes,
-//!   or reports that nobody has the user ([`Relay::link_failed`] with `OFFLINE`).
+//!   or reports that nobody has the user ([`Relay::link_failed`] with `OFFLINE`). It
+//!   counts against the sending user whose message opened it, who may have
+//!   [`RelayConfig::max_links_per_sender`] open: each holds one of the other relay's
+//!   [`RelayConfig::max_links`].
 //! - At the receiver's relay, an **incoming** link is a sender on behalf of the other
 //!   relay's users, toward one local user ([`Relay::accept_link`]). The source of each
 //!   message is the one the sender's relay stamped; the destination is the link's user.
@@ -41,11 +44,14 @@ pub(super) struct Link {
     /// The user its messages go to (on the other relay for an outgoing link, here for an
     /// incoming one).
     pub(super) user: UserId,
+    /// For an outgoing link, the sending user whose message opened it: it counts against
+    /// that user's [`RelayConfig::max_links_per_sender`] until it closes.
+    pub(super) opener: Option<UserId>,
 }
 
 impl Relay {
     /// A new link's connection, greeted with this relay's `HELLO`.
-    fn open_link_conn(&mut self, side: LinkSide, user: UserId) -> ConnId {
+    fn open_link_conn(&mut self, side: LinkSide, user: UserId, opener: Option<UserId>) -> ConnId {
         let conn = ConnId(LINK_BIT | self.next_link);
         self.next_link += 1;
         let now = self.now;
@@ -59,6 +65,7 @@ impl Relay {
         state.link = Some(Link {
             side,
             user: user.clone(),
+            opener: opener.clone(),
         });
         // A link with nothing on it closes after the idle timeout (twice that for an
         // incoming one: its sender's relay closes first, see `handle_timeout`).
@@ -72,6 +79,9 @@ impl Relay {
         match side {
             LinkSide::Outgoing => {
                 self.remote.insert(user, conn);
+                if let Some(opener) = opener {
+                    self.links_opened.entry(opener).or_default().insert(conn);
+                }
             }
             LinkSide::Incoming => {
                 self.links_in.entry(user).or_default().insert(conn);
@@ -83,12 +93,50 @@ impl Relay {
         conn
     }
 
-    /// The outgoing link to `user`, made if there is none.
-    pub(super) fn outgoing_link(&mut self, user: &UserId) -> ConnId {
+    /// The outgoing link to `user` for a message of `sender`'s, made if there is none;
+    /// `None` if `sender` has [`RelayConfig::max_links_per_sender`] links open with a
+    /// message on each.
+    pub(super) fn outgoing_link(&mut self, user: &UserId, sender: &UserId) -> Option<ConnId> {
         match self.remote.get(user) {
-            Some(conn) if self.conns.get(conn).is_some_and(|c| !c.session.is_closed()) => *conn,
-            _ => self.open_link_conn(LinkSide::Outgoing, user.clone()),
+            Some(conn) if self.conns.get(conn).is_some_and(|c| !c.session.is_closed()) => {
+                Some(*conn)
+            }
+            _ => {
+                if !self.room_for_link(sender) {
+                    return None;
+                }
+                let opener = Some(sender.clone());
+                Some(self.open_link_conn(LinkSide::Outgoing, user.clone(), opener))
+            }
         }
+    }
+
+    /// Whether `sender` may open one more outgoing link: under its bound, after closing
+    /// its links with no message on them if it is at it. (Each outgoing link holds one of
+    /// the other relay's `max_links`: a user who writes once to many users elsewhere must
+    /// not keep them all.)
+    fn room_for_link(&mut self, sender: &UserId) -> bool {
+        let cap = self.config.max_links_per_sender;
+        let Some(opened) = self.links_opened.get(sender) else {
+            return cap > 0;
+        };
+        if opened.len() < cap {
+            return true;
+        }
+        let idle: Vec<ConnId> = opened
+            .iter()
+            .copied()
+            .filter(|conn| self.conns.get(conn).is_some_and(|c| !c.has_messages()))
+            .collect();
+        for conn in idle {
+            self.shut(
+                conn,
+                ErrorCode::SOCKETTIMEOUT,
+                CloseReason::IdleTimeout,
+                true,
+            );
+        }
+        self.links_opened.get(sender).map_or(0, BTreeSet::len) < cap
     }
 
     /// Another relay opens a link toward `user`, logged in here: the connection the
@@ -103,7 +151,7 @@ impl Relay {
         if self.incoming_links >= self.config.max_links {
             return Err(RelayError::Links);
         }
-        Ok(self.open_link_conn(LinkSide::Incoming, user.clone()))
+        Ok(self.open_link_conn(LinkSide::Incoming, user.clone(), None))
     }
 
     /// The connection whose session takes `user`'s messages on this relay, if any.
@@ -184,6 +232,14 @@ impl Relay {
             LinkSide::Outgoing => {
                 if self.remote.get(&link.user) == Some(&conn) {
                     self.remote.remove(&link.user);
+                }
+                if let Some(opener) = &link.opener {
+                    if let Some(set) = self.links_opened.get_mut(opener) {
+                        set.remove(&conn);
+                        if set.is_empty() {
+                            self.links_opened.remove(opener);
+                        }
+                    }
                 }
             }
             LinkSide::Incoming => {

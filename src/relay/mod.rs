@@ -132,6 +132,11 @@ pub struct RelayConfig {
     /// relays may have in flight toward this one is at most `max_link_bytes + max_links x
     /// 64 KiB` (16 MiB by default). Default 128.
     pub max_links: usize,
+    /// Outgoing links one sending user's messages may have opened and open at once. A
+    /// user at the bound first closes those of its links with no message on them; if none
+    /// is idle, its message to yet another remote user is refused with `LIMIT_EXCEEDED`.
+    /// So no user can fill the other relays' `max_links` (docs/CLUSTER.md). Default 8.
+    pub max_links_per_sender: usize,
 }
 
 impl Default for RelayConfig {
@@ -154,6 +159,7 @@ impl Default for RelayConfig {
             max_link_bytes: 8 << 20,
             link_window: 1 << 20,
             max_links: 128,
+            max_links_per_sender: 8,
         }
     }
 }
@@ -417,6 +423,8 @@ pub struct Relay {
     forwarded: u64,
     /// Outgoing links, by the remote user they stand for.
     remote: BTreeMap<UserId, ConnId>,
+    /// Outgoing links open, by the sending user whose message opened them.
+    links_opened: BTreeMap<UserId, BTreeSet<ConnId>>,
     /// Incoming links, by the local user they go to.
     links_in: BTreeMap<UserId, BTreeSet<ConnId>>,
     incoming_links: usize,
@@ -484,6 +492,7 @@ impl Relay {
             logged_in: 0,
             forwarded: 0,
             remote: BTreeMap::new(),
+            links_opened: BTreeMap::new(),
             links_in: BTreeMap::new(),
             incoming_links: 0,
             next_link: 0,

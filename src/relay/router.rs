@@ -57,7 +57,12 @@ impl Relay {
             Some(dst) if self.conns.get(dst).is_some_and(|d| !d.session.is_closed()) => *dst,
             // A user elsewhere in the cluster is reached through a link (never one that
             // came in on a link: a message crosses one link at most).
-            _ if self.config.cluster && incoming.is_none() => self.outgoing_link(&to),
+            _ if self.config.cluster && incoming.is_none() => {
+                match self.outgoing_link(&to, &from) {
+                    Some(link) => link,
+                    None => return refuse(self, ErrorCode::LIMIT_EXCEEDED),
+                }
+            }
             _ => return refuse(self, ErrorCode::OFFLINE),
         };
         let d = self.conns.get_mut(&dst)?;
