@@ -489,7 +489,10 @@ async fn relay(
         "no authentication: any user may log in as anyone"
     };
     // Served before the first line is printed: a script that waits for it finds both up.
-    let metrics = metrics_addr.map(serve_metrics).transpose()?;
+    let metrics = match metrics_addr {
+        Some(addr) => Some(serve_metrics(addr).await?),
+        None => None,
+    };
     say!(
         "relay listening on {addr}; {who}\nat most {} connections ({} per address); \
          at most {} MiB of messages held",
@@ -1247,34 +1250,16 @@ fn token(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves `metrics` as Prometheus text at `http://addr/metrics`, and `ok` at `/healthz`,
-/// from a thread of its own.
-/// Gives the metrics and the address they are served at.
-fn serve_metrics(addr: &str) -> Result<(Metrics, String)> {
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
-    let at = server.server_addr().to_string();
+/// Serves the relay's metrics at `http://addr/metrics` (and `ok` at `/healthz`) on this
+/// runtime, bounded as `peermsg_tokio::serve_metrics` says. Gives the metrics and the
+/// address they are served at.
+async fn serve_metrics(addr: &str) -> Result<(Metrics, String)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    let at = listener.local_addr()?.to_string();
     let metrics = Metrics::new();
-    let shared = metrics.clone();
-    std::thread::spawn(move || {
-        for request in server.incoming_requests() {
-            let (status, body, kind) = match request.url() {
-                "/metrics" => (
-                    200,
-                    shared.encode(),
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-                "/healthz" => (200, "ok\n".to_string(), "text/plain"),
-                _ => (404, "not found\n".to_string(), "text/plain"),
-            };
-            let header = tiny_http::Header::from_bytes("Content-Type", kind).ok();
-            let mut response = tiny_http::Response::from_string(body).with_status_code(status);
-            if let Some(header) = header {
-                response = response.with_header(header);
-            }
-            let _ = request.respond(response);
-        }
-    });
+    tokio::spawn(peermsg_tokio::serve_metrics(listener, metrics.clone()));
     Ok((metrics, at))
 }
 

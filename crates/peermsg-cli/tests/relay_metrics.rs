@@ -76,3 +76,65 @@ fn metrics_parse_and_move_with_traffic() {
     let _ = bob.kill();
     let _ = bob.wait();
 }
+
+/// A figure of `/proc/<pid>/status` (`VmRSS` in KiB, `Threads`).
+fn status_of(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+#[test]
+fn the_metrics_endpoint_stays_bounded_against_hostile_clients() {
+    use std::io::Write;
+    let addr = format!("127.0.0.1:{}", port());
+    let metrics = format!("127.0.0.1:{}", port());
+    let mut relay = bin();
+    relay.args(["relay", "--listen", &addr, "--metrics", &metrics]);
+    let relay = spawn_relay(relay);
+    let pid = relay.0.id();
+    assert_eq!(get(&metrics, "/healthz"), "ok\n");
+    let rss_before = status_of(pid, "VmRSS");
+    // One header line with no end: 64 MiB offered (it grew the relay by as much). The
+    // endpoint stops reading and closes the connection once the head is over its bound.
+    let mut endless = std::net::TcpStream::connect(&metrics).unwrap();
+    endless
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    endless
+        .write_all(b"GET /metrics HTTP/1.1\r\nX-Long: ")
+        .unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    let mut sent = 0usize;
+    for _ in 0..64 {
+        match endless.write_all(&chunk) {
+            Ok(()) => sent += chunk.len(),
+            Err(_) => break,
+        }
+    }
+    let grown = status_of(pid, "VmRSS").saturating_sub(rss_before);
+    assert!(
+        grown < 16 * 1024,
+        "the relay grew by {grown} KiB for a head of {sent} bytes"
+    );
+    assert!(sent < 64 << 20, "all 64 MiB of one header line were read");
+    // 500 connections that send nothing: no thread for each (there was), and once they
+    // are past the read time the endpoint answers again.
+    let idle: Vec<_> = (0..500)
+        .filter_map(|_| std::net::TcpStream::connect(&metrics).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let threads = status_of(pid, "Threads");
+    assert!(
+        threads < 64,
+        "{threads} threads for {} connections",
+        idle.len()
+    );
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(get(&metrics, "/healthz"), "ok\n");
+    assert!(get(&metrics, "/metrics").contains("peermsg_relay_connections"));
+    drop(idle);
+}

@@ -50,7 +50,9 @@ pub use client::{
     ConnectError, Reconnect, SendFileError, SendHandle, SendProgress, Server, EVENT_QUEUE,
 };
 pub use cluster::{Cluster, ClusterError};
-pub use metrics::Metrics;
+pub use metrics::{
+    serve_metrics, Metrics, METRICS_CONNECTIONS, METRICS_HEAD_BYTES, METRICS_READ_TIME,
+};
 pub use relay::{raise_open_file_limit, serve, serve_with, Extras, ServerConfig, RESERVED_FILES};
 pub use rustls;
 pub use sink::{sanitize_file_name, ArrivedFile, FileSink, SavedFile, RECORD_EVERY, RESUME_WINDOW};

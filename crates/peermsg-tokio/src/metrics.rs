@@ -265,3 +265,88 @@ impl Metrics {
         self.searches.get_or_create(&WhatLabel { what }).inc();
     }
 }
+
+/// Connections to the metrics endpoint served at once at most; past it, a new one is
+/// closed at once (a scraper retries; nothing waits in memory for a slot).
+pub const METRICS_CONNECTIONS: usize = 64;
+/// Bytes a request's head may take at most (hyper's read buffer); a longer one ends its
+/// connection.
+pub const METRICS_HEAD_BYTES: usize = 16 * 1024;
+/// Time a connection has to send its request's head, and in all, at most.
+pub const METRICS_READ_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `metrics` on `listener` as an operator's scraper expects: Prometheus text at
+/// `GET /metrics`, `ok` at `/healthz`, 404 elsewhere; one request per connection. Runs on
+/// the caller's tokio runtime until the future is dropped, and never ends by itself: a
+/// failed accept (no file descriptor left, say) is logged and tried again after a pause.
+/// Memory and tasks are bounded: [`METRICS_CONNECTIONS`] connections at once, each with
+/// a head of [`METRICS_HEAD_BYTES`] sent within [`METRICS_READ_TIME`].
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let metrics = peermsg_tokio::Metrics::new();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9100").await?;
+/// tokio::spawn(peermsg_tokio::serve_metrics(listener, metrics.clone()));
+/// // ... give `metrics` to the relay's ServerConfig.
+/// # Ok(()) }
+/// ```
+pub async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Metrics) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, or a connection reset before it was taken:
+                // the endpoint pauses rather than spin or stop.
+                tracing::warn!(%error, "metrics endpoint cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream); // at the bound: closed at once
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let service = hyper::service::service_fn(move |request| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(METRICS_READ_TIME)
+                .max_buf_size(METRICS_HEAD_BYTES)
+                .keep_alive(false)
+                .serve_connection(io, service);
+            // A slow reader of the answer is cut off too.
+            let _ = tokio::time::timeout(METRICS_READ_TIME, connection).await;
+            drop(slot);
+        });
+    }
+}
+
+/// The answer to one request of the metrics endpoint.
+fn answer<B>(
+    metrics: &Metrics,
+    request: &hyper::Request<B>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let (status, body, kind) = match request.uri().path() {
+        "/metrics" => (
+            200,
+            metrics.encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        "/healthz" => (200, "ok\n".to_string(), "text/plain"),
+        _ => (404, "not found\n".to_string(), "text/plain"),
+    };
+    let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    if let Ok(kind) = hyper::header::HeaderValue::from_str(kind) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, kind);
+    }
+    response
+}
