@@ -74,6 +74,9 @@ codes! {
     FILE_OPERATION_ERR = 1404, "file operation failed";
     /// The file's size is wrong or over the cap.
     FILE_SIZE_ERR = 1405, "bad file size";
+    /// The receiver's disk has no room for the file (refused before its bytes come, or
+    /// when the disk filled as they came).
+    FILE_NO_SPACE = 1406, "no room for the file at the receiver";
     /// The sender cancelled the send.
     CANCELLED = 9000, "cancelled by the sender";
     /// The receiver rejected the send before taking any of it.

@@ -38,8 +38,15 @@ struct UserStreams {
     heard: Instant,
 }
 
-/// The commands a receiver delivered, per (source user, stream), for a window of time.
-/// See the [module documentation](self).
+/// The commands a receiver delivered, per (source user, stream), for a window of time:
+/// a command sent again after a lost connection is confirmed, not delivered twice.
+///
+/// Memory is bounded per sending user ([`SeenCmds::STREAMS_PER_USER`]) and in all
+/// ([`SeenCmds::USERS`]), so no user can make another user's streams forgotten. Where a
+/// record was dropped to stay in those bounds, a command *sent again* of a stream no longer
+/// known cannot be told from one delivered before: it is refused with `REPEAT_FORGOTTEN`
+/// rather than risk delivering it twice. A command sent for the first time is never a
+/// repeat, and is always delivered.
 #[derive(Clone, Debug)]
 pub struct SeenCmds {
     users: BTreeMap<UserId, UserStreams>,

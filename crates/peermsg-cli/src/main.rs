@@ -676,7 +676,7 @@ impl Printer {
     fn progress_due(&mut self, incoming: bool, id: u64, done: bool) -> bool {
         let now = std::time::Instant::now();
         let last = self.progress_at.get(&(incoming, id));
-        if done || last.map_or(true, |t| now - *t >= Duration::from_millis(100)) {
+        if done || last.is_none_or(|t| now - *t >= Duration::from_millis(100)) {
             self.progress_at.insert((incoming, id), now);
             return true;
         }

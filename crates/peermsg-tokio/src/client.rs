@@ -1212,7 +1212,7 @@ type FileReadDone = (SendId, u64, std::io::Result<Bytes>);
 /// What the task asks of the file sink, which runs on the blocking pool: file writes
 /// never stall the connection's task.
 enum SinkOp {
-    Begin(ReceiveId, String),
+    Begin(ReceiveId, String, u64),
     /// A resumable file: its partial file is opened, and where it ends comes back.
     BeginResumable(ReceiveId, UserId, ResumeKey, String, u64),
     /// File bytes, and the digest of the file up to their end.
@@ -1224,6 +1224,15 @@ enum SinkOp {
     /// The connection was lost under the file: a resumable file's bytes are recorded for
     /// the next attempt (any other is removed), then it is said.
     Suspend(ReceiveId),
+}
+
+/// The code a failure to write an incoming file gives its sender: `FILE_NO_SPACE` when
+/// the disk has no room for it, `FILE_WRITE_ERR` for any other failure.
+pub(crate) fn write_error_code(error: &std::io::Error) -> ErrorCode {
+    match error.kind() {
+        std::io::ErrorKind::StorageFull => ErrorCode::FILE_NO_SPACE,
+        _ => ErrorCode::FILE_WRITE_ERR,
+    }
 }
 
 /// What the sink tells the task back.
@@ -1252,7 +1261,10 @@ const SINK_QUEUE: usize = 256;
 fn run_sink(mut sink: FileSink, mut ops: mpsc::Receiver<SinkOp>, done: mpsc::Sender<SinkDone>) {
     while let Some(op) = ops.blocking_recv() {
         let report = match op {
-            SinkOp::Begin(id, name) => sink.begin(id, &name).err().map(|e| SinkDone::Failed(id, e)),
+            SinkOp::Begin(id, name, size) => sink
+                .begin(id, &name, size)
+                .err()
+                .map(|e| SinkDone::Failed(id, e)),
             SinkOp::BeginResumable(id, from, key, name, size) => {
                 Some(match sink.begin_resumable(id, &from, key, &name, size) {
                     Ok((offset, digest)) => SinkDone::Resume(id, offset, digest),
@@ -1465,7 +1477,7 @@ async fn drive(
                     tracing::warn!(%id, %error, "cannot write an incoming file");
                     // Refused (the sender's result is 1402); the application hears of it
                     // too, unless the file ended otherwise meanwhile.
-                    let code = ErrorCode::FILE_WRITE_ERR;
+                    let code = write_error_code(&error);
                     let refused = shared.lock().client.reject(id, code).is_ok();
                     if let (Some((_, from)), true) = (names.remove(&id), refused) {
                         own.push_back(ClientEvent::Core(Event::ReceiveFailed { id, from, code }));
@@ -1565,7 +1577,7 @@ fn kept(
         }
         Err(error) => {
             tracing::warn!(%id, %error, "cannot keep an incoming file");
-            let code = ErrorCode::FILE_WRITE_ERR;
+            let code = write_error_code(&error);
             let _ = client.fail_delivery(id, code);
             // One failure for the application: the core's, if it spoke first.
             Some(ClientEvent::Core(ended.unwrap_or(Event::ReceiveFailed {
@@ -1600,7 +1612,7 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
             // A failure to begin comes back as `SinkDone::Failed` and refuses the file.
             sink.send(match resume_key {
                 Some(key) => SinkOp::BeginResumable(id, from.clone(), key, name.to_string(), size),
-                None => SinkOp::Begin(id, name.to_string()),
+                None => SinkOp::Begin(id, name.to_string(), size),
             });
             cx.names.insert(id, (name.to_string(), from.clone()));
             Some(ClientEvent::Core(event))

@@ -55,7 +55,9 @@ pub use metrics::{
 };
 pub use relay::{raise_open_file_limit, serve, serve_with, Extras, ServerConfig, RESERVED_FILES};
 pub use rustls;
-pub use sink::{sanitize_file_name, ArrivedFile, FileSink, SavedFile, RECORD_EVERY, RESUME_WINDOW};
+pub use sink::{
+    sanitize_file_name, ArrivedFile, FileSink, KeptLimits, SavedFile, RECORD_EVERY, RESUME_WINDOW,
+};
 pub use socket::UNSENT_LIMIT;
 
 // The core's types this crate's API speaks in, so an application needs only this crate.

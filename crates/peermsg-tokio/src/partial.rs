@@ -147,14 +147,21 @@ pub(crate) fn remove(base: &Path) {
 /// their records (bytes the system lost: the machine failed without `sync`) and data
 /// files without a record go, and so do temporary files of non-resumable transfers older
 /// than `window` (a process killed while receiving them).
-pub(crate) fn tidy(dir: &Path, window: Duration) -> std::io::Result<()> {
+///
+/// Gives what stays: each record's base path, the record, and its age.
+pub(crate) fn tidy(
+    dir: &Path,
+    window: Duration,
+) -> std::io::Result<Vec<(PathBuf, Record, Duration)>> {
     let now = SystemTime::now();
-    let old = |path: &Path| {
+    let age = |path: &Path| {
         std::fs::metadata(path)
             .and_then(|m| m.modified())
-            .map(|t| now.duration_since(t).unwrap_or_default() >= window)
-            .unwrap_or(true)
+            .map(|t| now.duration_since(t).unwrap_or_default())
+            .unwrap_or(Duration::MAX)
     };
+    let old = |path: &Path| age(path) >= window;
+    let mut stays = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -175,14 +182,15 @@ pub(crate) fn tidy(dir: &Path, window: Duration) -> std::io::Result<()> {
             }
             match Record::load(&base) {
                 Some(_) if old(&path) => remove(&base),
-                Some(r) if r.done => {}
+                Some(r) if r.done => stays.push((base, r, age(&path))),
                 Some(r) => {
                     let data = data_path(&base);
                     match regular_len(&data) {
                         Some(len) if len > r.offset => {
                             File::options().write(true).open(&data)?.set_len(r.offset)?;
+                            stays.push((base, r, age(&path)));
                         }
-                        Some(len) if len == r.offset => {}
+                        Some(len) if len == r.offset => stays.push((base, r, age(&path))),
                         // Shorter than recorded, missing, or a link planted under the name
                         // (it goes itself, not what it points to).
                         _ => remove(&base),
@@ -194,7 +202,7 @@ pub(crate) fn tidy(dir: &Path, window: Duration) -> std::io::Result<()> {
             let _ = std::fs::remove_file(&path);
         }
     }
-    Ok(())
+    Ok(stays)
 }
 
 #[cfg(test)]

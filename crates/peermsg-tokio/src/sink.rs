@@ -55,15 +55,66 @@ pub const RECORD_EVERY: u64 = 4 << 20;
 /// How long partial files and records of delivered files are kept by default.
 pub const RESUME_WINDOW: Duration = Duration::from_secs(300);
 
+/// Bounds on the partial files a sink keeps between attempts (a lost connection's
+/// resumable files): a sender could otherwise fill the disk with them. Kept partials are
+/// the first to go when room is needed: the oldest of the sender's own past its bounds,
+/// the oldest of all past the overall bounds or when an offer needs the space, and any
+/// older than the window. A partial that goes is only a resume lost: its next attempt
+/// starts over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeptLimits {
+    /// Partial files kept per sender at most. Default 16.
+    pub per_sender: usize,
+    /// Bytes of partial files kept per sender at most. Default 4 GiB.
+    pub per_sender_bytes: u64,
+    /// Partial files kept in all at most. Default 256.
+    pub total: usize,
+    /// Bytes of partial files kept in all at most. Default 16 GiB.
+    pub total_bytes: u64,
+    /// How long a partial file, and the record of a file kept (for a sender that never
+    /// heard), is kept after its last attempt. Default [`RESUME_WINDOW`].
+    pub window: Duration,
+}
+
+impl Default for KeptLimits {
+    fn default() -> Self {
+        KeptLimits {
+            per_sender: 16,
+            per_sender_bytes: 4 << 30,
+            total: 256,
+            total_bytes: 16 << 30,
+            window: RESUME_WINDOW,
+        }
+    }
+}
+
+/// What the sink keeps of a resumable file between attempts.
+#[derive(Debug)]
+struct Kept {
+    from: UserId,
+    /// Bytes of its partial file (0 for the record of a file kept).
+    bytes: u64,
+    since: std::time::Instant,
+    /// The record of a file kept already, not a partial file.
+    done: bool,
+}
+
 /// Writes each incoming file to a temporary file in its directory; keeps it only when the
 /// file arrived whole and verified, and removes it otherwise. A resumable file
 /// ([`FileSink::begin_resumable`]) goes to a partial file that a lost connection or a
 /// killed process leaves in place, with a record of how many of its bytes are on disk, for
-/// the next attempt to continue.
+/// the next attempt to continue, within [`KeptLimits`]. An offer whose bytes do not fit
+/// in the disk's free space (less what the files under way still need) is refused before
+/// any byte comes, with an error of kind [`std::io::ErrorKind::StorageFull`].
 #[derive(Debug)]
 pub struct FileSink {
     dir: PathBuf,
     open: HashMap<ReceiveId, Target>,
+    /// Bytes each file under way still needs on the disk.
+    reserved: HashMap<ReceiveId, u64>,
+    /// Partial files and records of kept files between attempts, by base path.
+    kept: HashMap<PathBuf, Kept>,
+    limits: KeptLimits,
     sync: bool,
 }
 
@@ -188,22 +239,143 @@ impl SavedFile {
 impl FileSink {
     /// A sink writing into `dir`, which must exist and be writable.
     pub fn new(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
-        Self::with_window(dir, RESUME_WINDOW)
+        Self::with_limits(dir, KeptLimits::default())
     }
 
     /// A sink writing into `dir`, keeping partial files and records of delivered files for
-    /// `window`. At start it removes what is older, and cuts every partial file back to the
-    /// bytes its record counts (`partial.rs`).
+    /// `window`, within the default bounds.
     pub fn with_window(dir: impl Into<PathBuf>, window: Duration) -> std::io::Result<Self> {
+        Self::with_limits(
+            dir,
+            KeptLimits {
+                window,
+                ..KeptLimits::default()
+            },
+        )
+    }
+
+    /// A sink writing into `dir` that keeps partial files within `limits`. At start it
+    /// removes what is older than the window, cuts every partial file back to the bytes
+    /// its record counts (`partial.rs`), and keeps the rest within the bounds.
+    pub fn with_limits(dir: impl Into<PathBuf>, limits: KeptLimits) -> std::io::Result<Self> {
         let dir = dir.into();
         // Fail now, with a clear error, rather than at the first file.
         NamedTempFile::new_in(&dir)?;
-        partial::tidy(&dir, window)?;
-        Ok(FileSink {
+        let now = std::time::Instant::now();
+        let kept = partial::tidy(&dir, limits.window)?
+            .into_iter()
+            .map(|(base, record, age)| {
+                let kept = Kept {
+                    from: record.from,
+                    bytes: record.offset,
+                    since: now.checked_sub(age).unwrap_or(now),
+                    done: record.done,
+                };
+                (base, kept)
+            })
+            .collect();
+        let mut sink = FileSink {
             dir,
             open: HashMap::new(),
+            reserved: HashMap::new(),
+            kept,
+            limits,
             sync: false,
-        })
+        };
+        sink.bound(None);
+        Ok(sink)
+    }
+
+    /// Kept partial files and records of kept files, now (after expiring the old ones):
+    /// `(partial files, their bytes, records of files kept)`.
+    pub fn kept(&mut self) -> (usize, u64, usize) {
+        self.expire();
+        let partials = self.kept.values().filter(|k| !k.done);
+        let (count, bytes) = partials.fold((0, 0), |(n, b), k| (n + 1, b + k.bytes));
+        (count, bytes, self.kept.values().filter(|k| k.done).count())
+    }
+
+    /// What was kept longer than the window goes.
+    fn expire(&mut self) {
+        let window = self.limits.window;
+        self.kept.retain(|base, k| {
+            let live = k.since.elapsed() < window;
+            if !live {
+                partial::remove(base);
+            }
+            live
+        });
+    }
+
+    /// The oldest kept partial file of `from` (of anyone, for `None`) goes; false if
+    /// there is none.
+    fn evict_oldest(&mut self, from: Option<&UserId>) -> bool {
+        let oldest = self
+            .kept
+            .iter()
+            .filter(|(_, k)| !k.done && from.is_none_or(|f| k.from == *f))
+            .min_by_key(|(_, k)| k.since)
+            .map(|(base, _)| base.clone());
+        match oldest {
+            Some(base) => {
+                tracing::info!(path = %base.display(), "a kept partial file goes, to stay in bounds");
+                partial::remove(&base);
+                self.kept.remove(&base);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Kept partial files within the bounds: `from`'s own first, then all.
+    fn bound(&mut self, from: Option<&UserId>) {
+        self.expire();
+        let sum = |kept: &HashMap<PathBuf, Kept>, who: Option<&UserId>| {
+            kept.values()
+                .filter(|k| !k.done && who.is_none_or(|f| k.from == *f))
+                .fold((0usize, 0u64), |(n, b), k| (n + 1, b + k.bytes))
+        };
+        if let Some(from) = from {
+            loop {
+                let (count, bytes) = sum(&self.kept, Some(from));
+                let over = count > self.limits.per_sender || bytes > self.limits.per_sender_bytes;
+                if !over || !self.evict_oldest(Some(from)) {
+                    break;
+                }
+            }
+        }
+        loop {
+            let (count, bytes) = sum(&self.kept, None);
+            let over = count > self.limits.total || bytes > self.limits.total_bytes;
+            if !over || !self.evict_oldest(None) {
+                break;
+            }
+        }
+    }
+
+    /// Room on the disk for `need` more bytes of file `id`, beside what the files under
+    /// way still need: kept partial files go, oldest first, to make it; else the offer is
+    /// refused (`StorageFull`) before any byte comes. Where the free space cannot be read,
+    /// the disk's own answer to each write decides.
+    fn reserve(&mut self, id: ReceiveId, need: u64) -> std::io::Result<()> {
+        while let Ok(free) = fs4::available_space(&self.dir) {
+            let promised: u64 = self.reserved.values().sum();
+            let room = free.saturating_sub(promised);
+            if need <= room {
+                break;
+            }
+            if !self.evict_oldest(None) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!(
+                        "the file needs {need} bytes and {room} are free in {}",
+                        self.dir.display()
+                    ),
+                ));
+            }
+        }
+        self.reserved.insert(id, need);
+        Ok(())
     }
 
     /// Whether kept files are synced to the disk (`fsync`) before they are confirmed to
@@ -218,8 +390,11 @@ impl FileSink {
         &self.dir
     }
 
-    /// An offer arrived: a temporary file is made for it.
-    pub fn begin(&mut self, id: ReceiveId, name: &str) -> std::io::Result<()> {
+    /// An offer of a file of `size` bytes arrived: a temporary file is made for it, if the
+    /// disk has room for it.
+    pub fn begin(&mut self, id: ReceiveId, name: &str, size: u64) -> std::io::Result<()> {
+        self.expire();
+        self.reserve(id, size)?;
         let file = tempfile::Builder::new()
             .prefix(".peermsg-")
             .suffix(&format!("-{}.part", sanitize_file_name(name)))
@@ -255,14 +430,25 @@ impl FileSink {
         if let Some(earlier) = earlier {
             self.suspend(earlier);
         }
+        self.expire();
         let held = partial::Record::load(&base).filter(|r| r.size == size && r.from == *from);
         if let Some(done) = held.as_ref().filter(|r| r.done) {
             self.open.insert(id, Target::Repeat);
             return Ok((done.size, Digest::Crc32c(done.crc)));
         }
+        // Taken up again: no longer kept, but open (and not to be evicted for room).
+        self.kept.remove(&base);
         let data = partial::data_path(&base);
         // Never through a link planted under the partial's name.
         let held = held.filter(|_| partial::regular_len(&data).is_some());
+        let on_disk = held.as_ref().map_or(0, |r| r.offset);
+        if let Err(e) = self.reserve(id, size.saturating_sub(on_disk)) {
+            // Refused: what was kept of it stays kept, for when there is room.
+            if let Some(record) = held {
+                self.keep_partial(base, &record);
+            }
+            return Err(e);
+        }
         let (record, mut file) = match held {
             Some(record) => {
                 let mut file = File::options().write(true).open(&data)?;
@@ -317,6 +503,9 @@ impl FileSink {
         data: &[u8],
         digest: Option<Digest>,
     ) -> std::io::Result<()> {
+        if let Some(need) = self.reserved.get_mut(&id) {
+            *need = need.saturating_sub(data.len() as u64);
+        }
         match self.open.get_mut(&id) {
             Some(Target::Temp(file)) => file.write_all(data),
             Some(Target::Partial(p)) => {
@@ -339,20 +528,47 @@ impl FileSink {
     /// The file's attempt broke off (the connection was lost): a resumable file's bytes so
     /// far are flushed and recorded for the next attempt; any other file is removed.
     pub fn suspend(&mut self, id: ReceiveId) {
+        self.reserved.remove(&id);
         match self.open.remove(&id) {
             // Bytes that cannot be recorded cannot be counted on: the partial goes.
-            Some(Target::Partial(mut p)) => p
-                .record(self.sync)
-                .unwrap_or_else(|_| partial::remove(&p.base)),
+            Some(Target::Partial(mut p)) => match p.record(self.sync) {
+                Ok(()) => {
+                    self.keep_partial(p.base, &p.record);
+                    self.bound(Some(&p.record.from));
+                }
+                Err(_) => partial::remove(&p.base),
+            },
             Some(other) => self.discard(other),
             None => {}
         }
     }
 
+    /// A partial file kept from now on, for its next attempt.
+    fn keep_partial(&mut self, base: PathBuf, record: &Record) {
+        let kept = Kept {
+            from: record.from.clone(),
+            bytes: record.offset,
+            since: std::time::Instant::now(),
+            done: false,
+        };
+        self.kept.insert(base, kept);
+    }
+
     /// The file is complete and verified: it leaves the sink, to be kept with
     /// [`ArrivedFile::keep`]. `None` for a file the sink does not have.
     pub fn arrived(&mut self, id: ReceiveId, name: &str) -> Option<ArrivedFile> {
+        self.reserved.remove(&id);
         let target = self.open.remove(&id)?;
+        if let Target::Partial(p) = &target {
+            // Its record stays, done, for the window (for a sender that never heard).
+            let done = Kept {
+                from: p.record.from.clone(),
+                bytes: 0,
+                since: std::time::Instant::now(),
+                done: true,
+            };
+            self.kept.insert(p.base.clone(), done);
+        }
         Some(ArrivedFile {
             target,
             org_file_name: sanitize_file_name(name),
@@ -362,6 +578,7 @@ impl FileSink {
 
     /// The file failed or was cancelled: its temporary or partial file is removed.
     pub fn abandon(&mut self, id: ReceiveId) {
+        self.reserved.remove(&id);
         if let Some(target) = self.open.remove(&id) {
             self.discard(target);
         }
@@ -401,7 +618,7 @@ mod tests {
         ];
         for (i, name) in names.iter().enumerate() {
             let id = ReceiveId(i as u64);
-            sink.begin(id, name).unwrap();
+            sink.begin(id, name, 4).unwrap();
             sink.write(id, b"data").unwrap();
             let saved = sink.arrived(id, name).unwrap().keep().unwrap().unwrap();
             assert_eq!(saved.tmp_file.parent(), Some(dir.path()), "{name:?}");
@@ -415,7 +632,7 @@ mod tests {
     fn abandoned_files_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = FileSink::new(dir.path()).unwrap();
-        sink.begin(ReceiveId(1), "big.iso").unwrap();
+        sink.begin(ReceiveId(1), "big.iso", 1 << 20).unwrap();
         sink.write(ReceiveId(1), b"partial").unwrap();
         sink.abandon(ReceiveId(1));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -431,7 +648,7 @@ mod keep_tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = FileSink::new(dir.path()).unwrap();
         sink.set_sync(true);
-        sink.begin(ReceiveId(1), "a.txt").unwrap();
+        sink.begin(ReceiveId(1), "a.txt", 5).unwrap();
         sink.write(ReceiveId(1), &[9u8; 300 * 1024]).unwrap();
         let saved = sink
             .arrived(ReceiveId(1), "a.txt")
@@ -610,5 +827,76 @@ mod resume_tests {
         sink.write(ReceiveId(2), &[3; 100]).unwrap();
         let saved = sink.arrived(ReceiveId(2), "f").unwrap().keep().unwrap();
         assert_eq!(std::fs::read(saved.unwrap().tmp_file).unwrap(), [3; 100]);
+    }
+
+    /// `from` leaves `n` partial files of `size` bytes, `bytes` of each written, each under
+    /// a new key (an attempt cut by a lost connection, again and again).
+    fn leave_partials(sink: &mut FileSink, from: &UserId, n: u8, size: u64, bytes: usize) {
+        for k in 0..n {
+            let id = ReceiveId(u64::from(k) + 1000);
+            let key = ResumeKey([k; 16]);
+            sink.begin_resumable(id, from, key, "f.bin", size).unwrap();
+            sink.write(id, &vec![k; bytes]).unwrap();
+            sink.suspend(id);
+        }
+    }
+
+    fn partial_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".part")
+            })
+            .count()
+    }
+
+    #[test]
+    fn kept_partials_stay_within_each_senders_bounds_and_in_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = KeptLimits {
+            per_sender: 4,
+            per_sender_bytes: 10_000,
+            total: 6,
+            ..KeptLimits::default()
+        };
+        let mut sink = FileSink::with_limits(dir.path(), limits).unwrap();
+        let carol = UserId::new("carol").unwrap();
+        let mallory = UserId::new("mallory").unwrap();
+        leave_partials(&mut sink, &carol, 2, 1000, 100);
+        // Mallory leaves 20: only his last 4 stay, and carol's are untouched.
+        leave_partials(&mut sink, &mallory, 20, 1000, 100);
+        assert_eq!(sink.kept(), (6, 600, 0));
+        assert_eq!(partial_files(dir.path()), 6);
+        let base = partial::base(dir.path(), &carol, &ResumeKey([1; 16]));
+        assert_eq!(partial::Record::load(&base).unwrap().offset, 100);
+        // By bytes too: 3 partials of 4,000 bytes pass his 10,000.
+        leave_partials(&mut sink, &mallory, 3, 8000, 4000);
+        let (count, bytes, _) = sink.kept();
+        assert!(
+            count <= 6 && bytes <= 200 + 10_000,
+            "{count} files, {bytes} bytes"
+        );
+        // A new sink over the same directory (a new connection) keeps the same bounds.
+        let mut again = FileSink::with_limits(dir.path(), limits).unwrap();
+        assert_eq!(again.kept(), sink.kept());
+    }
+
+    #[test]
+    fn kept_partials_expire_while_the_sink_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = KeptLimits {
+            window: Duration::from_millis(200),
+            ..KeptLimits::default()
+        };
+        let mut sink = FileSink::with_limits(dir.path(), limits).unwrap();
+        leave_partials(&mut sink, &alice(), 3, 1000, 100);
+        assert_eq!(sink.kept().0, 3);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(sink.kept(), (0, 0, 0));
+        assert_eq!(partial_files(dir.path()), 0);
     }
 }

@@ -537,19 +537,20 @@ async fn file_onto_a_small_disk(size: usize) -> Option<(ErrorCode, Option<ErrorC
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_the_receivers_disk_cannot_hold_is_not_reported_delivered() {
-    // 200 KiB: small enough to sit in the sink's write buffer until the end, so the disk
-    // says no only when the file is kept.
+    // 200 KiB: small enough to sit in the sink's write buffer until the end (where the
+    // disk said no only when the file was kept); refused at its offer now.
     if let Some(outcome) = file_onto_a_small_disk(200 * 1024).await {
-        let code = ErrorCode::FILE_WRITE_ERR;
+        let code = ErrorCode::FILE_NO_SPACE;
         assert_eq!(outcome, (code, Some(code), 0), "(alice, bob, files left)");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_disk_that_fills_during_a_file_fails_it_on_both_ends_and_leaves_nothing() {
-    // 2 MiB: the sink's writes fail part way, long before the end.
+async fn a_file_larger_than_the_free_space_fails_on_both_ends_and_leaves_nothing() {
+    // 2 MiB onto 64 KiB: refused at its offer (the sink's writes failed part way). A disk
+    // that fills as the bytes come: tests/kept_partials.rs.
     if let Some(outcome) = file_onto_a_small_disk(2 << 20).await {
-        let code = ErrorCode::FILE_WRITE_ERR;
+        let code = ErrorCode::FILE_NO_SPACE;
         assert_eq!(outcome, (code, Some(code), 0), "(alice, bob, files left)");
     }
 }
