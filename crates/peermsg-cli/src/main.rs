@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use base64::Engine as _;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -723,8 +724,16 @@ impl Printer {
     async fn event(&mut self, event: &ClientEvent) -> Result<()> {
         match event {
             ClientEvent::Core(Event::CmdReceived { id, from, data, .. }) => {
-                let text = String::from_utf8_lossy(data);
-                self.line(json!({"event": "cmd_received", "receive_id": id.0, "from": from.as_str(), "data": text}), format!("command from {}: {}", shown(from.as_str()), shown(&text)));
+                // Text as it is; other bytes in base64, never with characters replaced.
+                let (json, text) = match std::str::from_utf8(data) {
+                    Ok(text) => (json!({"event": "cmd_received", "receive_id": id.0, "from": from.as_str(), "data": text}), shown(text)),
+                    Err(_) => {
+                        let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+                        let said = format!("{} bytes, not UTF-8 text (base64 {b64})", data.len());
+                        (json!({"event": "cmd_received", "receive_id": id.0, "from": from.as_str(), "data_base64": b64}), said)
+                    }
+                };
+                self.line(json, format!("command from {}: {text}", shown(from.as_str())));
             }
             ClientEvent::Core(Event::BufferReceived { id, from, data }) => {
                 self.end_bar(id.0);
@@ -738,7 +747,7 @@ impl Printer {
                 if let Some(session) = &self.confirm {
                     let _ = match &saved {
                         Ok(_) => session.accept_buffer(*id),
-                        Err(_) => session.fail_buffer(*id, ErrorCode::FILE_WRITE_ERR),
+                        Err(e) => session.fail_buffer(*id, peermsg_tokio::write_error_code(e)),
                     };
                 }
                 match saved {
@@ -814,6 +823,10 @@ impl Printer {
 
 async fn listen(args: &LoginArgs, dir: &Path, json: bool) -> Result<ExitCode> {
     let mut interrupt = Interrupt::new()?;
+    // Past a file size limit (`ulimit -f`) the system sends SIGXFSZ, which would end the
+    // listener; handled, the write fails instead (EFBIG) and that one file fails.
+    let _file_too_large =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))?;
     // Paths printed are absolute, whatever the working directory of who reads them.
     let dir = std::fs::canonicalize(dir)
         .with_context(|| format!("cannot use {} for received files", dir.display()))?;

@@ -4,7 +4,6 @@
 //! a link: every name is made here, and every file is created new (`O_EXCL`), which also
 //! refuses a symlink planted at the name.
 
-use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
@@ -55,18 +54,22 @@ fn first_free(
 }
 
 /// Writes `data` to a new file in `dir` named `name`, or `name (1)`, `name (2)`, ... if
-/// taken: never over an existing file, never through a link. A failed write leaves no
-/// file. Gives the path.
+/// taken: never over an existing file, never through a link. The bytes go to a hidden
+/// temporary file first, which takes the name only once all of them are written, so no
+/// name ever holds part of them (a failed write, or a process killed mid-way, leaves at
+/// most a hidden `.peermsg-` file, which the next start tidies away). Gives the path.
 pub fn save_new(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<PathBuf> {
-    first_free(dir, name, |path| {
-        let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
-        let written = file.write_all(data).and_then(|()| file.flush());
-        if written.is_err() {
-            let _ = std::fs::remove_file(path);
-        }
-        // A write error is not AlreadyExists: it ends the search.
-        written
-    })
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".peermsg-")
+        .suffix(".part")
+        .tempfile_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.flush()?;
+    let tmp = tmp.into_temp_path();
+    let path = place(&tmp, dir, name)?;
+    // Its name went with `place`; nothing is left to remove.
+    let _ = tmp.keep();
+    Ok(path)
 }
 
 /// Moves a received file from its temporary name to `dir/name`, or `name (1)`, ... if
@@ -84,8 +87,7 @@ pub fn place(tmp: &Path, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
 pub fn shown(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        let bidi = matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || bidi {
+        if c.is_control() || peermsg_tokio::is_bidi_control(c) {
             out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
         } else {
             out.push(c);

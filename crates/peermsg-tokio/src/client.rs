@@ -186,6 +186,15 @@ pub enum ConnectError {
     /// The login was refused.
     #[error("login refused: {0}")]
     Refused(ErrorCode),
+    /// The relay closed the connection before the login with a reason of its own (it is
+    /// full, or too many connections come from this address).
+    #[error("the relay turned the connection away: {code} ({reason})")]
+    TurnedAway {
+        /// The code of its `CLOSE`.
+        code: ErrorCode,
+        /// Its reason, as the relay wrote it.
+        reason: String,
+    },
     /// The connection ended before the login was answered.
     #[error("connection closed during login")]
     Closed,
@@ -902,6 +911,15 @@ async fn start(
             Some(ClientEvent::Core(Event::LoginResult { code })) => {
                 return Err(ConnectError::Refused(code))
             }
+            Some(ClientEvent::Core(Event::Closed {
+                code,
+                reason: peermsg::CloseReason::Peer(reason),
+            })) if !code.is_success() && !reason.is_empty() => {
+                return Err(ConnectError::TurnedAway {
+                    code,
+                    reason: reason.as_str().to_string(),
+                })
+            }
             Some(ClientEvent::Core(Event::Closed { code, .. })) if !code.is_success() => {
                 return Err(ConnectError::Refused(code))
             }
@@ -1226,15 +1244,6 @@ enum SinkOp {
     Suspend(ReceiveId),
 }
 
-/// The code a failure to write an incoming file gives its sender: `FILE_NO_SPACE` when
-/// the disk has no room for it, `FILE_WRITE_ERR` for any other failure.
-pub(crate) fn write_error_code(error: &std::io::Error) -> ErrorCode {
-    match error.kind() {
-        std::io::ErrorKind::StorageFull => ErrorCode::FILE_NO_SPACE,
-        _ => ErrorCode::FILE_WRITE_ERR,
-    }
-}
-
 /// What the sink tells the task back.
 enum SinkDone {
     /// The file could not be begun or written: it is abandoned; the task refuses it.
@@ -1477,7 +1486,7 @@ async fn drive(
                     tracing::warn!(%id, %error, "cannot write an incoming file");
                     // Refused (the sender's result is 1402); the application hears of it
                     // too, unless the file ended otherwise meanwhile.
-                    let code = write_error_code(&error);
+                    let code = crate::write_error_code(&error);
                     let refused = shared.lock().client.reject(id, code).is_ok();
                     if let (Some((_, from)), true) = (names.remove(&id), refused) {
                         own.push_back(ClientEvent::Core(Event::ReceiveFailed { id, from, code }));
@@ -1577,7 +1586,7 @@ fn kept(
         }
         Err(error) => {
             tracing::warn!(%id, %error, "cannot keep an incoming file");
-            let code = write_error_code(&error);
+            let code = crate::write_error_code(&error);
             let _ = client.fail_delivery(id, code);
             // One failure for the application: the core's, if it spoke first.
             Some(ClientEvent::Core(ended.unwrap_or(Event::ReceiveFailed {

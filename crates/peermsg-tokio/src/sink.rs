@@ -14,9 +14,34 @@ use tempfile::NamedTempFile;
 
 use crate::partial::{self, Record};
 
+/// The code a failure to write an incoming file gives its sender: `FILE_NO_SPACE` when
+/// the disk has no room for it, `FILE_WRITE_ERR` for any other failure.
+///
+/// ```
+/// use peermsg_tokio::{write_error_code, ErrorCode};
+///
+/// let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+/// assert_eq!(write_error_code(&full), ErrorCode::FILE_NO_SPACE);
+/// let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+/// assert_eq!(write_error_code(&denied), ErrorCode::FILE_WRITE_ERR);
+/// ```
+pub fn write_error_code(error: &std::io::Error) -> peermsg::ErrorCode {
+    match error.kind() {
+        std::io::ErrorKind::StorageFull => peermsg::ErrorCode::FILE_NO_SPACE,
+        _ => peermsg::ErrorCode::FILE_WRITE_ERR,
+    }
+}
+
+/// Whether `c` is a bidirectional control character (U+061C, U+200E, U+200F, U+202A to
+/// U+202E, U+2066 to U+2069): in a name it can make `gpj.exe` show as `exe.jpg`.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Makes a received file name safe to show and to use inside a directory: the base name
-/// only, no `..`, no path separators (`/` or `\`), no control characters, not empty, at most
-/// 200 bytes. Whatever is left is never a path outside the directory.
+/// only, no `..`, no path separators (`/` or `\`), no control characters nor
+/// bidirectional controls ([`is_bidi_control`]), not empty, at most 200 bytes. Whatever is
+/// left is never a path outside the directory.
 ///
 /// ```
 /// use peermsg_tokio::sanitize_file_name;
@@ -25,6 +50,7 @@ use crate::partial::{self, Record};
 /// assert_eq!(sanitize_file_name("/etc/passwd"), "passwd");
 /// assert_eq!(sanitize_file_name("a\\b"), "b");
 /// assert_eq!(sanitize_file_name("bad\u{0}name\n"), "bad_name_");
+/// assert_eq!(sanitize_file_name("invoice\u{202e}fdp.exe"), "invoice_fdp.exe");
 /// assert_eq!(sanitize_file_name(""), "file");
 /// assert_eq!(sanitize_file_name(".."), "file");
 /// ```
@@ -32,7 +58,13 @@ pub fn sanitize_file_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
     let mut clean: String = base
         .chars()
-        .map(|c| if c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || is_bidi_control(c) {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     while clean.len() > 200 {
         clean.pop();
