@@ -669,3 +669,71 @@ fn a_command_is_delivered_once_across_connections_whatever_other_senders_do() {
         [(1, ErrorCode::REPEAT_FORGOTTEN), (2, ErrorCode::NOERR)]
     );
 }
+
+/// PROTOCOL.md, "Resume": a transfer's credit starts at the peer's `transfer_window`
+/// counted from byte 0, resumed or not; `RESUME_FROM` grants nothing more. A `CREDIT` before
+/// `RESUME_FROM` is taken as any grant (not a violation) but moves no byte before it.
+#[test]
+fn credit_around_resume_from() {
+    const WINDOW: u64 = 64 * 1024;
+    let mut c = logged_in(ClientConfig::default(), (WINDOW, 4 << 20));
+    out(&mut c);
+    let data_end = |sent: &[Frame], id: u64| {
+        sent.iter()
+            .filter_map(|f| match f {
+                Frame::Data(d) if d.id == id => Some((d.offset, d.offset + d.payload.len() as u64)),
+                _ => None,
+            })
+            .fold(None, |acc: Option<(u64, u64)>, (a, b)| {
+                Some(acc.map_or((a, b), |(x, y)| (x.min(a), y.max(b))))
+            })
+    };
+    let open_id = |sent: &[Frame]| {
+        sent.iter()
+            .find_map(|f| match f {
+                Frame::Open(o) if o.resume_key.is_some() => Some(o.id),
+                _ => None,
+            })
+            .expect("an OPEN with a resume key")
+    };
+    let data = Bytes::from(vec![3u8; 300_000]);
+    c.send_buffer_resumable(T0, "bob", data, ResumeKey([9; 16]), 0)
+        .unwrap();
+    let id = open_id(&out(&mut c));
+    // A CREDIT before RESUME_FROM: no DATA yet, the connection stays open.
+    feed(
+        &mut c,
+        &[Frame::Credit(Credit {
+            id,
+            max_offset: 200_000,
+        })],
+    );
+    let sent = out(&mut c);
+    assert_eq!(data_end(&sent, id), None);
+    assert!(!sent.iter().any(|f| matches!(f, Frame::Close(_))));
+    // RESUME_FROM at 0: the credit granted before it counts.
+    let resume = |id, offset, digest| Frame::ResumeFrom(ResumeFrom { id, offset, digest });
+    feed(&mut c, &[resume(id, 0, Digest::Crc32c(0))]);
+    assert_eq!(data_end(&out(&mut c), id), Some((0, 200_000)));
+
+    // Resumed at 100,000 with no CREDIT: the initial credit (64 KiB from byte 0) is
+    // below the offset, so nothing moves until the receiver's CREDIT.
+    let data = Bytes::from(vec![4u8; 300_000]);
+    c.send_buffer_resumable(T0, "bob", data.clone(), ResumeKey([8; 16]), 0)
+        .unwrap();
+    let id = open_id(&out(&mut c));
+    let digest = Digest::Crc32c(crc32c::crc32c(&data[..100_000]));
+    feed(&mut c, &[resume(id, 100_000, digest)]);
+    assert_eq!(data_end(&out(&mut c), id), None);
+    feed(
+        &mut c,
+        &[Frame::Credit(Credit {
+            id,
+            max_offset: 100_000 + WINDOW,
+        })],
+    );
+    assert_eq!(
+        data_end(&out(&mut c), id),
+        Some((100_000, 100_000 + WINDOW))
+    );
+}

@@ -697,3 +697,24 @@ fn a_cancel_after_end_is_the_receivers_to_decide() {
     let (alice, _, _) = drain_both(&mut relay);
     assert_eq!(alice, vec![answer]);
 }
+
+/// PROTOCOL.md, "Timeouts": `HELLO` does not count; every frame after it until the login
+/// is accepted does, 64 at most; the 65th closes the connection.
+#[test]
+fn the_frames_before_login_are_counted_after_hello() {
+    let config = RelayConfig::default();
+    let mut relay = Relay::new(config).unwrap();
+    let m = ConnId(0);
+    relay.open(T, m).unwrap();
+    let mut frames = vec![hello()];
+    frames.extend((0..64).map(|nonce| Frame::Ping(Ping { nonce })));
+    relay.handle_input(T, m, &encode(&frames));
+    let out = written(&mut relay, m);
+    assert!(!out.iter().any(|f| matches!(f, Frame::Close(_))), "{out:?}");
+    relay.handle_input(T, m, &encode(&[login("alice")]));
+    let out = written(&mut relay, m);
+    assert!(
+        matches!(out.last(), Some(Frame::Close(c)) if c.code == ErrorCode::LIMIT_EXCEEDED),
+        "{out:?}"
+    );
+}

@@ -36,10 +36,6 @@ pub enum Limit {
     FileSize,
     /// The larger of the buffer and file limits, for data offsets and `END` sizes.
     TransferSize,
-    /// A resume key's 16 bytes ([`ResumeKey::LEN`]).
-    ResumeKeyLen,
-    /// A command identity's 24 bytes ([`CmdOnce::LEN`]).
-    CmdOnceLen,
 }
 
 impl core::fmt::Display for Limit {
@@ -53,8 +49,6 @@ impl core::fmt::Display for Limit {
             Limit::BufferSize => "buffer size",
             Limit::FileSize => "file size",
             Limit::TransferSize => "transfer size",
-            Limit::ResumeKeyLen => "resume key length",
-            Limit::CmdOnceLen => "command identity length",
         })
     }
 }
@@ -191,6 +185,25 @@ impl ParseError<&[u8]> for FieldError {
 }
 
 type Parsed<'a, T> = IResult<&'a [u8], T, FieldError>;
+
+/// A `bytes` field that is empty or exactly `len` long (a command's identity, a resume
+/// key): any other length, shorter or longer, is `wrong(length)`, found from the length
+/// prefix before the bytes are taken.
+fn empty_or_exactly(
+    i: &[u8],
+    len: u64,
+    wrong: fn(u64) -> DecodeError,
+) -> Parsed<'_, Option<&[u8]>> {
+    let (i, value) = varint(i)?;
+    match value {
+        0 => Ok((i, None)),
+        v if v == len => {
+            let (i, bytes) = take(v as usize)(i)?;
+            Ok((i, Some(bytes)))
+        }
+        v => invalid(wrong(v)),
+    }
+}
 
 fn invalid<T>(e: DecodeError) -> Result<T, Err<FieldError>> {
     Err(Err::Failure(FieldError::Invalid(e)))
@@ -555,12 +568,8 @@ impl Body<'_> {
     fn cmd<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
         let (i, id) = varint(i)?;
         let (i, peer) = self.user_id(i)?;
-        let (i, once) = self.prefixed_slice(i, Limit::CmdOnceLen, CmdOnce::LEN)?;
-        let once = match CmdOnce::from_bytes(once) {
-            Some(once) => Some(once),
-            None if once.is_empty() => None,
-            None => return invalid(DecodeError::CmdOnceLength(once.len() as u64)),
-        };
+        let (i, once) = empty_or_exactly(i, CmdOnce::LEN, DecodeError::CmdOnceLength)?;
+        let once = once.and_then(CmdOnce::from_bytes);
         let (i, total_len) = varint(i)?;
         Self::at_most(total_len, Limit::CmdSize, self.limits.max_cmd_size)?;
         let (i, len) = self.payload(i)?;
@@ -637,12 +646,10 @@ impl Body<'_> {
         if kind == TransferKind::Buffer && !name.is_empty() {
             return invalid(DecodeError::BufferWithName);
         }
-        let (i, key) = self.prefixed_slice(i, Limit::ResumeKeyLen, ResumeKey::LEN)?;
-        let resume_key = match <[u8; 16]>::try_from(key) {
-            Ok(key) => Some(ResumeKey(key)),
-            Err(_) if key.is_empty() => None,
-            Err(_) => return invalid(DecodeError::ResumeKeyLength(key.len() as u64)),
-        };
+        let (i, key) = empty_or_exactly(i, ResumeKey::LEN, DecodeError::ResumeKeyLength)?;
+        let resume_key = key
+            .and_then(|key| <[u8; 16]>::try_from(key).ok())
+            .map(ResumeKey);
         Ok((
             i,
             Frame::Open(Open {
@@ -906,6 +913,26 @@ mod tests {
         assert_eq!(
             decode(raw(0x10, &cmd_with_a_short_identity)),
             Err(DecodeError::CmdOnceLength(1))
+        );
+        // Longer than 24, within the body or past it: the same error, found from the
+        // length alone (it was LimitExceeded, which PROTOCOL.md did not name for it).
+        let mut long = alloc::vec![0x00, 0x01, b'u', 25];
+        long.extend([7u8; 25]);
+        long.extend([0x01, b'a']);
+        assert_eq!(
+            decode(raw(0x10, &long)),
+            Err(DecodeError::CmdOnceLength(25))
+        );
+        let past_the_body = [0x00, 0x01, b'u', 0x40, 0xc8, 0x01, b'a'];
+        assert_eq!(
+            decode(raw(0x10, &past_the_body)),
+            Err(DecodeError::CmdOnceLength(200))
+        );
+        let mut open_long_key = alloc::vec![0x00, 0x01, 0x01, b'u', 0x05, 0x00, 17];
+        open_long_key.extend([1u8; 17]);
+        assert_eq!(
+            decode(raw(0x12, &open_long_key)),
+            Err(DecodeError::ResumeKeyLength(17))
         );
     }
 
