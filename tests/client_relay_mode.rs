@@ -737,3 +737,24 @@ fn credit_around_resume_from() {
         Some((100_000, 100_000 + WINDOW))
     );
 }
+
+#[test]
+fn a_command_lost_with_its_connection_before_it_was_taken_is_delivered_when_sent_again() {
+    let mut old = logged_in(ClientConfig::default(), (1 << 20, 4 << 20));
+    out(&mut old);
+    // It arrives whole, but the connection is lost before the application takes it (its
+    // event goes with the old client, and no RESULT went out).
+    feed(&mut old, &[cmd_once(0, "carol", 7, 1, false)]);
+    old.handle_disconnect();
+    let mut new = logged_in(ClientConfig::default(), (1 << 20, 4 << 20));
+    new.carry_from(&mut old);
+    out(&mut new);
+    feed(&mut new, &[cmd_once(0, "carol", 7, 1, true)]);
+    assert!(
+        events(&mut new)
+            .iter()
+            .any(|e| matches!(e, Event::CmdReceived { .. })),
+        "confirmed as a repeat, never delivered"
+    );
+    assert_eq!(results(&out(&mut new)), [(0, ErrorCode::NOERR)]);
+}

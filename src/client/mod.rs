@@ -662,11 +662,16 @@ impl Client {
         match on_take {
             OnTake::Nothing => {}
             OnTake::Deliver(wire_id) => {
-                if self
+                let taken = self
                     .incoming
                     .get(wire_id)
-                    .is_some_and(|m| m.allows(ReceiveInput::Take))
-                {
+                    .filter(|m| m.allows(ReceiveInput::Take));
+                if let Some(msg) = taken {
+                    // The application has it: from now on a repeat is not delivered.
+                    if let Some(once) = msg.once {
+                        let (from, now) = (msg.from.clone(), self.session.last_heard());
+                        self.seen.delivered(now, &from, once);
+                    }
                     self.queue(Frame::Result(MessageResult {
                         id: wire_id,
                         code: ErrorCode::NOERR,

@@ -91,39 +91,49 @@ impl SeenCmds {
         self.users.is_empty()
     }
 
-    /// The verdict on a whole command from `from` with identity `once`, at `now`; a
-    /// [`Verdict::New`] one is remembered.
-    pub fn check(&mut self, now: Instant, from: &UserId, once: CmdOnce) -> Verdict {
+    /// The verdict on a whole command from `from` with identity `once`, at `now`. Nothing
+    /// is remembered here: a command counts as delivered only once the application has it
+    /// ([`SeenCmds::delivered`]), so one whose connection is lost before then is delivered
+    /// when it comes again.
+    pub fn check(&self, now: Instant, from: &UserId, once: CmdOnce) -> Verdict {
         let keep = self.keep;
         let live = |at: Instant| now.saturating_duration_since(at) < keep;
-        if let Some(user) = self.users.get_mut(from) {
-            user.heard = now;
-            if let Some((seq, at)) = user
-                .streams
-                .get_mut(&once.stream)
-                .filter(|(_, at)| live(*at))
-            {
-                if once.seq <= *seq {
-                    *at = now;
-                    return Verdict::Repeat;
-                }
-                (*seq, *at) = (once.seq, now);
-                return Verdict::New;
-            }
+        let user = self.users.get(from);
+        let known = user
+            .and_then(|u| u.streams.get(&once.stream))
+            .filter(|(_, at)| live(*at));
+        if let Some((seq, _)) = known {
+            return match once.seq <= *seq {
+                true => Verdict::Repeat,
+                false => Verdict::New,
+            };
         }
         // A stream not known (now): sent for the first time, it is new; sent again, it is
         // new unless a record that might have held it was dropped within the window.
-        let forgot = self.forgot_user.is_some_and(live)
-            || self
-                .users
-                .get(from)
-                .and_then(|u| u.forgot)
-                .is_some_and(live);
-        if once.resent && forgot {
-            return Verdict::Forgotten;
+        let forgot =
+            self.forgot_user.is_some_and(live) || user.and_then(|u| u.forgot).is_some_and(live);
+        match once.resent && forgot {
+            true => Verdict::Forgotten,
+            false => Verdict::New,
+        }
+    }
+
+    /// The application has command `once` of `from` (at `now`): it is remembered, within
+    /// the bounds.
+    pub fn delivered(&mut self, now: Instant, from: &UserId, once: CmdOnce) {
+        let keep = self.keep;
+        if let Some(user) = self.users.get_mut(from) {
+            user.heard = now;
+            let known = user
+                .streams
+                .get_mut(&once.stream)
+                .filter(|(_, at)| now.saturating_duration_since(*at) < keep);
+            if let Some((seq, at)) = known {
+                (*seq, *at) = ((*seq).max(once.seq), now);
+                return;
+            }
         }
         self.remember(now, from, once);
-        Verdict::New
     }
 
     /// A new stream's record, within the bounds.
@@ -189,18 +199,56 @@ mod tests {
 
     const W: Duration = Duration::from_secs(300);
 
+    /// A command checked and, if new, taken by the application.
+    fn take(seen: &mut SeenCmds, now: Instant, from: &UserId, once: CmdOnce) -> Verdict {
+        let verdict = seen.check(now, from, once);
+        if verdict == Verdict::New {
+            seen.delivered(now, from, once);
+        }
+        verdict
+    }
+
+    #[test]
+    fn a_command_not_taken_is_not_remembered() {
+        let mut seen = SeenCmds::new(W);
+        let alice = user("alice");
+        assert_eq!(
+            seen.check(Instant::ZERO, &alice, once(1, 1, false)),
+            Verdict::New
+        );
+        // Its connection was lost before the application took it: sent again, it is new.
+        assert_eq!(
+            seen.check(Instant::ZERO, &alice, once(1, 1, true)),
+            Verdict::New
+        );
+        seen.delivered(Instant::ZERO, &alice, once(1, 1, true));
+        assert_eq!(
+            seen.check(Instant::ZERO, &alice, once(1, 1, true)),
+            Verdict::Repeat
+        );
+    }
+
     #[test]
     fn a_repeat_is_confirmed_not_delivered() {
         let mut seen = SeenCmds::new(W);
         let t = Instant::ZERO;
         let alice = user("alice");
-        assert_eq!(seen.check(t, &alice, once(1, 1, false)), Verdict::New);
-        assert_eq!(seen.check(t, &alice, once(1, 2, false)), Verdict::New);
-        assert_eq!(seen.check(t, &alice, once(1, 2, true)), Verdict::Repeat);
-        assert_eq!(seen.check(t, &alice, once(1, 1, true)), Verdict::Repeat);
-        assert_eq!(seen.check(t, &alice, once(1, 3, true)), Verdict::New);
+        assert_eq!(take(&mut seen, t, &alice, once(1, 1, false)), Verdict::New);
+        assert_eq!(take(&mut seen, t, &alice, once(1, 2, false)), Verdict::New);
+        assert_eq!(
+            take(&mut seen, t, &alice, once(1, 2, true)),
+            Verdict::Repeat
+        );
+        assert_eq!(
+            take(&mut seen, t, &alice, once(1, 1, true)),
+            Verdict::Repeat
+        );
+        assert_eq!(take(&mut seen, t, &alice, once(1, 3, true)), Verdict::New);
         // Another user's stream of the same bytes is another stream.
-        assert_eq!(seen.check(t, &user("bob"), once(1, 2, true)), Verdict::New);
+        assert_eq!(
+            take(&mut seen, t, &user("bob"), once(1, 2, true)),
+            Verdict::New
+        );
     }
 
     #[test]
@@ -208,23 +256,29 @@ mod tests {
         let mut seen = SeenCmds::new(W);
         let mut t = Instant::ZERO;
         let (alice, mallory) = (user("alice"), user("mallory"));
-        assert_eq!(seen.check(t, &alice, once(7, 5, false)), Verdict::New);
+        assert_eq!(take(&mut seen, t, &alice, once(7, 5, false)), Verdict::New);
         for stream in 0..5000 {
             t += Duration::from_millis(1);
             assert_eq!(
-                seen.check(t, &mallory, once(stream, 1, false)),
+                take(&mut seen, t, &mallory, once(stream, 1, false)),
                 Verdict::New
             );
         }
         assert_eq!(seen.len(), 1 + SeenCmds::STREAMS_PER_USER);
-        assert_eq!(seen.check(t, &alice, once(7, 5, true)), Verdict::Repeat);
+        assert_eq!(
+            take(&mut seen, t, &alice, once(7, 5, true)),
+            Verdict::Repeat
+        );
         // Mallory's own forgotten stream, sent again, is refused rather than delivered
         // twice; a command Mallory sends for the first time still goes through.
         assert_eq!(
-            seen.check(t, &mallory, once(0, 1, true)),
+            take(&mut seen, t, &mallory, once(0, 1, true)),
             Verdict::Forgotten
         );
-        assert_eq!(seen.check(t, &mallory, once(0, 2, false)), Verdict::New);
+        assert_eq!(
+            take(&mut seen, t, &mallory, once(0, 2, false)),
+            Verdict::New
+        );
     }
 
     #[test]
@@ -232,15 +286,21 @@ mod tests {
         let mut seen = SeenCmds::new(W);
         let mut t = Instant::ZERO;
         let alice = user("alice");
-        assert_eq!(seen.check(t, &alice, once(1, 3, false)), Verdict::New);
+        assert_eq!(take(&mut seen, t, &alice, once(1, 3, false)), Verdict::New);
         for n in 0..SeenCmds::USERS {
             t += Duration::from_millis(1);
             let someone = user(&alloc::format!("u{n}"));
-            assert_eq!(seen.check(t, &someone, once(1, 1, false)), Verdict::New);
+            assert_eq!(
+                take(&mut seen, t, &someone, once(1, 1, false)),
+                Verdict::New
+            );
         }
         assert!(seen.users.len() <= SeenCmds::USERS);
-        assert_eq!(seen.check(t, &alice, once(1, 3, true)), Verdict::Forgotten);
-        assert_eq!(seen.check(t, &alice, once(1, 4, false)), Verdict::New);
+        assert_eq!(
+            take(&mut seen, t, &alice, once(1, 3, true)),
+            Verdict::Forgotten
+        );
+        assert_eq!(take(&mut seen, t, &alice, once(1, 4, false)), Verdict::New);
     }
 
     #[test]
@@ -248,16 +308,19 @@ mod tests {
         let mut seen = SeenCmds::new(W);
         let alice = user("alice");
         assert_eq!(
-            seen.check(Instant::ZERO, &alice, once(1, 1, false)),
+            take(&mut seen, Instant::ZERO, &alice, once(1, 1, false)),
             Verdict::New
         );
         let later = Instant::ZERO + W + W / 2;
-        assert_eq!(seen.check(later, &alice, once(1, 1, true)), Verdict::Repeat);
+        assert_eq!(
+            take(&mut seen, later, &alice, once(1, 1, true)),
+            Verdict::Repeat
+        );
         // Long after, with nothing dropped to stay in bounds, the stream is simply over:
         // a command sent again is taken as never delivered.
         let much_later = later + W * 3;
         assert_eq!(
-            seen.check(much_later, &alice, once(1, 2, true)),
+            take(&mut seen, much_later, &alice, once(1, 2, true)),
             Verdict::New
         );
     }

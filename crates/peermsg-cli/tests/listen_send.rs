@@ -366,7 +366,7 @@ fn a_buffer_the_listeners_disk_cannot_hold_is_not_reported_delivered() {
     assert_eq!(out.status.code(), Some(3), "not delivered: {out:?}");
     let last: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
-    assert_eq!(last["code_name"], "FILE_WRITE_ERR", "{last}");
+    assert_eq!(last["code_name"], "FILE_NO_SPACE", "{last}");
     assert_eq!(
         std::fs::read_dir(disk.0.path()).unwrap().count(),
         0,
