@@ -1262,13 +1262,27 @@ enum SinkDone {
     Abandoned(ReceiveId),
 }
 
+/// How often an idle sink lets kept partial files past the resume window go.
+const SINK_TIDY_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Requests queued for the sink at most: with 16 KiB frames, 4 MiB of file data.
 const SINK_QUEUE: usize = 256;
 
 /// The sink's loop: it does what the task asks, in order, and reports failures and kept
 /// files.
 fn run_sink(mut sink: FileSink, mut ops: mpsc::Receiver<SinkOp>, done: mpsc::Sender<SinkDone>) {
-    while let Some(op) = ops.blocking_recv() {
+    let runtime = tokio::runtime::Handle::current();
+    loop {
+        // Kept partial files expire while the listener waits, not only at its next file.
+        let next = runtime.block_on(tokio::time::timeout(SINK_TIDY_EVERY, ops.recv()));
+        let op = match next {
+            Ok(Some(op)) => op,
+            Ok(None) => break,
+            Err(_) => {
+                sink.expire_kept();
+                continue;
+            }
+        };
         let report = match op {
             SinkOp::Begin(id, name, size) => sink
                 .begin(id, &name, size)

@@ -321,14 +321,15 @@ impl FileSink {
     /// Kept partial files and records of kept files, now (after expiring the old ones):
     /// `(partial files, their bytes, records of files kept)`.
     pub fn kept(&mut self) -> (usize, u64, usize) {
-        self.expire();
+        self.expire_kept();
         let partials = self.kept.values().filter(|k| !k.done);
         let (count, bytes) = partials.fold((0, 0), |(n, b), k| (n + 1, b + k.bytes));
         (count, bytes, self.kept.values().filter(|k| k.done).count())
     }
 
-    /// What was kept longer than the window goes.
-    fn expire(&mut self) {
+    /// Partial files and records of kept files older than the window go (the sink does
+    /// it too before each new file and after each suspended one).
+    pub fn expire_kept(&mut self) {
         let window = self.limits.window;
         self.kept.retain(|base, k| {
             let live = k.since.elapsed() < window;
@@ -361,7 +362,7 @@ impl FileSink {
 
     /// Kept partial files within the bounds: `from`'s own first, then all.
     fn bound(&mut self, from: Option<&UserId>) {
-        self.expire();
+        self.expire_kept();
         let sum = |kept: &HashMap<PathBuf, Kept>, who: Option<&UserId>| {
             kept.values()
                 .filter(|k| !k.done && who.is_none_or(|f| k.from == *f))
@@ -425,7 +426,7 @@ impl FileSink {
     /// An offer of a file of `size` bytes arrived: a temporary file is made for it, if the
     /// disk has room for it.
     pub fn begin(&mut self, id: ReceiveId, name: &str, size: u64) -> std::io::Result<()> {
-        self.expire();
+        self.expire_kept();
         self.reserve(id, size)?;
         let file = tempfile::Builder::new()
             .prefix(".peermsg-")
@@ -462,7 +463,7 @@ impl FileSink {
         if let Some(earlier) = earlier {
             self.suspend(earlier);
         }
-        self.expire();
+        self.expire_kept();
         let held = partial::Record::load(&base).filter(|r| r.size == size && r.from == *from);
         if let Some(done) = held.as_ref().filter(|r| r.done) {
             self.open.insert(id, Target::Repeat);
