@@ -591,3 +591,31 @@ fn a_sender_with_a_message_on_each_of_its_links_opens_no_more() {
     assert_eq!(command(&mut c, "u8", b"again"), ErrorCode::NOERR);
     assert!(c.relays[0].relay.stats().links <= 8);
 }
+
+#[test]
+fn idle_links_make_room_for_a_new_one_at_a_relays_bound() {
+    let relay = RelayConfig {
+        max_links: 4,
+        ..clustered()
+    };
+    let far: &[&str] = &["u0", "u1", "u2", "u3", "cat"];
+    let mut c = Cluster::with(&[&["ann", "ben"], far], ClientConfig::default(), relay);
+    // ann's four commands leave four idle links at the far relay, its bound.
+    for to in ["u0", "u1", "u2", "u3"] {
+        assert_eq!(command(&mut c, to, b"hi"), ErrorCode::NOERR);
+    }
+    assert_eq!(c.relays[1].relay.stats().links, 4);
+    // ben's command to cat needs a fifth: the idlest goes for it (the far relay refused
+    // it, BUSY, until the idle links timed out a minute later).
+    let now = c.relays[0].now;
+    let id = c
+        .client(0, 1)
+        .client
+        .send_cmd(now, "cat", Bytes::from_static(b"room?"), 0)
+        .unwrap();
+    c.run();
+    assert_eq!(result_of(&c.client(0, 1).events, id), ErrorCode::NOERR);
+    assert_eq!(c.relays[1].relay.stats().links, 4);
+    // And the user whose link went is reached again.
+    assert_eq!(command(&mut c, "u0", b"again"), ErrorCode::NOERR);
+}

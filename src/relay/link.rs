@@ -142,16 +142,41 @@ impl Relay {
     /// Another relay opens a link toward `user`, logged in here: the connection the
     /// runtime hands that relay's bytes to. Refused if `user` has no session here
     /// ([`RelayError::Offline`]) or [`RelayConfig::max_links`] incoming links are open
-    /// ([`RelayError::Links`]).
+    /// with a message on each ([`RelayError::Links`]): at the bound, the incoming link
+    /// with no message on it heard from least recently is closed to make room, so idle
+    /// links never keep a busy one out.
     pub fn accept_link(&mut self, now: Instant, user: &UserId) -> Result<ConnId, RelayError> {
         self.tick(now);
         if !self.config.cluster || !self.users.contains_key(user) {
             return Err(RelayError::Offline);
         }
-        if self.incoming_links >= self.config.max_links {
+        if self.incoming_links >= self.config.max_links && !self.close_idle_incoming_link() {
             return Err(RelayError::Links);
         }
         Ok(self.open_link_conn(LinkSide::Incoming, user.clone(), None))
+    }
+
+    /// Closes the incoming link with no message on it heard from least recently (its
+    /// other end closes with it); false if every incoming link has a message on it.
+    fn close_idle_incoming_link(&mut self) -> bool {
+        let idlest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.is_link(LinkSide::Incoming) && !c.session.is_closed() && !c.has_messages()
+            })
+            .min_by_key(|(_, c)| c.session.last_heard())
+            .map(|(conn, _)| *conn);
+        let Some(conn) = idlest else {
+            return false;
+        };
+        self.shut(
+            conn,
+            ErrorCode::SOCKETTIMEOUT,
+            CloseReason::IdleTimeout,
+            true,
+        );
+        true
     }
 
     /// The connection whose session takes `user`'s messages on this relay, if any.
