@@ -763,3 +763,57 @@ fn a_command_lost_with_its_connection_before_it_was_taken_is_delivered_when_sent
     );
     assert_eq!(results(&out(&mut new)), [(0, ErrorCode::NOERR)]);
 }
+
+/// While a resumed file send re-reads its own bytes below the receiver's offset, the
+/// client says so, so that a driver does not pace those reads like bytes that go out.
+#[test]
+fn a_resume_check_is_told_apart_from_sending() {
+    let mut c = logged_in(ClientConfig::default(), (1 << 20, 4 << 20));
+    out(&mut c);
+    let file = vec![6u8; 200_000];
+    let id = c
+        .send_file_resumable(T0, "bob", "f.bin", 200_000, ResumeKey([4; 16]), 0)
+        .unwrap();
+    let wire = out(&mut c)
+        .iter()
+        .find_map(|f| match f {
+            Frame::Open(o) => Some(o.id),
+            _ => None,
+        })
+        .expect("an OPEN");
+    assert!(!c.is_checking_resume(id));
+    let digest = Digest::Crc32c(crc32c::crc32c(&file[..150_000]));
+    feed(
+        &mut c,
+        &[Frame::ResumeFrom(ResumeFrom {
+            id: wire,
+            offset: 150_000,
+            digest,
+        })],
+    );
+    assert!(c.is_checking_resume(id));
+    // Its reads below the offset are the check; once they are in, it sends.
+    let mut checked = 0;
+    loop {
+        out(&mut c);
+        let reads: Vec<(u64, u64)> = events(&mut c)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::FileRead { offset, len, .. } => Some((offset, len)),
+                _ => None,
+            })
+            .collect();
+        let Some(&(offset, len)) = reads.first() else {
+            break;
+        };
+        if offset >= 150_000 {
+            break; // reading what goes out now
+        }
+        assert!(c.is_checking_resume(id), "{offset}");
+        checked += len;
+        let piece = Bytes::copy_from_slice(&file[offset as usize..(offset + len) as usize]);
+        c.supply_file_data(id, offset, piece).unwrap();
+    }
+    assert_eq!(checked, 150_000);
+    assert!(!c.is_checking_resume(id));
+}

@@ -762,6 +762,15 @@ impl Client {
         self.incoming.get(id.0).map(|msg| msg.kind)
     }
 
+    /// Whether send `id` is reading its own file again to check a resume: the
+    /// [`Event::FileRead`]s it asks for now re-read bytes its receiver holds already, and
+    /// need not be paced like bytes that go out.
+    pub fn is_checking_resume(&self, id: SendId) -> bool {
+        self.outgoing
+            .get(&id)
+            .is_some_and(|send| matches!(send.resume, Resume::Checking { .. }))
+    }
+
     /// Sends not yet finished.
     pub fn pending_sends(&self) -> usize {
         self.outgoing.len()

@@ -703,6 +703,18 @@ impl Printer {
         );
     }
 
+    /// A send of ours was answered "all of it" by its receiver: an earlier attempt
+    /// delivered it (its receiver still has it, unchanged), so nothing is sent again.
+    fn already_delivered(&mut self, id: SendId, to: &str, what: &str) {
+        self.line(
+            json!({"event": "already_delivered", "send_id": id.0}),
+            format!(
+                "{id}: {} already has {what} (delivered before, unchanged); nothing is sent again",
+                shown(to)
+            ),
+        );
+    }
+
     /// A send of ours got further (JSON only: a terminal has the bar).
     fn send_progress(&mut self, id: SendId, p: SendProgress) {
         if self.json && self.progress_due(false, id.0, p.sent == p.total) {
@@ -766,9 +778,20 @@ impl Printer {
                     eprintln!("error: cannot name a received file {}: {e}; it stays as {}", shown(org_file_name), tmp_file.display());
                     tmp_file.clone()
                 });
+                // A repeat of it is recognised while it is there, unchanged.
+                if let Some(session) = &self.confirm {
+                    session.file_saved_as(*id, &path);
+                }
                 self.line(
                     json!({"event": "file_received", "receive_id": id.0, "from": from.as_str(), "org_file_name": org_file_name, "size": size, "path": path}),
                     format!("file from {}: {} ({size} bytes) saved as {}", shown(from.as_str()), shown(org_file_name), shown(&path.display().to_string())),
+                )
+            }
+            ClientEvent::FileAlreadyHeld { id, from, path, size } => {
+                self.end_bar(id.0);
+                self.line(
+                    json!({"event": "already_delivered", "receive_id": id.0, "from": from.as_str(), "size": size, "path": path}),
+                    format!("file from {}: sent again, and already here as {} ({size} bytes, unchanged); not kept twice", shown(from.as_str()), shown(&path.display().to_string())),
                 )
             }
             ClientEvent::Core(Event::Offer { id, from, name, size, kind, .. }) => {
@@ -926,7 +949,10 @@ async fn send(
                 .resumed_at
                 .filter(|_| p.resumed_at != shown_progress.resumed_at)
             {
-                printer.resumed(id, offset);
+                match offset == p.total && p.total > 0 {
+                    true => printer.already_delivered(id, to, &source.label()),
+                    false => printer.resumed(id, offset),
+                }
             }
             shown_progress = p;
             if let Some(bar) = &bar {
@@ -966,14 +992,26 @@ async fn send(
     if code.is_success() && !json {
         let secs = started.elapsed().as_secs_f64();
         let size = source.size();
-        let rate = match source {
-            Source::Cmd(_) => String::new(),
-            _ => format!(" ({:.1} MB/s)", size as f64 / secs.max(1e-6) / 1e6),
-        };
-        say!(
-            "delivered {size} bytes to {} in {secs:.3} s{rate}",
-            shown(to)
-        );
+        // Only bytes that moved in this attempt count toward a rate.
+        let resumed_at = progress.borrow().resumed_at.unwrap_or(0);
+        let moved = size.saturating_sub(resumed_at);
+        match source {
+            _ if moved == 0 && size > 0 => say!(
+                "{} already had it: nothing was sent again ({size} bytes, delivered before)",
+                shown(to)
+            ),
+            Source::Cmd(_) => say!("delivered {size} bytes to {} in {secs:.3} s", shown(to)),
+            _ if resumed_at > 0 => say!(
+                "delivered {size} bytes to {} in {secs:.3} s: {moved} sent now ({:.1} MB/s), {resumed_at} it had",
+                shown(to),
+                moved as f64 / secs.max(1e-6) / 1e6
+            ),
+            _ => say!(
+                "delivered {size} bytes to {} in {secs:.3} s ({:.1} MB/s)",
+                shown(to),
+                size as f64 / secs.max(1e-6) / 1e6
+            ),
+        }
     }
     handle.close();
     Ok(if interrupted {

@@ -309,3 +309,53 @@ fn a_changed_file_is_sent_whole_not_spliced() {
     assert_eq!(finishes(sender, said), Vec::<u64>::new(), "from 0");
     arrived_once(&mut heard, inbox, file);
 }
+
+/// `peermsg send --file` from alice to bob at full speed, to its end; its JSON lines.
+fn send_whole(addr: &str, file: &Path) -> Vec<serde_json::Value> {
+    let out = bin()
+        .args([
+            "send", "--server", addr, "--user", "alice", "--to", "bob", "--json", "--file",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_file_sent_again_after_the_receiver_removed_it_is_delivered_again() {
+    let addr = format!("127.0.0.1:{}", port());
+    let _relay = relay(&addr);
+    let inbox = tempfile::tempdir().unwrap();
+    let (_bob, mut lines) = listen(&addr, inbox.path());
+    let src = tempfile::tempdir().unwrap();
+    let file = source(src.path());
+    send_whole(&addr, &file);
+    let first = lines.until(|v| event(v, "file_received"));
+    let saved = PathBuf::from(first["path"].as_str().unwrap());
+    // Sent again unchanged while bob still has it where it was saved: both sides say so,
+    // nothing moves, and no second copy is kept.
+    let said = send_whole(&addr, &file);
+    assert!(
+        said.iter().any(|v| event(v, "already_delivered")),
+        "{said:?}"
+    );
+    let again = lines.until(|v| event(v, "already_delivered") || event(v, "file_received"));
+    assert!(event(&again, "already_delivered"), "{again}");
+    assert_eq!(again["path"], first["path"]);
+    // bob moves it away; sent again, it is a new delivery, whole (it was confirmed
+    // "delivered" while bob got nothing).
+    std::fs::rename(&saved, src.path().join("moved.bin")).unwrap();
+    let said = send_whole(&addr, &file);
+    assert!(
+        !said
+            .iter()
+            .any(|v| event(v, "already_delivered") || event(v, "resumed")),
+        "{said:?}"
+    );
+    arrived_once(&mut lines, inbox.path(), &file);
+}

@@ -41,7 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-use crate::sink::FileSink;
+use crate::sink::{DoneRecord, FileSink, Kept};
 
 /// Events waiting for the application, at most.
 pub const EVENT_QUEUE: usize = 64;
@@ -73,6 +73,19 @@ pub enum ClientEvent {
         tmp_file: PathBuf,
         /// The sender's name for it, sanitised.
         org_file_name: String,
+        /// Its size.
+        size: u64,
+    },
+    /// A resumable file its sender sent again (it never heard of the earlier delivery)
+    /// that the application still has, whole and unchanged, where it said it saved it
+    /// ([`ClientHandle::file_saved_as`]): confirmed, not kept twice.
+    FileAlreadyHeld {
+        /// The incoming message.
+        id: ReceiveId,
+        /// The sender.
+        from: UserId,
+        /// Where the application has it.
+        path: PathBuf,
         /// Its size.
         size: u64,
     },
@@ -250,12 +263,19 @@ struct State {
     /// receiver.
     stream: [u8; 16],
     next_seq: HashMap<String, u64>,
-    /// Commands with an identity received.
     /// Keyed buffers received, or cut off part way.
     buffers: HeldBuffers,
     /// The relay of the current connection, when the client reconnected.
     server: String,
+    /// Records of resumable files kept, until the application says where it saved them
+    /// ([`ClientHandle::file_saved_as`]); the oldest of more than `DONE_RECORDS` go.
+    done_records: std::collections::VecDeque<(ReceiveId, DoneRecord)>,
+    /// Where the application saved kept files, for the sink to record.
+    saved_at: Vec<(DoneRecord, PathBuf)>,
 }
+
+/// Records of kept files waiting for the application's word, at most.
+const DONE_RECORDS: usize = 4096;
 
 /// The task's end of a [`SendHandle`].
 struct Waiter {
@@ -491,12 +511,19 @@ impl State {
                 let Some(file) = self.sends.get(&id).and_then(|w| w.file.clone()) else {
                     return;
                 };
-                // With a rate limit, each read starts when the bytes before it are due.
-                let start = self.pace.as_mut().map(|(rate, next)| {
-                    let start = (*next).max(tokio::time::Instant::now());
-                    *next = start + std::time::Duration::from_secs_f64(len as f64 / *rate as f64);
-                    start
-                });
+                // With a rate limit, each read starts when the bytes before it are due;
+                // re-reading what the receiver holds, to check a resume, is not paced.
+                let checking = self.client.is_checking_resume(id);
+                let start = self
+                    .pace
+                    .as_mut()
+                    .filter(|_| !checking)
+                    .map(|(rate, next)| {
+                        let start = (*next).max(tokio::time::Instant::now());
+                        *next =
+                            start + std::time::Duration::from_secs_f64(len as f64 / *rate as f64);
+                        start
+                    });
                 let done = reads.clone();
                 tokio::task::spawn_blocking(move || {
                     if let Some(start) = start {
@@ -898,6 +925,8 @@ async fn start(
             next_seq: HashMap::new(),
             buffers: HeldBuffers::default(),
             server: String::new(),
+            done_records: std::collections::VecDeque::new(),
+            saved_at: Vec::new(),
         }),
         wake: Notify::new(),
         epoch: tokio::time::Instant::now(),
@@ -1170,6 +1199,20 @@ impl ClientHandle {
         self.shared.call(|s, _| s.cancel(id, cookie))
     }
 
+    /// The application moved the file of [`ClientEvent::FileReceived`] `id` to `path`:
+    /// if its sender sends it again (it never heard of this delivery), it is confirmed
+    /// without being sent or kept twice, and told as [`ClientEvent::FileAlreadyHeld`],
+    /// but only while `path` holds that very file. A file not told of is received again
+    /// whole.
+    pub fn file_saved_as(&self, id: ReceiveId, path: &Path) {
+        self.shared.call(|s, _| {
+            let at = s.done_records.iter().position(|(r, _)| *r == id);
+            if let Some((_, record)) = at.and_then(|at| s.done_records.remove(at)) {
+                s.saved_at.push((record, path.to_path_buf()));
+            }
+        });
+    }
+
     /// Refuses an incoming buffer or file.
     pub fn reject(&self, id: ReceiveId, code: ErrorCode) {
         self.shared.call(|s, _| {
@@ -1242,6 +1285,8 @@ enum SinkOp {
     /// The connection was lost under the file: a resumable file's bytes are recorded for
     /// the next attempt (any other is removed), then it is said.
     Suspend(ReceiveId),
+    /// The application saved a kept file there.
+    SavedAt(DoneRecord, PathBuf),
 }
 
 /// What the sink tells the task back.
@@ -1250,14 +1295,8 @@ enum SinkDone {
     Failed(ReceiveId, std::io::Error),
     /// A resumable file's partial file is open: it holds this many bytes, with this digest.
     Resume(ReceiveId, u64, Digest),
-    /// A file kept (or not), with its sender and size; `None`: kept by an earlier attempt
-    /// (its sender never heard), not kept again.
-    Kept(
-        ReceiveId,
-        UserId,
-        u64,
-        std::io::Result<Option<crate::sink::SavedFile>>,
-    ),
+    /// A file kept (or held already), with its sender and size.
+    Kept(ReceiveId, UserId, u64, std::io::Result<Kept>),
     /// A failed file's partial bytes are gone.
     Abandoned(ReceiveId),
 }
@@ -1315,6 +1354,12 @@ fn run_sink(mut sink: FileSink, mut ops: mpsc::Receiver<SinkOp>, done: mpsc::Sen
             SinkOp::Suspend(id) => {
                 sink.suspend(id);
                 Some(SinkDone::Abandoned(id))
+            }
+            SinkOp::SavedAt(record, path) => {
+                if let Err(error) = sink.saved_at(record, &path) {
+                    tracing::warn!(%error, path = %path.display(), "cannot record where a file was saved; a repeat of it will be received again");
+                }
+                None
             }
         };
         if let Some(report) = report {
@@ -1389,6 +1434,21 @@ async fn drive(
                     Err(mpsc::error::TrySendError::Closed(())) => own.clear(),
                 }
             }
+            // Where the application saved kept files, for the sink to record.
+            let saved_at = std::mem::take(&mut shared.lock().saved_at);
+            for (record, path) in saved_at {
+                if let Some(sink) = &sink {
+                    if let Err(mpsc::error::TrySendError::Full(op)) =
+                        sink.try_send(SinkOp::SavedAt(record, path))
+                    {
+                        // Told again on the next turn, once the sink has room.
+                        if let SinkOp::SavedAt(record, path) = op {
+                            shared.lock().saved_at.push((record, path));
+                        }
+                        sink_full = true;
+                    }
+                }
+            }
             loop {
                 let room = match events.try_reserve() {
                     Ok(room) => Some(room),
@@ -1455,8 +1515,8 @@ async fn drive(
                     SinkDone::Abandoned(id) => own.extend(failing.remove(&id)),
                     // A file kept after the connection was lost is the application's too.
                     SinkDone::Kept(id, from, size, saved) => {
-                        let client = &mut shared.lock().client;
-                        own.extend(kept(client, &mut keeping, id, from, size, saved));
+                        let state = &mut shared.lock();
+                        own.extend(kept(state, &mut keeping, id, from, size, saved));
                     }
                     SinkDone::Failed(..) | SinkDone::Resume(..) => {}
                 }
@@ -1507,8 +1567,8 @@ async fn drive(
                     }
                 }
                 SinkDone::Kept(id, from, size, saved) => {
-                    let client = &mut shared.lock().client;
-                    own.extend(kept(client, &mut keeping, id, from, size, saved));
+                    let state = &mut shared.lock();
+                    own.extend(kept(state, &mut keeping, id, from, size, saved));
                 }
             },
             Some((id, offset, piece)) = reads.recv() => {
@@ -1559,12 +1619,12 @@ fn cut_off(code: ErrorCode) -> bool {
 /// application's even if its connection was lost meanwhile: its sender, back, is answered
 /// "all of it" and confirmed without sending it again. One cancelled meanwhile goes.
 fn kept(
-    client: &mut Client,
+    state: &mut State,
     keeping: &mut HashMap<ReceiveId, Option<Event>>,
     id: ReceiveId,
     from: UserId,
     size: u64,
-    saved: std::io::Result<Option<crate::sink::SavedFile>>,
+    saved: std::io::Result<Kept>,
 ) -> Option<ClientEvent> {
     // What the core said of the file while it was kept (its sender has heard the same).
     let ended = keeping.remove(&id).flatten();
@@ -1572,24 +1632,36 @@ fn kept(
         Some(Event::ReceiveFailed { code, .. }) => !cut_off(*code),
         _ => false,
     };
+    let client = &mut state.client;
     match saved {
-        // Kept by an earlier attempt whose sender never heard: confirmed, and the
-        // application, which has it, hears nothing new.
-        Ok(None) => {
-            tracing::info!(%id, %from, "file received again; kept already");
+        // Delivered by an earlier attempt whose sender never heard, and still where the
+        // application saved it: confirmed, not kept twice, and said.
+        Ok(Kept::Already(path)) => {
+            tracing::info!(%id, %from, path = %path.display(), "file received again; the application has it");
             let _ = client.accept_delivery(id);
-            None
+            Some(ClientEvent::FileAlreadyHeld {
+                id,
+                from,
+                path,
+                size,
+            })
         }
-        Ok(Some(saved)) if given_up => {
+        Ok(Kept::Saved(saved)) if given_up => {
             tracing::info!(%id, %from, "file cancelled as it was kept; removed");
             tokio::task::spawn_blocking(move || saved.discard());
             ended.map(ClientEvent::Core)
         }
-        Ok(Some(saved)) => {
+        Ok(Kept::Saved(saved)) => {
             if client.accept_delivery(id).is_err() {
                 tracing::info!(%id, %from, "file kept as its connection was lost; confirmed when its sender is back");
             }
             tracing::info!(%id, %from, size, path = %saved.tmp_file.display(), "file received");
+            if let Some(record) = saved.done_record() {
+                if state.done_records.len() >= DONE_RECORDS {
+                    state.done_records.pop_front();
+                }
+                state.done_records.push_back((id, record));
+            }
             Some(ClientEvent::FileReceived {
                 id,
                 from,

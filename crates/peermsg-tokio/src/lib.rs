@@ -56,8 +56,8 @@ pub use metrics::{
 pub use relay::{raise_open_file_limit, serve, serve_with, Extras, ServerConfig, RESERVED_FILES};
 pub use rustls;
 pub use sink::{
-    is_bidi_control, sanitize_file_name, write_error_code, ArrivedFile, FileSink, KeptLimits,
-    SavedFile, RECORD_EVERY, RESUME_WINDOW,
+    is_bidi_control, sanitize_file_name, write_error_code, ArrivedFile, DoneRecord, FileSink, Kept,
+    KeptLimits, SavedFile, RECORD_EVERY, RESUME_WINDOW,
 };
 pub use socket::UNSENT_LIMIT;
 

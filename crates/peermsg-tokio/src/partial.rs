@@ -33,6 +33,10 @@ pub(crate) struct Record {
     pub name: String,
     /// The file was kept (its data file has moved to its place).
     pub done: bool,
+    /// Where the kept file is: where the sink kept it, then where the application said
+    /// it moved it. A repeat is recognised only while that file is there, whole and
+    /// unchanged.
+    pub saved: Option<PathBuf>,
 }
 
 const MAGIC: &str = "peermsg-partial 1";
@@ -69,7 +73,7 @@ pub(crate) fn record_path(base: &Path) -> PathBuf {
 
 impl Record {
     fn text(&self) -> String {
-        format!(
+        let mut text = format!(
             "{MAGIC}\nfrom {}\nkey {}\nsize {}\noffset {}\ncrc {}\ndone {}\nname {}\n",
             hex(self.from.as_bytes()),
             hex(&self.key.0),
@@ -78,7 +82,14 @@ impl Record {
             self.crc,
             u8::from(self.done),
             self.name
-        )
+        );
+        if let Some(saved) = &self.saved {
+            text.push_str(&format!(
+                "saved {}\n",
+                hex(saved.as_os_str().as_encoded_bytes())
+            ));
+        }
+        text
     }
 
     fn parse(text: &str) -> Option<Record> {
@@ -102,6 +113,11 @@ impl Record {
             crc: field("crc")?.parse().ok()?,
             done: field("done")? == "1",
             name: field("name")?,
+            // Optional, last: records written before it was kept have none.
+            saved: field("saved")
+                .and_then(|hexed| unhex(&hexed))
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .map(PathBuf::from),
         })
     }
 
@@ -218,6 +234,7 @@ mod tests {
             crc: 0xdead_beef,
             name: "a b.iso".to_string(),
             done: false,
+            saved: None,
         }
     }
 

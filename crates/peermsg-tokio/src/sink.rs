@@ -76,6 +76,26 @@ pub fn sanitize_file_name(name: &str) -> String {
     clean
 }
 
+/// Whether `path` is a regular file of `size` bytes whose CRC-32C is `crc` (read whole).
+fn holds(path: &Path, size: u64, crc: u32) -> bool {
+    use std::io::Read;
+    if partial::regular_len(path) != Some(size) {
+        return false;
+    }
+    let Ok(mut file) = File::open(path) else {
+        return false;
+    };
+    let mut buf = vec![0u8; WRITE_BUFFER];
+    let mut digest = 0u32;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return digest == crc,
+            Ok(n) => digest = crc32c::crc32c_append(digest, &buf[..n]),
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Bytes gathered before one write to the file: a frame's payload is 16 KiB by default,
 /// and one system call per frame cost more than the copy into this buffer.
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -122,7 +142,7 @@ impl Default for KeptLimits {
 
 /// What the sink keeps of a resumable file between attempts.
 #[derive(Debug)]
-struct Kept {
+struct KeptEntry {
     from: UserId,
     /// Bytes of its partial file (0 for the record of a file kept).
     bytes: u64,
@@ -145,7 +165,7 @@ pub struct FileSink {
     /// Bytes each file under way still needs on the disk.
     reserved: HashMap<ReceiveId, u64>,
     /// Partial files and records of kept files between attempts, by base path.
-    kept: HashMap<PathBuf, Kept>,
+    kept: HashMap<PathBuf, KeptEntry>,
     limits: KeptLimits,
     sync: bool,
 }
@@ -157,9 +177,9 @@ enum Target {
     Temp(BufWriter<NamedTempFile>),
     /// A resumable file's partial file and its record.
     Partial(Partial),
-    /// A resumable file the sink has kept already (its sender never heard): nothing is
-    /// written, and it is not kept twice.
-    Repeat,
+    /// A resumable file delivered already and still where it was saved (its sender never
+    /// heard): nothing is written, and it is not kept twice.
+    Repeat(PathBuf),
 }
 
 /// A resumable file being written.
@@ -199,8 +219,9 @@ pub struct ArrivedFile {
 impl ArrivedFile {
     /// Writes what is still buffered, syncs it to the disk if the sink was set to, and
     /// keeps the file. On any error the temporary file is removed: nothing half-written
-    /// stays behind. `Ok(None)` for a resumable file kept already by an earlier attempt.
-    pub fn keep(self) -> std::io::Result<Option<SavedFile>> {
+    /// stays behind. [`Kept::Already`] for a resumable file an earlier attempt delivered,
+    /// still where the application saved it.
+    pub fn keep(self) -> std::io::Result<Kept> {
         let tmp_file = match self.target {
             Target::Temp(file) => {
                 let file = file.into_inner().map_err(|e| e.into_error())?;
@@ -222,27 +243,45 @@ impl ArrivedFile {
                         .map_err(|e| e.error)?;
                     std::fs::rename(partial::data_path(&partial.base), &path)?;
                     partial.record.done = true;
+                    // Where it is now, until the application says where it moved it.
+                    partial.record.saved = Some(path.clone());
                     partial.record.save(&partial.base, self.sync)?;
                     Ok(path)
                 });
                 if kept.is_err() {
                     partial::remove(&partial.base);
                 }
-                return Ok(Some(SavedFile {
+                return Ok(Kept::Saved(SavedFile {
                     tmp_file: kept?,
                     org_file_name: self.org_file_name,
-                    done_record: Some(partial.base),
+                    done_record: Some(DoneRecord(partial.base)),
                 }));
             }
-            Target::Repeat => return Ok(None),
+            Target::Repeat(path) => return Ok(Kept::Already(path)),
         };
-        Ok(Some(SavedFile {
+        Ok(Kept::Saved(SavedFile {
             tmp_file,
             org_file_name: self.org_file_name,
             done_record: None,
         }))
     }
 }
+
+/// What [`ArrivedFile::keep`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kept {
+    /// The file is kept now.
+    Saved(SavedFile),
+    /// An earlier attempt delivered this file (its sender never heard), and it is still
+    /// where the application saved it ([`FileSink::saved_at`]), whole and unchanged: it
+    /// is not kept twice.
+    Already(PathBuf),
+}
+
+/// The record of a resumable file kept, by which a sender's repeat is recognised: see
+/// [`SavedFile::done_record`] and [`FileSink::saved_at`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoneRecord(PathBuf);
 
 /// A file the sink kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,8 +291,9 @@ pub struct SavedFile {
     /// The sender's name for it, sanitised.
     pub org_file_name: String,
     /// A resumable file's record, marked done (so a sender that never heard is answered
-    /// "all of it"): it goes with the file if the file is given up.
-    done_record: Option<PathBuf>,
+    /// "all of it" while the file is where it was saved): it goes with the file if the
+    /// file is given up.
+    done_record: Option<DoneRecord>,
 }
 
 impl SavedFile {
@@ -262,9 +302,15 @@ impl SavedFile {
     /// instead of being confirmed as a repeat.
     pub fn discard(self) {
         let _ = std::fs::remove_file(&self.tmp_file);
-        if let Some(base) = &self.done_record {
+        if let Some(DoneRecord(base)) = &self.done_record {
             partial::remove(base);
         }
+    }
+
+    /// A resumable file's record: give it to [`FileSink::saved_at`] with the place the
+    /// application moved the file to, so that a repeat is recognised there.
+    pub fn done_record(&self) -> Option<DoneRecord> {
+        self.done_record.clone()
     }
 }
 
@@ -297,7 +343,7 @@ impl FileSink {
         let kept = partial::tidy(&dir, limits.window)?
             .into_iter()
             .map(|(base, record, age)| {
-                let kept = Kept {
+                let kept = KeptEntry {
                     from: record.from,
                     bytes: record.offset,
                     since: now.checked_sub(age).unwrap_or(now),
@@ -363,7 +409,7 @@ impl FileSink {
     /// Kept partial files within the bounds: `from`'s own first, then all.
     fn bound(&mut self, from: Option<&UserId>) {
         self.expire_kept();
-        let sum = |kept: &HashMap<PathBuf, Kept>, who: Option<&UserId>| {
+        let sum = |kept: &HashMap<PathBuf, KeptEntry>, who: Option<&UserId>| {
             kept.values()
                 .filter(|k| !k.done && who.is_none_or(|f| k.from == *f))
                 .fold((0usize, 0u64), |(n, b), k| (n + 1, b + k.bytes))
@@ -466,9 +512,19 @@ impl FileSink {
         self.expire_kept();
         let held = partial::Record::load(&base).filter(|r| r.size == size && r.from == *from);
         if let Some(done) = held.as_ref().filter(|r| r.done) {
-            self.open.insert(id, Target::Repeat);
-            return Ok((done.size, Digest::Crc32c(done.crc)));
+            // A repeat only while the application still has that very file where it was
+            // saved; else it is a new delivery.
+            if let Some(path) = done
+                .saved
+                .as_ref()
+                .filter(|p| holds(p, done.size, done.crc))
+            {
+                self.open.insert(id, Target::Repeat(path.clone()));
+                return Ok((done.size, Digest::Crc32c(done.crc)));
+            }
+            partial::remove(&base);
         }
+        let held = held.filter(|r| !r.done);
         // Taken up again: no longer kept, but open (and not to be evicted for room).
         self.kept.remove(&base);
         let data = partial::data_path(&base);
@@ -498,6 +554,7 @@ impl FileSink {
                     crc: 0,
                     name: sanitize_file_name(name),
                     done: false,
+                    saved: None,
                 };
                 // A new file (whatever had the name, a link too, goes; not its target).
                 let _ = std::fs::remove_file(&data);
@@ -519,6 +576,17 @@ impl FileSink {
             }),
         );
         Ok(answer)
+    }
+
+    /// The application moved a kept resumable file to `path`: a sender that sends it
+    /// again is answered "all of it" while that file is there, of its size and digest.
+    pub fn saved_at(&mut self, record: DoneRecord, path: &Path) -> std::io::Result<()> {
+        let DoneRecord(base) = record;
+        let Some(mut done) = partial::Record::load(&base).filter(|r| r.done) else {
+            return Ok(()); // gone meanwhile: nothing to say of it
+        };
+        done.saved = Some(path.to_path_buf());
+        done.save(&base, self.sync)
     }
 
     /// Bytes of the file, in order.
@@ -554,7 +622,7 @@ impl FileSink {
                 Ok(())
             }
             // A file refused at its offer, or a repeat (no bytes come for it).
-            Some(Target::Repeat) | None => Ok(()),
+            Some(Target::Repeat(_)) | None => Ok(()),
         }
     }
 
@@ -578,7 +646,7 @@ impl FileSink {
 
     /// A partial file kept from now on, for its next attempt.
     fn keep_partial(&mut self, base: PathBuf, record: &Record) {
-        let kept = Kept {
+        let kept = KeptEntry {
             from: record.from.clone(),
             bytes: record.offset,
             since: std::time::Instant::now(),
@@ -594,7 +662,7 @@ impl FileSink {
         let target = self.open.remove(&id)?;
         if let Target::Partial(p) = &target {
             // Its record stays, done, for the window (for a sender that never heard).
-            let done = Kept {
+            let done = KeptEntry {
                 from: p.record.from.clone(),
                 bytes: 0,
                 since: std::time::Instant::now(),
@@ -625,8 +693,17 @@ impl FileSink {
                 drop(p.file.into_parts());
                 partial::remove(&p.base);
             }
-            Target::Repeat => {}
+            Target::Repeat(_) => {}
         }
+    }
+}
+
+/// The file of a [`Kept::Saved`], in tests.
+#[cfg(test)]
+fn saved_file(kept: Kept) -> SavedFile {
+    match kept {
+        Kept::Saved(saved) => saved,
+        other => panic!("not kept now: {other:?}"),
     }
 }
 
@@ -653,7 +730,12 @@ mod tests {
             let id = ReceiveId(i as u64);
             sink.begin(id, name, 4).unwrap();
             sink.write(id, b"data").unwrap();
-            let saved = sink.arrived(id, name).unwrap().keep().unwrap().unwrap();
+            let saved = sink
+                .arrived(id, name)
+                .unwrap()
+                .keep()
+                .map(saved_file)
+                .unwrap();
             assert_eq!(saved.tmp_file.parent(), Some(dir.path()), "{name:?}");
             assert!(!saved.org_file_name.contains(['/', '\\']) && saved.org_file_name != "..");
             assert!(!saved.org_file_name.chars().any(char::is_control));
@@ -687,7 +769,7 @@ mod keep_tests {
             .arrived(ReceiveId(1), "a.txt")
             .unwrap()
             .keep()
-            .unwrap()
+            .map(saved_file)
             .unwrap();
         assert_eq!(
             std::fs::read(saved.tmp_file).unwrap(),
@@ -746,14 +828,14 @@ mod resume_tests {
             .arrived(ReceiveId(8), "f.bin")
             .unwrap()
             .keep()
-            .unwrap()
+            .map(saved_file)
             .unwrap();
         assert_eq!(
             std::fs::read(&saved.tmp_file).unwrap(),
             [&bytes[..], &bytes[..]].concat()
         );
-        // Offered again (its sender never heard): all of it is held, and it is not kept
-        // again.
+        // Offered again (its sender never heard) while the kept file is where the sink
+        // put it: all of it is held, and it is not kept again.
         let mut sink = FileSink::new(dir.path()).unwrap();
         let whole = [&bytes[..], &bytes[..]].concat();
         assert_eq!(
@@ -761,10 +843,53 @@ mod resume_tests {
                 .unwrap(),
             (size, Digest::Crc32c(crc32c::crc32c(&whole)))
         );
+        let kept = sink.arrived(ReceiveId(9), "f.bin").unwrap().keep().unwrap();
+        assert_eq!(kept, Kept::Already(saved.tmp_file.clone()));
+        // Moved without a word: a new delivery, all of it again.
+        std::fs::rename(&saved.tmp_file, dir.path().join("elsewhere")).unwrap();
         assert_eq!(
-            sink.arrived(ReceiveId(9), "f.bin").unwrap().keep().unwrap(),
-            None
+            sink.begin_resumable(ReceiveId(10), &alice(), key, "f.bin", size)
+                .unwrap(),
+            (0, Digest::Crc32c(0))
         );
+    }
+
+    #[test]
+    fn a_repeat_is_recognised_only_while_the_saved_file_is_there_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ResumeKey([5; 16]);
+        let mut sink = FileSink::new(dir.path()).unwrap();
+        let deliver = |sink: &mut FileSink, id| {
+            let got = sink
+                .begin_resumable(ReceiveId(id), &alice(), key, "f", 100)
+                .unwrap();
+            assert_eq!(got, (0, Digest::Crc32c(0)), "a new delivery");
+            sink.write(ReceiveId(id), &[3; 100]).unwrap();
+            let saved = sink
+                .arrived(ReceiveId(id), "f")
+                .unwrap()
+                .keep()
+                .map(saved_file)
+                .unwrap();
+            let place = dir.path().join(format!("f-{id}"));
+            std::fs::rename(&saved.tmp_file, &place).unwrap();
+            sink.saved_at(saved.done_record().unwrap(), &place).unwrap();
+            place
+        };
+        let place = deliver(&mut sink, 1);
+        // Sent again: held whole where it was saved, so answered all of it, not kept twice.
+        let whole = Digest::Crc32c(crc32c::crc32c(&[3; 100]));
+        let got = sink
+            .begin_resumable(ReceiveId(2), &alice(), key, "f", 100)
+            .unwrap();
+        assert_eq!(got, (100, whole));
+        let kept = sink.arrived(ReceiveId(2), "f").unwrap().keep().unwrap();
+        assert_eq!(kept, Kept::Already(place.clone()));
+        // Changed there, then gone: each time a new delivery.
+        std::fs::write(&place, [4; 100]).unwrap();
+        let place = deliver(&mut sink, 3);
+        std::fs::remove_file(&place).unwrap();
+        deliver(&mut sink, 4);
     }
 
     #[test]
@@ -788,7 +913,7 @@ mod resume_tests {
             .arrived(ReceiveId(2), "f")
             .unwrap()
             .keep()
-            .unwrap()
+            .map(saved_file)
             .unwrap();
         assert_eq!(
             std::fs::read(saved.tmp_file).unwrap(),
@@ -847,7 +972,11 @@ mod resume_tests {
         sink.begin_resumable(ReceiveId(1), &alice(), key, "f", 100)
             .unwrap();
         sink.write(ReceiveId(1), &[3; 100]).unwrap();
-        let saved = sink.arrived(ReceiveId(1), "f").unwrap().keep().unwrap();
+        let saved = sink
+            .arrived(ReceiveId(1), "f")
+            .unwrap()
+            .keep()
+            .map(saved_file);
         // Cancelled as it was kept: the file and its done record go.
         saved.unwrap().discard();
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
@@ -858,7 +987,11 @@ mod resume_tests {
             .unwrap();
         assert_eq!(got, (0, Digest::Crc32c(0)));
         sink.write(ReceiveId(2), &[3; 100]).unwrap();
-        let saved = sink.arrived(ReceiveId(2), "f").unwrap().keep().unwrap();
+        let saved = sink
+            .arrived(ReceiveId(2), "f")
+            .unwrap()
+            .keep()
+            .map(saved_file);
         assert_eq!(std::fs::read(saved.unwrap().tmp_file).unwrap(), [3; 100]);
     }
 

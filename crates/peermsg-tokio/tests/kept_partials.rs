@@ -34,12 +34,10 @@ fn partials_left_by_one_sender_give_way_to_an_honest_file() {
     let id = ReceiveId(100);
     sink.begin(id, "honest.bin", 4 << 20).unwrap();
     sink.write(id, &vec![7u8; 4 << 20]).unwrap();
-    let saved = sink
-        .arrived(id, "honest.bin")
-        .unwrap()
-        .keep()
-        .unwrap()
-        .unwrap();
+    let kept = sink.arrived(id, "honest.bin").unwrap().keep().unwrap();
+    let peermsg_tokio::Kept::Saved(saved) = kept else {
+        panic!("{kept:?}");
+    };
     assert_eq!(std::fs::metadata(&saved.tmp_file).unwrap().len(), 4 << 20);
     // An offer larger than the whole disk is refused at once, before any byte.
     let err = sink
