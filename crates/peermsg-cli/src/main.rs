@@ -162,6 +162,11 @@ struct TlsArgs {
     /// is printed, for clients' --pin.
     #[arg(long)]
     tls_self_signed: bool,
+    /// Keep the --tls-self-signed certificate and its key in this directory (made on the
+    /// first start, read back on the next), so a restart keeps the fingerprint clients
+    /// pinned.
+    #[arg(long, requires = "tls_self_signed")]
+    tls_state: Option<PathBuf>,
 }
 
 impl TlsArgs {
@@ -194,7 +199,11 @@ impl TlsArgs {
             return Ok(Some((config, said)));
         }
         if self.tls_self_signed {
-            let (config, pin) = tls::self_signed("localhost")?;
+            let (config, pin) = match &self.tls_state {
+                Some(dir) => tls::self_signed_in(dir, "localhost")
+                    .with_context(|| format!("--tls-state {}", dir.display()))?,
+                None => tls::self_signed("localhost")?,
+            };
             let said = format!("TLS with a self-signed certificate; clients give --pin {pin}");
             return Ok(Some((config, said)));
         }
@@ -562,8 +571,10 @@ async fn login(args: &LoginArgs, dir: Option<&Path>) -> Result<(ClientHandle, Cl
     };
     let token = args.token()?;
     let mut servers = Vec::new();
+    // Trusting a CA file or a pin only means something over TLS: they ask for it.
+    let tls_asked = args.ca.is_some() || args.pin.is_some();
     for server in args.server.split(',').map(str::trim) {
-        servers.push(match relay_address(server)? {
+        servers.push(match relay_address(server, tls_asked)? {
             (addr, None) => Server::Tcp(addr),
             (addr, Some(host)) => {
                 let trust = match (&args.ca, &args.pin) {
@@ -601,8 +612,9 @@ async fn login(args: &LoginArgs, dir: Option<&Path>) -> Result<(ClientHandle, Cl
 }
 
 /// Where `--server` says the relay is: the address to connect to, and the name to check
-/// its certificate against when the link is TLS (`None`: plain TCP).
-fn relay_address(server: &str) -> Result<(String, Option<String>)> {
+/// its certificate against when the link is TLS (`None`: plain TCP). `tls_asked` (a
+/// `--ca` or `--pin` given) makes a bare loopback address TLS too.
+fn relay_address(server: &str, tls_asked: bool) -> Result<(String, Option<String>)> {
     let (scheme, rest) = match server.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, server),
@@ -621,9 +633,12 @@ fn relay_address(server: &str) -> Result<(String, Option<String>)> {
             .is_ok_and(|ip| ip.is_loopback());
     let tls = match scheme {
         Some("tls") => true,
+        Some("tcp") if tls_asked => {
+            bail!("--server {server}: tcp:// is plain TCP, but --ca or --pin asks for TLS")
+        }
         Some("tcp") => false,
         Some(other) => bail!("--server {server}: unknown scheme {other}:// (tls:// or tcp://)"),
-        None => !loopback,
+        None => tls_asked || !loopback,
     };
     Ok((rest.to_string(), tls.then_some(host)))
 }
@@ -1320,7 +1335,13 @@ mod tests {
 
     #[test]
     fn a_bare_address_is_tls_unless_it_is_loopback() {
-        let tls = |s: &str| relay_address(s).unwrap().1;
+        let tls = |s: &str| relay_address(s, false).unwrap().1;
+        // A pin or a CA file asks for TLS, on loopback too; never with tcp://.
+        assert_eq!(
+            relay_address("127.0.0.1:7000", true).unwrap().1,
+            Some("127.0.0.1".into())
+        );
+        assert!(relay_address("tcp://127.0.0.1:7000", true).is_err());
         assert_eq!(tls("relay.example:7000"), Some("relay.example".into()));
         assert_eq!(tls("203.0.113.5:7000"), Some("203.0.113.5".into()));
         assert_eq!(tls("127.0.0.1:7000"), None);
@@ -1328,7 +1349,7 @@ mod tests {
         assert_eq!(tls("[::1]:7000"), None);
         assert_eq!(tls("tls://127.0.0.1:7000"), Some("127.0.0.1".into()));
         assert_eq!(tls("tcp://relay.example:7000"), None);
-        assert!(relay_address("ftp://x:1").is_err());
-        assert!(relay_address("no-port").is_err());
+        assert!(relay_address("ftp://x:1", false).is_err());
+        assert!(relay_address("no-port", false).is_err());
     }
 }

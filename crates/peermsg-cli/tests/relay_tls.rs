@@ -135,3 +135,82 @@ fn a_relay_with_certificate_files_is_trusted_by_its_ca_and_reloads_on_sighup() {
     assert!(trusting(&second));
     assert!(!trusting(&first));
 }
+
+#[test]
+fn a_certificate_and_a_key_that_do_not_match_are_refused_at_start_and_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    if !certificate(dir.path(), "first") || !certificate(dir.path(), "second") {
+        eprintln!("skipped: openssl cannot make certificates here");
+        return;
+    }
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    // first's certificate with second's key: refused at once, in one line.
+    let listen = format!("127.0.0.1:{}", port());
+    let out = bin()
+        .args([
+            "relay",
+            "--listen",
+            &listen,
+            "--tls-cert",
+            &file("first.pem"),
+        ])
+        .args(["--tls-key", &file("second.key")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not belong to the certificate"), "{err}");
+    // A matching pair runs; a mismatched pair on SIGHUP is refused and the old one stays.
+    let (cert, key) = (dir.path().join("relay.pem"), dir.path().join("relay.key"));
+    std::fs::copy(dir.path().join("first.pem"), &cert).unwrap();
+    std::fs::copy(dir.path().join("first.key"), &key).unwrap();
+    let port = port();
+    let listen = format!("127.0.0.1:{port}");
+    let (relay, _) = relay(
+        &[
+            "--listen",
+            &listen,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        3,
+    );
+    let server = format!("tls://localhost:{port}");
+    let trusting = || went_through(&send(&server, &["--ca", &file("first.pem")]));
+    assert!(trusting());
+    std::fs::copy(dir.path().join("second.key"), &key).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &relay.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(trusting(), "the old pair stays");
+}
+
+#[test]
+fn a_self_signed_relay_keeps_its_pin_across_a_restart_with_tls_state() {
+    let state = tempfile::tempdir().unwrap();
+    let pin_of = |said: &[String]| {
+        let line = said.iter().find(|l| l.contains("--pin")).expect("the pin");
+        line.split_whitespace().last().unwrap().to_string()
+    };
+    let listen = format!("127.0.0.1:{}", port());
+    let args = [
+        "--listen",
+        &listen,
+        "--tls-self-signed",
+        "--tls-state",
+        state.path().to_str().unwrap(),
+    ];
+    let (first, said) = relay(&args, 3);
+    let pin = pin_of(&said);
+    drop(first);
+    let (_again, said) = relay(&args, 3);
+    assert_eq!(pin_of(&said), pin, "the same certificate after a restart");
+    // A pin means TLS, on a bare loopback address too (it meant plain TCP, and failed).
+    let out = send(&listen, &["--pin", &pin]);
+    assert!(went_through(&out), "{out:?}");
+}

@@ -45,7 +45,18 @@ fn certified(
         .key_provider
         .load_private_key(key)
         .map_err(|e| invalid(format!("the private key: {e}")))?;
-    Ok(CertifiedKey::new(chain, key))
+    let certified = CertifiedKey::new(chain, key);
+    // A key that is not the certificate's would fail every handshake, long after start.
+    match certified.keys_match() {
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(invalid(
+                "the private key does not belong to the certificate (the first in its file)"
+                    .to_string(),
+            ))
+        }
+        // A key that cannot tell its public half is checked by the first handshake.
+        Ok(()) | Err(_) => Ok(certified),
+    }
 }
 
 fn relay_config(
@@ -77,6 +88,30 @@ pub fn self_signed(name: &str) -> std::io::Result<(Arc<rustls::ServerConfig>, St
     let pin = fingerprint(&cert);
     let key = PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
     Ok((server_config(vec![cert], key)?, pin))
+}
+
+/// [`self_signed`], kept in `dir` (made if missing): the first start makes the certificate
+/// and writes it and its key there (the key readable by its owner only); later starts read
+/// them back, so the fingerprint clients pinned stays the same.
+pub fn self_signed_in(
+    dir: &Path,
+    name: &str,
+) -> std::io::Result<(Arc<rustls::ServerConfig>, String)> {
+    std::fs::create_dir_all(dir)?;
+    let (cert, key) = (dir.join("self-signed.pem"), dir.join("self-signed.key"));
+    if !cert.exists() || !key.exists() {
+        let made = rcgen::generate_simple_self_signed(vec![name.to_string()])
+            .map_err(|e| invalid(format!("cannot make a certificate: {e}")))?;
+        let mut key_file = tempfile::NamedTempFile::new_in(dir)?;
+        use std::io::Write as _;
+        key_file.write_all(made.key_pair.serialize_pem().as_bytes())?;
+        std::fs::write(&cert, made.cert.pem())?;
+        // Owner-only by tempfile's default mode (0600).
+        key_file.persist(&key).map_err(|e| e.error)?;
+    }
+    let files = CertificateFiles::load(&cert, &key)?;
+    let pin = files.fingerprint();
+    Ok((files.server_config()?, pin))
 }
 
 #[derive(Debug)]
