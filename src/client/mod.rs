@@ -99,6 +99,8 @@ pub struct Client {
     rtt: Option<Duration>,
     /// Commands with an identity delivered, for exactly once across connections.
     seen: SeenCmds,
+    /// The only users whose messages are taken, if the application named them.
+    senders: Option<BTreeSet<UserId>>,
 }
 
 impl Client {
@@ -132,6 +134,7 @@ impl Client {
             next_nonce: 0,
             rtt: None,
             seen: SeenCmds::new(config.resume_window),
+            senders: None,
         };
         client.control.push_back(Frame::Hello(client.hello()));
         Ok(client)
@@ -602,6 +605,14 @@ impl Client {
     /// the new connection's bytes.
     pub fn carry_from(&mut self, old: &mut Client) {
         self.seen = core::mem::take(&mut old.seen);
+        self.senders = old.senders.take();
+    }
+
+    /// Takes messages only from `senders` (`None`: from anyone, the default): a command,
+    /// buffer or file from anyone else is refused as it arrives with `REJECTED`, before
+    /// any of its bytes are taken, and the application hears nothing of it.
+    pub fn accept_only_from(&mut self, senders: Option<BTreeSet<UserId>>) {
+        self.senders = senders;
     }
 
     /// The passing of time: keepalive, idle timeout and send timeouts.
@@ -1370,6 +1381,10 @@ impl Client {
                 user
             }
         };
+        if self.senders.as_ref().is_some_and(|s| !s.contains(&from)) {
+            self.queue(refuse(ErrorCode::REJECTED));
+            return None;
+        }
         let (count, cap) = match kind {
             SendKind::Cmd => (self.cmds_arriving, self.config.max_cmds_in_flight),
             _ => (self.transfers_arriving, self.config.max_transfers),

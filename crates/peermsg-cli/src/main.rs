@@ -99,6 +99,8 @@ enum Command {
         /// Where received files and buffers are written.
         #[arg(long)]
         dir: PathBuf,
+        #[command(flatten)]
+        choice: Choice,
         /// One JSON object per line per event.
         #[arg(long)]
         json: bool,
@@ -114,9 +116,13 @@ enum Command {
         to: String,
         #[command(flatten)]
         what: What,
+        /// The name the receiver sees for the file (by default its own name; `stdin` for
+        /// standard input).
+        #[arg(long, requires = "file")]
+        name: Option<String>,
         /// Send a file at most this fast: bytes a second, with K, M or G (1000s) after the
         /// number (`20M`).
-        #[arg(long, value_parser = parse_rate)]
+        #[arg(long, value_parser = parse_bytes)]
         limit_rate: Option<u64>,
         /// One JSON object per line per event.
         #[arg(long)]
@@ -146,6 +152,20 @@ enum Command {
         #[arg(long)]
         audience: Option<String>,
     },
+}
+
+/// What a listener takes.
+#[derive(Args)]
+struct Choice {
+    /// Take messages only from these users (comma-separated); anything from anyone else
+    /// is refused as it arrives (9001 REJECTED), before any of its bytes come.
+    #[arg(long, value_delimiter = ',')]
+    from: Vec<String>,
+    /// Take files and buffers of at most this size: bytes, with K, M or G (1000s) after
+    /// the number (`2G`). A larger one is refused by the relay before any of its bytes
+    /// come (1405 FILE_SIZE_ERR, 1101 SENDBUFFER_LARGE).
+    #[arg(long, value_parser = parse_bytes)]
+    max_size: Option<u64>,
 }
 
 /// The relay's certificate, for TLS.
@@ -425,14 +445,20 @@ fn main() -> ExitCode {
                 let cluster = cluster.map(|urls| (urls, node));
                 relay(&listen, &auth, &tls, config, metrics.as_deref(), cluster).await
             }
-            Command::Listen { login, dir, json } => listen(&login, &dir, json).await,
+            Command::Listen {
+                login,
+                dir,
+                choice,
+                json,
+            } => listen(&login, &dir, &choice, json).await,
             Command::Send {
                 login,
                 to,
                 what,
+                name,
                 limit_rate,
                 json,
-            } => send(&login, &to, &what, limit_rate, json).await,
+            } => send(&login, &to, &what, name.as_deref(), limit_rate, json).await,
             Command::Demo => demo().await,
             Command::Token {
                 user,
@@ -562,12 +588,28 @@ fn default_node_name(port: u16) -> String {
 
 /// Logs in; a session with no directory only sends, so it replaces no listener of the
 /// same user.
-async fn login(args: &LoginArgs, dir: Option<&Path>) -> Result<(ClientHandle, ClientEvents)> {
-    // A listener confirms a buffer once it is saved (see `Printer::event`).
+async fn login(
+    args: &LoginArgs,
+    dir: Option<&Path>,
+    max_size: Option<u64>,
+) -> Result<(ClientHandle, ClientEvents)> {
+    // A listener confirms a buffer once it is saved (see `Printer::event`). Its size limits
+    // go in its HELLO: the relay refuses what is larger before forwarding a byte.
+    let defaults = ClientConfig::default();
+    let limits = peermsg::wire::Limits {
+        max_file_size: max_size.map_or(defaults.limits.max_file_size, |m| {
+            m.min(defaults.limits.max_file_size)
+        }),
+        max_buffer_size: max_size.map_or(defaults.limits.max_buffer_size, |m| {
+            m.min(defaults.limits.max_buffer_size)
+        }),
+        ..defaults.limits
+    };
     let config = ClientConfig {
         send_only: dir.is_none(),
         confirm_buffers: dir.is_some(),
-        ..ClientConfig::default()
+        limits,
+        ..defaults
     };
     let token = args.token()?;
     let mut servers = Vec::new();
@@ -859,7 +901,7 @@ impl Printer {
     }
 }
 
-async fn listen(args: &LoginArgs, dir: &Path, json: bool) -> Result<ExitCode> {
+async fn listen(args: &LoginArgs, dir: &Path, choice: &Choice, json: bool) -> Result<ExitCode> {
     let mut interrupt = Interrupt::new()?;
     // Past a file size limit (`ulimit -f`) the system sends SIGXFSZ, which would end the
     // listener; handled, the write fails instead (EFBIG) and that one file fails.
@@ -869,9 +911,19 @@ async fn listen(args: &LoginArgs, dir: &Path, json: bool) -> Result<ExitCode> {
     let dir = std::fs::canonicalize(dir)
         .with_context(|| format!("cannot use {} for received files", dir.display()))?;
     let (handle, mut events) = tokio::select! {
-        logged_in = login(args, Some(&dir)) => logged_in.with_context(|| format!("(receiving into {})", dir.display()))?,
+        logged_in = login(args, Some(&dir), choice.max_size) => logged_in.with_context(|| format!("(receiving into {})", dir.display()))?,
         _ = interrupt.recv() => return Ok(ExitCode::from(INTERRUPTED)),
     };
+    if !choice.from.is_empty() {
+        let senders = choice
+            .from
+            .iter()
+            .map(|u| {
+                peermsg::wire::UserId::new(u.trim()).map_err(|e| anyhow::anyhow!("--from {u}: {e}"))
+            })
+            .collect::<Result<std::collections::BTreeSet<_>>>()?;
+        handle.accept_only_from(Some(senders));
+    }
     let mut printer = Printer::new(json, "", Some(dir.clone()));
     printer.confirm = Some(handle.clone());
     printer.line(
@@ -909,8 +961,9 @@ async fn listen(args: &LoginArgs, dir: &Path, json: bool) -> Result<ExitCode> {
     }
 }
 
-/// A rate as `--limit-rate` takes it: a number of bytes a second, K, M or G after it.
-fn parse_rate(text: &str) -> std::result::Result<u64, String> {
+/// A number of bytes as `--limit-rate` (a second) and `--max-size` take it: digits, K, M
+/// or G (1000s) after them.
+fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(at) => text.split_at(at),
         None => (text, ""),
@@ -920,32 +973,29 @@ fn parse_rate(text: &str) -> std::result::Result<u64, String> {
         "K" | "k" => 1_000,
         "M" | "m" => 1_000_000,
         "G" | "g" => 1_000_000_000,
-        _ => {
-            return Err(format!(
-                "{text}: a number of bytes a second, K, M or G after it"
-            ))
-        }
+        _ => return Err(format!("{text}: a number of bytes, K, M or G after it")),
     };
     number
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(scale))
         .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{text}: a positive number of bytes a second"))
+        .ok_or_else(|| format!("{text}: a positive number of bytes, K, M or G after it"))
 }
 
 async fn send(
     args: &LoginArgs,
     to: &str,
     what: &What,
+    name: Option<&str>,
     limit_rate: Option<u64>,
     json: bool,
 ) -> Result<ExitCode> {
     let mut interrupt = Interrupt::new()?;
     // What to send is read and checked before connecting.
-    let source = Source::of(what)?;
+    let source = Source::of(what, name)?;
     let (handle, mut events) = tokio::select! {
-        logged_in = login(args, None) => logged_in?,
+        logged_in = login(args, None, None) => logged_in?,
         _ = interrupt.recv() => return Ok(ExitCode::from(INTERRUPTED)),
     };
     handle.set_file_rate(limit_rate);
@@ -1050,7 +1100,7 @@ enum Source {
 }
 
 impl Source {
-    fn of(what: &What) -> Result<Self> {
+    fn of(what: &What, named: Option<&str>) -> Result<Self> {
         if let Some(text) = &what.cmd {
             return Ok(Source::Cmd(Bytes::from(text.clone())));
         }
@@ -1063,22 +1113,51 @@ impl Source {
             bail!("nothing to send")
         };
         if path.as_os_str() == "-" {
-            return Self::spooled(&mut std::io::stdin().lock(), "stdin");
+            return Self::spooled(&mut std::io::stdin().lock(), named.unwrap_or("stdin"));
         }
         let meta =
             std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
         if meta.is_dir() {
-            bail!("{} is a directory: send a file", path.display());
+            let base = path
+                .file_name()
+                .map_or("dir".into(), |n| n.to_string_lossy().into_owned());
+            bail!(
+                "{} is a directory: send one file, for example an archive of it: \
+                 tar -czf {base}.tar.gz -C {} {base}, then --file {base}.tar.gz",
+                path.display(),
+                path.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or(".".into(), |p| p.display().to_string()),
+            );
         }
         if meta.is_file() {
-            return Ok(Source::File(path.clone(), None));
+            return match named {
+                None => Ok(Source::File(path.clone(), None)),
+                Some(name) => Self::renamed(path, name),
+            };
         }
         let mut input =
             std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let name = path
-            .file_name()
-            .map_or("file".into(), |n| n.to_string_lossy().into_owned());
+        let name = named.map_or_else(
+            || {
+                path.file_name()
+                    .map_or("file".into(), |n| n.to_string_lossy().into_owned())
+            },
+            str::to_string,
+        );
         Self::spooled(&mut input, &name)
+    }
+
+    /// The regular file at `path`, sent as `name`: a link of that name to it, in a
+    /// temporary directory of our own (the file itself is not copied).
+    fn renamed(path: &Path, name: &str) -> Result<Self> {
+        let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+        let target = std::fs::canonicalize(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let link = dir.path().join(peermsg_tokio::sanitize_file_name(name));
+        std::os::unix::fs::symlink(&target, &link)
+            .with_context(|| format!("cannot name {} {name}", path.display()))?;
+        Ok(Source::File(link, Some(dir)))
     }
 
     /// `input` read to its end into a temporary file named `name`.

@@ -136,7 +136,11 @@ fn a_pipe_arrives_whole_and_a_directory_is_refused_before_connecting() {
     // A directory: refused at once, with no connection needed.
     let out = send_nowhere("a", &["--file", inbox.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is a directory") && err.contains("tar -czf"),
+        "{err}"
+    );
 }
 
 #[test]

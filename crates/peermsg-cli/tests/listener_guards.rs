@@ -19,6 +19,25 @@ struct Listener {
 }
 
 impl Listener {
+    /// `child`'s JSON lines, read on a thread as they come.
+    fn of(mut child: std::process::Child) -> Listener {
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        });
+        Listener {
+            process: Killed(child),
+            lines,
+        }
+    }
+
     /// Lines until one `done` says so (it included); panics after 30 s.
     fn until(&mut self, done: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
         let mut seen = Vec::new();
@@ -48,7 +67,7 @@ fn relay(extra: &[&str]) -> (String, Killed) {
 fn listen_after(prelude: &str, addr: &str, dir: &Path) -> Listener {
     let line =
         format!("{prelude} exec \"$0\" listen --server {addr} --user bob --json --dir \"$1\"",);
-    let mut child = std::process::Command::new("sh")
+    let child = std::process::Command::new("sh")
         .arg("-c")
         .arg(line)
         .arg(env!("CARGO_BIN_EXE_peermsg"))
@@ -57,21 +76,7 @@ fn listen_after(prelude: &str, addr: &str, dir: &Path) -> Listener {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let v = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
-            if tx.send(v).is_err() {
-                return;
-            }
-        }
-    });
-    let mut bob = Listener {
-        process: Killed(child),
-        lines,
-    };
+    let mut bob = Listener::of(child);
     bob.until(|v| v["event"] == "ready");
     bob
 }
@@ -165,5 +170,102 @@ fn a_connection_over_the_per_address_cap_says_the_relays_reason() {
     assert!(
         err.contains("too many connections from your address") && err.contains("9008"),
         "{err}"
+    );
+}
+
+/// The code name of a send's JSON result.
+fn result_name(out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap_or_default();
+    v["code_name"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_listener_takes_only_from_whom_it_names_and_up_to_the_size_it_names() {
+    let (addr, _relay) = relay(&[]);
+    let inbox = tempfile::tempdir().unwrap();
+    let mut bob = listen_after("", &addr, inbox.path());
+    drop(bob);
+    // Started again choosing: only carol, files and buffers up to 1 MB.
+    let line = format!(
+        "exec \"$0\" listen --server {addr} --user bob --json --from carol,dave --max-size 1M --dir \"$1\""
+    );
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .arg(env!("CARGO_BIN_EXE_peermsg"))
+        .arg(inbox.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    bob = Listener::of(child);
+    bob.until(|v| v["event"] == "ready");
+    let from = |user: &str, what: &[&str]| {
+        bin()
+            .args([
+                "send", "--server", &addr, "--user", user, "--to", "bob", "--json",
+            ])
+            .args(what)
+            .output()
+            .unwrap()
+    };
+    let out = from("alice", &["--cmd", "let me in"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(result_name(&out), "REJECTED");
+    let out = from("carol", &["--cmd", "hi"]);
+    assert!(out.status.success(), "{out:?}");
+    let seen = bob.until(|v| v["event"] == "cmd_received");
+    assert_eq!(seen.last().unwrap()["from"], "carol");
+    assert!(!seen.iter().any(|v| v["from"] == "alice"), "{seen:?}");
+    let src = tempfile::tempdir().unwrap();
+    let big = src.path().join("big.bin");
+    std::fs::write(&big, vec![1u8; 2_000_000]).unwrap();
+    let out = from("carol", &["--file", big.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(result_name(&out), "FILE_SIZE_ERR");
+    let out = from("carol", &["--buffer", big.to_str().unwrap()]);
+    assert_eq!(result_name(&out), "SENDBUFFER_LARGE");
+    assert_eq!(
+        std::fs::read_dir(inbox.path()).unwrap().count(),
+        0,
+        "no byte came"
+    );
+}
+
+#[test]
+fn hidden_names_land_visibly_and_standard_input_takes_the_name_given() {
+    let (addr, _relay) = relay(&[]);
+    let inbox = tempfile::tempdir().unwrap();
+    let mut bob = listen_after("", &addr, inbox.path());
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join(".profile"), b"PATH=evil").unwrap();
+    let out = send(
+        &addr,
+        &["--file", src.path().join(".profile").to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let got = bob.until(|v| v["event"] == "file_received");
+    let path = got.last().unwrap()["path"].as_str().unwrap().to_string();
+    assert!(path.ends_with("/_profile"), "{path}");
+    // Standard input, named.
+    let mut child = bin()
+        .args(["send", "--server", &addr, "--user", "alice", "--to", "bob"])
+        .args(["--file", "-", "--name", "report.txt"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"numbers").unwrap();
+    assert!(child.wait().unwrap().success());
+    let got = bob.until(|v| v["event"] == "file_received");
+    let last = got.last().unwrap();
+    assert_eq!(last["org_file_name"], "report.txt");
+    assert_eq!(
+        std::fs::read(last["path"].as_str().unwrap()).unwrap(),
+        b"numbers"
     );
 }

@@ -1213,6 +1213,14 @@ impl ClientHandle {
         });
     }
 
+    /// Takes messages only from `senders` (`None`: from anyone): others are refused with
+    /// `REJECTED` as they arrive, on this connection and the next ones
+    /// ([`Client::accept_only_from`]). Messages that came before the call are not looked
+    /// at again.
+    pub fn accept_only_from(&self, senders: Option<std::collections::BTreeSet<UserId>>) {
+        self.shared.call(|s, _| s.client.accept_only_from(senders));
+    }
+
     /// Refuses an incoming buffer or file.
     pub fn reject(&self, id: ReceiveId, code: ErrorCode) {
         self.shared.call(|s, _| {

@@ -40,8 +40,8 @@ pub fn is_bidi_control(c: char) -> bool {
 
 /// Makes a received file name safe to show and to use inside a directory: the base name
 /// only, no `..`, no path separators (`/` or `\`), no control characters nor
-/// bidirectional controls ([`is_bidi_control`]), not empty, at most 200 bytes. Whatever is
-/// left is never a path outside the directory.
+/// bidirectional controls ([`is_bidi_control`]), not hidden (a leading `.` becomes `_`),
+/// not empty, at most 200 bytes. Whatever is left is never a path outside the directory.
 ///
 /// ```
 /// use peermsg_tokio::sanitize_file_name;
@@ -51,6 +51,7 @@ pub fn is_bidi_control(c: char) -> bool {
 /// assert_eq!(sanitize_file_name("a\\b"), "b");
 /// assert_eq!(sanitize_file_name("bad\u{0}name\n"), "bad_name_");
 /// assert_eq!(sanitize_file_name("invoice\u{202e}fdp.exe"), "invoice_fdp.exe");
+/// assert_eq!(sanitize_file_name(".bashrc"), "_bashrc");
 /// assert_eq!(sanitize_file_name(""), "file");
 /// assert_eq!(sanitize_file_name(".."), "file");
 /// ```
@@ -73,7 +74,11 @@ pub fn sanitize_file_name(name: &str) -> String {
     if clean.is_empty() || clean.chars().all(|c| c == '.') {
         return "file".to_string();
     }
-    clean
+    // A hidden name would land out of sight (and among the sink's own `.peermsg-` files).
+    match clean.strip_prefix('.') {
+        Some(rest) => format!("_{rest}"),
+        None => clean,
+    }
 }
 
 /// Whether `path` is a regular file of `size` bytes whose CRC-32C is `crc` (read whole).
