@@ -7,8 +7,14 @@ mod save;
 /// is dropped instead of panicking.
 macro_rules! say {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+        crate::print_line(false, &format!($($arg)*))
+    }};
+}
+
+/// A line on standard error, above any bars.
+macro_rules! shout {
+    ($($arg:tt)*) => {{
+        crate::print_line(true, &format!($($arg)*))
     }};
 }
 
@@ -695,7 +701,7 @@ struct Printer {
     /// most about ten a second (and always its last).
     progress_at: HashMap<(bool, u64), std::time::Instant>,
     /// Bars of incoming transfers, in text mode on a terminal.
-    bars: Option<(indicatif::MultiProgress, HashMap<u64, ProgressBar>)>,
+    bars: HashMap<u64, ProgressBar>,
     /// The session a saved buffer is confirmed on, if it confirms buffers
     /// (`ClientConfig::confirm_buffers`).
     confirm: Option<ClientHandle>,
@@ -708,14 +714,12 @@ fn code_json(code: ErrorCode) -> serde_json::Value {
 
 impl Printer {
     fn new(json: bool, prefix: &'static str, dir: Option<PathBuf>) -> Self {
-        let bars = (!json && std::io::stderr().is_terminal())
-            .then(|| (indicatif::MultiProgress::new(), HashMap::new()));
         Printer {
             json,
             prefix,
             dir,
             progress_at: HashMap::new(),
-            bars,
+            bars: HashMap::new(),
             confirm: None,
         }
     }
@@ -743,10 +747,8 @@ impl Printer {
 
     /// An incoming transfer ended: its bar goes.
     fn end_bar(&mut self, id: u64) {
-        if let Some((_, bars)) = &mut self.bars {
-            if let Some(bar) = bars.remove(&id) {
-                bar.finish_and_clear();
-            }
+        if let Some(bar) = self.bars.remove(&id) {
+            bar.finish_and_clear();
         }
         self.progress_at.remove(&(true, id));
     }
@@ -783,10 +785,10 @@ impl Printer {
     }
 
     /// A send of ours ended.
-    fn send_result(&mut self, id: SendId, code: ErrorCode) {
+    fn send_result(&mut self, id: SendId, code: ErrorCode, to: &str) {
         self.line(
             json!({"event": "send_result", "send_id": id.0, "code": code.as_u32(), "code_name": code_json(code)}),
-            format!("{id}: {code}"),
+            format!("{id}: {}", outcome(code, to)),
         );
     }
 
@@ -825,14 +827,14 @@ impl Printer {
                         format!("buffer from {}: {} bytes, saved as {}", shown(from.as_str()), data.len(), path.display()),
                     ),
                     // Not fatal: the next message may well be saved.
-                    Err(e) => eprintln!("error: cannot save a buffer from {} in {}: {e}", shown(from.as_str()), dir.display()),
+                    Err(e) => shout!("error: cannot save a buffer from {} in {}: {e}", shown(from.as_str()), dir.display()),
                 }
             }
             ClientEvent::FileReceived { id, from, tmp_file, org_file_name, size } => {
                 self.end_bar(id.0);
                 let dir = self.dir.as_deref().unwrap_or(Path::new("."));
                 let path = save::place(tmp_file, dir, org_file_name).unwrap_or_else(|e| {
-                    eprintln!("error: cannot name a received file {}: {e}; it stays as {}", shown(org_file_name), tmp_file.display());
+                    shout!("error: cannot name a received file {}: {e}; it stays as {}", shown(org_file_name), tmp_file.display());
                     tmp_file.clone()
                 });
                 // A repeat of it is recognised while it is there, unchanged.
@@ -853,19 +855,19 @@ impl Printer {
             }
             ClientEvent::Core(Event::Offer { id, from, name, size, kind, .. }) => {
                 let what = if name.is_empty() { "a buffer".to_string() } else { shown(name.as_str()) };
-                if let Some((multi, bars)) = &mut self.bars {
-                    let bar = multi.add(progress_bar(&format!("{} from {}", what, shown(from.as_str()))));
-                    bar.set_length(*size);
-                    bars.insert(id.0, bar);
-                }
-                let kind = if *kind == SendKind::File { "file" } else { "buffer" };
+                let kind_name = if *kind == SendKind::File { "file" } else { "buffer" };
                 self.line(
-                    json!({"event": "offer", "receive_id": id.0, "kind": kind, "from": from.as_str(), "name": name.as_str(), "size": size}),
+                    json!({"event": "offer", "receive_id": id.0, "kind": kind_name, "from": from.as_str(), "name": name.as_str(), "size": size}),
                     format!("{} is sending {what} ({size} bytes)", shown(from.as_str())),
-                )
+                );
+                // The line first, then its bar below it.
+                let label = format!("{} from {}", what, shown(from.as_str()));
+                if let Some(bar) = progress_bar(&label, *size).filter(|_| !self.json) {
+                    self.bars.insert(id.0, bar);
+                }
             }
             ClientEvent::Core(Event::ReceiveProgress { id, received, total }) => {
-                if let Some(bar) = self.bars.as_ref().and_then(|(_, bars)| bars.get(&id.0)) {
+                if let Some(bar) = self.bars.get(&id.0) {
                     bar.set_position(*received);
                 }
                 if self.json && self.progress_due(true, id.0, received == total) {
@@ -880,7 +882,13 @@ impl Printer {
                 self.end_bar(id.0);
                 self.line(
                     json!({"event": "receive_failed", "receive_id": id.0, "from": from.as_str(), "code": code.as_u32(), "code_name": code_json(*code)}),
-                    format!("a transfer from {} failed: {code}", shown(from.as_str())),
+                    format!(
+                        "a transfer from {} failed: {} ({} {})",
+                        shown(from.as_str()),
+                        code.meaning().unwrap_or("a code this program does not know"),
+                        code.as_u32(),
+                        code.name().unwrap_or("UNKNOWN")
+                    ),
                 )
             }
             ClientEvent::Reconnecting { attempt, error } => self.line(
@@ -893,7 +901,10 @@ impl Printer {
             ),
             ClientEvent::Core(Event::Closed { code, reason }) => self.line(
                 json!({"event": "closed", "code": code.as_u32(), "code_name": code_json(*code), "reason": reason.to_string()}),
-                format!("connection closed: {code} ({})", shown(&reason.to_string())),
+                match code.is_success() {
+                    true => format!("connection closed ({})", shown(&reason.to_string())),
+                    false => format!("connection closed: {code} ({})", shown(&reason.to_string())),
+                },
             ),
             _ => {}
         }
@@ -1003,8 +1014,10 @@ async fn send(
     let id = sending.id();
     let mut progress = sending.progress();
     let started = std::time::Instant::now();
-    let bar = (!json && std::io::stderr().is_terminal() && what.cmd.is_none())
-        .then(|| progress_bar(&format!("{} to {}", source.label(), shown(to))));
+    // The bar comes once there is something to show (the size is known).
+    let label = format!("{} to {}", source.label(), shown(to));
+    let mut bar: Option<ProgressBar> = None;
+    let with_bar = !json && what.cmd.is_none();
     let mut printer = Printer::new(json, "", None);
     let mut interrupted = false;
     let mut shown_progress = SendProgress::default();
@@ -1020,6 +1033,9 @@ async fn send(
                 }
             }
             shown_progress = p;
+            if bar.is_none() && with_bar && p.sent < p.total {
+                bar = progress_bar(&label, p.total);
+            }
             if let Some(bar) = &bar {
                 bar.set_length(p.total);
                 bar.set_position(p.sent);
@@ -1043,7 +1059,10 @@ async fn send(
                 interrupted = true;
                 let code = sending.cancel();
                 if !json {
-                    eprintln!("cancelling {id}: {code}");
+                    match code.is_success() {
+                        true => shout!("cancelling {id}"),
+                        false => shout!("cannot cancel {id}: {code}"),
+                    }
                 }
             }
         }
@@ -1053,7 +1072,7 @@ async fn send(
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    printer.send_result(id, code);
+    printer.send_result(id, code, to);
     if code.is_success() && !json {
         let secs = started.elapsed().as_secs_f64();
         let size = source.size();
@@ -1208,16 +1227,72 @@ impl Source {
     }
 }
 
-/// A bar named `label`, with the percentage, bytes, rate and time left.
-fn progress_bar(label: &str) -> ProgressBar {
-    let bar = ProgressBar::new(0);
+/// The terminal's bars: one set for the whole program (the demo runs two users in one
+/// process), when standard error is a terminal. Every line is printed above them
+/// ([`print_line`]), so a bar's redraw never takes a line away.
+fn screen() -> Option<&'static indicatif::MultiProgress> {
+    static SCREEN: std::sync::OnceLock<Option<indicatif::MultiProgress>> =
+        std::sync::OnceLock::new();
+    SCREEN
+        .get_or_init(|| {
+            std::io::stderr()
+                .is_terminal()
+                .then(indicatif::MultiProgress::new)
+        })
+        .as_ref()
+}
+
+/// Writes `text` as a line to standard output (standard error if `err`), above the bars.
+fn print_line(err: bool, text: &str) {
+    use std::io::Write as _;
+    let write = || {
+        let _ = match err {
+            true => writeln!(std::io::stderr().lock(), "{text}"),
+            false => writeln!(std::io::stdout().lock(), "{text}"),
+        };
+    };
+    match screen() {
+        Some(screen) => screen.suspend(write),
+        None => write(),
+    }
+}
+
+/// A bar named `label` for `total` bytes, with the percentage, bytes, rate and time left,
+/// on the terminal's bars; `None` without a terminal or for nothing to show (a bar of no
+/// bytes would sit at `100% 0 B/0 B`).
+fn progress_bar(label: &str, total: u64) -> Option<ProgressBar> {
+    let screen = screen().filter(|_| total > 0)?;
+    // Hidden until it is on the screen's set: drawn on its own first, its first frame
+    // stayed behind as a dead line (`100% 0 B/0 B`) that nothing cleared.
+    let bar = ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::hidden());
     if let Ok(style) = ProgressStyle::with_template(
         "{msg} {bar:30} {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} {eta}",
     ) {
         bar.set_style(style);
     }
     bar.set_message(label.to_string());
-    bar
+    Some(screen.add(bar))
+}
+
+/// A send's result in words, with the SDK's code and name after them: what a person
+/// reads first is what happened.
+fn outcome(code: ErrorCode, to: &str) -> String {
+    let said = match code {
+        ErrorCode::NOERR => "delivered".to_string(),
+        ErrorCode::CANCELLED => "cancelled".to_string(),
+        ErrorCode::REJECTED => format!("{} refused it", shown(to)),
+        ErrorCode::OFFLINE => format!("not delivered: {} is not connected", shown(to)),
+        code => format!(
+            "not delivered: {}",
+            code.meaning()
+                .unwrap_or("a code this program does not know")
+        ),
+    };
+    format!(
+        "{said} ({} {})",
+        code.as_u32(),
+        code.name().unwrap_or("UNKNOWN")
+    )
 }
 
 /// The demo: a relay on loopback, alice and bob, each kind of send, one cancel.
@@ -1306,38 +1381,34 @@ async fn demo() -> Result<ExitCode> {
     let buffer = alice
         .send_buffer("bob", Bytes::from(vec![42u8; 8 << 20]), 2)
         .await?;
-    wait(
-        buffer,
-        Some(progress_bar("alice: buffer")),
-        "buffer of 8 MiB",
-    )
-    .await;
+    wait(buffer, Some("alice: buffer"), "buffer of 8 MiB").await;
     let file = alice.send_file("bob", &src, 3).await?;
-    wait(
-        file,
-        Some(progress_bar("alice: report.pdf")),
-        "file of 24 MiB",
-    )
-    .await;
+    wait(file, Some("alice: report.pdf"), "file of 24 MiB").await;
     let doomed = alice.send_file("bob", &big, 4).await?;
     let mut progress = doomed.progress();
-    let bar = progress_bar("alice: movie.mkv");
+    let mut bar = None;
     while progress.changed().await.is_ok() {
         let SendProgress { sent, total, .. } = *progress.borrow_and_update();
-        bar.set_length(total);
-        bar.set_position(sent);
+        let bar = bar.get_or_insert_with(|| progress_bar("alice: movie.mkv", total));
+        if let Some(bar) = bar {
+            bar.set_position(sent);
+        }
         if sent > total / 4 {
             let code = doomed.cancel();
-            bar.finish_and_clear();
-            say!(
-                "alice cancels the 256 MiB file at {}%: {code}",
-                sent * 100 / total
-            );
+            if let Some(bar) = bar.take() {
+                bar.finish_and_clear();
+            }
+            match code.is_success() {
+                true => say!("alice cancels the 256 MiB file at {}%", sent * 100 / total),
+                false => say!("alice cannot cancel the 256 MiB file: {code}"),
+            }
             break;
         }
     }
-    bar.finish_and_clear();
-    say!("alice: file of 256 MiB: {}", doomed.await);
+    if let Some(bar) = bar.flatten() {
+        bar.finish_and_clear();
+    }
+    say!("alice: file of 256 MiB: {}", outcome(doomed.await, "bob"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     alice.close();
     bob.close();
@@ -1348,27 +1419,30 @@ async fn demo() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Waits for `send`'s result, showing its progress on `bar`, and says how it ended.
-async fn wait(mut send: SendHandle, bar: Option<ProgressBar>, what: &str) {
+/// Waits for `send`'s result, showing its progress on a bar named `label` (if any, once
+/// its size is known), and says how it ended.
+async fn wait(mut send: SendHandle, label: Option<&str>, what: &str) {
     let mut progress = send.progress();
+    let mut bar = None;
     let code = loop {
         tokio::select! {
             code = &mut send => break code,
-            changed = progress.changed() => match (changed, &bar) {
+            changed = progress.changed() => match (changed, label) {
                 (Err(_), _) => break (&mut send).await,
-                (Ok(()), Some(bar)) => {
+                (Ok(()), Some(label)) => {
                     let p = *progress.borrow_and_update();
-                    bar.set_length(p.total);
-                    bar.set_position(p.sent);
+                    if let Some(bar) = bar.get_or_insert_with(|| progress_bar(label, p.total)) {
+                        bar.set_position(p.sent);
+                    }
                 }
                 (Ok(()), None) => {}
             },
         }
     };
-    if let Some(bar) = &bar {
+    if let Some(bar) = bar.flatten() {
         bar.finish_and_clear();
     }
-    say!("alice: {what}: {code}");
+    say!("alice: {what}: {}", outcome(code, "bob"));
 }
 
 /// `peermsg token`: a signed login token on standard output.

@@ -286,9 +286,22 @@ fn a_sender_killed_mid_file_and_run_again_continues() {
     let (sender, said) = send(addr, file);
     resumed_within_bounds(&finishes(sender, said), before);
     arrived_once(&mut heard, inbox, file);
-    // Sent once more, unchanged, within the window: confirmed, not kept twice.
-    let (sender, said) = send(addr, file);
-    assert_eq!(finishes(sender, said), vec![SIZE as u64]);
+    // Sent once more, unchanged, within the window: confirmed, not kept twice, and said so
+    // (not as a resume).
+    let (mut sender, mut said) = send(addr, file);
+    let result = said.until(|v| event(v, "send_result"));
+    assert_eq!(result["code"], 0, "{:?}", said.seen);
+    assert!(sender.wait().unwrap().success());
+    assert!(
+        said.seen.iter().any(|v| event(v, "already_delivered")),
+        "{:?}",
+        said.seen
+    );
+    assert!(
+        !said.seen.iter().any(|v| event(v, "resumed")),
+        "{:?}",
+        said.seen
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         std::fs::read_dir(inbox).unwrap().count(),
