@@ -126,6 +126,11 @@ enum Command {
         /// standard input).
         #[arg(long, requires = "file")]
         name: Option<String>,
+        /// Seconds to wait for the receiver or the relay to come back when either goes
+        /// away mid-send; then the send ends, not delivered (207 CONNECTIONLOST). Default
+        /// 60 (or --reconnect-window, if given).
+        #[arg(long)]
+        wait: Option<u64>,
         /// Send a file at most this fast: bytes a second, with K, M or G (1000s) after the
         /// number (`20M`).
         #[arg(long, value_parser = parse_bytes)]
@@ -307,9 +312,10 @@ struct LoginArgs {
     #[arg(long)]
     server: String,
     /// Seconds to keep connecting again after a lost connection; a file being sent or
-    /// received goes on from what the receiver holds. 0: do not reconnect.
-    #[arg(long, default_value_t = 300)]
-    reconnect_window: u64,
+    /// received goes on from what the receiver holds. 0: do not reconnect. Default: 300
+    /// for `listen`; for `send`, its --wait.
+    #[arg(long)]
+    reconnect_window: Option<u64>,
     /// Trust a relay whose certificate is signed by an authority in this PEM file (else
     /// the web's authorities).
     #[arg(long, conflicts_with = "pin")]
@@ -462,9 +468,22 @@ fn main() -> ExitCode {
                 to,
                 what,
                 name,
+                wait,
                 limit_rate,
                 json,
-            } => send(&login, &to, &what, name.as_deref(), limit_rate, json).await,
+            } => {
+                let window = wait.or(login.reconnect_window).unwrap_or(SEND_WAIT);
+                send(
+                    &login,
+                    &to,
+                    &what,
+                    name.as_deref(),
+                    window,
+                    limit_rate,
+                    json,
+                )
+                .await
+            }
             Command::Demo => demo().await,
             Command::Token {
                 user,
@@ -592,12 +611,21 @@ fn default_node_name(port: u16) -> String {
     }
 }
 
+/// How long a listener keeps connecting again after a lost connection, by default.
+const LISTEN_WINDOW: u64 = 300;
+
+/// How long `send` waits for its receiver or the relay to come back, by default: what a
+/// person at a terminal waits.
+const SEND_WAIT: u64 = 60;
+
 /// Logs in; a session with no directory only sends, so it replaces no listener of the
-/// same user.
+/// same user. After a lost connection it connects again for `window` seconds (0: not at
+/// all), and its sends wait as long for their receivers.
 async fn login(
     args: &LoginArgs,
     dir: Option<&Path>,
     max_size: Option<u64>,
+    window: u64,
 ) -> Result<(ClientHandle, ClientEvents)> {
     // A listener confirms a buffer once it is saved (see `Printer::event`). Its size limits
     // go in its HELLO: the relay refuses what is larger before forwarding a byte.
@@ -638,8 +666,8 @@ async fn login(
             }
         });
     }
-    let reconnect = (args.reconnect_window > 0).then(|| Reconnect {
-        window: Duration::from_secs(args.reconnect_window),
+    let reconnect = (window > 0).then(|| Reconnect {
+        window: Duration::from_secs(window),
         ..Reconnect::default()
     });
     let connecting = async {
@@ -760,6 +788,37 @@ impl Printer {
             json!({"event": "resumed", "send_id": id.0, "offset": offset}),
             format!("{id}: resumed at byte {offset}"),
         );
+    }
+
+    /// A send of ours waits for its receiver or the relay to come back: said once (the
+    /// bar, if any, counts down).
+    fn waiting(
+        &mut self,
+        id: SendId,
+        to: &str,
+        p: &SendProgress,
+        w: peermsg_tokio::Waiting,
+        on_bar: bool,
+    ) {
+        let unix = |at: tokio::time::Instant| {
+            let now = tokio::time::Instant::now();
+            let wall = std::time::SystemTime::now();
+            let then = match at >= now {
+                true => wall + (at - now),
+                false => wall - (now - at),
+            };
+            then.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        if self.json {
+            say!(
+                "{}",
+                json!({"event": "waiting", "send_id": id.0, "reason": code_json(w.reason), "code": w.reason.as_u32(),
+                       "since": unix(w.since), "deadline": unix(w.deadline), "sent": p.sent, "total": p.total})
+            );
+        } else if !on_bar {
+            say!("{id}: {}", waiting_text(to, p, w));
+        }
     }
 
     /// A send of ours was answered "all of it" by its receiver: an earlier attempt
@@ -922,7 +981,7 @@ async fn listen(args: &LoginArgs, dir: &Path, choice: &Choice, json: bool) -> Re
     let dir = std::fs::canonicalize(dir)
         .with_context(|| format!("cannot use {} for received files", dir.display()))?;
     let (handle, mut events) = tokio::select! {
-        logged_in = login(args, Some(&dir), choice.max_size) => logged_in.with_context(|| format!("(receiving into {})", dir.display()))?,
+        logged_in = login(args, Some(&dir), choice.max_size, args.reconnect_window.unwrap_or(LISTEN_WINDOW)) => logged_in.with_context(|| format!("(receiving into {})", dir.display()))?,
         _ = interrupt.recv() => return Ok(ExitCode::from(INTERRUPTED)),
     };
     if !choice.from.is_empty() {
@@ -999,6 +1058,7 @@ async fn send(
     to: &str,
     what: &What,
     name: Option<&str>,
+    window: u64,
     limit_rate: Option<u64>,
     json: bool,
 ) -> Result<ExitCode> {
@@ -1006,7 +1066,7 @@ async fn send(
     // What to send is read and checked before connecting.
     let source = Source::of(what, name)?;
     let (handle, mut events) = tokio::select! {
-        logged_in = login(args, None, None) => logged_in?,
+        logged_in = login(args, None, None, window) => logged_in?,
         _ = interrupt.recv() => return Ok(ExitCode::from(INTERRUPTED)),
     };
     handle.set_file_rate(limit_rate);
@@ -1021,6 +1081,8 @@ async fn send(
     let mut printer = Printer::new(json, "", None);
     let mut interrupted = false;
     let mut shown_progress = SendProgress::default();
+    // The last time the send waited for its receiver or the relay, if it did.
+    let mut waited: Option<peermsg_tokio::Waiting> = None;
     let mut show = |printer: &mut Printer, p: SendProgress| {
         if p != shown_progress {
             if let Some(offset) = p
@@ -1030,6 +1092,20 @@ async fn send(
                 match offset == p.total && p.total > 0 {
                     true => printer.already_delivered(id, to, &source.label()),
                     false => printer.resumed(id, offset),
+                }
+                // Speed and time left count only what moves from here.
+                if let Some(bar) = &bar {
+                    bar.set_position(offset);
+                    bar.reset_eta();
+                }
+            }
+            if let Some(w) = p.waiting.filter(|_| p.waiting != shown_progress.waiting) {
+                waited = Some(w);
+                printer.waiting(id, to, &p, w, bar.is_some());
+            }
+            if p.waiting.is_none() && shown_progress.waiting.is_some() {
+                if let Some(bar) = &bar {
+                    bar.set_message(label.clone());
                 }
             }
             shown_progress = p;
@@ -1042,10 +1118,21 @@ async fn send(
             }
             printer.send_progress(id, p);
         }
+        // While it waits, its bar says so, and counts down.
+        if let (Some(w), Some(bar)) = (p.waiting, &bar) {
+            bar.set_message(waiting_text(to, &p, w));
+        }
     };
+    let mut clock = tokio::time::interval(Duration::from_secs(1));
     let code = loop {
         tokio::select! {
             code = &mut sending => break code,
+            _ = clock.tick() => {
+                let p = *progress.borrow();
+                if p.waiting.is_some() {
+                    show(&mut printer, p);
+                }
+            }
             changed = progress.changed() => {
                 if changed.is_err() {
                     // The send is over: its result is there.
@@ -1073,6 +1160,13 @@ async fn send(
         bar.finish_and_clear();
     }
     printer.send_result(id, code, to);
+    if let (Some(w), ErrorCode::CONNECTIONLOST, false) = (waited, code, json) {
+        say!(
+            "gave up waiting for {} after {} s (--wait)",
+            shown(to),
+            w.deadline.saturating_duration_since(w.since).as_secs()
+        );
+    }
     if code.is_success() && !json {
         let secs = started.elapsed().as_secs_f64();
         let size = source.size();
@@ -1272,6 +1366,23 @@ fn progress_bar(label: &str, total: u64) -> Option<ProgressBar> {
     }
     bar.set_message(label.to_string());
     Some(screen.add(bar))
+}
+
+/// What a waiting send is doing, in words: "waiting for bob (gone at 19%, 0:12 ago;
+/// giving up in 0:48)".
+fn waiting_text(to: &str, p: &SendProgress, w: peermsg_tokio::Waiting) -> String {
+    let now = tokio::time::Instant::now();
+    let clock = |d: Duration| format!("{}:{:02}", d.as_secs() / 60, d.as_secs() % 60);
+    let at = match p.total {
+        0 => String::new(),
+        total => format!("gone at {}%, ", p.sent.saturating_mul(100) / total),
+    };
+    format!(
+        "waiting for {} ({at}{} ago; giving up in {})",
+        shown(to),
+        clock(now.saturating_duration_since(w.since)),
+        clock(w.deadline.saturating_duration_since(now))
+    )
 }
 
 /// A send's result in words, with the SDK's code and name after them: what a person

@@ -372,3 +372,56 @@ fn a_file_sent_again_after_the_receiver_removed_it_is_delivered_again() {
     );
     arrived_once(&mut lines, inbox.path(), &file);
 }
+
+#[test]
+fn a_send_says_it_waits_and_gives_up_when_told() {
+    let addr = format!("127.0.0.1:{}", port());
+    let _relay = relay(&addr);
+    let (work, inbox) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let file = source(work.path());
+    for json in [true, false] {
+        let (bob, mut heard) = listen(&addr, inbox.path());
+        let mut cmd = bin();
+        cmd.args(["send", "--server", &addr, "--user", "alice", "--to", "bob"])
+            .args(["--limit-rate", RATE, "--wait", "2", "--file"])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if json {
+            cmd.arg("--json");
+        }
+        let mut sender = cmd.spawn().unwrap();
+        received(&mut heard, 4 << 20);
+        // bob goes away mid-file and does not come back.
+        drop(bob);
+        let started = Instant::now();
+        let status = sender.wait().unwrap();
+        let waited = started.elapsed();
+        assert_eq!(status.code(), Some(3), "not delivered");
+        assert!(waited < Duration::from_secs(20), "gave up after {waited:?}");
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut sender.stdout.take().unwrap(), &mut out).unwrap();
+        if json {
+            let lines: Vec<serde_json::Value> = out
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let waiting = lines
+                .iter()
+                .find(|v| event(v, "waiting"))
+                .expect("a waiting event");
+            let (since, deadline) = (
+                waiting["since"].as_f64().unwrap(),
+                waiting["deadline"].as_f64().unwrap(),
+            );
+            assert!((deadline - since - 2.0).abs() < 0.01, "{waiting}");
+            assert!(waiting["reason"].is_string(), "{waiting}");
+            let result = lines.last().unwrap();
+            assert_eq!(result["code_name"], "CONNECTIONLOST", "{out}");
+        } else {
+            assert!(out.contains("waiting for bob (gone at"), "{out}");
+            assert!(out.contains("gave up waiting for bob after 2 s"), "{out}");
+            assert!(out.contains("(207 CONNECTIONLOST)"), "{out}");
+        }
+    }
+}

@@ -390,9 +390,8 @@ impl State {
         let id = start(&mut self.client)?;
         let (result_tx, result) = oneshot::channel();
         let (progress_tx, progress) = watch::channel(SendProgress {
-            sent: 0,
             total,
-            resumed_at: None,
+            ..SendProgress::default()
         });
         self.sends.insert(
             id,
@@ -542,6 +541,7 @@ impl State {
                     // had taken (it recorded less than it took).
                     waiter.progress.send_modify(|p| {
                         (p.sent, p.total) = (p.sent.max(sent), total);
+                        p.waiting = None;
                     });
                 }
             }
@@ -551,6 +551,7 @@ impl State {
                     waiter.progress.send_modify(|p| {
                         p.resumed_at = Some(offset);
                         p.sent = p.sent.max(offset);
+                        p.waiting = None;
                     });
                 }
             }
@@ -569,7 +570,18 @@ impl State {
                 if waits {
                     tracing::info!(id = %waiter.handle, %code, "interrupted; the send waits to go on");
                     let now = tokio::time::Instant::now();
-                    waiter.lost_at.get_or_insert(now);
+                    let since = *waiter.lost_at.get_or_insert(now);
+                    let window = self
+                        .reconnect
+                        .as_ref()
+                        .map_or(crate::RESUME_WINDOW, |r| r.window);
+                    waiter.progress.send_modify(|p| {
+                        p.waiting = Some(Waiting {
+                            reason: code,
+                            since,
+                            deadline: since + window,
+                        });
+                    });
                     self.pending.push(waiter);
                     self.retry_at.get_or_insert(now + RETRY);
                     self.fail_pending(self.reconnect.as_ref().map(|r| r.window));
@@ -597,6 +609,22 @@ pub struct SendProgress {
     /// Where the receiver's bytes ended when the send last resumed after a lost
     /// connection (it continued from there), if it did.
     pub resumed_at: Option<u64>,
+    /// Set while the send waits for its receiver or the relay to come back (its
+    /// connection or theirs was lost): since when, why, and when it gives up.
+    pub waiting: Option<Waiting>,
+}
+
+/// A send waiting to go on after a lost connection (see [`SendProgress::waiting`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    /// Why: `CONNECTIONLOST` (this client's connection, or the receiver's), or `OFFLINE`
+    /// (the receiver was not back when it was tried again).
+    pub reason: ErrorCode,
+    /// When the send was interrupted.
+    pub since: tokio::time::Instant,
+    /// When it gives up, ending with `CONNECTIONLOST` ([`Reconnect::window`] after
+    /// `since`).
+    pub deadline: tokio::time::Instant,
 }
 
 /// One send under way, as [`ClientHandle::send_cmd`] and its siblings return it.

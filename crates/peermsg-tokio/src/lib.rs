@@ -47,7 +47,7 @@ pub use auth::{
 };
 pub use client::{
     connect, connect_tls, connect_with, file_resume_key, ClientEvent, ClientEvents, ClientHandle,
-    ConnectError, Reconnect, SendFileError, SendHandle, SendProgress, Server, EVENT_QUEUE,
+    ConnectError, Reconnect, SendFileError, SendHandle, SendProgress, Server, Waiting, EVENT_QUEUE,
 };
 pub use cluster::{Cluster, ClusterError};
 pub use metrics::{
