@@ -26,6 +26,12 @@
 //! handed to the core without a copy and writes are vectored. The
 //! core stays free of any runtime: this crate is where tokio lives.
 //!
+//! Features (all on by default): `jwt` ([`SignedTokens`] and minting; jsonwebtoken),
+//! `metrics` ([`Metrics`] and [`serve_metrics`]; prometheus-client and hyper), `cluster`
+//! ([`Cluster`]; async-nats). A plain client needs none of them:
+//! `peermsg-tokio = { default-features = false }`. Without a feature its types are still
+//! named, but no value of them can exist.
+//!
 //! `examples/two_users.rs` is a relay and two users exchanging a command and a file in a
 //! page (`cargo run -p peermsg-tokio --example two_users`).
 
@@ -33,7 +39,17 @@
 
 mod auth;
 mod client;
+#[cfg(feature = "cluster")]
 mod cluster;
+#[cfg(not(feature = "cluster"))]
+#[path = "cluster_off.rs"]
+mod cluster;
+#[cfg(feature = "jwt")]
+mod jwt;
+#[cfg(feature = "metrics")]
+mod metrics;
+#[cfg(not(feature = "metrics"))]
+#[path = "metrics_off.rs"]
 mod metrics;
 mod partial;
 mod relay;
@@ -41,18 +57,17 @@ mod sink;
 mod socket;
 pub mod tls;
 
-pub use auth::{
-    mint_ed25519, mint_hmac, Authenticator, Claims, HmacSecret, Open, ShortSecret, SignedTokens,
-    TokenTable,
-};
+pub use auth::{Authenticator, Open, TokenTable};
 pub use client::{
     connect, connect_tls, connect_with, file_resume_key, ClientEvent, ClientEvents, ClientHandle,
     ConnectError, Reconnect, SendFileError, SendHandle, SendProgress, Server, Waiting, EVENT_QUEUE,
 };
 pub use cluster::{Cluster, ClusterError};
-pub use metrics::{
-    serve_metrics, Metrics, METRICS_CONNECTIONS, METRICS_HEAD_BYTES, METRICS_READ_TIME,
-};
+#[cfg(feature = "jwt")]
+pub use jwt::{mint_ed25519, mint_hmac, Claims, HmacSecret, ShortSecret, SignedTokens};
+pub use metrics::Metrics;
+#[cfg(feature = "metrics")]
+pub use metrics::{serve_metrics, METRICS_CONNECTIONS, METRICS_HEAD_BYTES, METRICS_READ_TIME};
 pub use relay::{raise_open_file_limit, serve, serve_with, Extras, ServerConfig, RESERVED_FILES};
 pub use rustls;
 pub use sink::{

@@ -244,6 +244,7 @@ impl Metrics {
         self.messages_ended.get_or_create(&label).inc();
     }
 
+    #[cfg(feature = "cluster")]
     pub(crate) fn nats(&self, out: bool, bytes: usize) {
         let what = if out { "out" } else { "in" };
         self.nats_messages.get_or_create(&WhatLabel { what }).inc();
@@ -252,15 +253,18 @@ impl Metrics {
             .inc_by(bytes as u64);
     }
 
+    #[cfg(feature = "cluster")]
     pub(crate) fn peer_relays(&self, peer_relays: usize) {
         self.peer_relays
             .set(i64::try_from(peer_relays).unwrap_or(i64::MAX));
     }
 
+    #[cfg(feature = "cluster")]
     pub(crate) fn link_ended(&self, what: &'static str) {
         self.link_ends.get_or_create(&WhatLabel { what }).inc();
     }
 
+    #[cfg(feature = "cluster")]
     pub(crate) fn searched(&self, what: &'static str) {
         self.searches.get_or_create(&WhatLabel { what }).inc();
     }

@@ -92,7 +92,9 @@ async fn a_64_mib_file_arrives_identical_while_commands_flow() {
     let (tmp_file, org_file_name, size, got_cmds) = bob_reads.await.unwrap();
     let saved = (tmp_file, org_file_name, size);
     assert_eq!(saved.2, content.len() as u64);
-    assert_eq!(saved.1, src.path().file_name().unwrap().to_string_lossy());
+    // The source is a hidden temporary file: it lands visibly (`.tmpX` as `_tmpX`).
+    let sent_as = src.path().file_name().unwrap().to_string_lossy();
+    assert_eq!(saved.1, peermsg_tokio::sanitize_file_name(&sent_as));
     assert!(
         std::fs::read(&saved.0).unwrap() == content,
         "byte-identical"
