@@ -938,16 +938,32 @@ impl Printer {
                 self.line(json!({"event": "cancelled", "receive_id": id.0, "from": from.as_str()}), format!("{} cancelled a transfer", shown(from.as_str())))
             }
             ClientEvent::Core(Event::ReceiveFailed { id, from, code }) => {
+                let at = self.bars.get(&id.0).and_then(|b| Some(b.position() * 100 / b.length().filter(|l| *l > 0)?));
                 self.end_bar(id.0);
-                self.line(
-                    json!({"event": "receive_failed", "receive_id": id.0, "from": from.as_str(), "code": code.as_u32(), "code_name": code_json(*code)}),
-                    format!(
+                // Cut off by a lost connection, what came is kept (a file on disk, a
+                // buffer in memory) and goes on when its sender sends it again: not a
+                // failure to tell, then a file saved, for one file.
+                let cut_off = *code == ErrorCode::CONNECTIONLOST || *code == ErrorCode::SOCKETTIMEOUT;
+                let said = match cut_off {
+                    true => format!(
+                        "a transfer from {} was cut off{} ({} {}); what came is kept, and it goes on when {} sends it again",
+                        shown(from.as_str()),
+                        at.map_or(String::new(), |at| format!(" at {at}%")),
+                        code.as_u32(),
+                        code.name().unwrap_or("UNKNOWN"),
+                        shown(from.as_str()),
+                    ),
+                    false => format!(
                         "a transfer from {} failed: {} ({} {})",
                         shown(from.as_str()),
                         code.meaning().unwrap_or("a code this program does not know"),
                         code.as_u32(),
                         code.name().unwrap_or("UNKNOWN")
                     ),
+                };
+                self.line(
+                    json!({"event": "receive_failed", "receive_id": id.0, "from": from.as_str(), "code": code.as_u32(), "code_name": code_json(*code), "cut_off": cut_off}),
+                    said,
                 )
             }
             ClientEvent::Reconnecting { attempt, error } => self.line(
