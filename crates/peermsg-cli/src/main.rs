@@ -1115,9 +1115,12 @@ async fn send(
                     bar.reset_eta();
                 }
             }
-            if let Some(w) = p.waiting.filter(|_| p.waiting != shown_progress.waiting) {
+            if let Some(w) = p.waiting {
                 waited = Some(w);
-                printer.waiting(id, to, &p, w, bar.is_some());
+                // Said once a waiting spell (tried again meanwhile, it may change reason).
+                if shown_progress.waiting.is_none() {
+                    printer.waiting(id, to, &p, w, bar.is_some());
+                }
             }
             if p.waiting.is_none() && shown_progress.waiting.is_some() {
                 if let Some(bar) = &bar {
