@@ -325,14 +325,19 @@ fn commands_from_one_sender_arrive_in_order_within_the_receivers_caps() {
 
 /// ann (relay 0, the first user) sends `to` a command; its result.
 fn command(c: &mut Cluster, to: &str, data: &'static [u8]) -> ErrorCode {
+    command_from(c, 0, to, data)
+}
+
+/// The user `user` of relay 0 sends `to` a command; its result.
+fn command_from(c: &mut Cluster, user: usize, to: &str, data: &'static [u8]) -> ErrorCode {
     let now = c.relays[0].now;
     let id = c
-        .client(0, 0)
+        .client(0, user)
         .client
         .send_cmd(now, to, Bytes::from_static(data), 0)
         .unwrap();
     c.run();
-    result_of(&c.client(0, 0).events, id)
+    result_of(&c.client(0, user).events, id)
 }
 
 /// ann (relay 0) starts sending cat (relay 1) 16 MiB; runs until cat has some.
@@ -547,14 +552,10 @@ fn one_user_writing_to_many_users_elsewhere_cannot_fill_the_links_between_relays
         assert!(links <= 8, "{links} links held for ann's idle messages");
     }
     // ben still reaches cat.
-    let now = c.relays[0].now;
-    let id = c
-        .client(0, 1)
-        .client
-        .send_cmd(now, "cat", Bytes::from_static(b"still here"), 0)
-        .unwrap();
-    c.run();
-    assert_eq!(result_of(&c.client(0, 1).events, id), ErrorCode::NOERR);
+    assert_eq!(
+        command_from(&mut c, 1, "cat", b"still here"),
+        ErrorCode::NOERR
+    );
 }
 
 #[test]
@@ -607,14 +608,7 @@ fn idle_links_make_room_for_a_new_one_at_a_relays_bound() {
     assert_eq!(c.relays[1].relay.stats().links, 4);
     // ben's command to cat needs a fifth: the idlest goes for it (the far relay refused
     // it, BUSY, until the idle links timed out a minute later).
-    let now = c.relays[0].now;
-    let id = c
-        .client(0, 1)
-        .client
-        .send_cmd(now, "cat", Bytes::from_static(b"room?"), 0)
-        .unwrap();
-    c.run();
-    assert_eq!(result_of(&c.client(0, 1).events, id), ErrorCode::NOERR);
+    assert_eq!(command_from(&mut c, 1, "cat", b"room?"), ErrorCode::NOERR);
     assert_eq!(c.relays[1].relay.stats().links, 4);
     // And the user whose link went is reached again.
     assert_eq!(command(&mut c, "u0", b"again"), ErrorCode::NOERR);

@@ -94,16 +94,12 @@ fn certificate(dir: &Path, name: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-#[test]
-fn a_relay_with_certificate_files_is_trusted_by_its_ca_and_reloads_on_sighup() {
-    let dir = tempfile::tempdir().unwrap();
-    if !certificate(dir.path(), "first") || !certificate(dir.path(), "second") {
-        eprintln!("skipped: openssl cannot make certificates here");
-        return;
-    }
-    let (cert, key) = (dir.path().join("relay.pem"), dir.path().join("relay.key"));
-    std::fs::copy(dir.path().join("first.pem"), &cert).unwrap();
-    std::fs::copy(dir.path().join("first.key"), &key).unwrap();
+/// A relay speaking TLS with `dir`'s `relay.pem` and `relay.key`, made from its `first`
+/// pair; its port.
+fn relay_with_files(dir: &Path) -> (Killed, u16) {
+    let (cert, key) = (dir.join("relay.pem"), dir.join("relay.key"));
+    std::fs::copy(dir.join("first.pem"), &cert).unwrap();
+    std::fs::copy(dir.join("first.key"), &key).unwrap();
     let port = port();
     let listen = format!("127.0.0.1:{port}");
     let (relay, _) = relay(
@@ -117,6 +113,28 @@ fn a_relay_with_certificate_files_is_trusted_by_its_ca_and_reloads_on_sighup() {
         ],
         3,
     );
+    (relay, port)
+}
+
+/// SIGHUP to `relay`, and time for it to read its files again.
+fn hang_up(relay: &Killed) {
+    let hup = Command::new("kill")
+        .args(["-HUP", &relay.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn a_relay_with_certificate_files_is_trusted_by_its_ca_and_reloads_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    if !certificate(dir.path(), "first") || !certificate(dir.path(), "second") {
+        eprintln!("skipped: openssl cannot make certificates here");
+        return;
+    }
+    let (cert, key) = (dir.path().join("relay.pem"), dir.path().join("relay.key"));
+    let (relay, port) = relay_with_files(dir.path());
     let server = format!("tls://localhost:{port}");
     let ca = |name: &str| dir.path().join(format!("{name}.pem"));
     let (first, second) = (ca("first"), ca("second"));
@@ -126,12 +144,7 @@ fn a_relay_with_certificate_files_is_trusted_by_its_ca_and_reloads_on_sighup() {
     // New files and a SIGHUP: new connections get the new certificate.
     std::fs::copy(dir.path().join("second.pem"), &cert).unwrap();
     std::fs::copy(dir.path().join("second.key"), &key).unwrap();
-    let hup = Command::new("kill")
-        .args(["-HUP", &relay.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
-    std::thread::sleep(Duration::from_millis(300));
+    hang_up(&relay);
     assert!(trusting(&second));
     assert!(!trusting(&first));
 }
@@ -161,32 +174,12 @@ fn a_certificate_and_a_key_that_do_not_match_are_refused_at_start_and_on_sighup(
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not belong to the certificate"), "{err}");
     // A matching pair runs; a mismatched pair on SIGHUP is refused and the old one stays.
-    let (cert, key) = (dir.path().join("relay.pem"), dir.path().join("relay.key"));
-    std::fs::copy(dir.path().join("first.pem"), &cert).unwrap();
-    std::fs::copy(dir.path().join("first.key"), &key).unwrap();
-    let port = port();
-    let listen = format!("127.0.0.1:{port}");
-    let (relay, _) = relay(
-        &[
-            "--listen",
-            &listen,
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-        3,
-    );
+    let (relay, port) = relay_with_files(dir.path());
     let server = format!("tls://localhost:{port}");
     let trusting = || went_through(&send(&server, &["--ca", &file("first.pem")]));
     assert!(trusting());
-    std::fs::copy(dir.path().join("second.key"), &key).unwrap();
-    let hup = Command::new("kill")
-        .args(["-HUP", &relay.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
-    std::thread::sleep(Duration::from_millis(300));
+    std::fs::copy(dir.path().join("second.key"), dir.path().join("relay.key")).unwrap();
+    hang_up(&relay);
     assert!(trusting(), "the old pair stays");
 }
 
