@@ -133,7 +133,9 @@ impl Default for Reconnect {
 pub enum Server {
     /// Plain TCP to this address (`host:port`).
     Tcp(String),
-    /// TLS to this address, the certificate valid for `server_name` under `tls`.
+    /// TLS to this address, the certificate valid for `server_name` under `tls` (the
+    /// `tls` feature).
+    #[cfg(feature = "tls")]
     Tls {
         /// `host:port`.
         addr: String,
@@ -148,6 +150,7 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Server::Tcp(addr) => write!(f, "tcp://{addr}"),
+            #[cfg(feature = "tls")]
             Server::Tls { addr, .. } => write!(f, "tls://{addr}"),
         }
     }
@@ -166,6 +169,7 @@ impl Server {
                 crate::socket::tune(&stream);
                 Ok(Box::new(stream))
             }
+            #[cfg(feature = "tls")]
             Server::Tls {
                 addr,
                 server_name,
@@ -792,7 +796,8 @@ pub async fn connect(
 
 /// [`connect`] over TLS: the relay's certificate must be valid for `server_name` under
 /// `tls` (its roots, or a verifier that pins a certificate), else
-/// [`ConnectError::Tls`] says why in one line.
+/// [`ConnectError::Tls`] says why in one line. (The `tls` feature.)
+#[cfg(feature = "tls")]
 pub async fn connect_tls(
     addr: impl ToSocketAddrs,
     server_name: &str,

@@ -26,7 +26,8 @@
 //! handed to the core without a copy and writes are vectored. The
 //! core stays free of any runtime: this crate is where tokio lives.
 //!
-//! Features (all on by default): `jwt` ([`SignedTokens`] and minting; jsonwebtoken),
+//! Features (all on by default): `tls` (TLS at both ends, [`tls`]; rustls, ring, rcgen),
+//! `jwt` ([`SignedTokens`] and minting; jsonwebtoken),
 //! `metrics` ([`Metrics`] and [`serve_metrics`]; prometheus-client and hyper), `cluster`
 //! ([`Cluster`]; async-nats). A plain client needs none of them:
 //! `peermsg-tokio = { default-features = false }`. Without a feature its types are still
@@ -53,14 +54,22 @@ mod metrics;
 mod metrics;
 mod partial;
 mod relay;
+#[cfg(feature = "tls")]
+mod relay_tls;
+#[cfg(not(feature = "tls"))]
+#[path = "relay_tls_off.rs"]
+mod relay_tls;
 mod sink;
 mod socket;
+#[cfg(feature = "tls")]
 pub mod tls;
 
 pub use auth::{Authenticator, Open, TokenTable};
+#[cfg(feature = "tls")]
+pub use client::connect_tls;
 pub use client::{
-    connect, connect_tls, connect_with, file_resume_key, ClientEvent, ClientEvents, ClientHandle,
-    ConnectError, Reconnect, SendFileError, SendHandle, SendProgress, Server, Waiting, EVENT_QUEUE,
+    connect, connect_with, file_resume_key, ClientEvent, ClientEvents, ClientHandle, ConnectError,
+    Reconnect, SendFileError, SendHandle, SendProgress, Server, Waiting, EVENT_QUEUE,
 };
 pub use cluster::{Cluster, ClusterError};
 #[cfg(feature = "jwt")]
@@ -69,6 +78,7 @@ pub use metrics::Metrics;
 #[cfg(feature = "metrics")]
 pub use metrics::{serve_metrics, METRICS_CONNECTIONS, METRICS_HEAD_BYTES, METRICS_READ_TIME};
 pub use relay::{raise_open_file_limit, serve, serve_with, Extras, ServerConfig, RESERVED_FILES};
+#[cfg(feature = "tls")]
 pub use rustls;
 pub use sink::{
     is_bidi_control, sanitize_file_name, write_error_code, ArrivedFile, DoneRecord, FileSink, Kept,

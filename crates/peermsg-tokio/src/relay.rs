@@ -34,6 +34,7 @@ use peermsg::{ErrorCode, Instant};
 use crate::auth::Authenticator;
 use crate::cluster::{Cluster, Glue};
 use crate::metrics::Metrics;
+use crate::relay_tls::{self, Session, Tls};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -107,44 +108,11 @@ enum Input {
     /// A flush task wrote its batch (or failed to) and gives the write half back.
     Flushed(OwnedWriteHalf, bool),
     /// A TLS handshake finished: the connection, ready to serve.
-    Handshaken(
-        TcpStream,
-        Box<rustls::ServerConnection>,
-        std::net::SocketAddr,
-    ),
+    Handshaken(TcpStream, Session, std::net::SocketAddr),
     /// A TLS handshake failed or timed out (the address's count goes down).
     HandshakeFailed(IpAddr),
     /// The TLS layer has records to send (after reading: an alert, a key update).
     TlsOutput,
-}
-
-/// A connection's TLS state, shared by its reader (which decrypts) and the relay's task
-/// (which encrypts): rustls's own state machine, under a lock held only for a call.
-type Tls = Arc<std::sync::Mutex<rustls::ServerConnection>>;
-
-/// Encrypts `plain` for `tls` (and, with `close`, ends the TLS session): the records to
-/// write.
-fn encrypt(tls: &Tls, mut plain: Transmit, close: bool) -> Transmit {
-    use std::io::Write;
-    let mut tls = tls
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut records = Vec::with_capacity(plain.remaining() + plain.remaining() / 64 + 64);
-    while let Some(chunk) = plain.pop_chunk() {
-        // No buffer limit is set: everything goes in, and is drained just below.
-        let _ = tls.writer().write_all(&chunk);
-    }
-    if close {
-        tls.send_close_notify();
-    }
-    while tls.wants_write() {
-        if tls.write_tls(&mut records).is_err() {
-            break;
-        }
-    }
-    let mut out = Transmit::new();
-    out.push_bytes(bytes::Bytes::from(records));
-    out
 }
 
 /// A connection's write side, as the relay's task sees it.
@@ -242,7 +210,9 @@ pub struct Extras {
     /// held bytes against their budget. Serve them with [`Metrics::encode`].
     pub metrics: Option<Metrics>,
     /// Speak TLS with this configuration (its certificate, and how it resolves it) on
-    /// every connection; clients use [`connect_tls`](crate::connect_tls).
+    /// every connection; clients use [`connect_tls`](crate::connect_tls). (The `tls`
+    /// feature.)
+    #[cfg(feature = "tls")]
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Be one relay of a cluster over NATS ([`Cluster`]): users logged in on any relay of
     /// it reach each other (docs/CLUSTER.md).
@@ -250,6 +220,9 @@ pub struct Extras {
 }
 
 /// [`serve`], with metrics, TLS and a cluster as `extras` say.
+// Without TLS the handshake's arm cannot be reached (its acceptor has no value), so what
+// it counts is never read there.
+#[cfg_attr(not(feature = "tls"), allow(unused_assignments))]
 pub async fn serve_with(
     listener: TcpListener,
     config: ServerConfig,
@@ -259,10 +232,14 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     let Extras {
         metrics,
+        #[cfg(feature = "tls")]
         tls,
         cluster,
     } = extras;
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    #[cfg(feature = "tls")]
+    let acceptor = tls.map(relay_tls::acceptor);
+    #[cfg(not(feature = "tls"))]
+    let acceptor: Option<relay_tls::Acceptor> = None;
     // TLS handshakes under way, counted with the connections.
     let mut handshaking = 0usize;
     let mut relay_config = config.relay;
@@ -331,7 +308,7 @@ pub async fn serve_with(
                         continue;
                     };
                     let batch = match &c.tls {
-                        Some(tls) => encrypt(tls, batch, false),
+                        Some(tls) => relay_tls::encrypt(tls, batch, false),
                         None => batch,
                     };
                     write_or_flush(&mut relay, conn, c, half, batch, &input_tx, config);
@@ -478,13 +455,9 @@ pub async fn serve_with(
                             let (acceptor, done) = (acceptor.clone(), input_tx.clone());
                             let limit = config.relay.login_timeout;
                             tokio::spawn(async move {
-                                let shaken = tokio::time::timeout(limit, acceptor.accept(stream)).await;
-                                let outcome = match shaken {
-                                    Ok(Ok(tls)) => {
-                                        let (stream, session) = tls.into_inner();
-                                        Input::Handshaken(stream, Box::new(session), peer)
-                                    }
-                                    _ => Input::HandshakeFailed(ip),
+                                let outcome = match relay_tls::handshake(acceptor, stream, limit).await {
+                                    Some((stream, session)) => Input::Handshaken(stream, session, peer),
+                                    None => Input::HandshakeFailed(ip),
                                 };
                                 let _ = done.send((ConnId(u64::MAX), outcome)).await;
                             });
@@ -523,13 +496,7 @@ pub async fn serve_with(
                     let conn = ConnId(next_conn);
                     next_conn += 1;
                     tracing::debug!(conn = conn.0, %peer, "TLS connection accepted");
-                    let mut session = *session;
-                    // Records are drained as soon as they are made: no limit is needed.
-                    session.set_buffer_limit(None);
-                    // What came with the handshake's last flight is the client's first.
-                    let mut early = BytesMut::new();
-                    take_plaintext(&mut session, &mut early);
-                    let tls = Arc::new(std::sync::Mutex::new(session));
+                    let (tls, early) = relay_tls::session(session);
                     serve_stream(&mut relay, conn, stream, peer.ip(), Some(tls), &mut conns, &input_tx, &input_room, &config, clock());
                     if !early.is_empty() {
                         relay.handle_input_buf(clock(), conn, early);
@@ -549,7 +516,7 @@ pub async fn serve_with(
                     // Written now if the socket is free; else the next write carries it.
                     if let Some(c) = conns.get_mut(&conn) {
                         if let (Some(tls), Some(half)) = (c.tls.clone(), c.half.take()) {
-                            let records = encrypt(&tls, Transmit::new(), false);
+                            let records = relay_tls::encrypt(&tls, Transmit::new(), false);
                             write_or_flush(&mut relay, conn, c, half, records, &input_tx, config);
                         }
                     }
@@ -629,18 +596,6 @@ fn serve_stream(
     let _ = relay.open(now, conn);
 }
 
-/// Appends to `plain` what a TLS session has decrypted and not yet handed on.
-fn take_plaintext(session: &mut rustls::ServerConnection, plain: &mut BytesMut) {
-    use std::io::Read;
-    let mut chunk = [0u8; 16 * 1024];
-    while let Ok(n) = session.reader().read(&mut chunk) {
-        if n == 0 {
-            break;
-        }
-        plain.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// Accept errors that say the listener itself is broken, not that this one connection or
 /// the process's resources failed for now.
 fn is_fatal(e: &std::io::Error) -> bool {
@@ -704,7 +659,7 @@ async fn read_loop(
                     // What was read is records: their plaintext goes on (no more than was
                     // read, so within the room taken), and anything the TLS layer must
                     // answer is written by the relay's task.
-                    let Some((plain, answer)) = decrypt(tls, &bytes) else {
+                    let Some((plain, answer)) = relay_tls::decrypt(tls, &bytes) else {
                         let _ = tx.send((conn, Input::Closed)).await;
                         return;
                     };
@@ -724,27 +679,6 @@ async fn read_loop(
             }
         }
     }
-}
-
-/// Decrypts `records` read from a TLS connection: the plaintext, and whether the TLS layer
-/// has records of its own to send; `None` if the peer broke TLS or closed it.
-fn decrypt(tls: &Tls, mut records: &[u8]) -> Option<(BytesMut, bool)> {
-    let mut tls = tls
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut plain = BytesMut::new();
-    while !records.is_empty() {
-        match tls.read_tls(&mut records) {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
-        }
-        let state = tls.process_new_packets().ok()?;
-        take_plaintext(&mut tls, &mut plain);
-        if state.peer_has_closed() {
-            return None;
-        }
-    }
-    Some((plain, tls.wants_write()))
 }
 
 /// Tells a connection the relay will not serve it why (its `HELLO` and a `CLOSE`), within
@@ -860,7 +794,7 @@ fn finish(
         return;
     };
     if let Some(tls) = &c.tls {
-        last = encrypt(tls, last, true);
+        last = relay_tls::encrypt(tls, last, true);
     }
     c.reader.abort();
     match c.half.take() {
