@@ -133,6 +133,20 @@ impl ErrorCode {
         self.0 == 0
     }
 
+    /// Whether a message ended with this code was cut off by a lost or silent connection
+    /// (`CONNECTIONLOST`, `SOCKETTIMEOUT`), as opposed to refused or given up: what came of
+    /// it may go on in a new attempt.
+    ///
+    /// ```
+    /// use peermsg::ErrorCode;
+    ///
+    /// assert!(ErrorCode::CONNECTIONLOST.is_cut_off());
+    /// assert!(!ErrorCode::CANCELLED.is_cut_off());
+    /// ```
+    pub const fn is_cut_off(self) -> bool {
+        self.0 == ErrorCode::CONNECTIONLOST.0 || self.0 == ErrorCode::SOCKETTIMEOUT.0
+    }
+
     /// The SDK-style name, or `None` for a code this version does not know.
     pub fn name(self) -> Option<&'static str> {
         self.entry().map(|(_, name, _)| name)

@@ -88,7 +88,7 @@ impl SeenCmds {
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.len() == 0
     }
 
     /// The verdict on a whole command from `from` with identity `once`, at `now`. Nothing

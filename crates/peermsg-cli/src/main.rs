@@ -943,7 +943,7 @@ impl Printer {
                 // Cut off by a lost connection, what came is kept (a file on disk, a
                 // buffer in memory) and goes on when its sender sends it again: not a
                 // failure to tell, then a file saved, for one file.
-                let cut_off = *code == ErrorCode::CONNECTIONLOST || *code == ErrorCode::SOCKETTIMEOUT;
+                let cut_off = code.is_cut_off();
                 let said = match cut_off {
                     true => format!(
                         "a transfer from {} was cut off{} ({} {}); what came is kept, and it goes on when {} sends it again",

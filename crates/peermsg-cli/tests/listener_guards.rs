@@ -10,48 +10,26 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bin, port, spawn_relay, Killed};
+use common::{bin, port, spawn_relay, Killed, Lines};
 
 /// A listener and its JSON lines, read as they come.
 struct Listener {
     process: Killed,
-    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+    lines: Lines,
 }
 
 impl Listener {
-    /// `child`'s JSON lines, read on a thread as they come.
     fn of(mut child: std::process::Child) -> Listener {
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                let v = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
-                if tx.send(v).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = Lines::of(&mut child);
         Listener {
             process: Killed(child),
             lines,
         }
     }
 
-    /// Lines until one `done` says so (it included); panics after 30 s.
-    fn until(&mut self, done: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
-        let mut seen = Vec::new();
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("timed out; saw {seen:?}"));
-            let stop = done(&line);
-            seen.push(line);
-            if stop {
-                return seen;
-            }
-        }
+    /// The first line from now on that `done` says so of.
+    fn until(&mut self, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        self.lines.until(done)
     }
 }
 
@@ -118,7 +96,7 @@ fn a_file_size_limit_fails_one_buffer_and_the_listener_goes_on() {
     let out = send(&addr, &["--cmd", "still there?"]);
     assert!(out.status.success(), "{out:?}");
     let seen = bob.until(|v| v["event"] == "cmd_received");
-    assert_eq!(seen.last().unwrap()["data"], "still there?");
+    assert_eq!(seen["data"], "still there?");
 }
 
 #[test]
@@ -133,7 +111,7 @@ fn bidirectional_controls_never_reach_a_saved_name() {
     let out = send(&addr, &["--file", src.path().join(name).to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     let seen = bob.until(|v| v["event"] == "file_received");
-    let path = seen.last().unwrap()["path"].as_str().unwrap().to_string();
+    let path = seen["path"].as_str().unwrap().to_string();
     assert!(!path.contains('\u{202e}'), "saved as {path:?}");
     assert_eq!(std::fs::read(&path).unwrap(), b"MZ");
 }
@@ -153,8 +131,7 @@ fn a_command_that_is_not_text_reaches_json_whole_in_base64() {
         alice.send_cmd("bob", data, 0).await.unwrap().await
     });
     assert!(code.is_success(), "{code}");
-    let seen = bob.until(|v| v["event"] == "cmd_received");
-    let cmd = seen.last().unwrap();
+    let cmd = bob.until(|v| v["event"] == "cmd_received");
     assert_eq!(cmd["data_base64"], "//5oaQ==", "{cmd}");
     assert!(cmd.get("data").is_none(), "characters replaced: {cmd}");
 }
@@ -217,8 +194,9 @@ fn a_listener_takes_only_from_whom_it_names_and_up_to_the_size_it_names() {
     let out = from("carol", &["--cmd", "hi"]);
     assert!(out.status.success(), "{out:?}");
     let seen = bob.until(|v| v["event"] == "cmd_received");
-    assert_eq!(seen.last().unwrap()["from"], "carol");
-    assert!(!seen.iter().any(|v| v["from"] == "alice"), "{seen:?}");
+    assert_eq!(seen["from"], "carol");
+    let heard = &bob.lines.seen;
+    assert!(!heard.iter().any(|v| v["from"] == "alice"), "{heard:?}");
     let src = tempfile::tempdir().unwrap();
     let big = src.path().join("big.bin");
     std::fs::write(&big, vec![1u8; 2_000_000]).unwrap();
@@ -247,7 +225,7 @@ fn hidden_names_land_visibly_and_standard_input_takes_the_name_given() {
     );
     assert!(out.status.success(), "{out:?}");
     let got = bob.until(|v| v["event"] == "file_received");
-    let path = got.last().unwrap()["path"].as_str().unwrap().to_string();
+    let path = got["path"].as_str().unwrap().to_string();
     assert!(path.ends_with("/_profile"), "{path}");
     // Standard input, named.
     let mut child = bin()
@@ -261,8 +239,7 @@ fn hidden_names_land_visibly_and_standard_input_takes_the_name_given() {
     use std::io::Write;
     child.stdin.take().unwrap().write_all(b"numbers").unwrap();
     assert!(child.wait().unwrap().success());
-    let got = bob.until(|v| v["event"] == "file_received");
-    let last = got.last().unwrap();
+    let last = bob.until(|v| v["event"] == "file_received");
     assert_eq!(last["org_file_name"], "report.txt");
     assert_eq!(
         std::fs::read(last["path"].as_str().unwrap()).unwrap(),

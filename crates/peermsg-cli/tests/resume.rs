@@ -8,10 +8,9 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{bin, port, Killed};
+use common::{bin, port, Killed, Lines};
 
 /// The file: 48 MiB, sent at 24 MB/s, so a kill lands mid-file.
 const SIZE: usize = 48 << 20;
@@ -34,45 +33,6 @@ fn relay(addr: &str) -> Killed {
         .unwrap();
     assert!(first.contains("relay listening"), "{first}");
     Killed(child)
-}
-
-/// JSON lines of a child's stdout, read on a thread.
-struct Lines {
-    rx: mpsc::Receiver<serde_json::Value>,
-    seen: Vec<serde_json::Value>,
-}
-
-impl Lines {
-    fn of(child: &mut Child) -> Lines {
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let v = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
-                if tx.send(v).is_err() {
-                    return;
-                }
-            }
-        });
-        Lines {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads until a line satisfies `done`; returns it.
-    fn until(&mut self, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(60) {
-            if let Ok(v) = self.rx.recv_timeout(Duration::from_millis(50)) {
-                self.seen.push(v.clone());
-                if done(&v) {
-                    return v;
-                }
-            }
-        }
-        panic!("timed out; saw {:?}", self.seen);
-    }
 }
 
 fn event(v: &serde_json::Value, name: &str) -> bool {

@@ -1649,12 +1649,6 @@ struct Taker<'a> {
     keeping: &'a mut HashMap<ReceiveId, Option<Event>>,
 }
 
-/// Whether a message ended with `code` was cut off (its connection lost or silent), as
-/// opposed to given up by its sender or refused.
-fn cut_off(code: ErrorCode) -> bool {
-    code == ErrorCode::CONNECTIONLOST || code == ErrorCode::SOCKETTIMEOUT
-}
-
 /// A file the sink kept (or failed to): confirmed to its sender only now that it is in
 /// its place, and what the application hears of it. A file kept whole is the
 /// application's even if its connection was lost meanwhile: its sender, back, is answered
@@ -1670,7 +1664,7 @@ fn kept(
     // What the core said of the file while it was kept (its sender has heard the same).
     let ended = keeping.remove(&id).flatten();
     let given_up = match &ended {
-        Some(Event::ReceiveFailed { code, .. }) => !cut_off(*code),
+        Some(Event::ReceiveFailed { code, .. }) => !code.is_cut_off(),
         _ => false,
     };
     let client = &mut state.client;
@@ -1792,7 +1786,7 @@ fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
             // A file in the sink: the application hears once its bytes are removed (or, for
             // a lost connection, recorded for the next attempt).
             (Some(_), Some(sink)) => {
-                sink.send(match cut_off(code) {
+                sink.send(match code.is_cut_off() {
                     true => SinkOp::Suspend(id),
                     false => SinkOp::Abandon(id),
                 });

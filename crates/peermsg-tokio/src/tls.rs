@@ -102,16 +102,24 @@ pub fn self_signed_in(
     if !cert.exists() || !key.exists() {
         let made = rcgen::generate_simple_self_signed(vec![name.to_string()])
             .map_err(|e| invalid(format!("cannot make a certificate: {e}")))?;
-        let mut key_file = tempfile::NamedTempFile::new_in(dir)?;
-        use std::io::Write as _;
-        key_file.write_all(made.key_pair.serialize_pem().as_bytes())?;
-        std::fs::write(&cert, made.cert.pem())?;
-        // Owner-only by tempfile's default mode (0600).
-        key_file.persist(&key).map_err(|e| e.error)?;
+        // The key first: a certificate without its key is made again at the next start.
+        write_new(&key, made.key_pair.serialize_pem().as_bytes())?;
+        write_new(&cert, made.cert.pem().as_bytes())?;
     }
     let files = CertificateFiles::load(&cert, &key)?;
     let pin = files.fingerprint();
     Ok((files.server_config()?, pin))
+}
+
+/// Puts `bytes` at `path` as a new file, owner-only (tempfile's mode, 0600): written under
+/// a random name beside it, then renamed over whatever has the name, so a link planted
+/// there is replaced, never written through.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = tempfile::NamedTempFile::new_in(path.parent().unwrap_or(Path::new(".")))?;
+    file.write_all(bytes)?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -300,5 +308,25 @@ impl ServerCertVerifier for Pinned {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_planted_in_the_state_directory_is_replaced_not_written_through() {
+        let (dir, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("self-signed.pem")).unwrap();
+        let (_, pin) = self_signed_in(dir.path(), "localhost").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        let meta = std::fs::symlink_metadata(dir.path().join("self-signed.pem")).unwrap();
+        assert!(meta.file_type().is_file());
+        // And the state is kept: the same pin at the next start.
+        let (_, again) = self_signed_in(dir.path(), "localhost").unwrap();
+        assert_eq!(again, pin);
     }
 }

@@ -10,6 +10,7 @@ pub mod nats_program;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub fn bin() -> Command {
@@ -46,34 +47,14 @@ pub fn spawn_relay(mut cmd: Command) -> Killed {
     Killed(child)
 }
 
-/// Reads JSON lines from a child until `done` says so or time runs out.
+/// Reads JSON lines from a child until `done` says so or time runs out: all it read.
 pub fn read_until(
     child: &mut Child,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> Vec<serde_json::Value> {
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let start = Instant::now();
-    let mut seen = Vec::new();
-    while start.elapsed() < Duration::from_secs(30) {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            let v: serde_json::Value =
-                serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
-            let stop = done(&v);
-            seen.push(v);
-            if stop {
-                return seen;
-            }
-        }
-    }
-    panic!("timed out; saw {seen:?}");
+    let mut lines = Lines::of(child);
+    lines.until(done);
+    lines.seen
 }
 
 /// The body of `GET path` at `addr`.
@@ -107,4 +88,44 @@ pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             _ => f64::NAN,
         })
         .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+}
+
+/// JSON lines of a child's stdout, read on a thread.
+pub struct Lines {
+    rx: mpsc::Receiver<serde_json::Value>,
+    /// Every line read so far.
+    pub seen: Vec<serde_json::Value>,
+}
+
+impl Lines {
+    pub fn of(child: &mut Child) -> Lines {
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads until a line satisfies `done`; returns it.
+    pub fn until(&mut self, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if let Ok(v) = self.rx.recv_timeout(Duration::from_millis(50)) {
+                self.seen.push(v.clone());
+                if done(&v) {
+                    return v;
+                }
+            }
+        }
+        panic!("timed out; saw {:?}", self.seen);
+    }
 }
