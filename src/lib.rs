@@ -169,6 +169,7 @@ extern crate std;
 
 pub mod client;
 mod conn;
+pub mod continuity;
 mod digest;
 mod error;
 pub mod relay;

@@ -217,6 +217,23 @@ pub enum Event {
         /// Why.
         code: ErrorCode,
     },
+    /// A send of a [`Continuity`](crate::continuity::Continuity) was cut off (its
+    /// connection, or its receiver's, was lost) and waits to go on: since `since`, because
+    /// of `code`, until `deadline`, when it is given up with `CONNECTIONLOST`. Its
+    /// [`Event::SendResult`] comes later, on a connection after this one or at the deadline.
+    SendWaiting {
+        /// The send.
+        id: SendId,
+        /// Why it waits: `CONNECTIONLOST`, or `OFFLINE` (its receiver is not back yet).
+        code: ErrorCode,
+        /// When it was first cut off.
+        since: crate::Instant,
+        /// When it is given up, unless it goes on before.
+        deadline: crate::Instant,
+    },
+    /// A [`Continuity`](crate::continuity::Continuity) whose connection was lost is
+    /// connected and logged in again; its waiting sends go on.
+    Reconnected,
     /// The connection is over: nothing more will come in or go out after the bytes already
     /// handed to `poll_transmit`.
     Closed {
@@ -242,7 +259,7 @@ impl Event {
 
     /// The send of ours this event is about, for the events that take nothing of the
     /// application's attention to confirm: [`Event::SendResult`], [`Event::Progress`],
-    /// [`Event::CancelResult`], [`Event::Resumed`] and [`Event::FileRead`]. `None` for the rest (incoming
+    /// [`Event::CancelResult`], [`Event::Resumed`], [`Event::SendWaiting`] and [`Event::FileRead`]. `None` for the rest (incoming
     /// messages and the connection). These are the events
     /// [`Client::poll_send_event`](super::Client::poll_send_event) takes.
     pub fn send_id(&self) -> Option<SendId> {
@@ -251,6 +268,7 @@ impl Event {
             | Event::Progress { id, .. }
             | Event::CancelResult { id, .. }
             | Event::Resumed { id, .. }
+            | Event::SendWaiting { id, .. }
             | Event::FileRead { id, .. } => Some(*id),
             _ => None,
         }

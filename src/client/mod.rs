@@ -101,6 +101,8 @@ pub struct Client {
     seen: SeenCmds,
     /// The only users whose messages are taken, if the application named them.
     senders: Option<BTreeSet<UserId>>,
+    /// Why the connection ended, once it did.
+    closed_with: Option<ErrorCode>,
 }
 
 impl Client {
@@ -135,6 +137,7 @@ impl Client {
             rtt: None,
             seen: SeenCmds::new(config.resume_window),
             senders: None,
+            closed_with: None,
         };
         client.control.push_back(Frame::Hello(client.hello()));
         Ok(client)
@@ -755,6 +758,12 @@ impl Client {
     /// `poll_transmit`.
     pub fn is_closed(&self) -> bool {
         self.session.is_closed()
+    }
+
+    /// Why the connection ended (`NOERR` for a normal close), once it did: the code of its
+    /// [`Event::Closed`], known before that event is taken.
+    pub fn close_code(&self) -> Option<ErrorCode> {
+        self.closed_with
     }
 
     /// `true` once our login was accepted.
@@ -1759,6 +1768,7 @@ impl Client {
         if !self.session.close() {
             return;
         }
+        self.closed_with = Some(code);
         self.control.clear();
         if send_close {
             self.control.push_back(Frame::Close(Close {

@@ -1,0 +1,786 @@
+//! Continuity: what one user keeps across connections, so that a send survives a lost
+//! connection in any runtime.
+//!
+//! A [`Client`] lives for one connection. A [`Continuity`] holds one at a time and carries,
+//! from each to the next: the ids the application knows its sends by, command identities
+//! (a receiver delivers a command once, [`SeenCmds`](crate::client::SeenCmds)), sends cut
+//! off that wait to go on and when they are given up, buffers this user was receiving
+//! when a connection was lost and those it delivered ([`held`]), and when to dial again
+//! ([`redial`]). Every rule that decides what is a repeat, what is sent again and when to
+//! give up is here, sans-IO, with time passed in; a runtime only dials, moves bytes and
+//! files, and waits.
+//!
+//! Files a receiver keeps stay the runtime's: it answers a file's
+//! [`Event::Offer`] with [`Continuity::resume_incoming`] from what it holds on disk.
+//!
+//! # The drive loop
+//!
+//! The same as a [`Client`]'s, plus dialling: while [`Continuity::is_connected`], feed the
+//! transport's bytes and act on [`Continuity::poll_output`] until it says
+//! [`Output::Timeout`]; when the transport is lost call [`Continuity::handle_disconnect`];
+//! then, while [`Continuity::poll_redial`] gives a time, dial at that time and say how it
+//! went ([`Continuity::connected`] or [`Continuity::redial_failed`]), calling
+//! [`Continuity::handle_timeout`] at [`Continuity::poll_timeout`] meanwhile.
+//!
+//! ```
+//! use peermsg::client::{ClientConfig, Event, Output};
+//! use peermsg::continuity::{Continuity, Policy};
+//! use peermsg::{ErrorCode, Instant};
+//!
+//! let now = Instant::ZERO;
+//! let mut alice = Continuity::new(ClientConfig::default(), Some(Policy::default()),
+//!                                 "alice", b"token", [7; 16], now).unwrap();
+//! let id = alice.send_cmd(now, "bob", "hello".into(), 0).unwrap();
+//! let mut out = bytes::BytesMut::new();
+//! // HELLO and LOGIN go first; the command waits for the login's answer.
+//! assert!(matches!(alice.poll_output(&mut out), Output::Event(Event::SendWaiting { .. })));
+//! assert!(matches!(alice.poll_output(&mut out), Output::Transmit(_)));
+//! // The transport is lost before any answer: never logged in, there is nothing to go
+//! // back to, and the command ends.
+//! alice.handle_disconnect(now);
+//! let mut events = Vec::new();
+//! while let Output::Event(event) = alice.poll_output(&mut out) {
+//!     events.push(event);
+//! }
+//! assert!(events.iter().any(|e| matches!(e,
+//!     Event::SendResult { id: i, code: ErrorCode::CONNECTIONLOST, .. } if *i == id)));
+//! assert_eq!(alice.poll_redial(), None);
+//! ```
+
+pub(crate) mod held;
+pub(crate) mod redial;
+pub(crate) mod sends;
+
+use alloc::collections::{BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::client::{
+    Client, ClientConfig, ConfigError, Event, Output, ReceiveId, SendId, SendKind,
+};
+use crate::wire::{Digest, FrameSink, ResumeKey, UserId};
+use crate::{ActionError, CloseReason, ErrorCode, Instant, SendError};
+
+use held::{Answer, HeldBuffers};
+use redial::{Redial, Rng};
+use sends::{Ended, Outcome, Resend, Sends};
+
+/// How a [`Continuity`] carries on after a lost connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// How long after a loss the client tries to connect again, a cut-off send waits to go
+    /// on, and a cut-off incoming buffer's bytes are kept. Default 5 minutes.
+    pub window: Duration,
+    /// The first wait before dialling again; it doubles, with random jitter, up to
+    /// `max_backoff`. Default 100 ms.
+    pub backoff: Duration,
+    /// The longest wait between attempts. Default 5 s.
+    pub max_backoff: Duration,
+    /// How long after its receiver was lost a waiting send is tried again on a live
+    /// connection. Default 500 ms.
+    pub retry: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            window: Duration::from_secs(300),
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            retry: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Why a [`Continuity`] could not be made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The client configuration is not valid.
+    Config(ConfigError),
+    /// The user name cannot log in.
+    Login(SendError),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Config(e) => write!(f, "{e}"),
+            SetupError::Login(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for SetupError {}
+
+/// Where the connection stands.
+#[derive(Clone, Copy, Debug)]
+enum Link {
+    /// A connection, live or ending: `logged_in` once its login was accepted;
+    /// `again` for every connection after the first.
+    Up { logged_in: bool, again: bool },
+    /// Lost; dialling again.
+    Down(Redial),
+    /// Over for good: closed, refused, replaced elsewhere, or no relay within the window.
+    Over,
+}
+
+/// One user across connections: a [`Client`] per connection, and what goes from one to
+/// the next. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Continuity {
+    client: Client,
+    config: ClientConfig,
+    /// `None`: it does not reconnect, and sends end with their connection.
+    policy: Option<Policy>,
+    user: String,
+    token: Vec<u8>,
+    link: Link,
+    sends: Sends,
+    held: HeldBuffers,
+    rng: Rng,
+    /// A login was accepted once: only then is a lost connection replaced.
+    logged_in: bool,
+    /// The application closed it, or it was refused or replaced: no reconnecting.
+    closing: bool,
+    /// The first accepted login was told to the application.
+    told_login: bool,
+    /// The latest time given.
+    now: Instant,
+    /// Events of its own (waits, results of sends given up, reconnects, the last close).
+    own: VecDeque<Event>,
+}
+
+impl Continuity {
+    /// A user's first connection at `now`, logging in as `user` with `token`. `seed` is
+    /// random bytes of the runtime's: this user's stream of command identities and the
+    /// jitter of its redials.
+    pub fn new(
+        config: ClientConfig,
+        policy: Option<Policy>,
+        user: &str,
+        token: &[u8],
+        seed: [u8; 16],
+        now: Instant,
+    ) -> Result<Self, SetupError> {
+        let mut client = Client::new(config, now).map_err(SetupError::Config)?;
+        client.login(user, token).map_err(SetupError::Login)?;
+        let mut jitter = [0u8; 8];
+        jitter.copy_from_slice(&seed[8..]);
+        Ok(Continuity {
+            client,
+            config,
+            policy,
+            user: user.into(),
+            token: token.into(),
+            link: Link::Up {
+                logged_in: false,
+                again: false,
+            },
+            sends: Sends::new(seed),
+            held: HeldBuffers::default(),
+            rng: Rng::new(u64::from_le_bytes(jitter)),
+            logged_in: false,
+            closing: false,
+            told_login: false,
+            now,
+            own: VecDeque::new(),
+        })
+    }
+
+    /// The current connection's client, to look at (round-trip time, bytes held).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    // ----- Sends ---------------------------------------------------------------------
+
+    /// `sendCmd`. With a [`Policy`] it carries an identity: cut off, it is sent again and
+    /// its receiver delivers it once; commands to one receiver keep their order. Made
+    /// while no connection is live, it waits for the next.
+    pub fn send_cmd(
+        &mut self,
+        now: Instant,
+        to: &str,
+        data: Bytes,
+        cookie: u64,
+    ) -> Result<SendId, SendError> {
+        let resend = self.policy.map(|_| Resend::Cmd {
+            to: to.into(),
+            data: data.clone(),
+            once: self.sends.next_once(),
+        });
+        self.start(now, SendKind::Cmd, cookie, resend, |c, r| match r {
+            Some(Resend::Cmd { once, .. }) => c.send_cmd_once(now, to, data, *once, cookie),
+            _ => c.send_cmd(now, to, data, cookie),
+        })
+    }
+
+    /// `sendBuffer`. With a [`Policy`] it carries a resume key: cut off, it goes on from
+    /// what its receiver kept of it, and a repeat of one delivered is not delivered again.
+    pub fn send_buffer(
+        &mut self,
+        now: Instant,
+        to: &str,
+        data: Bytes,
+        cookie: u64,
+    ) -> Result<SendId, SendError> {
+        let resend = self.policy.map(|_| Resend::Buffer {
+            to: to.into(),
+            data: data.clone(),
+            key: self.sends.next_key(),
+        });
+        self.start(now, SendKind::Buffer, cookie, resend, |c, r| match r {
+            Some(Resend::Buffer { key, .. }) => {
+                c.send_buffer_resumable(now, to, data, *key, cookie)
+            }
+            _ => c.send_buffer(now, to, data, cookie),
+        })
+    }
+
+    /// `sendFile` of `size` bytes under `key` (its bytes come as [`Event::FileRead`]):
+    /// cut off, it goes on from what its receiver holds.
+    pub fn send_file(
+        &mut self,
+        now: Instant,
+        to: &str,
+        name: &str,
+        size: u64,
+        key: ResumeKey,
+        cookie: u64,
+    ) -> Result<SendId, SendError> {
+        let resend = self.policy.map(|_| Resend::File {
+            to: to.into(),
+            name: name.into(),
+            size,
+            key,
+        });
+        self.start(now, SendKind::File, cookie, resend, |c, _| {
+            c.send_file_resumable(now, to, name, size, key, cookie)
+        })
+    }
+
+    fn start(
+        &mut self,
+        now: Instant,
+        kind: SendKind,
+        cookie: u64,
+        resend: Option<Resend>,
+        start: impl FnOnce(&mut Client, Option<&Resend>) -> Result<SendId, SendError>,
+    ) -> Result<SendId, SendError> {
+        self.now = now;
+        if self.closing {
+            return Err(SendError::Closed);
+        }
+        // Before a login is accepted, a send that can wait does.
+        let connected = matches!(
+            self.link,
+            Link::Up {
+                logged_in: true,
+                ..
+            }
+        ) && !self.client.is_closed();
+        let on = resend.clone();
+        let client = &mut self.client;
+        let (id, waits) = self
+            .sends
+            .start(client, now, kind, cookie, resend, connected, |c| {
+                start(c, on.as_ref())
+            })?;
+        if let Some(code) = waits {
+            self.tell_waiting(id, now, code);
+        }
+        Ok(id)
+    }
+
+    /// `cancelSend` of send `id`: on the connection (its result follows), or waiting (it
+    /// ends at once with `CANCELLED`). `TRANSID_INVALID` for one not known.
+    pub fn cancel_send(&mut self, id: SendId, cookie: u64) -> ErrorCode {
+        if let Some(on) = self.sends.on_conn(id) {
+            return self.client.cancel_send(on, cookie);
+        }
+        match self.sends.cancel_waiting(id) {
+            Some(ended) => {
+                self.tell_ended([ended]);
+                ErrorCode::NOERR
+            }
+            None => ErrorCode::TRANSID_INVALID,
+        }
+    }
+
+    /// The bytes an [`Event::FileRead`] asked for.
+    pub fn supply_file_data(
+        &mut self,
+        id: SendId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), ActionError> {
+        let on = self.sends.on_conn(id).ok_or(ActionError::UnknownId)?;
+        self.client.supply_file_data(on, offset, data)
+    }
+
+    /// The file of send `id` could not be read.
+    pub fn file_read_failed(&mut self, id: SendId) -> Result<(), ActionError> {
+        let on = self.sends.on_conn(id).ok_or(ActionError::UnknownId)?;
+        self.client.file_read_failed(on)
+    }
+
+    /// `true` while send `id` re-reads what its receiver holds to check a resume
+    /// ([`Client::is_checking_resume`]).
+    pub fn is_checking_resume(&self, id: SendId) -> bool {
+        self.sends
+            .on_conn(id)
+            .is_some_and(|on| self.client.is_checking_resume(on))
+    }
+
+    /// Sends waiting for a connection or their receiver.
+    pub fn waiting_sends(&self) -> usize {
+        self.sends.waiting()
+    }
+
+    // ----- Receiving -----------------------------------------------------------------
+
+    /// [`Client::reject`] on the current connection.
+    pub fn reject(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
+        self.client.reject(id, code)
+    }
+
+    /// [`Client::accept_delivery`] on the current connection.
+    pub fn accept_delivery(&mut self, id: ReceiveId) -> Result<(), ActionError> {
+        self.client.accept_delivery(id)
+    }
+
+    /// [`Client::fail_delivery`] on the current connection.
+    pub fn fail_delivery(&mut self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
+        self.client.fail_delivery(id, code)
+    }
+
+    /// [`Client::resume_incoming`]: a keyed file's offer answered from what the runtime
+    /// holds of it on disk.
+    pub fn resume_incoming(
+        &mut self,
+        id: ReceiveId,
+        offset: u64,
+        digest: Digest,
+    ) -> Result<(), ActionError> {
+        self.client.resume_incoming(id, offset, digest)
+    }
+
+    /// [`Client::incoming_kind`] on the current connection.
+    pub fn incoming_kind(&self, id: ReceiveId) -> Option<SendKind> {
+        self.client.incoming_kind(id)
+    }
+
+    /// [`Client::accept_only_from`], on this connection and the next ones.
+    pub fn accept_only_from(&mut self, senders: Option<BTreeSet<UserId>>) {
+        self.client.accept_only_from(senders);
+    }
+
+    /// The application is done: the connection closes, nothing reconnects, waiting sends
+    /// end with `CONNECTIONLOST`.
+    pub fn close(&mut self) {
+        self.closing = true;
+        self.client.close();
+        self.give_up_link();
+    }
+
+    // ----- Inputs --------------------------------------------------------------------
+
+    /// Bytes from the transport, split anywhere; they are copied.
+    pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
+        self.now = now;
+        self.client.handle_input(now, bytes);
+        self.check_link();
+    }
+
+    /// Bytes from the transport, handed over without a copy.
+    pub fn handle_input_buf(&mut self, now: Instant, bytes: BytesMut) {
+        self.now = now;
+        self.client.handle_input_buf(now, bytes);
+        self.check_link();
+    }
+
+    /// The transport was lost.
+    pub fn handle_disconnect(&mut self, now: Instant) {
+        self.now = now;
+        self.client.handle_disconnect();
+        self.check_link();
+    }
+
+    /// The passing of time: the connection's timers, sends tried again or given up, and
+    /// the end of the window for reconnecting.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        if !self.client.is_closed() {
+            self.client.handle_timeout(now);
+        }
+        self.check_link();
+        let Some(policy) = self.policy else {
+            return;
+        };
+        let ended = self.sends.give_up(now, Some(policy.window));
+        self.tell_ended(ended);
+        match self.link {
+            Link::Up {
+                logged_in: true, ..
+            } if self.sends.retry_at().is_some_and(|at| at <= now) => self.resubmit(now),
+            Link::Down(redial) if now >= redial.since + policy.window => self.give_up_link(),
+            _ => {}
+        }
+    }
+
+    // ----- Connections ---------------------------------------------------------------
+
+    /// `true` while there is a connection to drive (it may be ending: drive it until its
+    /// output is drained).
+    pub fn is_connected(&self) -> bool {
+        !self.client.is_closed()
+    }
+
+    /// When to dial again: `None` while a connection is live, and once it will not
+    /// reconnect (never logged in, closed, refused, replaced, or the window passed).
+    pub fn poll_redial(&mut self) -> Option<Instant> {
+        self.check_link();
+        match self.link {
+            Link::Down(redial) => Some(redial.next),
+            _ => None,
+        }
+    }
+
+    /// The attempt to dial at `now` failed: the next waits longer; past the window, the
+    /// client gives up.
+    pub fn redial_failed(&mut self, now: Instant) {
+        self.now = now;
+        if let (Link::Down(redial), Some(policy)) = (&mut self.link, self.policy) {
+            redial.failed(now, policy.max_backoff, &mut self.rng);
+            if now >= redial.since + policy.window {
+                self.give_up_link();
+            }
+        }
+    }
+
+    /// Attempts made since the connection was lost.
+    pub fn redial_attempts(&self) -> u32 {
+        match self.link {
+            Link::Down(redial) => redial.attempts,
+            _ => 0,
+        }
+    }
+
+    /// A new transport at `now`: a new connection's client, logging in again, which
+    /// inherits what this user delivered. Waiting sends go on once it is logged in.
+    pub fn connected(&mut self, now: Instant) {
+        self.now = now;
+        if !matches!(self.link, Link::Down(_)) {
+            return;
+        }
+        let Ok(mut client) = Client::new(self.config, now) else {
+            return; // checked when first made
+        };
+        if client.login(&self.user, &self.token).is_err() {
+            return;
+        }
+        // What the old connection said of our sends is heard; what it said of messages
+        // coming to us goes with it (their senders send them again).
+        while let Some(event) = self.client.poll_send_event() {
+            if let Some(event) = self.translate(event) {
+                self.own.push_back(event);
+            }
+        }
+        client.carry_from(&mut self.client);
+        self.client = client;
+        self.sends.connection_over();
+        self.held.new_connection();
+        self.link = Link::Up {
+            logged_in: false,
+            again: true,
+        };
+    }
+
+    // ----- Outputs -------------------------------------------------------------------
+
+    /// Bytes to write, appended to `out`; how many.
+    pub fn poll_transmit<S: FrameSink + ?Sized>(&mut self, out: &mut S) -> usize {
+        self.client.poll_transmit(out)
+    }
+
+    /// The next event. Taking one can let frames out: drain
+    /// [`Continuity::poll_transmit`] after events.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.own.pop_front() {
+                return Some(event);
+            }
+            let event = self.client.poll_event()?;
+            if let Some(event) = self.translate(event) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// The next event about one of our sends ([`Event::send_id`]), ahead of the rest
+    /// ([`Client::poll_send_event`]).
+    pub fn poll_send_event(&mut self) -> Option<Event> {
+        loop {
+            let own = self.own.iter().position(|e| e.send_id().is_some());
+            if let Some(event) = own.and_then(|at| self.own.remove(at)) {
+                return Some(event);
+            }
+            let event = self.client.poll_send_event()?;
+            if let Some(event) = self.translate(event) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// The drive loop in one call, as [`Client::poll_output`]; [`Output::Closed`] once the
+    /// user is done for good.
+    pub fn poll_output<S: FrameSink + ?Sized>(&mut self, out: &mut S) -> Output {
+        if let Some(event) = self.poll_event() {
+            return Output::Event(event);
+        }
+        let written = self.poll_transmit(out);
+        if written > 0 {
+            return Output::Transmit(written);
+        }
+        if let Some(event) = self.poll_event() {
+            return Output::Event(event);
+        }
+        match self.poll_timeout() {
+            Some(at) => Output::Timeout(at),
+            None => Output::Closed,
+        }
+    }
+
+    /// When [`Continuity::handle_timeout`] should next be called: the connection's timers,
+    /// waiting sends tried again or given up, the next dial; `None` once over.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let window = self.policy.map_or(Duration::ZERO, |p| p.window);
+        let give_up = self.sends.next_give_up(window);
+        let at = match self.link {
+            Link::Up { logged_in, .. } => {
+                let retry = self.sends.retry_at().filter(|_| logged_in);
+                [self.client.poll_timeout(), retry, give_up]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            }
+            Link::Down(redial) => Some(redial.next.min(redial.since + window)),
+            Link::Over => None,
+        };
+        match (at, give_up) {
+            (Some(at), Some(g)) => Some(at.min(g)),
+            (at, g) => at.or(g),
+        }
+    }
+
+    // ----- Rules ---------------------------------------------------------------------
+
+    /// Follows the connection: a login accepted (waiting sends go on), a connection over
+    /// (reconnect, or not).
+    fn check_link(&mut self) {
+        let Link::Up { logged_in, again } = self.link else {
+            return;
+        };
+        if !logged_in && self.client.is_logged_in() {
+            self.logged_in = true;
+            self.link = Link::Up {
+                logged_in: true,
+                again,
+            };
+            if again {
+                self.own.push_back(Event::Reconnected);
+            }
+            self.resubmit(self.now);
+        }
+        if !self.client.is_closed() {
+            return;
+        }
+        let replaced = self.client.close_code() == Some(ErrorCode::KICKOUT_BY_RELOGIN);
+        match self.policy {
+            Some(policy) if self.logged_in && !self.closing && !replaced => {
+                self.link = Link::Down(Redial::lost(self.now, policy.backoff, &mut self.rng));
+            }
+            _ => {
+                self.closing |= replaced;
+                self.link = Link::Over;
+                // Its sends' results are still to come from the client; any that waits
+                // ends now.
+                let ended = self.sends.give_up(self.now, None);
+                self.tell_ended(ended);
+            }
+        }
+    }
+
+    /// No more connections: waiting sends end, and the application hears the end if the
+    /// last connection's was not told.
+    fn give_up_link(&mut self) {
+        let down = matches!(self.link, Link::Down(_));
+        self.link = Link::Over;
+        let ended = self.sends.give_up(self.now, None);
+        self.tell_ended(ended);
+        if down {
+            self.own.push_back(Event::Closed {
+                code: ErrorCode::CONNECTIONLOST,
+                reason: CloseReason::TransportLost,
+            });
+        }
+    }
+
+    /// Waiting sends start again on the live connection.
+    fn resubmit(&mut self, now: Instant) {
+        let ended = self.sends.resubmit(&mut self.client, now);
+        self.tell_ended(ended);
+    }
+
+    fn tell_ended(&mut self, ended: impl IntoIterator<Item = Ended>) {
+        for e in ended {
+            self.own.push_back(Event::SendResult {
+                id: e.id,
+                kind: e.kind,
+                code: e.code,
+                cookie: e.cookie,
+            });
+        }
+    }
+
+    fn tell_waiting(&mut self, id: SendId, since: Instant, code: ErrorCode) {
+        let window = self.policy.map_or(Duration::ZERO, |p| p.window);
+        self.own.push_back(Event::SendWaiting {
+            id,
+            code,
+            since,
+            deadline: since + window,
+        });
+    }
+
+    /// An event of the connection's client, as the application hears it: our sends by
+    /// the ids it knows; keyed buffers resumed, or confirmed and dropped as repeats; the
+    /// end of a connection that will be replaced, not told.
+    fn translate(&mut self, event: Event) -> Option<Event> {
+        let now = self.now;
+        match event {
+            Event::SendResult {
+                id,
+                kind,
+                code,
+                cookie,
+            } => {
+                let may_wait = self.policy.is_some() && !self.closing;
+                match self.sends.result(now, id, code, may_wait) {
+                    Outcome::Result(id) => Some(Event::SendResult {
+                        id,
+                        kind,
+                        code,
+                        cookie,
+                    }),
+                    Outcome::Waits(id, since, code) => {
+                        let retry = self.policy.map_or(Duration::ZERO, |p| p.retry);
+                        self.sends.retry_later(now + retry);
+                        let window = self.policy.map(|p| p.window);
+                        let ended = self.sends.give_up(now, window);
+                        self.tell_ended(ended);
+                        let deadline = since + window.unwrap_or(Duration::ZERO);
+                        Some(Event::SendWaiting {
+                            id,
+                            code,
+                            since,
+                            deadline,
+                        })
+                    }
+                    Outcome::Unknown => None,
+                }
+            }
+            Event::Progress {
+                id,
+                sent,
+                total,
+                cookie,
+            } => Some(Event::Progress {
+                id: self.sends.ours(id)?,
+                sent,
+                total,
+                cookie,
+            }),
+            Event::CancelResult { id, code, cookie } => Some(Event::CancelResult {
+                id: self.sends.ours(id).unwrap_or(id),
+                code,
+                cookie,
+            }),
+            Event::FileRead { id, offset, len } => Some(Event::FileRead {
+                id: self.sends.ours(id)?,
+                offset,
+                len,
+            }),
+            Event::Resumed { id, offset, cookie } => Some(Event::Resumed {
+                id: self.sends.ours(id)?,
+                offset,
+                cookie,
+            }),
+            Event::Offer {
+                id,
+                kind: SendKind::Buffer,
+                ref from,
+                size,
+                resume_key: Some(key),
+                ..
+            } => {
+                if let Some(policy) = self.policy {
+                    self.held.expire(now, policy.window);
+                }
+                let answer = match self.held.offered(id, from, key, size) {
+                    Answer::Whole(size, digest) => self.client.resume_incoming(id, size, digest),
+                    Answer::From(held) => self.client.resume_incoming_buffer(id, held),
+                };
+                // A buffer ended meanwhile needs no answer.
+                let _ = answer;
+                Some(event)
+            }
+            Event::ReceiveSuspended { id, from, data, .. } => {
+                self.held.suspended(now, id, data);
+                Some(Event::ReceiveFailed {
+                    id,
+                    from,
+                    code: ErrorCode::CONNECTIONLOST,
+                })
+            }
+            Event::ReceiveFailed { id, .. } => {
+                self.held.failed(id);
+                Some(event)
+            }
+            Event::BufferReceived { id, ref data, .. } => {
+                if self.held.received(now, id, data) {
+                    // Delivered before; its sender never heard. Confirmed, not delivered
+                    // again (taking it confirmed it, unless the application confirms
+                    // buffers itself).
+                    let _ = self.client.accept_delivery(id);
+                    return None;
+                }
+                Some(event)
+            }
+            Event::LoginResult { code } if !code.is_success() => {
+                // Refused: no trying again.
+                self.closing = true;
+                if matches!(self.link, Link::Down(_)) {
+                    self.give_up_link();
+                }
+                let ended = self.sends.give_up(now, None);
+                self.tell_ended(ended);
+                Some(event)
+            }
+            // The first acceptance is told; later ones are said as `Reconnected`.
+            Event::LoginResult { .. } if self.told_login => None,
+            Event::LoginResult { .. } => {
+                self.told_login = true;
+                Some(event)
+            }
+            // The end of a connection that is replaced is not the end.
+            Event::Closed { .. } if matches!(self.link, Link::Down(_)) => None,
+            other => Some(other),
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! A user's sends across connections: the ids the application knows them by (the same on
+//! every connection), what sends each again, which wait for a connection or their
+//! receiver, and when a waiting send is given up. Every rule about re-sending is here.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use bytes::Bytes;
+
+use crate::client::{Client, SendId, SendKind};
+use crate::wire::{CmdOnce, ResumeKey};
+use crate::{ErrorCode, Instant, SendError};
+
+/// How a send is started again on a new connection: a command with its identity (its
+/// receiver delivers it once), a buffer or a file under its resume key (it goes on from
+/// what its receiver holds).
+#[derive(Clone, Debug)]
+pub(crate) enum Resend {
+    Cmd {
+        to: String,
+        data: Bytes,
+        once: CmdOnce,
+    },
+    Buffer {
+        to: String,
+        data: Bytes,
+        key: ResumeKey,
+    },
+    File {
+        to: String,
+        name: String,
+        size: u64,
+        key: ResumeKey,
+    },
+}
+
+impl Resend {
+    fn to(&self) -> &str {
+        match self {
+            Resend::Cmd { to, .. } | Resend::Buffer { to, .. } | Resend::File { to, .. } => to,
+        }
+    }
+
+    /// Starts it on `client`; a command goes as sent again.
+    fn start(&self, client: &mut Client, now: Instant, cookie: u64) -> Result<SendId, SendError> {
+        match self.clone() {
+            Resend::Cmd { to, data, once } => {
+                let once = CmdOnce {
+                    resent: true,
+                    ..once
+                };
+                client.send_cmd_once(now, &to, data, once, cookie)
+            }
+            Resend::Buffer { to, data, key } => {
+                client.send_buffer_resumable(now, &to, data, key, cookie)
+            }
+            Resend::File {
+                to,
+                name,
+                size,
+                key,
+            } => client.send_file_resumable(now, &to, &name, size, key, cookie),
+        }
+    }
+}
+
+/// One send the application knows of, until its result.
+#[derive(Debug)]
+struct Tracked {
+    kind: SendKind,
+    cookie: u64,
+    /// What sends it again; `None`: it ends with its connection.
+    resend: Option<Resend>,
+    /// Its id on the current connection, while it is there.
+    on_conn: Option<SendId>,
+    /// When it was first cut off, and why it waits now, while it waits.
+    lost: Option<Instant>,
+    waits: Option<ErrorCode>,
+}
+
+/// A send that came to an end here (given up, refused again, cancelled while waiting).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ended {
+    pub(crate) id: SendId,
+    pub(crate) kind: SendKind,
+    pub(crate) code: ErrorCode,
+    pub(crate) cookie: u64,
+}
+
+/// What became of a send whose connection gave its result.
+pub(crate) enum Outcome {
+    /// Its result: the application hears it.
+    Result(SendId),
+    /// It waits to go on: since when (its first loss) and why.
+    Waits(SendId, Instant, ErrorCode),
+    /// Not one of ours (ended meanwhile).
+    Unknown,
+}
+
+/// The sends of one user, across connections.
+#[derive(Debug)]
+pub(crate) struct Sends {
+    next: u64,
+    tracked: BTreeMap<SendId, Tracked>,
+    /// The current connection's send ids, to ours.
+    on_conn: BTreeMap<SendId, SendId>,
+    /// Sends waiting, in the order they were made (commands keep their order).
+    waiting: VecDeque<SendId>,
+    /// When waiting sends are next tried on a live connection (their receiver was lost).
+    retry_at: Option<Instant>,
+    /// This user's stream of command identities, and its next number.
+    stream: [u8; 16],
+    next_seq: u64,
+    next_key: u64,
+}
+
+impl Sends {
+    pub(crate) fn new(stream: [u8; 16]) -> Self {
+        Sends {
+            next: 0,
+            tracked: BTreeMap::new(),
+            on_conn: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            retry_at: None,
+            stream,
+            next_seq: 0,
+            next_key: 0,
+        }
+    }
+
+    /// The next command identity: numbers rise across every receiver, so a receiver's
+    /// high-water mark holds whatever else this stream sent.
+    pub(crate) fn next_once(&mut self) -> CmdOnce {
+        self.next_seq += 1;
+        CmdOnce {
+            stream: self.stream,
+            seq: self.next_seq,
+            resent: false,
+        }
+    }
+
+    /// A resume key of this user's own for a buffer: its stream and a counter.
+    pub(crate) fn next_key(&mut self) -> ResumeKey {
+        self.next_key += 1;
+        let mut key = self.stream;
+        for (k, c) in key[8..].iter_mut().zip(self.next_key.to_le_bytes()) {
+            *k ^= c;
+        }
+        key[0] ^= 0x80; // never a command's stream
+        ResumeKey(key)
+    }
+
+    /// Starts a send: on `client` now, or, while `queue` (no live connection, or a
+    /// command behind others to the same receiver that wait), waiting for its turn.
+    pub(crate) fn start(
+        &mut self,
+        client: &mut Client,
+        now: Instant,
+        kind: SendKind,
+        cookie: u64,
+        resend: Option<Resend>,
+        connected: bool,
+        start: impl FnOnce(&mut Client) -> Result<SendId, SendError>,
+    ) -> Result<(SendId, Option<ErrorCode>), SendError> {
+        // A command may not pass one to the same receiver that waits: it would be
+        // delivered first, and the waiting one then taken for a repeat.
+        let behind = match &resend {
+            Some(r @ Resend::Cmd { .. }) => self.waiting.iter().any(|w| {
+                self.tracked
+                    .get(w)
+                    .and_then(|t| t.resend.as_ref())
+                    .is_some_and(|o| matches!(o, Resend::Cmd { .. }) && o.to() == r.to())
+            }),
+            _ => false,
+        };
+        let queue = resend.is_some() && (!connected || behind);
+        let on_conn = match queue {
+            true => None,
+            false => Some(start(client)?),
+        };
+        let id = SendId(self.next);
+        self.next += 1;
+        let waits = queue.then_some(ErrorCode::CONNECTIONLOST);
+        if let Some(c) = on_conn {
+            self.on_conn.insert(c, id);
+        }
+        self.tracked.insert(
+            id,
+            Tracked {
+                kind,
+                cookie,
+                resend,
+                on_conn,
+                lost: queue.then_some(now),
+                waits,
+            },
+        );
+        if queue {
+            self.waiting.push_back(id);
+        }
+        Ok((id, waits))
+    }
+
+    /// Our id of the current connection's send `id`.
+    pub(crate) fn ours(&self, id: SendId) -> Option<SendId> {
+        self.on_conn.get(&id).copied()
+    }
+
+    /// The current connection's id of our send `id`, while it is there.
+    pub(crate) fn on_conn(&self, id: SendId) -> Option<SendId> {
+        self.tracked.get(&id).and_then(|t| t.on_conn)
+    }
+
+    /// The connection's send `id` ended with `code`. A send with a way to go again that
+    /// was cut off waits (`may_wait`: the client will be back), else it ends.
+    pub(crate) fn result(
+        &mut self,
+        now: Instant,
+        id: SendId,
+        code: ErrorCode,
+        may_wait: bool,
+    ) -> Outcome {
+        let Some(ours) = self.on_conn.remove(&id) else {
+            return Outcome::Unknown;
+        };
+        let Some(t) = self.tracked.get_mut(&ours) else {
+            return Outcome::Unknown;
+        };
+        t.on_conn = None;
+        if may_wait && t.resend.is_some() && cut_off(code, t.lost.is_some()) {
+            let since = *t.lost.get_or_insert(now);
+            t.waits = Some(code);
+            // In the order they were made, whatever order their results came in.
+            let at = self
+                .waiting
+                .iter()
+                .position(|w| *w > ours)
+                .unwrap_or(self.waiting.len());
+            self.waiting.insert(at, ours);
+            return Outcome::Waits(ours, since, code);
+        }
+        self.tracked.remove(&ours);
+        Outcome::Result(ours)
+    }
+
+    /// Sends waiting, tried again later on this connection.
+    pub(crate) fn retry_later(&mut self, at: Instant) {
+        if !self.waiting.is_empty() {
+            self.retry_at.get_or_insert(at);
+        }
+    }
+
+    /// When waiting sends are next tried on a live connection.
+    pub(crate) fn retry_at(&self) -> Option<Instant> {
+        self.retry_at.filter(|_| !self.waiting.is_empty())
+    }
+
+    /// The waiting sends start again on `client`, in the order they were made; those it
+    /// refuses end.
+    pub(crate) fn resubmit(&mut self, client: &mut Client, now: Instant) -> Vec<Ended> {
+        self.retry_at = None;
+        let mut ended = Vec::new();
+        for ours in core::mem::take(&mut self.waiting) {
+            let Some(t) = self.tracked.get_mut(&ours) else {
+                continue;
+            };
+            let Some(resend) = &t.resend else {
+                continue;
+            };
+            match resend.start(client, now, t.cookie) {
+                Ok(c) => {
+                    t.on_conn = Some(c);
+                    t.waits = None;
+                    self.on_conn.insert(c, ours);
+                }
+                Err(error) => {
+                    let (kind, cookie) = (t.kind, t.cookie);
+                    self.tracked.remove(&ours);
+                    ended.push(Ended {
+                        id: ours,
+                        kind,
+                        code: error.code(),
+                        cookie,
+                    });
+                }
+            }
+        }
+        ended
+    }
+
+    /// Waiting sends first lost `window` or longer before `now` (every one, for `None`)
+    /// are given up: they end with `CONNECTIONLOST`.
+    pub(crate) fn give_up(&mut self, now: Instant, window: Option<Duration>) -> Vec<Ended> {
+        let mut ended = Vec::new();
+        let tracked = &mut self.tracked;
+        self.waiting.retain(|ours| {
+            let due = match (window, tracked.get(ours).and_then(|t| t.lost)) {
+                (Some(window), Some(lost)) => now >= lost + window,
+                _ => true,
+            };
+            if due {
+                if let Some(t) = tracked.remove(ours) {
+                    ended.push(Ended {
+                        id: *ours,
+                        kind: t.kind,
+                        code: ErrorCode::CONNECTIONLOST,
+                        cookie: t.cookie,
+                    });
+                }
+            }
+            !due
+        });
+        ended
+    }
+
+    /// The earliest time a waiting send is given up, with `window`.
+    pub(crate) fn next_give_up(&self, window: Duration) -> Option<Instant> {
+        self.waiting
+            .iter()
+            .filter_map(|w| self.tracked.get(w).and_then(|t| t.lost))
+            .min()
+            .map(|lost| lost + window)
+    }
+
+    /// Takes waiting send `id` out (cancelled): `None` if it does not wait.
+    pub(crate) fn cancel_waiting(&mut self, id: SendId) -> Option<Ended> {
+        let at = self.waiting.iter().position(|w| *w == id)?;
+        self.waiting.remove(at);
+        let t = self.tracked.remove(&id)?;
+        Some(Ended {
+            id,
+            kind: t.kind,
+            code: ErrorCode::CANCELLED,
+            cookie: t.cookie,
+        })
+    }
+
+    /// Sends on the connection that was lost are no longer on any.
+    pub(crate) fn connection_over(&mut self) {
+        self.on_conn.clear();
+        for t in self.tracked.values_mut() {
+            t.on_conn = None;
+        }
+    }
+
+    /// Sends that wait.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+/// A send whose result says this was cut off, and may go on: its connection, or its
+/// receiver's, was lost (`CONNECTIONLOST`), or, tried again after such a loss, its
+/// receiver is not back yet (`OFFLINE`). A send's own deadline (`SOCKETTIMEOUT` with
+/// [`ClientConfig::send_timeout`](crate::client::ClientConfig::send_timeout)) is its end.
+fn cut_off(code: ErrorCode, lost_before: bool) -> bool {
+    code == ErrorCode::CONNECTIONLOST || code == ErrorCode::OFFLINE && lost_before
+}
