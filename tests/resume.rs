@@ -14,7 +14,7 @@ use peermsg::wire::{
 use peermsg::{ErrorCode, Instant};
 use proptest::prelude::*;
 use support::net::Net;
-use support::{content, encode, hello, login, written, Sim};
+use support::{content, encode, hello, login, written, FileStore, Sim};
 
 const KEY: ResumeKey = ResumeKey([7; 16]);
 
@@ -71,22 +71,12 @@ fn resumed(net: &Net, i: usize, id: SendId) -> Vec<u64> {
 fn restart(net: &mut Net, i: usize, name: &str) -> usize {
     net.drop_node(i);
     let new = net.connect(name, b"good", config());
-    let old = &mut net.nodes[i].side;
-    let kept = (
-        std::mem::take(&mut old.partials),
-        old.record_every,
-        std::mem::take(&mut old.completed),
-        std::mem::take(&mut old.done),
-        old.stored_bytes,
-    );
-    let side = &mut net.nodes[new].side;
-    (
-        side.partials,
-        side.record_every,
-        side.completed,
-        side.done,
-        side.stored_bytes,
-    ) = kept;
+    let kept = std::mem::take(&mut net.nodes[i].side.store);
+    net.nodes[new].side.store = FileStore {
+        keyed: Default::default(),
+        repeats: Vec::new(),
+        ..kept
+    };
     net.run();
     new
 }
@@ -102,15 +92,17 @@ fn cut_and_resume(
 ) -> (Net, usize, usize, Vec<u64>) {
     let mut net = network(seed);
     let (mut alice, mut bob) = (0, 1);
-    net.nodes[bob].side.record_every = record_every;
+    net.nodes[bob].side.store.record_every = record_every;
     let mut offsets = Vec::new();
     let mut cuts = cuts.iter();
     loop {
         let id = send(&mut net, alice, file);
-        let stored = net.nodes[bob].side.stored_bytes;
+        let stored = net.nodes[bob].side.store.stored_bytes;
         let cut = cuts.next();
         let at = cut.map_or(u64::MAX, |(more, _)| stored + more);
-        net.run_until(|n| n.nodes[bob].side.stored_bytes >= at || result(n, alice, id).is_some());
+        net.run_until(|n| {
+            n.nodes[bob].side.store.stored_bytes >= at || result(n, alice, id).is_some()
+        });
         offsets.extend(resumed(&net, alice, id));
         if result(&net, alice, id) == Some(ErrorCode::NOERR) {
             return (net, alice, bob, offsets);
@@ -139,9 +131,9 @@ fn a_transfer_cut_twice_continues_from_what_the_receiver_holds() {
     let file = content(400_000, 1);
     let (net, alice, bob, offsets) = cut_and_resume(&file, &[(100_000, 1), (150_000, 0)], 1, 1);
     let bob_side = &net.nodes[bob].side;
-    assert_eq!(bob_side.completed, vec![file.to_vec()]);
+    assert_eq!(bob_side.store.completed, vec![file.to_vec()]);
     // Every byte was stored once: each attempt went on from where the last stopped.
-    assert_eq!(bob_side.stored_bytes, 400_000);
+    assert_eq!(bob_side.store.stored_bytes, 400_000);
     assert_eq!(offsets.len(), 2, "two attempts resumed: {offsets:?}");
     assert!(
         offsets[0] >= 100_000 && offsets[1] >= 250_000,
@@ -159,16 +151,16 @@ fn a_receiver_that_keeps_nothing_gets_the_whole_file_again() {
     let file = content(200_000, 2);
     let mut net = network(2);
     let id = send(&mut net, 0, &file);
-    net.run_until(|n| n.nodes[1].side.stored_bytes >= 50_000);
+    net.run_until(|n| n.nodes[1].side.store.stored_bytes >= 50_000);
     let bob = restart(&mut net, 1, "bob");
-    net.nodes[bob].side.partials.clear(); // a listener whose partials are gone
+    net.nodes[bob].side.store.partials.clear(); // a listener whose partials are gone
     net.run();
     assert_eq!(result(&net, 0, id), Some(ErrorCode::CONNECTIONLOST));
     let id = send(&mut net, 0, &file);
     net.run();
     assert_eq!(result(&net, 0, id), Some(ErrorCode::NOERR));
     assert_eq!(resumed(&net, 0, id), Vec::<u64>::new(), "from 0: no resume");
-    assert_eq!(net.nodes[bob].side.completed, vec![file.to_vec()]);
+    assert_eq!(net.nodes[bob].side.store.completed, vec![file.to_vec()]);
 }
 
 #[test]
@@ -203,7 +195,7 @@ fn resend_changed(seed: u64, cut: u64, at: usize) -> (Net, usize, Bytes, SendId)
     let file = content(300_000, seed);
     let mut net = network(seed);
     let id = send(&mut net, 0, &file);
-    net.run_until(|n| n.nodes[1].side.stored_bytes >= cut);
+    net.run_until(|n| n.nodes[1].side.store.stored_bytes >= cut);
     let bob = restart(&mut net, 1, "bob");
     assert_eq!(result(&net, 0, id), Some(ErrorCode::CONNECTIONLOST));
     // The same name and size, one byte other.
@@ -221,15 +213,15 @@ fn a_source_that_changed_before_the_offset_is_never_continued() {
     assert_eq!(result(&net, 0, id), Some(ErrorCode::DIGEST_MISMATCH));
     assert!(resumed(&net, 0, id).is_empty());
     assert!(
-        net.nodes[bob].side.partials.is_empty(),
+        net.nodes[bob].side.store.partials.is_empty(),
         "the receiver dropped its bytes"
     );
-    assert!(net.nodes[bob].side.completed.is_empty());
+    assert!(net.nodes[bob].side.store.completed.is_empty());
     // Sent again, it starts over and arrives as it is now.
     let id = send(&mut net, 0, &changed);
     net.run();
     assert_eq!(result(&net, 0, id), Some(ErrorCode::NOERR));
-    assert_eq!(net.nodes[bob].side.completed, vec![changed.to_vec()]);
+    assert_eq!(net.nodes[bob].side.store.completed, vec![changed.to_vec()]);
 }
 
 #[test]
@@ -237,7 +229,7 @@ fn a_source_that_changed_only_past_the_offset_arrives_as_it_is_now() {
     let (net, bob, changed, id) = resend_changed(5, 60_000, 299_000);
     assert_eq!(result(&net, 0, id), Some(ErrorCode::NOERR));
     assert_eq!(resumed(&net, 0, id).len(), 1);
-    assert_eq!(net.nodes[bob].side.completed, vec![changed.to_vec()]);
+    assert_eq!(net.nodes[bob].side.store.completed, vec![changed.to_vec()]);
 }
 
 proptest! {
@@ -257,9 +249,9 @@ proptest! {
         let file = content(len, seed);
         let (net, _alice, bob, _) = cut_and_resume(&file, &cuts, record_every, seed);
         let side = &net.nodes[bob].side;
-        prop_assert_eq!(side.completed.len(), 1, "one file completed");
-        prop_assert!(side.completed[0] == file, "the file as sent");
-        let again = side.stored_bytes - len as u64;
+        prop_assert_eq!(side.store.completed.len(), 1, "one file completed");
+        prop_assert!(side.store.completed[0] == file, "the file as sent");
+        let again = side.store.stored_bytes - len as u64;
         prop_assert!(
             again <= (cuts.len() * (record_every - 1)) as u64,
             "{} bytes stored again over {} cuts",
@@ -275,15 +267,15 @@ fn a_file_delivered_to_a_sender_that_never_heard_is_not_delivered_twice() {
     let mut net = network(6);
     let id = send(&mut net, 0, &file);
     // bob has all of it and confirms; alice dies before the confirmation reaches her.
-    net.run_until(|n| n.nodes[1].side.completed.len() == 1);
+    net.run_until(|n| n.nodes[1].side.store.completed.len() == 1);
     let alice = restart(&mut net, 0, "alice");
     assert_eq!(result(&net, 0, id), Some(ErrorCode::CONNECTIONLOST));
     let id = send(&mut net, alice, &file);
     net.run();
     assert_eq!(result(&net, alice, id), Some(ErrorCode::NOERR));
     assert_eq!(resumed(&net, alice, id), vec![37_386], "resumed at its end");
-    assert_eq!(net.nodes[1].side.completed.len(), 1, "kept once");
-    assert_eq!(net.nodes[1].side.stored_bytes, 37_386);
+    assert_eq!(net.nodes[1].side.store.completed.len(), 1, "kept once");
+    assert_eq!(net.nodes[1].side.store.stored_bytes, 37_386);
 }
 
 /// A relay with `mallory` (connection 0) and `bob` (1) logged in, both announcing resume;

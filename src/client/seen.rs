@@ -29,11 +29,73 @@ pub enum Verdict {
     Forgotten,
 }
 
-/// One sending user's streams: the highest number delivered of each and when it was
-/// last heard, and when a stream of theirs was last dropped to stay in bounds.
+/// One stream's deliveries: the highest number delivered, which of the
+/// [`SeenCmds::WINDOW`] numbers up to it were (bit `i`: `max - i`), and when it was last
+/// heard. Numbers may be delivered out of order: a command sent again after a lost
+/// connection can arrive after later ones that were on their way.
+#[derive(Clone, Copy, Debug)]
+struct Stream {
+    max: u64,
+    delivered: [u64; 4],
+    heard: Instant,
+}
+
+impl Stream {
+    fn new(seq: u64, now: Instant) -> Self {
+        Stream {
+            max: seq,
+            delivered: [1, 0, 0, 0],
+            heard: now,
+        }
+    }
+
+    /// Whether `seq` was delivered: `None` if it is below the window (not known).
+    fn has(&self, seq: u64) -> Option<bool> {
+        if seq > self.max {
+            return Some(false);
+        }
+        let back = self.max - seq;
+        (back < SeenCmds::WINDOW)
+            .then(|| self.delivered[(back / 64) as usize] >> (back % 64) & 1 == 1)
+    }
+
+    fn mark(&mut self, seq: u64, now: Instant) {
+        self.heard = now;
+        if seq > self.max {
+            let shift = seq - self.max;
+            self.delivered = match shift < SeenCmds::WINDOW {
+                true => shifted(self.delivered, shift as u32),
+                false => [0; 4],
+            };
+            self.max = seq;
+        }
+        let back = self.max - seq;
+        if back < SeenCmds::WINDOW {
+            self.delivered[(back / 64) as usize] |= 1 << (back % 64);
+        }
+    }
+}
+
+/// The 256-bit set `bits` (word 0 lowest), moved up by `n` (< 256) bits.
+fn shifted(bits: [u64; 4], n: u32) -> [u64; 4] {
+    let (words, rest) = ((n / 64) as usize, n % 64);
+    let mut out = [0u64; 4];
+    for i in (words..4).rev() {
+        let low = bits[i - words];
+        let carry = match (rest, i > words) {
+            (0, _) | (_, false) => 0,
+            _ => bits[i - words - 1] >> (64 - rest),
+        };
+        out[i] = low << rest | carry;
+    }
+    out
+}
+
+/// One sending user's streams, and when a stream of theirs was last dropped to stay in
+/// bounds.
 #[derive(Clone, Debug, Default)]
 struct UserStreams {
-    streams: BTreeMap<[u8; 16], (u64, Instant)>,
+    streams: BTreeMap<[u8; 16], Stream>,
     forgot: Option<Instant>,
     heard: Instant,
 }
@@ -68,6 +130,9 @@ impl SeenCmds {
     pub const STREAMS_PER_USER: usize = 64;
     /// Sending users remembered at most. Past it, the user heard least recently is dropped.
     pub const USERS: usize = 4096;
+    /// Numbers of a stream remembered below its highest: a command sent again that comes
+    /// after more than this many later ones of its stream is refused as forgotten.
+    pub const WINDOW: u64 = 256;
 
     /// A table for senders that send again for up to `resume_window` after a lost
     /// connection. A stream is kept for twice that after it was last heard: a sender's
@@ -101,11 +166,14 @@ impl SeenCmds {
         let user = self.users.get(from);
         let known = user
             .and_then(|u| u.streams.get(&once.stream))
-            .filter(|(_, at)| live(*at));
-        if let Some((seq, _)) = known {
-            return match once.seq <= *seq {
-                true => Verdict::Repeat,
-                false => Verdict::New,
+            .filter(|s| live(s.heard));
+        if let Some(stream) = known {
+            return match stream.has(once.seq) {
+                Some(true) => Verdict::Repeat,
+                Some(false) => Verdict::New,
+                // Too far below to know: a first sending is new, a repeat may not be.
+                None if once.resent => Verdict::Forgotten,
+                None => Verdict::New,
             };
         }
         // A stream not known (now): sent for the first time, it is new; sent again, it is
@@ -127,9 +195,9 @@ impl SeenCmds {
             let known = user
                 .streams
                 .get_mut(&once.stream)
-                .filter(|(_, at)| now.saturating_duration_since(*at) < keep);
-            if let Some((seq, at)) = known {
-                (*seq, *at) = ((*seq).max(once.seq), now);
+                .filter(|s| now.saturating_duration_since(s.heard) < keep);
+            if let Some(stream) = known {
+                stream.mark(once.seq, now);
                 return;
             }
         }
@@ -159,20 +227,20 @@ impl SeenCmds {
         let user = self.users.entry(from.clone()).or_default();
         user.heard = now;
         if user.streams.len() >= Self::STREAMS_PER_USER {
-            user.streams.retain(|_, (_, at)| live(*at));
+            user.streams.retain(|_, s| live(s.heard));
         }
         if user.streams.len() >= Self::STREAMS_PER_USER {
             let oldest = user
                 .streams
                 .iter()
-                .min_by_key(|(_, (_, at))| *at)
+                .min_by_key(|(_, s)| s.heard)
                 .map(|(stream, _)| *stream);
             if let Some(stream) = oldest {
                 user.streams.remove(&stream);
                 user.forgot = Some(now);
             }
         }
-        user.streams.insert(once.stream, (once.seq, now));
+        user.streams.insert(once.stream, Stream::new(once.seq, now));
         if self.forgot_user.is_some_and(|at| !live(at)) {
             self.forgot_user = None;
         }
@@ -249,6 +317,62 @@ mod tests {
             take(&mut seen, t, &user("bob"), once(1, 2, true)),
             Verdict::New
         );
+    }
+
+    #[test]
+    fn a_command_sent_again_after_later_ones_were_delivered_is_still_new() {
+        let mut seen = SeenCmds::new(W);
+        let t = Instant::ZERO;
+        let alice = user("alice");
+        assert_eq!(take(&mut seen, t, &alice, once(1, 1, false)), Verdict::New);
+        // 2 was cut off on its way; 3 to 100 overtook it.
+        for seq in 3..=100 {
+            assert_eq!(
+                take(&mut seen, t, &alice, once(1, seq, false)),
+                Verdict::New
+            );
+        }
+        assert_eq!(take(&mut seen, t, &alice, once(1, 2, true)), Verdict::New);
+        assert_eq!(
+            take(&mut seen, t, &alice, once(1, 2, true)),
+            Verdict::Repeat
+        );
+        assert_eq!(
+            take(&mut seen, t, &alice, once(1, 50, true)),
+            Verdict::Repeat
+        );
+        // Overtaken by more than the window: it cannot be told, and is refused.
+        for seq in 102..=400 {
+            assert_eq!(
+                take(&mut seen, t, &alice, once(1, seq, false)),
+                Verdict::New
+            );
+        }
+        assert_eq!(
+            take(&mut seen, t, &alice, once(1, 101, true)),
+            Verdict::Forgotten
+        );
+        assert_eq!(
+            take(&mut seen, t, &alice, once(1, 101, false)),
+            Verdict::New
+        );
+    }
+
+    #[test]
+    fn the_window_moves_by_whole_words_and_by_bits() {
+        let mut s = Stream::new(10, Instant::ZERO);
+        for seq in [11, 75, 139, 140, 300] {
+            s.mark(seq, Instant::ZERO);
+        }
+        for seq in [75, 139, 140, 300] {
+            assert_eq!(s.has(seq), Some(true), "{seq}");
+        }
+        for seq in [76, 138, 299, 301] {
+            assert_eq!(s.has(seq), Some(false), "{seq}");
+        }
+        assert_eq!(s.has(300 - SeenCmds::WINDOW), None);
+        assert_eq!(shifted([1 << 63, 0, 0, 0], 1), [0, 1, 0, 0]);
+        assert_eq!(shifted([1, 0, 0, 0], 255), [0, 0, 0, 1 << 63]);
     }
 
     #[test]

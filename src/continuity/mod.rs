@@ -212,7 +212,7 @@ impl Continuity {
         let resend = self.policy.map(|_| Resend::Cmd {
             to: to.into(),
             data: data.clone(),
-            once: self.sends.next_once(),
+            once: self.sends.next_once(to),
         });
         self.start(now, SendKind::Cmd, cookie, resend, |c, r| match r {
             Some(Resend::Cmd { once, .. }) => c.send_cmd_once(now, to, data, *once, cookie),
@@ -439,6 +439,11 @@ impl Continuity {
     /// output is drained).
     pub fn is_connected(&self) -> bool {
         !self.client.is_closed()
+    }
+
+    /// `true` while the connection is live and its login was accepted.
+    pub fn is_logged_in(&self) -> bool {
+        !self.client.is_closed() && self.client.is_logged_in()
     }
 
     /// When to dial again: `None` while a connection is live, and once it will not

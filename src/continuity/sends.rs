@@ -110,10 +110,13 @@ pub(crate) struct Sends {
     waiting: VecDeque<SendId>,
     /// When waiting sends are next tried on a live connection (their receiver was lost).
     retry_at: Option<Instant>,
-    /// This user's stream of command identities, and its next number.
-    stream: [u8; 16],
-    next_seq: u64,
-    next_key: u64,
+    /// Random bytes of this user's, from which its streams and keys are made.
+    base: [u8; 16],
+    /// A stream of command identities per receiver: its bytes, its last number, and when
+    /// it was last used (a count of commands); at most [`Sends::RECEIVERS`].
+    streams: BTreeMap<String, ([u8; 16], u64, u64)>,
+    /// Streams and buffer keys made.
+    made: u64,
 }
 
 impl Sends {
@@ -124,32 +127,62 @@ impl Sends {
             on_conn: BTreeMap::new(),
             waiting: VecDeque::new(),
             retry_at: None,
-            stream,
-            next_seq: 0,
-            next_key: 0,
+            base: stream,
+            streams: BTreeMap::new(),
+            made: 0,
         }
     }
 
-    /// The next command identity: numbers rise across every receiver, so a receiver's
-    /// high-water mark holds whatever else this stream sent.
-    pub(crate) fn next_once(&mut self) -> CmdOnce {
-        self.next_seq += 1;
+    /// Receivers whose streams are kept at most; past it, the one used least recently
+    /// goes, and a command to it later starts a new stream.
+    pub(crate) const RECEIVERS: usize = 4096;
+
+    /// Sixteen bytes of this user's own, never made before: `tag` tells streams from keys.
+    fn fresh(&mut self, tag: u8) -> [u8; 16] {
+        self.made += 1;
+        let mut bytes = self.base;
+        bytes[0] ^= tag;
+        for (b, c) in bytes[8..].iter_mut().zip(self.made.to_le_bytes()) {
+            *b ^= c;
+        }
+        bytes
+    }
+
+    /// The next command identity to `to`: each receiver's commands are numbered 1, 2, 3 …
+    /// in a stream of their own, so a receiver's record of what it delivered is dense.
+    pub(crate) fn next_once(&mut self, to: &str) -> CmdOnce {
+        if !self.streams.contains_key(to) && self.streams.len() >= Self::RECEIVERS {
+            let quietest = self
+                .streams
+                .iter()
+                .min_by_key(|(_, s)| s.2)
+                .map(|(k, _)| k.clone());
+            if let Some(quietest) = quietest {
+                self.streams.remove(&quietest);
+            }
+        }
+        let fresh = match self.streams.contains_key(to) {
+            true => None,
+            false => Some(self.fresh(0x40)),
+        };
+        self.made += 1;
+        let used = self.made;
+        let stream = self
+            .streams
+            .entry(to.into())
+            .or_insert((fresh.unwrap_or_default(), 0, 0));
+        stream.1 += 1;
+        stream.2 = used;
         CmdOnce {
-            stream: self.stream,
-            seq: self.next_seq,
+            stream: stream.0,
+            seq: stream.1,
             resent: false,
         }
     }
 
-    /// A resume key of this user's own for a buffer: its stream and a counter.
+    /// A resume key of this user's own for a buffer.
     pub(crate) fn next_key(&mut self) -> ResumeKey {
-        self.next_key += 1;
-        let mut key = self.stream;
-        for (k, c) in key[8..].iter_mut().zip(self.next_key.to_le_bytes()) {
-            *k ^= c;
-        }
-        key[0] ^= 0x80; // never a command's stream
-        ResumeKey(key)
+        ResumeKey(self.fresh(0x80))
     }
 
     /// Starts a send: on `client` now, or, while `queue` (no live connection, or a

@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test file uses a part
 
 pub mod net;
+pub mod world;
 
 use peermsg::client::Output;
 use peermsg::wire::Frame;
@@ -119,24 +120,10 @@ pub struct Side {
     pub peak_buffered: u64,
     /// Take events as they come (true) or leave them (false: a slow application).
     pub reading: bool,
-    /// A resuming receiver's store: what it holds of each file by sender and resume key.
-    pub partials: HashMap<(UserId, ResumeKey), Vec<u8>>,
-    /// Which incoming files write to which partial.
-    pub keyed: HashMap<ReceiveId, (UserId, ResumeKey)>,
-    /// Of a partial whose attempt broke, only whole multiples of this many bytes stay
-    /// (what a sink has recorded durably); 1 keeps every byte.
-    pub record_every: usize,
-    /// Files completed through the store, in order.
-    pub completed: Vec<Vec<u8>>,
-    /// Keys of completed files: offered again (their sender never heard), they resume at
-    /// their end and are not kept twice.
-    pub done: HashMap<(UserId, ResumeKey), (u64, u32)>,
-    /// Incoming files that are such repeats.
-    pub repeats: Vec<ReceiveId>,
+    /// A resuming receiver's store of files.
+    pub store: FileStore,
     /// What a resuming receiver holds of buffers cut by a lost connection.
     pub buffer_partials: HashMap<(UserId, ResumeKey), Bytes>,
-    /// File bytes the store was given, over every attempt.
-    pub stored_bytes: u64,
 }
 
 impl Side {
@@ -148,14 +135,8 @@ impl Side {
             failing_files: Vec::new(),
             peak_buffered: 0,
             reading: true,
-            partials: HashMap::new(),
-            keyed: HashMap::new(),
-            record_every: 1,
-            completed: Vec::new(),
-            done: HashMap::new(),
-            repeats: Vec::new(),
+            store: FileStore::default(),
             buffer_partials: HashMap::new(),
-            stored_bytes: 0,
         }
     }
 
@@ -209,9 +190,8 @@ impl Side {
 }
 
 impl Side {
-    /// The resuming receiver's part: a keyed offer resumes from what the store holds, its
-    /// bytes are appended there, a completed file leaves the store, and a broken attempt
-    /// keeps what was recorded (a lost connection) or nothing (anything else).
+    /// The resuming receiver's part: a keyed buffer resumes from what was handed over
+    /// when it was cut off; files go through the store.
     fn keep_partials(&mut self, event: &Event) {
         match event {
             Event::Offer {
@@ -233,9 +213,61 @@ impl Side {
                 self.buffer_partials
                     .insert((from.clone(), *key), data.clone());
             }
+            _ => {
+                if let Some((id, len, digest)) = self.store.on_event(event) {
+                    assert_eq!(self.client.resume_incoming(id, len, digest), Ok(()));
+                }
+            }
+        }
+    }
+}
+
+/// A resuming receiver's files, as a runtime keeps them on disk: what it holds of each by
+/// sender and resume key; a keyed offer resumes from it, its bytes are appended, a
+/// completed file leaves it, and a broken attempt keeps what was recorded (cut off) or
+/// nothing (anything else).
+#[derive(Debug)]
+pub struct FileStore {
+    pub partials: HashMap<(UserId, ResumeKey), Vec<u8>>,
+    /// Which incoming files write to which partial.
+    pub keyed: HashMap<ReceiveId, (UserId, ResumeKey)>,
+    /// Of a partial whose attempt broke, only whole multiples of this many bytes stay
+    /// (what a sink has recorded durably); 1 keeps every byte.
+    pub record_every: usize,
+    /// Files completed through the store, in order.
+    pub completed: Vec<Vec<u8>>,
+    /// Keys of completed files: offered again (their sender never heard), they resume at
+    /// their end and are not kept twice.
+    pub done: HashMap<(UserId, ResumeKey), (u64, u32)>,
+    /// Incoming files that are such repeats.
+    pub repeats: Vec<ReceiveId>,
+    /// File bytes the store was given, over every attempt.
+    pub stored_bytes: u64,
+}
+
+impl Default for FileStore {
+    fn default() -> Self {
+        FileStore {
+            partials: HashMap::new(),
+            keyed: HashMap::new(),
+            record_every: 1,
+            completed: Vec::new(),
+            done: HashMap::new(),
+            repeats: Vec::new(),
+            stored_bytes: 0,
+        }
+    }
+}
+
+impl FileStore {
+    /// Follows `event`; for a keyed file offer, gives where it resumes (the answer to
+    /// `resume_incoming`).
+    pub fn on_event(&mut self, event: &Event) -> Option<(ReceiveId, u64, Digest)> {
+        match event {
             Event::Offer {
                 id,
                 from,
+                kind: SendKind::File,
                 resume_key: Some(key),
                 ..
             } => {
@@ -250,9 +282,8 @@ impl Side {
                         (held.len() as u64, crc32c::crc32c(held))
                     }
                 };
-                let answer = self.client.resume_incoming(*id, len, Digest::Crc32c(crc));
-                assert_eq!(answer, Ok(()));
                 self.keyed.insert(*id, at);
+                return Some((*id, len, Digest::Crc32c(crc)));
             }
             Event::FileData {
                 id,
@@ -291,6 +322,7 @@ impl Side {
             }
             _ => {}
         }
+        None
     }
 }
 
