@@ -286,11 +286,9 @@ impl Continuity {
         ) && !self.client.is_closed();
         let on = resend.clone();
         let client = &mut self.client;
-        let (id, waits) = self
-            .sends
-            .start(client, now, kind, cookie, resend, connected, |c| {
-                start(c, on.as_ref())
-            })?;
+        let (id, waits) = self.sends.start(now, kind, cookie, resend, connected, || {
+            start(client, on.as_ref())
+        })?;
         if let Some(code) = waits {
             self.tell_waiting(id, now, code);
         }

@@ -189,13 +189,12 @@ impl Sends {
     /// command behind others to the same receiver that wait), waiting for its turn.
     pub(crate) fn start(
         &mut self,
-        client: &mut Client,
         now: Instant,
         kind: SendKind,
         cookie: u64,
         resend: Option<Resend>,
         connected: bool,
-        start: impl FnOnce(&mut Client) -> Result<SendId, SendError>,
+        start: impl FnOnce() -> Result<SendId, SendError>,
     ) -> Result<(SendId, Option<ErrorCode>), SendError> {
         // A command may not pass one to the same receiver that waits: it would be
         // delivered first, and the waiting one then taken for a repeat.
@@ -211,7 +210,7 @@ impl Sends {
         let queue = resend.is_some() && (!connected || behind);
         let on_conn = match queue {
             true => None,
-            false => Some(start(client)?),
+            false => Some(start()?),
         };
         let id = SendId(self.next);
         self.next += 1;

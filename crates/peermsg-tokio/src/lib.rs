@@ -40,6 +40,7 @@
 
 mod auth;
 mod client;
+mod clock;
 #[cfg(feature = "cluster")]
 mod cluster;
 #[cfg(not(feature = "cluster"))]
