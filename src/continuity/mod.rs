@@ -5,8 +5,8 @@
 //! from each to the next: the ids the application knows its sends by, command identities
 //! (a receiver delivers a command once, [`SeenCmds`](crate::client::SeenCmds)), sends cut
 //! off that wait to go on and when they are given up, buffers this user was receiving
-//! when a connection was lost and those it delivered ([`held`]), and when to dial again
-//! ([`redial`]). Every rule that decides what is a repeat, what is sent again and when to
+//! when a connection was lost and those it delivered (`held.rs`), and when to dial again
+//! (`redial.rs`). Every rule that decides what is a repeat, what is sent again and when to
 //! give up is here, sans-IO, with time passed in; a runtime only dials, moves bytes and
 //! files, and waits.
 //!

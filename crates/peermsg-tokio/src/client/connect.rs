@@ -17,7 +17,7 @@ use super::{ClientEvent, ClientEvents, ConnectError, EVENT_QUEUE};
 use crate::clock::{random16, Clock};
 use crate::sink::FileSink;
 
-/// How a client connects again when its connection is lost ([`connect_with`]).
+/// How a client connects again when its connection is lost ([`connect_with`](crate::connect_with)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reconnect {
     /// How long the client tries, and how long its file sends wait for a new connection;
@@ -40,7 +40,7 @@ impl Default for Reconnect {
     }
 }
 
-/// A relay to connect to ([`connect_with`]).
+/// A relay to connect to ([`connect_with`](crate::connect_with)).
 #[derive(Clone)]
 pub enum Server {
     /// Plain TCP to this address (`host:port`).
@@ -106,9 +106,9 @@ impl Server {
 
 /// Connects to a relay at `addr`, logs in, and returns the handle and the event channel
 /// once the login is accepted. Incoming files go to `sink_dir` if given (else they are
-/// refused with `FILE_WRITE_ERR`). It does not reconnect; [`connect_with`] does.
+/// refused with `FILE_WRITE_ERR`). It does not reconnect; [`connect_with`](crate::connect_with) does.
 ///
-/// Events reach the application through a channel of at most [`EVENT_QUEUE`] events, and
+/// Events reach the application through a channel of at most [`EVENT_QUEUE`](crate::EVENT_QUEUE) events, and
 /// the client takes an event from the state machine only when there is room: a command or
 /// buffer is confirmed to its sender only once its event is in the channel, and an
 /// application that stops reading stops its senders (they wait; they are not refused).
@@ -142,7 +142,7 @@ pub async fn connect(
     start(prepared, Box::new(stream), None).await
 }
 
-/// [`connect`] over TLS: the relay's certificate must be valid for `server_name` under
+/// [`connect`](crate::connect) over TLS: the relay's certificate must be valid for `server_name` under
 /// `tls` (its roots, or a verifier that pins a certificate), else
 /// [`ConnectError::Tls`] says why in one line. (The `tls` feature.)
 #[cfg(feature = "tls")]
@@ -167,11 +167,11 @@ pub async fn connect_tls(
     start(prepared, Box::new(stream), None).await
 }
 
-/// [`connect`] to the first of `servers` that answers, and, with `reconnect`, again to the
+/// [`connect`](crate::connect) to the first of `servers` that answers, and, with `reconnect`, again to the
 /// first that answers whenever the connection is lost: the client logs in again, its
-/// resumable file sends (every [`ClientHandle::send_file`]) go on from what their
+/// resumable file sends (every [`ClientHandle::send_file`](crate::ClientHandle::send_file)) go on from what their
 /// receivers hold, and incoming files from what the sink holds. The application hears
-/// [`ClientEvent::Reconnecting`] and [`ClientEvent::Reconnected`]; if no server answers
+/// [`ClientEvent::Reconnecting`](crate::ClientEvent::Reconnecting) and [`ClientEvent::Reconnected`](crate::ClientEvent::Reconnected); if no server answers
 /// within the window, waiting sends end with `CONNECTIONLOST` and the events end with
 /// `Closed`. Commands cut off by a lost connection are sent again, and delivered once
 /// (they carry an identity their receiver checks); buffers go on from what their
@@ -308,7 +308,7 @@ async fn start(
     Ok((handle, events))
 }
 
-/// The client's life: one connection after another (with [`Reconnect`]), each driven by
+/// The client's life: one connection after another (with [`Reconnect`](crate::Reconnect)), each driven by
 /// [`drive`] until it ends, and between them, dialling when the core says.
 async fn supervise(
     shared: Arc<Shared>,

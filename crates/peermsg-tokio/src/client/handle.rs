@@ -1,4 +1,4 @@
-//! The application's handles: [`ClientHandle`] for the SDK's calls, and [`SendHandle`]
+//! The application's handles: [`ClientHandle`](crate::ClientHandle) for the SDK's calls, and [`SendHandle`](crate::SendHandle)
 //! for one send's result and progress.
 
 use std::future::Future;
@@ -43,12 +43,12 @@ pub struct Waiting {
     pub reason: ErrorCode,
     /// When the send was interrupted.
     pub since: tokio::time::Instant,
-    /// When it gives up, ending with `CONNECTIONLOST` ([`Reconnect::window`] after
+    /// When it gives up, ending with `CONNECTIONLOST` ([`Reconnect::window`](super::Reconnect::window) after
     /// `since`).
     pub deadline: tokio::time::Instant,
 }
 
-/// One send under way, as [`ClientHandle::send_cmd`] and its siblings return it.
+/// One send under way, as [`ClientHandle::send_cmd`](crate::ClientHandle::send_cmd) and its siblings return it.
 /// `.await` it for the send's one result (the SDK's `send*Rlst`): `NOERR` once the
 /// receiving application has it, else why not (`CONNECTIONLOST` if the client is gone).
 /// Its progress is a [`watch`] channel; it can be cancelled from here.
@@ -96,7 +96,7 @@ impl SendHandle {
         }
     }
 
-    /// The send's id, as logs and [`ClientHandle::cancel_send`] name it.
+    /// The send's id, as logs and [`ClientHandle::cancel_send`](crate::ClientHandle::cancel_send) name it.
     pub fn id(&self) -> SendId {
         self.id
     }
@@ -149,7 +149,7 @@ impl Drop for LastHandle {
 }
 
 /// The application's side of a connected client. Cloneable; the connection closes when
-/// every handle is dropped or [`ClientHandle::close`] is called.
+/// every handle is dropped or [`ClientHandle::close`](crate::ClientHandle::close) is called.
 #[derive(Clone)]
 pub struct ClientHandle {
     pub(super) shared: Arc<Shared>,
@@ -200,7 +200,7 @@ impl ClientHandle {
 
     /// `sendFile`: the file at `path`, under its own name; `.await` the handle for its
     /// result. It is resumable under a key of its own: a connection lost part way (with
-    /// [`Reconnect`]) costs only what the receiver had not recorded.
+    /// [`Reconnect`](super::Reconnect)) costs only what the receiver had not recorded.
     pub async fn send_file(
         &self,
         to: &str,
@@ -210,8 +210,8 @@ impl ClientHandle {
         self.send_file_keyed(to, path, None, cookie).await
     }
 
-    /// [`ClientHandle::send_file`] under `key`: a program that sends the same file again
-    /// after it was itself restarted gives the same key ([`file_resume_key`]), and the
+    /// [`ClientHandle::send_file`](crate::ClientHandle::send_file) under `key`: a program that sends the same file again
+    /// after it was itself restarted gives the same key ([`file_resume_key`](super::file_resume_key)), and the
     /// receiver continues from what it holds.
     pub async fn send_file_with_key(
         &self,
@@ -258,9 +258,9 @@ impl ClientHandle {
         self.shared.call(|s, _| s.cont.cancel_send(id, cookie))
     }
 
-    /// The application moved the file of [`ClientEvent::FileReceived`] `id` to `path`:
+    /// The application moved the file of [`ClientEvent::FileReceived`](crate::ClientEvent::FileReceived) `id` to `path`:
     /// if its sender sends it again (it never heard of this delivery), it is confirmed
-    /// without being sent or kept twice, and told as [`ClientEvent::FileAlreadyHeld`],
+    /// without being sent or kept twice, and told as [`ClientEvent::FileAlreadyHeld`](crate::ClientEvent::FileAlreadyHeld),
     /// but only while `path` holds that very file. A file not told of is received again
     /// whole.
     pub fn file_saved_as(&self, id: ReceiveId, path: &Path) {
@@ -269,7 +269,7 @@ impl ClientHandle {
 
     /// Takes messages only from `senders` (`None`: from anyone): others are refused with
     /// `REJECTED` as they arrive, on this connection and the next ones
-    /// ([`Client::accept_only_from`]). Messages that came before the call are not looked
+    /// ([`Client::accept_only_from`](peermsg::client::Client::accept_only_from)). Messages that came before the call are not looked
     /// at again.
     pub fn accept_only_from(&self, senders: Option<std::collections::BTreeSet<UserId>>) {
         self.shared.call(|s, _| s.cont.accept_only_from(senders));
@@ -282,14 +282,14 @@ impl ClientHandle {
         });
     }
 
-    /// Confirms a buffer received with [`ClientConfig::confirm_buffers`] once the application
+    /// Confirms a buffer received with [`ClientConfig::confirm_buffers`](peermsg::client::ClientConfig::confirm_buffers) once the application
     /// has kept it: its sender's result is `NOERR`. (Files are confirmed by the client
     /// itself, once its sink kept them.)
     pub fn accept_buffer(&self, id: ReceiveId) -> Result<(), ActionError> {
         self.answer_buffer(id, |c| c.accept_delivery(id))
     }
 
-    /// Refuses a buffer received with [`ClientConfig::confirm_buffers`] that the application
+    /// Refuses a buffer received with [`ClientConfig::confirm_buffers`](peermsg::client::ClientConfig::confirm_buffers) that the application
     /// could not keep: its sender's result is `code` (`FILE_WRITE_ERR` for a success).
     pub fn fail_buffer(&self, id: ReceiveId, code: ErrorCode) -> Result<(), ActionError> {
         self.answer_buffer(id, |c| c.fail_delivery(id, code))

@@ -31,7 +31,7 @@ pub(super) fn key_of(parts: &[&[u8]]) -> ResumeKey {
 
 /// The resume key of the file at `path` sent to `to`, the same every time while the file
 /// is unchanged: from its canonical path, size and modification time. With it
-/// ([`ClientHandle::send_file_with_key`]) a sender that was restarted continues where its
+/// ([`ClientHandle::send_file_with_key`](crate::ClientHandle::send_file_with_key)) a sender that was restarted continues where its
 /// receiver's bytes end; a file changed since gets another key and starts over. (The
 /// receiver also knows a file it kept already: the same unchanged file sent again to the
 /// same user within the resume window is confirmed, not kept twice.)

@@ -1,17 +1,17 @@
 //! A client over TCP: one task owns the socket and drives the state machine; the
 //! application calls into the state machine through a cloneable handle, under a lock held
 //! only for the call, reads events about incoming messages from a bounded channel
-//! ([`ClientEvents`]), and awaits each of its sends on its own [`SendHandle`].
+//! ([`ClientEvents`](crate::ClientEvents)), and awaits each of its sends on its own [`SendHandle`](crate::SendHandle).
 //!
 //! The task takes an event from the state machine only when the channel has room for it.
 //! Taking an event is what confirms a delivery (`RESULT(NOERR)` goes to the sender when a
 //! command or buffer is taken), so an application that stops reading its events stops
-//! confirming: at most [`EVENT_QUEUE`] events wait for it, its senders' commands and
+//! confirming: at most [`EVENT_QUEUE`](crate::EVENT_QUEUE) events wait for it, its senders' commands and
 //! transfers wait for slots and credit, and nothing piles up in between.
 //!
 //! The results and progress of the application's own sends confirm nothing, so they do
 //! not wait for room in that channel: the task takes them ahead of other events
-//! ([`Client::poll_send_event`]) and hands each to its send's handle, which holds one
+//! ([`Client::poll_send_event`](peermsg::client::Client::poll_send_event)) and hands each to its send's handle, which holds one
 //! result and the latest progress, never a queue.
 //!
 //! A send is one call on the state machine and a wake-up of the task, so an application
@@ -19,7 +19,7 @@
 //! drive invariant: after any input (bytes, a wake-up, a file read, a deadline) it writes
 //! frames and handles events until neither comes, then waits on all of them at once. File
 //! bytes never reach the application as events: files to send are read by offset on the
-//! blocking pool while the task goes on, and received files go into a [`FileSink`] that
+//! blocking pool while the task goes on, and received files go into a [`FileSink`](crate::FileSink) that
 //! also runs on the blocking pool, fed in order over a bounded queue (the task takes no
 //! event while that queue is full), and that reports back when a file is kept: only then
 //! is the file confirmed to its sender. A file kept whole is the application's even if
@@ -50,7 +50,7 @@ pub const EVENT_QUEUE: usize = 64;
 
 /// The application's end of a client's events: a bounded channel of [`ClientEvent`]s.
 /// Read it: while it is full, the client confirms no delivery and takes no event from the
-/// state machine (see [`connect`]).
+/// state machine (see [`connect`](crate::connect)).
 pub type ClientEvents = mpsc::Receiver<ClientEvent>;
 
 /// What the application hears from a connected client.
@@ -59,9 +59,9 @@ pub type ClientEvents = mpsc::Receiver<ClientEvent>;
 pub enum ClientEvent {
     /// An event of the state machine about incoming messages or the connection. Not file
     /// bytes (they go to the sink), not `FileReceived` (it comes as
-    /// [`ClientEvent::FileReceived`] once the sink kept the file), and nothing about the
+    /// [`ClientEvent::FileReceived`](crate::ClientEvent::FileReceived) once the sink kept the file), and nothing about the
     /// application's own sends: their progress and results come through their
-    /// [`SendHandle`]s.
+    /// [`SendHandle`](crate::SendHandle)s.
     Core(Event),
     /// A file arrived whole and verified, and was kept in the sink's directory. Also when
     /// the connection was lost as it was kept: its sender, once back, is answered "all of
@@ -80,7 +80,7 @@ pub enum ClientEvent {
     },
     /// A resumable file its sender sent again (it never heard of the earlier delivery)
     /// that the application still has, whole and unchanged, where it said it saved it
-    /// ([`ClientHandle::file_saved_as`]): confirmed, not kept twice.
+    /// ([`ClientHandle::file_saved_as`](crate::ClientHandle::file_saved_as)): confirmed, not kept twice.
     FileAlreadyHeld {
         /// The incoming message.
         id: ReceiveId,
@@ -92,7 +92,7 @@ pub enum ClientEvent {
         size: u64,
     },
     /// The connection was lost and the client is connecting again (with
-    /// [`Reconnect`]): resumable file sends wait, incoming files keep what they have.
+    /// [`Reconnect`](crate::Reconnect)): resumable file sends wait, incoming files keep what they have.
     Reconnecting {
         /// Attempts so far since the connection was lost.
         attempt: u32,

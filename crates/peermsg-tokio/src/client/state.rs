@@ -46,7 +46,7 @@ pub(super) struct State {
 /// Records of kept files waiting for the application's word, at most.
 const DONE_RECORDS: usize = 4096;
 
-/// The task's end of a [`SendHandle`].
+/// The task's end of a [`SendHandle`](crate::SendHandle).
 struct Waiter {
     result: oneshot::Sender<ErrorCode>,
     progress: watch::Sender<SendProgress>,
