@@ -270,12 +270,6 @@ impl Drop for Glue {
     }
 }
 
-fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 impl Glue {
     /// Connects to NATS and subscribes to this relay's subjects. NATS input comes on the
     /// returned channel, for [`Glue::handle`].
@@ -337,7 +331,7 @@ impl Glue {
             .max_payload
             .saturating_sub(head_room)
             .max(1024);
-        let run = now_micros() ^ (u64::from(std::process::id()) << 40);
+        let run = crate::clock::unix_micros() ^ (u64::from(std::process::id()) << 40);
         let me = Relayed {
             node: config.node.clone(),
             run,
@@ -488,14 +482,14 @@ impl Glue {
             // Several NATS servers learn of a new subscription one after the other: no
             // responders there is asked again for a moment before it counts.
             let clustered = !client.server_info().connect_urls.is_empty();
-            let started = tokio::time::Instant::now();
+            let started = crate::clock::tokio_now();
             let mut wait = Duration::from_millis(20);
             let asked = loop {
                 let asked =
                     tokio::time::timeout(limit, client.request(subject.clone(), msg.clone())).await;
                 let nobody =
                     matches!(&asked, Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders);
-                if !(nobody && clustered && started.elapsed() + wait <= INTEREST_SPREADS) {
+                if !(nobody && clustered && crate::clock::tokio_now() - started + wait <= INTEREST_SPREADS) {
                     break asked;
                 }
                 tokio::time::sleep(wait).await;
@@ -546,7 +540,7 @@ impl Glue {
         let mut probe = BytesMut::new();
         head(&mut probe, PROBE, &self.me);
         probe.put_u64(conn.0);
-        probe.put_u64(now_micros());
+        probe.put_u64(crate::clock::unix_micros());
         let probe = probe.freeze();
         let limit = self.config.search_timeout;
         tokio::spawn(async move {
@@ -596,7 +590,7 @@ impl Glue {
                 let mut b = payload;
                 if let Some((ALIVE, from)) = read_head(&mut b) {
                     if from.node != self.me.node {
-                        let seen = tokio::time::Instant::now();
+                        let seen = crate::clock::tokio_now();
                         let before = self.relays.insert(from.node.clone(), (from.run, seen));
                         if before.is_some_and(|(run, _)| run != from.run) {
                             // The relay restarted: links to its last run are gone.
@@ -644,7 +638,7 @@ impl Glue {
                 if relay.user_session(&user) != Some(conn) {
                     return; // a send-only session: it answers no search
                 }
-                let since = now_micros();
+                let since = crate::clock::unix_micros();
                 if let Some(sub) = sub {
                     let name = user.clone();
                     let forwarder = forward(sub, self.inputs.clone(), move |m| {
@@ -860,7 +854,7 @@ impl Glue {
         let mut msg = BytesMut::new();
         head(&mut msg, ALIVE, &self.me);
         self.send(relay, None, RELAYS_SUBJECT.to_string(), msg.freeze());
-        let now = tokio::time::Instant::now();
+        let now = crate::clock::tokio_now();
         let limit = self.config.dead_after;
         let dead: Vec<String> = self
             .relays

@@ -14,7 +14,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use peermsg::wire::{ResumeKey, UserId};
 use sha2::{Digest as _, Sha256};
@@ -169,7 +169,7 @@ pub(crate) fn tidy(
     dir: &Path,
     window: Duration,
 ) -> std::io::Result<Vec<(PathBuf, Record, Duration)>> {
-    let now = SystemTime::now();
+    let now = crate::clock::system_now();
     let age = |path: &Path| {
         std::fs::metadata(path)
             .and_then(|m| m.modified())

@@ -154,11 +154,11 @@ impl LoginFailures {
     fn throttled(&self, ip: IpAddr) -> bool {
         self.by_ip
             .get(&ip)
-            .is_some_and(|(since, n)| *n >= self.max && since.elapsed() < self.window)
+            .is_some_and(|(since, n)| *n >= self.max && crate::clock::tokio_now() - *since < self.window)
     }
 
     fn failed(&mut self, ip: IpAddr) {
-        let now = tokio::time::Instant::now();
+        let now = crate::clock::tokio_now();
         if self.by_ip.len() >= Self::MAX_ADDRESSES {
             let window = self.window;
             self.by_ip.retain(|_, (since, _)| now - *since < window);
@@ -266,8 +266,8 @@ pub async fn serve_with(
             "max_read must be at least 1 and at most max_unprocessed_input",
         ));
     }
-    let epoch = tokio::time::Instant::now();
-    let clock = move || Instant::ZERO + epoch.elapsed();
+    let epoch = crate::clock::Clock::start();
+    let clock = move || epoch.now();
     // Reads waiting in it are bounded by the input budget; flush and close notices wait
     // for room.
     let (input_tx, mut input) = mpsc::channel::<(ConnId, Input)>(1024);
@@ -281,7 +281,7 @@ pub async fn serve_with(
     };
     let mut next_conn = 0u64;
     // Accepting pauses briefly after an accept error (out of files, say).
-    let mut accept_again = tokio::time::Instant::now();
+    let mut accept_again = crate::clock::tokio_now();
     let mut accept_failing = false;
     tokio::pin!(shutdown);
     loop {
@@ -382,7 +382,7 @@ pub async fn serve_with(
                     if let Some(m) = &metrics {
                         m.observe(relay.stats());
                     }
-                    break Some(epoch + (at - Instant::ZERO));
+                    break Some(epoch.at(at));
                 }
                 _ => {
                     if let Some(m) = &metrics {
@@ -392,7 +392,7 @@ pub async fn serve_with(
                 }
             }
         };
-        let accepting = !accept_failing || tokio::time::Instant::now() >= accept_again;
+        let accepting = !accept_failing || crate::clock::tokio_now() >= accept_again;
         tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("relay shutting down");
@@ -478,7 +478,7 @@ pub async fn serve_with(
                         tracing::warn!("cannot accept a connection ({e}); retrying every 100 ms");
                         accept_failing = true;
                     }
-                    accept_again = tokio::time::Instant::now() + Duration::from_millis(100);
+                    accept_again = crate::clock::tokio_now() + Duration::from_millis(100);
                 }
             },
             _ = tokio::time::sleep_until(accept_again), if !accepting => {}

@@ -344,7 +344,7 @@ impl FileSink {
         let dir = dir.into();
         // Fail now, with a clear error, rather than at the first file.
         NamedTempFile::new_in(&dir)?;
-        let now = std::time::Instant::now();
+        let now = crate::clock::std_now();
         let kept = partial::tidy(&dir, limits.window)?
             .into_iter()
             .map(|(base, record, age)| {
@@ -381,9 +381,9 @@ impl FileSink {
     /// Partial files and records of kept files older than the window go (the sink does
     /// it too before each new file and after each suspended one).
     pub fn expire_kept(&mut self) {
-        let window = self.limits.window;
+        let (window, now) = (self.limits.window, crate::clock::std_now());
         self.kept.retain(|base, k| {
-            let live = k.since.elapsed() < window;
+            let live = now - k.since < window;
             if !live {
                 partial::remove(base);
             }
@@ -654,7 +654,7 @@ impl FileSink {
         let kept = KeptEntry {
             from: record.from.clone(),
             bytes: record.offset,
-            since: std::time::Instant::now(),
+            since: crate::clock::std_now(),
             done: false,
         };
         self.kept.insert(base, kept);
@@ -670,7 +670,7 @@ impl FileSink {
             let done = KeptEntry {
                 from: p.record.from.clone(),
                 bytes: 0,
-                since: std::time::Instant::now(),
+                since: crate::clock::std_now(),
                 done: true,
             };
             self.kept.insert(p.base.clone(), done);
