@@ -59,6 +59,19 @@ fn settle(world: &mut World, done: impl Fn(&World) -> bool) {
     }
 }
 
+/// As [`settle`], but stops at the very step at which `done` holds.
+fn settle_exactly(world: &mut World, done: impl Fn(&World) -> bool) {
+    for _ in 0..100_000 {
+        if world.run_until(&done) {
+            return;
+        }
+        match world.next_deadline() {
+            Some(at) => world.fire_timers(at.max(world.now)),
+            None => return,
+        }
+    }
+}
+
 /// alice sends bob a buffer, and bob's connection is lost part way with bob gone for
 /// good (until the test says): the buffer waits.
 fn buffer_waiting_for_bob(seed: u64) -> (World, SendId) {
@@ -396,4 +409,63 @@ fn a_waiting_send_cancelled_ends_and_is_not_sent_again() {
     world.users[1].unreachable = false;
     world.run_for(Duration::from_secs(5));
     assert!(buffers(&world, 1).is_empty(), "not sent again");
+}
+
+/// The relay restarts with commands waiting; alice is back before bob, and bob comes back
+/// just after alice's first command sent again was refused as offline, while the others
+/// are on their way: the first command goes alone until bob has it, so every one arrives,
+/// once, in order (sent together, the later ones would reach bob first).
+#[test]
+fn commands_waiting_for_a_receiver_go_in_order_when_it_comes_back() {
+    let mut world = World::new(&["alice", "bob"], config(), policy(), 12);
+    let now = world.now;
+    let sent: Vec<Bytes> = (0..8)
+        .map(|k| Bytes::from(format!("command {k}")))
+        .collect();
+    let ids: Vec<SendId> = sent
+        .iter()
+        .map(|d| {
+            world.users[0]
+                .cont
+                .send_cmd(now, "bob", d.clone(), 0)
+                .unwrap()
+        })
+        .collect();
+    world.users[1].unreachable = true;
+    world.restart_relay();
+    // Bytes go one at a time, and only alice's first command (sent again) reaches the
+    // relay, and is refused.
+    world.max_piece = 1;
+    settle_exactly(&mut world, |w| w.users[0].cont.is_logged_in());
+    world.users[0].out_budget = Some(0);
+    let refused = |w: &World| {
+        w.users[0].events.iter().any(|e| {
+            matches!(e, Event::SendWaiting { id, code: ErrorCode::OFFLINE, .. } if *id == ids[0])
+        })
+    };
+    for _ in 0..1000 {
+        world.users[0].out_budget = Some(1);
+        world.run();
+
+        if refused(&world) {
+            break;
+        }
+    }
+    assert!(refused(&world), "the first was tried while bob was away");
+
+    world.users[0].out_budget = Some(0);
+    // bob is back, then the rest of alice's bytes go.
+    world.users[1].unreachable = false;
+    world.dial_now(1);
+    settle(&mut world, |w| w.users[1].cont.is_logged_in());
+
+    world.users[0].out_budget = None;
+    settle(&mut world, |w| {
+        ids.iter().all(|id| result(w, 0, *id).is_some())
+    });
+
+    for id in &ids {
+        assert_eq!(result(&world, 0, *id), Some(ErrorCode::NOERR));
+    }
+    assert_eq!(commands(&world, 1), sent);
 }

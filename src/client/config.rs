@@ -99,6 +99,7 @@ impl Default for ClientConfig {
 
 /// Why a [`ClientConfig`] cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The limits are not usable.
     #[error(transparent)]

@@ -674,7 +674,11 @@ impl Continuity {
                 cookie,
             } => {
                 let may_wait = self.policy.is_some() && !self.closing;
-                match self.sends.result(now, id, code, may_wait) {
+                let outcome = self.sends.result(now, id, code, may_wait);
+                if self.sends.take_released() && self.is_logged_in() {
+                    self.resubmit(now);
+                }
+                match outcome {
                     Outcome::Result(id) => Some(Event::SendResult {
                         id,
                         kind,

@@ -117,6 +117,12 @@ pub(crate) struct Sends {
     streams: BTreeMap<String, ([u8; 16], u64, u64)>,
     /// Streams and buffer keys made.
     made: u64,
+    /// Per receiver, the command sent again alone, first of those that waited for it: the
+    /// others follow once it is delivered, so none can pass it while the receiver is
+    /// still away.
+    probes: BTreeMap<String, SendId>,
+    /// A probe was delivered: the commands behind it may go now.
+    released: bool,
 }
 
 impl Sends {
@@ -130,6 +136,8 @@ impl Sends {
             base: stream,
             streams: BTreeMap::new(),
             made: 0,
+            probes: BTreeMap::new(),
+            released: false,
         }
     }
 
@@ -199,6 +207,7 @@ impl Sends {
         // A command may not pass one to the same receiver that waits: it would be
         // delivered first, and the waiting one then taken for a repeat.
         let behind = match &resend {
+            Some(Resend::Cmd { to, .. }) if self.probes.contains_key(to) => true,
             Some(r @ Resend::Cmd { .. }) => self.waiting.iter().any(|w| {
                 self.tracked
                     .get(w)
@@ -261,7 +270,15 @@ impl Sends {
             return Outcome::Unknown;
         };
         t.on_conn = None;
-        if may_wait && t.resend.is_some() && cut_off(code, t.lost.is_some()) {
+        let waits = may_wait && t.resend.is_some() && cut_off(code, t.lost.is_some());
+        if let Some(Resend::Cmd { to, .. }) = &t.resend {
+            if self.probes.get(to) == Some(&ours) {
+                // Delivered (or ended otherwise): the commands behind it go.
+                self.probes.remove(to);
+                self.released |= !waits;
+            }
+        }
+        if waits {
             let since = *t.lost.get_or_insert(now);
             t.waits = Some(code);
             // In the order they were made, whatever order their results came in.
@@ -293,6 +310,7 @@ impl Sends {
     /// refuses end.
     pub(crate) fn resubmit(&mut self, client: &mut Client, now: Instant) -> Vec<Ended> {
         self.retry_at = None;
+        self.released = false;
         let mut ended = Vec::new();
         for ours in core::mem::take(&mut self.waiting) {
             let Some(t) = self.tracked.get_mut(&ours) else {
@@ -301,6 +319,14 @@ impl Sends {
             let Some(resend) = &t.resend else {
                 continue;
             };
+            // One command per receiver goes first, alone; the rest wait for it.
+            if let Resend::Cmd { to, .. } = resend {
+                if self.probes.contains_key(to) {
+                    self.waiting.push_back(ours);
+                    continue;
+                }
+                self.probes.insert(to.clone(), ours);
+            }
             match resend.start(client, now, t.cookie) {
                 Ok(c) => {
                     t.on_conn = Some(c);
@@ -308,6 +334,9 @@ impl Sends {
                     self.on_conn.insert(c, ours);
                 }
                 Err(error) => {
+                    if let Resend::Cmd { to, .. } = resend {
+                        self.probes.remove(to);
+                    }
                     let (kind, cookie) = (t.kind, t.cookie);
                     self.tracked.remove(&ours);
                     ended.push(Ended {
@@ -320,6 +349,12 @@ impl Sends {
             }
         }
         ended
+    }
+
+    /// A command sent alone ahead of others was delivered: those behind it may go
+    /// (once). The caller re-sends the waiting ones at once.
+    pub(crate) fn take_released(&mut self) -> bool {
+        core::mem::take(&mut self.released)
     }
 
     /// Waiting sends first lost `window` or longer before `now` (every one, for `None`)
@@ -372,6 +407,7 @@ impl Sends {
     /// Sends on the connection that was lost are no longer on any.
     pub(crate) fn connection_over(&mut self) {
         self.on_conn.clear();
+        self.probes.clear();
         for t in self.tracked.values_mut() {
             t.on_conn = None;
         }

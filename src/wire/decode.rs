@@ -19,6 +19,7 @@ use crate::ErrorCode;
 
 /// A limit of [`Limits`] or of the protocol, named in [`DecodeError::LimitExceeded`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Limit {
     /// [`Limits::max_user_id_len`].
     UserIdLen,
@@ -56,6 +57,7 @@ impl core::fmt::Display for Limit {
 /// What was wrong with the input. Any error ends the connection: the stream cannot be
 /// trusted past it. [`DecodeError::code`] gives the code to close with.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The frame type is not one this version knows.
     #[error("unknown frame type {0:#x}")]

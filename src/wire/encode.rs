@@ -10,6 +10,7 @@ use super::varint::{put_varint, varint_len};
 
 /// Why a frame could not be encoded. Nothing is written when encoding fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// A number in the frame is over the largest varint, 2^62 - 1.
     #[error("{frame:?} frame: value {value} is over the largest varint")]

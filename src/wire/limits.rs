@@ -80,6 +80,7 @@ impl Default for Limits {
 
 /// Why a [`Limits`] cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LimitsError {
     /// `max_frame_size` is outside `MIN_FRAME_SIZE..=MAX_FRAME_SIZE`.
     #[error("max_frame_size {0} is outside {MIN_FRAME_SIZE}..={MAX_FRAME_SIZE}")]

@@ -81,6 +81,7 @@ impl fmt::Display for Text {
 
 /// Why a string is not a user id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum UserIdError {
     /// The id is empty.
     #[error("user id is empty")]

@@ -32,6 +32,9 @@ pub struct User {
     pub bytes_in: u64,
     /// Dials at this user's request are not answered (the user's network is down).
     pub unreachable: bool,
+    /// Pieces of this user's bytes that may still reach the relay (`None`: any): the
+    /// rest wait on the way.
+    pub out_budget: Option<u64>,
 }
 
 impl User {
@@ -122,6 +125,7 @@ impl World {
                 store: FileStore::default(),
                 bytes_in: 0,
                 unreachable: false,
+                out_budget: None,
             });
             world.open(i);
         }
@@ -166,6 +170,16 @@ impl World {
         }
         self.relay = Relay::new(self.relay_config).expect("valid relay config");
         self.by_conn.clear();
+    }
+
+    /// User `i`, between connections, dials now rather than when its schedule says.
+    pub fn dial_now(&mut self, i: usize) {
+        let now = self.now;
+        let user = &mut self.users[i];
+        if user.conn.is_none() && user.cont.poll_redial().is_some() {
+            user.cont.connected(now);
+            self.open(i);
+        }
     }
 
     /// Sends a file of user `i` to `to` under `key`.
@@ -240,7 +254,9 @@ impl Sim for World {
         }
         for user in &mut self.users {
             let Some(conn) = user.conn else { continue };
-            if let Some(piece) = user.to_relay.pop_front() {
+            let may_send = user.out_budget.is_none_or(|n| n > 0);
+            if let Some(piece) = may_send.then(|| user.to_relay.pop_front()).flatten() {
+                user.out_budget = user.out_budget.map(|n| n - 1);
                 self.relay.handle_input(now, conn, &piece);
                 busy = true;
             }

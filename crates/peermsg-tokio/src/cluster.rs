@@ -50,6 +50,7 @@ pub struct Cluster {
 
 /// Why a cluster configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClusterError {
     /// The node name is empty, too long or has characters a subject cannot carry.
     #[error("a relay's name is 1 to 64 letters, digits, '-' or '_': {0:?}")]
@@ -489,7 +490,10 @@ impl Glue {
                     tokio::time::timeout(limit, client.request(subject.clone(), msg.clone())).await;
                 let nobody =
                     matches!(&asked, Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders);
-                if !(nobody && clustered && crate::clock::tokio_now() - started + wait <= INTEREST_SPREADS) {
+                if !(nobody
+                    && clustered
+                    && crate::clock::tokio_now() - started + wait <= INTEREST_SPREADS)
+                {
                     break asked;
                 }
                 tokio::time::sleep(wait).await;

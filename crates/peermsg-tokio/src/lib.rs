@@ -69,8 +69,8 @@ pub use auth::{Authenticator, Open, TokenTable};
 #[cfg(feature = "tls")]
 pub use client::connect_tls;
 pub use client::{
-    connect, connect_with, file_resume_key, ClientEvent, ClientEvents, ClientHandle, ConnectError,
-    Reconnect, SendFileError, SendHandle, SendProgress, Server, Waiting, EVENT_QUEUE,
+    connect, connect_with, file_resume_key, ClientBuilder, ClientEvent, ClientEvents, ClientHandle,
+    ConnectError, Reconnect, SendFileError, SendHandle, SendProgress, Server, Waiting, EVENT_QUEUE,
 };
 pub use cluster::{Cluster, ClusterError};
 #[cfg(feature = "jwt")]

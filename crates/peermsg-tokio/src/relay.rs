@@ -152,9 +152,9 @@ impl LoginFailures {
     const MAX_ADDRESSES: usize = 65_536;
 
     fn throttled(&self, ip: IpAddr) -> bool {
-        self.by_ip
-            .get(&ip)
-            .is_some_and(|(since, n)| *n >= self.max && crate::clock::tokio_now() - *since < self.window)
+        self.by_ip.get(&ip).is_some_and(|(since, n)| {
+            *n >= self.max && crate::clock::tokio_now() - *since < self.window
+        })
     }
 
     fn failed(&mut self, ip: IpAddr) {

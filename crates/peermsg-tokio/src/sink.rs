@@ -274,6 +274,7 @@ impl ArrivedFile {
 
 /// What [`ArrivedFile::keep`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Kept {
     /// The file is kept now.
     Saved(SavedFile),

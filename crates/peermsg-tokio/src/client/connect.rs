@@ -218,6 +218,108 @@ pub async fn connect_with(
     start(prepared, stream, redial).await
 }
 
+/// How a client connects, named piece by piece ([`ClientHandle::builder`]): the relays,
+/// the token, where incoming files go, how it connects again. Then
+/// [`ClientBuilder::connect`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use peermsg_tokio::{ClientHandle, Reconnect, Server};
+///
+/// let (alice, _events) = ClientHandle::builder("alice")
+///     .token(b"secret")
+///     .servers([Server::Tcp("10.0.0.1:7000".into()), Server::Tcp("10.0.0.2:7000".into())])
+///     .files_to("inbox")
+///     .reconnect(Reconnect::default())
+///     .connect()
+///     .await?;
+/// let code = alice.send_cmd("bob", "hello".into(), 0).await?.await;
+/// println!("{code}");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `connect`"]
+pub struct ClientBuilder {
+    user: String,
+    token: Vec<u8>,
+    servers: Vec<Server>,
+    config: ClientConfig,
+    sink_dir: Option<PathBuf>,
+    reconnect: Option<Reconnect>,
+}
+
+impl ClientBuilder {
+    /// A client of `user`, with an empty token, no relay yet, the default configuration,
+    /// no directory for files (they are refused), and no reconnecting.
+    pub fn new(user: &str) -> Self {
+        ClientBuilder {
+            user: user.to_string(),
+            token: Vec::new(),
+            servers: Vec::new(),
+            config: ClientConfig::default(),
+            sink_dir: None,
+            reconnect: None,
+        }
+    }
+
+    /// The login token.
+    pub fn token(mut self, token: &[u8]) -> Self {
+        self.token = token.to_vec();
+        self
+    }
+
+    /// One more relay to try, in order.
+    pub fn server(mut self, server: Server) -> Self {
+        self.servers.push(server);
+        self
+    }
+
+    /// More relays to try, in order.
+    pub fn servers(mut self, servers: impl IntoIterator<Item = Server>) -> Self {
+        self.servers.extend(servers);
+        self
+    }
+
+    /// The client's configuration (limits, windows, timeouts).
+    pub fn config(mut self, config: ClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Incoming files are kept in `dir` (a [`FileSink`](crate::FileSink)).
+    pub fn files_to(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.sink_dir = Some(dir.into());
+        self
+    }
+
+    /// After a lost connection, connect again (to the first relay that answers) and go on.
+    pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = Some(reconnect);
+        self
+    }
+
+    /// Connects and logs in ([`connect_with`]).
+    pub async fn connect(self) -> Result<(ClientHandle, ClientEvents), ConnectError> {
+        connect_with(
+            &self.servers,
+            &self.user,
+            &self.token,
+            self.config,
+            self.sink_dir.as_deref(),
+            self.reconnect,
+        )
+        .await
+    }
+}
+
+impl ClientHandle {
+    /// A [`ClientBuilder`] for `user`.
+    pub fn builder(user: &str) -> ClientBuilder {
+        ClientBuilder::new(user)
+    }
+}
+
 /// The first of `servers` that answers, and its name; else the last one's error.
 async fn dial_any(servers: &[Server]) -> Result<(Box<dyn Transport>, String), ConnectError> {
     let mut last = ConnectError::Invalid("no relay address".to_string());

@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 
 #[cfg(feature = "tls")]
 pub use connect::connect_tls;
-pub use connect::{connect, connect_with, Reconnect, Server};
+pub use connect::{connect, connect_with, ClientBuilder, Reconnect, Server};
 pub use handle::{ClientHandle, SendHandle, SendProgress, Waiting};
 pub use keys::file_resume_key;
 
