@@ -254,7 +254,7 @@ impl Sim for World {
         }
         for user in &mut self.users {
             let Some(conn) = user.conn else { continue };
-            let may_send = user.out_budget.is_none_or(|n| n > 0);
+            let may_send = user.out_budget.map_or(true, |n| n > 0);
             if let Some(piece) = may_send.then(|| user.to_relay.pop_front()).flatten() {
                 user.out_budget = user.out_budget.map(|n| n - 1);
                 self.relay.handle_input(now, conn, &piece);
