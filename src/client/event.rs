@@ -291,3 +291,35 @@ pub enum Output {
     /// The connection is over and everything has been given out: close the transport.
     Closed,
 }
+
+/// What an endpoint's one-call drive loop is made of: [`Client`](super::Client) and
+/// [`Continuity`](crate::continuity::Continuity) both answer `poll_output` with it.
+pub(crate) trait Endpoint {
+    fn next_event(&mut self) -> Option<Event>;
+    fn transmit<S: crate::wire::FrameSink + ?Sized>(&mut self, out: &mut S) -> usize;
+    fn next_timeout(&self) -> Option<crate::Instant>;
+}
+
+/// The drive loop in one call: an event, else bytes to write, else the time to wait for.
+pub(crate) fn poll_output<E: Endpoint, S: crate::wire::FrameSink + ?Sized>(
+    endpoint: &mut E,
+    out: &mut S,
+) -> Output {
+    // Events first: the frames taking them lets out (results, credit) then go in one
+    // batch rather than one write each.
+    if let Some(event) = endpoint.next_event() {
+        return Output::Event(event);
+    }
+    let written = endpoint.transmit(out);
+    if written > 0 {
+        return Output::Transmit(written);
+    }
+    // Writing can raise an event (a request for a file's next bytes): it is not a wait.
+    if let Some(event) = endpoint.next_event() {
+        return Output::Event(event);
+    }
+    match endpoint.next_timeout() {
+        Some(at) => Output::Timeout(at),
+        None => Output::Closed,
+    }
+}

@@ -18,6 +18,7 @@ mod outgoing;
 mod seen;
 
 pub use config::{ClientConfig, ConfigError};
+pub(crate) use event::{poll_output, Endpoint};
 pub use event::{Event, Output, ReceiveId, SendId, SendKind};
 pub use seen::{SeenCmds, Verdict};
 
@@ -719,23 +720,7 @@ impl Client {
     /// are what it is made of, for runtimes that must take events only when they have room
     /// for them.)
     pub fn poll_output<S: FrameSink + ?Sized>(&mut self, out: &mut S) -> Output {
-        // Events first: the frames taking them lets out (results, credit) then go in one
-        // batch rather than one write each.
-        if let Some(event) = self.poll_event() {
-            return Output::Event(event);
-        }
-        let written = self.poll_transmit(out);
-        if written > 0 {
-            return Output::Transmit(written);
-        }
-        // Writing can raise an event (a request for a file's next bytes): it is not a wait.
-        if let Some(event) = self.poll_event() {
-            return Output::Event(event);
-        }
-        match self.poll_timeout() {
-            Some(at) => Output::Timeout(at),
-            None => Output::Closed,
-        }
+        event::poll_output(self, out)
     }
 
     /// When [`Client::handle_timeout`] should next be called, or `None` once closed.
@@ -1820,5 +1805,17 @@ fn start_waiting(
             *open += 1;
             start(id, send);
         }
+    }
+}
+
+impl event::Endpoint for Client {
+    fn next_event(&mut self) -> Option<Event> {
+        self.poll_event()
+    }
+    fn transmit<S: FrameSink + ?Sized>(&mut self, out: &mut S) -> usize {
+        self.poll_transmit(out)
+    }
+    fn next_timeout(&self) -> Option<Instant> {
+        self.poll_timeout()
     }
 }

@@ -543,20 +543,7 @@ impl Continuity {
     /// The drive loop in one call, as [`Client::poll_output`]; [`Output::Closed`] once the
     /// user is done for good.
     pub fn poll_output<S: FrameSink + ?Sized>(&mut self, out: &mut S) -> Output {
-        if let Some(event) = self.poll_event() {
-            return Output::Event(event);
-        }
-        let written = self.poll_transmit(out);
-        if written > 0 {
-            return Output::Transmit(written);
-        }
-        if let Some(event) = self.poll_event() {
-            return Output::Event(event);
-        }
-        match self.poll_timeout() {
-            Some(at) => Output::Timeout(at),
-            None => Output::Closed,
-        }
+        crate::client::poll_output(self, out)
     }
 
     /// When [`Continuity::handle_timeout`] should next be called: the connection's timers,
@@ -789,5 +776,17 @@ impl Continuity {
             Event::Closed { .. } if matches!(self.link, Link::Down(_)) => None,
             other => Some(other),
         }
+    }
+}
+
+impl crate::client::Endpoint for Continuity {
+    fn next_event(&mut self) -> Option<Event> {
+        self.poll_event()
+    }
+    fn transmit<S: FrameSink + ?Sized>(&mut self, out: &mut S) -> usize {
+        self.poll_transmit(out)
+    }
+    fn next_timeout(&self) -> Option<Instant> {
+        self.poll_timeout()
     }
 }

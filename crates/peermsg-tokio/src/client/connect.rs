@@ -79,29 +79,41 @@ impl Server {
     /// Connects to it (and completes the TLS handshake).
     async fn dial(&self) -> Result<Box<dyn Transport>, ConnectError> {
         match self {
-            Server::Tcp(addr) => {
-                let stream = TcpStream::connect(addr.as_str()).await?;
-                crate::socket::tune(&stream);
-                Ok(Box::new(stream))
-            }
+            Server::Tcp(addr) => Ok(Box::new(dial_tcp(addr.as_str()).await?)),
             #[cfg(feature = "tls")]
             Server::Tls {
                 addr,
                 server_name,
                 tls,
-            } => {
-                let name = rustls::pki_types::ServerName::try_from(server_name.clone())
-                    .map_err(|e| ConnectError::Invalid(format!("{server_name}: {e}")))?;
-                let stream = TcpStream::connect(addr.as_str()).await?;
-                crate::socket::tune(&stream);
-                let stream = tokio_rustls::TlsConnector::from(tls.clone())
-                    .connect(name, stream)
-                    .await
-                    .map_err(ConnectError::Tls)?;
-                Ok(Box::new(stream))
-            }
+            } => Ok(Box::new(
+                dial_tls(addr.as_str(), server_name, tls.clone()).await?,
+            )),
         }
     }
+}
+
+/// A TCP connection to `addr`, tuned for the relay protocol.
+async fn dial_tcp(addr: impl ToSocketAddrs) -> Result<TcpStream, ConnectError> {
+    let stream = TcpStream::connect(addr).await?;
+    crate::socket::tune(&stream);
+    Ok(stream)
+}
+
+/// A TLS connection to `addr`, whose certificate must be valid for `server_name` under
+/// `tls`.
+#[cfg(feature = "tls")]
+async fn dial_tls(
+    addr: impl ToSocketAddrs,
+    server_name: &str,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| ConnectError::Invalid(format!("{server_name}: {e}")))?;
+    let stream = dial_tcp(addr).await?;
+    tokio_rustls::TlsConnector::from(tls)
+        .connect(name, stream)
+        .await
+        .map_err(ConnectError::Tls)
 }
 
 /// Connects to a relay at `addr`, logs in, and returns the handle and the event channel
@@ -137,8 +149,7 @@ pub async fn connect(
     sink_dir: Option<&Path>,
 ) -> Result<(ClientHandle, ClientEvents), ConnectError> {
     let prepared = prepare(user, token, config, sink_dir, None)?;
-    let stream = TcpStream::connect(addr).await?;
-    crate::socket::tune(&stream);
+    let stream = dial_tcp(addr).await?;
     start(prepared, Box::new(stream), None).await
 }
 
@@ -156,14 +167,7 @@ pub async fn connect_tls(
     sink_dir: Option<&Path>,
 ) -> Result<(ClientHandle, ClientEvents), ConnectError> {
     let prepared = prepare(user, token, config, sink_dir, None)?;
-    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
-        .map_err(|e| ConnectError::Invalid(format!("{server_name}: {e}")))?;
-    let stream = TcpStream::connect(addr).await?;
-    crate::socket::tune(&stream);
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, stream)
-        .await
-        .map_err(ConnectError::Tls)?;
+    let stream = dial_tls(addr, server_name, tls).await?;
     start(prepared, Box::new(stream), None).await
 }
 
