@@ -21,7 +21,7 @@ impl Relay {
         self.promised = self.promised.saturating_sub(len);
         // Only incoming links send payload of all links (and their ids keep the link bit
         // after they are gone, while their last bytes leave).
-        if conn.0 & LINK_BIT != 0 {
+        if conn.is_link() {
             self.link_promised = self.link_promised.saturating_sub(len);
         }
         if let Some(c) = self.conns.get_mut(&conn) {

@@ -69,6 +69,14 @@ pub const INITIAL_CONN_CREDIT: u64 = wire::CREDIT_STEP;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
 
+impl ConnId {
+    /// `true` for a link to another relay of a cluster (the relay's own ids, with
+    /// [`LINK_BIT`] set), `false` for a client's connection, named by the runtime.
+    pub const fn is_link(self) -> bool {
+        self.0 & LINK_BIT != 0
+    }
+}
+
 /// The relay's configuration. Every bound on what the relay holds is here; PROTOCOL.md
 /// ("Relays", "What a relay holds") states how they combine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -507,7 +515,7 @@ impl Relay {
     /// with [`LINK_BIT`] set are the relay's own (links) and refused.
     pub fn open(&mut self, now: Instant, conn: ConnId) -> Result<(), RelayError> {
         // Ids with the link bit are the relay's own.
-        if self.conns.contains_key(&conn) || conn.0 & LINK_BIT != 0 {
+        if self.conns.contains_key(&conn) || conn.is_link() {
             return Err(RelayError::InUse);
         }
         self.tick(now);

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use peermsg::client::ClientConfig;
-use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput, LINK_BIT};
+use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
 use peermsg::Instant;
 
 use super::{Rng, Side, Sim};
@@ -129,7 +129,7 @@ impl Sim for Net {
         loop {
             let mut buf = BytesMut::new();
             match self.relay.poll_output(&mut buf) {
-                RelayOutput::Transmit(conn, _) if conn.0 & LINK_BIT != 0 => {
+                RelayOutput::Transmit(conn, _) if conn.is_link() => {
                     busy = true;
                     self.link_out.push((conn, buf.freeze()));
                 }

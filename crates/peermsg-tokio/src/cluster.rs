@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_nats::{Client, Message, Subscriber};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
-use peermsg::relay::{ConnId, LinkSide, Relay, RelayError, LINK_BIT};
+use peermsg::relay::{ConnId, LinkSide, Relay, RelayError};
 use peermsg::wire::{Transmit, UserId};
 use peermsg::{ErrorCode, Instant};
 use std::sync::Arc;
@@ -835,7 +835,7 @@ impl Glue {
     /// The core closed a connection: a link's other end is told (its `CLOSE`, if the core
     /// sent one, went first).
     pub(crate) fn closed(&mut self, relay: &mut Relay, conn: ConnId) {
-        if conn.0 & LINK_BIT == 0 {
+        if !conn.is_link() {
             return;
         }
         if self.drop_end(relay, conn) {
@@ -935,7 +935,7 @@ mod tests {
         let key = LinkKey {
             node: "n2".into(),
             run: 9,
-            id: LINK_BIT | 3,
+            id: peermsg::relay::LINK_BIT | 3,
         };
         let mut out = BytesMut::new();
         head(&mut out, BYTES, &me);

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput, LINK_BIT};
+use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
 use peermsg::wire::Transmit;
 use peermsg::{ErrorCode, Instant};
 
@@ -295,7 +295,7 @@ pub async fn serve_with(
                     if let Some(m) = &metrics {
                         m.sent(written);
                     }
-                    if let (Some(glue), true) = (&mut glue, conn.0 & LINK_BIT != 0) {
+                    if let (Some(glue), true) = (&mut glue, conn.is_link()) {
                         glue.transmit(&mut relay, conn, batch);
                         continue;
                     }
@@ -410,7 +410,7 @@ pub async fn serve_with(
                     loop {
                         let mut batch = Transmit::new();
                         match relay.poll_output(&mut batch) {
-                            RelayOutput::Transmit(conn, _) if conn.0 & LINK_BIT != 0 => {
+                            RelayOutput::Transmit(conn, _) if conn.is_link() => {
                                 glue.transmit(&mut relay, conn, batch)
                             }
                             RelayOutput::Transmit(..) | RelayOutput::Event(_) => {}
