@@ -2,6 +2,7 @@
 //! (`max_cmds_in_flight`, `max_transfers`) bound what the relay forwards to it, and the rest
 //! wait here, in order per sender and in turns across senders.
 
+use super::RouteKey;
 use alloc::collections::{BTreeMap, VecDeque};
 
 use super::ConnId;
@@ -14,13 +15,13 @@ use super::ConnId;
 /// another sender's next message by at most one message per other sender.
 #[derive(Debug, Default)]
 pub(super) struct Admission {
-    by_sender: BTreeMap<ConnId, VecDeque<u64>>,
+    by_sender: BTreeMap<ConnId, VecDeque<RouteKey>>,
     turns: VecDeque<ConnId>,
 }
 
 impl Admission {
     /// Queues route `key` from `sender`.
-    pub(super) fn push(&mut self, sender: ConnId, key: u64) {
+    pub(super) fn push(&mut self, sender: ConnId, key: RouteKey) {
         let queue = self.by_sender.entry(sender).or_default();
         if queue.is_empty() {
             self.turns.push_back(sender);
@@ -29,7 +30,7 @@ impl Admission {
     }
 
     /// The next route to admit: the oldest of the sender whose turn it is.
-    pub(super) fn pop(&mut self) -> Option<u64> {
+    pub(super) fn pop(&mut self) -> Option<RouteKey> {
         let sender = self.turns.pop_front()?;
         let queue = self.by_sender.get_mut(&sender)?;
         let key = queue.pop_front()?;
@@ -43,7 +44,7 @@ impl Admission {
 
     /// Takes route `key` out (its sender cancelled it or went away): O(what that sender
     /// has waiting), which the sender's own caps bound.
-    pub(super) fn remove(&mut self, sender: ConnId, key: u64) {
+    pub(super) fn remove(&mut self, sender: ConnId, key: RouteKey) {
         let Some(queue) = self.by_sender.get_mut(&sender) else {
             return;
         };
@@ -63,7 +64,7 @@ impl Admission {
     }
 
     /// Every waiting route, emptying the queue (its receiver went away).
-    pub(super) fn drain(&mut self) -> impl Iterator<Item = u64> {
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = RouteKey> {
         self.turns.clear();
         core::mem::take(&mut self.by_sender).into_values().flatten()
     }
@@ -83,7 +84,7 @@ mod tests {
         q.push(ConnId(2), 10);
         q.push(ConnId(3), 20);
         q.push(ConnId(2), 11);
-        let order: Vec<u64> = core::iter::from_fn(|| q.pop()).collect();
+        let order: Vec<RouteKey> = core::iter::from_fn(|| q.pop()).collect();
         assert_eq!(order, [0, 10, 20, 1, 11, 2, 3]);
         assert!(q.turns.is_empty() && q.by_sender.is_empty());
     }

@@ -273,6 +273,11 @@ pub enum RelayError {
     Links,
 }
 
+/// A route's name in the relay, distinct from the message ids of either end (which the
+/// route translates between).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct RouteKey(u64);
+
 /// A message on its way from one connection to another.
 #[derive(Debug)]
 struct Route {
@@ -350,18 +355,18 @@ struct Conn {
     // As a sender: its messages' routes by its ids. Its connection credit (in `session`)
     // counts bytes released once written toward their receiver, or dropped; none is
     // usable before login.
-    inbound: IdSpace<u64>,
+    inbound: IdSpace<RouteKey>,
     cmds_in: u64,
     transfers_in: u64,
     /// Owed a connection grant that the global budget held back.
     owed: bool,
     // As a receiver: the routes forwarded to it, by the ids the relay gave them.
-    outbound: IdSpace<u64>,
+    outbound: IdSpace<RouteKey>,
     cmds_out: u64,
     transfers_out: u64,
     waiting_cmds: Admission,
     waiting_transfers: Admission,
-    blocked: VecDeque<u64>,
+    blocked: VecDeque<RouteKey>,
     /// A link to another relay of a cluster (`link.rs`).
     link: Option<Link>,
 }
@@ -411,7 +416,7 @@ pub struct Relay {
     conns: BTreeMap<ConnId, Conn>,
     users: BTreeMap<UserId, ConnId>,
     /// Boxed: the map moves its values as it changes, and routes are large.
-    routes: BTreeMap<u64, Box<Route>>,
+    routes: BTreeMap<RouteKey, Box<Route>>,
     next_route: u64,
     writable: VecDeque<ConnId>,
     events: VecDeque<RelayEvent>,

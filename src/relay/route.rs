@@ -4,6 +4,7 @@
 //! and credit translated).
 
 use super::session::split_payload;
+use super::RouteKey;
 use super::*;
 
 impl Relay {
@@ -45,7 +46,7 @@ impl Relay {
 
     /// Appends a frame of the sender's to route `key` and moves what may move. A frame
     /// that stays gets its own copy of its payload (see `detach_payload`).
-    pub(super) fn forward(&mut self, key: u64, frame: Frame) {
+    pub(super) fn forward(&mut self, key: RouteKey, frame: Frame) {
         let Some(r) = self.routes.get(&key) else {
             return;
         };
@@ -63,7 +64,7 @@ impl Relay {
     }
 
     /// Moves a route's held frames to its receiver as far as [`Relay::pass`] lets them.
-    pub(super) fn move_on(&mut self, key: u64) {
+    pub(super) fn move_on(&mut self, key: RouteKey) {
         loop {
             let Some(frame) = self.routes.get_mut(&key).and_then(|r| r.held.pop_front()) else {
                 return;
@@ -80,7 +81,7 @@ impl Relay {
     /// Forwards `frame`, the next of route `key`, to its receiver if the receiver's credit
     /// (for the transfer and for the connection) and its queue room allow; else gives it
     /// back. The one place where a message's bytes pass from one connection to the other.
-    pub(super) fn pass(&mut self, key: u64, mut frame: Frame) -> Result<(), Frame> {
+    pub(super) fn pass(&mut self, key: RouteKey, mut frame: Frame) -> Result<(), Frame> {
         let Some(r) = self.routes.get_mut(&key) else {
             return Err(frame);
         };
@@ -145,7 +146,7 @@ impl Relay {
         if c.blocked.is_empty() || c.session.send.room() == 0 {
             return;
         }
-        let blocked: Vec<u64> = c.blocked.drain(..).collect();
+        let blocked: Vec<RouteKey> = c.blocked.drain(..).collect();
         for key in blocked {
             if let Some(r) = self.routes.get_mut(&key) {
                 r.blocked = false;
@@ -207,7 +208,7 @@ impl Relay {
     /// the relay answers the sender for it that nothing is held.
     pub(super) fn resume_key_for(
         &mut self,
-        key: u64,
+        key: RouteKey,
         conn: ConnId,
         open: &wire::Open,
     ) -> Option<wire::ResumeKey> {

@@ -3,6 +3,7 @@
 //! receiver's caps (`admit`, in turns across senders), and ends on both sides
 //! (`end_route_telling`), by its result, a cancel, a timeout or a connection's end.
 
+use super::RouteKey;
 use super::*;
 
 impl Relay {
@@ -17,7 +18,7 @@ impl Relay {
         first_fragment: Option<u64>,
         kind: Option<wire::TransferKind>,
         size: u64,
-    ) -> Option<(u64, UserId)> {
+    ) -> Option<(RouteKey, UserId)> {
         let is_cmd = first_fragment.is_some();
         let (max_cmds, max_transfers) = (self.config.max_cmds_in_flight, self.config.max_transfers);
         let c = self.conns.get_mut(&conn)?;
@@ -82,7 +83,7 @@ impl Relay {
         if size > max {
             return refuse(self, too_large);
         }
-        let key = self.next_route;
+        let key = RouteKey(self.next_route);
         self.next_route += 1;
         // A free slot and nobody waiting for one: it goes straight on, below. (A link
         // not yet greeted has no slots: its messages wait for its HELLO.)
@@ -167,7 +168,7 @@ impl Relay {
 
     /// Route `key` takes a slot at `dst` (already counted): it gets `dst`'s next id, its
     /// progress timer starts, and what it holds moves on.
-    pub(super) fn forward_to(&mut self, dst: ConnId, key: u64) {
+    pub(super) fn forward_to(&mut self, dst: ConnId, key: RouteKey) {
         let Some(d) = self.conns.get_mut(&dst) else {
             return;
         };
@@ -193,7 +194,7 @@ impl Relay {
     /// Cancels route `key`, whose sender has sent its `END`, with `code`: a receiver that
     /// may have it whole decides (its `RESULT` goes to the sender); one that cannot (it
     /// never got a frame of it) is not asked.
-    pub(super) fn ask_cancel(&mut self, key: u64, code: ErrorCode) {
+    pub(super) fn ask_cancel(&mut self, key: RouteKey, code: ErrorCode) {
         let Some(r) = self.routes.get_mut(&key) else {
             return;
         };
@@ -263,31 +264,31 @@ impl Relay {
 
     /// The route of `conn`'s own message `id`. `None` for a message already ended (its
     /// frames are dropped) or never begun (the connection is closed).
-    pub(super) fn inbound_key(&mut self, conn: ConnId, id: MessageId) -> Option<u64> {
+    pub(super) fn inbound_key(&mut self, conn: ConnId, id: MessageId) -> Option<RouteKey> {
         let found = self
             .conns
             .get(&conn)?
             .inbound
             .find(id, Violation::NeverOpened);
-        self.route_of(conn, found.map(Option::<&u64>::copied))
+        self.route_of(conn, found.map(Option::<&RouteKey>::copied))
     }
 
     /// The route of a message the relay sent to `conn` as `id`.
-    pub(super) fn outbound_key(&mut self, conn: ConnId, id: MessageId) -> Option<u64> {
+    pub(super) fn outbound_key(&mut self, conn: ConnId, id: MessageId) -> Option<RouteKey> {
         let found = self
             .conns
             .get(&conn)?
             .outbound
             .find(id, Violation::NeverSent);
-        self.route_of(conn, found.map(Option::<&u64>::copied))
+        self.route_of(conn, found.map(Option::<&RouteKey>::copied))
     }
 
     /// An id's route; an id never allocated closes `conn`.
     pub(super) fn route_of(
         &mut self,
         conn: ConnId,
-        found: Result<Option<u64>, Violation>,
-    ) -> Option<u64> {
+        found: Result<Option<RouteKey>, Violation>,
+    ) -> Option<RouteKey> {
         match found {
             Ok(key) => key,
             Err(violation) => {
@@ -299,7 +300,7 @@ impl Relay {
 
     /// Ends a route, telling the ends that are still there: the receiver with `CANCEL`
     /// (only if it was told of the message), the sender with `RESULT`.
-    pub(super) fn end_route_telling(&mut self, key: u64, tell: Tell) {
+    pub(super) fn end_route_telling(&mut self, key: RouteKey, tell: Tell) {
         if let Some(r) = self.routes.get(&key) {
             let (to_receiver, to_sender, code) = match tell {
                 Tell::Receiver(code) => (Some(code), None, code),
@@ -326,7 +327,7 @@ impl Relay {
 
     /// Forgets a route: its held bytes count as released for the sender, and its slot at
     /// the receiver goes to the next waiting message.
-    pub(super) fn end_route(&mut self, key: u64) {
+    pub(super) fn end_route(&mut self, key: RouteKey) {
         let Some(r) = self.routes.remove(&key) else {
             return;
         };

@@ -3,6 +3,7 @@
 //! frames toward it (`push_from`, which cuts payloads to the frame size it accepts and
 //! closes a peer that does not read), and its end (`shut`).
 
+use super::RouteKey;
 use super::*;
 
 impl Relay {
@@ -299,8 +300,8 @@ impl Relay {
             self.link_promised = self.link_promised.saturating_sub(unused);
         }
         let user = c.session.user().cloned();
-        let inbound: Vec<u64> = c.inbound.drain().collect();
-        let mut outbound: Vec<u64> = c.outbound.drain().collect();
+        let inbound: Vec<RouteKey> = c.inbound.drain().collect();
+        let mut outbound: Vec<RouteKey> = c.outbound.drain().collect();
         outbound.extend(c.waiting_cmds.drain());
         outbound.extend(c.waiting_transfers.drain());
         c.blocked.clear();
