@@ -79,30 +79,30 @@ mod tests {
     fn senders_take_turns_and_each_keeps_its_order() {
         let mut q = Admission::default();
         for key in 0..4 {
-            q.push(ConnId(1), key);
+            q.push(ConnId(1), RouteKey(key));
         }
-        q.push(ConnId(2), 10);
-        q.push(ConnId(3), 20);
-        q.push(ConnId(2), 11);
+        q.push(ConnId(2), RouteKey(10));
+        q.push(ConnId(3), RouteKey(20));
+        q.push(ConnId(2), RouteKey(11));
         let order: Vec<RouteKey> = core::iter::from_fn(|| q.pop()).collect();
-        assert_eq!(order, [0, 10, 20, 1, 11, 2, 3]);
+        assert_eq!(order, [0, 10, 20, 1, 11, 2, 3].map(RouteKey));
         assert!(q.turns.is_empty() && q.by_sender.is_empty());
     }
 
     #[test]
     fn a_removed_route_and_an_emptied_sender_leave_no_trace() {
         let mut q = Admission::default();
-        q.push(ConnId(1), 1);
-        q.push(ConnId(2), 2);
-        q.push(ConnId(1), 3);
-        q.remove(ConnId(2), 2);
-        q.remove(ConnId(1), 1);
-        q.remove(ConnId(1), 99);
+        q.push(ConnId(1), RouteKey(1));
+        q.push(ConnId(2), RouteKey(2));
+        q.push(ConnId(1), RouteKey(3));
+        q.remove(ConnId(2), RouteKey(2));
+        q.remove(ConnId(1), RouteKey(1));
+        q.remove(ConnId(1), RouteKey(99));
         assert_eq!(q.turns, [ConnId(1)]);
-        assert_eq!(q.pop(), Some(3));
+        assert_eq!(q.pop(), Some(RouteKey(3)));
         assert_eq!(q.pop(), None);
-        q.push(ConnId(4), 5);
-        assert_eq!(q.drain().collect::<Vec<_>>(), [5]);
+        q.push(ConnId(4), RouteKey(5));
+        assert_eq!(q.drain().collect::<Vec<_>>(), [RouteKey(5)]);
         assert_eq!(q.pop(), None);
     }
 }
