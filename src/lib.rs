@@ -14,6 +14,12 @@
 //! - [`client`]: the user endpoint. Commands, buffers and files out, with one result per
 //!   send, progress and cancel; the same in, with offers, reject and receive progress;
 //!   credit-based flow control, fair interleaving, digests, keepalive and timeouts.
+//! - [`continuity`]: one user across connections. A [`continuity::Continuity`] holds a
+//!   `Client` per connection and decides what survives a lost one: commands sent again
+//!   and delivered once, buffers and files going on from what their receivers hold, when
+//!   to dial again and when a waiting send is given up. A runtime that reconnects drives
+//!   it exactly as it would a `Client`, and dials when
+//!   [`Continuity::poll_redial`](continuity::Continuity::poll_redial) says.
 //! - [`relay`]: the server between clients, over many connections: login as the
 //!   application's decision, routing by user id with the source stamped, ids mapped,
 //!   credit passed end to end, and a misbehaving client closed without touching anyone
