@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use indicatif::ProgressBar;
 use peermsg::ErrorCode;
-use peermsg_tokio::{file_resume_key, ClientHandle, SendHandle, SendProgress};
+use peermsg_tokio::{file_resume_key, ClientHandle, SendHandle, SendId, SendProgress};
 use save::shown;
 
 pub(crate) async fn send(
@@ -36,57 +36,17 @@ pub(crate) async fn send(
     let id = sending.id();
     let mut progress = sending.progress();
     let started = std::time::Instant::now();
-    // The bar comes once there is something to show (the size is known).
-    let label = format!("{} to {}", source.label(), shown(to));
-    let mut bar: Option<ProgressBar> = None;
-    let with_bar = !json && what.cmd.is_none();
     let mut printer = Printer::new(json, "", None);
     let mut interrupted = false;
-    let mut shown_progress = SendProgress::default();
-    // The last time the send waited for its receiver or the relay, if it did.
-    let mut waited: Option<peermsg_tokio::Waiting> = None;
-    let mut show = |printer: &mut Printer, p: SendProgress| {
-        if p != shown_progress {
-            if let Some(offset) = p
-                .resumed_at
-                .filter(|_| p.resumed_at != shown_progress.resumed_at)
-            {
-                match offset == p.total && p.total > 0 {
-                    true => printer.already_delivered(id, to, &source.label()),
-                    false => printer.resumed(id, offset),
-                }
-                // Speed and time left count only what moves from here.
-                if let Some(bar) = &bar {
-                    bar.set_position(offset);
-                    bar.reset_eta();
-                }
-            }
-            if let Some(w) = p.waiting {
-                waited = Some(w);
-                // Said once a waiting spell (tried again meanwhile, it may change reason).
-                if shown_progress.waiting.is_none() {
-                    printer.waiting(id, to, &p, w, bar.is_some());
-                }
-            }
-            if p.waiting.is_none() && shown_progress.waiting.is_some() {
-                if let Some(bar) = &bar {
-                    bar.set_message(label.clone());
-                }
-            }
-            shown_progress = p;
-            if bar.is_none() && with_bar && p.sent < p.total {
-                bar = progress_bar(&label, p.total);
-            }
-            if let Some(bar) = &bar {
-                bar.set_length(p.total);
-                bar.set_position(p.sent);
-            }
-            printer.send_progress(id, p);
-        }
-        // While it waits, its bar says so, and counts down.
-        if let (Some(w), Some(bar)) = (p.waiting, &bar) {
-            bar.set_message(waiting_text(to, &p, w));
-        }
+    let mut view = SendView {
+        id,
+        to,
+        what: source.label(),
+        label: format!("{} to {}", source.label(), shown(to)),
+        bar: None,
+        with_bar: !json && what.cmd.is_none(),
+        shown: SendProgress::default(),
+        waited: None,
     };
     let mut clock = tokio::time::interval(Duration::from_secs(1));
     let code = loop {
@@ -95,7 +55,7 @@ pub(crate) async fn send(
             _ = clock.tick() => {
                 let p = *progress.borrow();
                 if p.waiting.is_some() {
-                    show(&mut printer, p);
+                    view.show(&mut printer, p);
                 }
             }
             changed = progress.changed() => {
@@ -103,7 +63,7 @@ pub(crate) async fn send(
                     // The send is over: its result is there.
                     break (&mut sending).await;
                 }
-                show(&mut printer, *progress.borrow_and_update());
+                view.show(&mut printer, *progress.borrow_and_update());
             }
             // Others may send to this user too: what they send is told, not kept.
             Some(event) = events.recv() => printer.event(&event).await?,
@@ -120,12 +80,12 @@ pub(crate) async fn send(
         }
     };
     // The last progress comes before the result, but the result may be seen first.
-    show(&mut printer, *progress.borrow());
-    if let Some(bar) = &bar {
+    view.show(&mut printer, *progress.borrow());
+    if let Some(bar) = &view.bar {
         bar.finish_and_clear();
     }
     printer.send_result(id, code, to);
-    if let (Some(w), ErrorCode::CONNECTIONLOST, false) = (waited, code, json) {
+    if let (Some(w), ErrorCode::CONNECTIONLOST, false) = (view.waited, code, json) {
         say!(
             "gave up waiting for {} after {} s (--wait)",
             shown(to),
@@ -133,28 +93,8 @@ pub(crate) async fn send(
         );
     }
     if code.is_success() && !json {
-        let secs = started.elapsed().as_secs_f64();
-        let size = source.size();
-        // Only bytes that moved in this attempt count toward a rate.
         let resumed_at = progress.borrow().resumed_at.unwrap_or(0);
-        let moved = size.saturating_sub(resumed_at);
-        match source {
-            _ if moved == 0 && size > 0 => say!(
-                "{} already had it: nothing was sent again ({size} bytes, delivered before)",
-                shown(to)
-            ),
-            Source::Cmd(_) => say!("delivered {size} bytes to {} in {secs:.3} s", shown(to)),
-            _ if resumed_at > 0 => say!(
-                "delivered {size} bytes to {} in {secs:.3} s: {moved} sent now ({:.1} MB/s), {resumed_at} it had",
-                shown(to),
-                moved as f64 / secs.max(1e-6) / 1e6
-            ),
-            _ => say!(
-                "delivered {size} bytes to {} in {secs:.3} s ({:.1} MB/s)",
-                shown(to),
-                size as f64 / secs.max(1e-6) / 1e6
-            ),
-        }
+        say_delivered(&source, to, started.elapsed().as_secs_f64(), resumed_at);
     }
     handle.close();
     Ok(if interrupted {
@@ -164,6 +104,95 @@ pub(crate) async fn send(
     } else {
         ExitCode::from(NOT_DELIVERED)
     })
+}
+
+/// What a send has shown of its progress so far: its bar (once its size is known), the
+/// last progress told, the last time it waited.
+struct SendView<'a> {
+    id: SendId,
+    to: &'a str,
+    /// What is sent, in words.
+    what: String,
+    /// The bar's label.
+    label: String,
+    bar: Option<ProgressBar>,
+    with_bar: bool,
+    shown: SendProgress,
+    /// The last time the send waited for its receiver or the relay, if it did.
+    waited: Option<peermsg_tokio::Waiting>,
+}
+
+impl SendView<'_> {
+    /// Shows progress `p`: what changed since the last, and while it waits, a countdown.
+    fn show(&mut self, printer: &mut Printer, p: SendProgress) {
+        let (id, to) = (self.id, self.to);
+        if p != self.shown {
+            if let Some(offset) = p
+                .resumed_at
+                .filter(|_| p.resumed_at != self.shown.resumed_at)
+            {
+                match offset == p.total && p.total > 0 {
+                    true => printer.already_delivered(id, to, &self.what),
+                    false => printer.resumed(id, offset),
+                }
+                // Speed and time left count only what moves from here.
+                if let Some(bar) = &self.bar {
+                    bar.set_position(offset);
+                    bar.reset_eta();
+                }
+            }
+            if let Some(w) = p.waiting {
+                self.waited = Some(w);
+                // Said once a waiting spell (tried again meanwhile, it may change reason).
+                if self.shown.waiting.is_none() {
+                    printer.waiting(id, to, &p, w, self.bar.is_some());
+                }
+            }
+            if p.waiting.is_none() && self.shown.waiting.is_some() {
+                if let Some(bar) = &self.bar {
+                    bar.set_message(self.label.clone());
+                }
+            }
+            self.shown = p;
+            if self.bar.is_none() && self.with_bar && p.sent < p.total {
+                self.bar = progress_bar(&self.label, p.total);
+            }
+            if let Some(bar) = &self.bar {
+                bar.set_length(p.total);
+                bar.set_position(p.sent);
+            }
+            printer.send_progress(id, p);
+        }
+        // While it waits, its bar says so, and counts down.
+        if let (Some(w), Some(bar)) = (p.waiting, &self.bar) {
+            bar.set_message(waiting_text(to, &p, w));
+        }
+    }
+}
+
+/// The line of a delivered send: its size, time and rate (of the bytes that moved in
+/// this attempt: `resumed_at` its receiver had).
+fn say_delivered(source: &Source, to: &str, secs: f64, resumed_at: u64) {
+    let size = source.size();
+    // Only bytes that moved in this attempt count toward a rate.
+    let moved = size.saturating_sub(resumed_at);
+    match source {
+        _ if moved == 0 && size > 0 => say!(
+            "{} already had it: nothing was sent again ({size} bytes, delivered before)",
+            shown(to)
+        ),
+        Source::Cmd(_) => say!("delivered {size} bytes to {} in {secs:.3} s", shown(to)),
+        _ if resumed_at > 0 => say!(
+            "delivered {size} bytes to {} in {secs:.3} s: {moved} sent now ({:.1} MB/s), {resumed_at} it had",
+            shown(to),
+            moved as f64 / secs.max(1e-6) / 1e6
+        ),
+        _ => say!(
+            "delivered {size} bytes to {} in {secs:.3} s ({:.1} MB/s)",
+            shown(to),
+            size as f64 / secs.max(1e-6) / 1e6
+        ),
+    }
 }
 
 /// What `send` sends, read or checked before connecting. A file that is not a regular

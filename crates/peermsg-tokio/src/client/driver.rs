@@ -107,6 +107,24 @@ impl SinkFeed {
     }
 }
 
+/// One connection's task: what it holds between turns of its loop.
+struct Driver {
+    shared: Arc<Shared>,
+    events: mpsc::Sender<ClientEvent>,
+    feed: SinkFeed,
+    /// At most one read per file being sent is outstanding; a full channel makes the
+    /// blocking reader wait, not the task.
+    reads_tx: mpsc::Sender<FileReadDone>,
+    /// Events the task made itself (a file kept, or not), waiting for room in the
+    /// application's channel; at most one per incoming transfer.
+    own: VecDeque<ClientEvent>,
+    /// Writes are vectored, so payloads go from the application's `Bytes` to the socket
+    /// without a copy.
+    out: Transmit,
+    /// The application's channel was full when the task last looked.
+    full: bool,
+}
+
 /// One connection, from its first byte to its end.
 pub(super) async fn drive<T: AsyncRead + AsyncWrite + Send + Unpin + ?Sized>(
     shared: Arc<Shared>,
@@ -115,105 +133,32 @@ pub(super) async fn drive<T: AsyncRead + AsyncWrite + Send + Unpin + ?Sized>(
     sink: Option<FileSink>,
 ) {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut feed = SinkFeed::start(sink);
-    // At most one read per file being sent is outstanding; a full channel makes the
-    // blocking reader wait, not the task.
     let (reads_tx, mut reads) = mpsc::channel::<FileReadDone>(64);
-    // Events the task made itself (a file kept, or not), waiting for room in the
-    // application's channel; at most one per incoming transfer.
-    let mut own: VecDeque<ClientEvent> = VecDeque::new();
-    // Reads land in one buffer and are handed over without a copy; writes are vectored, so
-    // payloads go from the application's `Bytes` to the socket without a copy either.
+    let mut d = Driver {
+        shared,
+        events,
+        feed: SinkFeed::start(sink),
+        reads_tx,
+        own: VecDeque::new(),
+        out: Transmit::new(),
+        full: false,
+    };
+    // Reads land in one buffer and are handed over without a copy.
     let mut input = BytesMut::new();
-    let mut out = Transmit::new();
-    // The application's channel was full when the task last looked.
-    let mut full = false;
     loop {
-        loop {
-            let written = shared.lock().cont.poll_transmit(&mut out);
-            if written > 0 && wr.write_all_buf(&mut out).await.is_err() {
-                out.clear();
-                let now = shared.now();
-                shared.lock().cont.handle_disconnect(now);
-            }
-            // Events about our own sends go to their handles, whatever the application's
-            // channel holds.
-            let mut any = shared.tell_senders(&reads_tx);
-            // Other events, each taken only with room for it in the application's channel
-            // (an application that has gone away has its events dropped).
-            while !own.is_empty() {
-                match events.try_reserve() {
-                    Ok(room) => room.send(own.pop_front().expect("not empty")),
-                    Err(mpsc::error::TrySendError::Full(())) => break,
-                    Err(mpsc::error::TrySendError::Closed(())) => own.clear(),
-                }
-            }
-            feed.send_saved_at(&shared);
-            loop {
-                let room = match events.try_reserve() {
-                    Ok(room) => Some(room),
-                    Err(mpsc::error::TrySendError::Full(())) => {
-                        full = true;
-                        break;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(())) => None,
-                };
-                // The next event may be file data: the sink must have room for it too.
-                let sink_room = match feed.ops.as_ref().map(mpsc::Sender::try_reserve) {
-                    Some(Ok(room)) => Some(room),
-                    Some(Err(mpsc::error::TrySendError::Full(()))) => {
-                        feed.full = true;
-                        break;
-                    }
-                    Some(Err(mpsc::error::TrySendError::Closed(()))) | None => None,
-                };
-                let Some(event) = shared.lock().cont.poll_event() else {
-                    break;
-                };
-                any = true;
-                if event.send_id().is_some() {
-                    shared.lock().tell_sender(event, &shared.clock, &reads_tx);
-                    continue;
-                }
-                let cx = Taker {
-                    shared: &shared,
-                    sink: sink_room,
-                    names: &mut feed.names,
-                    failing: &mut feed.failing,
-                    keeping: &mut feed.keeping,
-                };
-                if let (Some(app), Some(room)) = (handle_event(cx, event), room) {
-                    room.send(app);
-                }
-            }
-            if written == 0 && !any {
-                break;
-            }
-        }
+        while d.write(&mut wr).await | d.take_events() {}
         // The next deadline, while the connection lives.
         let deadline = {
-            let s = shared.lock();
+            let s = d.shared.lock();
             s.cont.is_connected().then(|| s.cont.poll_timeout())
         };
         let Some(deadline) = deadline else {
-            let _ = wr.shutdown().await;
-            // The sink finishes what it was asked (its failures removed), then the
-            // application hears the rest, if it still reads.
-            drop(feed.ops.take());
-            while let Some(done) = feed.done.recv().await {
-                own.extend(feed.on_done(&shared, done, false));
-            }
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                for event in own.drain(..) {
-                    let _ = events.send(event).await;
-                }
-            })
-            .await;
-            return;
+            return d.finish(&mut wr).await;
         };
-        let wake = deadline.map(|at| shared.clock.at(at));
+        let wake = deadline.map(|at| d.shared.clock.at(at));
         input.reserve(READ_SIZE);
-        let ops = feed.ops.clone();
+        let ops = d.feed.ops.clone();
+        let shared = d.shared.clone();
         tokio::select! {
             read = rd.read_buf(&mut input) => {
                 let now = shared.now();
@@ -224,16 +169,19 @@ pub(super) async fn drive<T: AsyncRead + AsyncWrite + Send + Unpin + ?Sized>(
                 }
             }
             _ = shared.wake.notified() => {}
-            room = events.reserve(), if full => {
+            room = d.events.reserve(), if d.full => {
                 // The application took an event: there is room to take the next.
                 drop(room);
-                full = false;
+                d.full = false;
             }
-            room = async { ops.as_ref()?.reserve().await.ok() }, if feed.full => {
+            room = async { ops.as_ref()?.reserve().await.ok() }, if d.feed.full => {
                 drop(room);
-                feed.full = false;
+                d.feed.full = false;
             }
-            Some(done) = feed.done.recv() => own.extend(feed.on_done(&shared, done, true)),
+            Some(done) = d.feed.done.recv() => {
+                let event = d.feed.on_done(&shared, done, true);
+                d.own.extend(event);
+            }
             Some((id, offset, piece)) = reads.recv() => {
                 let mut s = shared.lock();
                 let answer = match piece {
@@ -251,5 +199,88 @@ pub(super) async fn drive<T: AsyncRead + AsyncWrite + Send + Unpin + ?Sized>(
                 shared.lock().cont.handle_timeout(now);
             }
         }
+    }
+}
+
+impl Driver {
+    /// Writes what the state machine has for the socket; whether there was any.
+    async fn write<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> bool {
+        let written = self.shared.lock().cont.poll_transmit(&mut self.out);
+        if written > 0 && wr.write_all_buf(&mut self.out).await.is_err() {
+            self.out.clear();
+            let now = self.shared.now();
+            self.shared.lock().cont.handle_disconnect(now);
+        }
+        written > 0
+    }
+
+    /// Hands out events: about our sends to their handles, whatever the application's
+    /// channel holds; the rest each only with room for it there (and, for file data, in
+    /// the sink's queue). Whether there was any.
+    fn take_events(&mut self) -> bool {
+        let mut any = self.shared.tell_senders(&self.reads_tx);
+        // An application that has gone away has its events dropped.
+        while !self.own.is_empty() {
+            match self.events.try_reserve() {
+                Ok(room) => room.send(self.own.pop_front().expect("not empty")),
+                Err(mpsc::error::TrySendError::Full(())) => break,
+                Err(mpsc::error::TrySendError::Closed(())) => self.own.clear(),
+            }
+        }
+        self.feed.send_saved_at(&self.shared);
+        loop {
+            let room = match self.events.try_reserve() {
+                Ok(room) => Some(room),
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    self.full = true;
+                    return any;
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => None,
+            };
+            let sink_room = match self.feed.ops.as_ref().map(mpsc::Sender::try_reserve) {
+                Some(Ok(room)) => Some(room),
+                Some(Err(mpsc::error::TrySendError::Full(()))) => {
+                    self.feed.full = true;
+                    return any;
+                }
+                Some(Err(mpsc::error::TrySendError::Closed(()))) | None => None,
+            };
+            let Some(event) = self.shared.lock().cont.poll_event() else {
+                return any;
+            };
+            any = true;
+            if event.send_id().is_some() {
+                let mut s = self.shared.lock();
+                s.tell_sender(event, &self.shared.clock, &self.reads_tx);
+                continue;
+            }
+            let cx = Taker {
+                shared: &self.shared,
+                sink: sink_room,
+                names: &mut self.feed.names,
+                failing: &mut self.feed.failing,
+                keeping: &mut self.feed.keeping,
+            };
+            if let (Some(app), Some(room)) = (handle_event(cx, event), room) {
+                room.send(app);
+            }
+        }
+    }
+
+    /// The connection is over: the sink finishes what it was asked (its failures
+    /// removed), then the application hears the rest, if it still reads.
+    async fn finish<W: AsyncWrite + Unpin>(mut self, wr: &mut W) {
+        let _ = wr.shutdown().await;
+        drop(self.feed.ops.take());
+        while let Some(done) = self.feed.done.recv().await {
+            let event = self.feed.on_done(&self.shared, done, false);
+            self.own.extend(event);
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            for event in self.own.drain(..) {
+                let _ = self.events.send(event).await;
+            }
+        })
+        .await;
     }
 }

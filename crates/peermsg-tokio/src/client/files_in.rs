@@ -199,6 +199,38 @@ pub(super) fn kept(
 /// Handles what the task handles itself; gives back what the application should see.
 pub(super) fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
     match event {
+        Event::CmdReceived {
+            id,
+            ref from,
+            ref data,
+            ..
+        } => {
+            tracing::info!(%id, %from, size = data.len(), "command received");
+            Some(ClientEvent::Core(event))
+        }
+        Event::BufferReceived {
+            id,
+            ref from,
+            ref data,
+        } => {
+            tracing::info!(%id, %from, size = data.len(), "buffer received");
+            Some(ClientEvent::Core(event))
+        }
+        Event::Reconnected => {
+            let s = cx.shared.lock();
+            tracing::info!(server = %s.server, "reconnected");
+            Some(ClientEvent::Reconnected {
+                server: s.server.clone(),
+            })
+        }
+        other => file_event(cx, other),
+    }
+}
+
+/// An event about an incoming file (its bytes go to the sink, and it is told once kept),
+/// or any other, passed on.
+fn file_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
+    match event {
         Event::Offer {
             id,
             kind: SendKind::File,
@@ -268,30 +300,6 @@ pub(super) fn handle_event(cx: Taker<'_>, event: Event) -> Option<ClientEvent> {
             }
             _ => Some(ClientEvent::Core(event)),
         },
-        Event::CmdReceived {
-            id,
-            ref from,
-            ref data,
-            ..
-        } => {
-            tracing::info!(%id, %from, size = data.len(), "command received");
-            Some(ClientEvent::Core(event))
-        }
-        Event::BufferReceived {
-            id,
-            ref from,
-            ref data,
-        } => {
-            tracing::info!(%id, %from, size = data.len(), "buffer received");
-            Some(ClientEvent::Core(event))
-        }
-        Event::Reconnected => {
-            let s = cx.shared.lock();
-            tracing::info!(server = %s.server, "reconnected");
-            Some(ClientEvent::Reconnected {
-                server: s.server.clone(),
-            })
-        }
         other => Some(ClientEvent::Core(other)),
     }
 }

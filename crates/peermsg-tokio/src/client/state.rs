@@ -161,6 +161,41 @@ impl State {
         self.sends.clear();
     }
 
+    /// Reads `len` bytes of send `id`'s file from `offset` on the blocking pool; the
+    /// bytes come back over `reads`.
+    fn read_file(
+        &mut self,
+        id: SendId,
+        offset: u64,
+        len: u64,
+        clock: &Clock,
+        reads: &mpsc::Sender<FileReadDone>,
+    ) {
+        let Some(file) = self.sends.get(&id).and_then(|w| w.file.clone()) else {
+            return;
+        };
+        // With a rate limit, each read starts when the bytes before it are due;
+        // re-reading what the receiver holds, to check a resume, is not paced.
+        let checking = self.cont.is_checking_resume(id);
+        let now = clock.now();
+        let delay = self
+            .pace
+            .as_mut()
+            .filter(|_| !checking)
+            .map(|(rate, next)| {
+                let start = (*next).max(now);
+                *next = start + std::time::Duration::from_secs_f64(len as f64 / *rate as f64);
+                start - now
+            });
+        let done = reads.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(delay) = delay {
+                std::thread::sleep(delay);
+            }
+            let _ = done.blocking_send((id, offset, read_at(&file, offset, len)));
+        });
+    }
+
     /// Hands an event about one of our sends to its handle (or, for a file read, to the
     /// blocking pool).
     pub(super) fn tell_sender(
@@ -170,32 +205,7 @@ impl State {
         reads: &mpsc::Sender<FileReadDone>,
     ) {
         match event {
-            Event::FileRead { id, offset, len } => {
-                let Some(file) = self.sends.get(&id).and_then(|w| w.file.clone()) else {
-                    return;
-                };
-                // With a rate limit, each read starts when the bytes before it are due;
-                // re-reading what the receiver holds, to check a resume, is not paced.
-                let checking = self.cont.is_checking_resume(id);
-                let now = clock.now();
-                let delay = self
-                    .pace
-                    .as_mut()
-                    .filter(|_| !checking)
-                    .map(|(rate, next)| {
-                        let start = (*next).max(now);
-                        *next =
-                            start + std::time::Duration::from_secs_f64(len as f64 / *rate as f64);
-                        start - now
-                    });
-                let done = reads.clone();
-                tokio::task::spawn_blocking(move || {
-                    if let Some(delay) = delay {
-                        std::thread::sleep(delay);
-                    }
-                    let _ = done.blocking_send((id, offset, read_at(&file, offset, len)));
-                });
-            }
+            Event::FileRead { id, offset, len } => self.read_file(id, offset, len, clock, reads),
             Event::Progress {
                 id, sent, total, ..
             } => {
