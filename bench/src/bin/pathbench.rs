@@ -173,7 +173,7 @@ async fn start_relay_with(
     tokio::spawn(serve_with(
         listener,
         relay_config(),
-        peermsg_tokio::Open,
+        peermsg_tokio::OpenAccess,
         extras,
         async move {
             let _ = stopped.await;
@@ -804,7 +804,7 @@ fn main() {
             let _ = serve(
                 listener,
                 relay_config(),
-                peermsg_tokio::Open,
+                peermsg_tokio::OpenAccess,
                 std::future::pending(),
             )
             .await;

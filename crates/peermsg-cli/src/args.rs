@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use peermsg_tokio::rustls as tls_config;
-use peermsg_tokio::{tls, Authenticator, Open, ServerConfig, SignedTokens, TokenTable};
+use peermsg_tokio::{tls, Authenticator, OpenAccess, ServerConfig, SignedTokens, TokenTable};
 
 /// Exit statuses, the same for every subcommand.
 pub(crate) const EXIT_STATUSES: &str =
@@ -250,7 +250,7 @@ impl AuthArgs {
                 .with_context(|| format!("{}: not an Ed25519 public key", path.display()))?;
             Box::new(signed(tokens))
         } else {
-            Box::new(Open)
+            Box::new(OpenAccess)
         })
     }
 }

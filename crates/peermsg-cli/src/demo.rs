@@ -10,7 +10,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use peermsg::client::ClientConfig;
 use peermsg_tokio::{
-    connect_tls, serve_with, tls, Extras, Open, SendHandle, SendProgress, ServerConfig,
+    connect_tls, serve_with, tls, Extras, OpenAccess, SendHandle, SendProgress, ServerConfig,
 };
 
 /// The demo: a relay on loopback, alice and bob, each kind of send, one cancel.
@@ -27,7 +27,7 @@ pub(crate) async fn demo() -> Result<ExitCode> {
     let server = tokio::spawn(serve_with(
         listener,
         ServerConfig::default(),
-        Open,
+        OpenAccess,
         extras,
         async move {
             let _ = stopped.await;

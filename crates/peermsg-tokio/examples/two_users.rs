@@ -2,7 +2,7 @@
 //! reads his events, alice awaits her sends. `cargo run -p peermsg-tokio --example two_users`
 
 use peermsg_tokio::{
-    connect, serve, ClientConfig, ClientEvent, ErrorCode, Event, Open, ServerConfig,
+    connect, serve, ClientConfig, ClientEvent, ErrorCode, Event, OpenAccess, ServerConfig,
 };
 
 #[tokio::main]
@@ -12,7 +12,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(serve(
         listener,
         ServerConfig::default(),
-        Open,
+        OpenAccess,
         std::future::pending(),
     ));
 

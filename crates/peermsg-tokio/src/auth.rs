@@ -1,6 +1,6 @@
 //! Who may log in to a relay. The relay core surfaces each `LOGIN` and leaves the decision
 //! to the application; [`serve`](crate::serve) asks an [`Authenticator`]. Three come with
-//! the crate: [`Open`] (anyone as anyone: for trying things out), [`TokenTable`] (a fixed
+//! the crate: [`OpenAccess`] (anyone as anyone: for trying things out), [`TokenTable`] (a fixed
 //! table of users and tokens) and, with the `jwt` feature, `SignedTokens` (JWTs an
 //! application's backend mints: the LiveKit and Agora pattern, where the relay never holds
 //! user passwords; `jwt.rs`).
@@ -35,9 +35,14 @@ impl<A: Authenticator + ?Sized> Authenticator for Box<A> {
 
 /// Anyone may log in as anyone. Only for trying things out on a machine of one's own.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Open;
+pub struct OpenAccess;
 
-impl Authenticator for Open {
+/// The former name of [`OpenAccess`] (it clashed with the wire's `Open` frame).
+#[deprecated(note = "renamed `OpenAccess`")]
+#[allow(non_upper_case_globals)]
+pub const Open: OpenAccess = OpenAccess;
+
+impl Authenticator for OpenAccess {
     fn authenticate(&self, _user: &str, _token: &[u8]) -> Result<(), ErrorCode> {
         Ok(())
     }
@@ -94,6 +99,6 @@ mod tests {
             table.authenticate("mallory", b"pw"),
             Err(ErrorCode::LOGIN_REJECTED)
         );
-        assert!(!table.is_open() && Open.is_open());
+        assert!(!table.is_open() && OpenAccess.is_open());
     }
 }

@@ -65,7 +65,9 @@ mod socket;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use auth::{Authenticator, Open, TokenTable};
+#[allow(deprecated)]
+pub use auth::Open;
+pub use auth::{Authenticator, OpenAccess, TokenTable};
 #[cfg(feature = "tls")]
 pub use client::connect_tls;
 pub use client::{

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peermsg_tokio::{
-    connect_with, serve, ClientConfig, ClientEvent, Event, Open, Reconnect, SendError, Server,
-    ServerConfig,
+    connect_with, serve, ClientConfig, ClientEvent, Event, OpenAccess, Reconnect, SendError,
+    Server, ServerConfig,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -22,9 +22,14 @@ async fn relay_on(addr: std::net::SocketAddr) -> oneshot::Sender<()> {
         }
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(serve(listener, ServerConfig::default(), Open, async move {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(serve(
+        listener,
+        ServerConfig::default(),
+        OpenAccess,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     stop
 }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use peermsg_tokio::rustls;
 use peermsg_tokio::{
     connect, connect_tls, serve_with, ClientConfig, ClientEvent, ConnectError, ErrorCode, Event,
-    Extras, Open, ServerConfig,
+    Extras, OpenAccess, ServerConfig,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -51,7 +51,7 @@ async fn relay_behind_a_recorder(
     tokio::spawn(serve_with(
         listener,
         ServerConfig::default(),
-        Open,
+        OpenAccess,
         extras,
         std::future::pending(),
     ));

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use peermsg::wire::{Decoder, Frame, Hello, Limits, Login, Role, UserId};
 use peermsg::ErrorCode;
-use peermsg_tokio::{serve, Authenticator, Open, SendHandle, ServerConfig, TokenTable};
+use peermsg_tokio::{serve, Authenticator, OpenAccess, SendHandle, ServerConfig, TokenTable};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -22,7 +22,7 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let auth: Box<dyn Authenticator> = match tokens {
-        None => Box::new(Open),
+        None => Box::new(OpenAccess),
         Some(t) => Box::new(TokenTable::new(
             t.iter()
                 .map(|(u, k)| (u.to_string(), k.as_bytes().to_vec()))
