@@ -181,7 +181,7 @@ impl Continuity {
                 logged_in: false,
                 again: false,
             },
-            sends: Sends::new(seed),
+            sends: Sends::new(seed, policy.is_some()),
             held: HeldBuffers::default(),
             rng: Rng::new(u64::from_le_bytes(jitter)),
             logged_in: false,

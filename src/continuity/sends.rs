@@ -102,6 +102,9 @@ pub(crate) enum Outcome {
 /// The sends of one user, across connections.
 #[derive(Debug)]
 pub(crate) struct Sends {
+    /// Sends go on after a lost connection (a user with a policy). Without, a user has
+    /// one connection, and its sends are known by their ids on it: nothing is tracked.
+    tracking: bool,
     next: u64,
     tracked: BTreeMap<SendId, Tracked>,
     /// The current connection's send ids, to ours.
@@ -126,8 +129,9 @@ pub(crate) struct Sends {
 }
 
 impl Sends {
-    pub(crate) fn new(stream: [u8; 16]) -> Self {
+    pub(crate) fn new(stream: [u8; 16], tracking: bool) -> Self {
         Sends {
+            tracking,
             next: 0,
             tracked: BTreeMap::new(),
             on_conn: BTreeMap::new(),
@@ -216,6 +220,9 @@ impl Sends {
             }),
             _ => false,
         };
+        if !self.tracking {
+            return Ok((start()?, None));
+        }
         let queue = resend.is_some() && (!connected || behind);
         let on_conn = match queue {
             true => None,
@@ -246,12 +253,18 @@ impl Sends {
 
     /// Our id of the current connection's send `id`.
     pub(crate) fn ours(&self, id: SendId) -> Option<SendId> {
-        self.on_conn.get(&id).copied()
+        match self.tracking {
+            true => self.on_conn.get(&id).copied(),
+            false => Some(id),
+        }
     }
 
     /// The current connection's id of our send `id`, while it is there.
     pub(crate) fn on_conn(&self, id: SendId) -> Option<SendId> {
-        self.tracked.get(&id).and_then(|t| t.on_conn)
+        match self.tracking {
+            true => self.tracked.get(&id).and_then(|t| t.on_conn),
+            false => Some(id),
+        }
     }
 
     /// The connection's send `id` ended with `code`. A send with a way to go again that
@@ -263,6 +276,9 @@ impl Sends {
         code: ErrorCode,
         may_wait: bool,
     ) -> Outcome {
+        if !self.tracking {
+            return Outcome::Result(id);
+        }
         let Some(ours) = self.on_conn.remove(&id) else {
             return Outcome::Unknown;
         };
