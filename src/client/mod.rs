@@ -16,6 +16,7 @@ mod incoming;
 mod lifecycle;
 mod outgoing;
 mod seen;
+mod sends;
 
 pub use config::{ClientConfig, ConfigError};
 pub(crate) use event::{poll_output, Endpoint};
@@ -23,7 +24,7 @@ pub use event::{Event, Output, ReceiveId, SendId, SendKind};
 pub use seen::{SeenCmds, Verdict};
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeSet, VecDeque};
 use bytes::{Bytes, BytesMut};
 use core::time::Duration;
 
@@ -37,6 +38,8 @@ use crate::wire::{
     ResumeKey, Role, Text, TransferKind, UserId,
 };
 use crate::{ErrorCode, Instant};
+
+use sends::{queue_ready, start_waiting, Sends};
 
 use incoming::Incoming;
 use lifecycle::{send_step, Next, Phase, ReceiveInput, SendInput};
@@ -70,20 +73,8 @@ pub struct Client {
     session: Session,
     login: LoginState,
 
-    // Our sends.
-    next_send: u64,
-    /// Boxed: the maps move their values as they change, and these are large.
-    outgoing: BTreeMap<SendId, Box<Outgoing>>,
-    /// Our sends by their wire ids.
-    by_wire: IdSpace<SendId>,
-    cmd_waiting: VecDeque<SendId>,
-    cmd_sending: VecDeque<SendId>,
-    cmds_in_flight: u64,
-    transfer_waiting: VecDeque<SendId>,
-    transfers_open: u64,
-    ready: VecDeque<SendId>,
-    conn_blocked: VecDeque<SendId>,
-    deadlines: BTreeSet<(Instant, SendId)>,
+    /// Our sends, and the order they go out in.
+    sends: Sends,
 
     // Messages coming to us.
     incoming: IdSpace<Box<Incoming>>,
@@ -117,17 +108,7 @@ impl Client {
             config,
             session: Session::new(config.limits, recv, now)?,
             login: LoginState::None,
-            next_send: 0,
-            outgoing: BTreeMap::new(),
-            by_wire: IdSpace::new(),
-            cmd_waiting: VecDeque::new(),
-            cmd_sending: VecDeque::new(),
-            cmds_in_flight: 0,
-            transfer_waiting: VecDeque::new(),
-            transfers_open: 0,
-            ready: VecDeque::new(),
-            conn_blocked: VecDeque::new(),
-            deadlines: BTreeSet::new(),
+            sends: Sends::default(),
             incoming: IdSpace::new(),
             cmds_arriving: 0,
             transfers_arriving: 0,
@@ -242,7 +223,7 @@ impl Client {
     /// Sets what a send carries across connections (its identity or resume key), before
     /// any frame of it goes out.
     fn mark(&mut self, id: SendId, set: impl FnOnce(&mut Outgoing)) {
-        if let Some(send) = self.outgoing.get_mut(&id) {
+        if let Some(send) = self.sends.outgoing.get_mut(&id) {
             set(send);
         }
     }
@@ -346,7 +327,11 @@ impl Client {
         offset: u64,
         data: Bytes,
     ) -> Result<(), ActionError> {
-        let send = self.outgoing.get_mut(&id).ok_or(ActionError::UnknownId)?;
+        let send = self
+            .sends
+            .outgoing
+            .get_mut(&id)
+            .ok_or(ActionError::UnknownId)?;
         let (expected_offset, expected_len) = send.wanted();
         let Source::File {
             offset: at,
@@ -366,14 +351,14 @@ impl Client {
             });
         }
         (*at, *piece, *reading) = (offset, data, false);
-        self.make_ready(id);
+        self.sends.make_ready(id);
         Ok(())
     }
 
     /// Reports that the file of send `id` could not be read: the send ends with
     /// `SENDFILE_FILEINERROR` (1103) and the receiver is told.
     pub fn file_read_failed(&mut self, id: SendId) -> Result<(), ActionError> {
-        match self.outgoing.get(&id) {
+        match self.sends.outgoing.get(&id) {
             Some(send) if send.kind == SendKind::File => {
                 self.abandon(id, ErrorCode::SENDFILE_FILEINERROR);
                 Ok(())
@@ -392,7 +377,7 @@ impl Client {
     /// it delivered the message, `NOERR` if the delivery came first. Either way both ends
     /// agree (docs/PROTOCOL.md, "Cancel").
     pub fn cancel_send(&mut self, id: SendId, cookie: u64) -> ErrorCode {
-        let (phase, step) = match self.outgoing.get(&id) {
+        let (phase, step) = match self.sends.outgoing.get(&id) {
             Some(send) if send.kind != SendKind::Cmd => {
                 (Some(send.phase), send_step(send.phase, SendInput::Cancel))
             }
@@ -415,7 +400,7 @@ impl Client {
     /// Cancels a send whose last byte went out: `CANCEL` goes to the receiver, which
     /// decides (its `RESULT` ends the send).
     fn ask_cancel(&mut self, id: SendId) {
-        let Some(send) = self.outgoing.get_mut(&id) else {
+        let Some(send) = self.sends.outgoing.get_mut(&id) else {
             return;
         };
         send.advance(SendInput::Cancel);
@@ -635,11 +620,11 @@ impl Client {
             self.ping = Some((nonce, now));
             self.queue(Frame::Ping(Ping { nonce }));
         }
-        while let Some(&(deadline, id)) = self.deadlines.first() {
+        while let Some(&(deadline, id)) = self.sends.deadlines.first() {
             if deadline > now {
                 break;
             }
-            self.deadlines.pop_first();
+            self.sends.deadlines.pop_first();
             self.abandon(id, ErrorCode::SOCKETTIMEOUT);
         }
     }
@@ -733,7 +718,11 @@ impl Client {
             None => self.session.last_heard() + self.config.keepalive_interval,
             Some(_) => Instant::MAX,
         };
-        let send = self.deadlines.first().map_or(Instant::MAX, |(t, _)| *t);
+        let send = self
+            .sends
+            .deadlines
+            .first()
+            .map_or(Instant::MAX, |(t, _)| *t);
         Some(idle.min(keepalive).min(send))
     }
 
@@ -771,14 +760,15 @@ impl Client {
     /// [`Event::FileRead`]s it asks for now re-read bytes its receiver holds already, and
     /// need not be paced like bytes that go out.
     pub fn is_checking_resume(&self, id: SendId) -> bool {
-        self.outgoing
+        self.sends
+            .outgoing
             .get(&id)
             .is_some_and(|send| matches!(send.resume, Resume::Checking { .. }))
     }
 
     /// Sends not yet finished.
     pub fn pending_sends(&self) -> usize {
-        self.outgoing.len()
+        self.sends.outgoing.len()
     }
 
     /// Bytes the client holds on its own account: partial incoming commands and buffers,
@@ -787,7 +777,7 @@ impl Client {
     /// peer does. (Computed by a walk over the messages in progress.)
     pub fn buffered_bytes(&self) -> u64 {
         let incoming: u64 = self.incoming.values().map(|m| m.data.len() as u64).sum();
-        let outgoing: u64 = self.outgoing.values().map(|s| s.held()).sum();
+        let outgoing: u64 = self.sends.outgoing.values().map(|s| s.held()).sum();
         let events: u64 = self
             .events
             .iter()
@@ -833,30 +823,11 @@ impl Client {
     }
 
     fn enqueue(&mut self, now: Instant, send: Outgoing) -> Result<SendId, SendError> {
-        let waiting = self.cmd_waiting.len() + self.transfer_waiting.len();
-        if waiting >= self.config.max_queued_sends {
+        if self.sends.waiting() >= self.config.max_queued_sends {
             return Err(SendError::QueueFull);
         }
-        let id = SendId(self.next_send);
-        self.next_send += 1;
-        match send.kind {
-            SendKind::Cmd => self.cmd_waiting.push_back(id),
-            _ => self.transfer_waiting.push_back(id),
-        }
-        let mut send = send;
-        if let Some(timeout) = self.config.send_timeout {
-            send.deadline = Some(now + timeout);
-            self.deadlines.insert((now + timeout, id));
-        }
-        self.outgoing.insert(id, Box::new(send));
-        Ok(id)
-    }
-
-    /// Puts a transfer back in the round-robin if it is sending and not queued.
-    fn make_ready(&mut self, id: SendId) {
-        if let Some(send) = self.outgoing.get_mut(&id) {
-            queue_ready(&mut self.ready, id, send);
-        }
+        let deadline = self.config.send_timeout.map(|timeout| now + timeout);
+        Ok(self.sends.enqueue(send, deadline))
     }
 
     /// Ends a send of ours before its `RESULT`: the peer is told with `CANCEL` if it knows
@@ -864,6 +835,7 @@ impl Client {
     fn abandon(&mut self, id: SendId, code: ErrorCode) {
         let told = |s: &Outgoing| s.phase == Phase::Cancelling;
         if let Some(wire_id) = self
+            .sends
             .outgoing
             .get(&id)
             .filter(|s| !told(s))
@@ -876,24 +848,26 @@ impl Client {
 
     /// The one place a send ends: it is forgotten and its one result event emitted.
     fn finish_send(&mut self, id: SendId, code: ErrorCode) {
-        let Some(send) = self.outgoing.remove(&id) else {
+        let Some(send) = self.sends.outgoing.remove(&id) else {
             return;
         };
         if let Some(wire_id) = send.wire_id {
-            self.by_wire.remove(wire_id);
+            self.sends.by_wire.remove(wire_id);
         }
         if send.phase != Phase::Waiting {
             debug_assert!(
-                self.cmds_in_flight + self.transfers_open > 0,
+                self.sends.cmds_in_flight + self.sends.transfers_open > 0,
                 "a slot never taken"
             );
             match send.kind {
-                SendKind::Cmd => self.cmds_in_flight = self.cmds_in_flight.saturating_sub(1),
-                _ => self.transfers_open = self.transfers_open.saturating_sub(1),
+                SendKind::Cmd => {
+                    self.sends.cmds_in_flight = self.sends.cmds_in_flight.saturating_sub(1)
+                }
+                _ => self.sends.transfers_open = self.sends.transfers_open.saturating_sub(1),
             }
         }
         if let Some(deadline) = send.deadline {
-            self.deadlines.remove(&(deadline, id));
+            self.sends.deadlines.remove(&(deadline, id));
         }
         if let Source::File { reading: true, .. } = send.source {
             // Its read request may still wait in the queue: nothing about the send may
@@ -928,11 +902,7 @@ impl Client {
             return None;
         }
         // Nothing waiting or ready (the usual case between events): no frame.
-        let idle = self.cmd_waiting.is_empty()
-            && self.cmd_sending.is_empty()
-            && self.transfer_waiting.is_empty()
-            && self.ready.is_empty();
-        if idle || !self.is_logged_in() {
+        if self.sends.is_idle() || !self.is_logged_in() {
             return None;
         }
         let peer = self.session.peer()?.clone();
@@ -942,23 +912,19 @@ impl Client {
         self.next_transfer_frame(&peer)
     }
 
-    fn assign_wire_id(&mut self, id: SendId) -> MessageId {
-        self.by_wire.allocate(id)
-    }
-
     fn next_cmd_frame(&mut self, peer: &Hello) -> Option<Frame> {
-        let sending = &mut self.cmd_sending;
+        let sending = &mut self.sends.cmd_sending;
         start_waiting(
-            &mut self.cmd_waiting,
-            &mut self.outgoing,
-            &mut self.cmds_in_flight,
+            &mut self.sends.cmd_waiting,
+            &mut self.sends.outgoing,
+            &mut self.sends.cmds_in_flight,
             peer.max_cmds_in_flight,
             |id, _| sending.push_back(id),
         );
         loop {
-            let id = *self.cmd_sending.front()?;
-            let Some(send) = self.outgoing.get(&id) else {
-                self.cmd_sending.pop_front();
+            let id = *self.sends.cmd_sending.front()?;
+            let Some(send) = self.sends.outgoing.get(&id) else {
+                self.sends.cmd_sending.pop_front();
                 continue;
             };
             let first = send.wire_id.is_none();
@@ -974,14 +940,14 @@ impl Client {
             let (offset, total_len, to, once) = (send.sent, send.size, send.to.clone(), send.once);
             let wire_id = match send.wire_id {
                 Some(w) => w,
-                None => self.assign_wire_id(id),
+                None => self.sends.by_wire.allocate(id),
             };
-            let send = self.outgoing.get_mut(&id)?;
+            let send = self.sends.outgoing.get_mut(&id)?;
             send.wire_id = Some(wire_id);
             send.sent += data.len() as u64;
             if send.sent >= send.size {
                 send.advance(SendInput::LastFrame);
-                self.cmd_sending.pop_front();
+                self.sends.cmd_sending.pop_front();
             }
             return Some(if first {
                 Frame::Cmd(Cmd {
@@ -1002,16 +968,16 @@ impl Client {
     }
 
     fn next_transfer_frame(&mut self, peer: &Hello) -> Option<Frame> {
-        let ready = &mut self.ready;
+        let ready = &mut self.sends.ready;
         start_waiting(
-            &mut self.transfer_waiting,
-            &mut self.outgoing,
-            &mut self.transfers_open,
+            &mut self.sends.transfer_waiting,
+            &mut self.sends.outgoing,
+            &mut self.sends.transfers_open,
             peer.max_transfers,
             |id, send| queue_ready(ready, id, send),
         );
-        while let Some(id) = self.ready.pop_front() {
-            let Some(send) = self.outgoing.get_mut(&id) else {
+        while let Some(id) = self.sends.ready.pop_front() {
+            let Some(send) = self.sends.outgoing.get_mut(&id) else {
                 continue;
             };
             send.queued = false;
@@ -1028,11 +994,11 @@ impl Client {
     /// The next frame of transfer `id`, or `None` if it must wait (for credit or file
     /// bytes); re-queues it when it has more to send.
     fn transfer_frame(&mut self, id: SendId, peer: &Hello) -> Option<Frame> {
-        let wire_id = match self.outgoing.get(&id)?.wire_id {
+        let wire_id = match self.sends.outgoing.get(&id)?.wire_id {
             Some(w) => w,
             None => {
-                let wire_id = self.assign_wire_id(id);
-                let send = self.outgoing.get_mut(&id)?;
+                let wire_id = self.sends.by_wire.allocate(id);
+                let send = self.sends.outgoing.get_mut(&id)?;
                 send.wire_id = Some(wire_id);
                 send.credit = peer.transfer_window;
                 let kind = if send.kind == SendKind::File {
@@ -1054,7 +1020,7 @@ impl Client {
                     name: send.name.clone(),
                     resume_key,
                 };
-                self.make_ready(id);
+                self.sends.make_ready(id);
                 return Some(Frame::Open(open));
             }
         };
@@ -1062,7 +1028,7 @@ impl Client {
             return None; // RESUME_FROM, or the source's bytes for the check, re-queue it
         }
         let conn_room = self.session.send.room();
-        let send = self.outgoing.get_mut(&id)?;
+        let send = self.sends.outgoing.get_mut(&id)?;
         if send.sent >= send.size {
             send.advance(SendInput::LastFrame);
             send.source = Source::Memory(Bytes::new());
@@ -1078,7 +1044,7 @@ impl Client {
             return None; // CREDIT re-queues it
         }
         if conn_room == 0 {
-            self.conn_blocked.push_back(id);
+            self.sends.conn_blocked.push_back(id);
             return None;
         }
         let room = credit_room
@@ -1102,7 +1068,7 @@ impl Client {
             d.update(&payload);
         }
         self.session.send.spend(payload.len() as u64);
-        self.make_ready(id);
+        self.sends.make_ready(id);
         Some(Frame::Data(Data {
             id: wire_id,
             offset,
@@ -1116,7 +1082,7 @@ impl Client {
     /// continues from there if the digests match, and ends with `DIGEST_MISMATCH` if not.
     fn resume_settled(&mut self, id: SendId) -> bool {
         let read_size = self.config.file_read_size;
-        let Some(send) = self.outgoing.get_mut(&id) else {
+        let Some(send) = self.sends.outgoing.get_mut(&id) else {
             return false;
         };
         let Resume::Checking {
@@ -1174,7 +1140,7 @@ impl Client {
         let Some(id) = self.send_of_wire(r.id) else {
             return;
         };
-        let Some(send) = self.outgoing.get_mut(&id) else {
+        let Some(send) = self.sends.outgoing.get_mut(&id) else {
             return;
         };
         if !matches!(send.resume, Resume::Asked) || r.offset > send.size {
@@ -1205,7 +1171,7 @@ impl Client {
                 }
             }
         };
-        self.make_ready(id);
+        self.sends.make_ready(id);
     }
 
     // ----- Internals: receiving ------------------------------------------------------
@@ -1245,8 +1211,8 @@ impl Client {
             // login), so the grant is not held to it here.
             Frame::ConnCredit(c) => {
                 if self.session.send.raise(c.max_data, None) == Ok(true) {
-                    while let Some(id) = self.conn_blocked.pop_front() {
-                        self.make_ready(id);
+                    while let Some(id) = self.sends.conn_blocked.pop_front() {
+                        self.sends.make_ready(id);
                     }
                 }
             }
@@ -1284,7 +1250,7 @@ impl Client {
     /// Our send that wire id `wire_id` names; `None` for one ended (a frame that crossed
     /// our cancel) or never sent (the connection is closed).
     fn send_of_wire(&mut self, wire_id: MessageId) -> Option<SendId> {
-        match self.by_wire.find(wire_id, Violation::NeverSent) {
+        match self.sends.by_wire.find(wire_id, Violation::NeverSent) {
             Ok(id) => id.copied(),
             Err(violation) => {
                 self.violation(violation);
@@ -1299,7 +1265,7 @@ impl Client {
         };
         let window = self.session.peer().map_or(0, |p| p.transfer_window);
         let step = self.config.progress_step;
-        let Some(send) = self.outgoing.get_mut(&id) else {
+        let Some(send) = self.sends.outgoing.get_mut(&id) else {
             return;
         };
         if c.max_offset <= send.credit {
@@ -1324,7 +1290,7 @@ impl Client {
         if let Some(event) = progress {
             self.push_event(event);
         }
-        self.make_ready(id);
+        self.sends.make_ready(id);
     }
 
     fn on_result(&mut self, r: MessageResult) {
@@ -1332,6 +1298,7 @@ impl Client {
             return;
         };
         let complete = self
+            .sends
             .outgoing
             .get(&id)
             .is_some_and(|s| matches!(s.phase, Phase::Ending | Phase::Cancelling));
@@ -1767,7 +1734,7 @@ impl Client {
         } else {
             ErrorCode::CONNECTIONLOST
         };
-        let sends: alloc::vec::Vec<SendId> = self.outgoing.keys().copied().collect();
+        let sends: alloc::vec::Vec<SendId> = self.sends.outgoing.keys().copied().collect();
         for id in sends {
             self.finish_send(id, failed);
         }
@@ -1777,34 +1744,6 @@ impl Client {
             self.fail_incoming(id, ErrorCode::CONNECTIONLOST);
         }
         self.push_event(Event::Closed { code, reason });
-    }
-}
-
-/// Puts transfer `id` in the round-robin if it is sending and not there yet.
-fn queue_ready(ready: &mut VecDeque<SendId>, id: SendId, send: &mut Outgoing) {
-    if send.phase == Phase::Sending && !send.queued {
-        send.queued = true;
-        ready.push_back(id);
-    }
-}
-
-/// Moves sends from `waiting` into progress while fewer than `cap` are `open`; `start`
-/// puts each admitted send where it goes next.
-fn start_waiting(
-    waiting: &mut VecDeque<SendId>,
-    outgoing: &mut BTreeMap<SendId, Box<Outgoing>>,
-    open: &mut u64,
-    cap: u64,
-    mut start: impl FnMut(SendId, &mut Outgoing),
-) {
-    while *open < cap {
-        let Some(id) = waiting.pop_front() else { break };
-        // A send cancelled while it waited is gone from `outgoing`: skip it.
-        if let Some(send) = outgoing.get_mut(&id) {
-            send.advance(SendInput::Slot);
-            *open += 1;
-            start(id, send);
-        }
     }
 }
 
