@@ -17,13 +17,9 @@ impl Relay {
             debug_assert!(self.held >= len, "more left than was held");
             self.held = self.held.saturating_sub(len);
         }
-        debug_assert!(self.promised >= len, "more left than was promised");
-        self.promised = self.promised.saturating_sub(len);
         // Only incoming links send payload of all links (and their ids keep the link bit
         // after they are gone, while their last bytes leave).
-        if conn.is_link() {
-            self.link_promised = self.link_promised.saturating_sub(len);
-        }
+        self.promised.take(conn.is_link(), len);
         if let Some(c) = self.conns.get_mut(&conn) {
             if !c.session.is_closed() {
                 c.session.recv.release(len);
@@ -38,7 +34,10 @@ impl Relay {
     /// [`INITIAL_CONN_CREDIT`] beyond what it released, so every sender can always go on;
     /// what it did not get is owed.
     pub(super) fn grant(&mut self, conn: ConnId) {
-        let mut room = self.config.max_held_bytes.saturating_sub(self.promised);
+        let mut room = self
+            .config
+            .max_held_bytes
+            .saturating_sub(self.promised.all());
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -51,7 +50,7 @@ impl Relay {
             room = room.min(
                 self.config
                     .max_link_bytes
-                    .saturating_sub(self.link_promised),
+                    .saturating_sub(self.promised.links()),
             );
         }
         let before = c.session.recv.granted();
@@ -64,10 +63,7 @@ impl Relay {
             }
         }
         if let Some(max_data) = grant.max_data {
-            self.promised += max_data - before;
-            if link {
-                self.link_promised += max_data - before;
-            }
+            self.promised.add(link, max_data - before);
             self.push(conn, Frame::ConnCredit(ConnCredit { max_data }));
         }
     }
@@ -76,12 +72,17 @@ impl Relay {
     /// (links: in both budgets).
     pub(super) fn pay_owed(&mut self) {
         let step = wire::credit_step(self.config.conn_window);
-        let room = |relay: &Self| relay.config.max_held_bytes.saturating_sub(relay.promised);
+        let room = |relay: &Self| {
+            relay
+                .config
+                .max_held_bytes
+                .saturating_sub(relay.promised.all())
+        };
         let link_room = |relay: &Self| {
             relay
                 .config
                 .max_link_bytes
-                .saturating_sub(relay.link_promised)
+                .saturating_sub(relay.promised.links())
         };
         while room(self) >= step {
             let Some(conn) = self.owed.pop_front() else {
@@ -102,5 +103,41 @@ impl Relay {
             c.owed = false;
             self.grant(conn);
         }
+    }
+}
+
+/// Connection credit granted to senders and not yet released, in all and to incoming
+/// links from other relays. The one place either count changes.
+#[derive(Debug, Default)]
+pub(super) struct Promised {
+    all: u64,
+    links: u64,
+}
+
+impl Promised {
+    /// `len` more granted to a sender (`link`: an incoming link).
+    pub(super) fn add(&mut self, link: bool, len: u64) {
+        self.all += len;
+        if link {
+            self.links += len;
+        }
+    }
+
+    /// `len` of what a sender was granted (`link`: an incoming link) is no longer
+    /// promised: it arrived and left, or was never used.
+    pub(super) fn take(&mut self, link: bool, len: u64) {
+        debug_assert!(self.all >= len, "more left than was promised");
+        self.all = self.all.saturating_sub(len);
+        if link {
+            self.links = self.links.saturating_sub(len);
+        }
+    }
+
+    pub(super) fn all(&self) -> u64 {
+        self.all
+    }
+
+    pub(super) fn links(&self) -> u64 {
+        self.links
     }
 }

@@ -229,8 +229,7 @@ impl Relay {
             LinkSide::Outgoing => self.admit(conn),
             LinkSide::Incoming => {
                 c.session.recv.set_granted(INITIAL_CONN_CREDIT);
-                self.promised += INITIAL_CONN_CREDIT;
-                self.link_promised += INITIAL_CONN_CREDIT;
+                self.promised.add(true, INITIAL_CONN_CREDIT);
                 self.grant(conn);
             }
         }

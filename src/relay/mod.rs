@@ -427,7 +427,7 @@ pub struct Relay {
     held: u64,
     /// Connection credit granted to senders and not yet released: what they may make the
     /// relay hold. Kept under `max_held_bytes`, but for each sender's first 64 KiB.
-    promised: u64,
+    promised: budget::Promised,
     /// Senders owed a connection grant that the budget held back, oldest first.
     owed: VecDeque<ConnId>,
     /// Sessions logged in now (full and send-only).
@@ -442,8 +442,6 @@ pub struct Relay {
     links_in: BTreeMap<UserId, BTreeSet<ConnId>>,
     incoming_links: usize,
     next_link: u64,
-    /// The part of `promised` granted to incoming links (under `max_link_bytes`).
-    link_promised: u64,
     /// Incoming links owed a grant the link budget held back, oldest first.
     owed_links: VecDeque<ConnId>,
 }
@@ -500,7 +498,7 @@ impl Relay {
             timers: BTreeSet::new(),
             now: Instant::ZERO,
             held: 0,
-            promised: 0,
+            promised: budget::Promised::default(),
             owed: VecDeque::new(),
             logged_in: 0,
             forwarded: 0,
@@ -509,7 +507,6 @@ impl Relay {
             links_in: BTreeMap::new(),
             incoming_links: 0,
             next_link: 0,
-            link_promised: 0,
             owed_links: VecDeque::new(),
         })
     }
@@ -693,7 +690,7 @@ impl Relay {
         // The credit its HELLO announced becomes usable now; the rest of the window comes
         // from the budget.
         c.session.recv.set_granted(INITIAL_CONN_CREDIT);
-        self.promised += INITIAL_CONN_CREDIT;
+        self.promised.add(false, INITIAL_CONN_CREDIT);
         // A send-only session takes over no inbox: it is not the user's address.
         let replaced = if send_only {
             None
@@ -856,7 +853,7 @@ impl Relay {
             held_bytes: self.held,
             held_budget: self.config.max_held_bytes,
             frames_forwarded: self.forwarded,
-            link_credit: self.link_promised,
+            link_credit: self.promised.links(),
             links: self.remote.len() + self.incoming_links,
         }
     }

@@ -295,10 +295,7 @@ impl Relay {
             .recv
             .granted()
             .saturating_sub(c.session.recv.received());
-        self.promised = self.promised.saturating_sub(unused);
-        if c.is_link(LinkSide::Incoming) {
-            self.link_promised = self.link_promised.saturating_sub(unused);
-        }
+        self.promised.take(c.is_link(LinkSide::Incoming), unused);
         let user = c.session.user().cloned();
         let inbound: Vec<RouteKey> = c.inbound.drain().collect();
         let mut outbound: Vec<RouteKey> = c.outbound.drain().collect();
