@@ -214,9 +214,8 @@ impl Continuity {
             data: data.clone(),
             once: self.sends.next_once(to),
         });
-        self.start(now, SendKind::Cmd, cookie, resend, |c, r| match r {
-            Some(Resend::Cmd { once, .. }) => c.send_cmd_once(now, to, data, *once, cookie),
-            _ => c.send_cmd(now, to, data, cookie),
+        self.start(now, SendKind::Cmd, cookie, resend, |c| {
+            c.send_cmd(now, to, data, cookie)
         })
     }
 
@@ -234,11 +233,8 @@ impl Continuity {
             data: data.clone(),
             key: self.sends.next_key(),
         });
-        self.start(now, SendKind::Buffer, cookie, resend, |c, r| match r {
-            Some(Resend::Buffer { key, .. }) => {
-                c.send_buffer_resumable(now, to, data, *key, cookie)
-            }
-            _ => c.send_buffer(now, to, data, cookie),
+        self.start(now, SendKind::Buffer, cookie, resend, |c| {
+            c.send_buffer(now, to, data, cookie)
         })
     }
 
@@ -259,7 +255,7 @@ impl Continuity {
             size,
             key,
         });
-        self.start(now, SendKind::File, cookie, resend, |c, _| {
+        self.start(now, SendKind::File, cookie, resend, |c| {
             c.send_file_resumable(now, to, name, size, key, cookie)
         })
     }
@@ -270,7 +266,7 @@ impl Continuity {
         kind: SendKind,
         cookie: u64,
         resend: Option<Resend>,
-        start: impl FnOnce(&mut Client, Option<&Resend>) -> Result<SendId, SendError>,
+        plain: impl FnOnce(&mut Client) -> Result<SendId, SendError>,
     ) -> Result<SendId, SendError> {
         self.now = now;
         if self.closing {
@@ -284,11 +280,16 @@ impl Continuity {
                 ..
             }
         ) && !self.client.is_closed();
-        let on = resend.clone();
+        // The first sending and every re-send go the same way, when there is a way to
+        // send again; else as a plain send.
+        let first = resend.clone();
         let client = &mut self.client;
-        let (id, waits) = self.sends.start(now, kind, cookie, resend, connected, || {
-            start(client, on.as_ref())
-        })?;
+        let (id, waits) =
+            self.sends
+                .start(now, kind, cookie, resend, connected, || match first {
+                    Some(resend) => resend.start(client, now, cookie, false),
+                    None => plain(client),
+                })?;
         if let Some(code) = waits {
             self.tell_waiting(id, now, code);
         }

@@ -43,12 +43,18 @@ impl Resend {
         }
     }
 
-    /// Starts it on `client`; a command goes as sent again.
-    fn start(&self, client: &mut Client, now: Instant, cookie: u64) -> Result<SendId, SendError> {
+    /// Starts it on `client` (`again`: a command goes as sent again).
+    pub(crate) fn start(
+        &self,
+        client: &mut Client,
+        now: Instant,
+        cookie: u64,
+        again: bool,
+    ) -> Result<SendId, SendError> {
         match self.clone() {
             Resend::Cmd { to, data, once } => {
                 let once = CmdOnce {
-                    resent: true,
+                    resent: again,
                     ..once
                 };
                 client.send_cmd_once(now, &to, data, once, cookie)
@@ -343,7 +349,7 @@ impl Sends {
                 }
                 self.probes.insert(to.clone(), ours);
             }
-            match resend.start(client, now, t.cookie) {
+            match resend.start(client, now, t.cookie, true) {
                 Ok(c) => {
                     t.on_conn = Some(c);
                     t.waits = None;
