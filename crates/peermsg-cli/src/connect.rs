@@ -4,10 +4,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::args::*;
 use anyhow::{bail, Context, Result};
 use peermsg::client::ClientConfig;
 use peermsg_tokio::{tls, ClientEvents, ClientHandle, Reconnect, Server};
+
+use crate::args::LoginArgs;
 
 /// How long a listener keeps connecting again after a lost connection, by default.
 pub(crate) const LISTEN_WINDOW: u64 = 300;

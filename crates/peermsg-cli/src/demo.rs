@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::printer::*;
 use anyhow::Result;
 use bytes::Bytes;
 use peermsg::client::ClientConfig;
 use peermsg_tokio::{
     connect_tls, serve_with, tls, Extras, OpenAccess, SendHandle, SendProgress, ServerConfig,
 };
+
+use crate::printer::{outcome, progress_bar, Printer};
 
 /// The demo: a relay on loopback, alice and bob, each kind of send, one cancel.
 pub(crate) async fn demo() -> Result<ExitCode> {

@@ -3,13 +3,14 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::args::*;
-use crate::connect::*;
-use crate::printer::*;
 use anyhow::{Context, Result};
 use peermsg::client::Event;
 use peermsg_tokio::ClientEvent;
 use serde_json::json;
+
+use crate::args::{Choice, Interrupt, LoginArgs, INTERRUPTED};
+use crate::connect::{login, LISTEN_WINDOW};
+use crate::printer::Printer;
 
 pub(crate) async fn listen(
     args: &LoginArgs,

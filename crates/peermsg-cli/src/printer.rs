@@ -5,15 +5,15 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::save;
 use anyhow::Result;
 use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use peermsg::client::{Event, SendId, SendKind};
 use peermsg::ErrorCode;
 use peermsg_tokio::{ClientEvent, ClientHandle, SendProgress};
-use save::shown;
 use serde_json::json;
+
+use crate::save::{self, shown};
 
 /// Prints one event, as text or as a JSON line (the events are listed in docs/CLI.md).
 pub(crate) struct Printer {

@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
-use crate::args::*;
 use anyhow::{bail, Context, Result};
 use peermsg_tokio::{serve_with, Authenticator, Cluster, Extras, Metrics, ServerConfig};
+
+use crate::args::{AuthArgs, TlsArgs};
 
 pub(crate) async fn relay(
     listen: &str,

@@ -4,16 +4,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::args::*;
-use crate::connect::*;
-use crate::printer::*;
-use crate::save;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use indicatif::ProgressBar;
 use peermsg::ErrorCode;
 use peermsg_tokio::{file_resume_key, ClientHandle, SendHandle, SendId, SendProgress};
-use save::shown;
+
+use crate::args::{Interrupt, LoginArgs, What, INTERRUPTED, NOT_DELIVERED};
+use crate::connect::login;
+use crate::printer::{progress_bar, waiting_text, Printer};
+use crate::save::shown;
 
 pub(crate) async fn send(
     args: &LoginArgs,

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::args::*;
 use anyhow::{bail, Context, Result};
+
+use crate::args::{read_hmac_secret, read_secret};
 
 /// `peermsg token`: a signed login token on standard output.
 pub(crate) fn token(
