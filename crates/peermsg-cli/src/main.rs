@@ -33,7 +33,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use peermsg_tokio::ServerConfig;
 
-use args::*;
+use args::{Cli, Command};
 use connect::SEND_WAIT;
 use demo::demo;
 use listen::listen;
