@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use base64::Engine as _;
+use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use peermsg::client::{Event, SendId, SendKind};
+use peermsg::client::{Event, ReceiveId, SendId, SendKind};
+use peermsg::wire::UserId;
 use peermsg::ErrorCode;
 use peermsg_tokio::{ClientEvent, ClientHandle, SendProgress};
 use serde_json::json;
@@ -147,43 +149,97 @@ impl Printer {
         );
     }
 
+    /// A command: its text as it is, other bytes in base64.
+    fn cmd_received(&mut self, id: ReceiveId, from: &UserId, data: &Bytes) {
+        // Text as it is; other bytes in base64, never with characters replaced.
+        let (json, text) = match std::str::from_utf8(data) {
+            Ok(text) => (
+                json!({"event": "cmd_received", "receive_id": id.0, "from": from.as_str(), "data": text}),
+                shown(text),
+            ),
+            Err(_) => {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+                let said = format!("{} bytes, not UTF-8 text (base64 {b64})", data.len());
+                (
+                    json!({"event": "cmd_received", "receive_id": id.0, "from": from.as_str(), "data_base64": b64}),
+                    said,
+                )
+            }
+        };
+        self.line(
+            json,
+            format!("command from {}: {text}", shown(from.as_str())),
+        );
+    }
+
+    /// A buffer: saved in the directory, and only then confirmed to its sender.
+    async fn buffer_received(&mut self, id: ReceiveId, from: &UserId, data: &Bytes) {
+        self.end_bar(id.0);
+        let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        let name = format!("buffer-{}.bin", save::user_part(from.as_str()));
+        let (into, bytes) = (dir.clone(), data.clone());
+        let saved = tokio::task::spawn_blocking(move || save::save_new(&into, &name, &bytes))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        // Its sender hears of success only once it is saved.
+        if let Some(session) = &self.confirm {
+            let _ = match &saved {
+                Ok(_) => session.accept_buffer(id),
+                Err(e) => session.fail_buffer(id, peermsg_tokio::write_error_code(e)),
+            };
+        }
+        match saved {
+            Ok(path) => self.line(
+                json!({"event": "buffer_received", "receive_id": id.0, "from": from.as_str(), "size": data.len(), "path": path}),
+                format!("buffer from {}: {} bytes, saved as {}", shown(from.as_str()), data.len(), path.display()),
+            ),
+            // Not fatal: the next message may well be saved.
+            Err(e) => shout!("error: cannot save a buffer from {} in {}: {e}", shown(from.as_str()), dir.display()),
+        }
+    }
+
+    /// A transfer that ended without completing: cut off (it goes on when sent again),
+    /// or failed.
+    fn receive_failed(&mut self, id: ReceiveId, from: &UserId, code: ErrorCode) {
+        let at = self
+            .bars
+            .get(&id.0)
+            .and_then(|b| Some(b.position() * 100 / b.length().filter(|l| *l > 0)?));
+        self.end_bar(id.0);
+        // Cut off by a lost connection, what came is kept (a file on disk, a
+        // buffer in memory) and goes on when its sender sends it again: not a
+        // failure to tell, then a file saved, for one file.
+        let cut_off = code.is_cut_off();
+        let said = match cut_off {
+            true => format!(
+                "a transfer from {} was cut off{} ({} {}); what came is kept, and it goes on when {} sends it again",
+                shown(from.as_str()),
+                at.map_or(String::new(), |at| format!(" at {at}%")),
+                code.as_u32(),
+                code.name().unwrap_or("UNKNOWN"),
+                shown(from.as_str()),
+            ),
+            false => format!(
+                "a transfer from {} failed: {} ({} {})",
+                shown(from.as_str()),
+                code.meaning().unwrap_or("a code this program does not know"),
+                code.as_u32(),
+                code.name().unwrap_or("UNKNOWN")
+            ),
+        };
+        self.line(
+            json!({"event": "receive_failed", "receive_id": id.0, "from": from.as_str(), "code": code.as_u32(), "code_name": code_json(code), "cut_off": cut_off}),
+            said,
+        )
+    }
+
     pub(crate) async fn event(&mut self, event: &ClientEvent) -> Result<()> {
         match event {
             ClientEvent::Core(Event::CmdReceived { id, from, data, .. }) => {
-                // Text as it is; other bytes in base64, never with characters replaced.
-                let (json, text) = match std::str::from_utf8(data) {
-                    Ok(text) => (json!({"event": "cmd_received", "receive_id": id.0, "from": from.as_str(), "data": text}), shown(text)),
-                    Err(_) => {
-                        let b64 = base64::engine::general_purpose::STANDARD.encode(data);
-                        let said = format!("{} bytes, not UTF-8 text (base64 {b64})", data.len());
-                        (json!({"event": "cmd_received", "receive_id": id.0, "from": from.as_str(), "data_base64": b64}), said)
-                    }
-                };
-                self.line(json, format!("command from {}: {text}", shown(from.as_str())));
+                self.cmd_received(*id, from, data)
             }
             ClientEvent::Core(Event::BufferReceived { id, from, data }) => {
-                self.end_bar(id.0);
-                let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-                let name = format!("buffer-{}.bin", save::user_part(from.as_str()));
-                let (into, bytes) = (dir.clone(), data.clone());
-                let saved = tokio::task::spawn_blocking(move || save::save_new(&into, &name, &bytes))
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-                // Its sender hears of success only once it is saved.
-                if let Some(session) = &self.confirm {
-                    let _ = match &saved {
-                        Ok(_) => session.accept_buffer(*id),
-                        Err(e) => session.fail_buffer(*id, peermsg_tokio::write_error_code(e)),
-                    };
-                }
-                match saved {
-                    Ok(path) => self.line(
-                        json!({"event": "buffer_received", "receive_id": id.0, "from": from.as_str(), "size": data.len(), "path": path}),
-                        format!("buffer from {}: {} bytes, saved as {}", shown(from.as_str()), data.len(), path.display()),
-                    ),
-                    // Not fatal: the next message may well be saved.
-                    Err(e) => shout!("error: cannot save a buffer from {} in {}: {e}", shown(from.as_str()), dir.display()),
-                }
+                self.buffer_received(*id, from, data).await
             }
             ClientEvent::FileReceived { id, from, tmp_file, org_file_name, size } => {
                 self.end_bar(id.0);
@@ -234,33 +290,7 @@ impl Printer {
                 self.line(json!({"event": "cancelled", "receive_id": id.0, "from": from.as_str()}), format!("{} cancelled a transfer", shown(from.as_str())))
             }
             ClientEvent::Core(Event::ReceiveFailed { id, from, code }) => {
-                let at = self.bars.get(&id.0).and_then(|b| Some(b.position() * 100 / b.length().filter(|l| *l > 0)?));
-                self.end_bar(id.0);
-                // Cut off by a lost connection, what came is kept (a file on disk, a
-                // buffer in memory) and goes on when its sender sends it again: not a
-                // failure to tell, then a file saved, for one file.
-                let cut_off = code.is_cut_off();
-                let said = match cut_off {
-                    true => format!(
-                        "a transfer from {} was cut off{} ({} {}); what came is kept, and it goes on when {} sends it again",
-                        shown(from.as_str()),
-                        at.map_or(String::new(), |at| format!(" at {at}%")),
-                        code.as_u32(),
-                        code.name().unwrap_or("UNKNOWN"),
-                        shown(from.as_str()),
-                    ),
-                    false => format!(
-                        "a transfer from {} failed: {} ({} {})",
-                        shown(from.as_str()),
-                        code.meaning().unwrap_or("a code this program does not know"),
-                        code.as_u32(),
-                        code.name().unwrap_or("UNKNOWN")
-                    ),
-                };
-                self.line(
-                    json!({"event": "receive_failed", "receive_id": id.0, "from": from.as_str(), "code": code.as_u32(), "code_name": code_json(*code), "cut_off": cut_off}),
-                    said,
-                )
+                self.receive_failed(*id, from, *code)
             }
             ClientEvent::Reconnecting { attempt, error } => self.line(
                 json!({"event": "reconnecting", "attempt": attempt, "error": error}),
