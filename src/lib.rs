@@ -178,6 +178,7 @@ mod conn;
 pub mod continuity;
 mod digest;
 mod error;
+mod evict;
 pub mod relay;
 mod time;
 pub mod wire;

@@ -18,12 +18,8 @@ use support::{content, Sim};
 
 fn config() -> ClientConfig {
     ClientConfig {
-        transfer_window: 64 * 1024,
-        conn_window: 128 * 1024,
-        file_read_size: 16 * 1024,
-        resume_files: true,
         resume_buffers: true,
-        ..ClientConfig::default()
+        ..support::resumable_config()
     }
 }
 

@@ -19,13 +19,7 @@ use support::{content, encode, hello, login, written, FileStore, Sim};
 const KEY: ResumeKey = ResumeKey([7; 16]);
 
 fn config() -> ClientConfig {
-    ClientConfig {
-        transfer_window: 64 * 1024,
-        conn_window: 128 * 1024,
-        file_read_size: 16 * 1024,
-        resume_files: true,
-        ..ClientConfig::default()
-    }
+    support::resumable_config()
 }
 
 /// alice and bob on a relay; bob keeps partial files.

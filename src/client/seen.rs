@@ -14,6 +14,7 @@
 use alloc::collections::BTreeMap;
 use core::time::Duration;
 
+use crate::evict::remove_oldest;
 use crate::wire::{CmdOnce, UserId};
 use crate::Instant;
 
@@ -210,16 +211,10 @@ impl SeenCmds {
             let keep = self.keep;
             self.users
                 .retain(|_, u| now.saturating_duration_since(u.heard) < keep);
-            if self.users.len() >= Self::USERS {
-                let quietest = self
-                    .users
-                    .iter()
-                    .min_by_key(|(_, u)| u.heard)
-                    .map(|(id, _)| id.clone());
-                if let Some(id) = quietest {
-                    self.users.remove(&id);
-                    self.forgot_user = Some(now);
-                }
+            if self.users.len() >= Self::USERS
+                && remove_oldest(&mut self.users, |u| u.heard).is_some()
+            {
+                self.forgot_user = Some(now);
             }
         }
         let keep = self.keep;
@@ -229,16 +224,10 @@ impl SeenCmds {
         if user.streams.len() >= Self::STREAMS_PER_USER {
             user.streams.retain(|_, s| live(s.heard));
         }
-        if user.streams.len() >= Self::STREAMS_PER_USER {
-            let oldest = user
-                .streams
-                .iter()
-                .min_by_key(|(_, s)| s.heard)
-                .map(|(stream, _)| *stream);
-            if let Some(stream) = oldest {
-                user.streams.remove(&stream);
-                user.forgot = Some(now);
-            }
+        if user.streams.len() >= Self::STREAMS_PER_USER
+            && remove_oldest(&mut user.streams, |s| s.heard).is_some()
+        {
+            user.forgot = Some(now);
         }
         user.streams.insert(once.stream, Stream::new(once.seq, now));
         if self.forgot_user.is_some_and(|at| !live(at)) {

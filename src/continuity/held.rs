@@ -11,6 +11,7 @@ use core::time::Duration;
 
 use crate::client::ReceiveId;
 use crate::digest::RunningDigest;
+use crate::evict::remove_oldest;
 use crate::wire::{Digest, ResumeKey, UserId};
 use crate::Instant;
 
@@ -86,7 +87,7 @@ impl HeldBuffers {
         };
         self.repeats.remove(&id);
         while self.partial_bytes + data.len() > Self::MAX_BYTES {
-            match evict_oldest(&mut self.partial, |(_, at)| *at) {
+            match remove_oldest(&mut self.partial, |(_, at)| *at) {
                 Some((bytes, _)) => self.partial_bytes -= bytes.len(),
                 None => return, // larger than all the room: not kept
             }
@@ -113,7 +114,7 @@ impl HeldBuffers {
             return true;
         }
         if self.done.len() >= Self::MAX_DONE {
-            evict_oldest(&mut self.done, |(_, _, at)| *at);
+            remove_oldest(&mut self.done, |(_, _, at)| *at);
         }
         let mut digest = RunningDigest::new();
         digest.update(data);
@@ -127,16 +128,4 @@ impl HeldBuffers {
         self.arriving.clear();
         self.repeats.clear();
     }
-}
-
-/// Removes the entry of `map` that `at` says is oldest; gives its value.
-pub(crate) fn evict_oldest<K: Ord + Clone, V>(
-    map: &mut BTreeMap<K, V>,
-    at: impl Fn(&V) -> Instant,
-) -> Option<V> {
-    let oldest = map
-        .iter()
-        .min_by_key(|(_, v)| at(v))
-        .map(|(k, _)| k.clone())?;
-    map.remove(&oldest)
 }

@@ -596,13 +596,11 @@ impl Continuity {
             Some(policy) if self.logged_in && !self.closing && !replaced => {
                 self.link = Link::Down(Redial::lost(self.now, policy.backoff, &mut self.rng));
             }
+            // Its sends' results are still to come from the client; any that waits ends
+            // now.
             _ => {
                 self.closing |= replaced;
-                self.link = Link::Over;
-                // Its sends' results are still to come from the client; any that waits
-                // ends now.
-                let ended = self.sends.give_up(self.now, None);
-                self.tell_ended(ended);
+                self.give_up_link();
             }
         }
     }
@@ -640,13 +638,19 @@ impl Continuity {
     }
 
     fn tell_waiting(&mut self, id: SendId, since: Instant, code: ErrorCode) {
+        let event = self.waiting_event(id, since, code);
+        self.own.push_back(event);
+    }
+
+    /// Send `id` waits since `since` because of `code`, until the window's end.
+    fn waiting_event(&self, id: SendId, since: Instant, code: ErrorCode) -> Event {
         let window = self.policy.map_or(Duration::ZERO, |p| p.window);
-        self.own.push_back(Event::SendWaiting {
+        Event::SendWaiting {
             id,
             code,
             since,
             deadline: since + window,
-        });
+        }
     }
 
     /// An event of the connection's client, as the application hears it: our sends by
@@ -673,19 +677,11 @@ impl Continuity {
                         code,
                         cookie,
                     }),
+                    // Given up, if it comes to that, at the deadline (`handle_timeout`).
                     Outcome::Waits(id, since, code) => {
                         let retry = self.policy.map_or(Duration::ZERO, |p| p.retry);
                         self.sends.retry_later(now + retry);
-                        let window = self.policy.map(|p| p.window);
-                        let ended = self.sends.give_up(now, window);
-                        self.tell_ended(ended);
-                        let deadline = since + window.unwrap_or(Duration::ZERO);
-                        Some(Event::SendWaiting {
-                            id,
-                            code,
-                            since,
-                            deadline,
-                        })
+                        Some(self.waiting_event(id, since, code))
                     }
                     Outcome::Unknown => None,
                 }
@@ -760,11 +756,13 @@ impl Continuity {
             Event::LoginResult { code } if !code.is_success() => {
                 // Refused: no trying again.
                 self.closing = true;
-                if matches!(self.link, Link::Down(_)) {
-                    self.give_up_link();
+                match self.link {
+                    Link::Down(_) => self.give_up_link(),
+                    _ => {
+                        let ended = self.sends.give_up(now, None);
+                        self.tell_ended(ended);
+                    }
                 }
-                let ended = self.sends.give_up(now, None);
-                self.tell_ended(ended);
                 Some(event)
             }
             // The first acceptance is told; later ones are said as `Reconnected`.

@@ -10,6 +10,7 @@ use core::time::Duration;
 use bytes::Bytes;
 
 use crate::client::{Client, SendId, SendKind};
+use crate::evict::remove_oldest;
 use crate::wire::{CmdOnce, ResumeKey};
 use crate::{ErrorCode, Instant, SendError};
 
@@ -170,14 +171,7 @@ impl Sends {
     /// in a stream of their own, so a receiver's record of what it delivered is dense.
     pub(crate) fn next_once(&mut self, to: &str) -> CmdOnce {
         if !self.streams.contains_key(to) && self.streams.len() >= Self::RECEIVERS {
-            let quietest = self
-                .streams
-                .iter()
-                .min_by_key(|(_, s)| s.2)
-                .map(|(k, _)| k.clone());
-            if let Some(quietest) = quietest {
-                self.streams.remove(&quietest);
-            }
+            remove_oldest(&mut self.streams, |s| s.2);
         }
         let fresh = match self.streams.contains_key(to) {
             true => None,

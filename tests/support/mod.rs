@@ -489,3 +489,15 @@ pub fn content(len: usize, seed: u64) -> Bytes {
         .collect::<Vec<u8>>()
         .into()
 }
+
+/// A client that resumes files, with windows small enough that a transfer spans many
+/// frames and grants.
+pub fn resumable_config() -> ClientConfig {
+    ClientConfig {
+        transfer_window: 64 * 1024,
+        conn_window: 128 * 1024,
+        file_read_size: 16 * 1024,
+        resume_files: true,
+        ..ClientConfig::default()
+    }
+}

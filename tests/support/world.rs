@@ -174,11 +174,21 @@ impl World {
 
     /// User `i`, between connections, dials now rather than when its schedule says.
     pub fn dial_now(&mut self, i: usize) {
-        let now = self.now;
         let user = &mut self.users[i];
         if user.conn.is_none() && user.cont.poll_redial().is_some() {
-            user.cont.connected(now);
-            self.open(i);
+            self.dial(i);
+        }
+    }
+
+    /// User `i` dials: the relay answers unless it, or the user's network, is down.
+    fn dial(&mut self, i: usize) {
+        let now = self.now;
+        match self.relay_down || self.users[i].unreachable {
+            true => self.users[i].cont.redial_failed(now),
+            false => {
+                self.users[i].cont.connected(now);
+                self.open(i);
+            }
         }
     }
 
@@ -219,13 +229,7 @@ impl Sim for World {
             let user = &mut self.users[i];
             if user.conn.is_none() && user.cont.poll_redial().is_some_and(|at| at <= now) {
                 busy = true;
-                match self.relay_down || user.unreachable {
-                    true => user.cont.redial_failed(now),
-                    false => {
-                        user.cont.connected(now);
-                        self.open(i);
-                    }
-                }
+                self.dial(i);
             }
         }
         loop {
