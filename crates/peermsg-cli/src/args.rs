@@ -56,6 +56,8 @@ pub(crate) enum Command {
         metrics: Option<String>,
         #[command(flatten)]
         tls: TlsArgs,
+        #[command(flatten)]
+        web: WebArgs,
         /// Be one relay of a cluster: the NATS servers its relays share, such as
         /// nats://127.0.0.1:4222 (several: comma-separated). Users on any relay of the
         /// cluster reach each other.
@@ -131,6 +133,19 @@ pub(crate) enum Command {
         #[arg(long)]
         audience: Option<String>,
     },
+}
+
+/// A relay's way in for browsers.
+#[derive(Args)]
+pub(crate) struct WebArgs {
+    /// Also accept WebSocket connections (browsers) on this address, such as
+    /// 127.0.0.1:7080: ws://, or wss:// with the relay's TLS certificate.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) ws_listen: Option<String>,
+    /// Serve the files of DIR on the WebSocket address (the web client's page:
+    /// crates/peermsg-web/www once built).
+    #[arg(long, value_name = "DIR", requires = "ws_listen")]
+    pub(crate) web: Option<PathBuf>,
 }
 
 /// What a listener takes.

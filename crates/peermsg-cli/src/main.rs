@@ -87,6 +87,7 @@ fn main() -> ExitCode {
                 max_held_mib,
                 metrics,
                 tls,
+                web,
                 cluster,
                 node,
             } => {
@@ -103,7 +104,16 @@ fn main() -> ExitCode {
                     config.max_connections = max;
                 }
                 let cluster = cluster.map(|urls| (urls, node));
-                relay(&listen, &auth, &tls, config, metrics.as_deref(), cluster).await
+                relay(
+                    &listen,
+                    &auth,
+                    &tls,
+                    &web,
+                    config,
+                    metrics.as_deref(),
+                    cluster,
+                )
+                .await
             }
             Command::Listen {
                 login,

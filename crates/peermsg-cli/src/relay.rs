@@ -3,14 +3,15 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use peermsg_tokio::{serve_with, Authenticator, Cluster, Extras, Metrics, ServerConfig};
+use peermsg_tokio::{serve_with, Authenticator, Cluster, Extras, Metrics, ServerConfig, WebSocket};
 
-use crate::args::{AuthArgs, TlsArgs};
+use crate::args::{AuthArgs, TlsArgs, WebArgs};
 
 pub(crate) async fn relay(
     listen: &str,
     auth: &AuthArgs,
     tls: &TlsArgs,
+    web: &WebArgs,
     config: ServerConfig,
     metrics_addr: Option<&str>,
     cluster: Option<(String, Option<String>)>,
@@ -55,6 +56,10 @@ pub(crate) async fn relay(
         Some((_, said)) => say!("{said}"),
         None => say!("plain TCP: anyone on the path reads and changes what passes"),
     }
+    let websocket = match &web.ws_listen {
+        Some(at) => Some(websocket(at, web, tls.is_some()).await?),
+        None => None,
+    };
     let cluster = match cluster {
         Some((urls, node)) => {
             let servers = urls.split(',').map(|u| u.trim().to_string()).collect();
@@ -71,12 +76,42 @@ pub(crate) async fn relay(
         metrics: metrics.map(|(metrics, _)| metrics),
         tls: tls.map(|(config, _)| config),
         cluster,
+        websocket,
     };
     serve_with(listener, config, authenticator, extras, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The WebSocket listener at `at`, with the web folder of `web`, and a line saying where
+/// browsers connect.
+async fn websocket(at: &str, web: &WebArgs, tls: bool) -> Result<WebSocket> {
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .with_context(|| format!("cannot listen for WebSocket connections on {at}"))?;
+    let addr = listener.local_addr()?;
+    let (ws, http) = match tls {
+        true => ("wss", "https"),
+        false => ("ws", "http"),
+    };
+    let mut websocket = WebSocket::new(listener);
+    match &web.web {
+        Some(dir) => {
+            if !dir.join("index.html").is_file() {
+                bail!(
+                    "--web {}: no index.html there (build the page first: \
+                     crates/peermsg-web/build.sh)",
+                    dir.display()
+                );
+            }
+            say!("browsers connect to {ws}://{addr}/; the web page is at {http}://{addr}/");
+            websocket = websocket.web(dir);
+        }
+        None => say!("browsers connect to {ws}://{addr}/"),
+    }
+    Ok(websocket)
 }
 
 /// A relay's name in a cluster when none is given: the host's name (what a subject may

@@ -60,6 +60,7 @@ mod relay_tls;
 #[cfg(not(feature = "tls"))]
 #[path = "relay_tls_off.rs"]
 mod relay_tls;
+mod relay_ws;
 mod sink;
 mod socket;
 #[cfg(feature = "tls")]
@@ -80,7 +81,9 @@ pub use jwt::{mint_ed25519, mint_hmac, Claims, HmacSecret, ShortSecret, SignedTo
 pub use metrics::Metrics;
 #[cfg(feature = "metrics")]
 pub use metrics::{serve_metrics, METRICS_CONNECTIONS, METRICS_HEAD_BYTES, METRICS_READ_TIME};
-pub use relay::{raise_open_file_limit, serve, serve_with, Extras, ServerConfig, RESERVED_FILES};
+pub use relay::{
+    raise_open_file_limit, serve, serve_with, Extras, ServerConfig, WebSocket, RESERVED_FILES,
+};
 #[cfg(feature = "tls")]
 pub use rustls;
 pub use sink::{

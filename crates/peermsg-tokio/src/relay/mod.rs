@@ -25,6 +25,7 @@ mod server;
 mod socket;
 
 use std::future::Future;
+use std::path::PathBuf;
 #[cfg(feature = "tls")]
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,7 +124,7 @@ pub async fn serve(
 }
 
 /// What a relay may do beside relaying, for [`serve_with`].
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Extras {
     /// Keep these metrics up to date: connections, sessions, logins accepted and refused
     /// by code, bytes in and out, frames forwarded, messages under way and ended by code,
@@ -137,6 +138,56 @@ pub struct Extras {
     /// Be one relay of a cluster over NATS ([`Cluster`]): users logged in on any relay of
     /// it reach each other (docs/CLUSTER.md).
     pub cluster: Option<Cluster>,
+    /// Serve browsers too: WebSocket connections on a listener of their own (over TLS,
+    /// `wss://`, when `tls` is set), and a web folder on it.
+    pub websocket: Option<WebSocket>,
+}
+
+/// Browsers' way in to a relay: a listener for WebSocket connections, each carrying the
+/// same byte stream as a TCP connection in binary messages (docs/PROTOCOL.md,
+/// "WebSocket"), under the same caps, budgets and deadlines; and, on the same port, the
+/// files of a web folder for a plain `GET` (the web client's page, say).
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use peermsg_tokio::{serve_with, Extras, OpenAccess, ServerConfig, WebSocket};
+///
+/// let tcp = tokio::net::TcpListener::bind("127.0.0.1:7000").await?;
+/// let ws = tokio::net::TcpListener::bind("127.0.0.1:7080").await?;
+/// let extras = Extras {
+///     websocket: Some(WebSocket::new(ws).web("crates/peermsg-web/www")),
+///     ..Extras::default()
+/// };
+/// serve_with(tcp, ServerConfig::default(), OpenAccess, extras, std::future::pending()).await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct WebSocket {
+    /// Where browsers connect.
+    pub listener: TcpListener,
+    /// Files served for a plain `GET` (`/` is `index.html`); none if `None`.
+    pub web: Option<PathBuf>,
+    /// The largest frame a client may send, in bytes; a larger one ends its connection.
+    /// Its bytes are never gathered (they are unmasked as they come), so this bounds what
+    /// one frame may claim, not memory. Default 1 MiB.
+    pub max_frame: u64,
+}
+
+impl WebSocket {
+    /// WebSocket connections on `listener`, no web folder, frames of at most 1 MiB.
+    pub fn new(listener: TcpListener) -> Self {
+        WebSocket {
+            listener,
+            web: None,
+            max_frame: 1 << 20,
+        }
+    }
+
+    /// Serves the files of `dir` for a plain `GET`.
+    pub fn web(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.web = Some(dir.into());
+        self
+    }
 }
 
 /// [`serve`], with metrics, TLS and a cluster as `extras` say.
@@ -158,6 +209,7 @@ pub async fn serve_with(
         #[cfg(feature = "tls")]
         tls,
         cluster,
+        websocket,
     } = extras;
     #[cfg(feature = "tls")]
     let acceptor = tls.map(crate::relay_tls::acceptor);
@@ -177,7 +229,15 @@ pub async fn serve_with(
         None => (None, None),
     };
     let hooks = hooks::Hooks::new(metrics, glue);
-    server::Server::new(relay, config, auth, hooks, acceptor)
-        .run(listener, shutdown, from_nats)
+    let (ws_listener, ws) = match websocket {
+        Some(WebSocket {
+            listener,
+            web,
+            max_frame,
+        }) => (Some(listener), Some(server::WsOptions { web, max_frame })),
+        None => (None, None),
+    };
+    server::Server::new(relay, config, auth, hooks, acceptor, ws)
+        .run(listener, ws_listener, shutdown, from_nats)
         .await
 }

@@ -4,10 +4,12 @@
 //! wait, then waits on all of them at once. Each kind of input has its method.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use peermsg::relay::{ConnId, Relay, RelayEvent, RelayOutput};
 use peermsg::wire::{Transmit, UserId};
 use peermsg::ErrorCode;
@@ -16,12 +18,19 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::admission::{is_fatal, LoginFailures};
 use super::hooks::Hooks;
-use super::socket::{refuse, write_or_flush, Input, Inputs, Sockets};
+use super::socket::{refuse, write_or_flush, Input, Inputs, Ready, Sockets, Transport};
 use super::ServerConfig;
 use crate::auth::Authenticator;
 use crate::clock::{tokio_now, Clock};
 use crate::cluster::ClusterInput;
 use crate::relay_tls;
+use crate::relay_ws::{self, Frames};
+
+/// How the server treats WebSocket connections.
+pub(super) struct WsOptions {
+    pub(super) web: Option<PathBuf>,
+    pub(super) max_frame: u64,
+}
 
 /// Everything the relay's task holds.
 pub(super) struct Server<A> {
@@ -33,7 +42,9 @@ pub(super) struct Server<A> {
     failures: LoginFailures,
     /// TLS, on a TLS relay.
     acceptor: Option<relay_tls::Acceptor>,
-    /// TLS handshakes under way, counted with the connections.
+    /// WebSocket connections' options, when the relay serves them.
+    ws: Option<WsOptions>,
+    /// TLS and WebSocket handshakes under way, counted with the connections.
     handshaking: usize,
     next_conn: u64,
     /// What connections' tasks tell this task: reads (within the input budget), flushes,
@@ -54,6 +65,7 @@ impl<A: Authenticator> Server<A> {
         auth: A,
         hooks: Hooks,
         acceptor: Option<relay_tls::Acceptor>,
+        ws: Option<WsOptions>,
     ) -> Self {
         // Reads waiting in it are bounded by the input budget; flush and close notices
         // wait for room.
@@ -67,6 +79,7 @@ impl<A: Authenticator> Server<A> {
             hooks,
             sockets: Sockets::default(),
             acceptor,
+            ws,
             handshaking: 0,
             next_conn: 0,
             inputs,
@@ -80,6 +93,7 @@ impl<A: Authenticator> Server<A> {
     pub(super) async fn run(
         mut self,
         listener: TcpListener,
+        ws_listener: Option<TcpListener>,
         shutdown: impl Future<Output = ()>,
         mut from_nats: Option<mpsc::Receiver<ClusterInput>>,
     ) -> std::io::Result<()> {
@@ -95,7 +109,12 @@ impl<A: Authenticator> Server<A> {
                     return Ok(());
                 }
                 accepted = listener.accept(), if accepting => match accepted {
-                    Ok((stream, peer)) => self.on_accept(stream, peer),
+                    Ok((stream, peer)) => self.on_accept(stream, peer, false),
+                    Err(e) if is_fatal(&e) => return Err(e),
+                    Err(e) => self.on_accept_error(e),
+                },
+                accepted = accept(ws_listener.as_ref()), if accepting => match accepted {
+                    Ok((stream, peer)) => self.on_accept(stream, peer, true),
                     Err(e) if is_fatal(&e) => return Err(e),
                     Err(e) => self.on_accept_error(e),
                 },
@@ -150,10 +169,7 @@ impl<A: Authenticator> Server<A> {
             debug_assert!(false, "frames for a paused connection");
             return;
         };
-        let batch = match &c.tls {
-            Some(tls) => relay_tls::encrypt(tls, batch, false),
-            None => batch,
-        };
+        let batch = c.wrap(batch, false);
         write_or_flush(
             &mut self.relay,
             conn,
@@ -216,13 +232,10 @@ impl<A: Authenticator> Server<A> {
         self.hooks.login(&mut self.relay, conn, user, decided);
     }
 
-    /// A connection accepted: over a cap it is turned away (a plain client is told why; a
-    /// TLS one, which could not read it, is just closed); else served, after its TLS
-    /// handshake on a TLS relay.
-    // Without the `tls` feature the handshake's arm cannot be reached (its acceptor has
-    // no value).
-    #[cfg_attr(not(feature = "tls"), allow(unreachable_code))]
-    fn on_accept(&mut self, stream: TcpStream, peer: SocketAddr) {
+    /// A connection accepted (on the WebSocket listener with `ws`): over a cap it is
+    /// turned away (a plain TCP client is told why; one that could not read it is just
+    /// closed); else served, after its TLS and WebSocket handshakes where it has them.
+    fn on_accept(&mut self, stream: TcpStream, peer: SocketAddr, ws: bool) {
         if self.accept_again.take().is_some() {
             tracing::warn!("accepting connections again");
         }
@@ -230,7 +243,7 @@ impl<A: Authenticator> Server<A> {
         let full = self.sockets.len() + self.handshaking >= self.config.max_connections;
         let crowded = self.sockets.count_from(ip) >= self.config.max_connections_per_ip;
         if full || crowded {
-            if self.acceptor.is_none() {
+            if self.acceptor.is_none() && !ws {
                 let reason = match full {
                     true => "the relay is full",
                     false => "too many connections from your address",
@@ -241,26 +254,58 @@ impl<A: Authenticator> Server<A> {
         }
         crate::socket::tune(&stream);
         self.sockets.count(ip);
-        match &self.acceptor {
-            // The handshake goes on beside, within the login deadline; the connection is
-            // served once it is done.
-            Some(acceptor) => {
-                self.handshaking += 1;
-                let (acceptor, done) = (acceptor.clone(), self.inputs.clone());
-                let limit = self.config.relay.login_timeout;
+        let acceptor = self.acceptor.clone();
+        let limit = self.config.relay.login_timeout;
+        let done = self.inputs.clone();
+        // The handshakes go on beside, within the login deadline; the connection is
+        // served once they are done.
+        let handshake = match (ws, &self.ws, acceptor) {
+            (true, Some(options), acceptor) => {
+                let (web, max_frame) = (options.web.clone(), options.max_frame);
                 tokio::spawn(async move {
-                    let outcome = match relay_tls::handshake(acceptor, stream, limit).await {
-                        Some((stream, session)) => Input::Handshaken(stream, session, peer),
+                    let opened = relay_ws::handshake(acceptor, stream, limit, web).await;
+                    let outcome = match opened {
+                        Some(o) => Input::Handshaken(Box::new(Ready {
+                            stream: o.stream,
+                            session: o.session,
+                            peer,
+                            ws: Some(Frames::new(max_frame)),
+                            early: o.early,
+                        })),
                         None => Input::HandshakeFailed(ip),
                     };
                     let _ = done.send((ConnId(u64::MAX), outcome)).await;
-                });
+                })
             }
-            None => {
+            (false, _, Some(acceptor)) => tokio::spawn(async move {
+                let outcome = match relay_tls::handshake(acceptor, stream, limit).await {
+                    Some((stream, session)) => Input::Handshaken(Box::new(Ready {
+                        stream,
+                        session: Some(session),
+                        peer,
+                        ws: None,
+                        early: BytesMut::new(),
+                    })),
+                    None => Input::HandshakeFailed(ip),
+                };
+                let _ = done.send((ConnId(u64::MAX), outcome)).await;
+            }),
+            _ => {
                 tracing::debug!(%peer, "connection accepted");
-                self.open(stream, ip, None);
+                self.open(
+                    Transport {
+                        stream,
+                        ip,
+                        ws: None,
+                        early: BytesMut::new(),
+                    },
+                    None,
+                );
+                return;
             }
-        }
+        };
+        drop(handshake);
+        self.handshaking += 1;
     }
 
     /// Out of files or memory, or a connection that died in the backlog: the connections
@@ -273,14 +318,13 @@ impl<A: Authenticator> Server<A> {
     }
 
     /// Serves a connection whose transport is ready.
-    fn open(&mut self, stream: TcpStream, ip: IpAddr, tls: Option<relay_tls::Tls>) -> ConnId {
+    fn open(&mut self, transport: Transport, tls: Option<relay_tls::Tls>) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         self.sockets.open(
             &mut self.relay,
             conn,
-            stream,
-            ip,
+            transport,
             tls,
             &self.inputs,
             &self.input_room,
@@ -298,25 +342,51 @@ impl<A: Authenticator> Server<A> {
                 drop(room);
             }
             Input::Closed => self.relay.handle_disconnect(conn),
-            Input::Handshaken(stream, session, peer) => {
+            Input::Handshaken(ready) => {
                 self.handshaking -= 1;
-                tracing::debug!(%peer, "TLS connection accepted");
-                let (tls, early) = relay_tls::session(session);
-                let conn = self.open(stream, peer.ip(), Some(tls));
-                if !early.is_empty() {
-                    self.relay.handle_input_buf(self.clock.now(), conn, early);
-                }
+                let Ready {
+                    stream,
+                    session,
+                    peer,
+                    ws,
+                    mut early,
+                } = *ready;
+                tracing::debug!(%peer, ws = ws.is_some(), "connection accepted");
+                // The session's plaintext so far comes after what the handshake read.
+                let tls = session.map(|session| {
+                    let (tls, plain) = relay_tls::session(session);
+                    early.unsplit(plain);
+                    tls
+                });
+                let ip = peer.ip();
+                self.open(
+                    Transport {
+                        stream,
+                        ip,
+                        ws,
+                        early,
+                    },
+                    tls,
+                );
             }
             Input::HandshakeFailed(ip) => {
                 self.handshaking -= 1;
-                tracing::debug!(%ip, "TLS handshake failed");
+                tracing::debug!(%ip, "handshake failed");
                 self.sockets.uncount(ip);
             }
-            Input::TlsOutput => {
-                // Written now if the socket is free; else the next write carries it.
+            Input::TlsOutput | Input::Reply(_) => {
+                // Written now if the socket is free (no frame is half written); else the
+                // next write carries the TLS layer's records, and a pong is not owed.
                 if let Some(c) = self.sockets.get_mut(conn) {
-                    if let (Some(tls), Some(half)) = (c.tls.clone(), c.half.take()) {
-                        let records = relay_tls::encrypt(&tls, Transmit::new(), false);
+                    if let Some(half) = c.half.take() {
+                        let mut out = Transmit::new();
+                        if let Input::Reply(frame) = what {
+                            out.push_bytes(frame);
+                        }
+                        let records = match &c.tls {
+                            Some(tls) => relay_tls::encrypt(tls, out, false),
+                            None => out,
+                        };
                         write_or_flush(
                             &mut self.relay,
                             conn,
@@ -355,6 +425,14 @@ impl<A: Authenticator> Server<A> {
         self.hooks.shut(&mut self.relay).await;
         // Give the flush tasks a moment to put the last bytes on the wire.
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A connection from `listener`, if there is one; else waits for ever.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use peermsg::relay::{ConnId, Relay};
 use peermsg::wire::Transmit;
 use peermsg::{ErrorCode, Instant};
@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::ServerConfig;
 use crate::relay_tls::{self, Session, Tls};
+use crate::relay_ws::{self, End, Frames};
 
 /// What a connection's tasks tell the relay's task.
 pub(super) enum Input {
@@ -28,12 +29,26 @@ pub(super) enum Input {
     Closed,
     /// A flush task wrote its batch (or failed to) and gives the write half back.
     Flushed(OwnedWriteHalf, bool),
-    /// A TLS handshake finished: the connection, ready to serve.
-    Handshaken(TcpStream, Session, std::net::SocketAddr),
-    /// A TLS handshake failed or timed out (the address's count goes down).
+    /// A TLS or WebSocket handshake finished: the connection, ready to serve.
+    Handshaken(Box<Ready>),
+    /// A handshake failed or timed out (the address's count goes down).
     HandshakeFailed(IpAddr),
     /// The TLS layer has records to send (after reading: an alert, a key update).
     TlsOutput,
+    /// A WebSocket frame to answer with (a pong), formatted.
+    Reply(Bytes),
+}
+
+/// A connection whose handshakes are done, on its way to be served.
+pub(super) struct Ready {
+    pub(super) stream: TcpStream,
+    /// Its TLS session, on a TLS relay.
+    pub(super) session: Option<Session>,
+    pub(super) peer: std::net::SocketAddr,
+    /// Its frames' decoder, over WebSocket.
+    pub(super) ws: Option<Frames>,
+    /// Bytes that came with the handshake (after the WebSocket request), as read.
+    pub(super) early: BytesMut,
 }
 
 /// A connection's socket, as the relay's task sees it: its write half, its reader, its
@@ -50,6 +65,26 @@ pub(super) struct Socket {
     pub(super) ip: IpAddr,
     /// Its TLS session, on a TLS relay.
     pub(super) tls: Option<Tls>,
+    /// It speaks WebSocket: what it is sent goes in binary frames.
+    pub(super) ws: bool,
+}
+
+impl Socket {
+    /// What goes on the wire for `batch`: in a WebSocket frame, then in TLS records, as
+    /// the connection speaks; with `last`, the close of each of these layers after it.
+    pub(super) fn wrap(&self, batch: Transmit, last: bool) -> Transmit {
+        let mut batch = match self.ws {
+            true => relay_ws::frame(batch),
+            false => batch,
+        };
+        if self.ws && last {
+            batch.push_bytes(relay_ws::close_frame(relay_ws::CLOSE_NORMAL));
+        }
+        match &self.tls {
+            Some(tls) => relay_tls::encrypt(tls, batch, last),
+            None => batch,
+        }
+    }
 }
 
 pub(super) type Inputs = mpsc::Sender<(ConnId, Input)>;
@@ -103,25 +138,36 @@ impl Sockets {
     }
 
     /// Starts serving an accepted connection as `conn`: its reader (which decrypts, with
-    /// `tls`), its write side, and the relay's state for it.
+    /// `tls`, and takes WebSocket frames apart, with `transport.ws`), its write side, and
+    /// the relay's state for it. `transport.early` is read first.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn open(
         &mut self,
         relay: &mut Relay,
         conn: ConnId,
-        stream: TcpStream,
-        ip: IpAddr,
+        transport: Transport,
         tls: Option<Tls>,
         inputs: &Inputs,
         input_room: &Arc<Semaphore>,
         max_read: usize,
         now: Instant,
     ) {
+        let Transport {
+            stream,
+            ip,
+            ws,
+            early,
+        } = transport;
+        let is_ws = ws.is_some();
         let (rd, half) = stream.into_split();
         let reader = tokio::spawn(read_loop(
             conn,
-            rd,
-            tls.clone(),
+            Reading {
+                rd,
+                tls: tls.clone(),
+                ws,
+                early,
+            },
             inputs.clone(),
             input_room.clone(),
             max_read,
@@ -133,6 +179,7 @@ impl Sockets {
             reader,
             ip,
             tls,
+            ws: is_ws,
         };
         self.map.insert(conn, socket);
         let _ = relay.open(now, conn);
@@ -145,9 +192,7 @@ impl Sockets {
         let Some(c) = self.map.get_mut(&conn) else {
             return;
         };
-        if let Some(tls) = &c.tls {
-            last = relay_tls::encrypt(tls, last, true);
-        }
+        last = c.wrap(last, true);
         c.reader.abort();
         match c.half.take() {
             Some(half) => {
@@ -203,6 +248,24 @@ impl Sockets {
     }
 }
 
+/// An accepted connection's stream, ready to serve: where it comes from, its WebSocket
+/// decoder if it speaks WebSocket, and the bytes its handshake read past.
+pub(super) struct Transport {
+    pub(super) stream: TcpStream,
+    pub(super) ip: IpAddr,
+    pub(super) ws: Option<Frames>,
+    pub(super) early: BytesMut,
+}
+
+/// What a reader reads, and the layers its bytes go through before the relay sees them.
+struct Reading {
+    rd: tokio::net::tcp::OwnedReadHalf,
+    tls: Option<Tls>,
+    ws: Option<Frames>,
+    /// Bytes read by the handshake: the first input (already decrypted).
+    early: BytesMut,
+}
+
 /// Reads `conn`'s socket and hands each buffer to the relay. A read needs room first: in
 /// the connection's budget (two reads: one being processed, one on its way) and in the
 /// server's, so bytes read and not processed are bounded per connection and in all, and a
@@ -210,17 +273,35 @@ impl Sockets {
 /// only once the socket has bytes, so idle connections hold none.
 async fn read_loop(
     conn: ConnId,
-    rd: tokio::net::tcp::OwnedReadHalf,
-    tls: Option<Tls>,
+    mut reading: Reading,
     tx: Inputs,
     server_room: Arc<Semaphore>,
     max_read: usize,
 ) {
     let conn_room = Arc::new(Semaphore::new(2 * max_read));
+    let early = std::mem::take(&mut reading.early);
+    if !early.is_empty() {
+        // No more than a connection may have waiting, whatever the handshake read.
+        let n = u32::try_from(early.len().min(2 * max_read)).unwrap_or(u32::MAX);
+        let (Ok(mine), Ok(all)) = (
+            conn_room.clone().acquire_many_owned(n).await,
+            server_room.clone().acquire_many_owned(n).await,
+        ) else {
+            return;
+        };
+        let room = InputRoom {
+            _conn: mine,
+            _server: all,
+        };
+        if !hand_on(conn, &mut reading.ws, early, room, &tx).await {
+            return;
+        }
+    }
     // Small while the peer is quiet (an idle connection costs one page), larger once it
     // streams; each read is handed over without a copy.
     let mut want = 1024.min(max_read);
     let mut buf = BytesMut::new();
+    let rd = &reading.rd;
     loop {
         if rd.readable().await.is_err() {
             let _ = tx.send((conn, Input::Closed)).await;
@@ -252,7 +333,7 @@ async fn read_loop(
                     _server: all,
                 };
                 let mut bytes = buf.split();
-                if let Some(tls) = &tls {
+                if let Some(tls) = &reading.tls {
                     // What was read is records: their plaintext goes on (no more than was
                     // read, so within the room taken), and anything the TLS layer must
                     // answer is written by the relay's task.
@@ -265,7 +346,7 @@ async fn read_loop(
                     }
                     bytes = plain;
                 }
-                if tx.send((conn, Input::Read(bytes, room))).await.is_err() {
+                if !hand_on(conn, &mut reading.ws, bytes, room, &tx).await {
                     return;
                 }
             }
@@ -276,6 +357,37 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// Hands plaintext read from `conn` to the relay, out of its WebSocket frames first if it
+/// speaks WebSocket (their pongs go to be written). `false` once the connection is over.
+async fn hand_on(
+    conn: ConnId,
+    ws: &mut Option<Frames>,
+    mut bytes: BytesMut,
+    room: InputRoom,
+    tx: &Inputs,
+) -> bool {
+    if let Some(frames) = ws {
+        match frames.decode(bytes) {
+            Ok(decoded) => {
+                for reply in decoded.replies {
+                    if tx.send((conn, Input::Reply(reply))).await.is_err() {
+                        return false;
+                    }
+                }
+                bytes = decoded.data;
+            }
+            Err(end) => {
+                if let End::Broken(why) = end {
+                    tracing::debug!(conn = conn.0, why, "WebSocket protocol broken");
+                }
+                let _ = tx.send((conn, Input::Closed)).await;
+                return false;
+            }
+        }
+    }
+    bytes.is_empty() || tx.send((conn, Input::Read(bytes, room))).await.is_ok()
 }
 
 /// Tells a connection the relay will not serve it why (its `HELLO` and a `CLOSE`), within
