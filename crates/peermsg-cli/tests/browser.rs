@@ -1,0 +1,363 @@
+//! The web client in a real browser: headless Chromium, driven through ChromeDriver,
+//! loads the page a `peermsg relay --ws-listen --web` process serves, and two users in two
+//! browsers, and users of the program, send each other commands and files: progress,
+//! cancel, a relay killed and started again in the middle of a file. A screenshot of the
+//! page is kept in `target/browser/page.png`.
+//!
+//! It needs `chromium`, `chromedriver`, the wasm32 target and `wasm-bindgen` (the page is
+//! built by `crates/peermsg-web/build.sh`); without them it returns at once and one line
+//! says so, unless `PEERMSG_REQUIRE_BROWSER` is set (`.ci/run` installs them and sets it),
+//! when it fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin, port, spawn_relay, Killed};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Whether everything the test needs is here: if not, says so once (or fails, with
+/// `PEERMSG_REQUIRE_BROWSER`).
+fn browser_here() -> bool {
+    let missing: Vec<&str> = ["chromium", "chromedriver", "wasm-bindgen"]
+        .into_iter()
+        .filter(|program| {
+            Command::new(program)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_err()
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!(
+        "{} not installed (apt-get install chromium chromium-driver; cargo install \
+         wasm-bindgen-cli --version 0.2.130)",
+        missing.join(", ")
+    );
+    if std::env::var_os("PEERMSG_REQUIRE_BROWSER").is_some() {
+        panic!("{why} and PEERMSG_REQUIRE_BROWSER is set");
+    }
+    eprintln!("skipped: the browser tests ({why})");
+    false
+}
+
+/// Builds the page's wasm (in a target directory of its own: the one of this test run is
+/// locked while it runs); the folder to serve.
+fn build_web() -> PathBuf {
+    let root = workspace();
+    let status = Command::new("bash")
+        .arg(root.join("crates/peermsg-web/build.sh"))
+        .env("CARGO_TARGET_DIR", root.join("target/web"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "crates/peermsg-web/build.sh failed");
+    root.join("crates/peermsg-web/www")
+}
+
+struct Relay {
+    tcp: String,
+    ws: String,
+    web: PathBuf,
+}
+
+impl Relay {
+    fn start(&self) -> Killed {
+        let mut cmd = bin();
+        cmd.args([
+            "relay",
+            "--listen",
+            &self.tcp,
+            "--ws-listen",
+            &self.ws,
+            "--web",
+        ])
+        .arg(&self.web);
+        spawn_relay(cmd)
+    }
+}
+
+/// ChromeDriver on a free port, and a way to open browsers through it.
+struct Driver {
+    _process: Killed,
+    url: String,
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let port = port();
+        let process = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Driver {
+            _process: Killed(process),
+            url,
+        }
+    }
+
+    /// A headless Chromium with the page of `relay`, logged in as `user`.
+    async fn browser(&self, relay: &Relay, user: &str, to: &str) -> Client {
+        let mut caps = serde_json::map::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         "--disable-dev-shm-usage", "--window-size=1100,1000"],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a browser session");
+        let page = format!("http://{}/?user={user}&to={to}&login", relay.ws);
+        client.goto(&page).await.unwrap();
+        wait_for(
+            &client,
+            "connected",
+            "return document.getElementById('state').textContent === 'connected'",
+        )
+        .await;
+        client
+    }
+}
+
+/// Runs `script` in the page until it returns true, within a minute.
+async fn wait_for(client: &Client, what: &str, script: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let value = client.execute(script, vec![]).await.unwrap();
+        if value == json!(true) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let log = text(client, "return document.getElementById('log').innerText").await;
+            panic!("{what}: not within a minute; the page's log:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn text(client: &Client, script: &str) -> String {
+    match client.execute(script, vec![]).await.unwrap() {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// The newest send's status in the page: its data attributes.
+async fn newest_send(client: &Client, attribute: &str) -> String {
+    text(
+        client,
+        &format!("const li = document.querySelector('#sends li'); return li ? (li.dataset.{attribute} ?? '') : ''"),
+    )
+    .await
+}
+
+async fn choose_file(client: &Client, path: &Path) {
+    let input = client.find(Locator::Id("file")).await.unwrap();
+    input.send_keys(path.to_str().unwrap()).await.unwrap();
+}
+
+async fn click(client: &Client, id: &str) {
+    client
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A file of `size` bytes that are not all alike; its path and SHA-256.
+fn make_file(dir: &Path, name: &str, size: usize) -> (PathBuf, String) {
+    let mut content = vec![0u8; size];
+    let mut x = 0x9e37_79b9_u32;
+    for b in content.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, &content).unwrap();
+    (path, sha256(&content))
+}
+
+/// Waits until the page has a received file with `sha`.
+async fn received_file(client: &Client, sha: &str) {
+    let script = format!(
+        "return [...document.querySelectorAll('#received li[data-kind=file]')].some(li => li.dataset.sha256 === '{sha}')"
+    );
+    wait_for(client, "the file received whole", &script).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_and_the_program_exchange_commands_and_files_through_a_relay() {
+    if !browser_here() {
+        return;
+    }
+    let web = build_web();
+    let relay = Relay {
+        tcp: format!("127.0.0.1:{}", port()),
+        ws: format!("127.0.0.1:{}", port()),
+        web,
+    };
+    let mut relay_process = relay.start();
+    let driver = Driver::start().await;
+    let alice = driver.browser(&relay, "alice", "bob").await;
+    let bob = driver.browser(&relay, "bob", "alice").await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // A command, shown to bob, delivered to alice.
+    click(&alice, "send-cmd").await;
+    wait_for(&bob, "the command", "return [...document.querySelectorAll('#received li[data-kind=command]')].some(li => li.textContent.includes('hello'))").await;
+    wait_for(
+        &alice,
+        "the command's result",
+        "return document.querySelector('#sends li').dataset.code === '0'",
+    )
+    .await;
+
+    // A 50 MiB file, chosen in the page, with progress on the way.
+    let (file, sha) = make_file(dir.path(), "fifty.bin", 50 << 20);
+    choose_file(&alice, &file).await;
+    click(&alice, "send-file").await;
+    let mut seen = std::collections::BTreeSet::new();
+    while newest_send(&alice, "code").await.is_empty() {
+        if let Ok(sent) = newest_send(&alice, "sent").await.parse::<u64>() {
+            seen.insert(sent);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(newest_send(&alice, "code").await, "0");
+    received_file(&bob, &sha).await;
+    let between = seen.iter().filter(|s| **s > 0 && **s < 50 << 20).count();
+    assert!(between >= 1, "progress seen on the way: {seen:?}");
+    let shot = alice.screenshot().await.unwrap();
+    let artifacts = workspace().join("target/browser");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("page.png"), shot).unwrap();
+
+    // Cancelled as it begins: CANCELLED, and bob gets nothing of it.
+    choose_file(&alice, &file).await;
+    alice
+        .execute(
+            "document.getElementById('send-file').click(); \
+             document.querySelector('#sends li .cancel').click();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &alice,
+        "the cancel's result",
+        "return document.querySelector('#sends li').dataset.code !== undefined",
+    )
+    .await;
+    let cancelled = newest_send(&alice, "code").await;
+    assert_eq!(
+        cancelled,
+        peermsg::ErrorCode::CANCELLED.as_u32().to_string()
+    );
+
+    // The program to a browser, and a browser to the program.
+    let (small, small_sha) = make_file(dir.path(), "from-cli.bin", 3 << 20);
+    let out = bin()
+        .args([
+            "send", "--server", &relay.tcp, "--user", "carol", "--to", "bob", "--file",
+        ])
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    received_file(&bob, &small_sha).await;
+    let inbox = tempfile::tempdir().unwrap();
+    let mut listen = bin();
+    listen
+        .args(["listen", "--server", &relay.tcp, "--user", "dave", "--dir"])
+        .arg(inbox.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _dave = Killed(listen.spawn().unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    alice
+        .execute("document.getElementById('to').value = 'dave'", vec![])
+        .await
+        .unwrap();
+    choose_file(&alice, &small).await;
+    click(&alice, "send-file").await;
+    wait_for(
+        &alice,
+        "the file to the program",
+        "return document.querySelector('#sends li').dataset.code === '0'",
+    )
+    .await;
+    let saved = std::fs::read(inbox.path().join("from-cli.bin")).unwrap();
+    assert_eq!(sha256(&saved), small_sha);
+
+    // The relay killed in the middle of a file and started again: the browser dials
+    // again and the file goes on from what bob holds.
+    alice
+        .execute("document.getElementById('to').value = 'bob'", vec![])
+        .await
+        .unwrap();
+    let (big, big_sha) = make_file(dir.path(), "big.bin", 200 << 20);
+    choose_file(&alice, &big).await;
+    click(&alice, "send-file").await;
+    wait_for(&bob, "a part of the big file", "const r = document.getElementById('state').dataset.receiving; if (!r) return false; const [got, total] = r.split('/').map(Number); return total === 209715200 && got > 20 * 1048576").await;
+    drop(relay_process);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    relay_process = relay.start();
+    wait_for(
+        &alice,
+        "the big file's result",
+        "return document.querySelector('#sends li').dataset.code !== undefined",
+    )
+    .await;
+    assert_eq!(newest_send(&alice, "code").await, "0");
+    let resumed: u64 = newest_send(&alice, "resumedAt")
+        .await
+        .parse()
+        .expect("resumed");
+    assert!(resumed > 0, "resumed at {resumed}");
+    received_file(&bob, &big_sha).await;
+    drop(relay_process);
+
+    let _ = alice.close().await;
+    let _ = bob.close().await;
+}
