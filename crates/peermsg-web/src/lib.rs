@@ -30,6 +30,8 @@
 
 #![warn(missing_docs)]
 
+mod source;
+
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
@@ -45,6 +47,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{BinaryType, Blob, File, FilePropertyBag, MessageEvent, WebSocket};
 
+use source::Source;
+
 /// Bytes allowed to wait in the WebSocket's send buffer; past it the core keeps what it
 /// has until the buffer drains.
 pub const HIGH_WATER: u32 = 4 << 20;
@@ -55,6 +59,9 @@ pub const MAX_MESSAGE: usize = 256 * 1024;
 /// Bytes of a file being received kept in the wasm heap before they are moved into a
 /// `Blob`.
 pub const BLOB_STEP: usize = 8 << 20;
+
+/// The largest read of a file being sent, in bytes.
+pub const FILE_READ_SIZE: u64 = 4 << 20;
 
 /// How often a full WebSocket buffer is looked at again, in milliseconds.
 const DRAIN_POLL_MS: i32 = 5;
@@ -98,6 +105,9 @@ impl PeerMsg {
         let config = ClientConfig {
             resume_files: true,
             resume_buffers: true,
+            // Each read of a file is a round trip to the browser's blob store: fewer,
+            // larger reads (up to the receiver's credit) keep the link busy.
+            file_read_size: FILE_READ_SIZE,
             ..ClientConfig::default()
         };
         let cont = Continuity::new(
@@ -183,7 +193,7 @@ impl PeerMsg {
         self.inner
             .borrow_mut()
             .files_out
-            .insert(id as u64, (file, name));
+            .insert(id as u64, Source::new(file, name));
         Ok(id)
     }
 
@@ -348,9 +358,9 @@ struct Inner {
     on_timer: Closure<dyn FnMut()>,
     timer: Option<i32>,
     out: BytesMut,
-    /// File reads the core asked for, to start once the state is free.
+    /// Blocks of files to read, to start once the state is free.
     reads: Vec<(u64, u64, u64)>,
-    files_out: HashMap<u64, (Blob, String)>,
+    files_out: HashMap<u64, Source>,
     cookies: HashMap<u64, JsValue>,
     cancels: HashMap<u64, JsValue>,
     files_in: HashMap<u64, Incoming>,
@@ -485,7 +495,7 @@ impl Inner {
                         self.call(calls, "sendBufferRlst", &[num(id.0), code_of(code), cookie])
                     }
                     SendKind::File => {
-                        let name = self.files_out.remove(&id.0).map(|(_, n)| n);
+                        let name = self.files_out.remove(&id.0).map(|s| s.name);
                         let name = JsValue::from(name.unwrap_or_default());
                         self.call(
                             calls,
@@ -524,7 +534,7 @@ impl Inner {
                     .unwrap_or(JsValue::UNDEFINED);
                 self.call(calls, "sendResumed", &[num(id.0), num(offset), cookie]);
             }
-            Event::FileRead { id, offset, len } => self.reads.push((id.0, offset, len)),
+            Event::FileRead { id, offset, len } => self.file_read(id, offset, len),
             Event::CmdReceived { from, data, .. } => {
                 let data = Uint8Array::from(&data[..]);
                 self.call(calls, "notifyCmdData", &[from.as_str().into(), data.into()]);
@@ -580,6 +590,41 @@ impl Inner {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The core asks for bytes of a file being sent: given now if read ahead already;
+    /// the next block is read if one should be.
+    fn file_read(&mut self, id: SendId, offset: u64, len: u64) {
+        let Some(source) = self.files_out.get_mut(&id.0) else {
+            let _ = self.cont.file_read_failed(id);
+            return;
+        };
+        let ready = source.ask(offset, len);
+        if let Some((at, block)) = source.next_read() {
+            self.reads.push((id.0, at, block));
+        }
+        if let Some(bytes) = ready {
+            let _ = self.cont.supply_file_data(id, offset, bytes);
+        }
+    }
+
+    /// A block of a file being sent was read (or could not be).
+    fn block_read(&mut self, id: SendId, at: u64, read: Option<Bytes>) {
+        let Some(source) = self.files_out.get_mut(&id.0) else {
+            return;
+        };
+        let Some(bytes) = read else {
+            source.read_failed();
+            let _ = self.cont.file_read_failed(id);
+            return;
+        };
+        let ready = source.arrived(at, bytes);
+        if let Some((at, block)) = source.next_read() {
+            self.reads.push((id.0, at, block));
+        }
+        if let Some((offset, bytes)) = ready {
+            let _ = self.cont.supply_file_data(id, offset, bytes);
         }
     }
 
@@ -825,11 +870,13 @@ fn dial(rc: &Rc<RefCell<Inner>>, redial: bool) -> Result<(), JsValue> {
     Ok(())
 }
 
-/// Reads `len` bytes of send `id`'s file from `offset` (`Blob.slice`, `arrayBuffer`) and
-/// hands them to the core.
+/// Reads a block of send `id`'s file (`Blob.slice`, `arrayBuffer`) and hands it to its
+/// [`Source`].
 fn read_file(rc: &Rc<RefCell<Inner>>, id: u64, offset: u64, len: u64) {
     let slice = match rc.borrow().files_out.get(&id) {
-        Some((blob, _)) => blob.slice_with_f64_and_f64(offset as f64, (offset + len) as f64),
+        Some(source) => source
+            .blob
+            .slice_with_f64_and_f64(offset as f64, (offset + len) as f64),
         None => return,
     };
     let weak = Rc::downgrade(rc);
@@ -839,20 +886,13 @@ fn read_file(rc: &Rc<RefCell<Inner>>, id: u64, offset: u64, len: u64) {
             Err(e) => Err(e),
         };
         let Some(rc) = weak.upgrade() else { return };
-        {
-            let mut inner = rc.borrow_mut();
-            let id = SendId(id);
-            let bytes = read.ok().map(|buffer| Uint8Array::new(&buffer).to_vec());
-            match bytes {
-                Some(bytes) if bytes.len() as u64 == len => {
-                    let _ = inner.cont.supply_file_data(id, offset, Bytes::from(bytes));
-                }
-                // Unreadable, or shorter than it was (changed meanwhile).
-                _ => {
-                    let _ = inner.cont.file_read_failed(id);
-                }
-            }
-        }
+        // Shorter than asked: the file changed meanwhile, and cannot be sent as it was.
+        let bytes = read
+            .ok()
+            .map(|buffer| Uint8Array::new(&buffer).to_vec())
+            .filter(|bytes| bytes.len() as u64 == len)
+            .map(Bytes::from);
+        rc.borrow_mut().block_read(SendId(id), offset, bytes);
         drive(&rc);
     });
 }

@@ -31,7 +31,8 @@ function sendItem(id, what, withProgress = true) {
     li.querySelector(".cancel").remove();
   }
   li.querySelector(".what").textContent = what;
-  li.querySelector(".cancel").onclick = () => client.cancelSend(id, "cancel");
+  const cancel = li.querySelector(".cancel");
+  if (cancel) cancel.onclick = () => client.cancelSend(id, "cancel");
   $("sends").prepend(li);
   sends.set(id, li);
 }
