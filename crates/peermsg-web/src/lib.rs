@@ -190,10 +190,14 @@ impl PeerMsg {
                 .cont
                 .send_file(now, to, &name, size, ResumeKey(key), 0)
         })?;
-        self.inner
-            .borrow_mut()
-            .files_out
-            .insert(id as u64, Source::new(file, name));
+        self.inner.borrow_mut().files_out.insert(
+            id as u64,
+            Outgoing {
+                source: Source::new(size),
+                blob: file,
+                name,
+            },
+        );
         Ok(id)
     }
 
@@ -298,6 +302,13 @@ impl Socket {
     }
 }
 
+/// A file being sent: its `Blob`, its name, and what is read of it.
+struct Outgoing {
+    blob: Blob,
+    name: String,
+    source: Source,
+}
+
 /// A file being received: its bytes so far, in a `Blob` and pieces not yet moved into it.
 struct Incoming {
     from: String,
@@ -360,7 +371,7 @@ struct Inner {
     out: BytesMut,
     /// Blocks of files to read, to start once the state is free.
     reads: Vec<(u64, u64, u64)>,
-    files_out: HashMap<u64, Source>,
+    files_out: HashMap<u64, Outgoing>,
     cookies: HashMap<u64, JsValue>,
     cancels: HashMap<u64, JsValue>,
     files_in: HashMap<u64, Incoming>,
@@ -596,7 +607,7 @@ impl Inner {
     /// The core asks for bytes of a file being sent: given now if read ahead already;
     /// the next block is read if one should be.
     fn file_read(&mut self, id: SendId, offset: u64, len: u64) {
-        let Some(source) = self.files_out.get_mut(&id.0) else {
+        let Some(Outgoing { source, .. }) = self.files_out.get_mut(&id.0) else {
             let _ = self.cont.file_read_failed(id);
             return;
         };
@@ -611,7 +622,7 @@ impl Inner {
 
     /// A block of a file being sent was read (or could not be).
     fn block_read(&mut self, id: SendId, at: u64, read: Option<Bytes>) {
-        let Some(source) = self.files_out.get_mut(&id.0) else {
+        let Some(Outgoing { source, .. }) = self.files_out.get_mut(&id.0) else {
             return;
         };
         let Some(bytes) = read else {
@@ -874,7 +885,7 @@ fn dial(rc: &Rc<RefCell<Inner>>, redial: bool) -> Result<(), JsValue> {
 /// [`Source`].
 fn read_file(rc: &Rc<RefCell<Inner>>, id: u64, offset: u64, len: u64) {
     let slice = match rc.borrow().files_out.get(&id) {
-        Some(source) => source
+        Some(outgoing) => outgoing
             .blob
             .slice_with_f64_and_f64(offset as f64, (offset + len) as f64),
         None => return,

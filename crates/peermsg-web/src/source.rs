@@ -7,15 +7,12 @@
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
-use web_sys::Blob;
 
 /// Bytes read from a file at once.
 pub const BLOCK: u64 = 8 << 20;
 
-/// A file being sent: its `Blob`, its name, and the blocks read of it.
+/// The blocks read of a file being sent, and what the core waits for.
 pub(crate) struct Source {
-    pub(crate) blob: Blob,
-    pub(crate) name: String,
     size: u64,
     /// Blocks read, in file order, contiguous: at most two.
     blocks: VecDeque<(u64, Bytes)>,
@@ -26,11 +23,9 @@ pub(crate) struct Source {
 }
 
 impl Source {
-    pub(crate) fn new(blob: Blob, name: String) -> Source {
-        let size = blob.size() as u64;
+    /// A file of `size` bytes, nothing read yet.
+    pub(crate) fn new(size: u64) -> Source {
         Source {
-            blob,
-            name,
             size,
             blocks: VecDeque::new(),
             reading: None,
@@ -130,5 +125,66 @@ impl Source {
                 .extend_from_slice(&part);
         }
         out.filter(|b| b.len() as u64 == len).map(BytesMut::freeze)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(at: u64, len: u64) -> Bytes {
+        (at..at + len).map(|i| i as u8).collect::<Vec<_>>().into()
+    }
+
+    fn expect(bytes: Option<Bytes>, at: u64, len: u64) {
+        assert_eq!(bytes.expect("given"), block(at, len));
+    }
+
+    #[test]
+    fn asks_are_answered_from_blocks_read_ahead_across_their_edges() {
+        let size = 3 * BLOCK + 5;
+        let mut source = Source::new(size);
+        assert_eq!(source.ask(0, 1000), None);
+        assert_eq!(source.next_read(), Some((0, BLOCK)));
+        assert_eq!(source.next_read(), None, "one read at a time");
+        let (at, bytes) = source.arrived(0, block(0, BLOCK)).expect("the wanted part");
+        assert_eq!((at, bytes), (0, block(0, 1000)));
+        // The next block is read while the first is taken.
+        assert_eq!(source.next_read(), Some((BLOCK, BLOCK)));
+        expect(source.ask(1000, 5000), 1000, 5000);
+        // Across the edge: wanted until the next block comes, then copied from both.
+        assert_eq!(source.ask(BLOCK - 10, 20), None);
+        let (at, bytes) = source.arrived(BLOCK, block(BLOCK, BLOCK)).unwrap();
+        assert_eq!((at, bytes), (BLOCK - 10, block(BLOCK - 10, 20)));
+        // Two blocks held: no more read ahead until the first is done with.
+        assert_eq!(source.next_read(), None);
+        expect(source.ask(BLOCK + 10, 10), BLOCK + 10, 10);
+        assert_eq!(source.next_read(), Some((2 * BLOCK, BLOCK)));
+        source.arrived(2 * BLOCK, block(2 * BLOCK, BLOCK));
+        expect(source.ask(3 * BLOCK - 1, 1), 3 * BLOCK - 1, 1);
+        // The last block is only what is left of the file.
+        assert_eq!(source.next_read(), Some((3 * BLOCK, 5)));
+    }
+
+    #[test]
+    fn an_ask_elsewhere_reads_from_there() {
+        // A resumed send goes on from its receiver's offset, behind what was read.
+        let mut source = Source::new(4 * BLOCK);
+        source.ask(0, 10);
+        source.next_read();
+        source.arrived(0, block(0, BLOCK));
+        source.next_read();
+        source.arrived(BLOCK, block(BLOCK, BLOCK));
+        assert_eq!(source.ask(3 * BLOCK + 7, 100), None);
+        assert_eq!(source.next_read(), Some((3 * BLOCK + 7, BLOCK - 7)));
+        let (at, bytes) = source
+            .arrived(3 * BLOCK + 7, block(3 * BLOCK + 7, BLOCK - 7))
+            .unwrap();
+        assert_eq!((at, bytes), (3 * BLOCK + 7, block(3 * BLOCK + 7, 100)));
+        // A failed read leaves nothing being read: asked again, it is read again.
+        assert_eq!(source.ask(10, 10), None);
+        assert_eq!(source.next_read(), Some((10, BLOCK)));
+        source.read_failed();
+        assert_eq!(source.next_read(), Some((10, BLOCK)));
     }
 }
