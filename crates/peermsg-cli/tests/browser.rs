@@ -229,6 +229,17 @@ fn make_file(dir: &Path, name: &str, size: usize) -> (PathBuf, String) {
     (path, sha256(&content))
 }
 
+/// `peermsg listen` as `user` through `relay`, saving into `dir`.
+fn listen(relay: &Relay, user: &str, dir: &Path) -> Killed {
+    let mut listen = bin();
+    listen
+        .args(["listen", "--server", &relay.tcp, "--user", user, "--dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Killed(listen.spawn().unwrap())
+}
+
 /// Waits until the page has a received file with `sha`.
 async fn received_file(client: &Client, sha: &str) {
     let script = format!(
@@ -322,13 +333,7 @@ async fn browsers_and_the_program_exchange_commands_and_files_through_a_relay() 
     );
     received_file(&bob, &small_sha).await;
     let inbox = tempfile::tempdir().unwrap();
-    let mut listen = bin();
-    listen
-        .args(["listen", "--server", &relay.tcp, "--user", "dave", "--dir"])
-        .arg(inbox.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _dave = Killed(listen.spawn().unwrap());
+    let _dave = listen(&relay, "dave", inbox.path());
     tokio::time::sleep(Duration::from_millis(500)).await;
     alice
         .execute("document.getElementById('to').value = 'dave'", vec![])
@@ -396,13 +401,7 @@ async fn measure_a_file_from_a_browser_against_one_from_the_program() {
     let dir = tempfile::tempdir().unwrap();
     let size = 256usize << 20;
     let inbox = tempfile::tempdir().unwrap();
-    let mut listen = bin();
-    listen
-        .args(["listen", "--server", &relay.tcp, "--user", "dave", "--dir"])
-        .arg(inbox.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _dave = Killed(listen.spawn().unwrap());
+    let _dave = listen(&relay, "dave", inbox.path());
     let alice = driver.browser(&relay, "alice", "dave").await;
     let mib = (size >> 20) as f64;
     let (mut browser, mut program) = (Vec::new(), Vec::new());

@@ -14,28 +14,8 @@ use peermsg_tokio::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A self-signed certificate for "relay.test", as a server configuration and a client
-/// configuration that trusts it.
-fn certificates() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
-    let made = rcgen::generate_simple_self_signed(vec!["relay.test".to_string()]).unwrap();
-    let cert = made.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (Arc::new(server), Arc::new(client))
-}
+mod common;
+use common::certificates;
 
 /// A TLS relay on loopback, behind a proxy that records every byte either way; the
 /// proxy's address and the record.

@@ -280,26 +280,8 @@ async fn users_over_websocket_and_over_tcp_exchange_commands_buffers_and_files()
 
 #[tokio::test]
 async fn users_over_websocket_and_tls_reach_users_over_tcp_and_tls() {
-    let made = rcgen::generate_simple_self_signed(vec!["relay.test".to_string()]).unwrap();
-    let cert = made.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let client = Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
-    let (tcp, ws) = relay(ServerConfig::default(), None, Some(Arc::new(server))).await;
+    let (server, client) = common::certificates();
+    let (tcp, ws) = relay(ServerConfig::default(), None, Some(server)).await;
     let bridged = websocket_bridge(ws, Some(client.clone())).await;
     let dir = tempfile::tempdir().unwrap();
     let (alice, _alice_events) = connect(

@@ -123,3 +123,32 @@ pub fn rss_bytes() -> u64 {
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib * 1024
 }
+
+#[cfg(feature = "tls")]
+/// A self-signed certificate for "relay.test", as a server configuration and a client
+/// configuration that trusts it.
+pub fn certificates() -> (
+    std::sync::Arc<peermsg_tokio::rustls::ServerConfig>,
+    std::sync::Arc<peermsg_tokio::rustls::ClientConfig>,
+) {
+    let made = rcgen::generate_simple_self_signed(vec!["relay.test".to_string()]).unwrap();
+    let cert = made.cert.der().clone();
+    let key = peermsg_tokio::rustls::pki_types::PrivateKeyDer::Pkcs8(
+        made.key_pair.serialize_der().into(),
+    );
+    let provider = std::sync::Arc::new(peermsg_tokio::rustls::crypto::ring::default_provider());
+    let server = peermsg_tokio::rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let mut roots = peermsg_tokio::rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client = peermsg_tokio::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (std::sync::Arc::new(server), std::sync::Arc::new(client))
+}
