@@ -170,16 +170,29 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
     .is_ok()
 }
 
-async fn next_core_event(events: &mut peermsg_tokio::ClientEvents) -> Event {
+/// The first event of the core among `events` that `wanted` picks (within 30 s each).
+async fn core_event<T>(
+    events: &mut peermsg_tokio::ClientEvents,
+    wanted: impl Fn(Event) -> Option<T>,
+) -> T {
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), events.recv())
+        let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
             .await
             .expect("an event in time")
-            .expect("the client runs")
-        {
-            ClientEvent::Core(e) => return e,
-            _ => continue,
+            .expect("the client runs");
+        if let Some(found) = match event {
+            ClientEvent::Core(e) => wanted(e),
+            _ => None,
+        } {
+            return found;
         }
+    }
+}
+
+fn buffer_received(event: Event) -> Option<Bytes> {
+    match event {
+        Event::BufferReceived { data, .. } => Some(data),
+        _ => None,
     }
 }
 
@@ -219,13 +232,10 @@ async fn exchange(ws_user_at: SocketAddr, tcp_at: SocketAddr, dir: &std::path::P
         .send_cmd("bob", Bytes::from_static(b"hello over websocket"), 1)
         .await
         .unwrap();
-    let received = async {
-        loop {
-            if let Event::CmdReceived { from, data, .. } = next_core_event(&mut bob_events).await {
-                return (from, data);
-            }
-        }
-    };
+    let received = core_event(&mut bob_events, |e| match e {
+        Event::CmdReceived { from, data, .. } => Some((from, data)),
+        _ => None,
+    });
     let (code, (from, data)) = tokio::join!(result(cmd), received);
     assert_eq!(code, ErrorCode::NOERR);
     assert_eq!(
@@ -234,13 +244,7 @@ async fn exchange(ws_user_at: SocketAddr, tcp_at: SocketAddr, dir: &std::path::P
     );
 
     let sent = bob.send_buffer("alice", buffer.clone(), 2).await.unwrap();
-    let received = async {
-        loop {
-            if let Event::BufferReceived { data, .. } = next_core_event(&mut alice_events).await {
-                return data;
-            }
-        }
-    };
+    let received = core_event(&mut alice_events, buffer_received);
     let (code, data) = draining(&mut bob_events, async {
         tokio::join!(result(sent), received)
     })
@@ -306,13 +310,7 @@ async fn users_over_websocket_and_tls_reach_users_over_tcp_and_tls() {
     .unwrap();
     let buffer = Bytes::from(vec![9u8; 3_000_000]);
     let sent = alice.send_buffer("bob", buffer.clone(), 0).await.unwrap();
-    let received = async {
-        loop {
-            if let Event::BufferReceived { data, .. } = next_core_event(&mut bob_events).await {
-                return data;
-            }
-        }
-    };
+    let received = core_event(&mut bob_events, buffer_received);
     let (code, data) = tokio::join!(result(sent), received);
     assert_eq!(code, ErrorCode::NOERR);
     assert_eq!(data, buffer);

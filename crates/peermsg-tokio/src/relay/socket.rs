@@ -96,6 +96,31 @@ pub(super) struct InputRoom {
     _server: OwnedSemaphorePermit,
 }
 
+impl InputRoom {
+    /// Room for `n` bytes in both budgets, once there is; `None` once they are closed.
+    async fn take(conn: &Arc<Semaphore>, server: &Arc<Semaphore>, n: usize) -> Option<InputRoom> {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let (Ok(conn), Ok(server)) = (
+            conn.clone().acquire_many_owned(n).await,
+            server.clone().acquire_many_owned(n).await,
+        ) else {
+            return None;
+        };
+        Some(InputRoom {
+            _conn: conn,
+            _server: server,
+        })
+    }
+
+    /// The room for the first `n` bytes, the rest given back.
+    fn split(mut self, n: usize) -> Option<InputRoom> {
+        Some(InputRoom {
+            _conn: self._conn.split(n)?,
+            _server: self._server.split(n)?,
+        })
+    }
+}
+
 /// The sockets served, and how many come from each address.
 #[derive(Default)]
 pub(super) struct Sockets {
@@ -282,16 +307,10 @@ async fn read_loop(
     let early = std::mem::take(&mut reading.early);
     if !early.is_empty() {
         // No more than a connection may have waiting, whatever the handshake read.
-        let n = u32::try_from(early.len().min(2 * max_read)).unwrap_or(u32::MAX);
-        let (Ok(mine), Ok(all)) = (
-            conn_room.clone().acquire_many_owned(n).await,
-            server_room.clone().acquire_many_owned(n).await,
-        ) else {
+        let Some(room) =
+            InputRoom::take(&conn_room, &server_room, early.len().min(2 * max_read)).await
+        else {
             return;
-        };
-        let room = InputRoom {
-            _conn: mine,
-            _server: all,
         };
         if !hand_on(conn, &mut reading.ws, early, room, &tx).await {
             return;
@@ -307,11 +326,7 @@ async fn read_loop(
             let _ = tx.send((conn, Input::Closed)).await;
             return;
         }
-        let n = u32::try_from(want).unwrap_or(u32::MAX);
-        let (Ok(mut mine), Ok(mut all)) = (
-            conn_room.clone().acquire_many_owned(n).await,
-            server_room.clone().acquire_many_owned(n).await,
-        ) else {
+        let Some(room) = InputRoom::take(&conn_room, &server_room, want).await else {
             return;
         };
         buf.reserve(want);
@@ -325,12 +340,8 @@ async fn read_loop(
                     want = (want * 2).min(max_read);
                 }
                 // Room for what was read goes with it; the rest is given back now.
-                let (Some(mine), Some(all)) = (mine.split(read), all.split(read)) else {
+                let Some(room) = room.split(read) else {
                     return;
-                };
-                let room = InputRoom {
-                    _conn: mine,
-                    _server: all,
                 };
                 let mut bytes = buf.split();
                 if let Some(tls) = &reading.tls {
