@@ -1,0 +1,728 @@
+//! `pm_core_*`: the sans-IO core from C, for firmware and custom transports. The caller
+//! owns the transport and the clock: bytes read go in ([`pm_core_handle_input`]), bytes to
+//! write come out ([`pm_core_poll_transmit`]), events are polled ([`pm_core_poll_event`]),
+//! and the time is given with every call that may act on it, in microseconds since any
+//! epoch of the caller's. The rules (commands delivered once, resume, re-sends, giving up)
+//! are the core's [`Continuity`]: nothing here decides what the protocol does.
+
+use std::ffi::{c_char, CString};
+
+use bytes::{Buf, Bytes, BytesMut};
+use peermsg::client::{ClientConfig, Event, ReceiveId, SendId, SendKind};
+use peermsg::continuity::{Continuity, Policy};
+use peermsg::wire::ResumeKey;
+use peermsg::{ErrorCode, Instant};
+
+use crate::boundary::{bytes, c_string, guard, object, optional_text, out, text, Status};
+
+/// No event: [`pm_core_poll_event`] found nothing to tell.
+pub const PM_EVENT_NONE: i32 = 0;
+/// The relay (or the peer) answered the login: `code`.
+pub const PM_EVENT_LOGIN_RESULT: i32 = 1;
+/// On a direct link, the peer logged in as `from`.
+pub const PM_EVENT_PEER_LOGIN: i32 = 2;
+/// The one result of send `id` (`send_kind`): `code` (`NOERR` once the receiving
+/// application has it), `cookie`.
+pub const PM_EVENT_SEND_RESULT: i32 = 3;
+/// Send `id` progressed: `offset` bytes of `total` taken by the receiver; `cookie`.
+pub const PM_EVENT_PROGRESS: i32 = 4;
+/// The answer to a cancel of send `id`: `code`, the cancel's `cookie`.
+pub const PM_EVENT_CANCEL_RESULT: i32 = 5;
+/// File send `id` needs `total` bytes from `offset`: answer with
+/// [`pm_core_supply_file_data`] or [`pm_core_file_read_failed`].
+pub const PM_EVENT_FILE_READ: i32 = 6;
+/// File or buffer send `id` goes on from `offset` (what its receiver held); `cookie`.
+pub const PM_EVENT_RESUMED: i32 = 7;
+/// A command from `from`: `data`, `data_len`. Taking the event confirms it.
+pub const PM_EVENT_CMD_RECEIVED: i32 = 8;
+/// A buffer or file (`send_kind`) named `name` of `total` bytes comes from `from` as
+/// incoming message `id`; [`pm_core_reject`] refuses it.
+pub const PM_EVENT_OFFER: i32 = 9;
+/// A buffer from `from`, whole and verified: `data`, `data_len`. Taking it confirms it.
+pub const PM_EVENT_BUFFER_RECEIVED: i32 = 10;
+/// Bytes of incoming file `id`: `data_len` bytes at `offset`, in order.
+pub const PM_EVENT_FILE_DATA: i32 = 11;
+/// Incoming file `id` from `from` is whole and verified (`total` bytes): once it is kept,
+/// [`pm_core_accept_delivery`] tells its sender; [`pm_core_fail_delivery`] if it could not be.
+pub const PM_EVENT_FILE_RECEIVED: i32 = 12;
+/// Incoming message `id`: `offset` bytes of `total` received.
+pub const PM_EVENT_RECEIVE_PROGRESS: i32 = 13;
+/// Incoming message `id` from `from` ended without completing: `code` (`CANCELLED` if its
+/// sender cancelled it). Discard what was received of it.
+pub const PM_EVENT_RECEIVE_FAILED: i32 = 14;
+/// Send `id` was cut off (`code`: `CONNECTIONLOST` or `OFFLINE`) and waits to go on, from
+/// `offset` (µs) until `total` (µs), when it is given up.
+pub const PM_EVENT_SEND_WAITING: i32 = 15;
+/// Connected and logged in again after a lost connection; waiting sends go on.
+pub const PM_EVENT_RECONNECTED: i32 = 16;
+/// The connection is over (`code`; `NOERR` for a normal close). With reconnecting on,
+/// [`pm_core_poll_redial`] says whether and when to dial again.
+pub const PM_EVENT_CLOSED: i32 = 17;
+/// An event this version of the header does not name; ignore it.
+pub const PM_EVENT_OTHER: i32 = 99;
+
+/// A command (`sendCmd`), in [`PmEvent::send_kind`].
+pub const PM_SEND_CMD: i32 = 0;
+/// A buffer (`sendBuffer`).
+pub const PM_SEND_BUFFER: i32 = 1;
+/// A file (`sendFile`).
+pub const PM_SEND_FILE: i32 = 2;
+
+/// A time that never comes: no timer is due.
+pub const PM_NEVER: u64 = u64::MAX;
+
+/// One event of the core, as plain data. Which fields mean something depends on `kind`
+/// (see the `PM_EVENT_*` constants); the others are 0 or NULL. `from`, `name` and `data`
+/// belong to the core and stay valid until the next call on the same `pm_core`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct PmEvent {
+    /// `PM_EVENT_*`.
+    pub kind: i32,
+    /// An error code (`NOERR` is 0).
+    pub code: i32,
+    /// `PM_SEND_*`, for results and offers.
+    pub send_kind: i32,
+    /// The send id (events about our sends) or the incoming message's id.
+    pub id: u64,
+    /// The cookie given with the send or cancel.
+    pub cookie: u64,
+    /// Bytes done, an offset, or a time (µs), as the kind says.
+    pub offset: u64,
+    /// A size, a length, or a time (µs), as the kind says.
+    pub total: u64,
+    /// The sender (or the peer), NUL-terminated; NULL when the kind has none.
+    pub from: *const c_char,
+    /// A file name, NUL-terminated; NULL when the kind has none.
+    pub name: *const c_char,
+    /// Payload bytes; NULL when the kind has none.
+    pub data: *const u8,
+    /// How many bytes `data` holds.
+    pub data_len: usize,
+}
+
+impl PmEvent {
+    const NONE: PmEvent = PmEvent {
+        kind: PM_EVENT_NONE,
+        code: 0,
+        send_kind: 0,
+        id: 0,
+        cookie: 0,
+        offset: 0,
+        total: 0,
+        from: std::ptr::null(),
+        name: std::ptr::null(),
+        data: std::ptr::null(),
+        data_len: 0,
+    };
+}
+
+/// One user's protocol state, driven by the caller (`pm_core` in C). Made by
+/// [`pm_core_new`], freed by [`pm_core_free`]; not thread-safe (one thread at a time).
+pub struct PmCore {
+    cont: Continuity,
+    /// Bytes the core wrote that the caller has not taken yet.
+    unsent: BytesMut,
+    /// What the last event's pointers point into, kept until the next call.
+    held: Held,
+}
+
+/// The last event's text and bytes.
+#[derive(Default)]
+struct Held {
+    from: Option<CString>,
+    name: Option<CString>,
+    data: Bytes,
+}
+
+fn instant(us: u64) -> Instant {
+    Instant::from_micros(us)
+}
+
+fn code(code: ErrorCode) -> i32 {
+    crate::boundary::code_number(code)
+}
+
+fn send_kind(kind: SendKind) -> i32 {
+    match kind {
+        SendKind::Cmd => PM_SEND_CMD,
+        SendKind::Buffer => PM_SEND_BUFFER,
+        _ => PM_SEND_FILE,
+    }
+}
+
+impl PmCore {
+    /// `event` as C reads it; its text and bytes are held until the next call.
+    fn describe(&mut self, event: Event) -> PmEvent {
+        let mut e = PmEvent::NONE;
+        let held = &mut self.held;
+        *held = Held::default();
+        match event {
+            Event::LoginResult { code: c } => {
+                e.kind = PM_EVENT_LOGIN_RESULT;
+                e.code = code(c);
+            }
+            Event::PeerLogin { user } => {
+                e.kind = PM_EVENT_PEER_LOGIN;
+                held.from = Some(c_string(user.as_str()));
+            }
+            Event::SendResult {
+                id,
+                kind,
+                code: c,
+                cookie,
+            } => {
+                (e.kind, e.id, e.code, e.cookie) = (PM_EVENT_SEND_RESULT, id.0, code(c), cookie);
+                e.send_kind = send_kind(kind);
+            }
+            Event::Progress {
+                id,
+                sent,
+                total,
+                cookie,
+            } => {
+                (e.kind, e.id, e.offset, e.total, e.cookie) =
+                    (PM_EVENT_PROGRESS, id.0, sent, total, cookie)
+            }
+            Event::CancelResult {
+                id,
+                code: c,
+                cookie,
+            } => (e.kind, e.id, e.code, e.cookie) = (PM_EVENT_CANCEL_RESULT, id.0, code(c), cookie),
+            Event::FileRead { id, offset, len } => {
+                (e.kind, e.id, e.offset, e.total) = (PM_EVENT_FILE_READ, id.0, offset, len)
+            }
+            Event::Resumed { id, offset, cookie } => {
+                (e.kind, e.id, e.offset, e.cookie) = (PM_EVENT_RESUMED, id.0, offset, cookie)
+            }
+            Event::CmdReceived { id, from, data, .. } => {
+                (e.kind, e.id) = (PM_EVENT_CMD_RECEIVED, id.0);
+                held.from = Some(c_string(from.as_str()));
+                held.data = data;
+            }
+            Event::Offer {
+                id,
+                from,
+                kind,
+                name,
+                size,
+                ..
+            } => {
+                (e.kind, e.id, e.total) = (PM_EVENT_OFFER, id.0, size);
+                e.send_kind = send_kind(kind);
+                held.from = Some(c_string(from.as_str()));
+                held.name = Some(c_string(name.as_str()));
+            }
+            Event::BufferReceived { id, from, data } => {
+                (e.kind, e.id) = (PM_EVENT_BUFFER_RECEIVED, id.0);
+                held.from = Some(c_string(from.as_str()));
+                held.data = data;
+            }
+            Event::FileData {
+                id, offset, data, ..
+            } => {
+                (e.kind, e.id, e.offset) = (PM_EVENT_FILE_DATA, id.0, offset);
+                held.data = data;
+            }
+            Event::FileReceived { id, from, size } => {
+                (e.kind, e.id, e.total) = (PM_EVENT_FILE_RECEIVED, id.0, size);
+                held.from = Some(c_string(from.as_str()));
+            }
+            Event::ReceiveProgress {
+                id,
+                received,
+                total,
+            } => {
+                (e.kind, e.id, e.offset, e.total) =
+                    (PM_EVENT_RECEIVE_PROGRESS, id.0, received, total)
+            }
+            Event::ReceiveFailed { id, from, code: c } => {
+                (e.kind, e.id, e.code) = (PM_EVENT_RECEIVE_FAILED, id.0, code(c));
+                held.from = Some(c_string(from.as_str()));
+            }
+            Event::SendWaiting {
+                id,
+                code: c,
+                since,
+                deadline,
+            } => {
+                (e.kind, e.id, e.code) = (PM_EVENT_SEND_WAITING, id.0, code(c));
+                (e.offset, e.total) = (since.as_micros(), deadline.as_micros());
+            }
+            Event::Reconnected => e.kind = PM_EVENT_RECONNECTED,
+            Event::Closed { code: c, .. } => (e.kind, e.code) = (PM_EVENT_CLOSED, code(c)),
+            _ => e.kind = PM_EVENT_OTHER,
+        }
+        e.from = held.from.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+        e.name = held.name.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+        if !held.data.is_empty() {
+            (e.data, e.data_len) = (held.data.as_ptr(), held.data.len());
+        }
+        e
+    }
+}
+
+/// Makes a user's protocol state at `now_us`, logging in as `user` with `token_len` bytes of
+/// `token` (NULL when 0) once bytes flow. `seed` is 16 random bytes (command identities
+/// and redial jitter). With `reconnect` non-zero, sends survive a lost connection: after
+/// [`pm_core_handle_disconnect`], dial when [`pm_core_poll_redial`] says and call
+/// [`pm_core_connected`]. On success `*out` is the new state, to free with
+/// [`pm_core_free`].
+///
+/// # Safety
+/// Pointers are NULL or valid for their lengths; `seed` points to 16 bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_new(
+    user: *const c_char,
+    token: *const u8,
+    token_len: usize,
+    seed: *const u8,
+    now_us: u64,
+    reconnect: i32,
+    out_core: *mut *mut PmCore,
+) -> i32 {
+    guard(|| {
+        // SAFETY: the caller's promises, above.
+        let (user, token, seed, out_core) = unsafe {
+            (
+                text(user)?,
+                bytes(token, token_len)?,
+                bytes(seed, 16)?,
+                out(out_core)?,
+            )
+        };
+        let seed: [u8; 16] = seed.try_into().map_err(|_| ErrorCode::PARAM_ERR)?;
+        let policy = (reconnect != 0).then(Policy::default);
+        let config = ClientConfig {
+            resume_buffers: policy.is_some(),
+            ..ClientConfig::default()
+        };
+        let cont = Continuity::new(config, policy, user, token, seed, instant(now_us))
+            .map_err(|_| ErrorCode::PARAM_ERR)?;
+        *out_core = Box::into_raw(Box::new(PmCore {
+            cont,
+            unsent: BytesMut::new(),
+            held: Held::default(),
+        }));
+        Ok(())
+    })
+}
+
+/// Frees a state made by [`pm_core_new`] (NULL is ignored). Close it first
+/// ([`pm_core_close`]) and write what [`pm_core_poll_transmit`] gives, for a clean end.
+///
+/// # Safety
+/// `core` is NULL or from [`pm_core_new`], not freed before, not used after.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_free(core: *mut PmCore) {
+    if !core.is_null() {
+        // SAFETY: made by Box::into_raw in pm_core_new, freed once (the caller's promise).
+        drop(unsafe { Box::from_raw(core) });
+    }
+}
+
+/// Runs `body` on the core behind `core`, after dropping the last event's text and bytes.
+///
+/// # Safety
+/// `core` is NULL or a live `pm_core`.
+unsafe fn with(core: *mut PmCore, body: impl FnOnce(&mut PmCore) -> Status) -> i32 {
+    guard(|| {
+        // SAFETY: the caller's promise.
+        let core = unsafe { object(core)? };
+        core.held = Held::default();
+        body(core)
+    })
+}
+
+/// Hands the core `len` bytes read from the transport at `now_us`.
+///
+/// # Safety
+/// `core` is a live `pm_core`; `data` is NULL or valid for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_handle_input(
+    core: *mut PmCore,
+    now_us: u64,
+    data: *const u8,
+    len: usize,
+) -> i32 {
+    // SAFETY: the caller's promises.
+    unsafe {
+        with(core, |c| {
+            c.cont.handle_input(instant(now_us), bytes(data, len)?);
+            Ok(())
+        })
+    }
+}
+
+/// The transport ended (read end, write error) at `now_us`.
+///
+/// # Safety
+/// `core` is a live `pm_core`.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_handle_disconnect(core: *mut PmCore, now_us: u64) -> i32 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        with(core, |c| {
+            c.unsent.clear();
+            c.cont.handle_disconnect(instant(now_us));
+            Ok(())
+        })
+    }
+}
+
+/// The time [`pm_core_poll_timeout`] gave has come (or any later time).
+///
+/// # Safety
+/// `core` is a live `pm_core`.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_handle_timeout(core: *mut PmCore, now_us: u64) -> i32 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        with(core, |c| {
+            c.cont.handle_timeout(instant(now_us));
+            Ok(())
+        })
+    }
+}
+
+/// A new transport is up at `now_us`, after [`pm_core_poll_redial`]: the core logs in again.
+///
+/// # Safety
+/// `core` is a live `pm_core`.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_connected(core: *mut PmCore, now_us: u64) -> i32 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        with(core, |c| {
+            c.unsent.clear();
+            c.cont.connected(instant(now_us));
+            Ok(())
+        })
+    }
+}
+
+/// Dialling at `now_us` failed; the next attempt waits longer.
+///
+/// # Safety
+/// `core` is a live `pm_core`.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_redial_failed(core: *mut PmCore, now_us: u64) -> i32 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        with(core, |c| {
+            c.cont.redial_failed(instant(now_us));
+            Ok(())
+        })
+    }
+}
+
+/// Copies up to `cap` bytes to write to the transport into `buf`; `*len` says how many (0:
+/// nothing to write now). Call until it gives 0.
+///
+/// # Safety
+/// `core` is a live `pm_core`; `buf` is valid for `cap` bytes; `len` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_poll_transmit(
+    core: *mut PmCore,
+    buf: *mut u8,
+    cap: usize,
+    len: *mut usize,
+) -> i32 {
+    // SAFETY: the caller's promises.
+    unsafe {
+        with(core, |c| {
+            let len = out(len)?;
+            *len = 0;
+            if buf.is_null() || cap == 0 {
+                return Err(ErrorCode::PARAM_ERR);
+            }
+            if c.unsent.is_empty() {
+                c.cont.poll_transmit(&mut c.unsent);
+            }
+            let n = c.unsent.len().min(cap);
+            // SAFETY: `buf` holds `cap` >= `n` writable bytes (the caller's promise), and
+            // cannot overlap the core's own buffer.
+            std::ptr::copy_nonoverlapping(c.unsent.as_ptr(), buf, n);
+            c.unsent.advance(n);
+            *len = n;
+            Ok(())
+        })
+    }
+}
+
+/// The next event into `*event` (`kind` `PM_EVENT_NONE` when there is none). Its text and
+/// bytes stay valid until the next call on `core`. Taking an event can let frames out:
+/// drain [`pm_core_poll_transmit`] after events.
+///
+/// # Safety
+/// `core` is a live `pm_core`; `event` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_poll_event(core: *mut PmCore, event: *mut PmEvent) -> i32 {
+    // SAFETY: the caller's promises.
+    unsafe {
+        with(core, |c| {
+            let event = out(event)?;
+            *event = match c.cont.poll_event() {
+                Some(e) => c.describe(e),
+                None => PmEvent::NONE,
+            };
+            Ok(())
+        })
+    }
+}
+
+/// When to call [`pm_core_handle_timeout`] next, in `*at_us` (`PM_NEVER`: no timer).
+///
+/// # Safety
+/// `core` is a live `pm_core`; `at_us` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_poll_timeout(core: *mut PmCore, at_us: *mut u64) -> i32 {
+    // SAFETY: the caller's promises.
+    unsafe {
+        with(core, |c| {
+            *out(at_us)? = c.cont.poll_timeout().map_or(PM_NEVER, Instant::as_micros);
+            Ok(())
+        })
+    }
+}
+
+/// When to dial again after a lost connection, in `*at_us` (`PM_NEVER`: not now; the
+/// connection is live, or the core gave up or was closed).
+///
+/// # Safety
+/// `core` is a live `pm_core`; `at_us` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_poll_redial(core: *mut PmCore, at_us: *mut u64) -> i32 {
+    // SAFETY: the caller's promises.
+    unsafe {
+        with(core, |c| {
+            *out(at_us)? = c.cont.poll_redial().map_or(PM_NEVER, Instant::as_micros);
+            Ok(())
+        })
+    }
+}
+
+/// `sendCmd`: `len` bytes of `data` to user `to`, with `cookie` echoed in its result; the
+/// send's id in `*send_id`.
+///
+/// # Safety
+/// `core` is a live `pm_core`; `to` a NUL-terminated string; `data` valid for `len` bytes;
+/// `send_id` writable.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_send_cmd(
+    core: *mut PmCore,
+    now_us: u64,
+    to: *const c_char,
+    data: *const u8,
+    len: usize,
+    cookie: u64,
+    send_id: *mut u64,
+) -> i32 {
+    // SAFETY: the caller's promises.
+    unsafe {
+        with(core, |c| {
+            let (to, data, send_id) = (text(to)?, bytes(data, len)?, out(send_id)?);
+            let data = Bytes::copy_from_slice(data);
+            let id = c.cont.send_cmd(instant(now_us), to, data, cookie);
+            *send_id = id.map_err(|e| e.code())?.0;
+            Ok(())
+        })
+    }
+}
+
+/// `sendBuffer`: as [`pm_core_send_cmd`], for a buffer (with progress, cancel, resume).
+///
+/// # Safety
+/// As [`pm_core_send_cmd`].
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_send_buffer(
+    core: *mut PmCore,
+    now_us: u64,
+    to: *const c_char,
+    data: *const u8,
+    len: usize,
+    cookie: u64,
+    send_id: *mut u64,
+) -> i32 {
+    // SAFETY: the caller's promises.
+    unsafe {
+        with(core, |c| {
+            let (to, data, send_id) = (text(to)?, bytes(data, len)?, out(send_id)?);
+            let data = Bytes::copy_from_slice(data);
+            let id = c.cont.send_buffer(instant(now_us), to, data, cookie);
+            *send_id = id.map_err(|e| e.code())?.0;
+            Ok(())
+        })
+    }
+}
+
+/// `sendFile`: a file of `size` bytes named `name` (NULL: no name) to `to`. Its bytes are
+/// asked for with `PM_EVENT_FILE_READ`. `key` is 16 bytes naming this file for resume
+/// (the same file sent again gives the same key).
+///
+/// # Safety
+/// `core` is a live `pm_core`; `to` (and `name` unless NULL) NUL-terminated strings; `key`
+/// 16 readable bytes; `send_id` writable.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_send_file(
+    core: *mut PmCore,
+    now_us: u64,
+    to: *const c_char,
+    name: *const c_char,
+    size: u64,
+    key: *const u8,
+    cookie: u64,
+    send_id: *mut u64,
+) -> i32 {
+    // SAFETY: the caller's promises.
+    unsafe {
+        with(core, |c| {
+            let (to, name, key, send_id) = (
+                text(to)?,
+                optional_text(name)?.unwrap_or(""),
+                bytes(key, 16)?,
+                out(send_id)?,
+            );
+            let key = ResumeKey(key.try_into().map_err(|_| ErrorCode::PARAM_ERR)?);
+            let id = c
+                .cont
+                .send_file(instant(now_us), to, name, size, key, cookie);
+            *send_id = id.map_err(|e| e.code())?.0;
+            Ok(())
+        })
+    }
+}
+
+/// The bytes a `PM_EVENT_FILE_READ` asked for: exactly its length, from its offset.
+///
+/// # Safety
+/// `core` is a live `pm_core`; `data` valid for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_supply_file_data(
+    core: *mut PmCore,
+    send_id: u64,
+    offset: u64,
+    data: *const u8,
+    len: usize,
+) -> i32 {
+    // SAFETY: the caller's promises.
+    unsafe {
+        with(core, |c| {
+            let data = Bytes::copy_from_slice(bytes(data, len)?);
+            c.cont
+                .supply_file_data(SendId(send_id), offset, data)
+                .map_err(|e| e.code())
+        })
+    }
+}
+
+/// A `PM_EVENT_FILE_READ` could not be answered: the send ends with
+/// `SENDFILE_FILEINERROR`.
+///
+/// # Safety
+/// `core` is a live `pm_core`.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_file_read_failed(core: *mut PmCore, send_id: u64) -> i32 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        with(core, |c| {
+            c.cont
+                .file_read_failed(SendId(send_id))
+                .map_err(|e| e.code())
+        })
+    }
+}
+
+/// `cancelSend`: returns `NOERR` if send `send_id` is cancelled (its result is then
+/// `CANCELLED`), `TRANSID_INVALID` for a command or a send already over.
+///
+/// # Safety
+/// `core` is a live `pm_core`.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_cancel_send(core: *mut PmCore, send_id: u64, cookie: u64) -> i32 {
+    // SAFETY: the caller's promise.
+    unsafe { with(core, |c| ok(c.cont.cancel_send(SendId(send_id), cookie))) }
+}
+
+/// Refuses incoming buffer or file `id` (after `PM_EVENT_OFFER`) with `code`.
+///
+/// # Safety
+/// `core` is a live `pm_core`.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_reject(core: *mut PmCore, id: u64, code: i32) -> i32 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        with(core, |c| {
+            let code = ErrorCode::from_u32(u32::try_from(code).map_err(|_| ErrorCode::PARAM_ERR)?);
+            c.cont.reject(ReceiveId(id), code).map_err(|e| e.code())
+        })
+    }
+}
+
+/// Incoming file `id` (`PM_EVENT_FILE_RECEIVED`) is kept: its sender's result is `NOERR`.
+///
+/// # Safety
+/// `core` is a live `pm_core`.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_accept_delivery(core: *mut PmCore, id: u64) -> i32 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        with(core, |c| {
+            c.cont.accept_delivery(ReceiveId(id)).map_err(|e| e.code())
+        })
+    }
+}
+
+/// Incoming file `id` could not be kept: its sender's result is `code` (`FILE_WRITE_ERR`
+/// if `code` is `NOERR`).
+///
+/// # Safety
+/// `core` is a live `pm_core`.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_fail_delivery(core: *mut PmCore, id: u64, code: i32) -> i32 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        with(core, |c| {
+            let code = ErrorCode::from_u32(u32::try_from(code).map_err(|_| ErrorCode::PARAM_ERR)?);
+            c.cont
+                .fail_delivery(ReceiveId(id), code)
+                .map_err(|e| e.code())
+        })
+    }
+}
+
+/// Closes the connection for good: pending sends end with `CONNECTIONLOST`; write what
+/// [`pm_core_poll_transmit`] still gives, then `PM_EVENT_CLOSED` comes.
+///
+/// # Safety
+/// `core` is a live `pm_core`.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_close(core: *mut PmCore) -> i32 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        with(core, |c| {
+            c.cont.close();
+            Ok(())
+        })
+    }
+}
+
+/// 1 while the connection is live and logged in, else 0 (also for NULL).
+///
+/// # Safety
+/// `core` is NULL or a live `pm_core`.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_is_logged_in(core: *const PmCore) -> i32 {
+    // SAFETY: the caller's promise.
+    let core = unsafe { core.as_ref() };
+    i32::from(core.is_some_and(|c| c.cont.is_logged_in()))
+}
+
+/// `code` as a status: `NOERR` is `Ok`.
+fn ok(code: ErrorCode) -> Status {
+    if code.is_success() {
+        Ok(())
+    } else {
+        Err(code)
+    }
+}
