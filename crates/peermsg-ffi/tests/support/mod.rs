@@ -1,0 +1,132 @@
+//! What the tests of the C interface share: a relay on a loopback port, a Rust user at the
+//! other end, the C compiler and the library's files.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use peermsg::client::ClientConfig;
+use peermsg_tokio::{serve, ClientEvents, ClientHandle, OpenAccess, ServerConfig};
+
+/// A relay on a loopback port, on `runtime`, served for as long as the runtime lives.
+pub fn relay(runtime: &tokio::runtime::Runtime) -> String {
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(
+            listener,
+            ServerConfig::default(),
+            OpenAccess,
+            std::future::pending(),
+        ));
+        addr.to_string()
+    })
+}
+
+/// A user of the tokio client at `relay`, keeping files in `dir`.
+pub fn rust_user(
+    runtime: &tokio::runtime::Runtime,
+    relay: &str,
+    user: &str,
+    dir: &Path,
+) -> (ClientHandle, ClientEvents) {
+    runtime.block_on(async {
+        ClientHandle::builder(user)
+            .server(peermsg_tokio::Server::Tcp(relay.into()))
+            .config(ClientConfig::default())
+            .files_to(dir)
+            .connect()
+            .await
+            .unwrap()
+    })
+}
+
+/// The folder the library was built into (`target/debug`): the test binary is in its `deps`.
+pub fn library_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// The crate's folder.
+pub fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The C compiler, or `None` (with one line saying the tests are skipped) where there is
+/// none, unless `PEERMSG_REQUIRE_C` is set (CI): then it must be there.
+pub fn c_compiler(what: &str) -> Option<String> {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let found = Command::new(&cc)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("PEERMSG_REQUIRE_C").is_none(),
+            "PEERMSG_REQUIRE_C is set but there is no C compiler ({cc})"
+        );
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped: {what} (no C compiler: {cc})");
+        return None;
+    }
+    Some(cc)
+}
+
+/// How the library is linked into a C program.
+#[derive(Clone, Copy)]
+pub enum Link {
+    /// `libpeermsg_ffi.a`, into the program.
+    Static,
+    /// `libpeermsg_ffi.so`, found beside the program's build.
+    Shared,
+}
+
+/// Compiles `c/<name>.c` against the header and the library, into the test's temporary
+/// folder; the program's path.
+pub fn compile(cc: &str, name: &str, link: Link) -> PathBuf {
+    let lib = library_dir();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("c-{name}"));
+    let mut cmd = Command::new(cc);
+    cmd.args([
+        "-std=c11",
+        "-D_GNU_SOURCE",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-g",
+    ])
+    .arg(crate_dir().join(format!("c/{name}.c")))
+    .arg("-I")
+    .arg(crate_dir().join("include"))
+    .arg("-o")
+    .arg(&out);
+    match link {
+        Link::Static => cmd.arg(lib.join("libpeermsg_ffi.a")),
+        Link::Shared => cmd
+            .arg(format!("-L{}", lib.display()))
+            .arg("-lpeermsg_ffi")
+            .arg(format!("-Wl,-rpath,{}", lib.display())),
+    };
+    cmd.args(["-lpthread", "-ldl", "-lm"]);
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "compiling {name}.c failed");
+    out
+}
+
+/// A command that runs `program`: under valgrind when `PEERMSG_VALGRIND` is set (CI), which
+/// then fails the run on any memory error or leak of the C program's or the library's.
+pub fn run(program: &Path) -> Command {
+    if std::env::var_os("PEERMSG_VALGRIND").is_some() {
+        let mut cmd = Command::new("valgrind");
+        cmd.args([
+            "-q",
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+        ])
+        .arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
