@@ -1,0 +1,282 @@
+//! The SDK's calls as C makes them (called here through the same `extern "C"` functions):
+//! what bad arguments give, what each callback is told, and the thread rules.
+
+mod support;
+
+use std::ffi::{c_char, c_void, CStr};
+use std::ptr::{null, null_mut};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use peermsg::client::Event;
+use peermsg_ffi::client::*;
+use peermsg_ffi::*;
+use peermsg_tokio::ClientEvent;
+
+/// What the callbacks heard, one line each.
+#[derive(Default)]
+struct Heard {
+    lines: Mutex<Vec<String>>,
+    client: Mutex<usize>,
+}
+
+impl Heard {
+    fn push(ctx: *mut c_void, line: String) {
+        // SAFETY: ctx is the test's `Heard`, alive for the whole test.
+        let heard = unsafe { &*(ctx as *const Heard) };
+        heard.lines.lock().unwrap().push(line);
+    }
+
+    fn wait_for(&self, line: &str) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !self.lines.lock().unwrap().iter().any(|l| l == line) {
+            assert!(
+                Instant::now() < until,
+                "no '{line}' in {:?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+unsafe fn text(p: *const c_char) -> String {
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+unsafe extern "C" fn state(ctx: *mut c_void, state: i32, code: i32) {
+    Heard::push(ctx, format!("state {state} {code}"));
+}
+
+unsafe extern "C" fn cmd_rlst(ctx: *mut c_void, id: u64, code: i32, cookie: u64) {
+    Heard::push(ctx, format!("cmd_rlst {id} {code} {cookie}"));
+}
+
+unsafe extern "C" fn notify_cmd(
+    ctx: *mut c_void,
+    from: *const c_char,
+    data: *const u8,
+    len: usize,
+) {
+    let data = unsafe { std::slice::from_raw_parts(data, len) };
+    let from = unsafe { text(from) };
+    Heard::push(
+        ctx,
+        format!("cmd from {from}: {}", String::from_utf8_lossy(data)),
+    );
+    if data == b"free yourself" {
+        // SAFETY: the client the test stored; freeing it from a callback must be refused.
+        let client = unsafe { &*(ctx as *const Heard) }
+            .client
+            .lock()
+            .unwrap()
+            .to_owned();
+        let code = unsafe { pm_client_free(client as *mut PmClient) };
+        Heard::push(ctx, format!("free from a callback: {code}"));
+    }
+}
+
+fn callbacks(heard: &Heard) -> PmCallbacks {
+    PmCallbacks {
+        ctx: heard as *const Heard as *mut c_void,
+        connection_state: Some(state),
+        send_cmd_rlst: Some(cmd_rlst),
+        send_buffer_rlst: None,
+        send_file_rlst: None,
+        send_progress: None,
+        notify_cmd_data: Some(notify_cmd),
+        notify_buffer_data: None,
+        notify_file_data: None,
+    }
+}
+
+#[test]
+fn bad_arguments_give_error_numbers_not_crashes() {
+    unsafe {
+        assert_eq!(pm_client_new(null_mut()), PM_PARAM_ERR);
+        let mut client = null_mut();
+        assert_eq!(pm_client_new(&mut client), PM_NOERR);
+        let mut id = 0u64;
+        // Before login.
+        assert_eq!(
+            pm_send_cmd(client, c"bob".as_ptr(), b"x".as_ptr(), 1, 0, &mut id),
+            PM_NOT_LOGIN
+        );
+        assert_eq!(pm_cancel_send(client, 1, 0), PM_NOT_LOGIN);
+        assert_eq!(pm_set_callbacks(client, null()), PM_PARAM_ERR);
+        assert_eq!(pm_set_callbacks(null_mut(), null()), PM_PARAM_ERR);
+        let not_utf8 = c"\xc3\x28".as_ptr();
+        assert_eq!(
+            pm_login(client, null(), c"a".as_ptr(), null(), null()),
+            PM_PARAM_ERR
+        );
+        assert_eq!(
+            pm_login(client, c"127.0.0.1:1".as_ptr(), not_utf8, null(), null()),
+            PM_PARAM_ERR
+        );
+        // Nobody listens there.
+        assert_eq!(
+            pm_login(
+                client,
+                c"127.0.0.1:1".as_ptr(),
+                c"alice".as_ptr(),
+                null(),
+                null()
+            ),
+            PM_CONNECTIONLOST
+        );
+        assert_eq!(
+            pm_login(
+                client,
+                c"127.0.0.1:1".as_ptr(),
+                c"".as_ptr(),
+                null(),
+                null()
+            ),
+            PM_PARAM_ERR
+        );
+
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let relay = support::relay(&runtime);
+        let relay = std::ffi::CString::new(relay).unwrap();
+        let inbox = tempfile::tempdir().unwrap();
+        let dir = std::ffi::CString::new(inbox.path().to_str().unwrap()).unwrap();
+        assert_eq!(
+            pm_login(
+                client,
+                relay.as_ptr(),
+                c"alice".as_ptr(),
+                null(),
+                dir.as_ptr()
+            ),
+            PM_NOERR
+        );
+        assert_eq!(
+            pm_login(
+                client,
+                relay.as_ptr(),
+                c"alice".as_ptr(),
+                null(),
+                dir.as_ptr()
+            ),
+            PM_PARAM_ERR,
+            "logged in already"
+        );
+        assert_eq!(
+            pm_send_cmd(client, not_utf8, b"x".as_ptr(), 1, 0, &mut id),
+            PM_PARAM_ERR
+        );
+        assert_eq!(
+            pm_send_cmd(client, null(), b"x".as_ptr(), 1, 0, &mut id),
+            PM_PARAM_ERR
+        );
+        assert_eq!(
+            pm_send_cmd(client, c"bob".as_ptr(), null(), 1, 0, &mut id),
+            PM_PARAM_ERR
+        );
+        assert_eq!(
+            pm_send_cmd(client, c"bob".as_ptr(), b"x".as_ptr(), 1, 0, null_mut()),
+            PM_PARAM_ERR
+        );
+        assert_eq!(
+            pm_send_buffer(client, c"".as_ptr(), b"x".as_ptr(), 1, 0, &mut id),
+            PM_PARAM_ERR
+        );
+        assert_eq!(
+            pm_send_file(
+                client,
+                c"bob".as_ptr(),
+                c"/no/such/file".as_ptr(),
+                0,
+                &mut id
+            ),
+            PM_FILE_NOT_EXIST
+        );
+        assert_eq!(
+            pm_send_file(client, c"bob".as_ptr(), not_utf8, 0, &mut id),
+            PM_PARAM_ERR
+        );
+        assert_eq!(pm_cancel_send(client, 12345, 0), PM_TRANSID_INVALID);
+        assert_eq!(pm_cancel_send(null_mut(), 12345, 0), PM_PARAM_ERR);
+        assert_eq!(pm_logout(client), PM_NOERR);
+        assert_eq!(
+            pm_send_cmd(client, c"bob".as_ptr(), b"x".as_ptr(), 1, 0, &mut id),
+            PM_NOT_LOGIN
+        );
+        assert_eq!(pm_client_free(client), PM_NOERR);
+        assert_eq!(pm_client_free(null_mut()), PM_NOERR);
+    }
+}
+
+#[test]
+fn callbacks_tell_results_messages_and_the_connection_on_their_own_thread() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let relay = support::relay(&runtime);
+    let inbox = tempfile::tempdir().unwrap();
+    let (bob, mut bob_events) = support::rust_user(&runtime, &relay, "bob", inbox.path());
+    let heard = Heard::default();
+    unsafe {
+        let mut client = null_mut();
+        assert_eq!(pm_client_new(&mut client), PM_NOERR);
+        *heard.client.lock().unwrap() = client as usize;
+        assert_eq!(pm_set_callbacks(client, &callbacks(&heard)), PM_NOERR);
+        let relay = std::ffi::CString::new(relay).unwrap();
+        assert_eq!(
+            pm_login(
+                client,
+                relay.as_ptr(),
+                c"alice".as_ptr(),
+                c"".as_ptr(),
+                null()
+            ),
+            PM_NOERR
+        );
+        heard.wait_for(&format!("state {PM_STATE_CONNECTED} 0"));
+
+        // A command to bob: its result with its cookie, once bob has it.
+        let mut id = 0;
+        assert_eq!(
+            pm_send_cmd(client, c"bob".as_ptr(), b"hi bob".as_ptr(), 6, 77, &mut id),
+            PM_NOERR
+        );
+        let got = runtime.block_on(async {
+            loop {
+                if let Some(ClientEvent::Core(Event::CmdReceived { from, data, .. })) =
+                    bob_events.recv().await
+                {
+                    break (from, data);
+                }
+            }
+        });
+        assert_eq!((got.0.as_str(), &got.1[..]), ("alice", &b"hi bob"[..]));
+        heard.wait_for(&format!("cmd_rlst {id} 0 77"));
+
+        // Bob's command to alice reaches notify_cmd_data.
+        runtime.block_on(async {
+            bob.send_cmd("alice", "hi alice".into(), 0)
+                .await
+                .unwrap()
+                .await
+        });
+        heard.wait_for("cmd from bob: hi alice");
+
+        // A callback may not free its client: refused, and the client goes on.
+        let sent = runtime.block_on(async {
+            bob.send_cmd("alice", "free yourself".into(), 0)
+                .await
+                .unwrap()
+                .await
+        });
+        assert!(sent.is_success());
+        heard.wait_for(&format!("free from a callback: {PM_PARAM_ERR}"));
+        assert_eq!(
+            pm_send_cmd(client, c"bob".as_ptr(), b"still".as_ptr(), 5, 78, &mut id),
+            PM_NOERR
+        );
+        heard.wait_for(&format!("cmd_rlst {id} 0 78"));
+
+        assert_eq!(pm_logout(client), PM_NOERR);
+        heard.wait_for(&format!("state {PM_STATE_DISCONNECTED} 0"));
+        assert_eq!(pm_client_free(client), PM_NOERR);
+    }
+}
