@@ -1,0 +1,106 @@
+"""peermsg from Python against a real relay: two users exchange a command, a buffer and a
+file; a send is cancelled; bad calls raise the SDK's error numbers."""
+
+import hashlib
+import os
+import queue
+import threading
+
+import pytest
+
+import peermsg
+
+
+class Inbox:
+    """What a user's callbacks heard, to wait on."""
+
+    def __init__(self):
+        self.items = queue.Queue()
+        self.states = []
+
+    def client(self):
+        return peermsg.Client(
+            on_cmd=lambda sender, data: self.items.put(("cmd", sender, data)),
+            on_buffer=lambda sender, data: self.items.put(("buffer", sender, data)),
+            on_file=lambda sender, path, name: self.items.put(("file", sender, path, name)),
+            on_state=lambda state, code: self.states.append((state, code)))
+
+    def next(self, timeout=20):
+        return self.items.get(timeout=timeout)
+
+
+def test_two_python_users_exchange_a_command_a_buffer_and_a_file(relay, tmp_path):
+    alice_heard, bob_heard = Inbox(), Inbox()
+    with alice_heard.client() as alice, bob_heard.client() as bob:
+        alice.login(relay, "alice")
+        bob.login(relay, "bob", files_dir=str(tmp_path / "bob"))
+        assert alice_heard.states[:1] == [(peermsg.STATE_CONNECTED, peermsg.NOERR)]
+
+        send = alice.send_cmd("bob", b"hello from python", cookie=5)
+        assert send.result(timeout=20) == peermsg.NOERR
+        assert bob_heard.next() == ("cmd", "alice", b"hello from python")
+
+        data = os.urandom(3 * 1024 * 1024 + 1)
+        send = alice.send_buffer("bob", data)
+        assert send.result(timeout=20) == peermsg.NOERR
+        assert bob_heard.next() == ("buffer", "alice", data)
+
+        path = tmp_path / "report.bin"
+        content = os.urandom(5 * 1024 * 1024 + 3)
+        path.write_bytes(content)
+        send = alice.send_file("bob", path, cookie=9)
+        assert send.result(timeout=30) == peermsg.NOERR
+        assert send.progress == (len(content), len(content))
+        kind, sender, kept, name = bob_heard.next()
+        assert (kind, sender, name) == ("file", "alice", "report.bin")
+        with open(kept, "rb") as f:
+            assert hashlib.sha256(f.read()).digest() == hashlib.sha256(content).digest()
+
+        # And back: bob to alice.
+        assert bob.send_cmd("alice", b"thanks").result(timeout=20) == peermsg.NOERR
+        assert alice_heard.next() == ("cmd", "bob", b"thanks")
+
+
+def test_a_cancelled_send_ends_cancelled(relay):
+    bob_heard = Inbox()
+    with peermsg.Client() as alice, bob_heard.client() as bob:
+        alice.login(relay, "alice2")
+        bob.login(relay, "bob2")
+        send = alice.send_buffer("bob2", b"x" * (64 * 1024 * 1024))
+        alice.cancel_send(send.id)
+        assert send.result(timeout=20) == peermsg.CANCELLED
+        with pytest.raises(peermsg.PeerMsgError) as refused:
+            alice.cancel_send(send.id)
+        assert refused.value.name == "TRANSID_INVALID"
+
+
+def test_bad_calls_raise_the_sdk_error_numbers(relay, tmp_path):
+    with peermsg.Client() as alice:
+        with pytest.raises(peermsg.PeerMsgError) as e:
+            alice.send_cmd("bob", b"too early")
+        assert e.value.name == "NOT_LOGIN"
+        with pytest.raises(peermsg.PeerMsgError) as e:
+            alice.login("127.0.0.1:1", "alice3")
+        assert e.value.name == "CONNECTIONLOST"
+        alice.login(relay, "alice3")
+        with pytest.raises(peermsg.PeerMsgError) as e:
+            alice.send_cmd("", b"to nobody")
+        assert e.value.name == "PARAM_ERR"
+        with pytest.raises(peermsg.PeerMsgError) as e:
+            alice.send_file("bob", tmp_path / "missing")
+        assert e.value.name == "FILE_NOT_EXIST"
+        with pytest.raises(peermsg.PeerMsgError) as e:
+            alice.login(relay, "alice3")
+        assert e.value.name == "PARAM_ERR"
+
+
+def test_callbacks_come_on_one_thread_of_the_library(relay):
+    threads = set()
+    bob = peermsg.Client(on_cmd=lambda sender, data: threads.add(threading.current_thread().ident))
+    with peermsg.Client() as alice, bob:
+        alice.login(relay, "alice4")
+        bob.login(relay, "bob4")
+        for i in range(20):
+            assert alice.send_cmd("bob4", b"%d" % i).result(timeout=20) == peermsg.NOERR
+    assert len(threads) == 1
+    assert threading.main_thread().ident not in threads
