@@ -9,6 +9,7 @@
 
 use std::ffi::{c_char, c_void, CString};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, ThreadId};
 
@@ -106,12 +107,8 @@ impl PmCallbacks {
 /// A callback waiting for the callback thread.
 enum Callback {
     State(i32, ErrorCode),
-    Result {
-        id: SendId,
-        what: Sent,
-        code: ErrorCode,
-        cookie: u64,
-    },
+    /// Results of sends, in the order they came.
+    Results(Vec<SendResult>),
     Progress {
         id: SendId,
         sent: u64,
@@ -127,6 +124,14 @@ enum Callback {
     },
 }
 
+/// The one result of a send.
+struct SendResult {
+    id: SendId,
+    what: Sent,
+    code: ErrorCode,
+    cookie: u64,
+}
+
 /// What a send carries, as its result callback names it.
 enum Sent {
     Cmd,
@@ -138,8 +143,33 @@ enum Sent {
 /// A connected client's parts.
 struct Connection {
     handle: ClientHandle,
-    queue: mpsc::Sender<Callback>,
+    new_sends: Arc<NewSends>,
     callbacks_thread: JoinHandle<()>,
+}
+
+/// Sends started and not watched yet, handed to the task that watches them ([`watch_sends`])
+/// in batches: one wake-up for all that came while it was busy, not one task per send.
+#[derive(Default)]
+struct NewSends {
+    list: Mutex<Vec<(SendHandle, Sent, u64)>>,
+    /// The connection is over: no more will come.
+    closed: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl NewSends {
+    fn add(&self, sent: SendHandle, what: Sent, cookie: u64) {
+        let mut list = lock(&self.list);
+        list.push((sent, what, cookie));
+        if list.len() == 1 {
+            self.wake.notify_one();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
 }
 
 /// One user's client (`pm_client` in C): made by [`pm_client_new`], freed by
@@ -247,9 +277,13 @@ pub unsafe extern "C" fn pm_login(
         *lock(&client.callbacks_thread) = Some(callbacks_thread.thread().id());
         let _ = queue.try_send(Callback::State(PM_STATE_CONNECTED, ErrorCode::NOERR));
         client.runtime.spawn(forward_events(events, queue.clone()));
+        let new_sends = Arc::new(NewSends::default());
+        client
+            .runtime
+            .spawn(watch_sends(Arc::clone(&new_sends), queue));
         *connection = Some(Connection {
             handle,
-            queue,
+            new_sends,
             callbacks_thread,
         });
         Ok(())
@@ -280,8 +314,8 @@ pub unsafe extern "C" fn pm_logout(client: *mut PmClient) -> i32 {
         let connection = lock(&client.connection).take();
         if let Some(c) = connection {
             c.handle.close();
+            c.new_sends.close();
             // The callback thread ends once every result and event before the close is told.
-            drop(c.queue);
             drop(c.handle);
             if !on_callbacks_thread(client) {
                 let _ = c.callbacks_thread.join();
@@ -433,17 +467,30 @@ where
     guard(|| {
         // SAFETY: the caller's promises.
         let (client, to, send_id) = unsafe { (object(client)?, text(to)?, out(send_id)?) };
-        let (handle, queue) = {
+        let (handle, new_sends) = {
             let connection = lock(&client.connection);
             let c = connection.as_ref().ok_or(ErrorCode::NOT_LOGIN)?;
-            (c.handle.clone(), c.queue.clone())
+            (c.handle.clone(), Arc::clone(&c.new_sends))
         };
         let started = start(handle, to.to_owned())?;
-        let (sent, what) = client.runtime.block_on(started)?;
+        let (sent, what) = now_or_block(&client.runtime, started)?;
         *send_id = sent.id().0;
-        client.runtime.spawn(watch_send(sent, what, cookie, queue));
+        new_sends.add(sent, what, cookie);
         Ok(())
     })
+}
+
+/// The output of `future`: at once if it is ready on its first poll (a command or buffer is
+/// one call on the state machine), else waited for on the runtime (a file is opened on its
+/// blocking pool). Entering the runtime costs more than the call itself.
+fn now_or_block<F: std::future::Future>(runtime: &Runtime, future: F) -> F::Output {
+    let _runtime = runtime.enter();
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => runtime.block_on(future),
+    }
 }
 
 /// `cancelSend`: `NOERR` if send `send_id` is cancelled (its result callback then says
@@ -471,9 +518,45 @@ pub unsafe extern "C" fn pm_cancel_send(client: *mut PmClient, send_id: u64, coo
     })
 }
 
-/// Hands one send's progress and then its result to the callback thread. Progress is the
+/// Watches every send of a connection until each has its result and the connection is
+/// over.
+async fn watch_sends(new: Arc<NewSends>, queue: mpsc::Sender<Callback>) {
+    use futures::{FutureExt, StreamExt};
+    let mut watched = futures::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            () = new.wake.notified() => {
+                let added = std::mem::take(&mut *lock(&new.list));
+                for (sent, what, cookie) in added {
+                    watched.push(watch_send(sent, what, cookie, &queue));
+                }
+            }
+            Some(result) = watched.next(), if !watched.is_empty() => {
+                // Every result ready now goes in one hand-over: one wake-up of the callback
+                // thread for a batch, not one for each.
+                let mut results = vec![result];
+                while let Some(Some(result)) = watched.next().now_or_never() {
+                    results.push(result);
+                }
+                if queue.send(Callback::Results(results)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if watched.is_empty() && new.closed.load(Ordering::Acquire) && lock(&new.list).is_empty() {
+            return;
+        }
+    }
+}
+
+/// Hands one send's progress to the callback thread, and gives its result. Progress is the
 /// latest value when the thread has room (it never queues more than one per send).
-async fn watch_send(mut sent: SendHandle, what: Sent, cookie: u64, queue: mpsc::Sender<Callback>) {
+async fn watch_send(
+    mut sent: SendHandle,
+    what: Sent,
+    cookie: u64,
+    queue: &mpsc::Sender<Callback>,
+) -> SendResult {
     let id = sent.id();
     let mut progress = sent.progress();
     // A command has no progress (the SDK's rule).
@@ -489,19 +572,18 @@ async fn watch_send(mut sent: SendHandle, what: Sent, cookie: u64, queue: mpsc::
                 let p = *progress.borrow_and_update();
                 let told = Callback::Progress { id, sent: p.sent, total: p.total, cookie };
                 if queue.send(told).await.is_err() {
-                    return;
+                    counts = false;
                 }
             }
             code = &mut sent => break code,
         }
     };
-    let told = Callback::Result {
+    SendResult {
         id,
         what,
         code,
         cookie,
-    };
-    let _ = queue.send(told).await;
+    }
 }
 
 /// Hands the client's events to the callback thread, waiting while it is full (so incoming
@@ -570,28 +652,23 @@ unsafe fn call(c: &PmCallbacks, callback: Callback) {
                 unsafe { f(ctx, state, code_number(code)) }
             }
         }
-        Callback::Result {
-            id,
-            what: Sent::File(name),
-            code,
-            cookie,
-        } => {
-            if let Some(f) = c.send_file_rlst {
-                unsafe { f(ctx, id.0, name.as_ptr(), code_number(code), cookie) }
-            }
-        }
-        Callback::Result {
-            id,
-            what,
-            code,
-            cookie,
-        } => {
-            let f = match what {
-                Sent::Buffer => c.send_buffer_rlst,
-                _ => c.send_cmd_rlst,
-            };
-            if let Some(f) = f {
-                unsafe { f(ctx, id.0, code_number(code), cookie) }
+        Callback::Results(results) => {
+            for r in results {
+                let code = code_number(r.code);
+                match (
+                    &r.what,
+                    c.send_cmd_rlst,
+                    c.send_buffer_rlst,
+                    c.send_file_rlst,
+                ) {
+                    (Sent::Cmd, Some(f), _, _) | (Sent::Buffer, _, Some(f), _) => unsafe {
+                        f(ctx, r.id.0, code, r.cookie)
+                    },
+                    (Sent::File(name), _, _, Some(f)) => unsafe {
+                        f(ctx, r.id.0, name.as_ptr(), code, r.cookie)
+                    },
+                    _ => {}
+                }
             }
         }
         Callback::Progress {

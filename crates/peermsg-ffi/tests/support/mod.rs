@@ -41,8 +41,19 @@ pub fn rust_user(
     })
 }
 
-/// The folder the library was built into (`target/debug`): the test binary is in its `deps`.
+/// The folder holding `libpeermsg_ffi.so` and `.a` (`target/debug`; the test binary is in
+/// its `deps`), built first: `cargo test` builds only what tests link (the rlib), so the
+/// shared and static libraries are built here, once per test program.
 pub fn library_dir() -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "peermsg-ffi", "--lib"])
+            .current_dir(crate_dir())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build -p peermsg-ffi failed");
+    });
     let exe = std::env::current_exe().unwrap();
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
