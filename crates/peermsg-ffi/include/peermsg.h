@@ -280,7 +280,8 @@ typedef struct pm_callbacks {
   void (*send_progress)(void *ctx, uint64_t send_id, uint64_t sent, uint64_t total, uint64_t cookie);
   // `notifyCmdData`: a command from `from`.
   void (*notify_cmd_data)(void *ctx, const char *from, const uint8_t *data, size_t len);
-  // `notifyBufferData`: a buffer from `from`.
+  // `notifyBufferData`: a buffer from `from`. Its sender is told `NOERR` once this
+  // returns.
   void (*notify_buffer_data)(void *ctx, const char *from, const uint8_t *data, size_t len);
   // `notifyFileData`: a file from `from`, whole and verified, at `tmp_file` (the
   // application's now: move or delete it), sent as `org_file_name` (sanitised).

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, ThreadId};
 
 use bytes::Bytes;
-use peermsg::client::{Event, SendId};
+use peermsg::client::{ClientConfig, Event, ReceiveId, SendId};
 use peermsg::ErrorCode;
 use peermsg_tokio::{ClientEvent, ClientEvents, ClientHandle, Reconnect, SendHandle, Server};
 use tokio::runtime::Runtime;
@@ -70,7 +70,8 @@ pub struct PmCallbacks {
     pub notify_cmd_data: Option<
         unsafe extern "C" fn(ctx: *mut c_void, from: *const c_char, data: *const u8, len: usize),
     >,
-    /// `notifyBufferData`: a buffer from `from`.
+    /// `notifyBufferData`: a buffer from `from`. Its sender is told `NOERR` once this
+    /// returns.
     pub notify_buffer_data: Option<
         unsafe extern "C" fn(ctx: *mut c_void, from: *const c_char, data: *const u8, len: usize),
     >,
@@ -116,7 +117,8 @@ enum Callback {
         cookie: u64,
     },
     Cmd(CString, Bytes),
-    Buffer(CString, Bytes),
+    /// A buffer, confirmed to its sender once its callback returned.
+    Buffer(ReceiveId, CString, Bytes),
     File {
         from: CString,
         tmp_file: CString,
@@ -261,7 +263,13 @@ pub unsafe extern "C" fn pm_login(
         let files_dir =
             files_dir.map_or_else(|| std::env::temp_dir().join("peermsg"), PathBuf::from);
         std::fs::create_dir_all(&files_dir).map_err(|_| ErrorCode::FILE_OPERATION_ERR)?;
+        // A buffer is confirmed to its sender once notify_buffer_data returned, not before.
+        let config = ClientConfig {
+            confirm_buffers: true,
+            ..ClientConfig::default()
+        };
         let connect = ClientHandle::builder(user)
+            .config(config)
             .token(token.as_bytes())
             .server(Server::Tcp(server.to_owned()))
             .files_to(files_dir)
@@ -270,9 +278,10 @@ pub unsafe extern "C" fn pm_login(
         let (handle, events) = client.runtime.block_on(connect).map_err(connect_code)?;
         let (queue, callbacks) = mpsc::channel(PM_CALLBACK_QUEUE);
         let told = Arc::clone(&client.callbacks);
+        let confirms = handle.clone();
         let callbacks_thread = std::thread::Builder::new()
             .name("peermsg-callbacks".into())
-            .spawn(move || run_callbacks(callbacks, &told))
+            .spawn(move || run_callbacks(callbacks, &told, &confirms))
             .map_err(|_| ErrorCode::UNKNOWERR)?;
         *lock(&client.callbacks_thread) = Some(callbacks_thread.thread().id());
         let _ = queue.try_send(Callback::State(PM_STATE_CONNECTED, ErrorCode::NOERR));
@@ -595,8 +604,8 @@ async fn forward_events(mut events: ClientEvents, queue: mpsc::Sender<Callback>)
             ClientEvent::Core(Event::CmdReceived { from, data, .. }) => {
                 Callback::Cmd(c_string(from.as_str()), data)
             }
-            ClientEvent::Core(Event::BufferReceived { from, data, .. }) => {
-                Callback::Buffer(c_string(from.as_str()), data)
+            ClientEvent::Core(Event::BufferReceived { id, from, data }) => {
+                Callback::Buffer(id, c_string(from.as_str()), data)
             }
             ClientEvent::FileReceived {
                 from,
@@ -629,21 +638,29 @@ async fn forward_events(mut events: ClientEvents, queue: mpsc::Sender<Callback>)
         .await;
 }
 
-/// The callback thread: makes each callback in turn, until every sender is gone.
-fn run_callbacks(mut queue: mpsc::Receiver<Callback>, callbacks: &Mutex<PmCallbacks>) {
+/// The callback thread: makes each callback in turn, until every sender is gone, and
+/// confirms each buffer once the application has had it.
+fn run_callbacks(
+    mut queue: mpsc::Receiver<Callback>,
+    callbacks: &Mutex<PmCallbacks>,
+    client: &ClientHandle,
+) {
     while let Some(callback) = queue.blocking_recv() {
         let c = *lock(callbacks);
         // SAFETY: the application's callbacks, with the arguments the header promises them;
         // every pointer lives until the call returns.
-        unsafe { call(&c, callback) };
+        if let Some(buffer) = unsafe { call(&c, callback) } {
+            // Unknown once its connection is gone: its sender sends it again.
+            let _ = client.accept_buffer(buffer);
+        }
     }
 }
 
-/// Makes one callback.
+/// Makes one callback; the incoming buffer it handed over, if it was one.
 ///
 /// # Safety
 /// `c` holds the application's callbacks, as `pm_set_callbacks` took them.
-unsafe fn call(c: &PmCallbacks, callback: Callback) {
+unsafe fn call(c: &PmCallbacks, callback: Callback) -> Option<ReceiveId> {
     let ctx = c.ctx;
     // SAFETY: (all below) the application's functions, with live arguments.
     match callback {
@@ -686,10 +703,11 @@ unsafe fn call(c: &PmCallbacks, callback: Callback) {
                 unsafe { f(ctx, from.as_ptr(), data.as_ptr(), data.len()) }
             }
         }
-        Callback::Buffer(from, data) => {
+        Callback::Buffer(id, from, data) => {
             if let Some(f) = c.notify_buffer_data {
                 unsafe { f(ctx, from.as_ptr(), data.as_ptr(), data.len()) }
             }
+            return Some(id);
         }
         Callback::File {
             from,
@@ -701,6 +719,7 @@ unsafe fn call(c: &PmCallbacks, callback: Callback) {
             }
         }
     }
+    None
 }
 
 /// A lock that a panic elsewhere does not poison for good.

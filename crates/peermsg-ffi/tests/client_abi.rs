@@ -18,6 +18,8 @@ use peermsg_tokio::ClientEvent;
 struct Heard {
     lines: Mutex<Vec<String>>,
     client: Mutex<usize>,
+    /// While set, the buffer callback does not return.
+    hold_buffers: std::sync::atomic::AtomicBool,
 }
 
 impl Heard {
@@ -76,6 +78,24 @@ unsafe extern "C" fn notify_cmd(
     }
 }
 
+unsafe extern "C" fn notify_buffer(
+    ctx: *mut c_void,
+    from: *const c_char,
+    _data: *const u8,
+    len: usize,
+) {
+    let from = unsafe { text(from) };
+    Heard::push(ctx, format!("buffer from {from}: {len} bytes"));
+    // SAFETY: ctx is the test's `Heard`.
+    let heard = unsafe { &*(ctx as *const Heard) };
+    while heard
+        .hold_buffers
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn callbacks(heard: &Heard) -> PmCallbacks {
     PmCallbacks {
         ctx: heard as *const Heard as *mut c_void,
@@ -85,7 +105,7 @@ fn callbacks(heard: &Heard) -> PmCallbacks {
         send_file_rlst: None,
         send_progress: None,
         notify_cmd_data: Some(notify_cmd),
-        notify_buffer_data: None,
+        notify_buffer_data: Some(notify_buffer),
         notify_file_data: None,
     }
 }
@@ -259,6 +279,23 @@ fn callbacks_tell_results_messages_and_the_connection_on_their_own_thread() {
                 .await
         });
         heard.wait_for("cmd from bob: hi alice");
+
+        // A buffer is confirmed to its sender only once its callback returned.
+        heard
+            .hold_buffers
+            .store(true, std::sync::atomic::Ordering::Release);
+        let mut sent = runtime.block_on(async {
+            bob.send_buffer("alice", vec![7u8; 100_000].into(), 0)
+                .await
+                .unwrap()
+        });
+        heard.wait_for("buffer from bob: 100000 bytes");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(sent.try_result(), None, "confirmed while its callback runs");
+        heard
+            .hold_buffers
+            .store(false, std::sync::atomic::Ordering::Release);
+        assert_eq!(runtime.block_on(sent), peermsg::ErrorCode::NOERR);
 
         // A callback may not free its client: refused, and the client goes on.
         let sent = runtime.block_on(async {
