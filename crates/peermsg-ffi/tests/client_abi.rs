@@ -284,11 +284,9 @@ fn callbacks_tell_results_messages_and_the_connection_on_their_own_thread() {
         heard
             .hold_buffers
             .store(true, std::sync::atomic::Ordering::Release);
-        let mut sent = runtime.block_on(async {
-            bob.send_buffer("alice", vec![7u8; 100_000].into(), 0)
-                .await
-                .unwrap()
-        });
+        let mut sent = runtime
+            .block_on(bob.send_buffer("alice", vec![7u8; 100_000].into(), 0))
+            .unwrap();
         heard.wait_for("buffer from bob: 100000 bytes");
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(sent.try_result(), None, "confirmed while its callback runs");
