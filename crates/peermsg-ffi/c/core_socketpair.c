@@ -3,7 +3,9 @@
  * link (no relay). This program owns the transport and the clock, as firmware would: it
  * writes what pm_core_poll_transmit gives, hands what it reads to pm_core_handle_input,
  * polls events and timers. It sends a command, a buffer and a file (its bytes supplied on
- * PM_EVENT_FILE_READ), cancels a buffer, and checks what arrives, byte for byte, and what
+ * PM_EVENT_FILE_READ), cancels a buffer, cuts the link part way through a buffer and makes
+ * it again when the core says (the buffer goes on from what bob holds; a command sent while
+ * the link was down is delivered once), and checks what arrives, byte for byte, and what
  * bad arguments give. Exit 0 when every check holds; otherwise it names the one that failed.
  *
  * Build: cc core_socketpair.c -I../include ../../../target/debug/libpeermsg_ffi.a -lpthread -ldl -lm
@@ -49,14 +51,17 @@ typedef struct end {
     int fd;
     uint8_t out[16384];
     size_t out_len, out_at;
-    int logged_in, peer_logged_in, closed;
+    int logged_in, peer_logged_in, closed, ended, shut;
     /* Results of our sends, by kind; the last progress of each. */
-    int cmd_result, buffer_result, file_result, cancelled_result;
+    int cmd_result, buffer_result, file_result, cancelled_result, resumed_result, away_result;
+    int waiting, reconnected;
+    uint64_t resumed_at, received;
     uint64_t buffer_progress, file_progress;
     int progress_went_back;
     /* What came in. */
     int cmds;
     char cmd[64];
+    size_t expect_buffer; /* the length of the next buffer */
     int buffers;
     int buffer_ok;
     uint64_t file_offset;
@@ -69,15 +74,19 @@ static void make_end(end *e, const char *name, int fd, uint8_t seed_byte) {
     e->name = name;
     e->fd = fd;
     e->cmd_result = e->buffer_result = e->file_result = e->cancelled_result = -1;
+    e->resumed_result = e->away_result = -1;
+    e->expect_buffer = BUFFER_SIZE;
     e->file_bytes_ok = 1;
     uint8_t seed[16];
     memset(seed, seed_byte, sizeof seed);
-    int rc = pm_core_new(name, (const uint8_t *)"token", 5, seed, now_us(), 0, &e->core);
+    /* Reconnecting on: sends wait for a new link and go on. */
+    int rc = pm_core_new(name, (const uint8_t *)"token", 5, seed, now_us(), 1, &e->core);
     CHECK(rc == PM_NOERR, "pm_core_new(%s) = %d", name, rc);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
 static uint64_t buffer_send = 0, file_send = 0, cancel_send = 0;
+static uint64_t resumed_send = UINT64_MAX, away_send = UINT64_MAX;
 
 /* One event of `e`'s core. */
 static void on_event(end *e, const pm_event *ev) {
@@ -91,12 +100,28 @@ static void on_event(end *e, const pm_event *ev) {
         e->peer_logged_in = 1;
         break;
     case PM_EVENT_SEND_RESULT:
-        if (ev->send_kind == PM_SEND_CMD) e->cmd_result = ev->code;
+        if (ev->id == away_send) e->away_result = ev->code;
+        else if (ev->id == resumed_send) e->resumed_result = ev->code;
+        else if (ev->send_kind == PM_SEND_CMD) e->cmd_result = ev->code;
         else if (ev->id == cancel_send) e->cancelled_result = ev->code;
         else if (ev->send_kind == PM_SEND_BUFFER) e->buffer_result = ev->code;
         else if (ev->send_kind == PM_SEND_FILE) e->file_result = ev->code;
         CHECK(ev->cookie == ev->id * 10, "%s: cookie %llu for send %llu", e->name,
               (unsigned long long)ev->cookie, (unsigned long long)ev->id);
+        break;
+    case PM_EVENT_SEND_WAITING:
+        CHECK(ev->code == PM_CONNECTIONLOST || ev->code == PM_OFFLINE, "waiting: %d", ev->code);
+        CHECK(ev->total > ev->offset, "a deadline after its start");
+        e->waiting++;
+        break;
+    case PM_EVENT_RECONNECTED:
+        e->reconnected++;
+        break;
+    case PM_EVENT_RESUMED:
+        if (ev->id == resumed_send) e->resumed_at = ev->offset;
+        break;
+    case PM_EVENT_RECEIVE_PROGRESS:
+        e->received = ev->offset;
         break;
     case PM_EVENT_PROGRESS: {
         uint64_t *last = ev->id == file_send ? &e->file_progress : &e->buffer_progress;
@@ -132,7 +157,7 @@ static void on_event(end *e, const pm_event *ev) {
         break;
     case PM_EVENT_BUFFER_RECEIVED:
         e->buffers++;
-        e->buffer_ok = ev->data_len == BUFFER_SIZE;
+        e->buffer_ok = ev->data_len == e->expect_buffer;
         for (size_t i = 0; e->buffer_ok && i < ev->data_len; i++)
             if (ev->data[i] != buffer_byte(i)) e->buffer_ok = 0;
         break;
@@ -163,6 +188,16 @@ static void on_event(end *e, const pm_event *ev) {
     }
 }
 
+/* Takes `e`'s events. */
+static void take_events(end *e) {
+    pm_event ev;
+    for (;;) {
+        CHECK(pm_core_poll_event(e->core, &ev) == PM_NOERR, "poll_event");
+        if (ev.kind == PM_EVENT_NONE) break;
+        on_event(e, &ev);
+    }
+}
+
 /* Moves what can move for `e`: writes, reads, events, timers. */
 static void pump(end *e) {
     for (;;) {
@@ -179,19 +214,54 @@ static void pump(end *e) {
     }
     uint8_t in[65536];
     ssize_t n;
-    while ((n = read(e->fd, in, sizeof in)) > 0) {
+    while (!e->ended && (n = read(e->fd, in, sizeof in)) >= 0) {
+        if (n == 0) {
+            /* The other end closed its side: the transport is over. */
+            e->ended = 1;
+            CHECK(pm_core_handle_disconnect(e->core, now_us()) == PM_NOERR, "disconnect");
+            break;
+        }
         int rc = pm_core_handle_input(e->core, now_us(), in, (size_t)n);
         CHECK(rc == PM_NOERR, "handle_input: %d", rc);
     }
     uint64_t at;
     CHECK(pm_core_poll_timeout(e->core, &at) == PM_NOERR, "poll_timeout");
     if (at != PM_NEVER && at <= now_us()) pm_core_handle_timeout(e->core, now_us());
-    pm_event ev;
-    for (;;) {
-        CHECK(pm_core_poll_event(e->core, &ev) == PM_NOERR, "poll_event");
-        if (ev.kind == PM_EVENT_NONE) break;
-        on_event(e, &ev);
+    take_events(e);
+    if (e->closed && e->out_at == e->out_len && !e->shut) {
+        /* Over, and its last bytes written: end our side, as a driver closes its socket. */
+        e->shut = 1;
+        shutdown(e->fd, SHUT_WR);
     }
+}
+
+/* The link is lost: both ends are told, and the socketpair goes. */
+static void cut(end *a, end *b) {
+    close(a->fd);
+    close(b->fd);
+    a->out_len = a->out_at = b->out_len = b->out_at = 0;
+    CHECK(pm_core_handle_disconnect(a->core, now_us()) == PM_NOERR, "disconnect");
+    CHECK(pm_core_handle_disconnect(b->core, now_us()) == PM_NOERR, "disconnect");
+    take_events(a);
+    take_events(b);
+}
+
+/* A new link once both cores ask for one (pm_core_poll_redial), as a dialler would. */
+static void dial_again(end *a, end *b) {
+    uint64_t at_a, at_b;
+    CHECK(pm_core_poll_redial(a->core, &at_a) == PM_NOERR && at_a != PM_NEVER, "alice redials");
+    CHECK(pm_core_poll_redial(b->core, &at_b) == PM_NOERR && at_b != PM_NEVER, "bob redials");
+    uint64_t at = at_a > at_b ? at_a : at_b;
+    CHECK(at < now_us() + 10u * 1000000u, "redial within 10 s");
+    while (now_us() < at) usleep(1000);
+    int fds[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0, "socketpair");
+    a->fd = fds[0];
+    b->fd = fds[1];
+    fcntl(a->fd, F_SETFL, fcntl(a->fd, F_GETFL) | O_NONBLOCK);
+    fcntl(b->fd, F_SETFL, fcntl(b->fd, F_GETFL) | O_NONBLOCK);
+    CHECK(pm_core_connected(a->core, now_us()) == PM_NOERR, "connected");
+    CHECK(pm_core_connected(b->core, now_us()) == PM_NOERR, "connected");
 }
 
 /* Pumps both ends until `done` holds, for at most 20 s. */
@@ -293,14 +363,59 @@ int main(void) {
     CHECK(pm_core_cancel_send(alice.core, cancel_send, 0) == PM_TRANSID_INVALID, "cancel again");
     printf("cancel: result CANCELLED, a second cancel TRANSID_INVALID\n");
 
+    /* The link is cut part way through an 8 MiB buffer, then made again. */
+    size_t big_size = 8u << 20;
+    uint8_t *big_buffer = malloc(big_size);
+    for (size_t i = 0; i < big_size; i++) big_buffer[i] = buffer_byte(i);
+    bob.expect_buffer = big_size;
+    bob.received = 0;
+    CHECK(pm_core_send_buffer(alice.core, now_us(), "bob", big_buffer, big_size, 40, &resumed_send) ==
+              PM_NOERR,
+          "send_buffer to cut");
+    free(big_buffer);
+    RUN_UNTIL(&alice, &bob, bob.received >= (1u << 20));
+    CHECK(bob.received < big_size, "bob had it all before the cut");
+    cut(&alice, &bob);
+    CHECK(alice.waiting == 1, "alice's buffer waits (%d)", alice.waiting);
+    CHECK(pm_core_is_logged_in(alice.core) == 0, "logged in with no link");
+    /* A command while the link is down waits for the next one. */
+    CHECK(pm_core_send_cmd(alice.core, now_us(), "bob", (const uint8_t *)"while away", 10, 50,
+                           &away_send) == PM_NOERR,
+          "send_cmd while away");
+    dial_again(&alice, &bob);
+    RUN_UNTIL(&alice, &bob, alice.resumed_result != -1 && alice.away_result != -1 && bob.buffers == 2);
+    CHECK(alice.reconnected == 1, "alice reconnected %d times", alice.reconnected);
+    CHECK(alice.resumed_result == PM_NOERR, "the cut buffer's result %d", alice.resumed_result);
+    CHECK(alice.resumed_at > 0, "the buffer went on from 0, not from what bob held");
+    CHECK(bob.buffer_ok, "bob's buffer after the cut differs");
+    CHECK(alice.away_result == PM_NOERR && bob.cmds == 2 && strcmp(bob.cmd, "while away") == 0,
+          "the command sent while away: %d, bob has %d commands", alice.away_result, bob.cmds);
+    printf("cut and dialled again: the buffer went on from byte %llu, delivered once and equal; "
+           "the command sent while away delivered once\n",
+           (unsigned long long)alice.resumed_at);
+
     CHECK(pm_core_is_logged_in(alice.core) == 1, "alice logged in");
     pm_core_close(alice.core);
-    RUN_UNTIL(&alice, &bob, alice.closed && bob.closed);
+    RUN_UNTIL(&alice, &bob, alice.closed && bob.ended);
+    /* Bob saw his link end: with reconnecting on, he would dial again; the dial fails (alice
+     * is gone), the next waits longer, and he gives up by closing. */
+    uint64_t first, second;
+    CHECK(pm_core_poll_redial(bob.core, &first) == PM_NOERR && first != PM_NEVER, "bob redials");
+    CHECK(pm_core_redial_failed(bob.core, now_us()) == PM_NOERR, "redial_failed");
+    CHECK(pm_core_poll_redial(bob.core, &second) == PM_NOERR && second != PM_NEVER && second > first,
+          "bob's next dial is later");
+    CHECK(pm_core_close(bob.core) == PM_NOERR, "bob closes");
+    take_events(&bob);
+    CHECK(bob.closed, "bob's close told");
+    CHECK(pm_core_poll_redial(bob.core, &second) == PM_NOERR && second == PM_NEVER, "no dial after close");
     printf("closed at both ends\n");
+    uint64_t redial;
+    CHECK(pm_core_poll_redial(alice.core, &redial) == PM_NOERR && redial == PM_NEVER,
+          "alice closed for good does not dial again");
     pm_core_free(alice.core);
     pm_core_free(bob.core);
-    close(fds[0]);
-    close(fds[1]);
+    close(alice.fd);
+    close(bob.fd);
     printf("all checks passed\n");
     return 0;
 }
