@@ -47,23 +47,15 @@ pub(crate) async fn login(
     let token = args.token()?;
     let mut servers = Vec::new();
     // Trusting a CA file or a pin only means something over TLS: they ask for it.
-    let tls_asked = args.ca.is_some() || args.pin.is_some();
+    let trust = match (&args.ca, &args.pin) {
+        (Some(ca), _) => Some(tls::Trust::CaFile(ca.clone())),
+        (None, Some(pin)) => Some(tls::Trust::pin(pin).map_err(anyhow::Error::msg)?),
+        (None, None) => None,
+    };
     for server in args.server.split(',').map(str::trim) {
-        servers.push(match relay_address(server, tls_asked)? {
-            (addr, None) => Server::Tcp(addr),
-            (addr, Some(host)) => {
-                let trust = match (&args.ca, &args.pin) {
-                    (Some(ca), _) => tls::Trust::CaFile(ca.clone()),
-                    (None, Some(pin)) => tls::Trust::pin(pin).map_err(anyhow::Error::msg)?,
-                    (None, None) => tls::Trust::WebRoots,
-                };
-                Server::Tls {
-                    addr,
-                    server_name: host,
-                    tls: tls::client_config(&trust)?,
-                }
-            }
-        });
+        let server = Server::from_address(server, trust.as_ref())
+            .map_err(|e| anyhow::anyhow!("--server {e}"))?;
+        servers.push(server);
     }
     let reconnect = (window > 0).then(|| Reconnect {
         window: Duration::from_secs(window),
@@ -90,61 +82,4 @@ pub(crate) async fn login(
         );
     };
     connected.with_context(|| format!("{} at {}", args.user, args.server))
-}
-
-/// Where `--server` says the relay is: the address to connect to, and the name to check
-/// its certificate against when the link is TLS (`None`: plain TCP). `tls_asked` (a
-/// `--ca` or `--pin` given) makes a bare loopback address TLS too.
-pub(crate) fn relay_address(server: &str, tls_asked: bool) -> Result<(String, Option<String>)> {
-    let (scheme, rest) = match server.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, server),
-    };
-    let host = match rest.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => host,
-        _ => bail!("--server {server}: expected [tls://|tcp://]host:port"),
-    };
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    let tls = match scheme {
-        Some("tls") => true,
-        Some("tcp") if tls_asked => {
-            bail!("--server {server}: tcp:// is plain TCP, but --ca or --pin asks for TLS")
-        }
-        Some("tcp") => false,
-        Some(other) => bail!("--server {server}: unknown scheme {other}:// (tls:// or tcp://)"),
-        None => tls_asked || !loopback,
-    };
-    Ok((rest.to_string(), tls.then_some(host)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::relay_address;
-
-    #[test]
-    fn a_bare_address_is_tls_unless_it_is_loopback() {
-        let tls = |s: &str| relay_address(s, false).unwrap().1;
-        // A pin or a CA file asks for TLS, on loopback too; never with tcp://.
-        assert_eq!(
-            relay_address("127.0.0.1:7000", true).unwrap().1,
-            Some("127.0.0.1".into())
-        );
-        assert!(relay_address("tcp://127.0.0.1:7000", true).is_err());
-        assert_eq!(tls("relay.example:7000"), Some("relay.example".into()));
-        assert_eq!(tls("203.0.113.5:7000"), Some("203.0.113.5".into()));
-        assert_eq!(tls("127.0.0.1:7000"), None);
-        assert_eq!(tls("localhost:7000"), None);
-        assert_eq!(tls("[::1]:7000"), None);
-        assert_eq!(tls("tls://127.0.0.1:7000"), Some("127.0.0.1".into()));
-        assert_eq!(tls("tcp://relay.example:7000"), None);
-        assert!(relay_address("ftp://x:1", false).is_err());
-        assert!(relay_address("no-port", false).is_err());
-    }
 }

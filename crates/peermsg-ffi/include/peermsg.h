@@ -343,8 +343,24 @@ int32_t pm_set_callbacks(struct pm_client *client, const struct pm_callbacks *ca
 #endif
 
 #if defined(PEERMSG_CLIENT)
-// Connects to the relay at `server` (`host:port`) and logs in as `user` with `token`
-// (NULL: none), waiting for the answer: `NOERR`, or why not. Lost connections are made
+// Which relay certificates TLS trusts, for the next [`pm_login`]: those signed by an
+// authority in the PEM file `ca_file`, or exactly the one whose SHA-256 fingerprint is
+// `pin` (64 hex digits, colons allowed: what `peermsg relay --tls-self-signed` prints).
+// Either asks for TLS, to a loopback address too. Both NULL: the web's authorities (the
+// default). `PARAM_ERR` for a pin that is not 64 hex digits.
+//
+// # Safety
+// `client` is a live `pm_client`; `ca_file` and `pin` are NULL or NUL-terminated.
+int32_t pm_set_trust(struct pm_client *client, const char *ca_file, const char *pin);
+#endif
+
+#if defined(PEERMSG_CLIENT)
+// Connects to the relay at `server` and logs in as `user` with `token` (NULL: none),
+// waiting for the answer: `NOERR`, or why not. `server` is `tls://host:port`,
+// `tcp://host:port`, or `host:port`: TLS unless it is a loopback address (or
+// [`pm_set_trust`] asked for TLS); TLS trusts the web's authorities unless
+// [`pm_set_trust`] said otherwise. A certificate that is not trusted is `CONNECTIONLOST`;
+// an address that cannot be read, `PARAM_ERR`. Lost connections are made
 // again (sends wait, commands are delivered once, buffers and files go on from what their
 // receivers hold) for up to 5 minutes. Incoming files are kept in `files_dir` (NULL: a
 // `peermsg` folder in the system's temporary folder).

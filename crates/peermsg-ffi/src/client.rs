@@ -16,6 +16,7 @@ use std::thread::{JoinHandle, ThreadId};
 use bytes::Bytes;
 use peermsg::client::{ClientConfig, Event, ReceiveId, SendId};
 use peermsg::ErrorCode;
+use peermsg_tokio::tls::Trust;
 use peermsg_tokio::{ClientEvent, ClientEvents, ClientHandle, Reconnect, SendHandle, Server};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -182,6 +183,8 @@ pub struct PmClient {
     connection: Mutex<Option<Connection>>,
     /// The callback thread of the latest connection, which must not free the client.
     callbacks_thread: Mutex<Option<ThreadId>>,
+    /// Which relay certificate TLS trusts ([`pm_set_trust`]); `None`: the web's authorities.
+    trust: Mutex<Option<Trust>>,
 }
 
 /// Makes a client, not connected yet: set its callbacks ([`pm_set_callbacks`]), then
@@ -205,6 +208,7 @@ pub unsafe extern "C" fn pm_client_new(out_client: *mut *mut PmClient) -> i32 {
             callbacks: Arc::new(Mutex::new(PmCallbacks::NONE)),
             connection: Mutex::new(None),
             callbacks_thread: Mutex::new(None),
+            trust: Mutex::new(None),
         }));
         Ok(())
     })
@@ -229,8 +233,45 @@ pub unsafe extern "C" fn pm_set_callbacks(
     })
 }
 
-/// Connects to the relay at `server` (`host:port`) and logs in as `user` with `token`
-/// (NULL: none), waiting for the answer: `NOERR`, or why not. Lost connections are made
+/// Which relay certificates TLS trusts, for the next [`pm_login`]: those signed by an
+/// authority in the PEM file `ca_file`, or exactly the one whose SHA-256 fingerprint is
+/// `pin` (64 hex digits, colons allowed: what `peermsg relay --tls-self-signed` prints).
+/// Either asks for TLS, to a loopback address too. Both NULL: the web's authorities (the
+/// default). `PARAM_ERR` for a pin that is not 64 hex digits.
+///
+/// # Safety
+/// `client` is a live `pm_client`; `ca_file` and `pin` are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn pm_set_trust(
+    client: *mut PmClient,
+    ca_file: *const c_char,
+    pin: *const c_char,
+) -> i32 {
+    guard(|| {
+        // SAFETY: the caller's promises.
+        let (client, ca_file, pin) = unsafe {
+            (
+                object(client)?,
+                optional_text(ca_file)?,
+                optional_text(pin)?,
+            )
+        };
+        let trust = match (ca_file, pin) {
+            (Some(ca), _) => Some(Trust::CaFile(ca.into())),
+            (None, Some(pin)) => Some(Trust::pin(pin).map_err(|_| ErrorCode::PARAM_ERR)?),
+            (None, None) => None,
+        };
+        *lock(&client.trust) = trust;
+        Ok(())
+    })
+}
+
+/// Connects to the relay at `server` and logs in as `user` with `token` (NULL: none),
+/// waiting for the answer: `NOERR`, or why not. `server` is `tls://host:port`,
+/// `tcp://host:port`, or `host:port`: TLS unless it is a loopback address (or
+/// [`pm_set_trust`] asked for TLS); TLS trusts the web's authorities unless
+/// [`pm_set_trust`] said otherwise. A certificate that is not trusted is `CONNECTIONLOST`;
+/// an address that cannot be read, `PARAM_ERR`. Lost connections are made
 /// again (sends wait, commands are delivered once, buffers and files go on from what their
 /// receivers hold) for up to 5 minutes. Incoming files are kept in `files_dir` (NULL: a
 /// `peermsg` folder in the system's temporary folder).
@@ -268,10 +309,12 @@ pub unsafe extern "C" fn pm_login(
             confirm_buffers: true,
             ..ClientConfig::default()
         };
+        let server = Server::from_address(server, lock(&client.trust).as_ref())
+            .map_err(|_| ErrorCode::PARAM_ERR)?;
         let connect = ClientHandle::builder(user)
             .config(config)
             .token(token.as_bytes())
-            .server(Server::Tcp(server.to_owned()))
+            .server(server)
             .files_to(files_dir)
             .reconnect(Reconnect::default())
             .connect();

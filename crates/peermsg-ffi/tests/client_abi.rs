@@ -315,3 +315,82 @@ fn callbacks_tell_results_messages_and_the_connection_on_their_own_thread() {
         assert_eq!(pm_client_free(client), PM_NOERR);
     }
 }
+
+#[test]
+fn a_tls_relay_is_reached_by_its_pin() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (tls, pin) = peermsg_tokio::tls::self_signed("relay.test").unwrap();
+    let relay = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let extras = peermsg_tokio::Extras {
+            tls: Some(tls),
+            ..peermsg_tokio::Extras::default()
+        };
+        tokio::spawn(peermsg_tokio::serve_with(
+            listener,
+            peermsg_tokio::ServerConfig::default(),
+            peermsg_tokio::OpenAccess,
+            extras,
+            std::future::pending(),
+        ));
+        addr
+    });
+    let addr = std::ffi::CString::new(relay.clone()).unwrap();
+    let tls_addr = std::ffi::CString::new(format!("tls://{relay}")).unwrap();
+    let pin_c = std::ffi::CString::new(pin.clone()).unwrap();
+    let wrong = std::ffi::CString::new(format!("{}0", &pin[..pin.len() - 1])).unwrap();
+    unsafe {
+        let mut client = null_mut();
+        assert_eq!(pm_client_new(&mut client), PM_NOERR);
+        let login = |server: &std::ffi::CString| {
+            pm_login(client, server.as_ptr(), c"alice".as_ptr(), null(), null())
+        };
+        // A loopback address is plain TCP unless TLS is asked for: a TLS relay turns it
+        // away, saying why.
+        assert_eq!(login(&addr), PM_PROTOCOL_VIOLATION);
+        // The web's authorities do not know a self-signed certificate.
+        assert_eq!(login(&tls_addr), PM_CONNECTIONLOST);
+        assert_eq!(
+            pm_set_trust(client, null(), c"not a pin".as_ptr()),
+            PM_PARAM_ERR
+        );
+        assert_eq!(pm_set_trust(client, null(), wrong.as_ptr()), PM_NOERR);
+        assert_eq!(login(&addr), PM_CONNECTIONLOST, "a wrong pin");
+        assert_eq!(pm_set_trust(client, null(), pin_c.as_ptr()), PM_NOERR);
+        assert_eq!(
+            login(&c"tcp://127.0.0.1:1".into()),
+            PM_PARAM_ERR,
+            "tcp:// with a pin"
+        );
+        assert_eq!(login(&c"no port".into()), PM_PARAM_ERR);
+        assert_eq!(login(&addr), PM_NOERR, "the pin");
+
+        // Bob over TLS too; a command goes through.
+        let trust = peermsg_tokio::tls::Trust::pin(&pin).unwrap();
+        let server = peermsg_tokio::Server::from_address(&relay, Some(&trust)).unwrap();
+        let (_bob, mut events) = runtime.block_on(async {
+            peermsg_tokio::ClientHandle::builder("bob")
+                .server(server)
+                .connect()
+                .await
+                .unwrap()
+        });
+        let mut id = 0;
+        assert_eq!(
+            pm_send_cmd(client, c"bob".as_ptr(), b"over tls".as_ptr(), 8, 0, &mut id),
+            PM_NOERR
+        );
+        let data = runtime.block_on(async {
+            loop {
+                if let Some(ClientEvent::Core(Event::CmdReceived { data, .. })) =
+                    events.recv().await
+                {
+                    break data;
+                }
+            }
+        });
+        assert_eq!(&data[..], b"over tls");
+        assert_eq!(pm_client_free(client), PM_NOERR);
+    }
+}

@@ -69,13 +69,14 @@ _lib.pm_error_name.argtypes = [c_int32]
 _lib.pm_client_new.argtypes = [POINTER(c_void_p)]
 _lib.pm_set_callbacks.argtypes = [c_void_p, POINTER(_Callbacks)]
 _lib.pm_login.argtypes = [c_void_p, c_char_p, c_char_p, c_char_p, c_char_p]
+_lib.pm_set_trust.argtypes = [c_void_p, c_char_p, c_char_p]
 _lib.pm_logout.argtypes = [c_void_p]
 _lib.pm_client_free.argtypes = [c_void_p]
 _lib.pm_send_cmd.argtypes = [c_void_p, c_char_p, c_char_p, c_size_t, c_uint64, POINTER(c_uint64)]
 _lib.pm_send_buffer.argtypes = _lib.pm_send_cmd.argtypes
 _lib.pm_send_file.argtypes = [c_void_p, c_char_p, c_char_p, c_uint64, POINTER(c_uint64)]
 _lib.pm_cancel_send.argtypes = [c_void_p, c_uint64, c_uint64]
-for _f in ("pm_client_new", "pm_set_callbacks", "pm_login", "pm_logout", "pm_client_free",
+for _f in ("pm_client_new", "pm_set_callbacks", "pm_set_trust", "pm_login", "pm_logout", "pm_client_free",
            "pm_send_cmd", "pm_send_buffer", "pm_send_file", "pm_cancel_send"):
     getattr(_lib, _f).restype = c_int32
 
@@ -143,9 +144,16 @@ class Client:
             _PROGRESS(self._progress), _DATA(self._cmd), _DATA(self._buffer), _FILE(self._file))
         _check("pm_set_callbacks", _lib.pm_set_callbacks(self._handle, byref(self._callbacks)))
 
+    def set_trust(self, ca_file=None, pin=None):
+        """Which relay certificate TLS trusts for the next login: signed by an authority in
+        the PEM file ``ca_file``, or exactly the one with SHA-256 fingerprint ``pin``
+        (either asks for TLS); neither: the web's authorities."""
+        _check("pm_set_trust", _lib.pm_set_trust(self._handle, _text(ca_file), _text(pin)))
+
     def login(self, server, user, token=None, files_dir=None):
-        """Connects to the relay at ``server`` ("host:port") and logs in as ``user``; waits
-        for the answer. Raises PeerMsgError if refused or unreachable."""
+        """Connects to the relay at ``server`` and logs in as ``user``; waits for the
+        answer. ``server`` is "tls://host:port", "tcp://host:port" or "host:port" (TLS
+        unless loopback). Raises PeerMsgError if refused or unreachable."""
         _check("pm_login", _lib.pm_login(self._handle, _text(server), _text(user),
                                          _text(token), _text(files_dir)))
 

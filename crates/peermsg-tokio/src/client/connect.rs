@@ -76,6 +76,32 @@ pub(super) trait Transport:
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Transport for T {}
 
 impl Server {
+    /// The relay a person names: `tls://host:port`, `tcp://host:port`, or a bare
+    /// `host:port`, which is TLS unless it is a loopback address. `trust` (a CA file or a
+    /// pin) asks for TLS, on loopback too, and says which certificate to trust; without it
+    /// TLS trusts the web's authorities. The CLI's `--server` and the C library's
+    /// `pm_login` read addresses this way.
+    ///
+    /// ```
+    /// use peermsg_tokio::Server;
+    ///
+    /// assert!(matches!(Server::from_address("127.0.0.1:7000", None), Ok(Server::Tcp(_))));
+    /// assert!(matches!(Server::from_address("relay.example:7000", None), Ok(Server::Tls { .. })));
+    /// assert!(Server::from_address("relay.example", None).is_err());
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn from_address(server: &str, trust: Option<&crate::tls::Trust>) -> Result<Server, String> {
+        Ok(match relay_address(server, trust.is_some())? {
+            (addr, None) => Server::Tcp(addr),
+            (addr, Some(server_name)) => Server::Tls {
+                addr,
+                server_name,
+                tls: crate::tls::client_config(trust.unwrap_or(&crate::tls::Trust::WebRoots))
+                    .map_err(|e| format!("{server}: {e}"))?,
+            },
+        })
+    }
+
     /// Connects to it (and completes the TLS handshake).
     async fn dial(&self) -> Result<Box<dyn Transport>, ConnectError> {
         match self {
@@ -509,5 +535,69 @@ async fn between(
             }
             _ = shared.wake.notified() => {}
         }
+    }
+}
+
+/// Where a relay address points: the address to connect to, and the name to check its
+/// certificate against when the link is TLS (`None`: plain TCP). `tls_asked` (a CA file or
+/// a pin given) makes a bare loopback address TLS too.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+fn relay_address(server: &str, tls_asked: bool) -> Result<(String, Option<String>), String> {
+    let (scheme, rest) = match server.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, server),
+    };
+    let host = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => host,
+        _ => return Err(format!("{server}: expected [tls://|tcp://]host:port")),
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let tls = match scheme {
+        Some("tls") => true,
+        Some("tcp") if tls_asked => {
+            return Err(format!(
+                "{server}: tcp:// is plain TCP, but a CA file or a pin asks for TLS"
+            ))
+        }
+        Some("tcp") => false,
+        Some(other) => {
+            return Err(format!(
+                "{server}: unknown scheme {other}:// (tls:// or tcp://)"
+            ))
+        }
+        None => tls_asked || !loopback,
+    };
+    Ok((rest.to_string(), tls.then_some(host)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relay_address;
+
+    #[test]
+    fn a_bare_address_is_tls_unless_it_is_loopback() {
+        let tls = |s: &str| relay_address(s, false).unwrap().1;
+        // A pin or a CA file asks for TLS, on loopback too; never with tcp://.
+        assert_eq!(
+            relay_address("127.0.0.1:7000", true).unwrap().1,
+            Some("127.0.0.1".into())
+        );
+        assert!(relay_address("tcp://127.0.0.1:7000", true).is_err());
+        assert_eq!(tls("relay.example:7000"), Some("relay.example".into()));
+        assert_eq!(tls("203.0.113.5:7000"), Some("203.0.113.5".into()));
+        assert_eq!(tls("127.0.0.1:7000"), None);
+        assert_eq!(tls("localhost:7000"), None);
+        assert_eq!(tls("[::1]:7000"), None);
+        assert_eq!(tls("tls://127.0.0.1:7000"), Some("127.0.0.1".into()));
+        assert_eq!(tls("tcp://relay.example:7000"), None);
+        assert!(relay_address("ftp://x:1", false).is_err());
+        assert!(relay_address("no-port", false).is_err());
     }
 }
