@@ -28,11 +28,6 @@
 #endif
 
 #if defined(PEERMSG_CLIENT)
-// Callbacks waiting for the callback thread, at most.
-#define PM_CALLBACK_QUEUE 64
-#endif
-
-#if defined(PEERMSG_CLIENT)
 // Not connected: before [`pm_login`], after [`pm_logout`], or once reconnecting gave up.
 #define PM_STATE_DISCONNECTED 0
 #endif
@@ -45,6 +40,11 @@
 #if defined(PEERMSG_CLIENT)
 // The connection was lost; connecting again (sends wait).
 #define PM_STATE_RECONNECTING 2
+#endif
+
+#if defined(PEERMSG_CLIENT)
+// Callbacks waiting for the callback thread, at most.
+#define PM_CALLBACK_QUEUE 64
 #endif
 
 // Success.
