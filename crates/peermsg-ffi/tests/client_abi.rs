@@ -339,7 +339,9 @@ fn a_tls_relay_is_reached_by_its_pin() {
     let addr = std::ffi::CString::new(relay.clone()).unwrap();
     let tls_addr = std::ffi::CString::new(format!("tls://{relay}")).unwrap();
     let pin_c = std::ffi::CString::new(pin.clone()).unwrap();
-    let wrong = std::ffi::CString::new(format!("{}0", &pin[..pin.len() - 1])).unwrap();
+    // The pin with its last digit changed (to 1 if it is 0, else to 0).
+    let last = if pin.ends_with('0') { "1" } else { "0" };
+    let wrong = std::ffi::CString::new(format!("{}{last}", &pin[..pin.len() - 1])).unwrap();
     unsafe {
         let mut client = null_mut();
         assert_eq!(pm_client_new(&mut client), PM_NOERR);

@@ -74,15 +74,7 @@ pub unsafe extern "C" fn pm_send_cmd(
     send_id: *mut u64,
 ) -> i32 {
     // SAFETY: the caller's promises.
-    unsafe {
-        send(client, to, cookie, send_id, |handle, to| {
-            let data = Bytes::copy_from_slice(bytes(data, len)?);
-            Ok(async move {
-                let sent = handle.send_cmd(&to, data, cookie).await;
-                Ok((sent.map_err(|e| e.code())?, Sent::Cmd))
-            })
-        })
-    }
+    unsafe { send_data(client, to, data, len, cookie, send_id, Sent::Cmd) }
 }
 
 /// `sendBuffer`: as [`pm_send_cmd`], for a buffer: `send_progress` as its receiver takes
@@ -100,12 +92,32 @@ pub unsafe extern "C" fn pm_send_buffer(
     send_id: *mut u64,
 ) -> i32 {
     // SAFETY: the caller's promises.
+    unsafe { send_data(client, to, data, len, cookie, send_id, Sent::Buffer) }
+}
+
+/// A command or a buffer (`what`): `len` bytes of `data`, copied.
+///
+/// # Safety
+/// As [`pm_send_cmd`].
+unsafe fn send_data(
+    client: *mut PmClient,
+    to: *const c_char,
+    data: *const u8,
+    len: usize,
+    cookie: u64,
+    send_id: *mut u64,
+    what: Sent,
+) -> i32 {
+    // SAFETY: the caller's promises.
     unsafe {
         send(client, to, cookie, send_id, |handle, to| {
             let data = Bytes::copy_from_slice(bytes(data, len)?);
             Ok(async move {
-                let sent = handle.send_buffer(&to, data, cookie).await;
-                Ok((sent.map_err(|e| e.code())?, Sent::Buffer))
+                let sent = match what {
+                    Sent::Buffer => handle.send_buffer(&to, data, cookie).await,
+                    _ => handle.send_cmd(&to, data, cookie).await,
+                };
+                Ok((sent.map_err(|e| e.code())?, what))
             })
         })
     }

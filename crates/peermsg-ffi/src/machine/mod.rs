@@ -10,7 +10,7 @@ mod event;
 use std::ffi::c_char;
 
 use bytes::{Buf, Bytes, BytesMut};
-use peermsg::client::{ClientConfig, ReceiveId, SendId};
+use peermsg::client::{ClientConfig, ReceiveId, SendId, SendKind};
 use peermsg::continuity::{Continuity, Policy};
 use peermsg::wire::ResumeKey;
 use peermsg::{ErrorCode, Instant};
@@ -105,6 +105,21 @@ unsafe fn with(core: *mut PmCore, body: impl FnOnce(&mut PmCore) -> Status) -> i
     })
 }
 
+/// Runs `call` on the core behind `core` at `now_us`: the calls that take the time and
+/// cannot fail.
+///
+/// # Safety
+/// `core` is NULL or a live `pm_core`.
+unsafe fn at(core: *mut PmCore, now_us: u64, call: impl FnOnce(&mut PmCore, Instant)) -> i32 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        with(core, |c| {
+            call(c, instant(now_us));
+            Ok(())
+        })
+    }
+}
+
 /// Hands the core `len` bytes read from the transport at `now_us`.
 ///
 /// # Safety
@@ -133,10 +148,9 @@ pub unsafe extern "C" fn pm_core_handle_input(
 pub unsafe extern "C" fn pm_core_handle_disconnect(core: *mut PmCore, now_us: u64) -> i32 {
     // SAFETY: the caller's promise.
     unsafe {
-        with(core, |c| {
-            c.unsent.clear();
-            c.cont.handle_disconnect(instant(now_us));
-            Ok(())
+        at(core, now_us, |c, now| {
+            c.unsent.clear(); // what was unsent belonged to the transport that ended
+            c.cont.handle_disconnect(now)
         })
     }
 }
@@ -148,12 +162,7 @@ pub unsafe extern "C" fn pm_core_handle_disconnect(core: *mut PmCore, now_us: u6
 #[no_mangle]
 pub unsafe extern "C" fn pm_core_handle_timeout(core: *mut PmCore, now_us: u64) -> i32 {
     // SAFETY: the caller's promise.
-    unsafe {
-        with(core, |c| {
-            c.cont.handle_timeout(instant(now_us));
-            Ok(())
-        })
-    }
+    unsafe { at(core, now_us, |c, now| c.cont.handle_timeout(now)) }
 }
 
 /// A new transport is up at `now_us`, after [`pm_core_poll_redial`]: the core logs in again.
@@ -164,10 +173,9 @@ pub unsafe extern "C" fn pm_core_handle_timeout(core: *mut PmCore, now_us: u64) 
 pub unsafe extern "C" fn pm_core_connected(core: *mut PmCore, now_us: u64) -> i32 {
     // SAFETY: the caller's promise.
     unsafe {
-        with(core, |c| {
-            c.unsent.clear();
-            c.cont.connected(instant(now_us));
-            Ok(())
+        at(core, now_us, |c, now| {
+            c.unsent.clear(); // what was unsent belonged to the transport that ended
+            c.cont.connected(now)
         })
     }
 }
@@ -179,12 +187,7 @@ pub unsafe extern "C" fn pm_core_connected(core: *mut PmCore, now_us: u64) -> i3
 #[no_mangle]
 pub unsafe extern "C" fn pm_core_redial_failed(core: *mut PmCore, now_us: u64) -> i32 {
     // SAFETY: the caller's promise.
-    unsafe {
-        with(core, |c| {
-            c.cont.redial_failed(instant(now_us));
-            Ok(())
-        })
-    }
+    unsafe { at(core, now_us, |c, now| c.cont.redial_failed(now)) }
 }
 
 /// Copies up to `cap` bytes to write to the transport into `buf`; `*len` says how many (0:
@@ -290,15 +293,7 @@ pub unsafe extern "C" fn pm_core_send_cmd(
     send_id: *mut u64,
 ) -> i32 {
     // SAFETY: the caller's promises.
-    unsafe {
-        with(core, |c| {
-            let (to, data, send_id) = (text(to)?, bytes(data, len)?, out(send_id)?);
-            let data = Bytes::copy_from_slice(data);
-            let id = c.cont.send_cmd(instant(now_us), to, data, cookie);
-            *send_id = id.map_err(|e| e.code())?.0;
-            Ok(())
-        })
-    }
+    unsafe { send_data(core, now_us, to, data, len, cookie, send_id, SendKind::Cmd) }
 }
 
 /// `sendBuffer`: as [`pm_core_send_cmd`], for a buffer (with progress, cancel, resume).
@@ -317,10 +312,43 @@ pub unsafe extern "C" fn pm_core_send_buffer(
 ) -> i32 {
     // SAFETY: the caller's promises.
     unsafe {
+        send_data(
+            core,
+            now_us,
+            to,
+            data,
+            len,
+            cookie,
+            send_id,
+            SendKind::Buffer,
+        )
+    }
+}
+
+/// A command or a buffer (`kind`): `len` bytes of `data`, copied.
+///
+/// # Safety
+/// As [`pm_core_send_cmd`].
+#[allow(clippy::too_many_arguments)] // the C call's arguments, and which call
+unsafe fn send_data(
+    core: *mut PmCore,
+    now_us: u64,
+    to: *const c_char,
+    data: *const u8,
+    len: usize,
+    cookie: u64,
+    send_id: *mut u64,
+    kind: SendKind,
+) -> i32 {
+    // SAFETY: the caller's promises.
+    unsafe {
         with(core, |c| {
             let (to, data, send_id) = (text(to)?, bytes(data, len)?, out(send_id)?);
-            let data = Bytes::copy_from_slice(data);
-            let id = c.cont.send_buffer(instant(now_us), to, data, cookie);
+            let (now, data) = (instant(now_us), Bytes::copy_from_slice(data));
+            let id = match kind {
+                SendKind::Buffer => c.cont.send_buffer(now, to, data, cookie),
+                _ => c.cont.send_cmd(now, to, data, cookie),
+            };
             *send_id = id.map_err(|e| e.code())?.0;
             Ok(())
         })
