@@ -396,3 +396,78 @@ fn a_tls_relay_is_reached_by_its_pin() {
         assert_eq!(pm_client_free(client), PM_NOERR);
     }
 }
+
+#[test]
+fn a_relay_that_goes_and_comes_back_is_told_as_the_connection_state() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let start = |addr: &str| {
+        let addr = addr.to_string();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(peermsg_tokio::serve(
+                listener,
+                peermsg_tokio::ServerConfig::default(),
+                peermsg_tokio::OpenAccess,
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            (addr, stop)
+        })
+    };
+    let (relay, stop) = start("127.0.0.1:0");
+    let heard = Heard::default();
+    unsafe {
+        let mut client = null_mut();
+        assert_eq!(pm_client_new(&mut client), PM_NOERR);
+        assert_eq!(pm_set_callbacks(client, &callbacks(&heard)), PM_NOERR);
+        let server = std::ffi::CString::new(relay.clone()).unwrap();
+        assert_eq!(
+            pm_login(client, server.as_ptr(), c"alice".as_ptr(), null(), null()),
+            PM_NOERR
+        );
+        heard.wait_for(&format!("state {PM_STATE_CONNECTED} 0"));
+
+        // The relay stops: the client says it is connecting again.
+        stop.send(()).unwrap();
+        heard.wait_for(&format!(
+            "state {PM_STATE_RECONNECTING} {PM_CONNECTIONLOST}"
+        ));
+        // A command sent meanwhile waits for the next connection.
+        let mut id = 0;
+        assert_eq!(
+            pm_send_cmd(client, c"bob".as_ptr(), b"later".as_ptr(), 5, 9, &mut id),
+            PM_NOERR
+        );
+
+        // Back on the same address: connected again, and the command goes to bob.
+        let (_relay, _stop) = start(&relay);
+        let inbox = tempfile::tempdir().unwrap();
+        let (_bob, mut events) = support::rust_user(&runtime, &relay, "bob", inbox.path());
+        let lines = || heard.lines.lock().unwrap().clone();
+        let until = Instant::now() + Duration::from_secs(20);
+        while lines()
+            .iter()
+            .filter(|l| **l == format!("state {PM_STATE_CONNECTED} 0"))
+            .count()
+            < 2
+        {
+            assert!(Instant::now() < until, "not connected again: {:?}", lines());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let data = runtime.block_on(async {
+            loop {
+                if let Some(ClientEvent::Core(Event::CmdReceived { data, .. })) =
+                    events.recv().await
+                {
+                    break data;
+                }
+            }
+        });
+        assert_eq!(&data[..], b"later");
+        heard.wait_for(&format!("cmd_rlst {id} 0 9"));
+        assert_eq!(pm_client_free(client), PM_NOERR);
+    }
+}
