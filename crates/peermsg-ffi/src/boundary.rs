@@ -26,6 +26,22 @@ pub(crate) fn code_number(code: ErrorCode) -> i32 {
     i32::try_from(code.as_u32()).unwrap_or(i32::MAX)
 }
 
+/// `code` as a status: `NOERR` is `Ok`.
+pub(crate) fn status(code: ErrorCode) -> Status {
+    if code.is_success() {
+        Ok(())
+    } else {
+        Err(code)
+    }
+}
+
+/// An error code argument: C's `int32_t`, one of the SDK's numbers (never negative).
+pub(crate) fn code_arg(code: i32) -> Result<ErrorCode, ErrorCode> {
+    u32::try_from(code)
+        .map(ErrorCode::from_u32)
+        .map_err(|_| ErrorCode::PARAM_ERR)
+}
+
 /// A C string of `s`, for a callback or an event; text with a NUL in it (user ids and
 /// sanitised names have none) is cut there.
 pub(crate) fn c_string(s: &str) -> CString {

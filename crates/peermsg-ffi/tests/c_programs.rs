@@ -7,22 +7,15 @@ use std::time::Duration;
 
 use peermsg::client::Event;
 use peermsg_tokio::ClientEvent;
-use support::{c_compiler, compile, run, Link};
+use support::{c_compiler, compile, run, succeeded, Link};
 
 #[test]
 fn a_c_program_drives_two_cores_over_a_socketpair() {
-    let Some(cc) = c_compiler("the C program over the core") else {
+    let Some(cc) = c_compiler() else {
         return;
     };
     let program = compile(&cc, "core_socketpair", Link::Static);
-    let output = run(&program).output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = succeeded(&mut run(&program));
     for line in [
         "command: delivered, result NOERR",
         "buffer: 1048581 bytes delivered and equal",
@@ -39,7 +32,7 @@ fn a_c_program_drives_two_cores_over_a_socketpair() {
 
 #[test]
 fn the_c_example_sends_a_command_a_buffer_and_a_file_through_a_relay() {
-    let Some(cc) = c_compiler("the C example") else {
+    let Some(cc) = c_compiler() else {
         return;
     };
     let program = compile(&cc, "example", Link::Shared);
@@ -69,17 +62,10 @@ fn the_c_example_sends_a_command_a_buffer_and_a_file_through_a_relay() {
         }
         (cmd.unwrap(), buffer.unwrap(), kept.unwrap())
     });
-    let output = run(&program)
-        .args([relay.as_str(), "alice", "bob"])
-        .arg(file.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = succeeded(
+        run(&program)
+            .args([relay.as_str(), "alice", "bob"])
+            .arg(file.path()),
     );
     assert!(stdout.contains("connection: connected (NOERR)"), "{stdout}");
     assert!(stdout.contains("command 0: NOERR"), "{stdout}");

@@ -320,22 +320,11 @@ fn callbacks_tell_results_messages_and_the_connection_on_their_own_thread() {
 fn a_tls_relay_is_reached_by_its_pin() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (tls, pin) = peermsg_tokio::tls::self_signed("relay.test").unwrap();
-    let relay = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let extras = peermsg_tokio::Extras {
-            tls: Some(tls),
-            ..peermsg_tokio::Extras::default()
-        };
-        tokio::spawn(peermsg_tokio::serve_with(
-            listener,
-            peermsg_tokio::ServerConfig::default(),
-            peermsg_tokio::OpenAccess,
-            extras,
-            std::future::pending(),
-        ));
-        addr
-    });
+    let extras = peermsg_tokio::Extras {
+        tls: Some(tls),
+        ..peermsg_tokio::Extras::default()
+    };
+    let (relay, _stop) = support::relay_with(&runtime, "127.0.0.1:0", extras);
     let addr = std::ffi::CString::new(relay.clone()).unwrap();
     let tls_addr = std::ffi::CString::new(format!("tls://{relay}")).unwrap();
     let pin_c = std::ffi::CString::new(pin.clone()).unwrap();
@@ -400,23 +389,7 @@ fn a_tls_relay_is_reached_by_its_pin() {
 #[test]
 fn a_relay_that_goes_and_comes_back_is_told_as_the_connection_state() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let start = |addr: &str| {
-        let addr = addr.to_string();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-            let addr = listener.local_addr().unwrap().to_string();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(peermsg_tokio::serve(
-                listener,
-                peermsg_tokio::ServerConfig::default(),
-                peermsg_tokio::OpenAccess,
-                async move {
-                    let _ = stopped.await;
-                },
-            ));
-            (addr, stop)
-        })
-    };
+    let start = |addr: &str| support::relay_with(&runtime, addr, peermsg_tokio::Extras::default());
     let (relay, stop) = start("127.0.0.1:0");
     let heard = Heard::default();
     unsafe {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::callbacks::Callback;
 use super::{lock, PmClient};
-use crate::boundary::{bytes, c_string, guard, object, out, text};
+use crate::boundary::{bytes, c_string, guard, object, out, status, text};
 
 /// The one result of a send.
 pub(super) struct SendResult {
@@ -221,14 +221,10 @@ pub unsafe extern "C" fn pm_cancel_send(client: *mut PmClient, send_id: u64, coo
             .as_ref()
             .map(|c| c.handle.clone())
             .ok_or(ErrorCode::NOT_LOGIN)?;
-        let code = client
-            .runtime
-            .block_on(handle.cancel_send(SendId(send_id), cookie));
-        if code.is_success() {
-            Ok(())
-        } else {
-            Err(code)
-        }
+        status(now_or_block(
+            &client.runtime,
+            handle.cancel_send(SendId(send_id), cookie),
+        ))
     })
 }
 

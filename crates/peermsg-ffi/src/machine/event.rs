@@ -140,9 +140,9 @@ fn send_kind(kind: SendKind) -> i32 {
 impl Held {
     /// `event` as C reads it; its text and bytes are held here until the next call.
     pub(super) fn describe(&mut self, event: Event) -> PmEvent {
+        // What the last event held was let go when this call began (`with`).
         let mut e = PmEvent::NONE;
         let held = self;
-        *held = Held::default();
         match event {
             Event::LoginResult { code: c } => {
                 e.kind = PM_EVENT_LOGIN_RESULT;

@@ -15,7 +15,7 @@ use peermsg::continuity::{Continuity, Policy};
 use peermsg::wire::ResumeKey;
 use peermsg::{ErrorCode, Instant};
 
-use crate::boundary::{bytes, guard, object, optional_text, out, text, Status};
+use crate::boundary::{bytes, code_arg, guard, object, optional_text, out, status, text, Status};
 use event::Held;
 pub use event::*;
 
@@ -440,7 +440,11 @@ pub unsafe extern "C" fn pm_core_file_read_failed(core: *mut PmCore, send_id: u6
 #[no_mangle]
 pub unsafe extern "C" fn pm_core_cancel_send(core: *mut PmCore, send_id: u64, cookie: u64) -> i32 {
     // SAFETY: the caller's promise.
-    unsafe { with(core, |c| ok(c.cont.cancel_send(SendId(send_id), cookie))) }
+    unsafe {
+        with(core, |c| {
+            status(c.cont.cancel_send(SendId(send_id), cookie))
+        })
+    }
 }
 
 /// Refuses incoming buffer or file `id` (after `PM_EVENT_OFFER`) with `code`.
@@ -452,7 +456,7 @@ pub unsafe extern "C" fn pm_core_reject(core: *mut PmCore, id: u64, code: i32) -
     // SAFETY: the caller's promise.
     unsafe {
         with(core, |c| {
-            let code = ErrorCode::from_u32(u32::try_from(code).map_err(|_| ErrorCode::PARAM_ERR)?);
+            let code = code_arg(code)?;
             c.cont.reject(ReceiveId(id), code).map_err(|e| e.code())
         })
     }
@@ -482,7 +486,7 @@ pub unsafe extern "C" fn pm_core_fail_delivery(core: *mut PmCore, id: u64, code:
     // SAFETY: the caller's promise.
     unsafe {
         with(core, |c| {
-            let code = ErrorCode::from_u32(u32::try_from(code).map_err(|_| ErrorCode::PARAM_ERR)?);
+            let code = code_arg(code)?;
             c.cont
                 .fail_delivery(ReceiveId(id), code)
                 .map_err(|e| e.code())
@@ -515,13 +519,4 @@ pub unsafe extern "C" fn pm_core_is_logged_in(core: *const PmCore) -> i32 {
     // SAFETY: the caller's promise.
     let core = unsafe { core.as_ref() };
     i32::from(core.is_some_and(|c| c.cont.is_logged_in()))
-}
-
-/// `code` as a status: `NOERR` is `Ok`.
-fn ok(code: ErrorCode) -> Status {
-    if code.is_success() {
-        Ok(())
-    } else {
-        Err(code)
-    }
 }

@@ -6,20 +6,32 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use peermsg::client::ClientConfig;
-use peermsg_tokio::{serve, ClientEvents, ClientHandle, OpenAccess, ServerConfig};
+use peermsg_tokio::{serve_with, ClientEvents, ClientHandle, Extras, OpenAccess, ServerConfig};
 
 /// A relay on a loopback port, on `runtime`, served for as long as the runtime lives.
 pub fn relay(runtime: &tokio::runtime::Runtime) -> String {
+    let (addr, stop) = relay_with(runtime, "127.0.0.1:0", Extras::default());
+    std::mem::forget(stop); // never stopped
+    addr
+}
+
+/// A relay on `addr` (port 0: any) with `extras` (TLS), on `runtime`; its address, and
+/// what stops it (sent or dropped).
+pub fn relay_with(
+    runtime: &tokio::runtime::Runtime,
+    addr: &str,
+    extras: Extras,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(
-            listener,
-            ServerConfig::default(),
-            OpenAccess,
-            std::future::pending(),
-        ));
-        addr.to_string()
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let config = ServerConfig::default();
+        tokio::spawn(serve_with(listener, config, OpenAccess, extras, shutdown));
+        (addr, stop)
     })
 }
 
@@ -65,7 +77,7 @@ pub fn crate_dir() -> &'static Path {
 
 /// The C compiler, or `None` (with one line saying the tests are skipped) where there is
 /// none, unless `PEERMSG_REQUIRE_C` is set (CI): then it must be there.
-pub fn c_compiler(what: &str) -> Option<String> {
+pub fn c_compiler() -> Option<String> {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let found = Command::new(&cc)
         .arg("--version")
@@ -76,11 +88,31 @@ pub fn c_compiler(what: &str) -> Option<String> {
             std::env::var_os("PEERMSG_REQUIRE_C").is_none(),
             "PEERMSG_REQUIRE_C is set but there is no C compiler ({cc})"
         );
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "skipped: {what} (no C compiler: {cc})");
+        // One line for all the C programs' tests.
+        static TOLD: std::sync::Once = std::sync::Once::new();
+        TOLD.call_once(|| {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: the C programs' tests (no C compiler: {cc})"
+            );
+        });
         return None;
     }
     Some(cc)
+}
+
+/// What `program` printed, once it ran to success (else the test fails with its output).
+pub fn succeeded(program: &mut Command) -> String {
+    let output = program.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 /// How the library is linked into a C program.

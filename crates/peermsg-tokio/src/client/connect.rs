@@ -541,7 +541,7 @@ async fn between(
 /// Where a relay address points: the address to connect to, and the name to check its
 /// certificate against when the link is TLS (`None`: plain TCP). `tls_asked` (a CA file or
 /// a pin given) makes a bare loopback address TLS too.
-#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+#[cfg(feature = "tls")]
 fn relay_address(server: &str, tls_asked: bool) -> Result<(String, Option<String>), String> {
     let (scheme, rest) = match server.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
@@ -577,7 +577,7 @@ fn relay_address(server: &str, tls_asked: bool) -> Result<(String, Option<String
     Ok((rest.to_string(), tls.then_some(host)))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tls"))]
 mod tests {
     use super::relay_address;
 
