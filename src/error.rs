@@ -115,6 +115,18 @@ codes! {
     /// remembers (it kept its bounds): it may have been delivered, so it is not delivered
     /// now (docs/PROTOCOL.md, "Commands exactly once").
     REPEAT_FORGOTTEN = 9017, "command sent again after the receiver forgot it";
+    /// The receiver takes sealed messages only (end-to-end encryption), and this one was
+    /// not sealed, or is of a kind not sealed yet (files).
+    SEAL_REQUIRED = 9018, "the receiver takes sealed messages only";
+    /// A sealed send found no key to seal to: its receiver does not use end-to-end
+    /// encryption, or is not known where it was looked up.
+    NO_PEER_KEY = 9019, "no key of the receiver to seal to";
+    /// The peer's identity key is not the one pinned for it: refused (someone between,
+    /// a relay for one, may be swapping keys), until the person accepts the new key.
+    PEER_KEY_CHANGED = 9020, "the peer's key is not the one pinned for it";
+    /// A sealed message did not open: altered, cut, spliced or moved on its way, or
+    /// sealed for another user.
+    SEAL_BROKEN = 9021, "sealed message altered on its way";
 }
 
 impl ErrorCode {
@@ -260,6 +272,10 @@ pub enum SendError {
     /// The connection is closed.
     #[error("the connection is closed")]
     Closed,
+    /// Sealing refused the send: no key of the receiver (`NO_PEER_KEY`), or a file where
+    /// sealing is on (`SEAL_REQUIRED`: files are not sealed yet).
+    #[error("not sealed: {0}")]
+    Sealing(ErrorCode),
 }
 
 impl SendError {
@@ -277,6 +293,7 @@ impl SendError {
             SendError::FileNameTooLong { .. } => ErrorCode::PARAM_ERR,
             SendError::QueueFull => ErrorCode::LIMIT_EXCEEDED,
             SendError::Closed => ErrorCode::CONNECTIONLOST,
+            SendError::Sealing(code) => *code,
         }
     }
 }

@@ -180,6 +180,7 @@ mod digest;
 mod error;
 mod evict;
 pub mod relay;
+pub mod seal;
 mod time;
 pub mod wire;
 

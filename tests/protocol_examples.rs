@@ -37,9 +37,46 @@ fn hello() {
             max_transfers: 16,
             transfer_window: 262_144,
             conn_window: 1_048_576,
+            identity: None,
         }),
         "01 26 50 4d 53 47 01 01 00 80 00 40 00 80 01 00 00 86 40 00 00
          ff ff ff ff ff ff ff ff 40 40 10 80 04 00 00 80 10 00 00",
+    );
+}
+
+#[test]
+fn sealed_hello_and_keys() {
+    let key = IdentityKey([0x11; 32]);
+    let keyed = "20 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11
+                 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11";
+    let mut hello = Hello::new(Role::Client, &Limits::default(), 64, 16, 262_144, 1_048_576);
+    hello.capabilities = Capabilities(Capabilities::DIGEST_CRC32C.0 | Capabilities::SEALED.0);
+    hello.identity = Some(key);
+    check(
+        Frame::Hello(hello),
+        &format!(
+            "01 40 47 50 4d 53 47 01 09 00 80 00 40 00 80 01 00 00 86 40 00 00
+             ff ff ff ff ff ff ff ff 40 40 10 80 04 00 00 80 10 00 00 {keyed}"
+        ),
+    );
+    let bob = UserId::new("bob").unwrap();
+    check(
+        Frame::KeyQuery(KeyQuery { user: bob.clone() }),
+        "19 04 03 62 6f 62",
+    );
+    check(
+        Frame::Key(Key {
+            user: bob.clone(),
+            key: Some(key),
+        }),
+        &format!("1a 25 03 62 6f 62 {keyed}"),
+    );
+    check(
+        Frame::Key(Key {
+            user: bob,
+            key: None,
+        }),
+        "1a 05 03 62 6f 62 00",
     );
 }
 

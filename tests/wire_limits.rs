@@ -289,6 +289,7 @@ fn hello_frame_size_bounds() {
             max_transfers: 1,
             transfer_window: 1,
             conn_window: 1,
+            identity: None,
         })
     };
     for ok in [MIN_FRAME_SIZE, MAX_FRAME_SIZE] {

@@ -234,6 +234,31 @@ pub enum Event {
     /// A [`Continuity`](crate::continuity::Continuity) whose connection was lost is
     /// connected and logged in again; its waiting sends go on.
     Reconnected,
+    /// A peer's identity key was heard (sealed messages, [`crate::seal`]): asked for
+    /// before sealing to it, or in a sealed message from it. `Learned` is pinned now and
+    /// the runtime should keep it (a known-peers file); `Changed` and `Unknown` were
+    /// refused, with everything sealed with that key.
+    PeerKey {
+        /// Whose key.
+        user: UserId,
+        /// The key; `None` if the user has none (it does not use sealed messages, or its
+        /// relay does not know it).
+        key: Option<crate::wire::IdentityKey>,
+        /// What became of it; `None`: it is the key pinned, or there is none.
+        status: Option<crate::seal::KeyStatus>,
+    },
+    /// An incoming message was refused before the application saw it, for a reason the
+    /// person should hear of: it was not sealed where sealing is required, its sender's
+    /// key is not trusted, or it did not open (altered on its way). Its sender's result
+    /// carries the same `code`.
+    Refused {
+        /// The sender.
+        from: UserId,
+        /// What it was.
+        kind: SendKind,
+        /// Why: `SEAL_REQUIRED`, `PEER_KEY_CHANGED`, `NO_PEER_KEY`, `SEAL_BROKEN`.
+        code: ErrorCode,
+    },
     /// The connection is over: nothing more will come in or go out after the bytes already
     /// handed to `poll_transmit`.
     Closed {

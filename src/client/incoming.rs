@@ -37,6 +37,8 @@ pub(crate) struct Incoming {
     /// A command's identity across connections, as its sender gave it.
     pub once: Option<CmdOnce>,
     /// A transfer's resume key, when the application keeps what arrives of it.
+    /// The resume key its `OPEN` carried, kept or not: a sealed buffer is bound to it.
+    pub offered_key: Option<ResumeKey>,
     pub resume_key: Option<ResumeKey>,
 }
 
@@ -56,6 +58,7 @@ impl Incoming {
             awaiting_resume: false,
             once: None,
             resume_key: None,
+            offered_key: None,
         }
     }
 

@@ -31,11 +31,12 @@ use core::time::Duration;
 use crate::conn::{self, credit::RecvWindow, ids::IdSpace, CloseReason, Session, Violation};
 use crate::digest::RunningDigest;
 use crate::error::{ActionError, SendError};
+use crate::seal::{Binding, KeyStatus, Seal, Sealing};
 use crate::wire::credit_step;
 use crate::wire::{
     self, Capabilities, Close, Cmd, CmdCont, CmdOnce, ConnCredit, Credit, Data, Digest, End, Frame,
-    FrameSink, Hello, Login, LoginResult, MessageId, MessageResult, Open, Ping, ResumeFrom,
-    ResumeKey, Role, Text, TransferKind, UserId,
+    FrameSink, Hello, IdentityKey, Key, KeyQuery, Login, LoginResult, MessageId, MessageResult,
+    Open, Ping, ResumeFrom, ResumeKey, Role, Text, TransferKind, UserId,
 };
 use crate::{ErrorCode, Instant};
 
@@ -95,6 +96,15 @@ pub struct Client {
     senders: Option<BTreeSet<UserId>>,
     /// Why the connection ended, once it did.
     closed_with: Option<ErrorCode>,
+    /// Sealed messages: our identity, the keys we trust, the sessions (carried across
+    /// connections). `None`: messages go and come as they are.
+    seal: Option<Box<Seal>>,
+    /// Keys heard in `KEY` answers, for the [`Continuity`](crate::continuity::Continuity)
+    /// whose sends wait for them (as many as it asked for).
+    keys_heard: VecDeque<(UserId, Option<IdentityKey>, Option<KeyStatus>)>,
+    /// Users whose keys were asked for and not answered yet: a `KEY` of anyone else is
+    /// dropped, so what is heard is bounded by what was asked.
+    keys_asked: BTreeSet<UserId>,
 }
 
 impl Client {
@@ -120,6 +130,9 @@ impl Client {
             seen: SeenCmds::new(config.resume_window),
             senders: None,
             closed_with: None,
+            seal: None,
+            keys_heard: VecDeque::new(),
+            keys_asked: BTreeSet::new(),
         };
         client.control.push_back(Frame::Hello(client.hello()));
         Ok(client)
@@ -138,7 +151,149 @@ impl Client {
         if c.send_only {
             hello.capabilities = Capabilities(hello.capabilities.0 | Capabilities::SEND_ONLY.0);
         }
+        if let Some(seal) = &self.seal {
+            hello.capabilities = Capabilities(hello.capabilities.0 | Capabilities::SEALED.0);
+            hello.identity = Some(seal.identity());
+        }
         hello
+    }
+
+    /// The `HELLO` not sent yet says what this client is now.
+    fn reannounce(&mut self) {
+        let hello = self.hello();
+        for frame in &mut self.control {
+            if let Frame::Hello(h) = frame {
+                *h = hello.clone();
+            }
+        }
+    }
+
+    // ----- Sealed messages -----------------------------------------------------------
+
+    /// Seals messages between users from now on ([`crate::seal`]): this client's `HELLO`
+    /// announces its identity key, every command and buffer that comes in must be sealed
+    /// for it by a sender whose key it trusts (else it is refused, [`Event::Refused`]), and
+    /// files are refused (`SEAL_REQUIRED`: they are not sealed yet). Call it before the
+    /// first [`Client::poll_transmit`]. Sealing what goes out is a
+    /// [`Continuity`](crate::continuity::Continuity)'s: it seals each send once, so that
+    /// one sent again is the same bytes.
+    pub fn set_sealing(&mut self, sealing: Sealing) {
+        self.seal = Some(Box::new(Seal::new(sealing)));
+        self.reannounce();
+    }
+
+    /// Our identity key, if sealing is on.
+    pub fn identity(&self) -> Option<IdentityKey> {
+        self.seal.as_ref().map(|s| s.identity())
+    }
+
+    /// The application trusts `key` for `user` from now on: a changed key the person
+    /// accepted, or one it checked by its fingerprint.
+    pub fn pin_key(&mut self, user: UserId, key: IdentityKey) {
+        if let Some(seal) = &mut self.seal {
+            seal.pin(user, key);
+        }
+    }
+
+    /// Asks for `user`'s identity key; the answer comes as [`Event::PeerKey`].
+    pub fn query_key(&mut self, user: UserId) {
+        if self.keys_asked.insert(user.clone()) {
+            self.queue(Frame::KeyQuery(KeyQuery { user }));
+        }
+    }
+
+    /// The key pinned for `user`.
+    pub(crate) fn pinned_key(&self, user: &UserId) -> Option<IdentityKey> {
+        self.seal.as_ref().and_then(|s| s.pinned(user))
+    }
+
+    /// `plain` sealed for `to` (whose key must be pinned), bound to what it is.
+    pub(crate) fn seal(
+        &mut self,
+        user: &UserId,
+        to: &UserId,
+        binding: Binding,
+        plain: &[u8],
+    ) -> Result<Bytes, ErrorCode> {
+        let seal = self.seal.as_mut().ok_or(ErrorCode::NO_PEER_KEY)?;
+        seal.seal(user, to, binding, plain)
+    }
+
+    /// The next key heard in a `KEY` answer.
+    pub(crate) fn take_key_heard(
+        &mut self,
+    ) -> Option<(UserId, Option<IdentityKey>, Option<KeyStatus>)> {
+        self.keys_heard.pop_front()
+    }
+
+    /// `true` if the peer answers `KEY_QUERY`.
+    pub(crate) fn peer_has_keys(&self) -> bool {
+        self.session
+            .peer()
+            .is_some_and(|p| p.capabilities.contains(Capabilities::SEALED))
+    }
+
+    /// `true` if sealing is on.
+    pub fn is_sealing(&self) -> bool {
+        self.seal.is_some()
+    }
+
+    /// A `KEY` came: the key is weighed against what is pinned, and the application hears.
+    fn on_key(&mut self, key: Key) {
+        let Some(seal) = &mut self.seal else {
+            return;
+        };
+        if !self.keys_asked.remove(&key.user) {
+            return;
+        }
+        let status = key.key.and_then(|k| seal.hear(&key.user, k));
+        self.keys_heard
+            .push_back((key.user.clone(), key.key, status));
+        self.push_event(Event::PeerKey {
+            user: key.user,
+            key: key.key,
+            status,
+        });
+    }
+
+    /// Incoming message `id`'s bytes opened, if sealing is on; `None` if it was refused
+    /// (its sender told why, and the application).
+    fn open_incoming(&mut self, id: MessageId, binding: Binding) -> Option<Bytes> {
+        let msg = self.incoming.get_mut(id)?;
+        let data = msg.data.split().freeze();
+        let Some(seal) = &mut self.seal else {
+            return Some(data);
+        };
+        let me = match &self.login {
+            LoginState::Accepted(me) | LoginState::Pending(me) => me.clone(),
+            LoginState::None => return None,
+        };
+        let (from, kind) = (msg.from.clone(), msg.kind);
+        match seal.open(&me, &from, binding, &data) {
+            Ok((plain, learned)) => {
+                if let Some(key) = learned {
+                    self.push_event(Event::PeerKey {
+                        user: from,
+                        key: Some(key),
+                        status: Some(KeyStatus::Learned),
+                    });
+                }
+                Some(plain)
+            }
+            Err(refused) => {
+                if let Some((key, status)) = refused.key {
+                    self.push_event(Event::PeerKey {
+                        user: from.clone(),
+                        key: Some(key),
+                        status: Some(status),
+                    });
+                }
+                let code = refused.code;
+                self.push_event(Event::Refused { from, kind, code });
+                self.fail_incoming(id, code);
+                None
+            }
+        }
     }
 
     // ----- User commands -------------------------------------------------------------
@@ -595,6 +750,10 @@ impl Client {
     pub fn carry_from(&mut self, old: &mut Client) {
         self.seen = core::mem::take(&mut old.seen);
         self.senders = old.senders.take();
+        if old.seal.is_some() {
+            self.seal = old.seal.take();
+            self.reannounce();
+        }
     }
 
     /// Takes messages only from `senders` (`None`: from anyone, the default): a command,
@@ -1231,6 +1390,14 @@ impl Client {
                     self.fail_incoming(c.id, c.code);
                 }
             }
+            // On a direct link the peer asks us for our own key; of anyone else we know
+            // none.
+            Frame::KeyQuery(q) => {
+                let me = matches!(&self.login, LoginState::Accepted(me) if *me == q.user);
+                let key = self.identity().filter(|_| me);
+                self.queue(Frame::Key(Key { user: q.user, key }));
+            }
+            Frame::Key(key) => self.on_key(key),
         }
     }
 
@@ -1346,6 +1513,16 @@ impl Client {
             self.queue(refuse(ErrorCode::REJECTED));
             return None;
         }
+        // Files are not sealed yet: where sealing is on, none comes in the clear.
+        if self.seal.is_some() && kind == SendKind::File {
+            self.queue(refuse(ErrorCode::SEAL_REQUIRED));
+            self.push_event(Event::Refused {
+                from,
+                kind,
+                code: ErrorCode::SEAL_REQUIRED,
+            });
+            return None;
+        }
         let (count, cap) = match kind {
             SendKind::Cmd => (self.cmds_arriving, self.config.max_cmds_in_flight),
             _ => (self.transfers_arriving, self.config.max_transfers),
@@ -1400,6 +1577,15 @@ impl Client {
         if !msg.is_delivered() {
             return;
         }
+        // Opened first: its identity is bound to the seal, so a repeat is judged on what
+        // its sender said.
+        let once = msg.once;
+        let Some(data) = self.open_incoming(id, Binding::Cmd(once)) else {
+            return;
+        };
+        let Some(msg) = self.incoming.get_mut(id) else {
+            return;
+        };
         // A command with an identity is delivered once across connections: a repeat is
         // confirmed without an event, one of a forgotten stream refused (`seen.rs`).
         if let Some(once) = msg.once {
@@ -1418,7 +1604,7 @@ impl Client {
         let event = Event::CmdReceived {
             id: ReceiveId(id),
             from: msg.from.clone(),
-            data: msg.data.split().freeze(),
+            data,
             once: msg.once,
         };
         self.events.push_back((event, OnTake::Deliver(id)));
@@ -1442,6 +1628,7 @@ impl Client {
         };
         let resume_key = open.resume_key.filter(|_| keeps);
         msg.resume_key = resume_key;
+        msg.offered_key = open.resume_key;
         msg.awaiting_resume = resume_key.is_some();
         if open.resume_key.is_some() && resume_key.is_none() {
             self.queue(Frame::ResumeFrom(ResumeFrom {
@@ -1580,15 +1767,22 @@ impl Client {
                 total: size,
             }
         });
+        let kind = msg.kind;
+        let data = match kind {
+            SendKind::Buffer => {
+                let binding = Binding::Buffer(msg.offered_key);
+                match self.open_incoming(end.id, binding) {
+                    Some(data) => data,
+                    None => return,
+                }
+            }
+            _ => Bytes::new(),
+        };
         // A buffer is delivered when the application takes it (unless it confirms buffers
         // itself); a file when the application says it has kept it (`accept_delivery`).
-        let (event, on_take) = match msg.kind {
+        let (event, on_take) = match kind {
             SendKind::Buffer => (
-                Event::BufferReceived {
-                    id,
-                    from,
-                    data: msg.data.split().freeze(),
-                },
+                Event::BufferReceived { id, from, data },
                 match self.config.confirm_buffers {
                     true => OnTake::Nothing,
                     false => OnTake::Deliver(end.id),

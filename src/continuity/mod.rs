@@ -62,12 +62,13 @@ use bytes::{Bytes, BytesMut};
 use crate::client::{
     Client, ClientConfig, ConfigError, Event, Output, ReceiveId, SendId, SendKind,
 };
-use crate::wire::{Digest, FrameSink, ResumeKey, UserId};
+use crate::seal::{Binding, KeyStatus, Sealing};
+use crate::wire::{Digest, FrameSink, IdentityKey, ResumeKey, UserId};
 use crate::{ActionError, CloseReason, ErrorCode, Instant, SendError};
 
 use held::{Answer, HeldBuffers};
 use redial::{Redial, Rng};
-use sends::{Ended, Outcome, Resend, Sends};
+use sends::{Ended, Made, Outcome, Resend, Sends};
 
 /// How a [`Continuity`] carries on after a lost connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +154,19 @@ pub struct Continuity {
     now: Instant,
     /// Events of its own (waits, results of sends given up, reconnects, the last close).
     own: VecDeque<Event>,
+    /// Sealed sends whose receiver's key was asked for, in the order they were made.
+    awaiting_key: VecDeque<AwaitingKey>,
+}
+
+/// A sealed send made before its receiver's key was known: it starts, sealed, once the
+/// key is heard, or ends with the reason there is none.
+#[derive(Debug)]
+struct AwaitingKey {
+    id: SendId,
+    kind: SendKind,
+    to: UserId,
+    data: Bytes,
+    cookie: u64,
 }
 
 impl Continuity {
@@ -189,7 +203,26 @@ impl Continuity {
             told_login: false,
             now,
             own: VecDeque::new(),
+            awaiting_key: VecDeque::new(),
         })
+    }
+
+    /// Seals messages between users ([`crate::seal`], [`Client::set_sealing`]): every
+    /// command and buffer sent is sealed for its receiver, whose key is asked of the relay
+    /// if it is not pinned (the send waits for it); every one that comes in must be
+    /// sealed for this user. Files are refused both ways (`SEAL_REQUIRED`): they are not
+    /// sealed yet. Call it before the first output.
+    pub fn set_sealing(&mut self, sealing: Sealing) {
+        self.client.set_sealing(sealing);
+        // Sends wait for keys under ids of ours.
+        self.sends.track();
+    }
+
+    /// The application trusts `key` for `user` from now on ([`Client::pin_key`]); sends
+    /// waiting for that user's key go.
+    pub fn pin_key(&mut self, user: UserId, key: IdentityKey) {
+        self.client.pin_key(user.clone(), key);
+        self.keys_heard(user, Some(key), None);
     }
 
     /// The current connection's client, to look at (round-trip time, bytes held).
@@ -209,14 +242,7 @@ impl Continuity {
         data: Bytes,
         cookie: u64,
     ) -> Result<SendId, SendError> {
-        let resend = self.policy.map(|_| Resend::Cmd {
-            to: to.into(),
-            data: data.clone(),
-            once: self.sends.next_once(to),
-        });
-        self.start(now, SendKind::Cmd, cookie, resend, |c| {
-            c.send_cmd(now, to, data, cookie)
-        })
+        self.send_data(now, SendKind::Cmd, to, data, cookie, None)
     }
 
     /// `sendBuffer`. With a [`Policy`] it carries a resume key: cut off, it goes on from
@@ -228,14 +254,137 @@ impl Continuity {
         data: Bytes,
         cookie: u64,
     ) -> Result<SendId, SendError> {
-        let resend = self.policy.map(|_| Resend::Buffer {
-            to: to.into(),
-            data: data.clone(),
-            key: self.sends.next_key(),
-        });
-        self.start(now, SendKind::Buffer, cookie, resend, |c| {
-            c.send_buffer(now, to, data, cookie)
+        self.send_data(now, SendKind::Buffer, to, data, cookie, None)
+    }
+
+    /// A command or buffer, sealed where sealing is on (once: a re-send is the same
+    /// bytes), under `id` if it waited for its receiver's key.
+    fn send_data(
+        &mut self,
+        now: Instant,
+        kind: SendKind,
+        to: &str,
+        data: Bytes,
+        cookie: u64,
+        id: Option<SendId>,
+    ) -> Result<SendId, SendError> {
+        let sealed_for = match self.client.is_sealing() {
+            true => Some(UserId::new(to).map_err(SendError::InvalidTarget)?),
+            false => None,
+        };
+        if let Some(target) = &sealed_for {
+            if self.client.pinned_key(target).is_none() {
+                return self.await_key(now, kind, target.clone(), data, cookie, id);
+            }
+        }
+        let (once, key) = match (kind, self.policy) {
+            (_, None) => (None, None),
+            (SendKind::Cmd, Some(_)) => (Some(self.sends.next_once(to)), None),
+            (_, Some(_)) => (None, Some(self.sends.next_key())),
+        };
+        let data = match &sealed_for {
+            Some(target) => {
+                let binding = match kind {
+                    SendKind::Cmd => Binding::Cmd(once),
+                    _ => Binding::Buffer(key),
+                };
+                let me = UserId::new(&self.user).map_err(SendError::InvalidUser)?;
+                let sealed = self.client.seal(&me, target, binding, &data);
+                sealed.map_err(SendError::Sealing)?
+            }
+            None => data,
+        };
+        let resend = match (once, key) {
+            (Some(once), _) => Some(Resend::Cmd {
+                to: to.into(),
+                data: data.clone(),
+                once,
+            }),
+            (_, Some(key)) => Some(Resend::Buffer {
+                to: to.into(),
+                data: data.clone(),
+                key,
+            }),
+            _ => None,
+        };
+        self.start(now, kind, cookie, resend, id, |c| match kind {
+            SendKind::Cmd => c.send_cmd(now, to, data, cookie),
+            _ => c.send_buffer(now, to, data, cookie),
         })
+    }
+
+    /// A sealed send waits for its receiver's key, asked for now if the connection is up.
+    fn await_key(
+        &mut self,
+        now: Instant,
+        kind: SendKind,
+        to: UserId,
+        data: Bytes,
+        cookie: u64,
+        id: Option<SendId>,
+    ) -> Result<SendId, SendError> {
+        self.now = now;
+        if self.closing {
+            return Err(SendError::Closed);
+        }
+        let queued = self.awaiting_key.len() + self.sends.waiting();
+        if id.is_none() && queued >= self.config.max_queued_sends {
+            return Err(SendError::QueueFull);
+        }
+        let id = id.unwrap_or_else(|| self.sends.reserve());
+        self.awaiting_key.push_back(AwaitingKey {
+            id,
+            kind,
+            to: to.clone(),
+            data,
+            cookie,
+        });
+        self.ask_key(&to);
+        Ok(id)
+    }
+
+    /// Asks for `user`'s key on a live connection (a new one asks again for every send
+    /// still waiting). A relay that does not give keys has none to give.
+    fn ask_key(&mut self, user: &UserId) {
+        if !self.is_logged_in() {
+            return;
+        }
+        match self.client.peer_has_keys() {
+            true => self.client.query_key(user.clone()),
+            false => self.keys_heard(user.clone(), None, None),
+        }
+    }
+
+    /// `user`'s key was heard (or there is none): the sends waiting for it are sealed and
+    /// go, or end with the reason.
+    fn keys_heard(&mut self, user: UserId, key: Option<IdentityKey>, status: Option<KeyStatus>) {
+        let code = match (key, status) {
+            (None, _) => Some(ErrorCode::NO_PEER_KEY),
+            (Some(_), None | Some(KeyStatus::Learned)) => None,
+            (Some(_), Some(KeyStatus::Changed { .. })) => Some(ErrorCode::PEER_KEY_CHANGED),
+            (Some(_), Some(KeyStatus::Unknown)) => Some(ErrorCode::NO_PEER_KEY),
+        };
+        let (go, stay): (VecDeque<_>, VecDeque<_>) = core::mem::take(&mut self.awaiting_key)
+            .into_iter()
+            .partition(|a| a.to == user);
+        self.awaiting_key = stay;
+        for a in go {
+            let started = match code {
+                Some(code) => Err(SendError::Sealing(code)),
+                None => {
+                    let to = a.to.as_str();
+                    self.send_data(self.now, a.kind, to, a.data, a.cookie, Some(a.id))
+                }
+            };
+            if let Err(e) = started {
+                self.tell_ended([Ended {
+                    id: a.id,
+                    kind: a.kind,
+                    code: e.code(),
+                    cookie: a.cookie,
+                }]);
+            }
+        }
     }
 
     /// `sendFile` of `size` bytes under `key` (its bytes come as [`Event::FileRead`]):
@@ -249,13 +398,16 @@ impl Continuity {
         key: ResumeKey,
         cookie: u64,
     ) -> Result<SendId, SendError> {
+        if self.client.is_sealing() {
+            return Err(SendError::Sealing(ErrorCode::SEAL_REQUIRED));
+        }
         let resend = self.policy.map(|_| Resend::File {
             to: to.into(),
             name: name.into(),
             size,
             key,
         });
-        self.start(now, SendKind::File, cookie, resend, |c| {
+        self.start(now, SendKind::File, cookie, resend, None, |c| {
             c.send_file_resumable(now, to, name, size, key, cookie)
         })
     }
@@ -266,6 +418,7 @@ impl Continuity {
         kind: SendKind,
         cookie: u64,
         resend: Option<Resend>,
+        id: Option<SendId>,
         plain: impl FnOnce(&mut Client) -> Result<SendId, SendError>,
     ) -> Result<SendId, SendError> {
         self.now = now;
@@ -284,12 +437,16 @@ impl Continuity {
         // send again; else as a plain send.
         let first = resend.clone();
         let client = &mut self.client;
-        let (id, waits) =
-            self.sends
-                .start(now, kind, cookie, resend, connected, || match first {
-                    Some(resend) => resend.start(client, now, cookie, false),
-                    None => plain(client),
-                })?;
+        let (id, waits) = self.sends.start(
+            now,
+            Made { id, kind, cookie },
+            resend,
+            connected,
+            || match first {
+                Some(resend) => resend.start(client, now, cookie, false),
+                None => plain(client),
+            },
+        )?;
         if let Some(code) = waits {
             self.tell_waiting(id, now, code);
         }
@@ -299,6 +456,17 @@ impl Continuity {
     /// `cancelSend` of send `id`: on the connection (its result follows), or waiting (it
     /// ends at once with `CANCELLED`). `TRANSID_INVALID` for one not known.
     pub fn cancel_send(&mut self, id: SendId, cookie: u64) -> ErrorCode {
+        if let Some(at) = self.awaiting_key.iter().position(|a| a.id == id) {
+            if let Some(a) = self.awaiting_key.remove(at) {
+                self.tell_ended([Ended {
+                    id,
+                    kind: a.kind,
+                    code: ErrorCode::CANCELLED,
+                    cookie: a.cookie,
+                }]);
+            }
+            return ErrorCode::NOERR;
+        }
         if let Some(on) = self.sends.on_conn(id) {
             return self.client.cancel_send(on, cookie);
         }
@@ -574,6 +742,9 @@ impl Continuity {
     /// Follows the connection: a login accepted (waiting sends go on), a connection over
     /// (reconnect, or not).
     fn check_link(&mut self) {
+        while let Some((user, key, status)) = self.client.take_key_heard() {
+            self.keys_heard(user, key, status);
+        }
         let Link::Up { logged_in, again } = self.link else {
             return;
         };
@@ -587,6 +758,10 @@ impl Continuity {
                 self.own.push_back(Event::Reconnected);
             }
             self.resubmit(self.now);
+            let users: BTreeSet<UserId> = self.awaiting_key.iter().map(|a| a.to.clone()).collect();
+            for user in users {
+                self.ask_key(&user);
+            }
         }
         if !self.client.is_closed() {
             return;
@@ -612,6 +787,13 @@ impl Continuity {
         self.link = Link::Over;
         let ended = self.sends.give_up(self.now, None);
         self.tell_ended(ended);
+        let awaiting: Vec<_> = self.awaiting_key.drain(..).collect();
+        self.tell_ended(awaiting.into_iter().map(|a| Ended {
+            id: a.id,
+            kind: a.kind,
+            code: ErrorCode::CONNECTIONLOST,
+            cookie: a.cookie,
+        }));
         if down {
             self.own.push_back(Event::Closed {
                 code: ErrorCode::CONNECTIONLOST,

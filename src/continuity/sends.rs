@@ -73,6 +73,15 @@ impl Resend {
     }
 }
 
+/// A send as the application made it: its kind and cookie, and the id it was already
+/// given if it waited before starting (for its receiver's key).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Made {
+    pub(crate) id: Option<SendId>,
+    pub(crate) kind: SendKind,
+    pub(crate) cookie: u64,
+}
+
 /// One send the application knows of, until its result.
 #[derive(Debug)]
 struct Tracked {
@@ -202,8 +211,7 @@ impl Sends {
     pub(crate) fn start(
         &mut self,
         now: Instant,
-        kind: SendKind,
-        cookie: u64,
+        made: Made,
         resend: Option<Resend>,
         connected: bool,
         start: impl FnOnce() -> Result<SendId, SendError>,
@@ -228,8 +236,8 @@ impl Sends {
             true => None,
             false => Some(start()?),
         };
-        let id = SendId(self.next);
-        self.next += 1;
+        let Made { id, kind, cookie } = made;
+        let id = id.unwrap_or_else(|| self.reserve());
         let waits = queue.then_some(ErrorCode::CONNECTIONLOST);
         if let Some(c) = on_conn {
             self.on_conn.insert(c, id);
@@ -249,6 +257,19 @@ impl Sends {
             self.waiting.push_back(id);
         }
         Ok((id, waits))
+    }
+
+    /// A new id of ours, for a send that starts later (it waits for its receiver's key).
+    pub(crate) fn reserve(&mut self) -> SendId {
+        let id = SendId(self.next);
+        self.next += 1;
+        id
+    }
+
+    /// Sends are known by ids of ours from now on, even without re-sending (sealed sends
+    /// wait for keys under them). Before any send.
+    pub(crate) fn track(&mut self) {
+        self.tracking = true;
     }
 
     /// Our id of the current connection's send `id`.

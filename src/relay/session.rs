@@ -14,14 +14,18 @@ impl Relay {
     /// The relay's `HELLO` announcing `transfer_window` (a link's is `link_window`).
     pub(super) fn hello_with(&self, transfer_window: u64) -> Hello {
         let c = &self.config;
-        Hello::new(
+        let mut hello = Hello::new(
             Role::Relay,
             &c.limits,
             c.max_cmds_in_flight,
             c.max_transfers,
             transfer_window,
             INITIAL_CONN_CREDIT,
-        )
+        );
+        // It answers KEY_QUERY.
+        hello.capabilities =
+            wire::Capabilities(hello.capabilities.0 | wire::Capabilities::SEALED.0);
+        hello
     }
 
     /// The relay's transfer window for a message from `src` to `dst`: `link_window` if it
@@ -217,6 +221,20 @@ impl Relay {
                 }
             }
             Frame::Result(result) => self.on_result(conn, result),
+            // A user's identity key is what its own HELLO announced; the relay keeps no
+            // other (docs/PROTOCOL.md, "Sealed messages").
+            Frame::KeyQuery(query) => {
+                let key = self
+                    .users
+                    .get(&query.user)
+                    .and_then(|user| self.conns.get(user))
+                    .and_then(|user| user.session.peer())
+                    .filter(|h| h.capabilities.contains(wire::Capabilities::SEALED))
+                    .and_then(|h| h.identity);
+                let user = query.user;
+                self.push(conn, Frame::Key(wire::Key { user, key }));
+            }
+            Frame::Key(_) => self.violation(conn, Violation::UnexpectedFrame),
         }
     }
 

@@ -78,6 +78,7 @@ impl<'a> Arbitrary<'a> for Frame {
                 max_transfers: value(u)?,
                 transfer_window: value(u)?,
                 conn_window: value(u)?,
+                identity: Option::<IdentityKey>::arbitrary(u)?,
             }),
             FrameType::Login => Frame::Login(Login {
                 user: user_id(u)?,
@@ -163,6 +164,11 @@ impl<'a> Arbitrary<'a> for Frame {
                 id: value(u)?,
                 offset: value_at_most(u, limits.max_transfer_size())?,
                 digest: Digest::arbitrary(u)?,
+            }),
+            FrameType::KeyQuery => Frame::KeyQuery(KeyQuery { user: user_id(u)? }),
+            FrameType::Key => Frame::Key(Key {
+                user: user_id(u)?,
+                key: Option::<IdentityKey>::arbitrary(u)?,
             }),
         })
     }

@@ -151,6 +151,9 @@ pub enum DecodeError {
     /// An `OPEN` whose resume key is neither empty nor 16 bytes.
     #[error("a resume key must be empty or 16 bytes, not {0}")]
     ResumeKeyLength(u64),
+    /// An identity key (`HELLO`, `KEY`) neither empty nor 32 bytes.
+    #[error("an identity key must be empty or 32 bytes, not {0}")]
+    IdentityKeyLength(u64),
     /// A `CMD` fragment longer than the command it declares.
     #[error("CMD fragment of {len} bytes is longer than its declared total of {total}")]
     CmdOverTotal {
@@ -205,6 +208,15 @@ fn empty_or_exactly(
         }
         v => invalid(wrong(v)),
     }
+}
+
+/// An identity key field: empty, or 32 bytes.
+fn identity_key(i: &[u8]) -> Parsed<'_, Option<IdentityKey>> {
+    let (i, key) = empty_or_exactly(i, IdentityKey::LEN, DecodeError::IdentityKeyLength)?;
+    let key = key
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .map(IdentityKey);
+    Ok((i, key))
 }
 
 fn invalid<T>(e: DecodeError) -> Result<T, Err<FieldError>> {
@@ -373,6 +385,10 @@ pub(crate) fn parse_body(
         FrameType::End => b.end(input),
         FrameType::Credit => b.credit(input),
         FrameType::ResumeFrom => b.resume_from(input),
+        FrameType::KeyQuery => b
+            .user_id(input)
+            .map(|(i, user)| (i, Frame::KeyQuery(KeyQuery { user }))),
+        FrameType::Key => b.key(input),
         FrameType::Cancel => b
             .id_code(input)
             .map(|(i, (id, code))| (i, Frame::Cancel(Cancel { id, code }))),
@@ -543,8 +559,14 @@ impl Body<'_> {
             max_transfers,
             transfer_window,
             conn_window,
+            identity: None,
         };
-        Ok((i, Frame::Hello(hello)))
+        // The identity key, appended in this version; what follows it is ignored.
+        let (i, identity) = match i.is_empty() {
+            true => (i, None),
+            false => identity_key(i)?,
+        };
+        Ok((i, Frame::Hello(Hello { identity, ..hello })))
     }
 
     #[inline]
@@ -689,6 +711,12 @@ impl Body<'_> {
         Ok((i, Frame::End(End { id, size, digest })))
     }
 
+    fn key<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
+        let (i, user) = self.user_id(i)?;
+        let (i, key) = identity_key(i)?;
+        Ok((i, Frame::Key(Key { user, key })))
+    }
+
     #[inline]
     fn resume_from<'a>(&self, i: &'a [u8]) -> Parsed<'a, Frame> {
         let (i, id) = varint(i)?;
@@ -803,6 +831,8 @@ mod tests {
         );
         let mut body = Vec::from(MAGIC);
         body.extend_from_slice(&[1, 1, 0, 0x50, 0x00, 1, 1, 1, 1, 1, 1, 1]);
+        // No identity key (its field is known to this version), then later fields.
+        body.push(0);
         body.extend_from_slice(b"future fields");
         assert!(
             matches!(decode(raw(0x01, &body)), Ok(Some(Frame::Hello(h))) if h.max_frame_size == 4096)

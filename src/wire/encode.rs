@@ -125,6 +125,11 @@ impl Frame {
                 ] {
                     f(Varint(v));
                 }
+                // Appended in this version: absent from a HELLO without a key, so a
+                // HELLO of an older version is the same bytes.
+                if let Some(key) = &h.identity {
+                    f(Prefixed(&key.0));
+                }
             }
             Frame::Login(l) => {
                 f(Prefixed(l.user.as_bytes()));
@@ -186,6 +191,11 @@ impl Frame {
                 f(Varint(r.id));
                 f(Varint(r.offset));
                 digest_fields(&r.digest, f);
+            }
+            Frame::KeyQuery(q) => f(Prefixed(q.user.as_bytes())),
+            Frame::Key(k) => {
+                f(Prefixed(k.user.as_bytes()));
+                f(Prefixed(k.key.as_ref().map_or(&[][..], |k| &k.0[..])));
             }
         }
     }

@@ -80,6 +80,10 @@ frame_types! {
     Result = 0x17, "RESULT";
     /// Where a receiver's bytes of a resumable transfer end, and their digest.
     ResumeFrom = 0x18, "RESUME_FROM";
+    /// A client asks for a user's identity key (capability `SEALED`).
+    KeyQuery = 0x19, "KEY_QUERY";
+    /// A user's identity key, or that none is known (capability `SEALED`).
+    Key = 0x1a, "KEY";
 }
 
 impl FrameType {
@@ -112,6 +116,10 @@ impl Capabilities {
     /// Set by a client that only sends: a relay logs it in beside the user's full
     /// session, kicks nobody, and routes it no messages (docs/PROTOCOL.md, "Relays").
     pub const SEND_ONLY: Capabilities = Capabilities(1 << 2);
+    /// Sealed messages between users: a client's `HELLO` carries its identity key, and
+    /// `KEY_QUERY` / `KEY` ask for and give another user's (docs/PROTOCOL.md, "Sealed
+    /// messages").
+    pub const SEALED: Capabilities = Capabilities(1 << 3);
 
     /// What this version sets.
     pub const fn supported() -> Self {
@@ -155,6 +163,8 @@ pub struct Hello {
     pub transfer_window: u64,
     /// Connection credit at the start: `DATA` payload bytes before any `CONN_CREDIT`.
     pub conn_window: u64,
+    /// The sender's identity key, for sealed messages (a client that set `SEALED`).
+    pub identity: Option<IdentityKey>,
 }
 
 impl Hello {
@@ -180,8 +190,48 @@ impl Hello {
             max_transfers,
             transfer_window,
             conn_window,
+            identity: None,
         }
     }
+}
+
+/// A user's identity key: the X25519 public key others seal messages to, and that
+/// authenticates what the user seals (docs/PROTOCOL.md, "Sealed messages").
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct IdentityKey(pub [u8; 32]);
+
+impl IdentityKey {
+    /// Its length on the wire.
+    pub const LEN: u64 = 32;
+}
+
+impl core::fmt::Debug for IdentityKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "IdentityKey(")?;
+        for b in &self.0[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, "..)")
+    }
+}
+
+/// `KEY_QUERY`: a client asks its relay (or its peer on a direct link) for `user`'s
+/// identity key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyQuery {
+    /// Whose key.
+    pub user: UserId,
+}
+
+/// `KEY`: the answer to `KEY_QUERY`: `user`'s identity key as announced in its `HELLO`,
+/// or `None` if it is not connected or announced none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key {
+    /// Whose key.
+    pub user: UserId,
+    /// The key, if known.
+    pub key: Option<IdentityKey>,
 }
 
 /// `LOGIN`: who the sender is, with a token the application checks.
@@ -476,6 +526,10 @@ pub enum Frame {
     Result(MessageResult),
     /// `RESUME_FROM`: see [`ResumeFrom`].
     ResumeFrom(ResumeFrom),
+    /// `KEY_QUERY`: see [`KeyQuery`].
+    KeyQuery(KeyQuery),
+    /// `KEY`: see [`Key`].
+    Key(Key),
 }
 
 impl Frame {
@@ -531,6 +585,8 @@ impl Frame {
             Frame::Cancel(_) => FrameType::Cancel,
             Frame::Result(_) => FrameType::Result,
             Frame::ResumeFrom(_) => FrameType::ResumeFrom,
+            Frame::KeyQuery(_) => FrameType::KeyQuery,
+            Frame::Key(_) => FrameType::Key,
         }
     }
 }

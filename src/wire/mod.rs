@@ -21,8 +21,8 @@ pub use decode::{DecodeError, Decoder, Limit};
 pub use encode::EncodeError;
 pub use frame::{
     Cancel, Capabilities, Close, Cmd, CmdCont, CmdOnce, ConnCredit, Credit, Data, Digest, End,
-    Frame, FrameType, Hello, Login, LoginResult, MessageId, MessageResult, Open, Ping, ResumeFrom,
-    ResumeKey, Role, TransferKind, MAGIC, VERSION,
+    Frame, FrameType, Hello, IdentityKey, Key, KeyQuery, Login, LoginResult, MessageId,
+    MessageResult, Open, Ping, ResumeFrom, ResumeKey, Role, TransferKind, MAGIC, VERSION,
 };
 pub use inbox::Inbox;
 pub use limits::{

@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use peermsg::client::{ClientConfig, Event, Output, SendId};
 use peermsg::continuity::{Continuity, Policy};
 use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
+use peermsg::wire::{Decoder, Frame, Limits};
 use peermsg::Instant;
 
 use super::{FileStore, Rng, Sim};
@@ -79,6 +80,9 @@ impl User {
     }
 }
 
+/// What a hostile relay does to the frames it sends user `i`: the frames that go instead.
+pub type Tamper = Box<dyn FnMut(usize, Frame) -> Vec<Frame>>;
+
 /// A relay and users who reconnect to it.
 pub struct World {
     pub now: Instant,
@@ -91,11 +95,24 @@ pub struct World {
     next_conn: u64,
     pub rng: Rng,
     pub max_piece: u64,
+    /// A relay that changes what it sends (`None`: an honest one).
+    pub tamper: Option<Tamper>,
 }
 
 impl World {
     /// A relay and one user per name, each logged in.
     pub fn new(names: &[&str], config: ClientConfig, policy: Policy, seed: u64) -> Self {
+        Self::with_setup(names, config, policy, seed, |_, _| {})
+    }
+
+    /// As [`World::new`], with `setup` given each user's continuity before it connects.
+    pub fn with_setup(
+        names: &[&str],
+        config: ClientConfig,
+        policy: Policy,
+        seed: u64,
+        setup: impl Fn(usize, &mut Continuity),
+    ) -> Self {
         let relay_config = RelayConfig::default();
         let mut world = World {
             now: Instant::from_micros(1_000_000),
@@ -107,13 +124,15 @@ impl World {
             next_conn: 0,
             rng: Rng::new(seed),
             max_piece: 4000,
+            tamper: None,
         };
         for (i, name) in names.iter().enumerate() {
             let mut seed = [0u8; 16];
             seed[..8].copy_from_slice(&world.rng.next().to_le_bytes());
             seed[8..].copy_from_slice(&(i as u64).to_le_bytes());
-            let cont = Continuity::new(config, Some(policy), name, b"good", seed, world.now)
+            let mut cont = Continuity::new(config, Some(policy), name, b"good", seed, world.now)
                 .expect("valid user");
+            setup(i, &mut cont);
             world.users.push(User {
                 name: name.to_string(),
                 cont,
@@ -206,6 +225,18 @@ impl World {
     }
 }
 
+/// The frames of `bytes` (whole frames, as a relay writes them), each replaced by what
+/// `change` makes of it.
+fn retell(mut bytes: BytesMut, mut change: impl FnMut(Frame) -> Vec<Frame>) -> BytesMut {
+    let mut decoder = Decoder::new(Limits::default()).expect("default limits");
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = decoder.decode(&mut bytes) {
+        frames.extend(change(frame));
+    }
+    assert!(bytes.is_empty(), "a relay batch ends with a whole frame");
+    super::encode(&frames)
+}
+
 fn cut(rng: &mut Rng, max_piece: u64, mut bytes: Bytes, queue: &mut VecDeque<Bytes>) {
     while !bytes.is_empty() {
         let n = (1 + rng.below(max_piece)).min(bytes.len() as u64) as usize;
@@ -237,7 +268,11 @@ impl Sim for World {
             match self.relay.poll_output(&mut buf) {
                 RelayOutput::Transmit(conn, _) => {
                     busy = true;
-                    let user = self.by_conn.get(&conn).map(|i| &mut self.users[*i]);
+                    let to = self.by_conn.get(&conn).copied();
+                    if let (Some(tamper), Some(i)) = (self.tamper.as_mut(), to) {
+                        buf = retell(buf, |frame| tamper(i, frame));
+                    }
+                    let user = to.map(|i| &mut self.users[i]);
                     if let Some(user) = user.filter(|u| u.conn == Some(conn)) {
                         cut(
                             &mut self.rng,
@@ -258,7 +293,7 @@ impl Sim for World {
         }
         for user in &mut self.users {
             let Some(conn) = user.conn else { continue };
-            let may_send = user.out_budget.map_or(true, |n| n > 0);
+            let may_send = user.out_budget.is_none_or(|n| n > 0);
             if let Some(piece) = may_send.then(|| user.to_relay.pop_front()).flatten() {
                 user.out_budget = user.out_budget.map(|n| n - 1);
                 self.relay.handle_input(now, conn, &piece);
