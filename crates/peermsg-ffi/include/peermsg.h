@@ -167,6 +167,22 @@
 // now (docs/PROTOCOL.md, "Commands exactly once").
 #define PM_REPEAT_FORGOTTEN 9017
 
+// The receiver takes sealed messages only (end-to-end encryption), and this one was not
+// sealed, or is of a kind not sealed yet (files).
+#define PM_SEAL_REQUIRED 9018
+
+// A sealed send found no key to seal to: its receiver does not use end-to-end
+// encryption, or is not known where it was looked up.
+#define PM_NO_PEER_KEY 9019
+
+// The peer's identity key is not the one pinned for it: refused (someone between, a
+// relay for one, may be swapping keys), until the person accepts the new key.
+#define PM_PEER_KEY_CHANGED 9020
+
+// A sealed message did not open: altered, cut, spliced or moved on its way, or sealed
+// for another user.
+#define PM_SEAL_BROKEN 9021
+
 // No event: [`pm_core_poll_event`] found nothing to tell.
 #define PM_EVENT_NONE 0
 

@@ -127,6 +127,22 @@ pub const PM_TOKEN_WRONG_USER: i32 = 9016;
 /// now (docs/PROTOCOL.md, "Commands exactly once").
 pub const PM_REPEAT_FORGOTTEN: i32 = 9017;
 
+/// The receiver takes sealed messages only (end-to-end encryption), and this one was not
+/// sealed, or is of a kind not sealed yet (files).
+pub const PM_SEAL_REQUIRED: i32 = 9018;
+
+/// A sealed send found no key to seal to: its receiver does not use end-to-end
+/// encryption, or is not known where it was looked up.
+pub const PM_NO_PEER_KEY: i32 = 9019;
+
+/// The peer's identity key is not the one pinned for it: refused (someone between, a
+/// relay for one, may be swapping keys), until the person accepts the new key.
+pub const PM_PEER_KEY_CHANGED: i32 = 9020;
+
+/// A sealed message did not open: altered, cut, spliced or moved on its way, or sealed
+/// for another user.
+pub const PM_SEAL_BROKEN: i32 = 9021;
+
 /// The name of error number `code` (`"NOERR"`, `"OFFLINE"`, ...), or `"UNKNOWN"` for a
 /// number this version does not know. The string is static: never free it.
 #[no_mangle]

@@ -56,6 +56,13 @@ pub(crate) fn unix_micros() -> u64 {
 
 /// Sixteen bytes from the system's random source: seeds of a client's streams and keys.
 /// (Should it fail, the process id and the time make bytes no other process has.)
+/// 32 random bytes of the system's (sealing's generator seed); `None` without a random
+/// source: never seal with a predictable generator.
+pub(crate) fn random32() -> Option<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).ok().map(|_| bytes)
+}
+
 pub(crate) fn random16() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     if getrandom::getrandom(&mut bytes).is_err() {

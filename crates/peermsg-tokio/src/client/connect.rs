@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use peermsg::client::{ClientConfig, Event};
 use peermsg::continuity::{Continuity, Policy};
+use peermsg::seal::Sealing;
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
 
@@ -231,6 +232,19 @@ pub async fn connect_with(
     sink_dir: Option<&Path>,
     reconnect: Option<Reconnect>,
 ) -> Result<(ClientHandle, ClientEvents), ConnectError> {
+    connect_sealed(servers, user, token, config, sink_dir, reconnect, None).await
+}
+
+/// [`connect_with`], sealing messages if `sealing` is given ([`ClientBuilder::sealing`]).
+async fn connect_sealed(
+    servers: &[Server],
+    user: &str,
+    token: &[u8],
+    config: ClientConfig,
+    sink_dir: Option<&Path>,
+    reconnect: Option<Reconnect>,
+    sealing: Option<Sealing>,
+) -> Result<(ClientHandle, ClientEvents), ConnectError> {
     // Buffers cut by a lost connection are kept in memory, to go on when it is back.
     let config = ClientConfig {
         resume_buffers: reconnect.is_some(),
@@ -239,7 +253,12 @@ pub async fn connect_with(
             .map_or(crate::RESUME_WINDOW, |r| r.window),
         ..config
     };
-    let prepared = prepare(user, token, config, sink_dir, reconnect.as_ref())?;
+    let mut prepared = prepare(user, token, config, sink_dir, reconnect.as_ref())?;
+    if let Some(mut sealing) = sealing {
+        sealing.entropy = crate::clock::random32()
+            .ok_or_else(|| ConnectError::Invalid("no random source to seal with".into()))?;
+        prepared.0.set_sealing(sealing);
+    }
     let (stream, _) = dial_any(servers).await?;
     let redial = reconnect.map(|_| Redial {
         servers: servers.to_vec(),
@@ -277,6 +296,7 @@ pub struct ClientBuilder {
     config: ClientConfig,
     sink_dir: Option<PathBuf>,
     reconnect: Option<Reconnect>,
+    sealing: Option<Sealing>,
 }
 
 impl ClientBuilder {
@@ -290,7 +310,19 @@ impl ClientBuilder {
             config: ClientConfig::default(),
             sink_dir: None,
             reconnect: None,
+            sealing: None,
         }
+    }
+
+    /// Seals commands and buffers between users ([`peermsg::seal`]): each is sealed for
+    /// its receiver, whose key is asked of the relay unless pinned, and everything that
+    /// comes in must be sealed for this user ([`Continuity::set_sealing`]). The generator
+    /// of ephemeral keys is seeded from the system's random source (`entropy` is
+    /// replaced). Keys learned and refused come as [`ClientEvent::Core`] with
+    /// `Event::PeerKey`; keep learned ones to pin them next time.
+    pub fn sealing(mut self, sealing: Sealing) -> Self {
+        self.sealing = Some(sealing);
+        self
     }
 
     /// The login token.
@@ -331,13 +363,14 @@ impl ClientBuilder {
 
     /// Connects and logs in ([`connect_with`]).
     pub async fn connect(self) -> Result<(ClientHandle, ClientEvents), ConnectError> {
-        connect_with(
+        connect_sealed(
             &self.servers,
             &self.user,
             &self.token,
             self.config,
             self.sink_dir.as_deref(),
             self.reconnect,
+            self.sealing,
         )
         .await
     }
