@@ -9,26 +9,11 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use peermsg::client::{ClientConfig, Event, SendId};
-use peermsg::continuity::Policy;
+use peermsg::client::{Event, SendId};
 use peermsg::ErrorCode;
 use proptest::prelude::*;
-use support::world::World;
+use support::world::{config, policy, World};
 use support::{content, Sim};
-
-fn config() -> ClientConfig {
-    ClientConfig {
-        resume_buffers: true,
-        ..support::resumable_config()
-    }
-}
-
-fn policy() -> Policy {
-    Policy {
-        window: Duration::from_secs(60),
-        ..Policy::default()
-    }
-}
 
 /// The one result `user` heard of send `id`, if any; panics on two.
 fn result(world: &World, user: usize, id: SendId) -> Option<ErrorCode> {

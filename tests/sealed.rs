@@ -9,27 +9,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use peermsg::client::{ClientConfig, Event, SendId, SendKind};
-use peermsg::continuity::Policy;
+use peermsg::client::{Event, SendId, SendKind};
 use peermsg::seal::{identity_of, KeyStatus, Sealing};
 use peermsg::wire::{Cmd, Data, End, Frame, IdentityKey, UserId};
 use peermsg::ErrorCode;
-use support::world::World;
+use support::world::{config, policy, World};
 use support::{content, Sim};
-
-fn config() -> ClientConfig {
-    ClientConfig {
-        resume_buffers: true,
-        ..support::resumable_config()
-    }
-}
-
-fn policy() -> Policy {
-    Policy {
-        window: Duration::from_secs(60),
-        ..Policy::default()
-    }
-}
 
 fn user(name: &str) -> UserId {
     UserId::new(name).unwrap()
@@ -249,6 +234,17 @@ fn attacked(
     )
 }
 
+/// The attack's outcome: the sender's result and the receiver's refusal say `code`, and
+/// nothing was delivered.
+fn refused_at_both_ends(
+    (result, refused, got): (Option<ErrorCode>, Vec<ErrorCode>, Vec<Bytes>),
+    code: ErrorCode,
+) {
+    assert_eq!(result, Some(code));
+    assert_eq!(refused, vec![code]);
+    assert!(got.is_empty());
+}
+
 #[test]
 fn an_altered_command_is_refused_at_both_ends() {
     let (code, refused, got) = attacked(SendKind::Cmd, 200, |frame| match frame {
@@ -260,9 +256,7 @@ fn an_altered_command_is_refused_at_both_ends() {
         }
         other => vec![other],
     });
-    assert_eq!(code, Some(ErrorCode::SEAL_BROKEN));
-    assert_eq!(refused, vec![ErrorCode::SEAL_BROKEN]);
-    assert!(got.is_empty());
+    refused_at_both_ends((code, refused, got), ErrorCode::SEAL_BROKEN);
 }
 
 #[test]
@@ -275,9 +269,7 @@ fn a_command_cut_short_is_refused() {
         }
         other => vec![other],
     });
-    assert_eq!(code, Some(ErrorCode::SEAL_BROKEN));
-    assert_eq!(refused, vec![ErrorCode::SEAL_BROKEN]);
-    assert!(got.is_empty());
+    refused_at_both_ends((code, refused, got), ErrorCode::SEAL_BROKEN);
 }
 
 #[test]
@@ -292,9 +284,7 @@ fn a_command_given_another_identity_is_refused() {
         }
         other => vec![other],
     });
-    assert_eq!(code, Some(ErrorCode::SEAL_BROKEN));
-    assert_eq!(refused, vec![ErrorCode::SEAL_BROKEN]);
-    assert!(got.is_empty());
+    refused_at_both_ends((code, refused, got), ErrorCode::SEAL_BROKEN);
 }
 
 #[test]
@@ -363,9 +353,7 @@ fn a_buffer_with_its_pieces_swapped_is_refused_even_with_its_digest_made_good() 
         }
         out
     });
-    assert_eq!(code, Some(ErrorCode::SEAL_BROKEN));
-    assert_eq!(refused, vec![ErrorCode::SEAL_BROKEN]);
-    assert!(got.is_empty());
+    refused_at_both_ends((code, refused, got), ErrorCode::SEAL_BROKEN);
 }
 
 #[test]

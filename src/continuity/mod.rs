@@ -52,7 +52,6 @@ pub(crate) mod redial;
 pub(crate) mod sends;
 
 use alloc::collections::{BTreeSet, VecDeque};
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
@@ -138,7 +137,7 @@ pub struct Continuity {
     config: ClientConfig,
     /// `None`: it does not reconnect, and sends end with their connection.
     policy: Option<Policy>,
-    user: String,
+    user: UserId,
     token: Vec<u8>,
     link: Link,
     sends: Sends,
@@ -183,13 +182,15 @@ impl Continuity {
     ) -> Result<Self, SetupError> {
         let mut client = Client::new(config, now).map_err(SetupError::Config)?;
         client.login(user, token).map_err(SetupError::Login)?;
+        // Valid, as the login just checked; kept as an id (sealing binds it).
+        let user = UserId::new(user).map_err(|e| SetupError::Login(SendError::InvalidUser(e)))?;
         let mut jitter = [0u8; 8];
         jitter.copy_from_slice(&seed[8..]);
         Ok(Continuity {
             client,
             config,
             policy,
-            user: user.into(),
+            user,
             token: token.into(),
             link: Link::Up {
                 logged_in: false,
@@ -288,8 +289,7 @@ impl Continuity {
                     SendKind::Cmd => Binding::Cmd(once),
                     _ => Binding::Buffer(key),
                 };
-                let me = UserId::new(&self.user).map_err(SendError::InvalidUser)?;
-                let sealed = self.client.seal(&me, target, binding, &data);
+                let sealed = self.client.seal(&self.user, target, binding, &data);
                 sealed.map_err(SendError::Sealing)?
             }
             None => data,
@@ -653,7 +653,7 @@ impl Continuity {
         let Ok(mut client) = Client::new(self.config, now) else {
             return; // checked when first made
         };
-        if client.login(&self.user, &self.token).is_err() {
+        if client.login(self.user.as_str(), &self.token).is_err() {
             return;
         }
         // What the old connection said of our sends is heard; what it said of messages

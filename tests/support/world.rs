@@ -80,6 +80,22 @@ impl User {
     }
 }
 
+/// A user's configuration in the world's tests: files and buffers resume.
+pub fn config() -> ClientConfig {
+    ClientConfig {
+        resume_buffers: true,
+        ..super::resumable_config()
+    }
+}
+
+/// The world's tests' policy: a minute to come back.
+pub fn policy() -> Policy {
+    Policy {
+        window: std::time::Duration::from_secs(60),
+        ..Policy::default()
+    }
+}
+
 /// What a hostile relay does to the frames it sends user `i`: the frames that go instead.
 pub type Tamper = Box<dyn FnMut(usize, Frame) -> Vec<Frame>>;
 
