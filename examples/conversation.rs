@@ -99,6 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 size: file.len() as u64,
                 name: Text::from("fox.txt"),
                 resume_key: None,
+                seal: None,
             }),
         ),
         (
@@ -135,6 +136,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 size: file.len() as u64,
                 name: Text::from("fox.txt"),
                 resume_key: None,
+                seal: None,
             }),
         ),
         (
@@ -190,6 +192,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 size: 1 << 20,
                 name: Text::new(),
                 resume_key: None,
+                seal: None,
             }),
         ),
         (
@@ -208,6 +211,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 size: 3,
                 name: Text::new(),
                 resume_key: None,
+                seal: None,
             }),
         ),
         (

@@ -81,6 +81,7 @@ fn main() {
             size: 1 << 30,
             name: Text::from("data.bin"),
             resume_key: None,
+            seal: None,
         });
         relay.handle_input(now, ConnId(i), &encode(&[open]));
         settle(&mut relay);

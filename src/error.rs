@@ -116,7 +116,7 @@ codes! {
     /// now (docs/PROTOCOL.md, "Commands exactly once").
     REPEAT_FORGOTTEN = 9017, "command sent again after the receiver forgot it";
     /// The receiver takes sealed messages only (end-to-end encryption), and this one was
-    /// not sealed, or is of a kind not sealed yet (files).
+    /// not sealed.
     SEAL_REQUIRED = 9018, "the receiver takes sealed messages only";
     /// A sealed send found no key to seal to: its receiver does not use end-to-end
     /// encryption, or is not known where it was looked up.
@@ -272,8 +272,8 @@ pub enum SendError {
     /// The connection is closed.
     #[error("the connection is closed")]
     Closed,
-    /// Sealing refused the send: no key of the receiver (`NO_PEER_KEY`), or a file where
-    /// sealing is on (`SEAL_REQUIRED`: files are not sealed yet).
+    /// Sealing refused the send: no key of the receiver (`NO_PEER_KEY`, or
+    /// `PEER_KEY_CHANGED` for a key that is not the one pinned).
     #[error("not sealed: {0}")]
     Sealing(ErrorCode),
 }

@@ -361,6 +361,7 @@ fn open(id: u64, size: u64) -> Frame {
         size,
         name: Text::new(),
         resume_key: None,
+        seal: None,
     })
 }
 
@@ -372,6 +373,7 @@ fn open_file(id: u64, size: u64) -> Frame {
         size,
         name: Text::from("f"),
         resume_key: None,
+        seal: None,
     })
 }
 

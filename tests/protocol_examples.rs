@@ -134,6 +134,7 @@ fn file_transfer() {
             size: 45,
             name: Text::from("fox.txt"),
             resume_key: None,
+            seal: None,
         }),
         "12 10 01 01 03 62 6f 62 2d 07 66 6f 78 2e 74 78 74 00",
     );
@@ -185,6 +186,7 @@ fn resumed_file_transfer() {
             size: 45,
             name: Text::from("fox.txt"),
             resume_key: Some(ResumeKey(core::array::from_fn(|i| i as u8))),
+            seal: None,
         }),
         "12 20 01 01 03 62 6f 62 2d 07 66 6f 78 2e 74 78 74 10 \
          00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f",

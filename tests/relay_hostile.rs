@@ -53,6 +53,7 @@ fn open(id: u64, to: &str, size: u64) -> Frame {
         size,
         name: Text::new(),
         resume_key: None,
+        seal: None,
     })
 }
 
@@ -323,6 +324,7 @@ fn transfer_to_bob(id: u64, n: u64) -> Vec<Frame> {
         size: n * piece as u64,
         name: Text::new(),
         resume_key: None,
+        seal: None,
     })];
     for i in 0..n {
         frames.push(Frame::Data(Data {

@@ -293,6 +293,7 @@ fn relay_with_a_keyed_open() -> Relay {
         size: 100,
         name: Text::from("f"),
         resume_key: Some(KEY),
+        seal: None,
     });
     relay.handle_input(Instant::ZERO, ConnId(0), &encode(&[open]));
     let to_bob = written(&mut relay, ConnId(1));
@@ -301,6 +302,7 @@ fn relay_with_a_keyed_open() -> Relay {
             &to_bob[..],
             [Frame::Open(Open {
                 resume_key: Some(KEY),
+                seal: None,
                 ..
             })]
         ),

@@ -88,6 +88,7 @@ fn a_file_over_4_gib_is_offered_with_its_whole_size() {
         size: BIG,
         name: Text::from("big.bin"),
         resume_key: None,
+        seal: None,
     });
     let events = client_given(&[open]);
     assert!(
@@ -107,6 +108,7 @@ fn data_at_an_offset_over_u32_max_is_out_of_place_not_wrapped() {
         size: BIG,
         name: Text::from("big.bin"),
         resume_key: None,
+        seal: None,
     });
     // Offset 2^32: on a 32-bit target, truncated, it would be 0 and fit.
     let data = Frame::Data(Data {

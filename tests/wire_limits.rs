@@ -134,6 +134,7 @@ fn file_name_length() {
             size: 10,
             name: Text::from("n".repeat(n)),
             resume_key: None,
+            seal: None,
         })
     };
     at_and_past(
@@ -206,6 +207,7 @@ fn buffer_and_file_size() {
             size,
             name: Text::new(),
             resume_key: None,
+            seal: None,
         })
     };
     let buf_max = limits.max_buffer_size;

@@ -6,11 +6,13 @@
 //! with `confirm_buffers`, answered it), so a peer's in-flight caps also bound how much
 //! undelivered data we hold.
 
+use alloc::boxed::Box;
 use bytes::BytesMut;
 
 use super::lifecycle::{receive_step, ReceiveInput, Receiving};
 use crate::conn::arrival::Arrival;
 use crate::digest::RunningDigest;
+use crate::seal::file::{self, FileSeal, RECORD, RECORD_WIRE};
 use crate::wire::{CmdOnce, ResumeKey, UserId};
 
 use super::event::SendKind;
@@ -40,6 +42,40 @@ pub(crate) struct Incoming {
     /// The resume key its `OPEN` carried, kept or not: a sealed buffer is bound to it.
     pub offered_key: Option<ResumeKey>,
     pub resume_key: Option<ResumeKey>,
+    /// A sealed file's opening: then its arrival counts records on the wire, and what the
+    /// application sees counts plain bytes.
+    pub sealed: Option<Box<SealedArrival>>,
+}
+
+/// A sealed file as it arrives: its seal for this attempt, and the record arriving.
+#[derive(Debug)]
+pub(crate) struct SealedArrival {
+    pub file: FileSeal,
+    /// The wire bytes of record `number` so far (at most a record: what a sealed file
+    /// holds here, besides what waits for the application).
+    pub record: BytesMut,
+    pub number: u64,
+}
+
+impl SealedArrival {
+    /// The next whole record, if in (the last may be short): its number, plain offset and
+    /// wire bytes. `arrived` is the wire bytes of the file in so far.
+    pub(crate) fn next_record(&mut self, arrived: u64) -> Option<(u64, u64, BytesMut)> {
+        let whole = self.record.len() as u64 >= RECORD_WIRE
+            || arrived == self.file.wire_size() && !self.record.is_empty();
+        if !whole {
+            return None;
+        }
+        let len = self.record.len().min(RECORD_WIRE as usize);
+        let number = self.number;
+        self.number += 1;
+        Some((number, number * RECORD, self.record.split_to(len)))
+    }
+
+    /// `wire` bytes of the file as its application counts them.
+    pub(crate) fn shown(&self, wire: u64) -> u64 {
+        file::plain_before(wire).min(self.file.size())
+    }
 }
 
 impl Incoming {
@@ -59,6 +95,7 @@ impl Incoming {
             once: None,
             resume_key: None,
             offered_key: None,
+            sealed: None,
         }
     }
 

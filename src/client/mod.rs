@@ -31,7 +31,8 @@ use core::time::Duration;
 use crate::conn::{self, credit::RecvWindow, ids::IdSpace, CloseReason, Session, Violation};
 use crate::digest::RunningDigest;
 use crate::error::{ActionError, SendError};
-use crate::seal::{Binding, KeyStatus, Seal, Sealing};
+use crate::seal::file::{self as sealed_file, FileSeal, Masked};
+use crate::seal::{Binding, KeyStatus, Refused, Seal, Sealing};
 use crate::wire::credit_step;
 use crate::wire::{
     self, Capabilities, Close, Cmd, CmdCont, CmdOnce, ConnCredit, Credit, Data, Digest, End, Frame,
@@ -42,9 +43,9 @@ use crate::{ErrorCode, Instant};
 
 use sends::{queue_ready, start_waiting, Sends};
 
-use incoming::Incoming;
+use incoming::{Incoming, SealedArrival};
 use lifecycle::{send_step, Next, Phase, ReceiveInput, SendInput};
-use outgoing::{Outgoing, Resume, Source};
+use outgoing::{Outgoing, Resume, SealedSource, Source};
 
 /// Our login, as far as it has gone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +63,9 @@ enum OnTake {
     Deliver(MessageId),
     /// File bytes were handed over: count them consumed.
     Consume(MessageId, u64),
+    /// A sealed file's record was handed over: count its wire bytes consumed (their
+    /// connection credit was given back as they came).
+    ConsumeRecord(MessageId, u64),
 }
 
 /// One end of a connection: a user who sends and receives commands, buffers and files.
@@ -160,6 +164,12 @@ impl Client {
 
     /// The `HELLO` not sent yet says what this client is now.
     fn reannounce(&mut self) {
+        // A sealed file is handed over a whole record at a time: its sender must have
+        // room for the record arriving while the one before waits for the application.
+        if self.seal.is_some() {
+            let least = 2 * sealed_file::RECORD_WIRE;
+            self.config.transfer_window = self.config.transfer_window.max(least);
+        }
         let hello = self.hello();
         for frame in &mut self.control {
             if let Frame::Hello(h) = frame {
@@ -171,10 +181,11 @@ impl Client {
     // ----- Sealed messages -----------------------------------------------------------
 
     /// Seals messages between users from now on ([`crate::seal`]): this client's `HELLO`
-    /// announces its identity key, every command and buffer that comes in must be sealed
-    /// for it by a sender whose key it trusts (else it is refused, [`Event::Refused`]), and
-    /// files are refused (`SEAL_REQUIRED`: they are not sealed yet). Call it before the
-    /// first [`Client::poll_transmit`]. Sealing what goes out is a
+    /// announces its identity key, and every command, buffer and file that comes in must
+    /// be sealed for it by a sender whose key it trusts (else it is refused,
+    /// [`Event::Refused`]). Files sent are sealed here, each attempt under a key of its
+    /// own, to a receiver whose key is pinned (`NO_PEER_KEY` if none is). Call it before
+    /// the first [`Client::poll_transmit`]. Sealing commands and buffers is a
     /// [`Continuity`](crate::continuity::Continuity)'s: it seals each send once, so that
     /// one sent again is the same bytes.
     pub fn set_sealing(&mut self, sealing: Sealing) {
@@ -269,7 +280,25 @@ impl Client {
             LoginState::None => return None,
         };
         let (from, kind) = (msg.from.clone(), msg.kind);
-        match seal.open(&me, &from, binding, &data) {
+        let opened = seal.open(&me, &from, binding, &data);
+        match self.opened(from, kind, opened) {
+            Ok(plain) => Some(plain),
+            Err(code) => {
+                self.fail_incoming(id, code);
+                None
+            }
+        }
+    }
+
+    /// What opening a message `from` gave: its plaintext, with a key learned told to the
+    /// application; or, refused, the code for its sender, the application told why.
+    fn opened(
+        &mut self,
+        from: UserId,
+        kind: SendKind,
+        opened: Result<(Bytes, Option<IdentityKey>), Refused>,
+    ) -> Result<Bytes, ErrorCode> {
+        match opened {
             Ok((plain, learned)) => {
                 if let Some(key) = learned {
                     self.push_event(Event::PeerKey {
@@ -278,7 +307,7 @@ impl Client {
                         status: Some(KeyStatus::Learned),
                     });
                 }
-                Some(plain)
+                Ok(plain)
             }
             Err(refused) => {
                 if let Some((key, status)) = refused.key {
@@ -290,10 +319,47 @@ impl Client {
                 }
                 let code = refused.code;
                 self.push_event(Event::Refused { from, kind, code });
-                self.fail_incoming(id, code);
-                None
+                Err(code)
             }
         }
+    }
+
+    /// A sealed file's header (`OPEN`'s `seal`) opened: its seal, plain size, name and
+    /// resume key, checked against the `OPEN`'s. `Err` is the code to refuse it with.
+    fn open_file_header(
+        &mut self,
+        from: &UserId,
+        open: &Open,
+    ) -> Result<(SealedArrival, sealed_file::Header), ErrorCode> {
+        let me = match &self.login {
+            LoginState::Accepted(me) | LoginState::Pending(me) => me.clone(),
+            LoginState::None => return Err(ErrorCode::NO_PEER_KEY),
+        };
+        let (Some(seal), Some(sealed)) = (&mut self.seal, &open.seal) else {
+            return Err(ErrorCode::NO_PEER_KEY);
+        };
+        let opened = seal.open(&me, from, Binding::File, sealed);
+        let plain = self.opened(from.clone(), SendKind::File, opened)?;
+        let header = sealed_file::Header::read(&plain)
+            .filter(|h| sealed_file::wire_size(h.size) == open.size)
+            .filter(|h| open.resume_key.is_none() || open.resume_key == h.resume_key)
+            .filter(|_| open.name.is_empty())
+            .filter(|h| h.name.len() as u64 <= self.config.limits.max_file_name_len);
+        let Some(header) = header else {
+            let code = ErrorCode::SEAL_BROKEN;
+            self.push_event(Event::Refused {
+                from: from.clone(),
+                kind: SendKind::File,
+                code,
+            });
+            return Err(code);
+        };
+        let arrival = SealedArrival {
+            file: FileSeal::new(&header.key, header.size),
+            record: BytesMut::new(),
+            number: 0,
+        };
+        Ok((arrival, header))
     }
 
     // ----- User commands -------------------------------------------------------------
@@ -454,24 +520,80 @@ impl Client {
     ) -> Result<SendId, SendError> {
         let to = self.check_target(to)?;
         let max = self.cap(self.config.limits.max_file_size, |h| h.max_file_size);
-        if size > max {
+        // A sealed file's records are what the receiver's limit counts.
+        let wire_size = match self.seal {
+            Some(_) => sealed_file::wire_size(size),
+            None => size,
+        };
+        if wire_size > max {
             return Err(SendError::FileTooLarge { size, max });
         }
-        let name_max = self.config.limits.max_file_name_len;
+        let name_max = match self.seal {
+            Some(_) => self
+                .config
+                .limits
+                .max_file_name_len
+                .min(sealed_file::NAME_MAX),
+            None => self.config.limits.max_file_name_len,
+        };
         if name.len() as u64 > name_max {
             return Err(SendError::FileNameTooLong {
                 len: name.len() as u64,
                 max: name_max,
             });
         }
+        let sealed = self.seal_file(&to, name, size, resume_key)?;
+        let resume_key = match sealed {
+            Some(_) => resume_key.map(sealed_file::resume_key),
+            None => resume_key,
+        };
         let source = Source::File {
             offset: 0,
             piece: Bytes::new(),
             reading: false,
         };
-        let mut send = Outgoing::new(SendKind::File, cookie, to, Text::from(name), size, source);
+        let name = match sealed {
+            Some(_) => Text::new(), // in the seal only
+            None => Text::from(name),
+        };
+        let mut send = Outgoing::new(SendKind::File, cookie, to, name, wire_size, source);
         send.resume_key = resume_key;
+        send.sealed = sealed;
         self.enqueue(now, send)
+    }
+
+    /// A file to `to` sealed for this attempt, if sealing is on: a fresh key, and the
+    /// header that carries it, its size, resume key and name, sealed for the receiver.
+    fn seal_file(
+        &mut self,
+        to: &UserId,
+        name: &str,
+        size: u64,
+        resume_key: Option<ResumeKey>,
+    ) -> Result<Option<Box<SealedSource>>, SendError> {
+        let me = match &self.login {
+            LoginState::Accepted(me) | LoginState::Pending(me) => me.clone(),
+            LoginState::None => return Err(SendError::NotLoggedIn),
+        };
+        let Some(seal) = &mut self.seal else {
+            return Ok(None);
+        };
+        let key = seal.file_key();
+        let header = sealed_file::Header {
+            key,
+            size,
+            resume_key: resume_key.map(sealed_file::resume_key),
+            name: Text::from(name),
+        };
+        let header = seal
+            .seal(&me, to, Binding::File, &header.to_bytes())
+            .map_err(SendError::Sealing)?;
+        Ok(Some(Box::new(SealedSource {
+            file: FileSeal::new(&key, size),
+            header,
+            sealed_to: 0,
+            pending: BytesMut::new(),
+        })))
     }
 
     /// Hands over bytes an [`Event::FileRead`] asked for: from its `offset`, at least one
@@ -505,7 +627,21 @@ impl Client {
                 expected_len,
             });
         }
-        (*at, *piece, *reading) = (offset, data, false);
+        *reading = false;
+        match &mut send.sealed {
+            // A sealed file's bytes go out as sealed records (its own source read again to
+            // check a resume is plain: it is only digested).
+            Some(sealed) if matches!(send.resume, Resume::Settled) => {
+                if let Some(d) = send.digest.as_mut() {
+                    d.update(&data);
+                }
+                if let Some((wire_at, records)) = seal_read(sealed, data) {
+                    (*at, *piece) = (wire_at, records);
+                }
+                // Else less than a record so far: asked for the rest.
+            }
+            _ => (*at, *piece) = (offset, data),
+        }
         self.sends.make_ready(id);
         Ok(())
     }
@@ -655,6 +791,24 @@ impl Client {
             .get_mut(id.0)
             .filter(|m| m.awaiting_resume && kind_ok(m.kind, m.size()))
             .ok_or(ActionError::UnknownId)?;
+        // A sealed file goes on from a record's start, counted on the wire; held bytes
+        // that end elsewhere cannot be continued, and it starts over.
+        let (offset, digest, wire_digest) = match &mut msg.sealed {
+            Some(s) if offset > s.file.size() => {
+                let size = s.file.size();
+                return Err(ActionError::ResumeBeyondSize { offset, size });
+            }
+            Some(s) => {
+                let (plain, digest) = match sealed_file::wire_at(offset, s.file.size()) {
+                    Some(_) => (offset, digest),
+                    None => (0, Digest::OF_NOTHING),
+                };
+                s.number = plain / sealed_file::RECORD;
+                let wire = sealed_file::wire_at(plain, s.file.size()).unwrap_or(0);
+                (wire, digest, s.file.mask(digest, Masked::Resume))
+            }
+            None => (offset, digest, digest),
+        };
         let size = msg.size();
         if msg.arrival.resume_at(offset).is_err() {
             return Err(ActionError::ResumeBeyondSize { offset, size });
@@ -668,7 +822,7 @@ impl Client {
         self.queue(Frame::ResumeFrom(ResumeFrom {
             id: id.0,
             offset,
-            digest,
+            digest: wire_digest,
         }));
         if raise {
             self.queue(Frame::Credit(Credit {
@@ -839,6 +993,7 @@ impl Client {
                 }
             }
             OnTake::Consume(wire_id, len) => self.consume(wire_id, len),
+            OnTake::ConsumeRecord(wire_id, len) => self.consume_transfer(wire_id, len),
         }
         Some(event)
     }
@@ -1035,7 +1190,8 @@ impl Client {
                 .retain(|(e, _)| !matches!(e, Event::FileRead { id: r, .. } if *r == id));
         }
         if code.is_success() && send.kind != SendKind::Cmd && send.reported < send.size {
-            let (sent, total, cookie) = (send.size, send.size, send.cookie);
+            let total = send.shown(send.size);
+            let (sent, cookie) = (total, send.cookie);
             self.push_event(Event::Progress {
                 id,
                 sent,
@@ -1178,6 +1334,7 @@ impl Client {
                     size: send.size,
                     name: send.name.clone(),
                     resume_key,
+                    seal: send.sealed.as_ref().map(|s| Box::new(s.header.clone())),
                 };
                 self.sends.make_ready(id);
                 return Some(Frame::Open(open));
@@ -1192,13 +1349,17 @@ impl Client {
             send.advance(SendInput::LastFrame);
             send.source = Source::Memory(Bytes::new());
             let digest = send.digest.take().map(|d| d.finish())?;
+            let digest = match &send.sealed {
+                Some(s) => s.file.mask(digest, Masked::End),
+                None => digest,
+            };
             return Some(Frame::End(End {
                 id: wire_id,
                 size: send.size,
                 digest,
             }));
         }
-        let (_, credit_room) = send.wanted();
+        let credit_room = send.credit_room();
         if credit_room == 0 {
             return None; // CREDIT re-queues it
         }
@@ -1211,11 +1372,16 @@ impl Client {
             .min(wire::payload_room(peer.max_frame_size, None));
         let Some(payload) = send.bytes_at_sent(room) else {
             // A file without the bytes in hand: ask for them, up to the credit.
+            let (offset, most) = send.wanted();
+            // A sealed file is read a record at a time at least.
+            let read_size = match send.sealed {
+                Some(_) => self.config.file_read_size.max(sealed_file::RECORD),
+                None => self.config.file_read_size,
+            };
             if let Source::File { reading, .. } = &mut send.source {
                 if !*reading {
                     *reading = true;
-                    let len = credit_room.min(self.config.file_read_size);
-                    let offset = send.sent;
+                    let len = most.min(read_size);
                     self.push_event(Event::FileRead { id, offset, len });
                 }
             }
@@ -1223,7 +1389,8 @@ impl Client {
         };
         let offset = send.sent;
         send.sent += payload.len() as u64;
-        if let Some(d) = send.digest.as_mut() {
+        // A sealed file's digest is of its plain bytes, taken as they were read.
+        if let Some(d) = send.digest.as_mut().filter(|_| send.sealed.is_none()) {
             d.update(&payload);
         }
         self.session.send.spend(payload.len() as u64);
@@ -1283,11 +1450,19 @@ impl Client {
             self.abandon(id, ErrorCode::DIGEST_MISMATCH);
             return false;
         }
-        send.sent = offset;
-        send.reported = offset;
+        // A sealed file goes on from that record on the wire.
+        let wire = match &mut send.sealed {
+            Some(s) => {
+                (s.sealed_to, s.pending) = (offset, BytesMut::new());
+                sealed_file::wire_at(offset, s.file.size()).unwrap_or(0)
+            }
+            None => offset,
+        };
+        send.sent = wire;
+        send.reported = wire;
         send.digest = Some(running);
         if let Source::File { offset: at, .. } = &mut send.source {
-            *at = offset;
+            *at = wire;
         }
         let cookie = send.cookie;
         self.push_event(Event::Resumed { id, offset, cookie });
@@ -1306,7 +1481,18 @@ impl Client {
             self.violation(Violation::OutOfPlace);
             return;
         }
-        send.resume = match r.offset {
+        // A sealed file's receiver states a record's start, and its digest masked.
+        let (offset, digest) = match &send.sealed {
+            Some(s) => match sealed_file::plain_at(r.offset, s.file.size()) {
+                Some(plain) => (plain, s.file.mask(r.digest, Masked::Resume)),
+                None => {
+                    self.violation(Violation::OutOfPlace);
+                    return;
+                }
+            },
+            None => (r.offset, r.digest),
+        };
+        send.resume = match offset {
             0 => Resume::Settled,
             offset => {
                 // A buffer is checked at once; a file is read again (`resume_settled`).
@@ -1324,7 +1510,7 @@ impl Client {
                 };
                 Resume::Checking {
                     offset,
-                    digest: r.digest,
+                    digest,
                     at,
                     running,
                 }
@@ -1449,8 +1635,8 @@ impl Client {
                 send.reported = acked;
                 Event::Progress {
                     id,
-                    sent: acked,
-                    total: send.size,
+                    sent: send.shown(acked),
+                    total: send.shown(send.size),
                     cookie: send.cookie,
                 }
             });
@@ -1483,6 +1669,7 @@ impl Client {
         id: MessageId,
         peer_field: &UserId,
         kind: SendKind,
+        sealed_file: bool,
     ) -> Option<UserId> {
         if let Err(violation) = self.incoming.claim(id) {
             self.violation(violation);
@@ -1513,14 +1700,17 @@ impl Client {
             self.queue(refuse(ErrorCode::REJECTED));
             return None;
         }
-        // Files are not sealed yet: where sealing is on, none comes in the clear.
-        if self.seal.is_some() && kind == SendKind::File {
-            self.queue(refuse(ErrorCode::SEAL_REQUIRED));
-            self.push_event(Event::Refused {
-                from,
-                kind,
-                code: ErrorCode::SEAL_REQUIRED,
-            });
+        // Where sealing is on, no file comes in the clear; a sealed file's header only
+        // opens where sealing is on, and only a file has one.
+        let unsealed = match (self.seal.is_some(), sealed_file) {
+            (true, false) if kind == SendKind::File => Some(ErrorCode::SEAL_REQUIRED),
+            (false, true) => Some(ErrorCode::NO_PEER_KEY),
+            (true, true) if kind != SendKind::File => Some(ErrorCode::SEAL_BROKEN),
+            _ => None,
+        };
+        if let Some(code) = unsealed {
+            self.queue(refuse(code));
+            self.push_event(Event::Refused { from, kind, code });
             return None;
         }
         let (count, cap) = match kind {
@@ -1542,7 +1732,7 @@ impl Client {
         if !self.receive_cmd_bytes(cmd.data.len() as u64) {
             return;
         }
-        let Some(from) = self.take_new_message(cmd.id, &cmd.peer, SendKind::Cmd) else {
+        let Some(from) = self.take_new_message(cmd.id, &cmd.peer, SendKind::Cmd, false) else {
             return;
         };
         let first = cmd.data.len() as u64;
@@ -1615,11 +1805,27 @@ impl Client {
             TransferKind::Buffer => SendKind::Buffer,
             TransferKind::File => SendKind::File,
         };
-        let Some(from) = self.take_new_message(open.id, &open.peer, kind) else {
+        let sealed = open.seal.is_some();
+        let Some(from) = self.take_new_message(open.id, &open.peer, kind, sealed) else {
             return;
+        };
+        let (sealed, name, size) = match sealed {
+            true => match self.open_file_header(&from, &open) {
+                Ok((arrival, header)) => (Some(Box::new(arrival)), header.name, header.size),
+                Err(code) => {
+                    // Counted as arriving by `take_new_message`: ended the one way.
+                    let msg = Incoming::new(kind, from, open.size, 0, 0);
+                    self.incoming.insert(open.id, Box::new(msg));
+                    self.queue(Frame::Result(MessageResult { id: open.id, code }));
+                    self.drop_incoming(open.id);
+                    return;
+                }
+            },
+            false => (None, open.name, open.size),
         };
         let window = self.config.transfer_window;
         let mut msg = Incoming::new(kind, from.clone(), open.size, 0, window);
+        msg.sealed = sealed;
         // A resume key is the application's to answer if it keeps partial files; else
         // nothing is held of it, said at once.
         let keeps = match kind {
@@ -1648,8 +1854,8 @@ impl Client {
             id: ReceiveId(open.id),
             from,
             kind,
-            name: open.name,
-            size: open.size,
+            name,
+            size,
             resume_key,
         };
         self.push_event(event);
@@ -1698,6 +1904,10 @@ impl Client {
             self.violation(violation);
             return;
         }
+        if msg.sealed.is_some() {
+            self.sealed_data(data.id, data.payload);
+            return;
+        }
         if let Some(d) = msg.digest.as_mut() {
             d.update(&data.payload);
         }
@@ -1736,6 +1946,68 @@ impl Client {
         }
     }
 
+    /// A sealed file's `DATA`: its bytes wait for the rest of their record (their
+    /// connection credit given back at once: what waits is at most a record and a frame
+    /// per file, and files arriving are bounded by `max_transfers`); each whole record is
+    /// opened and handed over, one that does not open ends the file `SEAL_BROKEN`.
+    fn sealed_data(&mut self, id: MessageId, payload: Bytes) {
+        self.consume_conn(payload.len() as u64);
+        let step = self.config.progress_step;
+        let Some(msg) = self.incoming.get_mut(id) else {
+            return;
+        };
+        let (end, size) = (msg.arrival.received(), msg.size());
+        let Some(sealed) = msg.sealed.as_mut() else {
+            return;
+        };
+        sealed.record.extend_from_slice(&payload);
+        let progress = (end >= msg.reported.saturating_add(step) && end < size).then(|| {
+            msg.reported = end;
+            Event::ReceiveProgress {
+                id: ReceiveId(id),
+                received: sealed.shown(end),
+                total: sealed.file.size(),
+            }
+        });
+        if let Some(event) = progress {
+            self.push_event(event);
+        }
+        loop {
+            let Some(msg) = self.incoming.get_mut(id) else {
+                return;
+            };
+            let Some(sealed) = msg.sealed.as_mut() else {
+                return;
+            };
+            let Some((number, offset, wire)) = sealed.next_record(end) else {
+                return;
+            };
+            let wire_len = wire.len() as u64;
+            let Some(data) = sealed.file.open_record(number, wire) else {
+                let (from, code) = (msg.from.clone(), ErrorCode::SEAL_BROKEN);
+                let kind = SendKind::File;
+                self.push_event(Event::Refused { from, kind, code });
+                self.fail_incoming(id, code);
+                return;
+            };
+            let digest = match msg.digest.as_mut() {
+                Some(d) => {
+                    d.update(&data);
+                    d.value()
+                }
+                None => Digest::OF_NOTHING,
+            };
+            let event = Event::FileData {
+                id: ReceiveId(id),
+                offset,
+                data,
+                digest,
+            };
+            self.events
+                .push_back((event, OnTake::ConsumeRecord(id, wire_len)));
+        }
+    }
+
     fn on_end(&mut self, end: End) {
         if !self.known_incoming(end.id) {
             return;
@@ -1747,9 +2019,14 @@ impl Client {
             self.violation(violation);
             return;
         }
+        // A sealed file's digest is of its plain bytes, masked on the wire.
+        let digest = match &msg.sealed {
+            Some(s) => s.file.mask(end.digest, Masked::End),
+            None => end.digest,
+        };
         let code = if end.size != msg.size() || msg.arrival.received() != msg.size() {
             ErrorCode::SIZE_MISMATCH
-        } else if msg.digest.take().map(|d| d.finish()) != Some(end.digest) {
+        } else if msg.digest.take().map(|d| d.finish()) != Some(digest) {
             ErrorCode::DIGEST_MISMATCH
         } else {
             ErrorCode::NOERR
@@ -1758,7 +2035,11 @@ impl Client {
             self.fail_incoming(end.id, code);
             return;
         }
-        let (id, from, size) = (ReceiveId(end.id), msg.from.clone(), msg.size());
+        let size = match &msg.sealed {
+            Some(s) => s.file.size(),
+            None => msg.size(),
+        };
+        let (id, from) = (ReceiveId(end.id), msg.from.clone());
         let progress = (msg.reported < size).then(|| {
             msg.reported = size;
             Event::ReceiveProgress {
@@ -1812,6 +2093,11 @@ impl Client {
     /// The application took `len` bytes of message `id`: grant credit as needed.
     fn consume(&mut self, id: MessageId, len: u64) {
         self.consume_conn(len);
+        self.consume_transfer(id, len);
+    }
+
+    /// `len` bytes of transfer `id` were taken: its credit grows.
+    fn consume_transfer(&mut self, id: MessageId, len: u64) {
         let window = self.config.transfer_window;
         let Some(msg) = self.incoming.get_mut(id) else {
             return;
@@ -1951,4 +2237,37 @@ impl event::Endpoint for Client {
     fn next_timeout(&self) -> Option<Instant> {
         self.poll_timeout()
     }
+}
+
+/// Plain bytes read for a sealed file: whole records (or the file's last one) sealed, as
+/// the wire offset they start at and their bytes; `None` while less than a record is in
+/// hand (it waits in `pending`).
+fn seal_read(sealed: &mut SealedSource, data: Bytes) -> Option<(u64, Bytes)> {
+    let (start, size) = (sealed.sealed_to, sealed.file.size());
+    let wire_at = sealed_file::wire_at(start, size)?;
+    let in_hand = sealed.pending.len() as u64 + data.len() as u64;
+    let whole = match start + in_hand >= size {
+        true => in_hand,
+        false => in_hand / sealed_file::RECORD * sealed_file::RECORD,
+    };
+    if whole == 0 {
+        sealed.pending.extend_from_slice(&data);
+        return None;
+    }
+    let whole_len = usize::try_from(whole).ok()?;
+    let mut out = BytesMut::with_capacity(
+        usize::try_from(sealed_file::wire_size(whole)).unwrap_or(whole_len),
+    );
+    if sealed.pending.is_empty() {
+        // Straight from the application's bytes: the one copy is the seal's.
+        let (records, rest) = data.split_at(whole_len.min(data.len()));
+        sealed.file.seal_records(start, records, &mut out);
+        sealed.pending.extend_from_slice(rest);
+    } else {
+        sealed.pending.extend_from_slice(&data);
+        let records = sealed.pending.split_to(whole_len.min(sealed.pending.len()));
+        sealed.file.seal_records(start, &records, &mut out);
+    }
+    sealed.sealed_to += whole;
+    Some((wire_at, out.freeze()))
 }

@@ -12,9 +12,11 @@
 //! "done" is not a state: a finished send is removed, and exactly one `SendResult` event is
 //! emitted at that moment, by [`Client::finish_send`](super::Client).
 
-use bytes::Bytes;
+use alloc::boxed::Box;
+use bytes::{Bytes, BytesMut};
 
 use crate::digest::RunningDigest;
+use crate::seal::file::{self, FileSeal, RECORD, RECORD_WIRE};
 use crate::wire::{CmdOnce, Digest, MessageId, ResumeKey, Text, UserId};
 
 use super::event::SendKind;
@@ -34,6 +36,20 @@ pub(crate) enum Source {
         piece: Bytes,
         reading: bool,
     },
+}
+
+/// A sealed file as it is read: its seal for this attempt, its sealed header, and where
+/// its plain bytes stand (sealed up to a record's start; read past it, not a whole record
+/// yet).
+#[derive(Debug)]
+pub(crate) struct SealedSource {
+    pub file: FileSeal,
+    /// `OPEN`'s `seal`.
+    pub header: Bytes,
+    /// The plain offset sealed up to.
+    pub sealed_to: u64,
+    /// Plain bytes read past `sealed_to`, less than a record.
+    pub pending: BytesMut,
 }
 
 /// Where a resumable send stands with its receiver's earlier bytes. `DATA` flows only when
@@ -83,6 +99,9 @@ pub(crate) struct Outgoing {
     /// A command's identity across connections.
     pub once: Option<CmdOnce>,
     pub resume: Resume,
+    /// A sealed file's sealing: then `size`, `sent` and `credit` count its records on the
+    /// wire, and what the application reads and sees counts its plain bytes.
+    pub sealed: Option<Box<SealedSource>>,
 }
 
 impl Outgoing {
@@ -112,19 +131,39 @@ impl Outgoing {
             resume_key: None,
             once: None,
             resume: Resume::Settled,
+            sealed: None,
+        }
+    }
+
+    /// Wire bytes the credit lets go beyond `sent`.
+    pub(crate) fn credit_room(&self) -> u64 {
+        self.credit.min(self.size).saturating_sub(self.sent)
+    }
+
+    /// `wire` bytes of this send as its application counts them (a sealed file's plain
+    /// bytes), for progress.
+    pub(crate) fn shown(&self, wire: u64) -> u64 {
+        match &self.sealed {
+            Some(s) => file::plain_before(wire).min(s.file.size()),
+            None => wire,
         }
     }
 
     /// The file bytes this send waits for: (offset, most bytes). While it checks a resume
     /// they are its own source again up to the receiver's offset; else they continue from
     /// `sent` within the credit.
+    /// A sealed file reads whole records, at least one, as many as the credit has room
+    /// for (plain offsets).
     pub(crate) fn wanted(&self) -> (u64, u64) {
-        match &self.resume {
-            Resume::Checking { offset, at, .. } => (*at, offset - at),
-            _ => (
-                self.sent,
-                self.credit.min(self.size).saturating_sub(self.sent),
-            ),
+        match (&self.resume, &self.sealed) {
+            (Resume::Checking { offset, at, .. }, _) => (*at, *offset - *at),
+            (_, Some(s)) => {
+                let at = s.sealed_to + s.pending.len() as u64;
+                let records = (self.credit_room() / RECORD_WIRE).max(1);
+                let end = s.sealed_to.saturating_add(records * RECORD);
+                (at, end.min(s.file.size()).saturating_sub(at))
+            }
+            _ => (self.sent, self.credit_room()),
         }
     }
 

@@ -52,6 +52,7 @@ pub(crate) mod redial;
 pub(crate) mod sends;
 
 use alloc::collections::{BTreeSet, VecDeque};
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
@@ -164,8 +165,21 @@ struct AwaitingKey {
     id: SendId,
     kind: SendKind,
     to: UserId,
-    data: Bytes,
+    what: Awaited,
     cookie: u64,
+}
+
+/// What a send waiting for its receiver's key will send.
+#[derive(Debug)]
+enum Awaited {
+    /// A command's or buffer's bytes.
+    Data(Bytes),
+    /// A file, as [`Continuity::send_file`] was given it.
+    File {
+        name: String,
+        size: u64,
+        key: ResumeKey,
+    },
 }
 
 impl Continuity {
@@ -209,10 +223,10 @@ impl Continuity {
     }
 
     /// Seals messages between users ([`crate::seal`], [`Client::set_sealing`]): every
-    /// command and buffer sent is sealed for its receiver, whose key is asked of the relay
+    /// command, buffer and file sent is sealed for its receiver, whose key is asked of the relay
     /// if it is not pinned (the send waits for it); every one that comes in must be
-    /// sealed for this user. Files are refused both ways (`SEAL_REQUIRED`): they are not
-    /// sealed yet. Call it before the first output.
+    /// sealed for this user. Files are sealed too, each attempt under its own key, their
+    /// names with them. Call it before the first output.
     pub fn set_sealing(&mut self, sealing: Sealing) {
         self.client.set_sealing(sealing);
         // Sends wait for keys under ids of ours.
@@ -275,7 +289,8 @@ impl Continuity {
         };
         if let Some(target) = &sealed_for {
             if self.client.pinned_key(target).is_none() {
-                return self.await_key(now, kind, target.clone(), data, cookie, id);
+                let what = Awaited::Data(data);
+                return self.await_key(now, kind, target.clone(), what, cookie, id);
             }
         }
         let (once, key) = match (kind, self.policy) {
@@ -319,7 +334,7 @@ impl Continuity {
         now: Instant,
         kind: SendKind,
         to: UserId,
-        data: Bytes,
+        what: Awaited,
         cookie: u64,
         id: Option<SendId>,
     ) -> Result<SendId, SendError> {
@@ -336,7 +351,7 @@ impl Continuity {
             id,
             kind,
             to: to.clone(),
-            data,
+            what,
             cookie,
         });
         self.ask_key(&to);
@@ -372,8 +387,13 @@ impl Continuity {
             let started = match code {
                 Some(code) => Err(SendError::Sealing(code)),
                 None => {
-                    let to = a.to.as_str();
-                    self.send_data(self.now, a.kind, to, a.data, a.cookie, Some(a.id))
+                    let (now, to, id) = (self.now, a.to.as_str(), Some(a.id));
+                    match a.what {
+                        Awaited::Data(data) => self.send_data(now, a.kind, to, data, a.cookie, id),
+                        Awaited::File { name, size, key } => {
+                            self.file(now, to, &name, size, key, a.cookie, id)
+                        }
+                    }
                 }
             };
             if let Err(e) = started {
@@ -388,7 +408,9 @@ impl Continuity {
     }
 
     /// `sendFile` of `size` bytes under `key` (its bytes come as [`Event::FileRead`]):
-    /// cut off, it goes on from what its receiver holds.
+    /// cut off, it goes on from what its receiver holds. Where sealing is on, each attempt
+    /// is sealed for its receiver (by the client: a file's bytes are read again on every
+    /// attempt), once its key is known.
     pub fn send_file(
         &mut self,
         now: Instant,
@@ -398,8 +420,28 @@ impl Continuity {
         key: ResumeKey,
         cookie: u64,
     ) -> Result<SendId, SendError> {
+        self.file(now, to, name, size, key, cookie, None)
+    }
+
+    /// [`Continuity::send_file`], under `id` if it waited for its receiver's key.
+    #[allow(clippy::too_many_arguments)]
+    fn file(
+        &mut self,
+        now: Instant,
+        to: &str,
+        name: &str,
+        size: u64,
+        key: ResumeKey,
+        cookie: u64,
+        id: Option<SendId>,
+    ) -> Result<SendId, SendError> {
         if self.client.is_sealing() {
-            return Err(SendError::Sealing(ErrorCode::SEAL_REQUIRED));
+            let target = UserId::new(to).map_err(SendError::InvalidTarget)?;
+            if self.client.pinned_key(&target).is_none() {
+                let name = name.into();
+                let what = Awaited::File { name, size, key };
+                return self.await_key(now, SendKind::File, target, what, cookie, id);
+            }
         }
         let resend = self.policy.map(|_| Resend::File {
             to: to.into(),
@@ -407,7 +449,7 @@ impl Continuity {
             size,
             key,
         });
-        self.start(now, SendKind::File, cookie, resend, None, |c| {
+        self.start(now, SendKind::File, cookie, resend, id, |c| {
             c.send_file_resumable(now, to, name, size, key, cookie)
         })
     }

@@ -26,6 +26,10 @@
 //! e2 01 | enc (32) | sender's identity key (32) | number (8, big-endian) | ciphertext | tag (16)
 //! ```
 
+pub(crate) mod file;
+
+pub use file::RECORD;
+
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
@@ -157,6 +161,8 @@ pub(crate) enum Binding {
     Cmd(Option<CmdOnce>),
     /// A buffer, with its resume key.
     Buffer(Option<ResumeKey>),
+    /// A file's header (`OPEN`'s `seal`; its resume key is inside it).
+    File,
 }
 
 impl Binding {
@@ -180,6 +186,7 @@ impl Binding {
                     ad.extend_from_slice(&key.0);
                 }
             }
+            Binding::File => ad.push(2),
         }
     }
 }
@@ -319,6 +326,13 @@ impl Seal {
             self.outbound.remove(&user);
             self.pins.insert(user, key);
         }
+    }
+
+    /// A fresh key for one attempt at a sealed file.
+    pub(crate) fn file_key(&mut self) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        chacha20::rand_core::Rng::fill_bytes(&mut self.rng, &mut key);
+        key
     }
 
     fn tick(&mut self) -> u64 {

@@ -1,6 +1,7 @@
 //! `Arbitrary` frames for fuzzing and property tests: every frame made here is valid under
 //! `Limits::default()`, so it must survive an encode and decode unchanged.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use arbitrary::{Arbitrary, Result, Unstructured};
 use bytes::Bytes;
@@ -132,6 +133,12 @@ impl<'a> Arbitrary<'a> for Frame {
                     size,
                     name,
                     resume_key: Option::<ResumeKey>::arbitrary(u)?,
+                    seal: match bool::arbitrary(u)? {
+                        true => Some(bytes(u, limits.max_file_name_len)?)
+                            .filter(|s| !s.is_empty())
+                            .map(Box::new),
+                        false => None,
+                    },
                 })
             }
             FrameType::Data => {

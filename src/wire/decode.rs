@@ -6,6 +6,7 @@
 //! off the input and its body parsed with nom; byte fields come out as `Bytes` slices of
 //! the input, never copies.
 
+use alloc::boxed::Box;
 use bytes::{Buf, Bytes, BytesMut};
 use nom::bytes::complete::take;
 use nom::error::{ErrorKind, ParseError};
@@ -674,6 +675,19 @@ impl Body<'_> {
         let resume_key = key
             .and_then(|key| <[u8; 16]>::try_from(key).ok())
             .map(ResumeKey);
+        // A sealed file's header, appended in this version: absent, or the name's limit
+        // plus what sealing adds.
+        let (i, seal) = match i.is_empty() {
+            true => (i, None),
+            false => {
+                let max = self
+                    .limits
+                    .max_file_name_len
+                    .saturating_add(crate::seal::file::HEADER_OVERHEAD);
+                let (i, seal) = self.prefixed(i, Limit::FileNameLen, max)?;
+                (i, (!seal.is_empty()).then(|| Box::new(seal)))
+            }
+        };
         Ok((
             i,
             Frame::Open(Open {
@@ -683,6 +697,7 @@ impl Body<'_> {
                 size,
                 name,
                 resume_key,
+                seal,
             }),
         ))
     }

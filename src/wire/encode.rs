@@ -164,6 +164,10 @@ impl Frame {
                 f(Prefixed(
                     o.resume_key.as_ref().map_or(&[][..], |k| &k.0[..]),
                 ));
+                // Appended for sealed files: absent from every other `OPEN`.
+                if let Some(seal) = &o.seal {
+                    f(Prefixed(seal));
+                }
             }
             Frame::Data(d) => {
                 f(Varint(d.id));

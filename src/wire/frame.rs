@@ -1,5 +1,6 @@
 //! The frames of the protocol, as plain data. `docs/PROTOCOL.md` gives their bytes.
 
+use alloc::boxed::Box;
 use bytes::Bytes;
 
 use super::text::{Text, UserId};
@@ -389,6 +390,12 @@ pub struct Open {
     /// `RESUME_FROM` before any `DATA` comes. Only toward a peer that announced
     /// [`Capabilities::RESUME`].
     pub resume_key: Option<ResumeKey>,
+    /// A sealed file's header, sealed for the receiver: the file key, its plain size and
+    /// name (`size` and `name` then say nothing of them: the wire size, and empty). Only
+    /// between users that announced [`Capabilities::SEALED`]; see docs/PROTOCOL.md,
+    /// "Sealed files". (Boxed: it is rare, and every frame is as large as its largest
+    /// kind.)
+    pub seal: Option<Box<Bytes>>,
 }
 
 /// A resumable transfer's key: chosen by the sender, the same on every connection and

@@ -168,7 +168,7 @@
 #define PM_REPEAT_FORGOTTEN 9017
 
 // The receiver takes sealed messages only (end-to-end encryption), and this one was not
-// sealed, or is of a kind not sealed yet (files).
+// sealed.
 #define PM_SEAL_REQUIRED 9018
 
 // A sealed send found no key to seal to: its receiver does not use end-to-end

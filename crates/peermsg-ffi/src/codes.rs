@@ -128,7 +128,7 @@ pub const PM_TOKEN_WRONG_USER: i32 = 9016;
 pub const PM_REPEAT_FORGOTTEN: i32 = 9017;
 
 /// The receiver takes sealed messages only (end-to-end encryption), and this one was not
-/// sealed, or is of a kind not sealed yet (files).
+/// sealed.
 pub const PM_SEAL_REQUIRED: i32 = 9018;
 
 /// A sealed send found no key to seal to: its receiver does not use end-to-end

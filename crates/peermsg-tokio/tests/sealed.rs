@@ -61,7 +61,20 @@ async fn user(
     name: &str,
     sealing: Option<Sealing>,
 ) -> (ClientHandle, peermsg_tokio::ClientEvents) {
+    user_in(addr, name, sealing, None).await
+}
+
+async fn user_in(
+    addr: SocketAddr,
+    name: &str,
+    sealing: Option<Sealing>,
+    files_to: Option<&std::path::Path>,
+) -> (ClientHandle, peermsg_tokio::ClientEvents) {
     let builder = ClientHandle::builder(name).server(Server::Tcp(addr.to_string()));
+    let builder = match files_to {
+        Some(dir) => builder.files_to(dir),
+        None => builder,
+    };
     let builder = match sealing {
         Some(s) => builder.sealing(s),
         None => builder,
@@ -125,8 +138,59 @@ async fn a_sealing_user_refuses_the_clear_and_is_not_sent_in_it() {
     assert_eq!(result(to_carol).await, ErrorCode::NO_PEER_KEY);
     let to_alice = carol.send_cmd("alice", "hi".into(), 0).await.unwrap();
     assert_eq!(result(to_alice).await, ErrorCode::SEAL_REQUIRED);
-    // A file is not sealed yet: refused at the call, never sent in the clear.
+    // Files alike.
     let src = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(src.path(), b"secret file").unwrap();
-    assert!(alice.send_file("carol", src.path(), 0).await.is_err());
+    let to_carol = alice.send_file("carol", src.path(), 0).await.unwrap();
+    assert_eq!(result(to_carol).await, ErrorCode::NO_PEER_KEY);
+    let to_alice = carol.send_file("alice", src.path(), 0).await.unwrap();
+    assert_eq!(result(to_alice).await, ErrorCode::SEAL_REQUIRED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_carries_a_sealed_file_and_never_its_bytes_or_name() {
+    let (relay, _stop) = start(ServerConfig::default(), None).await;
+    let (addr, log) = recording_proxy(relay).await;
+    let inbox = tempfile::tempdir().unwrap();
+    let (alice, _a) = user(addr, "alice", Some(sealing(1))).await;
+    let (_bob, mut b) = user_in(addr, "bob", Some(sealing(2)), Some(inbox.path())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = "merger-terms-confidential.txt";
+    let path = dir.path().join(name);
+    let mut file = vec![0u8; 5 << 20];
+    for (i, b) in file.iter_mut().enumerate() {
+        *b = (i * 7 % 253) as u8;
+    }
+    file[4_000_000..4_000_021].copy_from_slice(b"A FILE PLAINTEXT MARK");
+    std::fs::write(&path, &file).unwrap();
+    let send = alice.send_file("bob", &path, 3).await.unwrap();
+    // bob's events are taken as they come (they are bounded: an application that does not
+    // take them holds its file back).
+    let (kept, kept_name) = loop {
+        if let ClientEvent::FileReceived {
+            tmp_file,
+            org_file_name,
+            size,
+            ..
+        } = b.recv().await.unwrap()
+        {
+            assert_eq!(size, file.len() as u64, "the plain size");
+            break (tmp_file, org_file_name);
+        }
+    };
+    assert_eq!(result(send).await, ErrorCode::NOERR);
+    assert_eq!(kept_name, name);
+    assert!(std::fs::read(&kept).unwrap() == file, "the file whole");
+    let log = log.lock().unwrap();
+    assert!(log.len() > file.len(), "the proxy saw the traffic");
+    assert!(
+        !contains(&log, b"A FILE PLAINTEXT MARK"),
+        "no file plaintext"
+    );
+    assert!(
+        !contains(&log, &file[1_000_000..1_000_032]),
+        "no file plaintext"
+    );
+    assert!(!contains(&log, name.as_bytes()), "no file name");
+    assert!(!contains(&log, b"merger-terms"), "no part of the name");
 }
