@@ -125,8 +125,9 @@ codes! {
     /// a relay for one, may be swapping keys), until the person accepts the new key.
     PEER_KEY_CHANGED = 9020, "the peer's key is not the one pinned for it";
     /// A sealed message did not open: altered, cut, spliced or moved on its way, or
-    /// sealed for another user.
-    SEAL_BROKEN = 9021, "sealed message altered on its way";
+    /// sealed to a key that is not its receiver's (one pinned before the receiver made a
+    /// new one).
+    SEAL_BROKEN = 9021, "sealed message did not open (altered on its way, or sealed to a key not the receiver's)";
 }
 
 impl ErrorCode {

@@ -325,6 +325,26 @@ pub(crate) struct LoginArgs {
     /// Seconds to wait for the relay to answer the login.
     #[arg(long, default_value_t = 10)]
     pub(crate) timeout: u64,
+    /// Seal everything end to end (commands, buffers, files and their names): the relay
+    /// routes what it cannot read. Your key is made on first use and kept in --keys; a
+    /// peer's key is trusted the first time it is seen and kept, and a changed one is
+    /// refused. Both ends need it.
+    #[arg(long)]
+    pub(crate) e2e: bool,
+    /// Where --e2e keeps your key (`identity`) and your peers' (`known_peers`).
+    /// Default: ~/.config/peermsg.
+    #[arg(long, env = "PEERMSG_KEYS")]
+    pub(crate) keys: Option<PathBuf>,
+}
+
+impl LoginArgs {
+    /// The keys --e2e uses, if it is given.
+    pub(crate) fn e2e_keys(&self) -> Result<Option<crate::keys::Keys>> {
+        match self.e2e {
+            true => crate::keys::Keys::at(self.keys.as_deref()).map(Some),
+            false => Ok(None),
+        }
+    }
 }
 
 impl LoginArgs {

@@ -71,6 +71,14 @@ pub(crate) async fn login(
     if let Some(reconnect) = reconnect {
         builder = builder.reconnect(reconnect);
     }
+    if let Some(keys) = args.e2e_keys()? {
+        let (sealing, fingerprint) = keys.sealing()?;
+        shout!(
+            "end to end: your key is {fingerprint} (in {}); a peer can compare it with what their peermsg shows",
+            keys.known_peers_path().with_file_name("identity").display()
+        );
+        builder = builder.sealing(sealing);
+    }
     let connecting = async { builder.connect().await.map_err(anyhow::Error::from) };
     let wait = Duration::from_secs(args.timeout);
     let Ok(connected) = tokio::time::timeout(wait, connecting).await else {

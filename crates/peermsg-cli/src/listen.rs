@@ -42,6 +42,7 @@ pub(crate) async fn listen(
     }
     let mut printer = Printer::new(json, "", Some(dir.clone()));
     printer.confirm = Some(handle.clone());
+    printer.keys = args.e2e_keys()?;
     printer.line(
         json!({"event": "ready", "user": args.user, "server": args.server, "dir": dir}),
         format!(

@@ -21,6 +21,7 @@ macro_rules! shout {
 mod args;
 mod connect;
 mod demo;
+mod keys;
 mod listen;
 mod printer;
 mod relay;

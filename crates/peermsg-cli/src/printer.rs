@@ -10,11 +10,13 @@ use base64::Engine as _;
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use peermsg::client::{Event, ReceiveId, SendId, SendKind};
-use peermsg::wire::UserId;
+use peermsg::seal::{Fingerprint, KeyStatus};
+use peermsg::wire::{IdentityKey, UserId};
 use peermsg::ErrorCode;
 use peermsg_tokio::{ClientEvent, ClientHandle, SendProgress};
 use serde_json::json;
 
+use crate::keys::Keys;
 use crate::save::{self, shown};
 
 /// Prints one event, as text or as a JSON line (the events are listed in docs/CLI.md).
@@ -31,6 +33,8 @@ pub(crate) struct Printer {
     /// The session a saved buffer is confirmed on, if it confirms buffers
     /// (`ClientConfig::confirm_buffers`).
     pub(crate) confirm: Option<ClientHandle>,
+    /// Where peers' keys are kept, with --e2e.
+    pub(crate) keys: Option<Keys>,
 }
 
 /// A code and its name, as every JSON event gives them.
@@ -47,6 +51,48 @@ impl Printer {
             progress_at: HashMap::new(),
             bars: HashMap::new(),
             confirm: None,
+            keys: None,
+        }
+    }
+
+    /// A peer's key heard (--e2e): kept if it is new, refused loudly if it changed.
+    fn peer_key(&self, user: &UserId, key: Option<&IdentityKey>, status: Option<&KeyStatus>) {
+        let who = shown(user.as_str());
+        let known = self
+            .keys
+            .as_ref()
+            .map(Keys::known_peers_path)
+            .unwrap_or_default();
+        let known = shown(&known.display().to_string());
+        match (key, status) {
+            (None, _) => self.line(
+                json!({"event": "peer_key", "user": user.as_str(), "status": "none"}),
+                format!("{who} has no key (they do not use --e2e): nothing is sent to them"),
+            ),
+            (Some(key), Some(KeyStatus::Learned)) => {
+                let print = Fingerprint::of(key).to_string();
+                if let Some(keys) = &self.keys {
+                    if let Err(e) = keys.remember(user, key) {
+                        shout!("error: cannot keep {who}'s key: {e:#}");
+                    }
+                }
+                self.line(
+                    json!({"event": "peer_key", "user": user.as_str(), "status": "learned", "fingerprint": print}),
+                    format!("{who}'s key is {print}: trusted on first use, kept in {known}; compare it with what {who} sees"),
+                )
+            }
+            (Some(key), Some(KeyStatus::Changed { pinned })) => {
+                let (print, before) = (Fingerprint::of(key), Fingerprint::of(pinned));
+                if self.json {
+                    self.line(json!({"event": "peer_key", "user": user.as_str(), "status": "changed", "fingerprint": print.to_string(), "pinned": before.to_string()}), String::new());
+                }
+                shout!("error: {who}'s key has CHANGED: {print} is not the {before} you trusted before, so nothing goes to or comes from {who}. Someone may be in the middle. If {who} really has a new key, check it with them and remove their line from {known}.");
+            }
+            (Some(key), Some(KeyStatus::Unknown)) => self.line(
+                json!({"event": "peer_key", "user": user.as_str(), "status": "unknown", "fingerprint": Fingerprint::of(key).to_string()}),
+                format!("{who}'s key {} is not trusted: nothing is sent to them", Fingerprint::of(key)),
+            ),
+            (Some(_), None) => {}
         }
     }
 
@@ -235,6 +281,25 @@ impl Printer {
 
     pub(crate) async fn event(&mut self, event: &ClientEvent) -> Result<()> {
         match event {
+            ClientEvent::Core(Event::PeerKey { user, key, status }) => {
+                self.peer_key(user, key.as_ref(), status.as_ref())
+            }
+            ClientEvent::Core(Event::Refused { from, kind, code }) => {
+                let kind = match kind {
+                    SendKind::Cmd => "command",
+                    SendKind::Buffer => "buffer",
+                    SendKind::File => "file",
+                };
+                self.line(
+                    json!({"event": "refused", "from": from.as_str(), "kind": kind, "code": code.as_u32(), "code_name": code_json(*code)}),
+                    format!(
+                        "refused a {kind} from {}: {} ({})",
+                        shown(from.as_str()),
+                        code.meaning().unwrap_or("a code this program does not know"),
+                        code.name().unwrap_or("UNKNOWN")
+                    ),
+                )
+            }
             ClientEvent::Core(Event::CmdReceived { id, from, data, .. }) => {
                 self.cmd_received(*id, from, data)
             }

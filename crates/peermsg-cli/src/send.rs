@@ -37,6 +37,7 @@ pub(crate) async fn send(
     let mut progress = sending.progress();
     let started = std::time::Instant::now();
     let mut printer = Printer::new(json, "", None);
+    printer.keys = args.e2e_keys()?;
     let mut interrupted = false;
     let mut view = SendView {
         id,
