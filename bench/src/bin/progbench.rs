@@ -11,6 +11,8 @@
 //!   messages, an acknowledgement every 4 MiB and 16 MiB unacknowledged at most, the
 //!   receiver writing it to disk.
 //!
+//! - the program itself sealed end to end (`--e2e`): what sealing costs through it.
+//!
 //! For each: wall time, and CPU seconds of each process (from /proc), medians of the
 //! rounds, and the ratios.
 //!
@@ -54,10 +56,30 @@ impl Cost {
 
 /// The file through `peermsg relay`, `listen --dir` and `send --file`.
 fn peermsg(bin: &Path, file: &Path, dir: &Path) -> Cost {
+    peermsg_with(bin, file, dir, None)
+}
+
+/// [`peermsg`], sealed end to end (`--e2e`) with the keys kept under `keys` (made in the
+/// first round, pinned from then on).
+fn peermsg_sealed(bin: &Path, file: &Path, dir: &Path, keys: &Path) -> Cost {
+    peermsg_with(bin, file, dir, Some(keys))
+}
+
+fn peermsg_with(bin: &Path, file: &Path, dir: &Path, keys: Option<&Path>) -> Cost {
     let (relay, addr) = start_relay(bin, &[]);
-    let cost = listen_and_send(bin, &addr, &addr, file, dir, || cpu_of(relay.0.id()));
+    let cost = listen_and_send(bin, &addr, &addr, file, dir, keys, || {
+        cpu_of(relay.0.id())
+    });
     drop(relay);
     cost
+}
+
+/// The arguments that seal a user's messages, its keys under `keys`.
+fn e2e_args(keys: Option<&Path>, user: &str) -> Vec<std::ffi::OsString> {
+    match keys {
+        Some(keys) => vec!["--e2e".into(), "--keys".into(), keys.join(user).into()],
+        None => Vec::new(),
+    }
 }
 
 /// A `peermsg relay` on a free port, with `extra` arguments; its address.
@@ -83,6 +105,7 @@ fn listen_and_send(
     listen_at: &str,
     file: &Path,
     dir: &Path,
+    keys: Option<&Path>,
     relays_cpu: impl Fn() -> f64,
 ) -> Cost {
     let mut listen = Command::new(bin)
@@ -90,6 +113,7 @@ fn listen_and_send(
             "listen", "--server", listen_at, "--user", "bob", "--json", "--dir",
         ])
         .arg(dir)
+        .args(e2e_args(keys, "bob"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -103,6 +127,7 @@ fn listen_and_send(
             "send", "--server", send_at, "--user", "alice", "--to", "bob", "--file",
         ])
         .arg(file)
+        .args(e2e_args(keys, "alice"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -129,7 +154,7 @@ fn cluster_file(bin: &Path, file: &Path, dir: &Path) -> Option<(Cost, f64)> {
     let (r1, a1) = start_relay(bin, &["--cluster", &nats.url, "--node", "b1"]);
     let (r2, a2) = start_relay(bin, &["--cluster", &nats.url, "--node", "b2"]);
     let broker = || cpu_of(nats.process.0.id());
-    let cost = listen_and_send(bin, &a1, &a2, file, dir, || {
+    let cost = listen_and_send(bin, &a1, &a2, file, dir, None, || {
         cpu_of(r1.0.id()) + cpu_of(r2.0.id()) + broker()
     });
     Some((cost, broker()))
@@ -497,6 +522,8 @@ fn main() {
     std::fs::create_dir(&inbox).unwrap();
     eprintln!("{mib} MiB file, disk to disk, {rounds} rounds, the paths alternated");
     let (mut ours, mut plain, mut on_tokio, mut broker) = (vec![], vec![], vec![], vec![]);
+    let mut sealed = vec![];
+    let keys = dir.path().join("keys");
     let (mut clustered, mut cmds_one, mut cmds_across) = (vec![], vec![], vec![]);
     let mut cluster_broker = vec![];
     let show = |name: &str, c: &Cost| {
@@ -514,6 +541,9 @@ fn main() {
         let p = peermsg(&bin, &file, &inbox);
         show("peermsg", &p);
         ours.push(p);
+        let e = peermsg_sealed(&bin, &file, &inbox, &keys);
+        show("--e2e", &e);
+        sealed.push(e);
         let c = copy(&me, "copy", &file, &inbox);
         show("copy", &c);
         plain.push(c);
@@ -568,6 +598,13 @@ fn main() {
         cpu("program: CPU of peermsg send", &ours, |c| c.sender),
         cpu("program: CPU of peermsg relay", &ours, |c| c.relay),
         cpu("program: CPU of peermsg listen", &ours, |c| c.receiver),
+        wall("program --e2e (sealed end to end), wall", &sealed)
+            .against(&wall("the program, wall", &ours))
+            .target("≤ 1.25× (throughput ≥ 0.8)"),
+        cpu("program --e2e: CPU of all three", &sealed, Cost::cpu)
+            .against(&cpu("the program: CPU of all three", &ours, Cost::cpu)),
+        cpu("program --e2e: CPU of peermsg send", &sealed, |c| c.sender),
+        cpu("program --e2e: CPU of peermsg listen", &sealed, |c| c.receiver),
         wall("program against the copy relay on tokio, wall", &ours).against(&tokio_wall),
         cpu(
             "program against the copy relay on tokio, CPU",
