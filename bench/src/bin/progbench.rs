@@ -59,7 +59,7 @@ fn peermsg(bin: &Path, file: &Path, dir: &Path) -> Cost {
     peermsg_with(bin, file, dir, None)
 }
 
-/// [`peermsg`], sealed end to end (`--e2e`) with the keys kept under `keys` (made in the
+/// The plain program's run (`peermsg`), sealed end to end (`--e2e`) with the keys kept under `keys` (made in the
 /// first round, pinned from then on).
 fn peermsg_sealed(bin: &Path, file: &Path, dir: &Path, keys: &Path) -> Cost {
     peermsg_with(bin, file, dir, Some(keys))
@@ -67,9 +67,7 @@ fn peermsg_sealed(bin: &Path, file: &Path, dir: &Path, keys: &Path) -> Cost {
 
 fn peermsg_with(bin: &Path, file: &Path, dir: &Path, keys: Option<&Path>) -> Cost {
     let (relay, addr) = start_relay(bin, &[]);
-    let cost = listen_and_send(bin, &addr, &addr, file, dir, keys, || {
-        cpu_of(relay.0.id())
-    });
+    let cost = listen_and_send(bin, &addr, &addr, file, dir, keys, || cpu_of(relay.0.id()));
     drop(relay);
     cost
 }
@@ -601,10 +599,15 @@ fn main() {
         wall("program --e2e (sealed end to end), wall", &sealed)
             .against(&wall("the program, wall", &ours))
             .target("≤ 1.25× (throughput ≥ 0.8)"),
-        cpu("program --e2e: CPU of all three", &sealed, Cost::cpu)
-            .against(&cpu("the program: CPU of all three", &ours, Cost::cpu)),
+        cpu("program --e2e: CPU of all three", &sealed, Cost::cpu).against(&cpu(
+            "the program: CPU of all three",
+            &ours,
+            Cost::cpu,
+        )),
         cpu("program --e2e: CPU of peermsg send", &sealed, |c| c.sender),
-        cpu("program --e2e: CPU of peermsg listen", &sealed, |c| c.receiver),
+        cpu("program --e2e: CPU of peermsg listen", &sealed, |c| {
+            c.receiver
+        }),
         wall("program against the copy relay on tokio, wall", &ours).against(&tokio_wall),
         cpu(
             "program against the copy relay on tokio, CPU",
