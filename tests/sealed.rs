@@ -102,9 +102,30 @@ fn recorder(world: &mut World) -> Rc<RefCell<Vec<u8>>> {
         if let Frame::Open(open) = &frame {
             log.borrow_mut().extend_from_slice(open.name.as_bytes());
         }
+        // A digest's value, as 4 bytes with a mark before them (see `end_digests`).
+        if let Frame::End(End {
+            digest: peermsg::wire::Digest::Crc32c(crc),
+            ..
+        }) = &frame
+        {
+            log.borrow_mut().extend_from_slice(b"END-DIGEST:");
+            log.borrow_mut().extend_from_slice(&crc.to_be_bytes());
+        }
         vec![frame]
     }));
     seen
+}
+
+/// The `END` digests a recorder saw.
+fn end_digests(seen: &[u8]) -> Vec<u32> {
+    let mark = b"END-DIGEST:";
+    (0..seen.len().saturating_sub(mark.len() + 3))
+        .filter(|&i| &seen[i..i + mark.len()] == mark)
+        .map(|i| {
+            let at = i + mark.len();
+            u32::from_be_bytes(seen[at..at + 4].try_into().unwrap())
+        })
+        .collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -450,6 +471,10 @@ fn a_sealed_file_and_its_name_arrive_and_the_relay_reads_neither() {
     );
     assert!(!contains(&seen, name.as_bytes()), "the file's name");
     assert!(!contains(&seen, &file[..64]), "the file's first bytes");
+    // Its END carried a digest, and not the plain one (it is masked).
+    let ends = end_digests(&seen);
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_ne!(ends[0], crc32c::crc32c(&file), "the END digest is masked");
 }
 
 #[test]
@@ -469,30 +494,31 @@ fn a_sealed_file_altered_reordered_or_cut_is_refused_at_both_ends() {
     });
     assert!(*hit.borrow(), "the attack happened");
     refused_at_both_ends(altered, ErrorCode::SEAL_BROKEN);
-    // A piece of the first record replayed in place of one of the second, at the same
-    // offset and length, so the flow is untouched.
-    let first: Rc<RefCell<Option<Data>>> = Rc::default();
-    let replayed = Rc::new(RefCell::new(false));
-    let done = replayed.clone();
+    // The first record replayed whole in place of the second, at the second's offsets:
+    // the same key sealed both, so only their numbers tell them apart.
+    const RECORD_WIRE: usize = 65_536 + 16;
+    let first: Rc<RefCell<Vec<u8>>> = Rc::default();
+    let replayed = Rc::new(RefCell::new(0usize));
+    let count = replayed.clone();
     let moved = attacked(SendKind::File, 200_000, move |frame| match frame {
-        Frame::Data(d) if d.offset == 0 => {
-            *first.borrow_mut() = Some(d.clone());
-            vec![Frame::Data(d)]
-        }
-        Frame::Data(d) if d.offset >= 65_552 && !*done.borrow() => {
-            let early = first.borrow().clone().expect("the first piece came first");
-            let n = d.payload.len().min(early.payload.len());
+        Frame::Data(mut d) => {
+            let mut first = first.borrow_mut();
             let mut payload = d.payload.to_vec();
-            payload[..n].copy_from_slice(&early.payload[..n]);
-            *done.borrow_mut() = true;
-            vec![Frame::Data(Data {
-                payload: payload.into(),
-                ..d
-            })]
+            for (i, byte) in payload.iter_mut().enumerate() {
+                let at = d.offset as usize + i;
+                if at < RECORD_WIRE {
+                    first.push(*byte);
+                } else if at < 2 * RECORD_WIRE {
+                    *byte = first[at - RECORD_WIRE];
+                    *count.borrow_mut() += 1;
+                }
+            }
+            d.payload = payload.into();
+            vec![Frame::Data(d)]
         }
         other => vec![other],
     });
-    assert!(*replayed.borrow(), "the attack happened");
+    assert_eq!(*replayed.borrow(), RECORD_WIRE, "the attack happened");
     refused_at_both_ends(moved, ErrorCode::SEAL_BROKEN);
     // Cut to its first record: the OPEN's size changed, and the END's to match.
     let cut = attacked(SendKind::File, 200_000, |frame| match frame {
