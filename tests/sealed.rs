@@ -584,3 +584,38 @@ fn sealed_files_resume_across_lost_connections_whole_and_once() {
         assert!(stored < 2_400_000, "seed {seed}: {stored} bytes stored");
     }
 }
+
+#[test]
+fn a_message_sealed_to_a_receivers_old_key_is_refused_and_the_new_key_told() {
+    // alice holds a key for bob that is not his (the one he had before he made a new one).
+    let mut world = World::with_setup(&["alice", "bob"], config(), policy(), 12, |i, c| {
+        let pinned: &[(&str, u8)] = if i == 0 { &[("bob", 9)] } else { &[] };
+        c.set_sealing(sealing(i as u8 + 1, pinned, true))
+    });
+    let id = send(&mut world, 0, SendKind::Cmd, b"for the old bob");
+    settle(&mut world, |w| {
+        result(w, 0, id).is_some()
+            && w.users[0].events.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::PeerKey {
+                        status: Some(KeyStatus::Changed { .. }),
+                        ..
+                    }
+                )
+            })
+    });
+    assert_eq!(result(&world, 0, id), Some(ErrorCode::SEAL_BROKEN));
+    assert!(received(&world, 1).is_empty());
+    // alice hears bob's key now is his real one, not the one she pinned; it is not
+    // trusted until she pins it.
+    let told = world.users[0].events.iter().find_map(|e| match e {
+        Event::PeerKey {
+            user,
+            key: Some(key),
+            status: Some(KeyStatus::Changed { pinned }),
+        } if user.as_str() == "bob" => Some((*key, *pinned)),
+        _ => None,
+    });
+    assert_eq!(told, Some((key_of(2), key_of(9))));
+}

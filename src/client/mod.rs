@@ -1165,6 +1165,12 @@ impl Client {
         let Some(send) = self.sends.outgoing.remove(&id) else {
             return;
         };
+        // A sealed message its receiver could not open may have been sealed to a key the
+        // receiver no longer has: its key is asked again, and a different one is told
+        // (`Event::PeerKey` with `KeyStatus::Changed`), not trusted.
+        if code == ErrorCode::SEAL_BROKEN && self.seal.is_some() && self.peer_has_keys() {
+            self.query_key(send.to.clone());
+        }
         if let Some(wire_id) = send.wire_id {
             self.sends.by_wire.remove(wire_id);
         }

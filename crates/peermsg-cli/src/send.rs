@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use indicatif::ProgressBar;
+use peermsg::client::Event;
 use peermsg::ErrorCode;
-use peermsg_tokio::{file_resume_key, ClientHandle, SendHandle, SendId, SendProgress};
+use peermsg_tokio::{file_resume_key, ClientEvent, ClientHandle, SendHandle, SendId, SendProgress};
 
 use crate::args::{Interrupt, LoginArgs, What, INTERRUPTED, NOT_DELIVERED};
 use crate::connect::login;
@@ -86,6 +87,24 @@ pub(crate) async fn send(
         bar.finish_and_clear();
     }
     printer.send_result(id, code, to);
+    // Sealed, and the receiver could not open it: the receiver's key is asked again (the
+    // core does), and a changed key is told before the program ends.
+    if code == ErrorCode::SEAL_BROKEN && args.e2e {
+        let until = tokio::time::sleep(Duration::from_secs(2));
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                _ = &mut until => break,
+                Some(event) = events.recv() => {
+                    let told = matches!(&event, ClientEvent::Core(Event::PeerKey { user, .. }) if user.as_str() == to);
+                    printer.event(&event).await?;
+                    if told {
+                        break;
+                    }
+                }
+            }
+        }
+    }
     if let (Some(w), ErrorCode::CONNECTIONLOST, false) = (view.waited, code, json) {
         say!(
             "gave up waiting for {} after {} s (--wait)",

@@ -206,7 +206,7 @@ fn a_changed_key_is_refused_loudly_and_the_clear_is_refused() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let (_bob, mut bob) = listen(&relay_addr, inbox.path(), bob_keys.path());
+    let (bob_process, mut bob) = listen(&relay_addr, inbox.path(), bob_keys.path());
     let out = send(&relay_addr, alice_keys.path(), &["--cmd", "first"]);
     assert!(
         out.status.success(),
@@ -246,6 +246,20 @@ fn a_changed_key_is_refused_loudly_and_the_clear_is_refused() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("SEAL_REQUIRED"));
     let refused = bob.until(|v| v["event"] == "refused" && v["from"] == "carol");
     assert_eq!(refused["code_name"], "SEAL_REQUIRED");
+
+    // bob makes a new key: alice, who kept his old one, is not delivered, and is told
+    // loudly that his key changed.
+    drop(bob_process);
+    // (A new machine: no key of his, none of others.)
+    std::fs::remove_file(bob_keys.path().join("identity")).unwrap();
+    std::fs::remove_file(bob_keys.path().join("known_peers")).unwrap();
+    let (_bob, _) = listen(&relay_addr, inbox.path(), bob_keys.path());
+    let out = send(&relay_addr, alice_keys.path(), &["--cmd", "third"]);
+    assert!(!out.status.success());
+    let result = String::from_utf8_lossy(&out.stdout);
+    assert!(result.contains("SEAL_BROKEN"), "{result}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("bob's key has CHANGED"), "{said}");
     let alice_refused = bob.seen.iter().any(|v| {
         v["event"] == "refused" && v["from"] == "alice" && v["code_name"] == "PEER_KEY_CHANGED"
     });
