@@ -55,6 +55,16 @@ enum LoginState {
     Accepted(UserId),
 }
 
+impl LoginState {
+    /// The user we log in as, once a login is under way.
+    fn user(&self) -> Option<&UserId> {
+        match self {
+            LoginState::Accepted(me) | LoginState::Pending(me) => Some(me),
+            LoginState::None => None,
+        }
+    }
+}
+
 /// What to do when the application takes an event.
 #[derive(Clone, Copy, Debug)]
 enum OnTake {
@@ -275,10 +285,7 @@ impl Client {
         let Some(seal) = &mut self.seal else {
             return Some(data);
         };
-        let me = match &self.login {
-            LoginState::Accepted(me) | LoginState::Pending(me) => me.clone(),
-            LoginState::None => return None,
-        };
+        let me = self.login.user()?.clone();
         let (from, kind) = (msg.from.clone(), msg.kind);
         let opened = seal.open(&me, &from, binding, &data);
         match self.opened(from, kind, opened) {
@@ -331,10 +338,7 @@ impl Client {
         from: &UserId,
         open: &Open,
     ) -> Result<(SealedArrival, sealed_file::Header), ErrorCode> {
-        let me = match &self.login {
-            LoginState::Accepted(me) | LoginState::Pending(me) => me.clone(),
-            LoginState::None => return Err(ErrorCode::NO_PEER_KEY),
-        };
+        let me = self.login.user().ok_or(ErrorCode::NO_PEER_KEY)?.clone();
         let (Some(seal), Some(sealed)) = (&mut self.seal, &open.seal) else {
             return Err(ErrorCode::NO_PEER_KEY);
         };
@@ -571,10 +575,7 @@ impl Client {
         size: u64,
         resume_key: Option<ResumeKey>,
     ) -> Result<Option<Box<SealedSource>>, SendError> {
-        let me = match &self.login {
-            LoginState::Accepted(me) | LoginState::Pending(me) => me.clone(),
-            LoginState::None => return Err(SendError::NotLoggedIn),
-        };
+        let me = self.login.user().ok_or(SendError::NotLoggedIn)?.clone();
         let Some(seal) = &mut self.seal else {
             return Ok(None);
         };
@@ -1691,11 +1692,7 @@ impl Client {
             }
             Some(user) => {
                 let user = user.clone();
-                let me = match &self.login {
-                    LoginState::Accepted(me) | LoginState::Pending(me) => Some(me),
-                    LoginState::None => None,
-                };
-                if me != Some(peer_field) {
+                if self.login.user() != Some(peer_field) {
                     self.queue(refuse(ErrorCode::SENDDATA_TARGETINVALID));
                     return None;
                 }

@@ -75,7 +75,7 @@ pub(crate) async fn login(
         let (sealing, fingerprint) = keys.sealing()?;
         shout!(
             "end to end: your key is {fingerprint} (in {}); a peer can compare it with what their peermsg shows",
-            keys.known_peers_path().with_file_name("identity").display()
+            keys.identity_path().display()
         );
         builder = builder.sealing(sealing);
     }

@@ -56,7 +56,7 @@ impl Keys {
         self.dir.join("known_peers")
     }
 
-    fn identity_path(&self) -> PathBuf {
+    pub(crate) fn identity_path(&self) -> PathBuf {
         self.dir.join("identity")
     }
 

@@ -49,6 +49,14 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, log: Arc<Mutex<Vec<u8>>>) {
     let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
+/// A `peermsg relay` on a free port, and its address.
+fn relay() -> (String, Killed) {
+    let addr = format!("127.0.0.1:{}", port());
+    let mut cmd = bin();
+    cmd.args(["relay", "--listen", &addr]);
+    (addr.clone(), spawn_relay(cmd))
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -88,10 +96,7 @@ fn send(addr: &str, keys: &Path, what: &[&str]) -> Output {
 
 #[test]
 fn a_command_a_buffer_and_a_file_go_sealed_and_the_relay_reads_none_of_them() {
-    let relay_addr = format!("127.0.0.1:{}", port());
-    let mut cmd = bin();
-    cmd.args(["relay", "--listen", &relay_addr]);
-    let _relay = spawn_relay(cmd);
+    let (relay_addr, _relay) = relay();
     let (addr, seen) = recording_proxy(&relay_addr);
     let (alice_keys, bob_keys, inbox, src) = (
         tempfile::tempdir().unwrap(),
@@ -197,10 +202,7 @@ fn a_command_a_buffer_and_a_file_go_sealed_and_the_relay_reads_none_of_them() {
 
 #[test]
 fn a_changed_key_is_refused_loudly_and_the_clear_is_refused() {
-    let relay_addr = format!("127.0.0.1:{}", port());
-    let mut cmd = bin();
-    cmd.args(["relay", "--listen", &relay_addr]);
-    let _relay = spawn_relay(cmd);
+    let (relay_addr, _relay) = relay();
     let (alice_keys, bob_keys, inbox) = (
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
