@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{bin, get, port, spawn_relay, value, Killed};
+use common::{bin, get, port, spawn_relay_at, value, Killed};
 use peermsg_tokio::{
     connect, connect_with, ClientConfig, ClientEvent, ClientEvents, ClientHandle, ErrorCode, Event,
     Reconnect, SendHandle, Server,
@@ -46,7 +46,8 @@ fn nats_server_program() -> PathBuf {
 
 /// A nats-server on a loopback port, which can be stopped and started again there.
 struct Nats {
-    port: u16,
+    /// Its port, once it has one (the first start takes a free port of its own).
+    port: Option<u16>,
     process: Option<Killed>,
     /// A configuration file, if any (`-c`).
     config: Option<tempfile::NamedTempFile>,
@@ -65,7 +66,7 @@ impl Nats {
             file
         });
         let mut nats = Nats {
-            port: port(),
+            port: None,
             process: None,
             config: file,
         };
@@ -74,23 +75,45 @@ impl Nats {
     }
 
     fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://127.0.0.1:{}", self.port.expect("started"))
     }
 
+    /// Starts the server: on a port the system picks the first time (`-p -1`, read from
+    /// its log, so no test beside this one can take it first), on the same port after.
     fn up(&mut self) {
         let mut cmd = Command::new(nats_server_program());
         if let Some(file) = &self.config {
             cmd.arg("-c").arg(file.path());
         }
-        let child = cmd
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+        let port = self.port.map_or("-1".to_string(), |p| p.to_string());
+        let mut child = cmd
+            .args(["-a", "127.0.0.1", "-p", &port])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("nats-server starts");
+        let log = child.stderr.take().unwrap();
         self.process = Some(Killed(child));
+        let (said, heard) = std::sync::mpsc::channel();
+        // Its log is read to its end: a server whose stderr closed would die on its
+        // next line.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            const LISTENING: &str = "Listening for client connections on ";
+            for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+                if let Some(at) = line.split(LISTENING).nth(1) {
+                    let _ = said.send(at.rsplit(':').next().and_then(|p| p.parse().ok()));
+                }
+            }
+        });
+        let port = heard
+            .recv_timeout(Duration::from_secs(10))
+            .ok()
+            .flatten()
+            .expect("nats-server did not start");
+        self.port = Some(port);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "nats-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -108,20 +131,19 @@ fn relay(nats: &Nats, node: &str) -> (Killed, String) {
 
 /// [`relay`] with `extra` arguments.
 fn relay_with(nats: &Nats, node: &str, extra: &[&str]) -> (Killed, String) {
-    let addr = format!("127.0.0.1:{}", port());
     let mut cmd = bin();
     let url = nats.url();
     cmd.args([
         "relay",
         "--listen",
-        &addr,
+        "127.0.0.1:0",
         "--cluster",
         &url,
         "--node",
         node,
     ]);
     cmd.args(extra);
-    (spawn_relay(cmd), addr)
+    spawn_relay_at(cmd)
 }
 
 struct Cluster {

@@ -36,15 +36,25 @@ impl Drop for Killed {
 }
 
 /// Spawns a relay from `cmd` (its stdout is read here) and waits until it listens.
-pub fn spawn_relay(mut cmd: Command) -> Killed {
+pub fn spawn_relay(cmd: Command) -> Killed {
+    spawn_relay_at(cmd).0
+}
+
+/// [`spawn_relay`], with the address the relay says it listens on (give it port 0: a port
+/// picked before the relay binds it may be taken meanwhile by a test running beside it).
+pub fn spawn_relay_at(mut cmd: Command) -> (Killed, String) {
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
         .unwrap();
-    assert!(first.contains("relay listening"), "{first}");
-    Killed(child)
+    let addr = first
+        .strip_prefix("relay listening on ")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("not a relay's first line: {first}"))
+        .to_string();
+    (Killed(child), addr)
 }
 
 /// Reads JSON lines from a child until `done` says so or time runs out: all it read.
