@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use peermsg::client::{ClientConfig, Event, SendId};
 use peermsg::relay::{ConnId, LinkSide, RelayConfig, RelayEvent};
+use peermsg::seal::{identity_of, Sealing};
+use peermsg::wire::{IdentityKey, UserId};
 use peermsg::ErrorCode;
 use support::net::Net;
 use support::Sim;
@@ -80,6 +82,14 @@ impl Cluster {
                             }
                         }
                         self.online.insert(user.to_string(), i);
+                    }
+                    // A key is looked up where its user is, as NATS would ask there.
+                    RelayEvent::KeyWanted { conn, user } => {
+                        let key = match self.online.get(user.as_str()) {
+                            Some(&j) => self.relays[j].relay.user_key(&user),
+                            None => None,
+                        };
+                        self.relays[i].relay.answer_key(conn, user, key);
                     }
                     RelayEvent::UserOffline { user }
                         if self.online.get(user.as_str()) == Some(&i) =>
@@ -612,4 +622,134 @@ fn idle_links_make_room_for_a_new_one_at_a_relays_bound() {
     assert_eq!(c.relays[1].relay.stats().links, 4);
     // And the user whose link went is reached again.
     assert_eq!(command(&mut c, "u0", b"again"), ErrorCode::NOERR);
+}
+
+/// User `n`'s sealing, trusting keys on first use.
+fn sealing(n: u8) -> Sealing {
+    Sealing {
+        secret: [n; 32],
+        entropy: [n.wrapping_mul(31); 32],
+        pinned: Vec::new(),
+        trust_first_use: true,
+    }
+}
+
+/// `name` logs in on `relay`, sealing as user `n` if given.
+fn join(c: &mut Cluster, relay: usize, name: &str, n: Option<u8>) {
+    let net = &mut c.relays[relay];
+    let i = net.connect(name, b"good", ClientConfig::default());
+    if let Some(n) = n {
+        net.nodes[i].side.client.set_sealing(sealing(n));
+    }
+}
+
+/// The keys `user` on `relay` was told, in order.
+fn keys_told(c: &mut Cluster, relay: usize, user: usize) -> Vec<(String, Option<IdentityKey>)> {
+    c.client(relay, user)
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PeerKey { user, key, .. } => Some((user.to_string(), *key)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_users_key_is_found_on_the_relay_it_is_logged_in_on() {
+    let mut c = Cluster::new(&[&[], &[]], ClientConfig::default());
+    join(&mut c, 0, "ann", Some(1));
+    join(&mut c, 1, "cat", Some(3));
+    join(&mut c, 1, "dan", Some(4));
+    join(&mut c, 1, "eve", None);
+    c.run();
+    for who in ["cat", "eve", "nobody"] {
+        c.client(0, 0).client.query_key(UserId::new(who).unwrap());
+    }
+    c.run();
+    // cat's key as cat's own HELLO announced it; eve seals nothing, nobody is nowhere.
+    assert_eq!(
+        keys_told(&mut c, 0, 0),
+        vec![
+            ("cat".to_string(), Some(identity_of(&[3; 32]))),
+            ("eve".to_string(), None),
+            ("nobody".to_string(), None),
+        ]
+    );
+    // A user here is answered here, without asking the cluster.
+    let asked = |c: &Cluster, relay: usize| {
+        c.relays[relay]
+            .relay_events
+            .iter()
+            .filter(|e| matches!(e, RelayEvent::KeyWanted { .. }))
+            .count()
+    };
+    c.client(1, 1).client.query_key(UserId::new("cat").unwrap());
+    c.run();
+    assert_eq!(asked(&c, 1), 0);
+    assert_eq!(
+        keys_told(&mut c, 1, 1),
+        vec![("cat".to_string(), Some(identity_of(&[3; 32])))]
+    );
+    assert_eq!(asked(&c, 0), 3);
+}
+
+#[test]
+fn a_client_has_a_bounded_number_of_keys_looked_up_elsewhere_at_once() {
+    let mut net = Net::new(&[], ClientConfig::default(), clustered(), 5);
+    net.connect("ann", b"good", ClientConfig::default());
+    net.nodes[0].side.client.set_sealing(sealing(1));
+    net.run();
+    for i in 0..12 {
+        net.nodes[0]
+            .side
+            .client
+            .query_key(UserId::new(&format!("u{i}")).unwrap());
+    }
+    net.run();
+    let wanted: Vec<(ConnId, String)> = net
+        .relay_events
+        .iter()
+        .filter_map(|e| match e {
+            RelayEvent::KeyWanted { conn, user } => Some((*conn, user.to_string())),
+            _ => None,
+        })
+        .collect();
+    // Eight are looked up; the rest are answered "no key" at once.
+    assert_eq!(wanted.len(), 8);
+    let told = |net: &Net| {
+        net.nodes[0]
+            .side
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::PeerKey { .. }))
+            .count()
+    };
+    assert_eq!(told(&net), 4);
+    // An answer nobody asked for goes nowhere; each asked one is answered once.
+    let key = Some(identity_of(&[9; 32]));
+    net.relay
+        .answer_key(ConnId(0), UserId::new("u11").unwrap(), key);
+    net.run();
+    assert_eq!(told(&net), 4);
+    for (conn, user) in &wanted {
+        net.relay
+            .answer_key(*conn, UserId::new(user.as_str()).unwrap(), key);
+        net.relay
+            .answer_key(*conn, UserId::new(user.as_str()).unwrap(), key);
+    }
+    net.run();
+    assert_eq!(told(&net), 12);
+    // With room again, the next query is looked up.
+    net.nodes[0]
+        .side
+        .client
+        .query_key(UserId::new("u12").unwrap());
+    net.run();
+    let wanted_now = net
+        .relay_events
+        .iter()
+        .filter(|e| matches!(e, RelayEvent::KeyWanted { .. }))
+        .count();
+    assert_eq!(wanted_now, 9);
 }

@@ -28,6 +28,9 @@ use super::*;
 /// connections with ids below it.
 pub const LINK_BIT: u64 = 1 << 63;
 
+/// Most identity keys one connection may have looked up on other relays at once.
+pub(super) const KEY_LOOKUPS: usize = 8;
+
 /// Which way a link's messages go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkSide {
@@ -182,6 +185,52 @@ impl Relay {
     /// The connection whose session takes `user`'s messages on this relay, if any.
     pub fn user_session(&self, user: &UserId) -> Option<ConnId> {
         self.users.get(user).copied()
+    }
+
+    /// The identity key `user`'s session here announced in its `HELLO`, if the user is
+    /// logged in here and seals. The relay keeps no other key (docs/PROTOCOL.md, "Sealed
+    /// messages"); a relay of a cluster answers the others' [`RelayEvent::KeyWanted`]
+    /// lookups with it.
+    pub fn user_key(&self, user: &UserId) -> Option<wire::IdentityKey> {
+        self.users
+            .get(user)
+            .and_then(|user| self.conns.get(user))
+            .and_then(|user| user.session.peer())
+            .filter(|h| h.capabilities.contains(wire::Capabilities::SEALED))
+            .and_then(|h| h.identity)
+    }
+
+    /// `conn` asked for `user`'s key (`KEY_QUERY`): answered from the user's session here;
+    /// in a cluster, a user not logged in here is looked up on the other relays
+    /// ([`RelayEvent::KeyWanted`]), [`KEY_LOOKUPS`] at once per connection at most (past
+    /// them, and for a link, the answer is "no key" at once: the client may ask again).
+    pub(super) fn key_query(&mut self, conn: ConnId, user: UserId) {
+        let elsewhere = self.config.cluster && !self.users.contains_key(&user);
+        if let Some(c) = self
+            .conns
+            .get_mut(&conn)
+            .filter(|c| elsewhere && c.link.is_none() && c.key_lookups.len() < KEY_LOOKUPS)
+        {
+            c.key_lookups.push(user.clone());
+            self.events.push_back(RelayEvent::KeyWanted { conn, user });
+            return;
+        }
+        let key = self.user_key(&user);
+        self.push(conn, Frame::Key(wire::Key { user, key }));
+    }
+
+    /// The answer to a [`RelayEvent::KeyWanted`]: `user`'s key as the relay the user is
+    /// on announced it, or `None` (no relay has the user, it announced no key, or the
+    /// cluster could not be asked). Ignored if `conn` did not ask or is gone.
+    pub fn answer_key(&mut self, conn: ConnId, user: UserId, key: Option<wire::IdentityKey>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(at) = c.key_lookups.iter().position(|u| *u == user) else {
+            return;
+        };
+        c.key_lookups.swap_remove(at);
+        self.push(conn, Frame::Key(wire::Key { user, key }));
     }
 
     /// What `conn` is if it is a link still open: its side and its user. (A closed link's

@@ -208,6 +208,15 @@ pub enum RelayEvent {
         /// The user.
         user: UserId,
     },
+    /// A client asked for the identity key of a user who is not logged in here (with
+    /// [`RelayConfig::cluster`] only): ask the relay the user is on
+    /// ([`Relay::user_key`] there) and answer with [`Relay::answer_key`].
+    KeyWanted {
+        /// The connection that asked.
+        conn: ConnId,
+        /// Whose key.
+        user: UserId,
+    },
     /// A user's session left this relay (with [`RelayConfig::cluster`] only).
     UserOffline {
         /// The user.
@@ -369,6 +378,9 @@ struct Conn {
     blocked: VecDeque<RouteKey>,
     /// A link to another relay of a cluster (`link.rs`).
     link: Option<Link>,
+    /// Users whose keys it asked for that are being looked up on other relays of the
+    /// cluster (at most [`KEY_LOOKUPS`]).
+    key_lookups: Vec<UserId>,
 }
 
 impl Conn {
@@ -393,6 +405,7 @@ impl Conn {
             waiting_transfers: Admission::default(),
             blocked: VecDeque::new(),
             link: None,
+            key_lookups: Vec::new(),
         }
     }
 

@@ -221,19 +221,7 @@ impl Relay {
                 }
             }
             Frame::Result(result) => self.on_result(conn, result),
-            // A user's identity key is what its own HELLO announced; the relay keeps no
-            // other (docs/PROTOCOL.md, "Sealed messages").
-            Frame::KeyQuery(query) => {
-                let key = self
-                    .users
-                    .get(&query.user)
-                    .and_then(|user| self.conns.get(user))
-                    .and_then(|user| user.session.peer())
-                    .filter(|h| h.capabilities.contains(wire::Capabilities::SEALED))
-                    .and_then(|h| h.identity);
-                let user = query.user;
-                self.push(conn, Frame::Key(wire::Key { user, key }));
-            }
+            Frame::KeyQuery(query) => self.key_query(conn, query.user),
             Frame::Key(_) => self.violation(conn, Violation::UnexpectedFrame),
         }
     }

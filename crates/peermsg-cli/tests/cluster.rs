@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{bin, get, port, spawn_relay_at, value, Killed};
+use common::{bin, get, port, spawn_relay_at, value, Killed, Lines};
 use peermsg_tokio::{
     connect, connect_with, ClientConfig, ClientEvent, ClientEvents, ClientHandle, ErrorCode, Event,
     Reconnect, SendHandle, Server,
@@ -753,6 +753,64 @@ async fn each_relays_metrics_count_its_nats_traffic_links_and_searches() {
             assert!(value(text, "peermsg_relay_nats_bytes_total", &[("what", what)]) > 0.0);
         }
     }
+}
+
+#[test]
+fn sealed_messages_cross_relays_to_a_user_whose_key_is_on_another_relay() {
+    if !nats_here() {
+        return;
+    }
+    let c = cluster(2);
+    let (alice_keys, bob_keys, inbox, src) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut listener = bin()
+        .args(["listen", "--json", "--e2e", "--server", c.addr(1)])
+        .args(["--user", "bob", "--dir"])
+        .arg(inbox.path())
+        .arg("--keys")
+        .arg(bob_keys.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut bob = Lines::of(&mut listener);
+    let _bob = Killed(listener);
+    bob.until(|v| v["event"] == "ready");
+    // alice, on the other relay, has no key of bob's: her relay asks bob's.
+    let send = |what: &[&str]| {
+        let out = bin()
+            .args(["send", "--e2e", "--server", c.addr(0), "--user", "alice"])
+            .args(["--to", "bob", "--wait", "10", "--keys"])
+            .arg(alice_keys.path())
+            .args(what)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{said}");
+        said
+    };
+    let said = send(&["--cmd", "across"]);
+    assert!(
+        said.contains("bob's key is") && said.contains("trusted on first use"),
+        "{said}"
+    );
+    assert_eq!(
+        bob.until(|v| v["event"] == "cmd_received")["data"],
+        "across"
+    );
+    let file = src.path().join("notes.bin");
+    let bytes = content(300_000, 5);
+    std::fs::write(&file, &bytes).unwrap();
+    send(&["--file", file.to_str().unwrap()]);
+    let got = bob.until(|v| v["event"] == "file_received");
+    assert_eq!(got["org_file_name"], "notes.bin", "{got}");
+    let kept = std::fs::read(got["path"].as_str().unwrap()).unwrap();
+    assert!(kept == bytes, "the file arrived altered");
 }
 
 #[test]

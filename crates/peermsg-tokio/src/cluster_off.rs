@@ -62,6 +62,10 @@ impl Glue {
         match *self {}
     }
 
+    pub(crate) fn find_key(&mut self, _conn: ConnId, _user: UserId) {
+        match *self {}
+    }
+
     pub(crate) fn user_offline(&mut self, _user: &UserId) {
         match *self {}
     }

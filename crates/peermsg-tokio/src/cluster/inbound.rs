@@ -1,11 +1,12 @@
 //! What other relays say: messages to this relay, to users logged in here, and the
 //! search for the relay a user is on.
 
+use async_nats::Client;
 use async_nats::{Message, Subscriber};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use peermsg::relay::{ConnId, Relay, RelayError};
-use peermsg::wire::{Transmit, UserId};
+use peermsg::wire::{IdentityKey, Transmit, UserId};
 use peermsg::{ErrorCode, Instant};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -37,26 +38,7 @@ impl Glue {
         let msg = msg.freeze();
         tokio::spawn(async move {
             use async_nats::RequestErrorKind;
-            // Several NATS servers learn of a new subscription one after the other: no
-            // responders there is asked again for a moment before it counts.
-            let clustered = !client.server_info().connect_urls.is_empty();
-            let started = crate::clock::tokio_now();
-            let mut wait = Duration::from_millis(20);
-            let asked = loop {
-                let asked =
-                    tokio::time::timeout(limit, client.request(subject.clone(), msg.clone())).await;
-                let nobody =
-                    matches!(&asked, Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders);
-                if !(nobody
-                    && clustered
-                    && crate::clock::tokio_now() - started + wait <= INTEREST_SPREADS)
-                {
-                    break asked;
-                }
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            };
-            let answer = match asked {
+            let answer = match ask_where_user_is(&client, subject, msg, limit).await {
                 Ok(Ok(reply)) => {
                     let mut b = reply.payload;
                     match read_head(&mut b) {
@@ -76,6 +58,34 @@ impl Glue {
                 Ok(Err(_)) => Err(ErrorCode::CONNECTIONLOST),
             };
             let _ = inputs.send(ClusterInput::Found(conn, answer)).await;
+        });
+    }
+
+    /// Asks the relay `user` is logged in on for the identity key the user announced
+    /// there; the answer (`None` if no relay has the user or NATS could not ask) comes
+    /// back as [`ClusterInput::KeyFound`].
+    pub(crate) fn find_key(&mut self, conn: ConnId, user: UserId) {
+        let mut msg = BytesMut::new();
+        head(&mut msg, KEY_ASK, &self.me);
+        if let Some(m) = &self.metrics {
+            m.nats(true, msg.len());
+        }
+        let (client, inputs) = (self.client.clone(), self.inputs.clone());
+        let subject = user_subject(&user);
+        let limit = self.config.search_timeout;
+        let msg = msg.freeze();
+        tokio::spawn(async move {
+            let key = match ask_where_user_is(&client, subject, msg, limit).await {
+                Ok(Ok(reply)) => {
+                    let mut b = reply.payload;
+                    match read_head(&mut b) {
+                        Some((KEY, _)) => <[u8; 32]>::try_from(&b[..]).ok().map(IdentityKey),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            let _ = inputs.send(ClusterInput::KeyFound(conn, user, key)).await;
         });
     }
 
@@ -188,6 +198,18 @@ impl Glue {
                 head(&mut out, answer, &self.me);
                 self.send(relay, None, reply.to_string(), out.freeze());
             }
+            // Only the relay the user is on answers; the others stay silent.
+            KEY_ASK if relay.user_session(&user).is_some() => {
+                let Some(reply) = msg.reply else {
+                    return;
+                };
+                let mut out = BytesMut::new();
+                head(&mut out, KEY, &self.me);
+                if let Some(key) = relay.user_key(&user) {
+                    out.put_slice(&key.0);
+                }
+                self.send(relay, None, reply.to_string(), out.freeze());
+            }
             KICK if from.node != self.me.node => {
                 let Some(at) = get_u64(&mut b) else {
                     return;
@@ -204,6 +226,31 @@ impl Glue {
             }
             _ => {}
         }
+    }
+}
+
+/// A request on a user's subject, answered by the relay the user is logged in on.
+/// Several NATS servers learn of a new subscription one after the other: "no responders"
+/// is asked again for a moment ([`INTEREST_SPREADS`]) before it counts.
+async fn ask_where_user_is(
+    client: &Client,
+    subject: String,
+    msg: Bytes,
+    limit: Duration,
+) -> Result<Result<Message, async_nats::RequestError>, tokio::time::error::Elapsed> {
+    let clustered = !client.server_info().connect_urls.is_empty();
+    let started = crate::clock::tokio_now();
+    let mut wait = Duration::from_millis(20);
+    loop {
+        let asked = tokio::time::timeout(limit, client.request(subject.clone(), msg.clone())).await;
+        let nobody =
+            matches!(&asked, Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders);
+        if !(nobody && clustered && crate::clock::tokio_now() - started + wait <= INTEREST_SPREADS)
+        {
+            return asked;
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
     }
 }
 

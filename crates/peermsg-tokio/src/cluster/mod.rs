@@ -20,7 +20,7 @@ use async_nats::{Client, Message, Subscriber};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use peermsg::relay::{ConnId, Relay};
-use peermsg::wire::{Transmit, UserId};
+use peermsg::wire::{IdentityKey, Transmit, UserId};
 use peermsg::{ErrorCode, Instant};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
@@ -117,6 +117,8 @@ pub(crate) enum ClusterInput {
     Alive(Bytes),
     /// A search for an outgoing link's user ended.
     Found(ConnId, Result<Relayed, ErrorCode>),
+    /// A key lookup ended: the key the user's relay has for it, if any.
+    KeyFound(ConnId, UserId, Option<IdentityKey>),
     /// A login's subscription is in place (or could not be made): the login is accepted,
     /// and what came on the user's subject meanwhile is handled.
     Subscribed(ConnId, UserId, Option<Subscriber>, Vec<Message>),
@@ -393,6 +395,7 @@ impl Glue {
                     }
                 }
             },
+            ClusterInput::KeyFound(conn, user, key) => relay.answer_key(conn, user, key),
             ClusterInput::Subscribed(conn, user, sub, early) => {
                 if relay.accept_login(conn).is_err() {
                     return; // gone meanwhile; the subscription ends with `sub`

@@ -12,6 +12,8 @@ pub(super) const ALIVE: u8 = 5;
 pub(super) const ACCEPTED: u8 = 6;
 pub(super) const BUSY: u8 = 7;
 pub(super) const PROBE: u8 = 8;
+pub(super) const KEY_ASK: u8 = 9;
+pub(super) const KEY: u8 = 10;
 
 /// A link's name in the cluster: the relay that opened it, that relay's run, its id there.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -102,6 +102,15 @@ impl Hooks {
         }
     }
 
+    /// A client asked for the key of a user not logged in here: the cluster is asked
+    /// (without one, nobody else could have the user).
+    pub(super) fn key_wanted(&mut self, relay: &mut Relay, conn: ConnId, user: UserId) {
+        match &mut self.glue {
+            Some(glue) => glue.find_key(conn, user),
+            None => relay.answer_key(conn, user, None),
+        }
+    }
+
     pub(super) fn user_offline(&mut self, user: &UserId) {
         if let Some(glue) = &mut self.glue {
             glue.user_offline(user);

@@ -207,6 +207,9 @@ impl<A: Authenticator> Server<A> {
                     .finish(&mut self.relay, conn, self.config.close_timeout);
             }
             RelayEvent::UserOffline { user } => self.hooks.user_offline(&user),
+            RelayEvent::KeyWanted { conn, user } => {
+                self.hooks.key_wanted(&mut self.relay, conn, user)
+            }
             // Events of a later core version; this server answers none yet.
             _ => {}
         }
