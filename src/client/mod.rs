@@ -31,7 +31,7 @@ use core::time::Duration;
 use crate::conn::{self, credit::RecvWindow, ids::IdSpace, CloseReason, Session, Violation};
 use crate::digest::RunningDigest;
 use crate::error::{ActionError, SendError};
-use crate::seal::file::{self as sealed_file, FileSeal, Masked};
+use crate::seal::file::{self as sealed_file, Cipher, FileSeal, Masked};
 use crate::seal::{Binding, KeyStatus, Refused, Seal, Sealing};
 use crate::wire::credit_step;
 use crate::wire::{
@@ -359,7 +359,7 @@ impl Client {
             return Err(code);
         };
         let arrival = SealedArrival {
-            file: FileSeal::new(&header.key, header.size),
+            file: FileSeal::new(&header),
             record: BytesMut::new(),
             number: 0,
         };
@@ -579,18 +579,19 @@ impl Client {
         let Some(seal) = &mut self.seal else {
             return Ok(None);
         };
-        let key = seal.file_key();
         let header = sealed_file::Header {
-            key,
+            cipher: Cipher::for_records(),
+            key: seal.file_key(),
             size,
             resume_key: resume_key.map(sealed_file::resume_key),
             name: Text::from(name),
         };
+        let file = FileSeal::new(&header);
         let header = seal
             .seal(&me, to, Binding::File, &header.to_bytes())
             .map_err(SendError::Sealing)?;
         Ok(Some(Box::new(SealedSource {
-            file: FileSeal::new(&key, size),
+            file,
             header,
             sealed_to: 0,
             pending: BytesMut::new(),

@@ -14,9 +14,9 @@
 
 use alloc::vec::Vec;
 
+pub(crate) use super::aead::Cipher;
+use super::aead::{Aead, Nonce};
 use bytes::{Bytes, BytesMut};
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::ChaCha20Poly1305 as RecordAead;
 
 use crate::wire::{Digest, ResumeKey, Text};
 
@@ -27,8 +27,9 @@ pub const RECORD: u64 = 64 * 1024;
 /// A whole record's bytes on the wire.
 pub(crate) const RECORD_WIRE: u64 = RECORD + TAG as u64;
 
-/// What the sealed header holds before the name: the file key and the plain size.
-const HEADER_FIXED: usize = 32 + 8;
+/// What the sealed header holds before the resume key: the record cipher, the file key
+/// and the plain size.
+const HEADER_FIXED: usize = 1 + 32 + 8;
 
 /// The wire size of a file of `plain` bytes.
 pub(crate) fn wire_size(plain: u64) -> u64 {
@@ -87,7 +88,9 @@ pub(crate) enum Masked {
 
 /// A sealed file's key for this attempt: seals or opens its records, masks its digests.
 pub(crate) struct FileSeal {
-    aead: RecordAead,
+    /// `None` only if the cipher refused the key (it does not): every record is then
+    /// broken.
+    aead: Option<Aead>,
     /// The file's plain size.
     size: u64,
     masks: [u32; 2],
@@ -102,25 +105,29 @@ impl core::fmt::Debug for FileSeal {
 }
 
 /// A record's nonce: its kind (1 a record, 2 the last record, 3 the masks) and number.
-fn nonce(kind: u8, number: u64) -> chacha20poly1305::Nonce {
-    let mut nonce = chacha20poly1305::Nonce::default();
+fn nonce(kind: u8, number: u64) -> Nonce {
+    let mut nonce = Nonce::default();
     nonce[0] = kind;
     nonce[4..].copy_from_slice(&number.to_be_bytes());
     nonce
 }
 
 impl FileSeal {
-    /// The seal of a file of `size` plain bytes under `key`.
-    pub(crate) fn new(key: &[u8; 32], size: u64) -> Self {
-        let aead = RecordAead::new(key.into());
+    /// The seal of the file `header` describes: its records under its cipher and key.
+    pub(crate) fn new(header: &Header) -> Self {
+        let size = header.size;
+        let aead = Aead::new(header.cipher, &header.key);
         // The masks are the key stream at a nonce no record uses.
         let mut stream = [0u8; 8];
-        let masks = match aead.encrypt_inout_detached(&nonce(3, 0), &[], (&mut stream[..]).into()) {
-            Ok(_) => [
+        let masks = match aead
+            .as_ref()
+            .and_then(|a| a.seal(nonce(3, 0), &[], &mut stream))
+        {
+            Some(_) => [
                 u32::from_be_bytes([stream[0], stream[1], stream[2], stream[3]]),
                 u32::from_be_bytes([stream[4], stream[5], stream[6], stream[7]]),
             ],
-            Err(_) => [0, 0],
+            None => [0, 0],
         };
         FileSeal { aead, size, masks }
     }
@@ -149,28 +156,25 @@ impl FileSeal {
         for (number, record) in (at / RECORD..).zip(plain.chunks(RECORD as usize)) {
             let start = out.len();
             out.extend_from_slice(record);
-            let sealed = self.aead.encrypt_inout_detached(
-                &nonce(self.kind_of(number), number),
-                &[],
-                (&mut out[start..]).into(),
-            );
-            // Encrypting a record of at most 64 KiB does not fail; if it did, the record
-            // goes out broken and its receiver refuses it (`SEAL_BROKEN`).
-            match sealed {
-                Ok(tag) => out.extend_from_slice(&tag),
-                Err(_) => out.extend_from_slice(&[0; TAG]),
-            }
+            let nonce = nonce(self.kind_of(number), number);
+            let sealed = self
+                .aead
+                .as_ref()
+                .and_then(|a| a.seal(nonce, &[], &mut out[start..]));
+            // Sealing a record of at most 64 KiB does not fail; if it did, the record goes
+            // out broken and its receiver refuses it (`SEAL_BROKEN`).
+            out.extend_from_slice(&sealed.unwrap_or([0; TAG]));
         }
     }
 
     /// Record `number` opened from its wire bytes, or `None` if it does not open.
     pub(crate) fn open_record(&self, number: u64, mut wire: BytesMut) -> Option<Bytes> {
         let body = wire.len().checked_sub(TAG)?;
-        let tag = chacha20poly1305::Tag::try_from(&wire[body..]).ok()?;
-        let kind = self.kind_of(number);
-        self.aead
-            .decrypt_inout_detached(&nonce(kind, number), &[], (&mut wire[..body]).into(), &tag)
-            .ok()?;
+        let tag = <[u8; TAG]>::try_from(&wire[body..]).ok()?;
+        let nonce = nonce(self.kind_of(number), number);
+        if !self.aead.as_ref()?.open(nonce, &[], &mut wire[..body], tag) {
+            return None;
+        }
         wire.truncate(body);
         Some(wire.freeze())
     }
@@ -182,10 +186,11 @@ impl FileSeal {
     }
 }
 
-/// A sealed file's header, as its `OPEN` carries it sealed: the file key, the plain size,
-/// the resume key (the one the `OPEN` may carry, so that a relay cannot put another on
-/// it), the name.
+/// A sealed file's header, as its `OPEN` carries it sealed: the record cipher, the file
+/// key, the plain size, the resume key (the one the `OPEN` may carry, so that a relay
+/// cannot put another on it), the name.
 pub(crate) struct Header {
+    pub(crate) cipher: Cipher,
     pub(crate) key: [u8; 32],
     pub(crate) size: u64,
     pub(crate) resume_key: Option<ResumeKey>,
@@ -196,6 +201,7 @@ impl Header {
     /// Its bytes, before sealing.
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_FIXED + ResumeKey::LEN as usize + self.name.len());
+        out.push(self.cipher as u8);
         out.extend_from_slice(&self.key);
         out.extend_from_slice(&self.size.to_be_bytes());
         match &self.resume_key {
@@ -209,20 +215,22 @@ impl Header {
         out
     }
 
-    /// A header opened, or `None` if it is not one.
+    /// A header opened, or `None` if it is not one (an unknown cipher included).
     pub(crate) fn read(plain: &[u8]) -> Option<Self> {
-        let key = <[u8; 32]>::try_from(plain.get(..32)?).ok()?;
-        let size = u64::from_be_bytes(<[u8; 8]>::try_from(plain.get(32..40)?).ok()?);
-        let (resume_key, name) = match *plain.get(40)? {
-            0 => (None, plain.get(41..)?),
+        let cipher = Cipher::from_byte(*plain.first()?)?;
+        let key = <[u8; 32]>::try_from(plain.get(1..33)?).ok()?;
+        let size = u64::from_be_bytes(<[u8; 8]>::try_from(plain.get(33..41)?).ok()?);
+        let (resume_key, name) = match *plain.get(41)? {
+            0 => (None, plain.get(42..)?),
             16 => (
-                Some(ResumeKey(<[u8; 16]>::try_from(plain.get(41..57)?).ok()?)),
-                plain.get(57..)?,
+                Some(ResumeKey(<[u8; 16]>::try_from(plain.get(42..58)?).ok()?)),
+                plain.get(58..)?,
             ),
             _ => return None,
         };
         let name = Text::from(core::str::from_utf8(name).ok()?);
         Some(Header {
+            cipher,
             key,
             size,
             resume_key,
@@ -257,11 +265,28 @@ mod tests {
         assert_eq!(plain_before(RECORD_WIRE + RECORD + 5), 2 * RECORD);
     }
 
+    /// The seal of a file of `size` bytes under `key` and `cipher`.
+    fn seal_of(cipher: Cipher, key: [u8; 32], size: u64) -> FileSeal {
+        FileSeal::new(&Header {
+            cipher,
+            key,
+            size,
+            resume_key: None,
+            name: Text::from(""),
+        })
+    }
+
     #[test]
     fn records_open_in_place_only() {
+        for cipher in [Cipher::ChaCha20Poly1305, Cipher::Aes256Gcm] {
+            records_open_in_place_only_under(cipher);
+        }
+    }
+
+    fn records_open_in_place_only_under(cipher: Cipher) {
         let key = [7u8; 32];
         let size = RECORD + 5;
-        let file = FileSeal::new(&key, size);
+        let file = seal_of(cipher, key, size);
         let plain: Vec<u8> = (0..size).map(|i| i as u8).collect();
         let mut wire = BytesMut::new();
         file.seal_records(0, &plain, &mut wire);
@@ -281,11 +306,17 @@ mod tests {
         let mut altered = last.clone();
         altered[0] ^= 1;
         assert!(file.open_record(1, altered).is_none());
-        let cut = FileSeal::new(&key, RECORD);
+        let cut = seal_of(cipher, key, RECORD);
         assert!(cut.open_record(0, first).is_none());
-        assert!(FileSeal::new(&[8u8; 32], size)
-            .open_record(1, last)
+        assert!(seal_of(cipher, [8u8; 32], size)
+            .open_record(1, last.clone())
             .is_none());
+        // Under the other cipher with the same key: none opens.
+        let other = match cipher {
+            Cipher::ChaCha20Poly1305 => Cipher::Aes256Gcm,
+            Cipher::Aes256Gcm => Cipher::ChaCha20Poly1305,
+        };
+        assert!(seal_of(other, key, size).open_record(1, last).is_none());
         // The masks hide the digest, and undo themselves.
         let digest = Digest::Crc32c(0x1234_5678);
         let masked = file.mask(digest, Masked::End);
@@ -296,20 +327,26 @@ mod tests {
 
     #[test]
     fn a_header_reads_back() {
-        for resume_key in [None, Some(ResumeKey([5; 16]))] {
+        for (cipher, resume_key) in [
+            (Cipher::ChaCha20Poly1305, None),
+            (Cipher::Aes256Gcm, Some(ResumeKey([5; 16]))),
+        ] {
             let h = Header {
+                cipher,
                 key: [9; 32],
                 size: 77,
                 resume_key,
                 name: Text::from("report.pdf"),
             };
-            let bytes = h.to_bytes();
+            let mut bytes = h.to_bytes();
             let back = Header::read(&bytes).expect("reads");
             assert_eq!(
-                (back.key, back.size, back.resume_key, back.name),
-                (h.key, h.size, h.resume_key, h.name)
+                (back.cipher, back.key, back.size, back.resume_key, back.name),
+                (h.cipher, h.key, h.size, h.resume_key, h.name)
             );
-            assert!(Header::read(&bytes[..40]).is_none());
+            assert!(Header::read(&bytes[..41]).is_none());
+            bytes[0] = 3;
+            assert!(Header::read(&bytes).is_none(), "an unknown cipher");
         }
     }
 }

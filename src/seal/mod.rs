@@ -26,6 +26,7 @@
 //! e2 01 | enc (32) | sender's identity key (32) | number (8, big-endian) | ciphertext | tag (16)
 //! ```
 
+mod aead;
 pub(crate) mod file;
 
 pub use file::RECORD;
@@ -34,10 +35,9 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
 
+use aead::Aead as MessageAead;
 use bytes::{BufMut, Bytes, BytesMut};
 use chacha20::rand_core::SeedableRng;
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::ChaCha20Poly1305 as MessageAead;
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
@@ -56,7 +56,7 @@ type PublicKey = <Kem as hpke::Kem>::PublicKey;
 const MARK: [u8; 2] = [0xe2, 0x01];
 const ENC: usize = 32;
 const NUMBER: usize = 8;
-const TAG: usize = 16;
+use aead::TAG;
 /// The header: mark, HPKE's encapsulated key, the sender's identity key, the number.
 const HEADER: usize = MARK.len() + ENC + 32 + NUMBER;
 /// What sealing adds to a message.
@@ -255,15 +255,15 @@ fn info(sender: &UserId, receiver: &UserId) -> Vec<u8> {
     info
 }
 
-fn nonce(number: u64) -> chacha20poly1305::Nonce {
-    let mut nonce = chacha20poly1305::Nonce::default();
+fn nonce(number: u64) -> aead::Nonce {
+    let mut nonce = aead::Nonce::default();
     nonce[4..].copy_from_slice(&number.to_be_bytes());
     nonce
 }
 
 fn message_aead(export: impl FnOnce(&mut [u8; 32]) -> bool) -> Option<MessageAead> {
     let mut key = [0u8; 32];
-    export(&mut key).then(|| MessageAead::new(&key.into()))
+    export(&mut key).then(|| MessageAead::new(aead::Cipher::ChaCha20Poly1305, &key))?
 }
 
 impl Seal {
@@ -389,8 +389,8 @@ impl Seal {
         out.put_slice(plain);
         let tag = session
             .aead
-            .encrypt_inout_detached(&nonce(number), &ad, (&mut out[HEADER..]).into())
-            .map_err(|_| ErrorCode::SENDFAIL)?;
+            .seal(nonce(number), &ad, &mut out[HEADER..])
+            .ok_or(ErrorCode::SENDFAIL)?;
         out.put_slice(&tag);
         Ok(out.freeze())
     }
@@ -458,13 +458,12 @@ impl Seal {
         ad.extend_from_slice(&sealed[..HEADER]);
         binding.write(&mut ad);
         let body = &sealed[HEADER..sealed.len() - TAG];
-        let tag = chacha20poly1305::Tag::try_from(&sealed[sealed.len() - TAG..])
+        let tag = <[u8; TAG]>::try_from(&sealed[sealed.len() - TAG..])
             .map_err(|_| refused(ErrorCode::SEAL_BROKEN))?;
         let mut plain = BytesMut::from(body);
-        session
-            .aead
-            .decrypt_inout_detached(&nonce(number), &ad, (&mut plain[..]).into(), &tag)
-            .map_err(|_| refused(ErrorCode::SEAL_BROKEN))?;
+        if !session.aead.open(nonce(number), &ad, &mut plain[..], tag) {
+            return Err(refused(ErrorCode::SEAL_BROKEN));
+        }
         let learned = first.then(|| {
             self.pins.insert(from.clone(), key);
             key
