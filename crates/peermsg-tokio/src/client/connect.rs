@@ -232,39 +232,13 @@ pub async fn connect_with(
     sink_dir: Option<&Path>,
     reconnect: Option<Reconnect>,
 ) -> Result<(ClientHandle, ClientEvents), ConnectError> {
-    connect_sealed(servers, user, token, config, sink_dir, reconnect, None).await
-}
-
-/// [`connect_with`], sealing messages if `sealing` is given ([`ClientBuilder::sealing`]).
-async fn connect_sealed(
-    servers: &[Server],
-    user: &str,
-    token: &[u8],
-    config: ClientConfig,
-    sink_dir: Option<&Path>,
-    reconnect: Option<Reconnect>,
-    sealing: Option<Sealing>,
-) -> Result<(ClientHandle, ClientEvents), ConnectError> {
-    // Buffers cut by a lost connection are kept in memory, to go on when it is back.
-    let config = ClientConfig {
-        resume_buffers: reconnect.is_some(),
-        resume_window: reconnect
-            .as_ref()
-            .map_or(crate::RESUME_WINDOW, |r| r.window),
-        ..config
-    };
-    let mut prepared = prepare(user, token, config, sink_dir, reconnect.as_ref())?;
-    if let Some(mut sealing) = sealing {
-        sealing.entropy = crate::clock::random32()
-            .ok_or_else(|| ConnectError::Invalid("no random source to seal with".into()))?;
-        prepared.0.set_sealing(sealing);
-    }
-    let (stream, _) = dial_any(servers).await?;
-    let redial = reconnect.map(|_| Redial {
-        servers: servers.to_vec(),
-        sink_dir: sink_dir.map(Path::to_path_buf),
-    });
-    start(prepared, stream, redial).await
+    let mut builder = ClientBuilder::new(user)
+        .token(token)
+        .servers(servers.iter().cloned())
+        .config(config);
+    builder.sink_dir = sink_dir.map(Path::to_path_buf);
+    builder.reconnect = reconnect;
+    builder.connect().await
 }
 
 /// How a client connects, named piece by piece ([`ClientHandle::builder`]): the relays,
@@ -363,16 +337,34 @@ impl ClientBuilder {
 
     /// Connects and logs in ([`connect_with`]).
     pub async fn connect(self) -> Result<(ClientHandle, ClientEvents), ConnectError> {
-        connect_sealed(
-            &self.servers,
+        let reconnect = self.reconnect;
+        // Buffers cut by a lost connection are kept in memory, to go on when it is back.
+        let config = ClientConfig {
+            resume_buffers: reconnect.is_some(),
+            resume_window: reconnect
+                .as_ref()
+                .map_or(crate::RESUME_WINDOW, |r| r.window),
+            ..self.config
+        };
+        let sink_dir = self.sink_dir.as_deref();
+        let mut prepared = prepare(
             &self.user,
             &self.token,
-            self.config,
-            self.sink_dir.as_deref(),
-            self.reconnect,
-            self.sealing,
-        )
-        .await
+            config,
+            sink_dir,
+            reconnect.as_ref(),
+        )?;
+        if let Some(mut sealing) = self.sealing {
+            sealing.entropy = crate::clock::random32()
+                .ok_or_else(|| ConnectError::Invalid("no random source to seal with".into()))?;
+            prepared.0.set_sealing(sealing);
+        }
+        let (stream, _) = dial_any(&self.servers).await?;
+        let redial = reconnect.map(|_| Redial {
+            servers: self.servers.clone(),
+            sink_dir: self.sink_dir.clone(),
+        });
+        start(prepared, stream, redial).await
     }
 }
 
