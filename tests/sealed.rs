@@ -162,6 +162,23 @@ fn sealed_commands_and_buffers_arrive_and_the_relay_reads_none() {
     };
     assert!(learned(0, "bob", key_of(2)), "alice pinned bob's key");
     assert!(learned(1, "alice", key_of(1)), "bob pinned alice's key");
+    // The buffer's progress is told in the application's bytes, to its length.
+    let progress: Vec<(u64, u64)> = world.users[0]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress {
+                id, sent, total, ..
+            } if *id == buf => Some((*sent, *total)),
+            _ => None,
+        })
+        .collect();
+    let length = secret_buf.len() as u64;
+    assert!(!progress.is_empty());
+    assert!(progress
+        .iter()
+        .all(|&(sent, total)| total == length && sent <= length));
+    assert_eq!(progress.last(), Some(&(length, length)));
     // The relay carried every byte of both, and none of their plaintext.
     let seen = seen.borrow();
     assert!(seen.len() > secret_buf.len());

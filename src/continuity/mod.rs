@@ -62,7 +62,7 @@ use bytes::{Bytes, BytesMut};
 use crate::client::{
     Client, ClientConfig, ConfigError, Event, Output, ReceiveId, SendId, SendKind,
 };
-use crate::seal::{Binding, KeyStatus, Sealing};
+use crate::seal::{self, Binding, KeyStatus, Sealing};
 use crate::wire::{Digest, FrameSink, IdentityKey, ResumeKey, UserId};
 use crate::{ActionError, CloseReason, ErrorCode, Instant, SendError};
 
@@ -877,6 +877,12 @@ impl Continuity {
         }
     }
 
+    /// Whether our send `id` is a sealed buffer: its progress and resume offsets count
+    /// sealed bytes on the connection, and plain ones for the application.
+    fn sealed_buffer(&self, id: SendId) -> bool {
+        self.client.is_sealing() && self.sends.kind(id) == Some(SendKind::Buffer)
+    }
+
     /// An event of the connection's client, as the application hears it: our sends by
     /// the ids it knows; keyed buffers resumed, or confirmed and dropped as repeats; the
     /// end of a connection that will be replaced, not told.
@@ -915,12 +921,19 @@ impl Continuity {
                 sent,
                 total,
                 cookie,
-            } => Some(Event::Progress {
-                id: self.sends.ours(id)?,
-                sent,
-                total,
-                cookie,
-            }),
+            } => {
+                let id = self.sends.ours(id)?;
+                let (sent, total) = match self.sealed_buffer(id) {
+                    true => (seal::plain_of(sent, total), seal::plain_of(total, total)),
+                    false => (sent, total),
+                };
+                Some(Event::Progress {
+                    id,
+                    sent,
+                    total,
+                    cookie,
+                })
+            }
             Event::CancelResult { id, code, cookie } => Some(Event::CancelResult {
                 id: self.sends.ours(id).unwrap_or(id),
                 code,
@@ -931,11 +944,14 @@ impl Continuity {
                 offset,
                 len,
             }),
-            Event::Resumed { id, offset, cookie } => Some(Event::Resumed {
-                id: self.sends.ours(id)?,
-                offset,
-                cookie,
-            }),
+            Event::Resumed { id, offset, cookie } => {
+                let id = self.sends.ours(id)?;
+                let offset = match (self.sealed_buffer(id), self.sends.buffer_len(id)) {
+                    (true, Some(len)) => seal::plain_of(offset, len),
+                    _ => offset,
+                };
+                Some(Event::Resumed { id, offset, cookie })
+            }
             Event::Offer {
                 id,
                 kind: SendKind::Buffer,

@@ -280,6 +280,19 @@ impl Sends {
         }
     }
 
+    /// What our send `id` is, while it is tracked.
+    pub(crate) fn kind(&self, id: SendId) -> Option<SendKind> {
+        self.tracked.get(&id).map(|t| t.kind)
+    }
+
+    /// The bytes of our buffer send `id` as it is sent again (sealed, if sealing is on).
+    pub(crate) fn buffer_len(&self, id: SendId) -> Option<u64> {
+        match &self.tracked.get(&id)?.resend {
+            Some(Resend::Buffer { data, .. }) => Some(data.len() as u64),
+            _ => None,
+        }
+    }
+
     /// The current connection's id of our send `id`, while it is there.
     pub(crate) fn on_conn(&self, id: SendId) -> Option<SendId> {
         match self.tracking {

@@ -57,10 +57,19 @@ const MARK: [u8; 2] = [0xe2, 0x01];
 const ENC: usize = 32;
 const NUMBER: usize = 8;
 use aead::TAG;
+
 /// The header: mark, HPKE's encapsulated key, the sender's identity key, the number.
 const HEADER: usize = MARK.len() + ENC + 32 + NUMBER;
 /// What sealing adds to a message.
 pub const OVERHEAD: u64 = (HEADER + TAG) as u64;
+
+/// `sealed` bytes of a sealed message, as the bytes of its plaintext they carry: the header
+/// carries none, each byte of the body one, the tag none. So a sealed buffer's progress and
+/// resume offsets are told in the application's bytes, ending at its length.
+pub(crate) fn plain_of(sealed: u64, sealed_len: u64) -> u64 {
+    let plain_len = sealed_len.saturating_sub(OVERHEAD);
+    sealed.saturating_sub(HEADER as u64).min(plain_len)
+}
 
 /// The HPKE exporter's context for a session's message key.
 const MESSAGE_KEY: &[u8] = b"peermsg sealed v1 message key";
