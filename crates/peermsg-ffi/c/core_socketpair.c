@@ -8,6 +8,10 @@
  * the link was down is delivered once), and checks what arrives, byte for byte, and what
  * bad arguments give. Exit 0 when every check holds; otherwise it names the one that failed.
  *
+ * With --sealed both ends seal end to end (pm_core_set_sealing, keys trusted on first use):
+ * every check above holds the same, each end learns the other's key (PM_EVENT_PEER_KEY), and
+ * no text or byte pattern of what alice sends appears in what she writes to the socket.
+ *
  * Build: cc core_socketpair.c -I../include ../../../target/debug/libpeermsg_ffi.a -lpthread -ldl -lm
  */
 #include <errno.h>
@@ -42,6 +46,9 @@ static uint64_t now_us(void) {
 static uint8_t file_byte(uint64_t i) { return (uint8_t)((i * 31u) ^ (i >> 11)); }
 
 #define BUFFER_SIZE (1024u * 1024u + 5u)
+
+/* --sealed: both ends seal; each secret is 32 bytes of its seed byte. */
+static int sealed = 0;
 static uint8_t buffer_byte(uint64_t i) { return (uint8_t)(i * 7u + 3u); }
 
 /* One end: its core, its socket, and what the checks look at. */
@@ -67,6 +74,12 @@ typedef struct end {
     uint64_t file_offset;
     int file_bytes_ok, files, offers, failed_receives;
     char offer_name[64];
+    /* Sealed: the last peer key told, its PM_KEY_* status; what was written, its last bytes. */
+    uint8_t peer_key[32];
+    int peer_keys;
+    uint64_t peer_key_status;
+    char written_tail[32];
+    int leaked;
 } end;
 
 static void make_end(end *e, const char *name, int fd, uint8_t seed_byte) {
@@ -82,6 +95,13 @@ static void make_end(end *e, const char *name, int fd, uint8_t seed_byte) {
     /* Reconnecting on: sends wait for a new link and go on. */
     int rc = pm_core_new(name, (const uint8_t *)"token", 5, seed, now_us(), 1, &e->core);
     CHECK(rc == PM_NOERR, "pm_core_new(%s) = %d", name, rc);
+    if (sealed) {
+        uint8_t secret[32], entropy[32];
+        memset(secret, seed_byte, sizeof secret);
+        memset(entropy, seed_byte + 100, sizeof entropy); /* a real driver draws random bytes */
+        rc = pm_core_set_sealing(e->core, secret, entropy, 1);
+        CHECK(rc == PM_NOERR, "pm_core_set_sealing(%s) = %d", name, rc);
+    }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
@@ -141,6 +161,15 @@ static void on_event(end *e, const pm_event *ev) {
         CHECK(rc == PM_NOERR, "supply: %d", rc);
         break;
     }
+    case PM_EVENT_PEER_KEY:
+        CHECK(ev->from != NULL && ev->data != NULL && ev->data_len == 32, "a peer key without its key");
+        memcpy(e->peer_key, ev->data, 32);
+        e->peer_key_status = ev->offset;
+        e->peer_keys++;
+        break;
+    case PM_EVENT_REFUSED:
+        CHECK(0, "%s refused a message from %s: %d", e->name, ev->from, ev->code);
+        break;
     case PM_EVENT_CMD_RECEIVED:
         CHECK(strcmp(ev->from, "alice") == 0, "command from %s", ev->from);
         CHECK(ev->data_len < sizeof e->cmd, "command of %zu bytes", ev->data_len);
@@ -198,6 +227,30 @@ static void take_events(end *e) {
     }
 }
 
+/* Whether what `e` wrote shows the command's text or a run of the buffer's or file's
+ * bytes (16 in a row): it must not, sealed. The last bytes of each write are kept, so a
+ * text cut across two writes is seen too. */
+static void look_for_leaks(end *e, const uint8_t *bytes, size_t n) {
+    static const char *text = "hello from C";
+    uint8_t seen[32 + 16384];
+    size_t tail = strlen(e->written_tail), len = n < 16384 ? n : 16384;
+    memcpy(seen, e->written_tail, tail);
+    memcpy(seen + tail, bytes, len);
+    size_t all = tail + len;
+    for (size_t i = 0; i + 16 <= all; i++) {
+        if (memcmp(seen + i, text, strlen(text)) == 0 && i + strlen(text) <= all) e->leaked = 1;
+        int buffer_run = 1;
+        for (size_t j = 1; j < 16 && buffer_run; j++)
+            buffer_run = seen[i + j] == (uint8_t)(seen[i + j - 1] + 7u);
+        if (buffer_run) e->leaked = 1;
+    }
+    /* Keep up to 31 bytes (as text: stop at a zero byte, which neither pattern needs). */
+    size_t keep = all < 31 ? all : 31;
+    memcpy(e->written_tail, seen + all - keep, keep);
+    e->written_tail[keep] = 0;
+    e->written_tail[strnlen(e->written_tail, keep)] = 0;
+}
+
 /* Moves what can move for `e`: writes, reads, events, timers. */
 static void pump(end *e) {
     for (;;) {
@@ -210,6 +263,7 @@ static void pump(end *e) {
         ssize_t n = write(e->fd, e->out + e->out_at, e->out_len - e->out_at);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         CHECK(n >= 0, "write: %s", strerror(errno));
+        look_for_leaks(e, e->out + e->out_at, (size_t)n);
         e->out_at += (size_t)n;
     }
     uint8_t in[65536];
@@ -302,7 +356,8 @@ static void bad_arguments(pm_core *core) {
     pm_core_free(NULL);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    sealed = argc > 1 && strcmp(argv[1], "--sealed") == 0;
     int fds[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0, "socketpair: %s", strerror(errno));
     end alice, bob;
@@ -393,6 +448,19 @@ int main(void) {
     printf("cut and dialled again: the buffer went on from byte %llu, delivered once and equal; "
            "the command sent while away delivered once\n",
            (unsigned long long)alice.resumed_at);
+
+    if (sealed) {
+        uint8_t secret[32], key[32];
+        memset(secret, 2, sizeof secret); /* bob's */
+        CHECK(pm_identity_of(secret, &key) == PM_NOERR, "pm_identity_of");
+        CHECK(alice.peer_keys >= 1 && memcmp(alice.peer_key, key, 32) == 0, "alice has bob's key");
+        CHECK(alice.peer_key_status == PM_KEY_LEARNED, "bob's key status %llu",
+              (unsigned long long)alice.peer_key_status);
+        CHECK(!alice.leaked, "what alice sent is readable on the link");
+        printf("sealed: bob's key learned on first use; nothing alice sent readable on the link\n");
+    } else {
+        CHECK(alice.leaked, "the leak check sees nothing of an unsealed link");
+    }
 
     CHECK(pm_core_is_logged_in(alice.core) == 1, "alice logged in");
     pm_core_close(alice.core);

@@ -244,6 +244,16 @@
 // [`pm_core_poll_redial`] says whether and when to dial again.
 #define PM_EVENT_CLOSED 17
 
+// What became of user `from`'s identity key: `offset` is a `PM_KEY_*`; `data` is the key
+// (32 bytes), or NULL if the user has none (it does not seal, or its relay does not know
+// it).
+#define PM_EVENT_PEER_KEY 18
+
+// An incoming message (`send_kind`) from `from` was refused before the application saw it:
+// `code` is `SEAL_REQUIRED`, `PEER_KEY_CHANGED`, `NO_PEER_KEY` or `SEAL_BROKEN` (its
+// sender's result says the same).
+#define PM_EVENT_REFUSED 19
+
 // An event this version of the header does not name; ignore it.
 #define PM_EVENT_OTHER 99
 
@@ -258,6 +268,21 @@
 
 // A time that never comes: no timer is due.
 #define PM_NEVER UINT64_MAX
+
+// A peer's key is the one pinned (or it has none): nothing to do.
+#define PM_KEY_PINNED 0
+
+// A peer's key seen for the first time, and trusted on first use: keep it (with the
+// user) and pin it next time, so that a change is noticed.
+#define PM_KEY_LEARNED 1
+
+// A peer's key is not the one pinned: refused, with everything sealed with it
+// (`PEER_KEY_CHANGED`), until the application pins the new one after checking it.
+#define PM_KEY_CHANGED 2
+
+// A peer's key is not pinned and keys are not trusted on first use: refused
+// (`NO_PEER_KEY`).
+#define PM_KEY_UNKNOWN 3
 
 #if defined(PEERMSG_CLIENT)
 // One user's client (`pm_client` in C): made by [`pm_client_new`], freed by
@@ -305,6 +330,11 @@ typedef struct pm_callbacks {
                            const char *from,
                            const char *tmp_file,
                            const char *org_file_name);
+  // With sealing on (`pm_set_sealing`): what became of user `user`'s identity key, `key`
+  // (32 bytes; NULL if the user has none), `status` a `PM_KEY_*`. Keep a
+  // `PM_KEY_LEARNED` key and pin it next time (`pm_pin_key`); tell the person of a
+  // `PM_KEY_CHANGED` one.
+  void (*peer_key)(void *ctx, const char *user, const uint8_t *key, uint64_t status);
 } pm_callbacks;
 #endif
 
@@ -368,6 +398,31 @@ int32_t pm_set_callbacks(struct pm_client *client, const struct pm_callbacks *ca
 // # Safety
 // `client` is a live `pm_client`; `ca_file` and `pin` are NULL or NUL-terminated.
 int32_t pm_set_trust(struct pm_client *client, const char *ca_file, const char *pin);
+#endif
+
+#if defined(PEERMSG_CLIENT)
+// Seals this user's messages end to end from the next [`pm_login`] on (docs/PROTOCOL.md,
+// "Sealed messages"): its identity key is that of `secret` (32 bytes, random, made once
+// and kept private by the application; [`pm_identity_of`] gives
+// the key to show), every command, buffer and file it sends is sealed for its receiver
+// (whose key is asked of the relay unless pinned, [`pm_pin_key`]), and everything that
+// comes in must be sealed for it. With `trust_first_use` non-zero a peer's key seen for
+// the first time is pinned (the `peer_key` callback, `PM_KEY_LEARNED`: keep it). `secret`
+// NULL: no sealing (the default).
+//
+// # Safety
+// `client` is a live `pm_client`; `secret` is NULL or points to 32 bytes.
+int32_t pm_set_sealing(struct pm_client *client, const uint8_t *secret, int32_t trust_first_use);
+#endif
+
+#if defined(PEERMSG_CLIENT)
+// Trusts `key` (32 bytes) as `user`'s identity key, from the next [`pm_login`] on: a key
+// kept from an earlier `PM_KEY_LEARNED`, or a new one the person checked after
+// `PM_KEY_CHANGED`. After [`pm_set_sealing`] (else `PARAM_ERR`).
+//
+// # Safety
+// `client` is a live `pm_client`; `user` is NUL-terminated; `key` points to 32 bytes.
+int32_t pm_pin_key(struct pm_client *client, const char *user, const uint8_t *key);
 #endif
 
 #if defined(PEERMSG_CLIENT)
@@ -487,6 +542,30 @@ int32_t pm_core_new(const char *user,
 // # Safety
 // `core` is NULL or from [`pm_core_new`], not freed before, not used after.
 void pm_core_free(struct pm_core *core);
+
+// Seals this user's messages end to end (docs/PROTOCOL.md, "Sealed messages"): its
+// identity key is that of `secret` (32 bytes, [`pm_identity_of`]),
+// every command, buffer and file it sends is sealed for its receiver (whose key is asked
+// of the relay unless pinned, [`pm_core_pin_key`]), and everything that comes in must be
+// sealed for it. `entropy` is 32 fresh random bytes (never reused with the same secret).
+// With `trust_first_use` non-zero a peer's key seen for the first time is pinned
+// (`PM_EVENT_PEER_KEY`, `PM_KEY_LEARNED`: keep it). Call it right after [`pm_core_new`],
+// before the first [`pm_core_poll_transmit`].
+//
+// # Safety
+// `core` is a live `pm_core`; `secret` and `entropy` point to 32 bytes each.
+int32_t pm_core_set_sealing(struct pm_core *core,
+                            const uint8_t *secret,
+                            const uint8_t *entropy,
+                            int32_t trust_first_use);
+
+// Trusts `key` (32 bytes) as `user`'s identity key from now on: a key kept from an
+// earlier `PM_KEY_LEARNED`, or a new one the person checked after `PM_KEY_CHANGED`. Sends
+// waiting for that user's key go.
+//
+// # Safety
+// `core` is a live `pm_core`; `user` is NUL-terminated; `key` points to 32 bytes.
+int32_t pm_core_pin_key(struct pm_core *core, const char *user, const uint8_t *key);
 
 // Hands the core `len` bytes read from the transport at `now_us`.
 //
@@ -646,6 +725,13 @@ int32_t pm_core_close(struct pm_core *core);
 // # Safety
 // `core` is NULL or a live `pm_core`.
 int32_t pm_core_is_logged_in(const struct pm_core *core);
+
+// Writes to `out_key` (32 bytes) the identity key of `secret` (32 bytes): what a peer
+// pins, and what a person compares.
+//
+// # Safety
+// `secret` points to 32 readable bytes, `out_key` to 32 writable bytes.
+int32_t pm_identity_of(const uint8_t *secret, uint8_t (*out_key)[32]);
 
 #ifdef __cplusplus
 }  // extern "C"

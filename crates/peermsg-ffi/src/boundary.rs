@@ -90,6 +90,16 @@ pub(crate) unsafe fn bytes<'a>(p: *const u8, len: usize) -> Result<&'a [u8], Err
     Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
+/// The 32 bytes at `p` (a key): null is `PARAM_ERR`.
+///
+/// # Safety
+/// `p` is null or points to 32 readable bytes.
+pub(crate) unsafe fn key32(p: *const u8) -> Result<[u8; 32], ErrorCode> {
+    // SAFETY: the caller's promise.
+    let bytes = unsafe { bytes(p, 32)? };
+    bytes.try_into().map_err(|_| ErrorCode::PARAM_ERR)
+}
+
 /// Where to write a result: null is `PARAM_ERR`.
 ///
 /// # Safety

@@ -47,5 +47,7 @@ mod boundary;
 pub mod client;
 mod codes;
 pub mod machine;
+mod sealing;
 
 pub use codes::*;
+pub use sealing::*;

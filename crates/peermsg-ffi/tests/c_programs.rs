@@ -28,6 +28,16 @@ fn a_c_program_drives_two_cores_over_a_socketpair() {
     ] {
         assert!(stdout.contains(line), "no '{line}' in:\n{stdout}");
     }
+    // The same, both ends sealing: everything holds, and nothing sent is readable.
+    let stdout = succeeded(run(&program).arg("--sealed"));
+    for line in [
+        "file: 3145745 bytes supplied on request, delivered in order and equal",
+        "the command sent while away delivered once",
+        "sealed: bob's key learned on first use; nothing alice sent readable on the link",
+        "all checks passed",
+    ] {
+        assert!(stdout.contains(line), "no '{line}' in:\n{stdout}");
+    }
 }
 
 #[test]

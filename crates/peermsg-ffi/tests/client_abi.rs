@@ -107,7 +107,24 @@ fn callbacks(heard: &Heard) -> PmCallbacks {
         notify_cmd_data: Some(notify_cmd),
         notify_buffer_data: Some(notify_buffer),
         notify_file_data: None,
+        peer_key: Some(peer_key),
     }
+}
+
+unsafe extern "C" fn peer_key(ctx: *mut c_void, user: *const c_char, key: *const u8, status: u64) {
+    let user = unsafe { text(user) };
+    let key = match key.is_null() {
+        true => "none".to_string(),
+        false => unsafe { std::slice::from_raw_parts(key, 32) }
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    };
+    Heard::push(ctx, format!("peer_key {user} {key} {status}"));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
@@ -441,6 +458,123 @@ fn a_relay_that_goes_and_comes_back_is_told_as_the_connection_state() {
         });
         assert_eq!(&data[..], b"later");
         heard.wait_for(&format!("cmd_rlst {id} 0 9"));
+        assert_eq!(pm_client_free(client), PM_NOERR);
+    }
+}
+
+#[test]
+fn a_sealing_client_seals_to_its_peers_and_refuses_what_is_not_sealed() {
+    use peermsg::seal::{identity_of, Sealing};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let relay = support::relay(&runtime);
+    let inbox = tempfile::tempdir().unwrap();
+    // bob, on the tokio client, seals and trusts keys on first use.
+    let bob_secret = [2u8; 32];
+    let (bob, mut bob_events) = runtime.block_on(async {
+        peermsg_tokio::ClientHandle::builder("bob")
+            .server(peermsg_tokio::Server::Tcp(relay.clone()))
+            .files_to(inbox.path())
+            .sealing(Sealing {
+                secret: bob_secret,
+                entropy: [0; 32],
+                pinned: Vec::new(),
+                trust_first_use: true,
+            })
+            .connect()
+            .await
+            .unwrap()
+    });
+    let (carol, _carol_events) = support::rust_user(&runtime, &relay, "carol", inbox.path());
+    let heard = Heard::default();
+    let alice_secret = [1u8; 32];
+    unsafe {
+        let mut key = [0u8; 32];
+        assert_eq!(pm_identity_of(alice_secret.as_ptr(), &mut key), PM_NOERR);
+        assert_eq!(key, identity_of(&alice_secret).0);
+        assert_eq!(pm_identity_of(null(), &mut key), PM_PARAM_ERR);
+
+        let mut client = null_mut();
+        assert_eq!(pm_client_new(&mut client), PM_NOERR);
+        assert_eq!(pm_set_callbacks(client, &callbacks(&heard)), PM_NOERR);
+        // Pinning needs sealing on.
+        assert_eq!(
+            pm_pin_key(client, c"bob".as_ptr(), key.as_ptr()),
+            PM_PARAM_ERR
+        );
+        assert_eq!(pm_set_sealing(client, alice_secret.as_ptr(), 1), PM_NOERR);
+        let relay = std::ffi::CString::new(relay.clone()).unwrap();
+        assert_eq!(
+            pm_login(client, relay.as_ptr(), c"alice".as_ptr(), null(), null()),
+            PM_NOERR
+        );
+        heard.wait_for(&format!("state {PM_STATE_CONNECTED} 0"));
+
+        // alice's command reaches bob, who takes only sealed messages; bob's key is learned.
+        let mut id = 0;
+        let sent = pm_send_cmd(
+            client,
+            c"bob".as_ptr(),
+            b"sealed hi".as_ptr(),
+            9,
+            5,
+            &mut id,
+        );
+        assert_eq!(sent, PM_NOERR);
+        heard.wait_for(&format!("cmd_rlst {id} 0 5"));
+        let bob_key = hex(&identity_of(&bob_secret).0);
+        heard.wait_for(&format!("peer_key bob {bob_key} {PM_KEY_LEARNED}"));
+        let got = runtime.block_on(async {
+            loop {
+                if let Some(ClientEvent::Core(Event::CmdReceived { data, .. })) =
+                    bob_events.recv().await
+                {
+                    break data;
+                }
+            }
+        });
+        assert_eq!(&got[..], b"sealed hi");
+
+        // bob's sealed answer opens; carol's plain command is refused.
+        let answer = runtime
+            .block_on(async { bob.send_cmd("alice", "back".into(), 0).await.unwrap().await });
+        assert!(answer.is_success(), "{answer}");
+        heard.wait_for("cmd from bob: back");
+        let plain = runtime.block_on(async {
+            carol
+                .send_cmd("alice", "clear".into(), 0)
+                .await
+                .unwrap()
+                .await
+        });
+        assert_eq!(plain, peermsg::ErrorCode::SEAL_REQUIRED);
+        assert!(!heard
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("clear")));
+        assert_eq!(pm_client_free(client), PM_NOERR);
+
+        // A client that pinned another key for bob seals to it: bob cannot open it
+        // (SEAL_BROKEN), and the key bob really has is told as changed, not trusted.
+        let heard = Heard::default();
+        let mut client = null_mut();
+        assert_eq!(pm_client_new(&mut client), PM_NOERR);
+        assert_eq!(pm_set_callbacks(client, &callbacks(&heard)), PM_NOERR);
+        assert_eq!(pm_set_sealing(client, [3u8; 32].as_ptr(), 1), PM_NOERR);
+        let wrong = identity_of(&[9u8; 32]).0;
+        assert_eq!(
+            pm_pin_key(client, c"bob".as_ptr(), wrong.as_ptr()),
+            PM_NOERR
+        );
+        assert_eq!(
+            pm_login(client, relay.as_ptr(), c"dave".as_ptr(), null(), null()),
+            PM_NOERR
+        );
+        let sent = pm_send_cmd(client, c"bob".as_ptr(), b"x".as_ptr(), 1, 6, &mut id);
+        assert_eq!(sent, PM_NOERR);
+        heard.wait_for(&format!("cmd_rlst {id} {PM_SEAL_BROKEN} 6"));
+        heard.wait_for(&format!("peer_key bob {bob_key} {PM_KEY_CHANGED}"));
         assert_eq!(pm_client_free(client), PM_NOERR);
     }
 }

@@ -51,5 +51,5 @@ fn the_python_package_passes_its_tests_against_a_relay() {
         "pytest failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("4 passed"), "{stdout}");
+    assert!(stdout.contains("5 passed"), "{stdout}");
 }

@@ -1,8 +1,9 @@
 """peermsg from Python, through its C library (libpeermsg_ffi) with ctypes.
 
 The SDK's calls: ``send_cmd``, ``send_buffer``, ``send_file``, ``cancel_send``; its
-callbacks as Python callables (``on_cmd``, ``on_buffer``, ``on_file``, ``on_state``); each
-send's result and progress on the ``Send`` it returns.
+callbacks as Python callables (``on_cmd``, ``on_buffer``, ``on_file``, ``on_state``,
+``on_peer_key``); each send's result and progress on the ``Send`` it returns. With
+``set_sealing`` every message is sealed end to end (the relay cannot read it).
 
     import peermsg
 
@@ -25,12 +26,16 @@ import threading
 from ctypes import (CFUNCTYPE, POINTER, Structure, byref, c_char_p, c_int32, c_size_t,
                     c_uint8, c_uint64, c_void_p)
 
-__all__ = ["Client", "Send", "PeerMsgError", "error_name", "NOERR", "CANCELLED",
-           "STATE_DISCONNECTED", "STATE_CONNECTED", "STATE_RECONNECTING"]
+__all__ = ["Client", "Send", "PeerMsgError", "error_name", "identity_of", "NOERR", "CANCELLED",
+           "SEAL_REQUIRED", "STATE_DISCONNECTED", "STATE_CONNECTED", "STATE_RECONNECTING",
+           "KEY_PINNED", "KEY_LEARNED", "KEY_CHANGED", "KEY_UNKNOWN"]
 
 NOERR = 0
 CANCELLED = 9000
+SEAL_REQUIRED = 9018
 STATE_DISCONNECTED, STATE_CONNECTED, STATE_RECONNECTING = 0, 1, 2
+# What became of a peer's key (``on_peer_key``'s status): PM_KEY_* in peermsg.h.
+KEY_PINNED, KEY_LEARNED, KEY_CHANGED, KEY_UNKNOWN = 0, 1, 2, 3
 
 
 def _find_library():
@@ -53,6 +58,7 @@ _FILE_RESULT = CFUNCTYPE(None, c_void_p, c_uint64, c_char_p, c_int32, c_uint64)
 _PROGRESS = CFUNCTYPE(None, c_void_p, c_uint64, c_uint64, c_uint64, c_uint64)
 _DATA = CFUNCTYPE(None, c_void_p, c_char_p, POINTER(c_uint8), c_size_t)
 _FILE = CFUNCTYPE(None, c_void_p, c_char_p, c_char_p, c_char_p)
+_PEER_KEY = CFUNCTYPE(None, c_void_p, c_char_p, POINTER(c_uint8), c_uint64)
 
 
 class _Callbacks(Structure):
@@ -60,7 +66,8 @@ class _Callbacks(Structure):
     _fields_ = [("ctx", c_void_p), ("connection_state", _STATE), ("send_cmd_rlst", _RESULT),
                 ("send_buffer_rlst", _RESULT), ("send_file_rlst", _FILE_RESULT),
                 ("send_progress", _PROGRESS), ("notify_cmd_data", _DATA),
-                ("notify_buffer_data", _DATA), ("notify_file_data", _FILE)]
+                ("notify_buffer_data", _DATA), ("notify_file_data", _FILE),
+                ("peer_key", _PEER_KEY)]
 
 
 _lib = ctypes.CDLL(_find_library())
@@ -70,20 +77,39 @@ _lib.pm_client_new.argtypes = [POINTER(c_void_p)]
 _lib.pm_set_callbacks.argtypes = [c_void_p, POINTER(_Callbacks)]
 _lib.pm_login.argtypes = [c_void_p, c_char_p, c_char_p, c_char_p, c_char_p]
 _lib.pm_set_trust.argtypes = [c_void_p, c_char_p, c_char_p]
+_lib.pm_set_sealing.argtypes = [c_void_p, c_char_p, c_int32]
+_lib.pm_pin_key.argtypes = [c_void_p, c_char_p, c_char_p]
+_lib.pm_identity_of.argtypes = [c_char_p, c_char_p]
 _lib.pm_logout.argtypes = [c_void_p]
 _lib.pm_client_free.argtypes = [c_void_p]
 _lib.pm_send_cmd.argtypes = [c_void_p, c_char_p, c_char_p, c_size_t, c_uint64, POINTER(c_uint64)]
 _lib.pm_send_buffer.argtypes = _lib.pm_send_cmd.argtypes
 _lib.pm_send_file.argtypes = [c_void_p, c_char_p, c_char_p, c_uint64, POINTER(c_uint64)]
 _lib.pm_cancel_send.argtypes = [c_void_p, c_uint64, c_uint64]
-for _f in ("pm_client_new", "pm_set_callbacks", "pm_set_trust", "pm_login", "pm_logout", "pm_client_free",
-           "pm_send_cmd", "pm_send_buffer", "pm_send_file", "pm_cancel_send"):
+for _f in ("pm_client_new", "pm_set_callbacks", "pm_set_trust", "pm_set_sealing", "pm_pin_key",
+           "pm_identity_of", "pm_login", "pm_logout", "pm_client_free", "pm_send_cmd",
+           "pm_send_buffer", "pm_send_file", "pm_cancel_send"):
     getattr(_lib, _f).restype = c_int32
 
 
 def error_name(code):
     """The name of an SDK error number ("NOERR", "OFFLINE", ...)."""
     return _lib.pm_error_name(code).decode()
+
+
+def _key32(key, what):
+    key = bytes(key)
+    if len(key) != 32:
+        raise ValueError(f"{what} is 32 bytes, not {len(key)}")
+    return key
+
+
+def identity_of(secret):
+    """The identity key (32 bytes) of a 32-byte secret: what peers pin, and what a person
+    compares."""
+    out = ctypes.create_string_buffer(32)
+    _check("pm_identity_of", _lib.pm_identity_of(_key32(secret, "a secret"), out))
+    return out.raw
 
 
 class PeerMsgError(Exception):
@@ -127,10 +153,13 @@ class Send:
 class Client:
     """One user's client. Callbacks (any may be None) run on the library's callback thread:
     ``on_cmd(sender, data)``, ``on_buffer(sender, data)``, ``on_file(sender, tmp_file,
-    name)`` (the file is yours: move it), ``on_state(state, code)``."""
+    name)`` (the file is yours: move it), ``on_state(state, code)``, ``on_peer_key(user,
+    key, status)`` (with sealing: ``key`` 32 bytes or None, ``status`` a ``KEY_*``; keep a
+    ``KEY_LEARNED`` key and pin it next time)."""
 
-    def __init__(self, on_cmd=None, on_buffer=None, on_file=None, on_state=None):
-        self._on = (on_cmd, on_buffer, on_file, on_state)
+    def __init__(self, on_cmd=None, on_buffer=None, on_file=None, on_state=None,
+                 on_peer_key=None):
+        self._on = (on_cmd, on_buffer, on_file, on_state, on_peer_key)
         self._lock = threading.Lock()
         self._sends = {}
         self._early = {}  # results that came before their send's id was returned
@@ -141,7 +170,8 @@ class Client:
         self._callbacks = _Callbacks(
             None, _STATE(self._state), _RESULT(self._result), _RESULT(self._result),
             _FILE_RESULT(lambda ctx, i, name, code, cookie: self._result(ctx, i, code, cookie)),
-            _PROGRESS(self._progress), _DATA(self._cmd), _DATA(self._buffer), _FILE(self._file))
+            _PROGRESS(self._progress), _DATA(self._cmd), _DATA(self._buffer), _FILE(self._file),
+            _PEER_KEY(self._peer_key))
         _check("pm_set_callbacks", _lib.pm_set_callbacks(self._handle, byref(self._callbacks)))
 
     def set_trust(self, ca_file=None, pin=None):
@@ -149,6 +179,20 @@ class Client:
         the PEM file ``ca_file``, or exactly the one with SHA-256 fingerprint ``pin``
         (either asks for TLS); neither: the web's authorities."""
         _check("pm_set_trust", _lib.pm_set_trust(self._handle, _text(ca_file), _text(pin)))
+
+    def set_sealing(self, secret, trust_first_use=True):
+        """Seals every message end to end from the next login: this user's identity is the
+        32-byte ``secret`` (random, made once, kept private; ``identity_of`` gives its key);
+        messages go sealed to their receivers and must come sealed. With
+        ``trust_first_use`` a peer's key seen first is pinned (``on_peer_key``,
+        ``KEY_LEARNED``). ``secret`` None: no sealing."""
+        secret = None if secret is None else _key32(secret, "a secret")
+        _check("pm_set_sealing", _lib.pm_set_sealing(self._handle, secret, int(trust_first_use)))
+
+    def pin_key(self, user, key):
+        """Trusts ``key`` (32 bytes) as ``user``'s identity key from the next login (after
+        ``set_sealing``)."""
+        _check("pm_pin_key", _lib.pm_pin_key(self._handle, _text(user), _key32(key, "a key")))
 
     def login(self, server, user, token=None, files_dir=None):
         """Connects to the relay at ``server`` and logs in as ``user``; waits for the
@@ -240,3 +284,7 @@ class Client:
     def _file(self, ctx, sender, tmp_file, name):
         if self._on[2]:
             self._on[2](sender.decode(), tmp_file.decode(), name.decode())
+
+    def _peer_key(self, ctx, user, key, status):
+        if self._on[4]:
+            self._on[4](user.decode(), ctypes.string_at(key, 32) if key else None, status)

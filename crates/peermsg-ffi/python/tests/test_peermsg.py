@@ -23,7 +23,8 @@ class Inbox:
             on_cmd=lambda sender, data: self.items.put(("cmd", sender, data)),
             on_buffer=lambda sender, data: self.items.put(("buffer", sender, data)),
             on_file=lambda sender, path, name: self.items.put(("file", sender, path, name)),
-            on_state=lambda state, code: self.states.append((state, code)))
+            on_state=lambda state, code: self.states.append((state, code)),
+            on_peer_key=lambda user, key, status: self.items.put(("key", user, key, status)))
 
     def next(self, timeout=20):
         return self.items.get(timeout=timeout)
@@ -59,6 +60,35 @@ def test_two_python_users_exchange_a_command_a_buffer_and_a_file(relay, tmp_path
         # And back: bob to alice.
         assert bob.send_cmd("alice", b"thanks").result(timeout=20) == peermsg.NOERR
         assert alice_heard.next() == ("cmd", "bob", b"thanks")
+
+
+def test_sealed_users_exchange_what_the_relay_cannot_read_and_refuse_the_clear(relay):
+    alice_heard, bob_heard, carol_heard = Inbox(), Inbox(), Inbox()
+    alice_secret, bob_secret = os.urandom(32), os.urandom(32)
+    with alice_heard.client() as alice, bob_heard.client() as bob, carol_heard.client() as carol:
+        alice.set_sealing(alice_secret)
+        bob.set_sealing(bob_secret)
+        alice.login(relay, "py-alice")
+        bob.login(relay, "py-bob")
+        carol.login(relay, "py-carol")
+
+        assert alice.send_cmd("py-bob", b"sealed hello").result(timeout=20) == peermsg.NOERR
+        # alice learned bob's key on first use; bob learned alice's from her message.
+        assert alice_heard.next() == ("key", "py-bob", peermsg.identity_of(bob_secret),
+                                      peermsg.KEY_LEARNED)
+        assert bob_heard.next() == ("key", "py-alice", peermsg.identity_of(alice_secret),
+                                    peermsg.KEY_LEARNED)
+        assert bob_heard.next() == ("cmd", "py-alice", b"sealed hello")
+        data = os.urandom(1024 * 1024)
+        send = bob.send_buffer("py-alice", data)
+        assert send.result(timeout=20) == peermsg.NOERR
+        assert send.progress == (len(data), len(data))
+        assert alice_heard.next() == ("buffer", "py-bob", data)
+
+        # A user in the clear is refused by a sealing one.
+        assert carol.send_cmd("py-bob", b"clear").result(timeout=20) == peermsg.SEAL_REQUIRED
+        with pytest.raises(ValueError):
+            alice.pin_key("py-bob", b"short")
 
 
 def test_a_cancelled_send_ends_cancelled(relay):

@@ -71,6 +71,13 @@ pub struct PmCallbacks {
             org_file_name: *const c_char,
         ),
     >,
+    /// With sealing on (`pm_set_sealing`): what became of user `user`'s identity key, `key`
+    /// (32 bytes; NULL if the user has none), `status` a `PM_KEY_*`. Keep a
+    /// `PM_KEY_LEARNED` key and pin it next time (`pm_pin_key`); tell the person of a
+    /// `PM_KEY_CHANGED` one.
+    pub peer_key: Option<
+        unsafe extern "C" fn(ctx: *mut c_void, user: *const c_char, key: *const u8, status: u64),
+    >,
 }
 
 // SAFETY: `ctx` is the application's; the header tells it every callback comes on the one
@@ -88,6 +95,7 @@ impl PmCallbacks {
         notify_cmd_data: None,
         notify_buffer_data: None,
         notify_file_data: None,
+        peer_key: None,
     };
 }
 
@@ -110,6 +118,7 @@ pub(super) enum Callback {
         tmp_file: CString,
         name: CString,
     },
+    PeerKey(CString, Option<[u8; 32]>, u64),
 }
 
 /// Hands the client's events to the callback thread, waiting while it is full (so incoming
@@ -134,6 +143,11 @@ pub(super) async fn forward_events(mut events: ClientEvents, queue: mpsc::Sender
                 tmp_file: c_string(&tmp_file.to_string_lossy()),
                 name: c_string(&org_file_name),
             },
+            ClientEvent::Core(Event::PeerKey { user, key, status }) => Callback::PeerKey(
+                c_string(user.as_str()),
+                key.map(|k| k.0),
+                crate::sealing::key_status(status),
+            ),
             ClientEvent::Reconnecting { .. } => {
                 Callback::State(PM_STATE_RECONNECTING, ErrorCode::CONNECTIONLOST)
             }
@@ -233,6 +247,12 @@ unsafe fn call(c: &PmCallbacks, callback: Callback) -> Option<ReceiveId> {
         } => {
             if let Some(f) = c.notify_file_data {
                 unsafe { f(ctx, from.as_ptr(), tmp_file.as_ptr(), name.as_ptr()) }
+            }
+        }
+        Callback::PeerKey(user, key, status) => {
+            if let Some(f) = c.peer_key {
+                let key = key.as_ref().map_or(std::ptr::null(), |k| k.as_ptr());
+                unsafe { f(ctx, user.as_ptr(), key, status) }
             }
         }
     }

@@ -13,13 +13,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, ThreadId};
 
 use peermsg::client::ClientConfig;
+use peermsg::seal::Sealing;
+use peermsg::wire::{IdentityKey, UserId};
 use peermsg::ErrorCode;
 use peermsg_tokio::tls::Trust;
 use peermsg_tokio::{ClientHandle, Reconnect, Server};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
-use crate::boundary::{guard, object, optional_text, out, text};
+use crate::boundary::{guard, key32, object, optional_text, out, text};
+
+#[cfg(doc)]
+use crate::pm_identity_of;
 
 mod callbacks;
 mod sends;
@@ -54,6 +59,8 @@ pub struct PmClient {
     callbacks_thread: Mutex<Option<ThreadId>>,
     /// Which relay certificate TLS trusts ([`pm_set_trust`]); `None`: the web's authorities.
     trust: Mutex<Option<Trust>>,
+    /// Sealing for the next login ([`pm_set_sealing`], [`pm_pin_key`]).
+    sealing: Mutex<Option<Sealing>>,
 }
 
 /// Makes a client, not connected yet: set its callbacks ([`pm_set_callbacks`]), then
@@ -78,6 +85,7 @@ pub unsafe extern "C" fn pm_client_new(out_client: *mut *mut PmClient) -> i32 {
             connection: Mutex::new(None),
             callbacks_thread: Mutex::new(None),
             trust: Mutex::new(None),
+            sealing: Mutex::new(None),
         }));
         Ok(())
     })
@@ -135,6 +143,66 @@ pub unsafe extern "C" fn pm_set_trust(
     })
 }
 
+/// Seals this user's messages end to end from the next [`pm_login`] on (docs/PROTOCOL.md,
+/// "Sealed messages"): its identity key is that of `secret` (32 bytes, random, made once
+/// and kept private by the application; [`pm_identity_of`] gives
+/// the key to show), every command, buffer and file it sends is sealed for its receiver
+/// (whose key is asked of the relay unless pinned, [`pm_pin_key`]), and everything that
+/// comes in must be sealed for it. With `trust_first_use` non-zero a peer's key seen for
+/// the first time is pinned (the `peer_key` callback, `PM_KEY_LEARNED`: keep it). `secret`
+/// NULL: no sealing (the default).
+///
+/// # Safety
+/// `client` is a live `pm_client`; `secret` is NULL or points to 32 bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pm_set_sealing(
+    client: *mut PmClient,
+    secret: *const u8,
+    trust_first_use: i32,
+) -> i32 {
+    guard(|| {
+        // SAFETY: the caller's promises.
+        let client = unsafe { object(client)? };
+        let sealing = match secret.is_null() {
+            true => None,
+            // SAFETY: as above.
+            false => Some(Sealing {
+                secret: unsafe { key32(secret)? },
+                // Drawn from the system's random source at login.
+                entropy: [0; 32],
+                pinned: Vec::new(),
+                trust_first_use: trust_first_use != 0,
+            }),
+        };
+        *lock(&client.sealing) = sealing;
+        Ok(())
+    })
+}
+
+/// Trusts `key` (32 bytes) as `user`'s identity key, from the next [`pm_login`] on: a key
+/// kept from an earlier `PM_KEY_LEARNED`, or a new one the person checked after
+/// `PM_KEY_CHANGED`. After [`pm_set_sealing`] (else `PARAM_ERR`).
+///
+/// # Safety
+/// `client` is a live `pm_client`; `user` is NUL-terminated; `key` points to 32 bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pm_pin_key(
+    client: *mut PmClient,
+    user: *const c_char,
+    key: *const u8,
+) -> i32 {
+    guard(|| {
+        // SAFETY: the caller's promises.
+        let (client, user, key) = unsafe { (object(client)?, text(user)?, key32(key)?) };
+        let user = UserId::new(user).map_err(|_| ErrorCode::PARAM_ERR)?;
+        let mut sealing = lock(&client.sealing);
+        let sealing = sealing.as_mut().ok_or(ErrorCode::PARAM_ERR)?;
+        sealing.pinned.retain(|(u, _)| *u != user);
+        sealing.pinned.push((user, IdentityKey(key)));
+        Ok(())
+    })
+}
+
 /// Connects to the relay at `server` and logs in as `user` with `token` (NULL: none),
 /// waiting for the answer: `NOERR`, or why not. `server` is `tls://host:port`,
 /// `tcp://host:port`, or `host:port`: TLS unless it is a loopback address (or
@@ -180,13 +248,16 @@ pub unsafe extern "C" fn pm_login(
         };
         let server = Server::from_address(server, lock(&client.trust).as_ref())
             .map_err(|_| ErrorCode::PARAM_ERR)?;
-        let connect = ClientHandle::builder(user)
+        let mut builder = ClientHandle::builder(user)
             .config(config)
             .token(token.as_bytes())
             .server(server)
             .files_to(files_dir)
-            .reconnect(Reconnect::default())
-            .connect();
+            .reconnect(Reconnect::default());
+        if let Some(sealing) = lock(&client.sealing).clone() {
+            builder = builder.sealing(sealing);
+        }
+        let connect = builder.connect();
         let (handle, events) = client.runtime.block_on(connect).map_err(connect_code)?;
         let (queue, callbacks) = mpsc::channel(PM_CALLBACK_QUEUE);
         let told = Arc::clone(&client.callbacks);

@@ -58,6 +58,14 @@ pub const PM_EVENT_RECONNECTED: i32 = 16;
 /// The connection is over (`code`; `NOERR` for a normal close). With reconnecting on,
 /// [`pm_core_poll_redial`] says whether and when to dial again.
 pub const PM_EVENT_CLOSED: i32 = 17;
+/// What became of user `from`'s identity key: `offset` is a `PM_KEY_*`; `data` is the key
+/// (32 bytes), or NULL if the user has none (it does not seal, or its relay does not know
+/// it).
+pub const PM_EVENT_PEER_KEY: i32 = 18;
+/// An incoming message (`send_kind`) from `from` was refused before the application saw it:
+/// `code` is `SEAL_REQUIRED`, `PEER_KEY_CHANGED`, `NO_PEER_KEY` or `SEAL_BROKEN` (its
+/// sender's result says the same).
+pub const PM_EVENT_REFUSED: i32 = 19;
 /// An event this version of the header does not name; ignore it.
 pub const PM_EVENT_OTHER: i32 = 99;
 
@@ -234,6 +242,20 @@ impl Held {
             } => {
                 (e.kind, e.id, e.code) = (PM_EVENT_SEND_WAITING, id.0, code(c));
                 (e.offset, e.total) = (since.as_micros(), deadline.as_micros());
+            }
+            Event::PeerKey { user, key, status } => {
+                (e.kind, e.offset) = (PM_EVENT_PEER_KEY, crate::sealing::key_status(status));
+                held.from = Some(c_string(user.as_str()));
+                held.data = key.map_or_else(Bytes::new, |k| Bytes::copy_from_slice(&k.0));
+            }
+            Event::Refused {
+                from,
+                kind,
+                code: c,
+            } => {
+                (e.kind, e.code) = (PM_EVENT_REFUSED, code(c));
+                e.send_kind = send_kind(kind);
+                held.from = Some(c_string(from.as_str()));
             }
             Event::Reconnected => e.kind = PM_EVENT_RECONNECTED,
             Event::Closed { code: c, .. } => (e.kind, e.code) = (PM_EVENT_CLOSED, code(c)),

@@ -7,6 +7,9 @@
 
 mod event;
 
+#[cfg(doc)]
+use crate::pm_identity_of;
+
 use std::ffi::c_char;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -15,7 +18,9 @@ use peermsg::continuity::{Continuity, Policy};
 use peermsg::wire::ResumeKey;
 use peermsg::{ErrorCode, Instant};
 
-use crate::boundary::{bytes, code_arg, guard, object, optional_text, out, status, text, Status};
+use crate::boundary::{
+    bytes, code_arg, guard, key32, object, optional_text, out, status, text, Status,
+};
 use event::Held;
 pub use event::*;
 
@@ -115,6 +120,61 @@ unsafe fn at(core: *mut PmCore, now_us: u64, call: impl FnOnce(&mut PmCore, Inst
     unsafe {
         with(core, |c| {
             call(c, instant(now_us));
+            Ok(())
+        })
+    }
+}
+
+/// Seals this user's messages end to end (docs/PROTOCOL.md, "Sealed messages"): its
+/// identity key is that of `secret` (32 bytes, [`pm_identity_of`]),
+/// every command, buffer and file it sends is sealed for its receiver (whose key is asked
+/// of the relay unless pinned, [`pm_core_pin_key`]), and everything that comes in must be
+/// sealed for it. `entropy` is 32 fresh random bytes (never reused with the same secret).
+/// With `trust_first_use` non-zero a peer's key seen for the first time is pinned
+/// (`PM_EVENT_PEER_KEY`, `PM_KEY_LEARNED`: keep it). Call it right after [`pm_core_new`],
+/// before the first [`pm_core_poll_transmit`].
+///
+/// # Safety
+/// `core` is a live `pm_core`; `secret` and `entropy` point to 32 bytes each.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_set_sealing(
+    core: *mut PmCore,
+    secret: *const u8,
+    entropy: *const u8,
+    trust_first_use: i32,
+) -> i32 {
+    // SAFETY: the caller's promises.
+    unsafe {
+        with(core, |c| {
+            c.cont.set_sealing(peermsg::seal::Sealing {
+                secret: key32(secret)?,
+                entropy: key32(entropy)?,
+                pinned: Vec::new(),
+                trust_first_use: trust_first_use != 0,
+            });
+            Ok(())
+        })
+    }
+}
+
+/// Trusts `key` (32 bytes) as `user`'s identity key from now on: a key kept from an
+/// earlier `PM_KEY_LEARNED`, or a new one the person checked after `PM_KEY_CHANGED`. Sends
+/// waiting for that user's key go.
+///
+/// # Safety
+/// `core` is a live `pm_core`; `user` is NUL-terminated; `key` points to 32 bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pm_core_pin_key(
+    core: *mut PmCore,
+    user: *const c_char,
+    key: *const u8,
+) -> i32 {
+    // SAFETY: the caller's promises.
+    unsafe {
+        with(core, |c| {
+            let user = peermsg::wire::UserId::new(text(user)?).map_err(|_| ErrorCode::PARAM_ERR)?;
+            c.cont
+                .pin_key(user, peermsg::wire::IdentityKey(key32(key)?));
             Ok(())
         })
     }
