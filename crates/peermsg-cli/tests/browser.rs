@@ -1,8 +1,9 @@
 //! The web client in a real browser: headless Chromium, driven through ChromeDriver,
 //! loads the page a `peermsg relay --ws-listen --web` process serves, and two users in two
 //! browsers, and users of the program, send each other commands and files: progress,
-//! cancel, a relay killed and started again in the middle of a file. A screenshot of the
-//! page is kept in `target/browser/page.png`.
+//! cancel, a relay killed and started again in the middle of a file; and, sealed end to
+//! end, a browser and the program exchange commands and a file the relay cannot read. A
+//! screenshot of the page is kept in `target/browser/page.png`.
 //!
 //! It needs `chromium`, `chromedriver`, the wasm32 target and `wasm-bindgen` (the page is
 //! built by `crates/peermsg-web/build.sh`); without them it returns at once and one line
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, port, spawn_relay, Killed};
+use common::{bin, contains, port, recording_proxy, spawn_relay, Killed, Lines};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -132,6 +133,11 @@ impl Driver {
 
     /// A headless Chromium with the page of `relay`, logged in as `user`.
     async fn browser(&self, relay: &Relay, user: &str, to: &str) -> Client {
+        self.browser_with(relay, user, to, "").await
+    }
+
+    /// [`Driver::browser`] with `more` added to the page's query (`&e2e`).
+    async fn browser_with(&self, relay: &Relay, user: &str, to: &str, more: &str) -> Client {
         let mut caps = serde_json::map::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -148,7 +154,7 @@ impl Driver {
             .connect(&self.url)
             .await
             .expect("a browser session");
-        let page = format!("http://{}/?user={user}&to={to}&login", relay.ws);
+        let page = format!("http://{}/?user={user}&to={to}&login{more}", relay.ws);
         client.goto(&page).await.unwrap();
         wait_for(
             &client,
@@ -380,6 +386,100 @@ async fn browsers_and_the_program_exchange_commands_and_files_through_a_relay() 
 
     let _ = alice.close().await;
     let _ = bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealing_browser_and_the_program_exchange_what_the_relay_cannot_read() {
+    if !browser_here() {
+        return;
+    }
+    let relay = Relay {
+        tcp: format!("127.0.0.1:{}", port()),
+        ws: format!("127.0.0.1:{}", port()),
+        web: build_web(),
+    };
+    let _relay = relay.start();
+    // The program's users reach the relay through a proxy that keeps every byte.
+    let (proxy, seen) = recording_proxy(&relay.tcp);
+    let (keys, inbox, dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut listener = bin()
+        .args([
+            "listen", "--json", "--e2e", "--server", &proxy, "--user", "bob",
+        ])
+        .arg("--dir")
+        .arg(inbox.path())
+        .arg("--keys")
+        .arg(keys.path().join("bob"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut bob = Lines::of(&mut listener);
+    let _bob = Killed(listener);
+    bob.until(|v| v["event"] == "ready");
+    let driver = Driver::start().await;
+    let alice = driver.browser_with(&relay, "alice", "bob", "&e2e").await;
+
+    // The browser's command and file reach the program, sealed; each learns the other's key.
+    let command = "browser-secret-7f3a9c-sealed";
+    let set = format!("document.getElementById('cmd').value = '{command}'");
+    alice.execute(&set, vec![]).await.unwrap();
+    click(&alice, "send-cmd").await;
+    let got = bob.until(|v| v["event"] == "cmd_received");
+    assert_eq!(got["data"], command, "{got}");
+    wait_for(
+        &alice,
+        "the command's result",
+        "return document.querySelector('#sends li')?.dataset.code === '0'",
+    )
+    .await;
+    wait_for(
+        &alice,
+        "bob's key learned",
+        "return document.getElementById('state').dataset.key_bob === 'learned'",
+    )
+    .await;
+    let (file, sha) = make_file(dir.path(), "sealed.bin", 3 << 20);
+    let content = std::fs::read(&file).unwrap();
+    choose_file(&alice, &file).await;
+    click(&alice, "send-file").await;
+    let got = bob.until(|v| v["event"] == "file_received");
+    let kept = std::fs::read(got["path"].as_str().unwrap()).unwrap();
+    assert_eq!(sha256(&kept), sha);
+    assert_eq!(got["org_file_name"], "sealed.bin", "{got}");
+
+    // The program's sealed command and file to the browser.
+    let back = "program-secret-51c0de-sealed";
+    let (small, small_sha) = make_file(dir.path(), "back.bin", 1 << 20);
+    for what in [vec!["--cmd", back], vec!["--file", small.to_str().unwrap()]] {
+        let out = bin()
+            .args([
+                "send", "--e2e", "--server", &proxy, "--user", "carol", "--to", "alice",
+            ])
+            .arg("--keys")
+            .arg(keys.path().join("carol"))
+            .args(what)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{said}");
+    }
+    let shown = format!("return [...document.querySelectorAll('#received li[data-kind=command]')].some(li => li.textContent.includes('{back}'))");
+    wait_for(&alice, "the program's sealed command", &shown).await;
+    received_file(&alice, &small_sha).await;
+
+    // What crossed between the relay and the program: none of it in the clear.
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() > (4 << 20), "{} bytes crossed", seen.len());
+    assert!(!contains(&seen, command.as_bytes()));
+    assert!(!contains(&seen, back.as_bytes()));
+    assert!(!contains(&seen, b"sealed.bin"));
+    assert!(!contains(&seen, &content[1 << 20..(1 << 20) + 64]));
+    let _ = alice.close().await;
 }
 
 /// A measurement, not a check: a 256 MiB file (new each round) from a browser to `peermsg listen`, against

@@ -5,49 +5,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{bin, port, spawn_relay, Killed, Lines};
-
-/// A TCP proxy to `relay` on a thread of its own, keeping a copy of every byte.
-fn recording_proxy(relay: &str) -> (String, Arc<Mutex<Vec<u8>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let tap = log.clone();
-    let relay = relay.to_string();
-    std::thread::spawn(move || {
-        for client in listener.incoming().map_while(Result::ok) {
-            let Ok(server) = TcpStream::connect(&relay) else {
-                continue;
-            };
-            for (from, to) in [
-                (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                (server, client),
-            ] {
-                let tap = tap.clone();
-                std::thread::spawn(move || pipe(from, to, tap));
-            }
-        }
-    });
-    (addr, log)
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream, log: Arc<Mutex<Vec<u8>>>) {
-    let mut buf = vec![0u8; 64 * 1024];
-    while let Ok(n) = from.read(&mut buf) {
-        if n == 0 || to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-        log.lock().unwrap().extend_from_slice(&buf[..n]);
-    }
-    let _ = to.shutdown(std::net::Shutdown::Write);
-}
+use common::{bin, contains, port, recording_proxy, spawn_relay, Killed, Lines};
 
 /// A `peermsg relay` on a free port, and its address.
 fn relay() -> (String, Killed) {
@@ -55,10 +17,6 @@ fn relay() -> (String, Killed) {
     let mut cmd = bin();
     cmd.args(["relay", "--listen", &addr]);
     (addr.clone(), spawn_relay(cmd))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// `peermsg listen --e2e --json` as bob, keys in `keys`, files into `dir`.

@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use js_sys::{Array, Function, Uint8Array};
 use peermsg::client::{Event, SendKind};
 use peermsg::continuity::Continuity;
+use peermsg::seal::KeyStatus;
 use peermsg::wire::{Digest, ResumeKey};
 use peermsg::{ErrorCode, Instant};
 use wasm_bindgen::prelude::*;
@@ -294,6 +295,29 @@ impl Inner {
                     let args = [num(id.0), from.as_str().into(), code_of(code)];
                     self.call(calls, "notifyCancelSend", &args);
                 }
+            }
+            Event::PeerKey { user, key, status } => {
+                let key = key.map_or(JsValue::NULL, |k| Uint8Array::from(&k.0[..]).into());
+                let status = match status {
+                    None => "pinned",
+                    Some(KeyStatus::Learned) => "learned",
+                    Some(KeyStatus::Changed { .. }) => "changed",
+                    Some(_) => "unknown",
+                };
+                self.call(
+                    calls,
+                    "onPeerKey",
+                    &[user.as_str().into(), key, status.into()],
+                );
+            }
+            Event::Refused { from, kind, code } => {
+                let kind = match kind {
+                    SendKind::Cmd => "command",
+                    SendKind::Buffer => "buffer",
+                    SendKind::File => "file",
+                };
+                let args = [from.as_str().into(), kind.into(), code_of(code)];
+                self.call(calls, "onRefused", &args);
             }
             _ => {}
         }

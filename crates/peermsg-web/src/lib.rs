@@ -43,7 +43,8 @@ use bytes::{Bytes, BytesMut};
 use js_sys::Uint8Array;
 use peermsg::client::{ClientConfig, SendId};
 use peermsg::continuity::{Continuity, Policy};
-use peermsg::wire::ResumeKey;
+use peermsg::seal::Sealing;
+use peermsg::wire::{IdentityKey, ResumeKey, UserId};
 use peermsg::{ErrorCode, Instant};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -90,7 +91,18 @@ const DELIVERED: usize = 256;
 /// `notifyCmdData(from, bytes)`; `notifyBufferData(from, bytes)`;
 /// `notifyFileOffer(id, from, name, size)`; `receiveProgress(id, received, total)`;
 /// `notifyFileData(from, file, name)` (a `File`, kept by the browser);
-/// `notifyCancelSend(id, from, code)` (an incoming buffer or file ended without arriving).
+/// `notifyCancelSend(id, from, code)` (an incoming buffer or file ended without arriving);
+/// with sealing, `onPeerKey(user, key, status)` (`key` a 32-byte `Uint8Array` or `null`,
+/// `status` `"pinned"`, `"learned"`: keep it and pin it next time, `"changed"`: refused,
+/// tell the person, or `"unknown"`) and `onRefused(from, kind, code)` (an incoming message
+/// refused before it was delivered: not sealed, an untrusted key, or altered).
+///
+/// Sealing end to end (docs/PROTOCOL.md, "Sealed messages"): give `handlers.sealing =
+/// { secret, trustFirstUse, pinned }`: `secret` the user's 32-byte secret (a `Uint8Array`
+/// from `crypto.getRandomValues`, kept by the application; [`identity_of`] gives its key),
+/// `trustFirstUse` (default `true`) and `pinned`, an object of user ids to their 32-byte
+/// keys. Every command, buffer and file is then sealed for its receiver, and everything
+/// that comes in must be sealed for this user: the relay routes what it cannot read.
 #[wasm_bindgen]
 pub struct PeerMsg {
     inner: Rc<RefCell<Inner>>,
@@ -123,6 +135,10 @@ impl PeerMsg {
             clock.now(),
         )
         .map_err(|e| JsError::new(&e.to_string()))?;
+        let mut cont = cont;
+        if let Some(sealing) = sealing_of(&handlers)? {
+            cont.set_sealing(sealing);
+        }
         let inner = Rc::new_cyclic(|me: &Weak<RefCell<Inner>>| {
             let weak = me.clone();
             let on_timer = Closure::<dyn FnMut()>::new(move || {
@@ -228,6 +244,18 @@ impl PeerMsg {
         }
     }
 
+    /// Trusts `key` (a 32-byte `Uint8Array`) as `user`'s identity key from now on: one
+    /// kept from an earlier `"learned"`, or a new one the person checked after
+    /// `"changed"`. Sends waiting for that user's key go.
+    #[wasm_bindgen(js_name = pinKey)]
+    pub fn pin_key(&self, user: &str, key: &Uint8Array) -> Result<(), JsError> {
+        let user = UserId::new(user).map_err(|e| JsError::new(&e.to_string()))?;
+        let key = IdentityKey(key32(key, "a key")?);
+        self.inner.borrow_mut().cont.pin_key(user, key);
+        drive(&self.inner);
+        Ok(())
+    }
+
     /// `true` while connected and logged in.
     #[wasm_bindgen(js_name = isLoggedIn)]
     pub fn is_logged_in(&self) -> bool {
@@ -256,6 +284,51 @@ impl PeerMsg {
 #[wasm_bindgen(js_name = errorName)]
 pub fn error_name(code: u32) -> String {
     ErrorCode::from(code).to_string()
+}
+
+/// The identity key (a 32-byte `Uint8Array`) of `secret` (32 bytes): what peers pin, and
+/// what a person compares.
+#[wasm_bindgen(js_name = identityOf)]
+pub fn identity_of(secret: &Uint8Array) -> Result<Uint8Array, JsError> {
+    let key = peermsg::seal::identity_of(&key32(secret, "a secret")?);
+    Ok(Uint8Array::from(&key.0[..]))
+}
+
+/// 32 bytes from JavaScript, or why not.
+fn key32(bytes: &Uint8Array, what: &str) -> Result<[u8; 32], JsError> {
+    <[u8; 32]>::try_from(bytes.to_vec())
+        .map_err(|v| JsError::new(&format!("{what} is 32 bytes, not {}", v.len())))
+}
+
+/// The sealing `handlers.sealing` asks for, if any: its secret, its pins, whether keys
+/// are trusted on first use; the generator seeded from `crypto.getRandomValues`.
+fn sealing_of(handlers: &JsValue) -> Result<Option<Sealing>, JsError> {
+    let get = |target: &JsValue, key: &str| js_sys::Reflect::get(target, &key.into()).ok();
+    let Some(options) = get(handlers, "sealing").filter(|v| v.is_object()) else {
+        return Ok(None);
+    };
+    let secret = get(&options, "secret")
+        .and_then(|v| v.dyn_into::<Uint8Array>().ok())
+        .ok_or_else(|| JsError::new("sealing.secret must be a Uint8Array of 32 bytes"))?;
+    let mut entropy = [0u8; 32];
+    random(&mut entropy)?;
+    let mut pinned = Vec::new();
+    if let Some(pins) = get(&options, "pinned").filter(|v| v.is_object()) {
+        for user in js_sys::Object::keys(pins.unchecked_ref::<js_sys::Object>()).iter() {
+            let name = user.as_string().unwrap_or_default();
+            let key = get(&pins, &name)
+                .and_then(|v| v.dyn_into::<Uint8Array>().ok())
+                .ok_or_else(|| JsError::new("sealing.pinned maps user ids to Uint8Arrays"))?;
+            let user = UserId::new(&name).map_err(|e| JsError::new(&e.to_string()))?;
+            pinned.push((user, IdentityKey(key32(&key, "a pinned key")?)));
+        }
+    }
+    Ok(Some(Sealing {
+        secret: key32(&secret, "sealing.secret")?,
+        entropy,
+        pinned,
+        trust_first_use: get(&options, "trustFirstUse").and_then(|v| v.as_bool()) != Some(false),
+    }))
 }
 
 /// A command's or buffer's bytes: a string as UTF-8, or a `Uint8Array` (or any

@@ -1,7 +1,7 @@
 // The page over the web client: log in, send commands, buffers and files with progress
 // and cancel, and take what arrives (files as downloads). Each element tests read has an
 // id or a data- attribute.
-import init, { PeerMsg, errorName } from "./pkg/peermsg_web.js";
+import init, { PeerMsg, errorName, identityOf } from "./pkg/peermsg_web.js";
 
 const $ = (id) => document.getElementById(id);
 const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -108,9 +108,38 @@ const handlers = {
   notifyCancelSend: (id, from, code) => log(`from ${from}: ended, ${errorName(code)}`),
 };
 
+// With ?e2e, messages are sealed end to end: this user's secret and the peers' keys it
+// learned are kept in the browser's storage; a changed key is refused and shown.
+const hex = (bytes) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+const unhex = (text) => new Uint8Array(text.match(/../g).map((h) => parseInt(h, 16)));
+function sealing(user) {
+  const mine = `peermsg.${user}.secret`;
+  if (!localStorage.getItem(mine)) {
+    localStorage.setItem(mine, hex(crypto.getRandomValues(new Uint8Array(32))));
+  }
+  const secret = unhex(localStorage.getItem(mine));
+  const peers = JSON.parse(localStorage.getItem(`peermsg.${user}.peers`) || "{}");
+  const pinned = Object.fromEntries(Object.entries(peers).map(([u, k]) => [u, unhex(k)]));
+  $("state").dataset.e2e = hex(identityOf(secret)).slice(0, 32);
+  log(`end to end: your key ${$("state").dataset.e2e}`);
+  return { secret, trustFirstUse: true, pinned };
+}
+handlers.onPeerKey = (user, key, status) => {
+  log(`${user}'s key ${key ? hex(key).slice(0, 32) : "(none)"}: ${status}`);
+  if (status === "learned") {
+    const store = `peermsg.${$("user").value}.peers`;
+    const peers = JSON.parse(localStorage.getItem(store) || "{}");
+    peers[user] = hex(key);
+    localStorage.setItem(store, JSON.stringify(peers));
+  }
+  $("state").dataset[`key_${user}`] = status;
+};
+handlers.onRefused = (from, kind, code) => log(`refused a ${kind} from ${from}: ${errorName(code)}`);
+
 await init();
 $("login").onclick = () => {
   if (client) client.close();
+  handlers.sealing = params.get("e2e") !== null ? sealing($("user").value) : undefined;
   client = new PeerMsg($("relay").value, $("user").value, $("token").value, handlers);
   window.peermsgPage.client = client;
 };

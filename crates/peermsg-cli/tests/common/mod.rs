@@ -7,10 +7,10 @@ pub mod small_disk;
 #[path = "../../../../bench/src/nats_program.rs"]
 pub mod nats_program;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn bin() -> Command {
@@ -138,4 +138,44 @@ impl Lines {
         }
         panic!("timed out; saw {:?}", self.seen);
     }
+}
+
+/// A TCP proxy to `relay` on a thread of its own, keeping a copy of every byte.
+pub fn recording_proxy(relay: &str) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let tap = log.clone();
+    let relay = relay.to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let Ok(server) = TcpStream::connect(&relay) else {
+                continue;
+            };
+            for (from, to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                let tap = tap.clone();
+                std::thread::spawn(move || pipe(from, to, tap));
+            }
+        }
+    });
+    (addr, log)
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream, log: Arc<Mutex<Vec<u8>>>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        log.lock().unwrap().extend_from_slice(&buf[..n]);
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// Whether `needle` appears in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
