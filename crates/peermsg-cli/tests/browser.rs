@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, contains, port, recording_proxy, spawn_relay, Killed, Lines};
+use common::{bin, contains, listen_sealed, port, recording_proxy, spawn_relay, Killed};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -89,6 +89,15 @@ struct Relay {
 }
 
 impl Relay {
+    /// A relay's addresses on free ports, serving the page built here.
+    fn new() -> Relay {
+        Relay {
+            tcp: format!("127.0.0.1:{}", port()),
+            ws: format!("127.0.0.1:{}", port()),
+            web: build_web(),
+        }
+    }
+
     fn start(&self) -> Killed {
         let mut cmd = bin();
         cmd.args([
@@ -259,12 +268,7 @@ async fn browsers_and_the_program_exchange_commands_and_files_through_a_relay() 
     if !browser_here() {
         return;
     }
-    let web = build_web();
-    let relay = Relay {
-        tcp: format!("127.0.0.1:{}", port()),
-        ws: format!("127.0.0.1:{}", port()),
-        web,
-    };
+    let relay = Relay::new();
     let mut relay_process = relay.start();
     let driver = Driver::start().await;
     let alice = driver.browser(&relay, "alice", "bob").await;
@@ -393,11 +397,7 @@ async fn a_sealing_browser_and_the_program_exchange_what_the_relay_cannot_read()
     if !browser_here() {
         return;
     }
-    let relay = Relay {
-        tcp: format!("127.0.0.1:{}", port()),
-        ws: format!("127.0.0.1:{}", port()),
-        web: build_web(),
-    };
+    let relay = Relay::new();
     let _relay = relay.start();
     // The program's users reach the relay through a proxy that keeps every byte.
     let (proxy, seen) = recording_proxy(&relay.tcp);
@@ -406,21 +406,7 @@ async fn a_sealing_browser_and_the_program_exchange_what_the_relay_cannot_read()
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let mut listener = bin()
-        .args([
-            "listen", "--json", "--e2e", "--server", &proxy, "--user", "bob",
-        ])
-        .arg("--dir")
-        .arg(inbox.path())
-        .arg("--keys")
-        .arg(keys.path().join("bob"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut bob = Lines::of(&mut listener);
-    let _bob = Killed(listener);
-    bob.until(|v| v["event"] == "ready");
+    let (_bob, mut bob) = listen_sealed(&proxy, "bob", inbox.path(), &keys.path().join("bob"));
     let driver = Driver::start().await;
     let alice = driver.browser_with(&relay, "alice", "bob", "&e2e").await;
 
@@ -491,11 +477,7 @@ async fn measure_a_file_from_a_browser_against_one_from_the_program() {
     if !browser_here() {
         return;
     }
-    let relay = Relay {
-        tcp: format!("127.0.0.1:{}", port()),
-        ws: format!("127.0.0.1:{}", port()),
-        web: build_web(),
-    };
+    let relay = Relay::new();
     let _relay = relay.start();
     let driver = Driver::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{bin, get, port, spawn_relay_at, value, Killed, Lines};
+use common::{bin, get, listen_sealed, port, spawn_relay_at, value, Killed};
 use peermsg_tokio::{
     connect, connect_with, ClientConfig, ClientEvent, ClientEvents, ClientHandle, ErrorCode, Event,
     Reconnect, SendHandle, Server,
@@ -767,19 +767,7 @@ fn sealed_messages_cross_relays_to_a_user_whose_key_is_on_another_relay() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let mut listener = bin()
-        .args(["listen", "--json", "--e2e", "--server", c.addr(1)])
-        .args(["--user", "bob", "--dir"])
-        .arg(inbox.path())
-        .arg("--keys")
-        .arg(bob_keys.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut bob = Lines::of(&mut listener);
-    let _bob = Killed(listener);
-    bob.until(|v| v["event"] == "ready");
+    let (_bob, mut bob) = listen_sealed(c.addr(1), "bob", inbox.path(), bob_keys.path());
     // alice, on the other relay, has no key of bob's: her relay asks bob's.
     let send = |what: &[&str]| {
         let out = bin()

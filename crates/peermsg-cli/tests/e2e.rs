@@ -6,10 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-use common::{bin, contains, port, recording_proxy, spawn_relay, Killed, Lines};
+use common::{bin, contains, listen_sealed, port, recording_proxy, spawn_relay, Killed};
 
 /// A `peermsg relay` on a free port, and its address.
 fn relay() -> (String, Killed) {
@@ -17,25 +17,6 @@ fn relay() -> (String, Killed) {
     let mut cmd = bin();
     cmd.args(["relay", "--listen", &addr]);
     (addr.clone(), spawn_relay(cmd))
-}
-
-/// `peermsg listen --e2e --json` as bob, keys in `keys`, files into `dir`.
-fn listen(addr: &str, dir: &Path, keys: &Path) -> (Killed, Lines) {
-    let mut child = bin()
-        .args([
-            "listen", "--json", "--e2e", "--server", addr, "--user", "bob",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .arg("--keys")
-        .arg(keys)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = Lines::of(&mut child);
-    lines.until(|v| v["event"] == "ready");
-    (Killed(child), lines)
 }
 
 /// `peermsg send --e2e` as alice to bob, keys in `keys`.
@@ -62,7 +43,7 @@ fn a_command_a_buffer_and_a_file_go_sealed_and_the_relay_reads_none_of_them() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let (_bob, mut bob) = listen(&addr, inbox.path(), bob_keys.path());
+    let (_bob, mut bob) = listen_sealed(&addr, "bob", inbox.path(), bob_keys.path());
 
     let command = "launch-code-4711-do-not-share";
     let out = send(&addr, alice_keys.path(), &["--cmd", command]);
@@ -166,7 +147,7 @@ fn a_changed_key_is_refused_loudly_and_the_clear_is_refused() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let (bob_process, mut bob) = listen(&relay_addr, inbox.path(), bob_keys.path());
+    let (bob_process, mut bob) = listen_sealed(&relay_addr, "bob", inbox.path(), bob_keys.path());
     let out = send(&relay_addr, alice_keys.path(), &["--cmd", "first"]);
     assert!(
         out.status.success(),
@@ -213,7 +194,7 @@ fn a_changed_key_is_refused_loudly_and_the_clear_is_refused() {
     // (A new machine: no key of his, none of others.)
     std::fs::remove_file(bob_keys.path().join("identity")).unwrap();
     std::fs::remove_file(bob_keys.path().join("known_peers")).unwrap();
-    let (_bob, _) = listen(&relay_addr, inbox.path(), bob_keys.path());
+    let (_bob, _) = listen_sealed(&relay_addr, "bob", inbox.path(), bob_keys.path());
     let out = send(&relay_addr, alice_keys.path(), &["--cmd", "third"]);
     assert!(!out.status.success());
     let result = String::from_utf8_lossy(&out.stdout);

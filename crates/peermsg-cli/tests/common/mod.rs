@@ -179,3 +179,28 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, log: Arc<Mutex<Vec<u8>>>) {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// `peermsg listen --e2e --json` as `user` at `addr`, its keys in `keys`, files into `dir`,
+/// once it is ready; the lines it prints.
+pub fn listen_sealed(
+    addr: &str,
+    user: &str,
+    dir: &std::path::Path,
+    keys: &std::path::Path,
+) -> (Killed, Lines) {
+    let mut child = bin()
+        .args([
+            "listen", "--json", "--e2e", "--server", addr, "--user", user,
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--keys")
+        .arg(keys)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(&mut child);
+    lines.until(|v| v["event"] == "ready");
+    (Killed(child), lines)
+}
