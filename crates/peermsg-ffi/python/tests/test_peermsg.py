@@ -5,6 +5,7 @@ import hashlib
 import os
 import queue
 import threading
+import time
 
 import pytest
 
@@ -29,13 +30,20 @@ class Inbox:
     def next(self, timeout=20):
         return self.items.get(timeout=timeout)
 
+    def first_state(self, timeout=20):
+        """The first state told: it comes on the callback thread, maybe after login returned."""
+        deadline = time.monotonic() + timeout
+        while not self.states and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.states[:1]
+
 
 def test_two_python_users_exchange_a_command_a_buffer_and_a_file(relay, tmp_path):
     alice_heard, bob_heard = Inbox(), Inbox()
     with alice_heard.client() as alice, bob_heard.client() as bob:
         alice.login(relay, "alice")
         bob.login(relay, "bob", files_dir=str(tmp_path / "bob"))
-        assert alice_heard.states[:1] == [(peermsg.STATE_CONNECTED, peermsg.NOERR)]
+        assert alice_heard.first_state() == [(peermsg.STATE_CONNECTED, peermsg.NOERR)]
 
         send = alice.send_cmd("bob", b"hello from python", cookie=5)
         assert send.result(timeout=20) == peermsg.NOERR
