@@ -211,6 +211,9 @@ pub fn wait_for(child: &mut Child, word: &str) {
 pub const NATS_MISSING: &str =
     "nats-server not found: the NATS figures are skipped (install it: apt-get install nats-server)";
 
+pub mod nats_file;
+pub mod peers;
+
 // Shared with the program's cluster tests (crates/peermsg-cli/tests/common).
 mod nats_program;
 pub use nats_program::nats_server_program;

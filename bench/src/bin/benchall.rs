@@ -6,9 +6,10 @@
 //! ```
 //!
 //! It runs `pathbench` (the library's whole path in one process, against raw TCP, a
-//! `LengthDelimitedCodec` relay, memory and nats-server) and `progbench` (the program as
-//! three processes against copy relays and nats-server), both from beside itself, and
-//! prints their figures, baselines, ratios and targets as one table. The codec's own
+//! `LengthDelimitedCodec` relay, memory and nats-server), `progbench` (the program as
+//! three processes against copy relays, nats-server, magic-wormhole and sendme) and
+//! `capbench` (one relay's capacity under many users, against nats-server), all from
+//! beside itself, and prints their figures, baselines, ratios and targets as one table. The codec's own
 //! comparison is a criterion benchmark: `cargo bench --bench codec`.
 
 use std::process::{Command, Stdio};
@@ -18,7 +19,7 @@ use peermsg_bench::{print_table, Row};
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let me = std::env::current_exe().expect("this program's path");
-    let runs: [(&str, Vec<&str>); 2] = [
+    let runs: [(&str, Vec<&str>); 3] = [
         ("pathbench", if quick { vec!["quick"] } else { vec![] }),
         (
             "progbench",
@@ -28,6 +29,7 @@ fn main() {
                 vec!["1024", "5"]
             },
         ),
+        ("capbench", if quick { vec!["quick"] } else { vec![] }),
     ];
     let mut rows = Vec::new();
     for (program, args) in runs {

@@ -11,7 +11,10 @@
 //!   messages, an acknowledgement every 4 MiB and 16 MiB unacknowledged at most, the
 //!   receiver writing it to disk.
 //!
-//! - the program itself sealed end to end (`--e2e`): what sealing costs through it.
+//! - the program itself sealed end to end (`--e2e`): what sealing costs through it;
+//! - the tools a person would pick instead, where installed (each skipped with one line
+//!   saying how to install it; `peermsg_bench::peers`): magic-wormhole with its mailbox
+//!   server and transit relay on this machine, and iroh's sendme, direct QUIC on loopback.
 //!
 //! For each: wall time, and CPU seconds of each process (from /proc), medians of the
 //! rounds, and the ratios.
@@ -35,24 +38,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use peermsg_bench::nats_file;
+use peermsg_bench::peers::{Cost, Sendme, Wormhole};
 use peermsg_bench::{children_cpu, cpu_of, free_port, wait_for, Killed, NatsServer, Row};
 
 const BUF: usize = 256 * 1024;
-
-/// What one path cost: wall seconds, and CPU seconds of sender, relay, receiver.
-#[derive(Clone, Copy, Debug)]
-struct Cost {
-    wall: f64,
-    sender: f64,
-    relay: f64,
-    receiver: f64,
-}
-
-impl Cost {
-    fn cpu(&self) -> f64 {
-        self.sender + self.relay + self.receiver
-    }
-}
 
 /// The file through `peermsg relay`, `listen --dir` and `send --file`.
 fn peermsg(bin: &Path, file: &Path, dir: &Path) -> Cost {
@@ -399,15 +389,12 @@ fn tokio_send(port: &str, path: &Path) {
     });
 }
 
+// The file's subjects; its protocol is `peermsg_bench::nats_file` (NATS itself has no flow
+// control across the server).
 const NATS_DATA: &str = "bench.file";
 const NATS_ACK: &str = "bench.file.ack";
-/// The receiver acknowledges every this many bytes; the sender keeps at most `NATS_UNACKED`
-/// unacknowledged (NATS itself has no flow control across the server).
-const NATS_ACK_EVERY: u64 = 4 << 20;
-const NATS_UNACKED: u64 = 16 << 20;
 
 fn nats_receive(url: &str, out: &Path) {
-    use futures::StreamExt;
     one_thread().block_on(async {
         let nats = async_nats::connect(url).await.unwrap();
         let mut data = nats.subscribe(NATS_DATA).await.unwrap();
@@ -415,62 +402,17 @@ fn nats_receive(url: &str, out: &Path) {
         println!("subscribed");
         std::io::stdout().flush().unwrap();
         let mut file = std::fs::File::create(out).unwrap();
-        let (mut got, mut acked) = (0u64, 0u64);
-        while let Some(message) = data.next().await {
-            // An empty message ends the file.
-            let end = message.payload.is_empty();
-            file.write_all(&message.payload).unwrap();
-            got += message.payload.len() as u64;
-            if end || got - acked >= NATS_ACK_EVERY {
-                acked = got;
-                nats.publish(NATS_ACK, got.to_string().into())
-                    .await
-                    .unwrap();
-                nats.flush().await.unwrap();
-            }
-            if end {
-                break;
-            }
-        }
-        file.flush().unwrap();
+        nats_file::receive(&nats, &mut data, NATS_ACK, &mut file).await;
     });
 }
 
 fn nats_send(url: &str, path: &Path) {
-    use futures::StreamExt;
     one_thread().block_on(async {
         let nats = async_nats::connect(url).await.unwrap();
         let mut acks = nats.subscribe(NATS_ACK).await.unwrap();
         nats.flush().await.unwrap();
-        let mut file = std::fs::File::open(path).unwrap();
-        let size = file.metadata().unwrap().len();
-        let (mut sent, mut acked) = (0u64, 0u64);
-        let mut buf = vec![0u8; BUF];
-        let ack = |message: Option<async_nats::Message>| -> u64 {
-            let message = message.expect("the ack subscription lives");
-            std::str::from_utf8(&message.payload)
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        loop {
-            while sent - acked > NATS_UNACKED {
-                acked = ack(acks.next().await);
-            }
-            let n = file.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            nats.publish(NATS_DATA, bytes::Bytes::copy_from_slice(&buf[..n]))
-                .await
-                .unwrap();
-            sent += n as u64;
-        }
-        nats.publish(NATS_DATA, bytes::Bytes::new()).await.unwrap();
-        nats.flush().await.unwrap();
-        while acked < size {
-            acked = ack(acks.next().await);
-        }
+        let file = std::fs::File::open(path).unwrap();
+        nats_file::send(&nats, NATS_DATA, &mut acks, file).await;
     });
 }
 
@@ -522,6 +464,9 @@ fn main() {
     let (mut ours, mut plain, mut on_tokio, mut broker) = (vec![], vec![], vec![], vec![]);
     let mut sealed = vec![];
     let keys = dir.path().join("keys");
+    let mut wormhole = Wormhole::start(dir.path());
+    let sendme = Sendme::find();
+    let (mut by_wormhole, mut by_sendme) = (vec![], vec![]);
     let (mut clustered, mut cmds_one, mut cmds_across) = (vec![], vec![], vec![]);
     let mut cluster_broker = vec![];
     let show = |name: &str, c: &Cost| {
@@ -545,6 +490,16 @@ fn main() {
         let c = copy(&me, "copy", &file, &inbox);
         show("copy", &c);
         plain.push(c);
+        if let Some(w) = wormhole.as_mut() {
+            let w = w.transfer(&file, &inbox);
+            show("wormhole", &w);
+            by_wormhole.push(w);
+        }
+        if let Some(s) = &sendme {
+            let s = s.transfer(&file, &inbox);
+            show("sendme", &s);
+            by_sendme.push(s);
+        }
         let t = copy(&me, "tokio", &file, &inbox);
         show("tokio", &t);
         on_tokio.push(t);
@@ -620,6 +575,38 @@ fn main() {
         copy_wall,
         copy_cpu,
     ];
+    for (name, runs, target) in [
+        ("sendme (iroh, direct QUIC)", &by_sendme, "≥ 1.5×"),
+        (
+            "magic-wormhole (local mailbox and transit relay)",
+            &by_wormhole,
+            "≥ 5×",
+        ),
+    ] {
+        if runs.is_empty() {
+            continue;
+        }
+        let theirs = rate(&format!("{name}, file"), runs);
+        rows.push(
+            rate(&format!("program against {name}, file"), &ours)
+                .against(&theirs)
+                .target(target),
+        );
+        rows.push(theirs);
+        rows.push(cpu(
+            &format!("{name}: CPU of all its processes"),
+            runs,
+            Cost::cpu,
+        ));
+        rows.push(
+            cpu(
+                &format!("program: CPU of all three, against {name}"),
+                &ours,
+                Cost::cpu,
+            )
+            .against(&cpu(&format!("{name}: CPU"), runs, Cost::cpu)),
+        );
+    }
     if !broker.is_empty() {
         let nats_rate = rate("nats-server, file in 256 KiB messages", &broker);
         rows.push(
