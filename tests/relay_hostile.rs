@@ -5,7 +5,7 @@ mod support;
 
 use bytes::{Bytes, BytesMut};
 use peermsg::client::{ClientConfig, Event};
-use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent};
+use peermsg::relay::{ConnId, Relay, RelayConfig, RelayEvent, RelayOutput};
 use peermsg::wire::*;
 use peermsg::{ErrorCode, Instant};
 use support::net::Net;
@@ -402,6 +402,46 @@ fn data_queued_behind_an_undrained_socket_does_not_keep_the_read_buffer() {
         shared[batch + 1..].iter().all(|&inside| !inside),
         "{shared:?}"
     );
+}
+
+#[test]
+fn a_lost_transport_gets_no_more_frames_and_its_queue_is_released() {
+    // Bob's runtime takes nothing, then his transport is lost with frames queued for it:
+    // the relay gives no more of them to write (the runtime has no transport to write
+    // them to), and the bytes they held are released.
+    let mut relay = alice_and_bob(1 << 20);
+    relay.pause_writes(ConnId(1));
+    relay.handle_input(T, ConnId(0), &encode(&transfer_to_bob(0, 15)));
+    assert!(relay.held_bytes() > 0, "frames wait for bob");
+    relay.handle_disconnect(ConnId(1));
+    let mut out = Transmit::new();
+    loop {
+        match relay.poll_output(&mut out) {
+            RelayOutput::Transmit(conn, _) => {
+                assert_ne!(conn, ConnId(1), "bob's transport is gone")
+            }
+            RelayOutput::Event(_) => {}
+            _ => break,
+        }
+    }
+    assert_eq!(relay.poll_transmit(ConnId(1), &mut out), 0);
+    assert_eq!(relay.held_bytes(), 0, "what waited for bob is released");
+
+    // The same with bob's runtime writing, its transport lost (a write failed) while
+    // frames were queued: none of them is given to write.
+    let mut relay = alice_and_bob(1 << 20);
+    relay.handle_input(T, ConnId(0), &encode(&transfer_to_bob(0, 15)));
+    relay.handle_disconnect(ConnId(1));
+    loop {
+        match relay.poll_output(&mut out) {
+            RelayOutput::Transmit(conn, _) => {
+                assert_ne!(conn, ConnId(1), "bob's transport is gone")
+            }
+            RelayOutput::Event(_) => {}
+            _ => break,
+        }
+    }
+    assert_eq!(relay.held_bytes(), 0);
 }
 
 /// What the relay wrote to alice and to bob, and its events.

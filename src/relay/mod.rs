@@ -622,6 +622,9 @@ impl Relay {
 
     /// `conn`'s transport closed.
     pub fn handle_disconnect(&mut self, conn: ConnId) {
+        // Nothing more can be written to it: what waited for its transport goes now, and
+        // `poll_output` never gives its frames to a runtime that dropped the transport.
+        self.drop_output(conn);
         self.shut(
             conn,
             ErrorCode::CONNECTIONLOST,

@@ -95,9 +95,7 @@ impl Relay {
         c.out.push(frame, owner);
         if c.out.wire_bytes() > self.config.max_queued_bytes {
             // It does not read: nothing more will be written to it.
-            for (owner, len) in c.out.clear() {
-                self.bytes_left(owner, len, true);
-            }
+            self.drop_output(conn);
             self.shut(
                 conn,
                 ErrorCode::LIMIT_EXCEEDED,
@@ -223,6 +221,17 @@ impl Relay {
             Frame::Result(result) => self.on_result(conn, result),
             Frame::KeyQuery(query) => self.key_query(conn, query.user),
             Frame::Key(_) => self.violation(conn, Violation::UnexpectedFrame),
+        }
+    }
+
+    /// Drops the frames waiting to be written to `conn`, whose transport will take no
+    /// more: each payload's bytes leave its sender's account.
+    pub(super) fn drop_output(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        for (owner, len) in c.out.clear() {
+            self.bytes_left(owner, len, true);
         }
     }
 
