@@ -444,6 +444,60 @@ fn a_lost_transport_gets_no_more_frames_and_its_queue_is_released() {
     assert_eq!(relay.held_bytes(), 0);
 }
 
+#[test]
+fn new_messages_reach_a_receiver_in_the_order_of_their_ids() {
+    // Bob grants 64 KiB of connection credit: alice's buffer takes it all, so her command
+    // after it waits for more. The transfer she opens next carries no payload, and must
+    // still not overtake the command: a receiver takes new message ids in order only.
+    let mut relay = Relay::new(RelayConfig::default()).unwrap();
+    let (alice, bob) = (ConnId(0), ConnId(1));
+    relay.open(T, alice).unwrap();
+    relay.open(T, bob).unwrap();
+    // Exactly two of the buffer's DATA frames (16,368 bytes each).
+    let window = 2 * (16 * 1024 - 16);
+    let bob_hello = Hello::new(Role::Client, &Limits::default(), 8, 8, 64 * 1024, window);
+    relay.handle_input(T, alice, &encode(&[hello(), login("alice")]));
+    relay.handle_input(T, bob, &encode(&[Frame::Hello(bob_hello), login("bob")]));
+    relay.accept_login(alice).unwrap();
+    relay.accept_login(bob).unwrap();
+    written(&mut relay, alice);
+    written(&mut relay, bob);
+    let mut frames = transfer_to_bob(0, 8);
+    frames.push(Frame::Cmd(Cmd {
+        id: 1,
+        peer: UserId::new("bob").unwrap(),
+        once: None,
+        total_len: 100,
+        data: Bytes::from(vec![7u8; 100]),
+    }));
+    frames.push(open(2, "bob", 10));
+    relay.handle_input(T, alice, &encode(&frames));
+    let mut to_bob = written(&mut relay, bob);
+    // Bob takes what comes and grants his window again, until the rest has come (the
+    // buffer's data stops at his transfer window, so credit is left for the others).
+    for _ in 0..8 {
+        let consumed: u64 = to_bob
+            .iter()
+            .map(|f| f.payload().map_or(0, |p| p.len() as u64))
+            .sum();
+        let more = Frame::ConnCredit(ConnCredit {
+            max_data: consumed + window,
+        });
+        relay.handle_input(T, bob, &encode(&[more]));
+        to_bob.extend(written(&mut relay, bob));
+    }
+    let new_ids: Vec<u64> = to_bob
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Open(o) => Some(o.id),
+            Frame::Cmd(c) => Some(c.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(new_ids.len(), 3, "{new_ids:?}");
+    assert!(new_ids.windows(2).all(|w| w[0] < w[1]), "{new_ids:?}");
+}
+
 /// What the relay wrote to alice and to bob, and its events.
 fn drain_both(relay: &mut Relay) -> (Vec<Frame>, Vec<Frame>, Vec<RelayEvent>) {
     let alice = written(relay, ConnId(0));

@@ -376,6 +376,10 @@ struct Conn {
     waiting_cmds: Admission,
     waiting_transfers: Admission,
     blocked: VecDeque<RouteKey>,
+    /// Ids given to messages toward it whose first frame has not gone yet: a message's
+    /// first frame goes only once every lower id's has (`Relay::pass`), since a peer takes
+    /// new ids in order only.
+    unstarted: BTreeSet<MessageId>,
     /// A link to another relay of a cluster (`link.rs`).
     link: Option<Link>,
     /// Users whose keys it asked for that are being looked up on other relays of the
@@ -404,6 +408,7 @@ impl Conn {
             waiting_cmds: Admission::default(),
             waiting_transfers: Admission::default(),
             blocked: VecDeque::new(),
+            unstarted: BTreeSet::new(),
             link: None,
             key_lookups: Vec::new(),
         }

@@ -26,7 +26,8 @@ type Held = (Frame, Option<ConnId>, u64);
 /// Why this keeps the protocol's order: a frame in the prompt lane queued before one in
 /// the data lane is still written first, so only `DATA`/`END` can be overtaken, and only by
 /// frames that may come first: new messages (`CMD`, `OPEN` keep their id order, being in
-/// one lane), frames about the connection's own sends (`CREDIT`, `RESULT`, `CONN_CREDIT`),
+/// one lane and queued in id order: `Relay::pass` lets a first frame go only after every
+/// lower id's), frames about the connection's own sends (`CREDIT`, `RESULT`, `CONN_CREDIT`),
 /// and a `CANCEL`, after which the receiver drops the transfer's late frames as for any
 /// ended message. A transfer's `OPEN` is queued before its `DATA`, so it is written first.
 /// `CLOSE` is queued after both lanes and written last.

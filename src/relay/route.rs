@@ -95,6 +95,21 @@ impl Relay {
                 return Err(frame); // the receiver's CREDIT calls move_on again
             }
         }
+        // A message's first frame waits while a lower id's has not gone (it waits in the
+        // receiver's blocked queue, behind that one, which is let go first).
+        let first = matches!(frame, Frame::Cmd(_) | Frame::Open(_));
+        if first {
+            let Some(dc) = self.conns.get_mut(&dst) else {
+                return Err(frame);
+            };
+            if dc.unstarted.first().is_some_and(|lowest| *lowest < dst_id) {
+                if !r.blocked {
+                    r.blocked = true;
+                    dc.blocked.push_back(key);
+                }
+                return Err(frame);
+            }
+        }
         if len > 0 {
             let Some(dc) = self.conns.get_mut(&dst) else {
                 return Err(frame);
@@ -128,6 +143,11 @@ impl Relay {
         }
         if let Some(id) = frame.sender_id_mut() {
             *id = dst_id;
+        }
+        if first {
+            if let Some(dc) = self.conns.get_mut(&dst) {
+                dc.unstarted.remove(&dst_id);
+            }
         }
         if matches!(frame, Frame::Data(_)) {
             r.forwarded += len;

@@ -173,6 +173,7 @@ impl Relay {
             return;
         };
         let dst_id = d.outbound.allocate(key);
+        d.unstarted.insert(dst_id);
         let now = self.now;
         let Some(r) = self.routes.get_mut(&key) else {
             return;
@@ -344,6 +345,7 @@ impl Relay {
             match r.dst_id {
                 Some(id) => {
                     d.outbound.remove(id);
+                    d.unstarted.remove(&id);
                     if r.arrival.is_cmd() {
                         d.cmds_out = d.cmds_out.saturating_sub(1);
                     } else {
@@ -357,6 +359,8 @@ impl Relay {
         self.bytes_left(r.src, held, true);
         if r.dst_id.is_some() {
             self.admit(r.dst);
+            // A message whose first frame waited behind this one's may go now.
+            self.unblock(r.dst);
         }
     }
 
