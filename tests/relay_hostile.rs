@@ -404,6 +404,19 @@ fn data_queued_behind_an_undrained_socket_does_not_keep_the_read_buffer() {
     );
 }
 
+/// Takes everything the relay has to give: none of it is for bob (connection 1).
+fn nothing_more_for_bob(relay: &mut Relay, out: &mut Transmit) {
+    loop {
+        match relay.poll_output(out) {
+            RelayOutput::Transmit(conn, _) => {
+                assert_ne!(conn, ConnId(1), "bob's transport is gone")
+            }
+            RelayOutput::Event(_) => {}
+            _ => break,
+        }
+    }
+}
+
 #[test]
 fn a_lost_transport_gets_no_more_frames_and_its_queue_is_released() {
     // Bob's runtime takes nothing, then his transport is lost with frames queued for it:
@@ -415,15 +428,7 @@ fn a_lost_transport_gets_no_more_frames_and_its_queue_is_released() {
     assert!(relay.held_bytes() > 0, "frames wait for bob");
     relay.handle_disconnect(ConnId(1));
     let mut out = Transmit::new();
-    loop {
-        match relay.poll_output(&mut out) {
-            RelayOutput::Transmit(conn, _) => {
-                assert_ne!(conn, ConnId(1), "bob's transport is gone")
-            }
-            RelayOutput::Event(_) => {}
-            _ => break,
-        }
-    }
+    nothing_more_for_bob(&mut relay, &mut out);
     assert_eq!(relay.poll_transmit(ConnId(1), &mut out), 0);
     assert_eq!(relay.held_bytes(), 0, "what waited for bob is released");
 
@@ -432,15 +437,7 @@ fn a_lost_transport_gets_no_more_frames_and_its_queue_is_released() {
     let mut relay = alice_and_bob(1 << 20);
     relay.handle_input(T, ConnId(0), &encode(&transfer_to_bob(0, 15)));
     relay.handle_disconnect(ConnId(1));
-    loop {
-        match relay.poll_output(&mut out) {
-            RelayOutput::Transmit(conn, _) => {
-                assert_ne!(conn, ConnId(1), "bob's transport is gone")
-            }
-            RelayOutput::Event(_) => {}
-            _ => break,
-        }
-    }
+    nothing_more_for_bob(&mut relay, &mut out);
     assert_eq!(relay.held_bytes(), 0);
 }
 

@@ -105,6 +105,47 @@ impl Tally {
     }
 }
 
+/// The load's measured seconds on the server `pid`: opened once every user is connected
+/// (its memory per connection read then), closed when the senders' tasks end.
+struct Window {
+    pid: u32,
+    rss_per_conn: f64,
+    tally: Arc<Tally>,
+    cpu_before: f64,
+    started: Instant,
+    until: Instant,
+}
+
+impl Window {
+    /// After a second of rest, `base` being the server's memory before the users came.
+    async fn open(pid: u32, base: f64, load: &Load) -> Window {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss_per_conn = (rss(pid) - base) / load.users as f64;
+        let started = Instant::now();
+        Window {
+            pid,
+            rss_per_conn,
+            tally: Arc::new(Tally::default()),
+            cpu_before: cpu_of(pid),
+            started,
+            until: started + Duration::from_secs(load.seconds),
+        }
+    }
+
+    /// Waits for `tasks` and gives what the server did meanwhile.
+    async fn close(self, tasks: Vec<tokio::task::JoinHandle<()>>) -> Outcome {
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let mut outcome = self.tally.outcome(elapsed);
+        outcome.cpu = (cpu_of(self.pid) - self.cpu_before) / elapsed;
+        outcome.rss_loaded = rss(self.pid) / (1 << 20) as f64;
+        outcome.rss_per_conn = self.rss_per_conn;
+        outcome
+    }
+}
+
 /// Who sends to whom: command sender `i` to user `users/2 + i`, file sender `i` (users
 /// `commanders + i`) to user `users/2 + commanders + i`.
 fn command_pair(load: &Load, i: usize) -> (usize, usize) {
@@ -173,12 +214,8 @@ fn peermsg(bin: &Path, load: &Load, file: &Path, inbox: &Path) -> Outcome {
             .buffered(CONNECTING)
             .collect()
             .await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss_per_conn = (rss(pid) - base) / load.users as f64;
-        let tally = Arc::new(Tally::default());
-        let cpu_before = cpu_of(pid);
-        let started = Instant::now();
-        let until = started + Duration::from_secs(load.seconds);
+        let window = Window::open(pid, base, load).await;
+        let (tally, until) = (window.tally.clone(), window.until);
         let mut tasks = Vec::new();
         for i in 0..load.commanders {
             let (from, to) = command_pair(load, i);
@@ -231,14 +268,7 @@ fn peermsg(bin: &Path, load: &Load, file: &Path, inbox: &Path) -> Outcome {
                 }
             }));
         }
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        let mut outcome = tally.outcome(elapsed);
-        outcome.cpu = (cpu_of(pid) - cpu_before) / elapsed;
-        outcome.rss_loaded = rss(pid) / (1 << 20) as f64;
-        outcome.rss_per_conn = rss_per_conn;
+        let outcome = window.close(tasks).await;
         drop(clients);
         outcome
     })
@@ -302,12 +332,8 @@ fn nats(load: &Load, file: &Path, inbox: &Path) -> Option<Outcome> {
         for c in &clients {
             c.flush().await.unwrap();
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss_per_conn = (rss(pid) - base) / load.users as f64;
-        let tally = Arc::new(Tally::default());
-        let cpu_before = cpu_of(pid);
-        let started = Instant::now();
-        let until = started + Duration::from_secs(load.seconds);
+        let window = Window::open(pid, base, load).await;
+        let (tally, until) = (window.tally.clone(), window.until);
         let mut tasks = Vec::new();
         for i in 0..load.commanders {
             let (from, to) = command_pair(load, i);
@@ -342,14 +368,7 @@ fn nats(load: &Load, file: &Path, inbox: &Path) -> Option<Outcome> {
                 }
             }));
         }
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        let mut outcome = tally.outcome(elapsed);
-        outcome.cpu = (cpu_of(pid) - cpu_before) / elapsed;
-        outcome.rss_loaded = rss(pid) / (1 << 20) as f64;
-        outcome.rss_per_conn = rss_per_conn;
+        let outcome = window.close(tasks).await;
         drop(clients);
         outcome
     }))
