@@ -58,16 +58,23 @@ pub fn rust_user(
 /// shared and static libraries are built here, once per test program.
 pub fn library_dir() -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    // The library is built in the test's own profile (`target/<profile>/deps/<test>`), so
+    // `cargo test --release` links the release library it looks for.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "peermsg-ffi", "--lib"])
-            .current_dir(crate_dir())
-            .status()
-            .unwrap();
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "peermsg-ffi", "--lib"]);
+        match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some(profile) => {
+                build.args(["--profile", profile]);
+            }
+        }
+        let status = build.current_dir(crate_dir()).status().unwrap();
         assert!(status.success(), "cargo build -p peermsg-ffi failed");
     });
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    dir
 }
 
 /// The crate's folder.
