@@ -90,7 +90,7 @@ pub struct RelayConfig {
     /// Default 16.
     pub max_transfers: u64,
     /// Bytes of one transfer a sender may send beyond what its receiver has granted: the
-    /// most the relay holds for that transfer. Default 256 KiB.
+    /// most the relay holds for that transfer. Default 512 KiB.
     pub transfer_window: u64,
     /// Message bytes (commands and data) from one sender that the relay holds at most:
     /// the connection credit it grants. Default 1 MiB.
@@ -153,7 +153,7 @@ impl Default for RelayConfig {
             limits: Limits::default(),
             max_cmds_in_flight: 64,
             max_transfers: 16,
-            transfer_window: 256 * 1024,
+            transfer_window: 512 * 1024,
             conn_window: 1 << 20,
             receiver_queue: 1 << 20,
             max_queued_bytes: 4 << 20,
