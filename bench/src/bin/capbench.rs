@@ -6,6 +6,7 @@
 //! cargo build --release -p peermsg-cli -p peermsg-bench
 //! target/release/capbench                 # 10,000 users, 1,000 sending commands, 100 files, 10 s
 //! target/release/capbench quick           # 2,000 users, 200 commands, 20 files, 5 s
+//! target/release/capbench files-only      # the same without command senders: files alone
 //! ```
 //!
 //! For each: every user connects and logs in (peermsg: `peermsg_tokio::connect`; NATS: one
@@ -398,6 +399,10 @@ fn main() {
             seconds: 10,
         },
     };
+    // Files alone: what the file figure is when no command takes the cores.
+    if std::env::args().any(|a| a == "files-only") {
+        load.commanders = 0;
+    }
     // Each process holds one socket per user, and a little more.
     let limit = open_file_limit();
     if load.users + 256 > limit {
