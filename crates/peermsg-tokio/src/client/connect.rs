@@ -119,6 +119,10 @@ impl Server {
     }
 }
 
+/// Bytes a TLS connection reads from its socket at once.
+#[cfg(feature = "tls")]
+const READ_BUFFER: usize = 256 * 1024;
+
 /// A TCP connection to `addr`, tuned for the relay protocol.
 async fn dial_tcp(addr: impl ToSocketAddrs) -> Result<TcpStream, ConnectError> {
     let stream = TcpStream::connect(addr).await?;
@@ -128,15 +132,18 @@ async fn dial_tcp(addr: impl ToSocketAddrs) -> Result<TcpStream, ConnectError> {
 
 /// A TLS connection to `addr`, whose certificate must be valid for `server_name` under
 /// `tls`.
+///
+/// The socket is read through a buffer of [`READ_BUFFER`] bytes: rustls reads at most one
+/// record (4-16 KiB) per call, a system call each without it.
 #[cfg(feature = "tls")]
 async fn dial_tls(
     addr: impl ToSocketAddrs,
     server_name: &str,
     tls: Arc<rustls::ClientConfig>,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
+) -> Result<tokio_rustls::client::TlsStream<tokio::io::BufReader<TcpStream>>, ConnectError> {
     let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
         .map_err(|e| ConnectError::Invalid(format!("{server_name}: {e}")))?;
-    let stream = dial_tcp(addr).await?;
+    let stream = tokio::io::BufReader::with_capacity(READ_BUFFER, dial_tcp(addr).await?);
     tokio_rustls::TlsConnector::from(tls)
         .connect(name, stream)
         .await
