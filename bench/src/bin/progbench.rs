@@ -12,6 +12,9 @@
 //!   receiver writing it to disk.
 //!
 //! - the program itself sealed end to end (`--e2e`): what sealing costs through it;
+//! - the program with its sender replaced by the core's drive loop on one thread with
+//!   blocking sockets and file reads (`progbench blocking-send`, no async runtime): what
+//!   tokio costs the sender, measured against `peermsg send` in the same round;
 //! - the tools a person would pick instead, where installed (each skipped with one line
 //!   saying how to install it; `peermsg_bench::peers`): magic-wormhole with its mailbox
 //!   server and transit relay on this machine, and iroh's sendme, direct QUIC on loopback.
@@ -57,9 +60,89 @@ fn peermsg_sealed(bin: &Path, file: &Path, dir: &Path, keys: &Path) -> Cost {
 
 fn peermsg_with(bin: &Path, file: &Path, dir: &Path, keys: Option<&Path>) -> Cost {
     let (relay, addr) = start_relay(bin, &[]);
-    let cost = listen_and_send(bin, &addr, &addr, file, dir, keys, || cpu_of(relay.0.id()));
+    let send = sender(bin, &addr, file, keys);
+    let cost = listen_and_send(bin, send, &addr, dir, keys, || cpu_of(relay.0.id()));
     drop(relay);
     cost
+}
+
+/// The same file through `peermsg relay` and `listen`, sent by [`blocking_send`]: the
+/// core's drive loop on one thread with blocking std sockets and file reads, in place of
+/// `peermsg send` on tokio.
+fn peermsg_blocking_sender(bin: &Path, me: &Path, file: &Path, dir: &Path) -> Cost {
+    let (relay, addr) = start_relay(bin, &[]);
+    let mut send = Command::new(me);
+    send.arg("blocking-send").arg(&addr).arg(file);
+    let cost = listen_and_send(bin, send, &addr, dir, None, || cpu_of(relay.0.id()));
+    drop(relay);
+    cost
+}
+
+/// `peermsg send --file` as alice to bob through the relay at `send_at`.
+fn sender(bin: &Path, send_at: &str, file: &Path, keys: Option<&Path>) -> Command {
+    let mut send = Command::new(bin);
+    send.args([
+        "send", "--server", send_at, "--user", "alice", "--to", "bob", "--file",
+    ])
+    .arg(file)
+    .args(e2e_args(keys, "alice"));
+    send
+}
+
+/// Sends `file` as alice to bob through the relay at `addr` with the core's drive loop on
+/// this one thread: blocking socket, the file read where the client asks
+/// (`Event::FileRead`), no async runtime. Exits 0 once the file is confirmed.
+fn blocking_send(addr: &str, file: &Path) {
+    use peermsg::client::{Client, ClientConfig, Event, Output};
+    use std::io::{ErrorKind, Seek, SeekFrom};
+
+    let mut source = std::fs::File::open(file).unwrap();
+    let size = source.metadata().unwrap().len();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let epoch = Instant::now();
+    let clock = || peermsg::Instant::from_std(epoch, Instant::now());
+    let mut client = Client::new(ClientConfig::default(), clock()).unwrap();
+    client.login("alice", b"").unwrap();
+    let (mut out, mut input) = (bytes::BytesMut::new(), vec![0u8; BUF]);
+    loop {
+        // The drive invariant: after any input, act on poll_output until it says to wait.
+        let deadline = loop {
+            out.clear();
+            match client.poll_output(&mut out) {
+                Output::Transmit(_) => stream.write_all(&out).unwrap(),
+                Output::Event(Event::LoginResult { code }) => {
+                    assert!(code.is_success(), "login: {code}");
+                    let name = file.file_name().unwrap().to_string_lossy();
+                    client.send_file(clock(), "bob", &name, size, 0).unwrap();
+                }
+                Output::Event(Event::FileRead { id, offset, len }) => {
+                    // Read into new memory the client keeps: one copy, as `peermsg send`.
+                    let mut piece = Vec::with_capacity(len as usize);
+                    source.seek(SeekFrom::Start(offset)).unwrap();
+                    (&mut source).take(len).read_to_end(&mut piece).unwrap();
+                    client.supply_file_data(id, offset, piece.into()).unwrap();
+                }
+                Output::Event(Event::SendResult { code, .. }) => {
+                    assert!(code.is_success(), "the file: {code}");
+                    return;
+                }
+                Output::Event(_) => {}
+                Output::Timeout(at) => break at,
+                _ => panic!("the connection ended before the file's result"),
+            }
+        };
+        let wait = (deadline - clock()).max(Duration::from_millis(1));
+        stream.set_read_timeout(Some(wait)).unwrap();
+        match stream.read(&mut input) {
+            Ok(0) => client.handle_disconnect(),
+            Ok(n) => client.handle_input(clock(), &input[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                client.handle_timeout(clock())
+            }
+            Err(_) => client.handle_disconnect(),
+        }
+    }
 }
 
 /// The arguments that seal a user's messages, its keys under `keys`.
@@ -84,14 +167,13 @@ fn start_relay(bin: &Path, extra: &[&str]) -> (Killed, String) {
     (Killed(relay), addr)
 }
 
-/// `peermsg listen --dir` on the relay at `listen_at`, then `peermsg send --file` on the
-/// one at `send_at`: its cost, with the relays' CPU from `relays_cpu` (read before they
-/// stop). The received file is removed.
+/// `peermsg listen --dir` on the relay at `listen_at`, then `send` (a sender of the file as
+/// alice to bob, [`sender`] or [`blocking_send`]): its cost, with the relays' CPU from
+/// `relays_cpu` (read before they stop). The received file is removed.
 fn listen_and_send(
     bin: &Path,
-    send_at: &str,
+    mut send: Command,
     listen_at: &str,
-    file: &Path,
     dir: &Path,
     keys: Option<&Path>,
     relays_cpu: impl Fn() -> f64,
@@ -110,12 +192,7 @@ fn listen_and_send(
     let listen = Killed(listen);
     let before = children_cpu();
     let started = Instant::now();
-    let sent = Command::new(bin)
-        .args([
-            "send", "--server", send_at, "--user", "alice", "--to", "bob", "--file",
-        ])
-        .arg(file)
-        .args(e2e_args(keys, "alice"))
+    let sent = send
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -142,7 +219,8 @@ fn cluster_file(bin: &Path, file: &Path, dir: &Path) -> Option<(Cost, f64)> {
     let (r1, a1) = start_relay(bin, &["--cluster", &nats.url, "--node", "b1"]);
     let (r2, a2) = start_relay(bin, &["--cluster", &nats.url, "--node", "b2"]);
     let broker = || cpu_of(nats.process.0.id());
-    let cost = listen_and_send(bin, &a1, &a2, file, dir, None, || {
+    let send = sender(bin, &a1, file, None);
+    let cost = listen_and_send(bin, send, &a2, dir, None, || {
         cpu_of(r1.0.id()) + cpu_of(r2.0.id()) + broker()
     });
     Some((cost, broker()))
@@ -429,6 +507,7 @@ fn main() {
         Some("tokio-send") => return tokio_send(arg(2).unwrap(), path(3)),
         Some("nats-receive") => return nats_receive(arg(2).unwrap(), path(3)),
         Some("nats-send") => return nats_send(arg(2).unwrap(), path(3)),
+        Some("blocking-send") => return blocking_send(arg(2).unwrap(), path(3)),
         _ => {}
     }
     let mib: u64 = arg(1).and_then(|a| a.parse().ok()).unwrap_or(1024);
@@ -462,7 +541,7 @@ fn main() {
     std::fs::create_dir(&inbox).unwrap();
     eprintln!("{mib} MiB file, disk to disk, {rounds} rounds, the paths alternated");
     let (mut ours, mut plain, mut on_tokio, mut broker) = (vec![], vec![], vec![], vec![]);
-    let mut sealed = vec![];
+    let (mut sealed, mut blocking) = (vec![], vec![]);
     let keys = dir.path().join("keys");
     let mut wormhole = Wormhole::start(dir.path());
     let sendme = Sendme::find();
@@ -484,6 +563,9 @@ fn main() {
         let p = peermsg(&bin, &file, &inbox);
         show("peermsg", &p);
         ours.push(p);
+        let b = peermsg_blocking_sender(&bin, &me, &file, &inbox);
+        show("blocking", &b);
+        blocking.push(b);
         let e = peermsg_sealed(&bin, &file, &inbox, &keys);
         show("--e2e", &e);
         sealed.push(e);
@@ -570,6 +652,17 @@ fn main() {
             Cost::cpu,
         )
         .against(&tokio_cpu),
+        wall(
+            "program, the sender on one thread with blocking sockets (core drive loop), wall",
+            &blocking,
+        )
+        .against(&wall("the program (peermsg send on tokio), wall", &ours)),
+        cpu(
+            "the sender on one thread with blocking sockets, CPU",
+            &blocking,
+            |c| c.sender,
+        )
+        .against(&cpu("peermsg send (tokio), CPU", &ours, |c| c.sender)),
         tokio_wall.against(&copy_wall),
         tokio_cpu.against(&copy_cpu),
         copy_wall,
