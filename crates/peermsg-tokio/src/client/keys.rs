@@ -51,14 +51,33 @@ pub fn file_resume_key(path: &Path, to: &str) -> std::io::Result<ResumeKey> {
     ]))
 }
 
-/// `len` bytes of `file` from `offset`, read into memory that is not zeroed first.
+/// `len` bytes of `file` from `offset`, in one read where the system allows: memory
+/// zeroed first costs less than `read_to_end`'s reads, which start at 8 KiB and double
+/// (six system calls for a 256 KiB piece).
 pub(super) fn read_at(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Bytes> {
+    let len = usize::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
     let mut reader = file;
     reader.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::with_capacity(len as usize);
-    reader.take(len).read_to_end(&mut buf)?;
-    if (buf.len() as u64) < len {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
+    let mut buf = vec![0; len];
+    reader.read_exact(&mut buf)?;
     Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_at;
+    use std::io::Write;
+
+    #[test]
+    fn a_piece_is_the_file_bytes_at_its_offset_and_a_short_one_is_an_error() {
+        let mut file = tempfile::tempfile().unwrap();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        file.write_all(&bytes).unwrap();
+        let piece = read_at(&file, 12_345, 256 * 1024).unwrap();
+        assert_eq!(&piece[..], &bytes[12_345..12_345 + 256 * 1024]);
+        // The file's last bytes, then one more than it holds.
+        assert_eq!(&read_at(&file, 299_990, 10).unwrap()[..], &bytes[299_990..]);
+        let short = read_at(&file, 299_990, 11).unwrap_err();
+        assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
 }
