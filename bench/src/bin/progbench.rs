@@ -117,10 +117,10 @@ fn blocking_send(addr: &str, file: &Path) {
                     client.send_file(clock(), "bob", &name, size, 0).unwrap();
                 }
                 Output::Event(Event::FileRead { id, offset, len }) => {
-                    // Read into new memory the client keeps: one copy, as `peermsg send`.
-                    let mut piece = Vec::with_capacity(len as usize);
+                    // Read into new memory the client keeps, in one read: as `peermsg send`.
+                    let mut piece = vec![0; len as usize];
                     source.seek(SeekFrom::Start(offset)).unwrap();
-                    (&mut source).take(len).read_to_end(&mut piece).unwrap();
+                    source.read_exact(&mut piece).unwrap();
                     client.supply_file_data(id, offset, piece.into()).unwrap();
                 }
                 Output::Event(Event::SendResult { code, .. }) => {
