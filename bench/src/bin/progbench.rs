@@ -30,6 +30,7 @@
 //! cargo build --release -p peermsg-cli -p peermsg-bench
 //! target/release/progbench            # 1 GiB, 5 rounds
 //! target/release/progbench 256 3      # 256 MiB, 3 rounds
+//! target/release/progbench senders 1024 8  # peermsg send and the blocking sender alone
 //! ```
 //!
 //! The `peermsg` binary is taken from beside this one (build both in one command), or from
@@ -495,7 +496,12 @@ fn nats_send(url: &str, path: &Path) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().filter(|a| a != "--rows").collect();
+    let mut args: Vec<String> = std::env::args().filter(|a| a != "--rows").collect();
+    // `senders`: the two senders alone, alternated, each round: a quicker, closer look.
+    let senders_only = args.get(1).is_some_and(|a| a == "senders");
+    if senders_only {
+        args.remove(1);
+    }
     let arg = |i: usize| args.get(i).map(String::as_str);
     let path = |i: usize| Path::new(arg(i).unwrap());
     match arg(1) {
@@ -525,7 +531,7 @@ fn main() {
         std::process::exit(2);
     }
     let with_nats = peermsg_bench::nats_server_program().is_some();
-    if !with_nats {
+    if !with_nats && !senders_only {
         eprintln!("{}", peermsg_bench::NATS_MISSING);
     }
     let dir = tempfile::tempdir().unwrap();
@@ -543,8 +549,10 @@ fn main() {
     let (mut ours, mut plain, mut on_tokio, mut broker) = (vec![], vec![], vec![], vec![]);
     let (mut sealed, mut blocking) = (vec![], vec![]);
     let keys = dir.path().join("keys");
-    let mut wormhole = Wormhole::start(dir.path());
-    let sendme = Sendme::find();
+    let mut wormhole = (!senders_only)
+        .then(|| Wormhole::start(dir.path()))
+        .flatten();
+    let sendme = (!senders_only).then(Sendme::find).flatten();
     let (mut by_wormhole, mut by_sendme) = (vec![], vec![]);
     let (mut clustered, mut cmds_one, mut cmds_across) = (vec![], vec![], vec![]);
     let mut cluster_broker = vec![];
@@ -566,6 +574,9 @@ fn main() {
         let b = peermsg_blocking_sender(&bin, &me, &file, &inbox);
         show("blocking", &b);
         blocking.push(b);
+        if senders_only {
+            continue;
+        }
         let e = peermsg_sealed(&bin, &file, &inbox, &keys);
         show("--e2e", &e);
         sealed.push(e);
@@ -615,6 +626,22 @@ fn main() {
     };
     let rate =
         |name: &str, xs: &[Cost]| Row::of(name, "GB/s", xs.iter().map(|c| gbps / c.wall).collect());
+    let sender_rows = [
+        wall(
+            "program, the sender on one thread with blocking sockets (core drive loop), wall",
+            &blocking,
+        )
+        .against(&wall("the program (peermsg send on tokio), wall", &ours)),
+        cpu(
+            "the sender on one thread with blocking sockets, CPU",
+            &blocking,
+            |c| c.sender,
+        )
+        .against(&cpu("peermsg send (tokio), CPU", &ours, |c| c.sender)),
+    ];
+    if senders_only {
+        return peermsg_bench::report(&sender_rows);
+    }
     let copy_wall = wall("plain copy relay (std threads), wall", &plain);
     let copy_cpu = cpu("plain copy relay, CPU of all three", &plain, Cost::cpu);
     let tokio_wall = wall("copy relay on tokio, wall", &on_tokio);
@@ -652,22 +679,14 @@ fn main() {
             Cost::cpu,
         )
         .against(&tokio_cpu),
-        wall(
-            "program, the sender on one thread with blocking sockets (core drive loop), wall",
-            &blocking,
-        )
-        .against(&wall("the program (peermsg send on tokio), wall", &ours)),
-        cpu(
-            "the sender on one thread with blocking sockets, CPU",
-            &blocking,
-            |c| c.sender,
-        )
-        .against(&cpu("peermsg send (tokio), CPU", &ours, |c| c.sender)),
+    ];
+    rows.extend(sender_rows);
+    rows.extend([
         tokio_wall.against(&copy_wall),
         tokio_cpu.against(&copy_cpu),
         copy_wall,
         copy_cpu,
-    ];
+    ]);
     for (name, runs, target) in [
         ("sendme (iroh, direct QUIC)", &by_sendme, "≥ 1.5×"),
         (
