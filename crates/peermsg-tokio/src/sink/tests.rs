@@ -301,6 +301,27 @@ mod resume_tests {
         assert_eq!(std::fs::read(saved.unwrap().tmp_file).unwrap(), [3; 100]);
     }
 
+    #[test]
+    fn a_partial_that_cannot_be_kept_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::new(dir.path()).unwrap();
+        sink.begin_resumable(ReceiveId(1), &alice(), ResumeKey([4; 16]), "f", 100)
+            .unwrap();
+        sink.write(ReceiveId(1), &[3; 100]).unwrap();
+        let arrived = sink.arrived(ReceiveId(1), "f").unwrap();
+        // Its bytes gone from under the sink before it keeps them.
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "part") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        assert!(arrived.keep().is_err());
+        // No empty file under a name of its own, no record.
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
     /// `from` leaves `n` partial files of `size` bytes, `bytes` of each written, each under
     /// a new key (an attempt cut by a lost connection, again and again).
     fn leave_partials(sink: &mut FileSink, from: &UserId, n: u8, size: u64, bytes: usize) {
