@@ -92,7 +92,9 @@ fn sender(bin: &Path, send_at: &str, file: &Path, keys: Option<&Path>) -> Comman
 
 /// Sends `file` as alice to bob through the relay at `addr` with the core's drive loop on
 /// this one thread: blocking socket, the file read where the client asks
-/// (`Event::FileRead`), no async runtime. Exits 0 once the file is confirmed.
+/// (`Event::FileRead`), no async runtime. Exits 0 once the file is confirmed. Resumable
+/// under a key of its own, as `peermsg send` sends every file, so the listener does the
+/// same work for both.
 fn blocking_send(addr: &str, file: &Path) {
     use peermsg::client::{Client, ClientConfig, Event, Output};
     use std::io::{ErrorKind, Seek, SeekFrom};
@@ -115,7 +117,15 @@ fn blocking_send(addr: &str, file: &Path) {
                 Output::Event(Event::LoginResult { code }) => {
                     assert!(code.is_success(), "login: {code}");
                     let name = file.file_name().unwrap().to_string_lossy();
-                    client.send_file(clock(), "bob", &name, size, 0).unwrap();
+                    let key = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos()
+                        .to_le_bytes();
+                    let key = peermsg::wire::ResumeKey(key);
+                    client
+                        .send_file_resumable(clock(), "bob", &name, size, key, 0)
+                        .unwrap();
                 }
                 Output::Event(Event::FileRead { id, offset, len }) => {
                     // Read into new memory the client keeps, in one read: as `peermsg send`.
