@@ -80,16 +80,14 @@ fn move_by(
     let mut names = tempfile::Builder::new();
     names.prefix(".peermsg-").suffix(".kept");
     let path = match names.make_in(dir, |to| link(from, to)) {
-        Ok(linked) => linked.into_temp_path(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(error),
+        Ok(linked) => linked.into_temp_path().keep().map_err(|e| e.error)?,
         Err(_) => {
-            // Dropped on failure, the name made first goes too.
+            // No link: the rename over a name made first, which goes if the rename fails.
             let path = names.tempfile_in(dir)?.into_temp_path();
             std::fs::rename(from, &path)?;
             return path.keep().map_err(|e| e.error);
         }
     };
-    let path = path.keep().map_err(|e| e.error)?;
     if let Err(error) = std::fs::remove_file(from) {
         let _ = std::fs::remove_file(&path);
         return Err(error);
