@@ -2,9 +2,12 @@
 //!
 //! Two well-kept crates provide the arithmetic, one per build, because the receiver must
 //! verify the digest before it reports success and a hand-written CRC would be a copy of
-//! theirs: with the `std` feature, `crc32c` (the CPU's CRC instructions, detected at run
-//! time, 15-20 GB/s here); without it, `crc` (no_std, table-driven, slicing by 16, about
-//! 2 GB/s). Both compute the same function; the check value is tested in either build.
+//! theirs: with the `std` feature, `crc-fast` (folding by carry-less multiplication,
+//! VPCLMULQDQ where the CPU has it, detected at run time: 94-111 GB/s on 16-256 KiB pieces
+//! on the bench machine, where the CPU's CRC instruction alone, as the `crc32c` crate
+//! uses it, made 23-28); without it, `crc` (no_std, table-driven, slicing by 16, about
+//! 2 GB/s). Both compute the same function; the check value is tested in either build, and
+//! the tests check both against `crc32c`.
 
 use crate::wire::Digest;
 
@@ -15,7 +18,9 @@ use table as imp;
 
 #[cfg(feature = "std")]
 mod accelerated {
-    /// The CRC so far, in its final (inverted) form, as `crc32c_append` takes it.
+    use crc_fast::{CrcAlgorithm, Digest};
+
+    /// The CRC so far, in its final (inverted) form.
     #[derive(Default)]
     pub(super) struct State(u32);
 
@@ -26,7 +31,12 @@ mod accelerated {
         }
 
         pub(super) fn update(&mut self, bytes: &[u8]) {
-            self.0 = crc32c::crc32c_append(self.0, bytes);
+            // The crate's register is the CRC before its final XOR: the inverse of ours.
+            let mut digest =
+                Digest::new_with_init_state(CrcAlgorithm::Crc32Iscsi, u64::from(!self.0));
+            digest.update(bytes);
+            // A CRC-32's value fits its 32 bits; the crate returns every width as a u64.
+            self.0 = digest.finalize() as u32;
         }
 
         pub(super) fn value(&self) -> u32 {
@@ -106,6 +116,25 @@ impl RunningDigest {
     }
 }
 
+impl Digest {
+    /// The digest of the bytes this one covers followed by `bytes`: for a runtime that
+    /// digests what it holds itself (a file kept from an earlier attempt, say) the way the
+    /// state machine digests a transfer.
+    ///
+    /// ```
+    /// use peermsg::wire::Digest;
+    ///
+    /// let whole = Digest::OF_NOTHING.appended(b"123456789");
+    /// assert_eq!(whole, Digest::Crc32c(0xe306_9283));
+    /// assert_eq!(Digest::OF_NOTHING.appended(b"1234").appended(b"56789"), whole);
+    /// ```
+    pub fn appended(self, bytes: &[u8]) -> Digest {
+        let mut digest = RunningDigest::resume(self);
+        digest.update(bytes);
+        digest.finish()
+    }
+}
+
 impl core::fmt::Debug for RunningDigest {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("RunningDigest")
@@ -153,6 +182,28 @@ mod tests {
         let mut check = table::State::default();
         check.update(b"123456789");
         assert_eq!(check.finish(), 0xe306_9283);
+    }
+
+    /// Pieces long enough for every folding width (up to 300 KiB), starting at every
+    /// alignment, digest as the `crc32c` crate does.
+    #[cfg(feature = "std")]
+    #[test]
+    fn long_pieces_at_any_alignment_are_digested_as_crc32c_does() {
+        let bytes: alloc::vec::Vec<u8> = (0..320_000u32).map(|i| (i * 131 % 251) as u8).collect();
+        for start in 0..64 {
+            for len in [
+                0, 1, 15, 16, 63, 64, 255, 256, 1023, 4096, 16_376, 65_537, 300_000,
+            ] {
+                let piece = &bytes[start..start + len];
+                let mut fast = accelerated::State::resume(0x1234_5678);
+                fast.update(piece);
+                assert_eq!(
+                    fast.finish(),
+                    crc32c::crc32c_append(0x1234_5678, piece),
+                    "{len} bytes from {start}"
+                );
+            }
+        }
     }
 
     /// A digest resumed from the value of a prefix ends where one fed everything does, in

@@ -32,11 +32,11 @@ fn holds(path: &Path, size: u64, crc: u32) -> bool {
         return false;
     };
     let mut buf = vec![0u8; WRITE_BUFFER];
-    let mut digest = 0u32;
+    let mut digest = Digest::OF_NOTHING;
     loop {
         match file.read(&mut buf) {
-            Ok(0) => return digest == crc,
-            Ok(n) => digest = crc32c::crc32c_append(digest, &buf[..n]),
+            Ok(0) => return digest == Digest::Crc32c(crc),
+            Ok(n) => digest = digest.appended(&buf[..n]),
             Err(_) => return false,
         }
     }
@@ -450,10 +450,9 @@ impl FileSink {
             Some(Target::Partial(p)) => {
                 p.file.write_all(data)?;
                 p.written += data.len() as u64;
-                p.crc = match digest {
-                    Some(Digest::Crc32c(crc)) => crc,
-                    None => crc32c::crc32c_append(p.crc, data),
-                };
+                let Digest::Crc32c(crc) =
+                    digest.unwrap_or_else(|| Digest::Crc32c(p.crc).appended(data));
+                p.crc = crc;
                 if p.written - p.record.offset >= RECORD_EVERY {
                     p.record(self.sync)?;
                 }
