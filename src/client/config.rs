@@ -31,7 +31,10 @@ pub struct ClientConfig {
     /// transfers beyond its concurrency cap). A send over this is refused with
     /// `LIMIT_EXCEEDED`. Default 1024.
     pub max_queued_sends: usize,
-    /// Largest piece of a file asked of the application at once. Default 256 KiB.
+    /// Largest piece of a file asked of the application at once (never more than the
+    /// credit allows). Default 1 MiB: each piece is a hand-over to whatever reads files
+    /// (a thread, in the tokio adapter), and at 256 KiB those hand-overs cost `peermsg
+    /// send` a third more CPU (docs/PERFORMANCE.md, issue 28).
     pub file_read_size: u64,
     /// Progress events come every this many bytes (and always at the end). Default 64 KiB.
     pub progress_step: u64,
@@ -82,7 +85,7 @@ impl Default for ClientConfig {
             transfer_window: 1 << 20,
             conn_window: 4 << 20,
             max_queued_sends: 1024,
-            file_read_size: 256 * 1024,
+            file_read_size: 1 << 20,
             progress_step: 64 * 1024,
             keepalive_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
