@@ -18,33 +18,40 @@ use table as imp;
 
 #[cfg(feature = "std")]
 mod accelerated {
+    use alloc::boxed::Box;
     use crc_fast::{CrcAlgorithm, Digest};
 
-    /// The CRC so far, in its final (inverted) form.
-    #[derive(Default)]
-    pub(super) struct State(u32);
+    /// The crate's running CRC, set up once per transfer rather than per piece (boxed:
+    /// its parameters are about 200 bytes, and transfers' states hold one each).
+    pub(super) struct State(Box<Digest>);
+
+    impl Default for State {
+        fn default() -> Self {
+            State(Box::new(Digest::new(CrcAlgorithm::Crc32Iscsi)))
+        }
+    }
 
     impl State {
-        /// Continues from the CRC of the bytes before.
+        /// Continues from the CRC of the bytes before: the crate's register is the CRC
+        /// before its final XOR, the inverse of the value.
         pub(super) fn resume(crc: u32) -> Self {
-            State(crc)
+            State(Box::new(Digest::new_with_init_state(
+                CrcAlgorithm::Crc32Iscsi,
+                u64::from(!crc),
+            )))
         }
 
         pub(super) fn update(&mut self, bytes: &[u8]) {
-            // The crate's register is the CRC before its final XOR: the inverse of ours.
-            let mut digest =
-                Digest::new_with_init_state(CrcAlgorithm::Crc32Iscsi, u64::from(!self.0));
-            digest.update(bytes);
-            // A CRC-32's value fits its 32 bits; the crate returns every width as a u64.
-            self.0 = digest.finalize() as u32;
+            self.0.update(bytes);
         }
 
         pub(super) fn value(&self) -> u32 {
-            self.0
+            // A CRC-32's value fits its 32 bits; the crate returns every width as a u64.
+            self.0.finalize() as u32
         }
 
         pub(super) fn finish(self) -> u32 {
-            self.0
+            self.value()
         }
     }
 }
