@@ -181,6 +181,7 @@ mod error;
 mod evict;
 pub mod relay;
 pub mod seal;
+mod seq_map;
 mod time;
 pub mod wire;
 

@@ -348,3 +348,12 @@ pub(crate) fn poll_output<E: Endpoint, S: crate::wire::FrameSink + ?Sized>(
         None => Output::Closed,
     }
 }
+
+impl crate::seq_map::SeqKey for SendId {
+    fn seq(self) -> u64 {
+        self.0
+    }
+    fn from_seq(seq: u64) -> Self {
+        SendId(seq)
+    }
+}

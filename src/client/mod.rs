@@ -92,7 +92,7 @@ pub struct Client {
     sends: Sends,
 
     // Messages coming to us.
-    incoming: IdSpace<Box<Incoming>>,
+    incoming: IdSpace<Incoming>,
     cmds_arriving: u64,
     transfers_arriving: u64,
 
@@ -448,7 +448,7 @@ impl Client {
     /// Sets what a send carries across connections (its identity or resume key), before
     /// any frame of it goes out.
     fn mark(&mut self, id: SendId, set: impl FnOnce(&mut Outgoing)) {
-        if let Some(send) = self.sends.outgoing.get_mut(&id) {
+        if let Some(send) = self.sends.outgoing.get_mut(id) {
             set(send);
         }
     }
@@ -609,7 +609,7 @@ impl Client {
         let send = self
             .sends
             .outgoing
-            .get_mut(&id)
+            .get_mut(id)
             .ok_or(ActionError::UnknownId)?;
         let (expected_offset, expected_len) = send.wanted();
         let Source::File {
@@ -651,7 +651,7 @@ impl Client {
     /// Reports that the file of send `id` could not be read: the send ends with
     /// `SENDFILE_FILEINERROR` (1103) and the receiver is told.
     pub fn file_read_failed(&mut self, id: SendId) -> Result<(), ActionError> {
-        match self.sends.outgoing.get(&id) {
+        match self.sends.outgoing.get(id) {
             Some(send) if send.kind == SendKind::File => {
                 self.abandon(id, ErrorCode::SENDFILE_FILEINERROR);
                 Ok(())
@@ -670,7 +670,7 @@ impl Client {
     /// it delivered the message, `NOERR` if the delivery came first. Either way both ends
     /// agree (docs/PROTOCOL.md, "Cancel").
     pub fn cancel_send(&mut self, id: SendId, cookie: u64) -> ErrorCode {
-        let (phase, step) = match self.sends.outgoing.get(&id) {
+        let (phase, step) = match self.sends.outgoing.get(id) {
             Some(send) if send.kind != SendKind::Cmd => {
                 (Some(send.phase), send_step(send.phase, SendInput::Cancel))
             }
@@ -693,7 +693,7 @@ impl Client {
     /// Cancels a send whose last byte went out: `CANCEL` goes to the receiver, which
     /// decides (its `RESULT` ends the send).
     fn ask_cancel(&mut self, id: SendId) {
-        let Some(send) = self.sends.outgoing.get_mut(&id) else {
+        let Some(send) = self.sends.outgoing.get_mut(id) else {
             return;
         };
         send.advance(SendInput::Cancel);
@@ -853,7 +853,7 @@ impl Client {
         code: ErrorCode,
         may: impl Fn(&Incoming) -> bool,
     ) -> Result<(), ActionError> {
-        if !self.incoming.get(id.0).is_some_and(|msg| may(msg)) {
+        if !self.incoming.get(id.0).is_some_and(may) {
             return Err(ActionError::UnknownId);
         }
         self.queue(Frame::Result(MessageResult { id: id.0, code }));
@@ -1078,7 +1078,7 @@ impl Client {
     pub fn is_checking_resume(&self, id: SendId) -> bool {
         self.sends
             .outgoing
-            .get(&id)
+            .get(id)
             .is_some_and(|send| matches!(send.resume, Resume::Checking { .. }))
     }
 
@@ -1153,7 +1153,7 @@ impl Client {
         if let Some(wire_id) = self
             .sends
             .outgoing
-            .get(&id)
+            .get(id)
             .filter(|s| !told(s))
             .and_then(|s| s.wire_id)
         {
@@ -1164,7 +1164,7 @@ impl Client {
 
     /// The one place a send ends: it is forgotten and its one result event emitted.
     fn finish_send(&mut self, id: SendId, code: ErrorCode) {
-        let Some(send) = self.sends.outgoing.remove(&id) else {
+        let Some(send) = self.sends.outgoing.remove(id) else {
             return;
         };
         // A sealed message its receiver could not open may have been sealed to a key the
@@ -1246,7 +1246,7 @@ impl Client {
         );
         loop {
             let id = *self.sends.cmd_sending.front()?;
-            let Some(send) = self.sends.outgoing.get(&id) else {
+            let Some(send) = self.sends.outgoing.get(id) else {
                 self.sends.cmd_sending.pop_front();
                 continue;
             };
@@ -1265,7 +1265,7 @@ impl Client {
                 Some(w) => w,
                 None => self.sends.by_wire.allocate(id),
             };
-            let send = self.sends.outgoing.get_mut(&id)?;
+            let send = self.sends.outgoing.get_mut(id)?;
             send.wire_id = Some(wire_id);
             send.sent += data.len() as u64;
             if send.sent >= send.size {
@@ -1300,7 +1300,7 @@ impl Client {
             |id, send| queue_ready(ready, id, send),
         );
         while let Some(id) = self.sends.ready.pop_front() {
-            let Some(send) = self.sends.outgoing.get_mut(&id) else {
+            let Some(send) = self.sends.outgoing.get_mut(id) else {
                 continue;
             };
             send.queued = false;
@@ -1317,11 +1317,11 @@ impl Client {
     /// The next frame of transfer `id`, or `None` if it must wait (for credit or file
     /// bytes); re-queues it when it has more to send.
     fn transfer_frame(&mut self, id: SendId, peer: &Hello) -> Option<Frame> {
-        let wire_id = match self.sends.outgoing.get(&id)?.wire_id {
+        let wire_id = match self.sends.outgoing.get(id)?.wire_id {
             Some(w) => w,
             None => {
                 let wire_id = self.sends.by_wire.allocate(id);
-                let send = self.sends.outgoing.get_mut(&id)?;
+                let send = self.sends.outgoing.get_mut(id)?;
                 send.wire_id = Some(wire_id);
                 send.credit = peer.transfer_window;
                 let kind = if send.kind == SendKind::File {
@@ -1352,7 +1352,7 @@ impl Client {
             return None; // RESUME_FROM, or the source's bytes for the check, re-queue it
         }
         let conn_room = self.session.send.room();
-        let send = self.sends.outgoing.get_mut(&id)?;
+        let send = self.sends.outgoing.get_mut(id)?;
         if send.sent >= send.size {
             send.advance(SendInput::LastFrame);
             send.source = Source::Memory(Bytes::new());
@@ -1416,7 +1416,7 @@ impl Client {
     /// continues from there if the digests match, and ends with `DIGEST_MISMATCH` if not.
     fn resume_settled(&mut self, id: SendId) -> bool {
         let read_size = self.config.file_read_size;
-        let Some(send) = self.sends.outgoing.get_mut(&id) else {
+        let Some(send) = self.sends.outgoing.get_mut(id) else {
             return false;
         };
         let Resume::Checking {
@@ -1482,7 +1482,7 @@ impl Client {
         let Some(id) = self.send_of_wire(r.id) else {
             return;
         };
-        let Some(send) = self.sends.outgoing.get_mut(&id) else {
+        let Some(send) = self.sends.outgoing.get_mut(id) else {
             return;
         };
         if !matches!(send.resume, Resume::Asked) || r.offset > send.size {
@@ -1626,7 +1626,7 @@ impl Client {
         };
         let window = self.session.peer().map_or(0, |p| p.transfer_window);
         let step = self.config.progress_step;
-        let Some(send) = self.sends.outgoing.get_mut(&id) else {
+        let Some(send) = self.sends.outgoing.get_mut(id) else {
             return;
         };
         if c.max_offset <= send.credit {
@@ -1661,7 +1661,7 @@ impl Client {
         let complete = self
             .sends
             .outgoing
-            .get(&id)
+            .get(id)
             .is_some_and(|s| matches!(s.phase, Phase::Ending | Phase::Cancelling));
         if r.code.is_success() && !complete {
             self.violation(Violation::EarlySuccess);
@@ -1743,7 +1743,7 @@ impl Client {
         let mut msg = Incoming::new(SendKind::Cmd, from, cmd.total_len, first, 0);
         msg.once = cmd.once;
         msg.data.extend_from_slice(&cmd.data);
-        self.incoming.insert(cmd.id, Box::new(msg));
+        self.incoming.insert(cmd.id, msg);
         self.cmd_progress(cmd.id);
     }
 
@@ -1819,7 +1819,7 @@ impl Client {
                 Err(code) => {
                     // Counted as arriving by `take_new_message`: ended the one way.
                     let msg = Incoming::new(kind, from, open.size, 0, 0);
-                    self.incoming.insert(open.id, Box::new(msg));
+                    self.incoming.insert(open.id, msg);
                     self.queue(Frame::Result(MessageResult { id: open.id, code }));
                     self.drop_incoming(open.id);
                     return;
@@ -1853,7 +1853,7 @@ impl Client {
             // committed only as the bytes arrive.
             msg.data.reserve(usize::try_from(open.size).unwrap_or(0));
         }
-        self.incoming.insert(open.id, Box::new(msg));
+        self.incoming.insert(open.id, msg);
         let event = Event::Offer {
             id: ReceiveId(open.id),
             from,
@@ -2218,7 +2218,7 @@ impl Client {
         } else {
             ErrorCode::CONNECTIONLOST
         };
-        let sends: alloc::vec::Vec<SendId> = self.sends.outgoing.keys().copied().collect();
+        let sends: alloc::vec::Vec<SendId> = self.sends.outgoing.keys().collect();
         for id in sends {
             self.finish_send(id, failed);
         }

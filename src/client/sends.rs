@@ -4,21 +4,20 @@
 //! (`conn_blocked`); and the deadlines of sends with a timeout. The client's frame
 //! production (`Client::next_frame`) reads these in one place.
 
-use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeSet, VecDeque};
 
 use super::lifecycle::SendInput;
 use super::outgoing::{Outgoing, Phase};
 use super::SendId;
 use crate::conn::ids::IdSpace;
+use crate::seq_map::SeqMap;
 use crate::Instant;
 
 /// Our sends, and the order they go out in.
 #[derive(Debug)]
 pub(super) struct Sends {
     pub(super) next_send: u64,
-    /// Boxed: the maps move their values as they change, and these are large.
-    pub(super) outgoing: BTreeMap<SendId, Box<Outgoing>>,
+    pub(super) outgoing: SeqMap<SendId, Outgoing>,
     /// Our sends by their wire ids.
     pub(super) by_wire: IdSpace<SendId>,
     pub(super) cmd_waiting: VecDeque<SendId>,
@@ -35,7 +34,7 @@ impl Default for Sends {
     fn default() -> Self {
         Sends {
             next_send: 0,
-            outgoing: BTreeMap::new(),
+            outgoing: SeqMap::new(),
             by_wire: IdSpace::new(),
             cmd_waiting: VecDeque::new(),
             cmd_sending: VecDeque::new(),
@@ -75,13 +74,13 @@ impl Sends {
             send.deadline = Some(at);
             self.deadlines.insert((at, id));
         }
-        self.outgoing.insert(id, Box::new(send));
+        self.outgoing.insert(id, send);
         id
     }
 
     /// Puts a transfer back in the round-robin if it is sending and not queued.
     pub(super) fn make_ready(&mut self, id: SendId) {
-        if let Some(send) = self.outgoing.get_mut(&id) {
+        if let Some(send) = self.outgoing.get_mut(id) {
             queue_ready(&mut self.ready, id, send);
         }
     }
@@ -99,7 +98,7 @@ pub(super) fn queue_ready(ready: &mut VecDeque<SendId>, id: SendId, send: &mut O
 /// puts each admitted send where it goes next.
 pub(super) fn start_waiting(
     waiting: &mut VecDeque<SendId>,
-    outgoing: &mut BTreeMap<SendId, Box<Outgoing>>,
+    outgoing: &mut SeqMap<SendId, Outgoing>,
     open: &mut u64,
     cap: u64,
     mut start: impl FnMut(SendId, &mut Outgoing),
@@ -107,7 +106,7 @@ pub(super) fn start_waiting(
     while *open < cap {
         let Some(id) = waiting.pop_front() else { break };
         // A send cancelled while it waited is gone from `outgoing`: skip it.
-        if let Some(send) = outgoing.get_mut(&id) {
+        if let Some(send) = outgoing.get_mut(id) {
             send.advance(SendInput::Slot);
             *open += 1;
             start(id, send);

@@ -2,23 +2,22 @@
 //! an id the peer names is in progress, ended (its late frames crossed our end and are
 //! dropped), or never allocated (the peer broke the protocol).
 
-use alloc::collections::BTreeMap;
-
 use super::Violation;
+use crate::seq_map::SeqMap;
 use crate::wire::MessageId;
 
 /// One direction's ids on a connection, with what the holder keeps for each live one.
 #[derive(Debug)]
 pub(crate) struct IdSpace<V> {
     next: MessageId,
-    live: BTreeMap<MessageId, V>,
+    live: SeqMap<MessageId, V>,
 }
 
 impl<V> IdSpace<V> {
     pub(crate) fn new() -> Self {
         IdSpace {
             next: 0,
-            live: BTreeMap::new(),
+            live: SeqMap::new(),
         }
     }
 
@@ -49,7 +48,7 @@ impl<V> IdSpace<V> {
     /// Where `id` stands: `Ok(Some)` in progress, `Ok(None)` ended, `Err(never)` never
     /// allocated.
     pub(crate) fn find(&self, id: MessageId, never: Violation) -> Result<Option<&V>, Violation> {
-        match self.live.get(&id) {
+        match self.live.get(id) {
             Some(value) => Ok(Some(value)),
             None if id < self.next => Ok(None),
             None => Err(never),
@@ -57,20 +56,20 @@ impl<V> IdSpace<V> {
     }
 
     pub(crate) fn get(&self, id: MessageId) -> Option<&V> {
-        self.live.get(&id)
+        self.live.get(id)
     }
 
     pub(crate) fn get_mut(&mut self, id: MessageId) -> Option<&mut V> {
-        self.live.get_mut(&id)
+        self.live.get_mut(id)
     }
 
     pub(crate) fn contains(&self, id: MessageId) -> bool {
-        self.live.contains_key(&id)
+        self.live.contains_key(id)
     }
 
     /// Ends `id`: later frames for it are dropped.
     pub(crate) fn remove(&mut self, id: MessageId) -> Option<V> {
-        self.live.remove(&id)
+        self.live.remove(id)
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
@@ -78,11 +77,11 @@ impl<V> IdSpace<V> {
     }
 
     pub(crate) fn ids(&self) -> impl Iterator<Item = MessageId> + '_ {
-        self.live.keys().copied()
+        self.live.keys()
     }
 
     /// Ends every live id, giving their values.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = V> {
-        core::mem::take(&mut self.live).into_values()
+        self.live.drain()
     }
 }

@@ -40,7 +40,6 @@ mod route;
 mod router;
 mod session;
 
-use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use bytes::{Bytes, BytesMut};
@@ -50,6 +49,7 @@ use crate::conn::arrival::Arrival;
 use crate::conn::credit::RecvWindow;
 use crate::conn::ids::IdSpace;
 use crate::conn::{self, CloseReason, Session, Violation};
+use crate::seq_map::{SeqKey, SeqMap};
 use crate::wire::{
     self, Cancel, Close, Cmd, CmdCont, ConnCredit, Credit, Data, Frame, FrameSink, Hello, Limits,
     LoginResult, MessageId, MessageResult, Open, ResumeFrom, Role, Text, UserId,
@@ -287,6 +287,15 @@ pub enum RelayError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct RouteKey(u64);
 
+impl SeqKey for RouteKey {
+    fn seq(self) -> u64 {
+        self.0
+    }
+    fn from_seq(seq: u64) -> Self {
+        RouteKey(seq)
+    }
+}
+
 /// A message on its way from one connection to another.
 #[derive(Debug)]
 struct Route {
@@ -433,8 +442,8 @@ pub struct Relay {
     config: RelayConfig,
     conns: BTreeMap<ConnId, Conn>,
     users: BTreeMap<UserId, ConnId>,
-    /// Boxed: the map moves its values as it changes, and routes are large.
-    routes: BTreeMap<RouteKey, Box<Route>>,
+    /// Messages being forwarded, by key (handed out in order: `next_route`).
+    routes: SeqMap<RouteKey, Route>,
     next_route: u64,
     writable: VecDeque<ConnId>,
     events: VecDeque<RelayEvent>,
@@ -509,7 +518,7 @@ impl Relay {
             config,
             conns: BTreeMap::new(),
             users: BTreeMap::new(),
-            routes: BTreeMap::new(),
+            routes: SeqMap::new(),
             next_route: 0,
             writable: VecDeque::new(),
             events: VecDeque::new(),

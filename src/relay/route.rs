@@ -25,7 +25,7 @@ impl Relay {
             self.bytes_left(conn, len, false); // an ended message: dropped
             return;
         };
-        let Some(r) = self.routes.get_mut(&key) else {
+        let Some(r) = self.routes.get_mut(key) else {
             return;
         };
         // The receiver's rules, so that nothing forwarded can make the receiver close: a
@@ -47,7 +47,7 @@ impl Relay {
     /// Appends a frame of the sender's to route `key` and moves what may move. A frame
     /// that stays gets its own copy of its payload (see `detach_payload`).
     pub(super) fn forward(&mut self, key: RouteKey, frame: Frame) {
-        let Some(r) = self.routes.get(&key) else {
+        let Some(r) = self.routes.get(key) else {
             return;
         };
         self.held += payload_len(&frame);
@@ -57,7 +57,7 @@ impl Relay {
         } else {
             Some(frame)
         };
-        if let (Some(mut frame), Some(r)) = (waiting, self.routes.get_mut(&key)) {
+        if let (Some(mut frame), Some(r)) = (waiting, self.routes.get_mut(key)) {
             detach_payload(&mut frame);
             r.held.push_back(frame);
         }
@@ -66,11 +66,11 @@ impl Relay {
     /// Moves a route's held frames to its receiver as far as [`Relay::pass`] lets them.
     pub(super) fn move_on(&mut self, key: RouteKey) {
         loop {
-            let Some(frame) = self.routes.get_mut(&key).and_then(|r| r.held.pop_front()) else {
+            let Some(frame) = self.routes.get_mut(key).and_then(|r| r.held.pop_front()) else {
                 return;
             };
             if let Err(frame) = self.pass(key, frame) {
-                if let Some(r) = self.routes.get_mut(&key) {
+                if let Some(r) = self.routes.get_mut(key) {
                     r.held.push_front(frame);
                 }
                 return;
@@ -82,7 +82,7 @@ impl Relay {
     /// (for the transfer and for the connection) and its queue room allow; else gives it
     /// back. The one place where a message's bytes pass from one connection to the other.
     pub(super) fn pass(&mut self, key: RouteKey, mut frame: Frame) -> Result<(), Frame> {
-        let Some(r) = self.routes.get_mut(&key) else {
+        let Some(r) = self.routes.get_mut(key) else {
             return Err(frame);
         };
         let (src, dst) = (r.src, r.dst);
@@ -168,7 +168,7 @@ impl Relay {
         }
         let blocked: Vec<RouteKey> = c.blocked.drain(..).collect();
         for key in blocked {
-            if let Some(r) = self.routes.get_mut(&key) {
+            if let Some(r) = self.routes.get_mut(key) {
                 r.blocked = false;
             }
             self.move_on(key);
@@ -181,7 +181,7 @@ impl Relay {
         let Some(key) = self.outbound_key(conn, credit.id) else {
             return;
         };
-        let Some((src, dst)) = self.routes.get(&key).map(|r| (r.src, r.dst)) else {
+        let Some((src, dst)) = self.routes.get(key).map(|r| (r.src, r.dst)) else {
             return;
         };
         let window = self.window_of(src, dst);
@@ -191,7 +191,7 @@ impl Relay {
             .and_then(|c| c.session.peer())
             .map_or(0, |h| h.transfer_window);
         let now = self.now;
-        let Some(r) = self.routes.get_mut(&key) else {
+        let Some(r) = self.routes.get_mut(key) else {
             return;
         };
         if credit.max_offset > r.forwarded.saturating_add(dst_window) {
@@ -233,7 +233,7 @@ impl Relay {
         open: &wire::Open,
     ) -> Option<wire::ResumeKey> {
         let resume_key = open.resume_key?;
-        let r = self.routes.get_mut(&key)?;
+        let r = self.routes.get_mut(key)?;
         // An outgoing link forwards the key: the relay at its far end answers for its user.
         let resumes = self.conns.get(&r.dst).is_some_and(|d| {
             d.is_link(LinkSide::Outgoing)
@@ -262,7 +262,7 @@ impl Relay {
         let Some(key) = self.outbound_key(conn, resume.id) else {
             return;
         };
-        let Some(r) = self.routes.get_mut(&key) else {
+        let Some(r) = self.routes.get_mut(key) else {
             return;
         };
         if !r.awaiting_resume || r.arrival.resume_at(resume.offset).is_err() {

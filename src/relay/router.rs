@@ -126,7 +126,7 @@ impl Relay {
             last_progress: self.now,
             awaiting_resume: false,
         };
-        self.routes.insert(key, Box::new(route));
+        self.routes.insert(key, route);
         if straight_on {
             self.forward_to(dst, key);
         }
@@ -175,7 +175,7 @@ impl Relay {
         let dst_id = d.outbound.allocate(key);
         d.unstarted.insert(dst_id);
         let now = self.now;
-        let Some(r) = self.routes.get_mut(&key) else {
+        let Some(r) = self.routes.get_mut(key) else {
             return;
         };
         r.dst_id = Some(dst_id);
@@ -196,7 +196,7 @@ impl Relay {
     /// may have it whole decides (its `RESULT` goes to the sender); one that cannot (it
     /// never got a frame of it) is not asked.
     pub(super) fn ask_cancel(&mut self, key: RouteKey, code: ErrorCode) {
-        let Some(r) = self.routes.get_mut(&key) else {
+        let Some(r) = self.routes.get_mut(key) else {
             return;
         };
         let Some(dst_id) = r.dst_id else {
@@ -225,7 +225,7 @@ impl Relay {
         let mut stalled = Vec::new();
         let mut next: Option<Instant> = None;
         for key in d.outbound.values() {
-            let Some(r) = self.routes.get(key) else {
+            let Some(r) = self.routes.get(*key) else {
                 continue;
             };
             let due = r.last_progress + limit;
@@ -245,7 +245,7 @@ impl Relay {
             // the receiver is asked, and has one more timeout to answer.
             match self
                 .routes
-                .get(&key)
+                .get(key)
                 .map(|r| (r.arrival.ended(), r.cancelling))
             {
                 Some((true, false)) => {
@@ -302,7 +302,7 @@ impl Relay {
     /// Ends a route, telling the ends that are still there: the receiver with `CANCEL`
     /// (only if it was told of the message), the sender with `RESULT`.
     pub(super) fn end_route_telling(&mut self, key: RouteKey, tell: Tell) {
-        if let Some(r) = self.routes.get(&key) {
+        if let Some(r) = self.routes.get(key) {
             let (to_receiver, to_sender, code) = match tell {
                 Tell::Receiver(code) => (Some(code), None, code),
                 Tell::Sender(code) => (None, Some(code), code),
@@ -329,7 +329,7 @@ impl Relay {
     /// Forgets a route: its held bytes count as released for the sender, and its slot at
     /// the receiver goes to the next waiting message.
     pub(super) fn end_route(&mut self, key: RouteKey) {
-        let Some(r) = self.routes.remove(&key) else {
+        let Some(r) = self.routes.remove(key) else {
             return;
         };
         let held: u64 = r.held.iter().map(payload_len).sum();
@@ -370,7 +370,7 @@ impl Relay {
         let Some(key) = self.outbound_key(conn, result.id) else {
             return;
         };
-        let Some(r) = self.routes.get(&key) else {
+        let Some(r) = self.routes.get(key) else {
             return;
         };
         // Forwarded whole: all of it came from the sender, and none still waits here.

@@ -191,7 +191,7 @@ impl Relay {
                 };
                 match self
                     .routes
-                    .get(&key)
+                    .get(key)
                     .map(|r| (r.arrival.ended(), r.cancelling))
                 {
                     // Before its END the sender is done with the message at once.
