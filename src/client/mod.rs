@@ -281,7 +281,10 @@ impl Client {
     /// (its sender told why, and the application).
     fn open_incoming(&mut self, id: MessageId, binding: Binding) -> Option<Bytes> {
         let msg = self.incoming.get_mut(id)?;
-        let data = msg.data.split().freeze();
+        // Taken whole, not split: a split shares the buffer through one more allocation,
+        // while a whole buffer filled to its capacity (as a command or a buffer announced
+        // with its size is) becomes `Bytes` without one.
+        let data = core::mem::take(&mut msg.data).freeze();
         let Some(seal) = &mut self.seal else {
             return Some(data);
         };
