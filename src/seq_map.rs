@@ -2,9 +2,10 @@
 //! route keys), where the client and the relay keep what they know of each message.
 //!
 //! Live keys are nearly always a short run just below the newest: they sit in a ring
-//! indexed by `key - base`, so finding one is arithmetic, and adding or ending one
-//! allocates nothing once the ring has grown (a B-tree made and freed nodes and boxed its
-//! values, about four allocations per command across a client, the relay and a client).
+//! indexed by `key - base`, so finding one is arithmetic, and the map allocates nothing
+//! for adding or ending one once the ring has grown (a B-tree made and freed nodes).
+//! Holders box large values: moving a 200-300 byte value into the ring and out again
+//! cost more than its allocation (`pathbench e-memory`, measured both ways).
 //! A key that stays live while many after it end (a long file among many commands) would
 //! stretch the ring; once more than half of it would be empty slots, its oldest entries
 //! move to an ordered map, so memory stays proportional to the live entries whatever the

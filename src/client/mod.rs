@@ -92,7 +92,7 @@ pub struct Client {
     sends: Sends,
 
     // Messages coming to us.
-    incoming: IdSpace<Incoming>,
+    incoming: IdSpace<Box<Incoming>>,
     cmds_arriving: u64,
     transfers_arriving: u64,
 
@@ -856,7 +856,7 @@ impl Client {
         code: ErrorCode,
         may: impl Fn(&Incoming) -> bool,
     ) -> Result<(), ActionError> {
-        if !self.incoming.get(id.0).is_some_and(may) {
+        if !self.incoming.get(id.0).is_some_and(|m| may(m)) {
             return Err(ActionError::UnknownId);
         }
         self.queue(Frame::Result(MessageResult { id: id.0, code }));
@@ -1746,7 +1746,7 @@ impl Client {
         let mut msg = Incoming::new(SendKind::Cmd, from, cmd.total_len, first, 0);
         msg.once = cmd.once;
         msg.data.extend_from_slice(&cmd.data);
-        self.incoming.insert(cmd.id, msg);
+        self.incoming.insert(cmd.id, Box::new(msg));
         self.cmd_progress(cmd.id);
     }
 
@@ -1822,7 +1822,7 @@ impl Client {
                 Err(code) => {
                     // Counted as arriving by `take_new_message`: ended the one way.
                     let msg = Incoming::new(kind, from, open.size, 0, 0);
-                    self.incoming.insert(open.id, msg);
+                    self.incoming.insert(open.id, Box::new(msg));
                     self.queue(Frame::Result(MessageResult { id: open.id, code }));
                     self.drop_incoming(open.id);
                     return;
@@ -1856,7 +1856,7 @@ impl Client {
             // committed only as the bytes arrive.
             msg.data.reserve(usize::try_from(open.size).unwrap_or(0));
         }
-        self.incoming.insert(open.id, msg);
+        self.incoming.insert(open.id, Box::new(msg));
         let event = Event::Offer {
             id: ReceiveId(open.id),
             from,

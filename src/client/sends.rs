@@ -4,6 +4,7 @@
 //! (`conn_blocked`); and the deadlines of sends with a timeout. The client's frame
 //! production (`Client::next_frame`) reads these in one place.
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeSet, VecDeque};
 
 use super::lifecycle::SendInput;
@@ -17,7 +18,8 @@ use crate::Instant;
 #[derive(Debug)]
 pub(super) struct Sends {
     pub(super) next_send: u64,
-    pub(super) outgoing: SeqMap<SendId, Outgoing>,
+    /// Boxed: a send moves into and out of the map as a pointer, not a 288-byte copy.
+    pub(super) outgoing: SeqMap<SendId, Box<Outgoing>>,
     /// Our sends by their wire ids.
     pub(super) by_wire: IdSpace<SendId>,
     pub(super) cmd_waiting: VecDeque<SendId>,
@@ -74,7 +76,7 @@ impl Sends {
             send.deadline = Some(at);
             self.deadlines.insert((at, id));
         }
-        self.outgoing.insert(id, send);
+        self.outgoing.insert(id, Box::new(send));
         id
     }
 
@@ -98,7 +100,7 @@ pub(super) fn queue_ready(ready: &mut VecDeque<SendId>, id: SendId, send: &mut O
 /// puts each admitted send where it goes next.
 pub(super) fn start_waiting(
     waiting: &mut VecDeque<SendId>,
-    outgoing: &mut SeqMap<SendId, Outgoing>,
+    outgoing: &mut SeqMap<SendId, Box<Outgoing>>,
     open: &mut u64,
     cap: u64,
     mut start: impl FnMut(SendId, &mut Outgoing),

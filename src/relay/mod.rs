@@ -40,6 +40,7 @@ mod route;
 mod router;
 mod session;
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use bytes::{Bytes, BytesMut};
@@ -443,7 +444,8 @@ pub struct Relay {
     conns: BTreeMap<ConnId, Conn>,
     users: BTreeMap<UserId, ConnId>,
     /// Messages being forwarded, by key (handed out in order: `next_route`).
-    routes: SeqMap<RouteKey, Route>,
+    /// Boxed: a route moves into and out of the map as a pointer, not a 200-byte copy.
+    routes: SeqMap<RouteKey, Box<Route>>,
     next_route: u64,
     writable: VecDeque<ConnId>,
     events: VecDeque<RelayEvent>,

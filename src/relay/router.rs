@@ -126,7 +126,7 @@ impl Relay {
             last_progress: self.now,
             awaiting_resume: false,
         };
-        self.routes.insert(key, route);
+        self.routes.insert(key, Box::new(route));
         if straight_on {
             self.forward_to(dst, key);
         }
