@@ -324,9 +324,25 @@ impl Decoder {
 
     /// Splits the whole frame `head` describes off the front of `src` and parses its body.
     pub(crate) fn take(&self, src: &mut BytesMut, head: Head) -> Result<Frame, DecodeError> {
-        let mut frame = src.split_to(head.total);
-        frame.advance(head.header);
-        parse_body(head.frame_type, frame.freeze(), &self.limits)
+        if keeps_bytes(head.frame_type) {
+            let mut frame = src.split_to(head.total);
+            frame.advance(head.header);
+            let mut body = frame.freeze();
+            let (mut frame, payload_at) =
+                parse_body(head.frame_type, &body, Some(&body), &self.limits)?;
+            if let Some(payload) = frame.payload_mut() {
+                // The body itself becomes the payload: no reference-count update.
+                body.advance(payload_at);
+                *payload = body;
+            }
+            return Ok(frame);
+        }
+        // Nothing of the frame is kept: it is read where it lies, and no shared buffer is
+        // made for it and dropped (two reference-count updates per `RESULT` or `CREDIT`).
+        let body = src.get(head.header..head.total).unwrap_or_default();
+        let frame = parse_body(head.frame_type, body, None, &self.limits);
+        src.advance(head.total);
+        frame.map(|(frame, _)| frame)
     }
 }
 
@@ -353,20 +369,36 @@ fn need_more<T>(e: Err<FieldError>) -> Result<Option<T>, DecodeError> {
     }
 }
 
-/// Parses one complete body of type `frame_type`.
-#[inline]
-pub(crate) fn parse_body(
+/// `true` for the frame types that keep some of their bytes (a payload, a byte or text
+/// field, a user id, which may be long): their body is parsed from a shared buffer.
+fn keeps_bytes(frame_type: FrameType) -> bool {
+    use FrameType::*;
+    match frame_type {
+        Hello | Login | Close | Cmd | CmdCont | Open | Data | KeyQuery | Key => true,
+        LoginResult | Ping | Pong | ConnCredit | End | Credit | Cancel | Result | ResumeFrom => {
+            false
+        }
+    }
+}
+
+/// Parses one complete body of type `frame_type`, `input`; `shared` is the same bytes as a
+/// shared buffer, which the frame types that keep bytes ([`keeps_bytes`]) slice from.
+/// Gives the frame and where in the body its payload starts (a payload is left empty for
+/// the caller to fill).
+#[inline(always)]
+fn parse_body(
     frame_type: FrameType,
-    mut body: Bytes,
+    input: &[u8],
+    shared: Option<&Bytes>,
     limits: &Limits,
-) -> Result<Frame, DecodeError> {
+) -> Result<(Frame, usize), DecodeError> {
     let b = Body {
-        bytes: &body,
+        bytes: shared,
+        len: input.len(),
         payload_at: core::cell::Cell::new(0),
         limits,
         frame_type,
     };
-    let input: &[u8] = &body;
     let parsed = match frame_type {
         FrameType::Hello => b.hello(input),
         FrameType::Login => b.login(input),
@@ -400,12 +432,8 @@ pub(crate) fn parse_body(
     let payload_at = b.payload_at.get();
     match parsed {
         // HELLO may grow fields at its end; a peer ignores those it does not know.
-        Ok((rest, mut frame)) if rest.is_empty() || frame_type == FrameType::Hello => {
-            if let Some(payload) = frame.payload_mut() {
-                body.advance(payload_at);
-                *payload = body;
-            }
-            Ok(frame)
+        Ok((rest, frame)) if rest.is_empty() || frame_type == FrameType::Hello => {
+            Ok((frame, payload_at))
         }
         Ok((rest, _)) => Err(DecodeError::TrailingBytes {
             frame: frame_type,
@@ -418,7 +446,10 @@ pub(crate) fn parse_body(
 
 /// The body being parsed: where byte fields are sliced from, and the limits they obey.
 struct Body<'b> {
-    bytes: &'b Bytes,
+    /// The body as a shared buffer, for the frame types that keep bytes.
+    bytes: Option<&'b Bytes>,
+    /// The body's length.
+    len: usize,
     /// Where the payload starts, once a payload field has been read.
     payload_at: core::cell::Cell<usize>,
     limits: &'b Limits,
@@ -443,13 +474,22 @@ fn digest(i: &[u8]) -> Parsed<'_, Digest> {
     Ok((i, Digest::Crc32c(crc)))
 }
 
-impl Body<'_> {
+impl<'b> Body<'b> {
+    /// The shared buffer to slice kept bytes from; every frame type with such a field has
+    /// one ([`keeps_bytes`]), so the error is never met.
+    fn shared(&self) -> Result<&'b Bytes, Err<FieldError>> {
+        self.bytes
+            .ok_or(Err::Failure(FieldError::Invalid(DecodeError::Truncated {
+                frame: self.frame_type,
+            })))
+    }
+
     /// A length-prefixed byte field; the length is checked against `max` before the bytes
     /// are taken.
     #[inline]
     fn prefixed<'a>(&self, i: &'a [u8], limit: Limit, max: u64) -> Parsed<'a, Bytes> {
         let (i, field) = self.prefixed_slice(i, limit, max)?;
-        Ok((i, self.bytes.slice_ref(field)))
+        Ok((i, self.shared()?.slice_ref(field)))
     }
 
     /// [`Body::prefixed`] as a slice of the input.
@@ -464,11 +504,11 @@ impl Body<'_> {
     }
 
     /// The rest of the body, the payload of `CMD`, `CMD_CONT` and `DATA`: its length now;
-    /// [`parse_body`] then hands the body itself over as the payload, which saves a
+    /// [`Decoder::take`] then hands the body itself over as the payload, which saves a
     /// reference-count update per frame over slicing it here.
     #[inline]
     fn payload<'a>(&self, i: &'a [u8]) -> Parsed<'a, usize> {
-        self.payload_at.set(self.bytes.len() - i.len());
+        self.payload_at.set(self.len - i.len());
         Ok((&i[i.len()..], i.len()))
     }
 
@@ -476,7 +516,8 @@ impl Body<'_> {
     fn user_id<'a>(&self, i: &'a [u8]) -> Parsed<'a, UserId> {
         let max = self.limits.max_user_id_len;
         let (i, id) = self.prefixed_slice(i, Limit::UserIdLen, max)?;
-        match UserId::from_slice(id, |id| self.bytes.slice_ref(id)) {
+        let shared = self.shared()?;
+        match UserId::from_slice(id, |id| shared.slice_ref(id)) {
             Ok(id) => Ok((i, id)),
             Err(error) => invalid(DecodeError::InvalidUserId {
                 frame: self.frame_type,
