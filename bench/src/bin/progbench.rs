@@ -12,6 +12,8 @@
 //!   receiver writing it to disk.
 //!
 //! - the program itself sealed end to end (`--e2e`): what sealing costs through it;
+//! - the program with TLS on both hops (`relay --tls-self-signed`, its clients at
+//!   `tls://` with `--pin`): what TLS costs through it;
 //! - the program with its sender replaced by the core's drive loop on one thread with
 //!   blocking sockets and file reads (`progbench blocking-send`, no async runtime): what
 //!   tokio costs the sender, measured against `peermsg send` in the same round;
@@ -62,7 +64,24 @@ fn peermsg_sealed(bin: &Path, file: &Path, dir: &Path, keys: &Path) -> Cost {
 fn peermsg_with(bin: &Path, file: &Path, dir: &Path, keys: Option<&Path>) -> Cost {
     let (relay, addr) = start_relay(bin, &[]);
     let send = sender(bin, &addr, file, keys);
-    let cost = listen_and_send(bin, send, &addr, dir, keys, || cpu_of(relay.0.id()));
+    let cost = listen_and_send(bin, send, &["--server", &addr], dir, keys, || {
+        cpu_of(relay.0.id())
+    });
+    drop(relay);
+    cost
+}
+
+/// The plain program's run (`peermsg`) with TLS on both hops: the relay serves the
+/// self-signed certificate kept in `state` (made in the first round), its clients pin it.
+fn peermsg_tls(bin: &Path, file: &Path, dir: &Path, state: &Path) -> Cost {
+    let (_, pin) = peermsg_tokio::tls::self_signed_in(state, "localhost").unwrap();
+    let state = state.to_str().unwrap();
+    let (relay, addr) = start_relay(bin, &["--tls-self-signed", "--tls-state", state]);
+    let server = format!("tls://{addr}");
+    let mut send = sender(bin, &server, file, None);
+    send.args(["--pin", &pin]);
+    let relay_args = ["--server", &server, "--pin", &pin];
+    let cost = listen_and_send(bin, send, &relay_args, dir, None, || cpu_of(relay.0.id()));
     drop(relay);
     cost
 }
@@ -74,7 +93,9 @@ fn peermsg_blocking_sender(bin: &Path, me: &Path, file: &Path, dir: &Path) -> Co
     let (relay, addr) = start_relay(bin, &[]);
     let mut send = Command::new(me);
     send.arg("blocking-send").arg(&addr).arg(file);
-    let cost = listen_and_send(bin, send, &addr, dir, None, || cpu_of(relay.0.id()));
+    let cost = listen_and_send(bin, send, &["--server", &addr], dir, None, || {
+        cpu_of(relay.0.id())
+    });
     drop(relay);
     cost
 }
@@ -178,21 +199,22 @@ fn start_relay(bin: &Path, extra: &[&str]) -> (Killed, String) {
     (Killed(relay), addr)
 }
 
-/// `peermsg listen --dir` on the relay at `listen_at`, then `send` (a sender of the file as
-/// alice to bob, [`sender`] or [`blocking_send`]): its cost, with the relays' CPU from
-/// `relays_cpu` (read before they stop). The received file is removed.
+/// `peermsg listen --dir` on the relay `relay_args` name (`--server`, and `--pin` for a
+/// TLS relay), then `send` (a sender of the file as alice to bob, [`sender`] or
+/// [`blocking_send`]): its cost, with the relays' CPU from `relays_cpu` (read before they
+/// stop). The received file is removed.
 fn listen_and_send(
     bin: &Path,
     mut send: Command,
-    listen_at: &str,
+    relay_args: &[&str],
     dir: &Path,
     keys: Option<&Path>,
     relays_cpu: impl Fn() -> f64,
 ) -> Cost {
     let mut listen = Command::new(bin)
-        .args([
-            "listen", "--server", listen_at, "--user", "bob", "--json", "--dir",
-        ])
+        .args(["listen", "--user", "bob", "--json"])
+        .args(relay_args)
+        .arg("--dir")
         .arg(dir)
         .args(e2e_args(keys, "bob"))
         .stdout(Stdio::piped())
@@ -231,7 +253,7 @@ fn cluster_file(bin: &Path, file: &Path, dir: &Path) -> Option<(Cost, f64)> {
     let (r2, a2) = start_relay(bin, &["--cluster", &nats.url, "--node", "b2"]);
     let broker = || cpu_of(nats.process.0.id());
     let send = sender(bin, &a1, file, None);
-    let cost = listen_and_send(bin, send, &a2, dir, None, || {
+    let cost = listen_and_send(bin, send, &["--server", &a2], dir, None, || {
         cpu_of(r1.0.id()) + cpu_of(r2.0.id()) + broker()
     });
     Some((cost, broker()))
@@ -557,8 +579,9 @@ fn main() {
     std::fs::create_dir(&inbox).unwrap();
     eprintln!("{mib} MiB file, disk to disk, {rounds} rounds, the paths alternated");
     let (mut ours, mut plain, mut on_tokio, mut broker) = (vec![], vec![], vec![], vec![]);
-    let (mut sealed, mut blocking) = (vec![], vec![]);
+    let (mut sealed, mut blocking, mut over_tls) = (vec![], vec![], vec![]);
     let keys = dir.path().join("keys");
+    let tls_state = dir.path().join("tls");
     let mut wormhole = (!senders_only)
         .then(|| Wormhole::start(dir.path()))
         .flatten();
@@ -590,6 +613,9 @@ fn main() {
         let e = peermsg_sealed(&bin, &file, &inbox, &keys);
         show("--e2e", &e);
         sealed.push(e);
+        let t = peermsg_tls(&bin, &file, &inbox, &tls_state);
+        show("TLS", &t);
+        over_tls.push(t);
         let c = copy(&me, "copy", &file, &inbox);
         show("copy", &c);
         plain.push(c);
@@ -682,6 +708,15 @@ fn main() {
         cpu("program --e2e: CPU of peermsg listen", &sealed, |c| {
             c.receiver
         }),
+        rate("program, TLS both hops, file", &over_tls)
+            .against(&rate("the program, plain TCP, file", &ours))
+            .target("≥ 0.7×"),
+        cpu(
+            "program, TLS both hops: CPU of all three",
+            &over_tls,
+            Cost::cpu,
+        )
+        .against(&cpu("the program: CPU of all three", &ours, Cost::cpu)),
         wall("program against the copy relay on tokio, wall", &ours).against(&tokio_wall),
         cpu(
             "program against the copy relay on tokio, CPU",
