@@ -67,6 +67,11 @@ pub(crate) enum Command {
         /// listening port].
         #[arg(long, requires = "cluster")]
         node: Option<String>,
+        /// Threads for the relay's tasks. One (the default) serves the relay's state and
+        /// every connection's reads and writes without a wake-up between threads; more let
+        /// a TLS relay decrypt connections' reads on that many cores at once.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        threads: u16,
     },
     /// Log in and print what arrives; files and buffers are saved in DIR.
     Listen {

@@ -59,15 +59,19 @@ fn main() -> ExitCode {
     // One thread for the tasks: the relay's state is one task's, a client's one task's, and
     // their readers and writers only feed them, so more threads would only add wake-ups
     // across them (file reads and writes go to the blocking pool's threads as before;
-    // measured in docs/PERFORMANCE.md). A TLS relay is the exception: its readers decrypt,
-    // and that work spreads over the cores.
-    let tls_relay = matches!(
-        &cli.command,
-        Command::Relay { tls, .. } if tls.tls_cert.is_some() || tls.tls_self_signed
-    );
-    let runtime = match tls_relay {
-        true => tokio::runtime::Builder::new_multi_thread(),
-        false => tokio::runtime::Builder::new_current_thread(),
+    // measured in docs/PERFORMANCE.md, a TLS relay's included). A relay may take more
+    // (`--threads`): its readers decrypt TLS on them.
+    let threads = match &cli.command {
+        Command::Relay { threads, .. } => *threads,
+        _ => 1,
+    };
+    let runtime = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(n));
+            builder
+        }
     }
     .enable_all()
     .build();
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
                 web,
                 cluster,
                 node,
+                threads: _,
             } => {
                 // A relay's connections are open files: use all the system allows.
                 if let Err(e) = peermsg_tokio::raise_open_file_limit() {

@@ -209,3 +209,54 @@ fn a_self_signed_relay_keeps_its_pin_across_a_restart_with_tls_state() {
     let out = send(&listen, &["--pin", &pin]);
     assert!(went_through(&out), "{out:?}");
 }
+
+/// A file from alice to bob through a self-signed TLS relay started with `extra`: what bob
+/// keeps.
+fn file_through_tls_relay(extra: &[&str], payload: &[u8]) -> Vec<u8> {
+    let listen = format!("127.0.0.1:{}", port());
+    let mut args = vec!["--listen", &listen, "--tls-self-signed"];
+    args.extend_from_slice(extra);
+    let (_relay, said) = relay(&args, 3);
+    let line = said.iter().find(|l| l.contains("--pin")).expect("the pin");
+    let pin = line.split_whitespace().last().unwrap();
+    let server = format!("tls://{listen}");
+    let (inbox, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut bob = bin()
+        .args(["listen", "--server", &server, "--pin", pin, "--user", "bob"])
+        .args(["--json", "--dir"])
+        .arg(inbox.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = common::Lines::of(&mut bob);
+    let _bob = Killed(bob);
+    lines.until(|v| v["event"] == "ready");
+    let file = src.path().join("payload.bin");
+    std::fs::write(&file, payload).unwrap();
+    let out = bin()
+        .args(["send", "--server", &server, "--pin", pin, "--user", "alice"])
+        .args(["--to", "bob", "--file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let kept = lines.until(|v| v["event"] == "file_received");
+    std::fs::read(kept["path"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn a_tls_relay_carries_a_file_whole_on_one_thread_and_on_several() {
+    // Larger than a read, a TLS record and a transfer window: many of each.
+    let payload: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    assert!(file_through_tls_relay(&[], &payload) == payload);
+    assert!(file_through_tls_relay(&["--threads", "2"], &payload) == payload);
+    // No thread at all is refused before it starts, in one line.
+    let out = bin()
+        .args(["relay", "--listen", "127.0.0.1:0", "--threads", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--threads"), "{err}");
+}
