@@ -170,6 +170,16 @@ mod tests {
     }
 
     #[test]
+    fn a_client_and_a_relay_agree_on_aes_128_gcm() {
+        let (tls, client) = handshaken();
+        let agreed = rustls::CipherSuite::TLS13_AES_128_GCM_SHA256;
+        let suite = |s: Option<rustls::SupportedCipherSuite>| s.map(|s| s.suite());
+        assert_eq!(suite(client.negotiated_cipher_suite()), Some(agreed));
+        let server = tls.lock().unwrap();
+        assert_eq!(suite(server.negotiated_cipher_suite()), Some(agreed));
+    }
+
+    #[test]
     fn a_batch_of_many_chunks_goes_in_full_records() {
         let (tls, mut client) = handshaken();
         // 64 frames as a batch holds them: a short header chunk, then the payload's own.

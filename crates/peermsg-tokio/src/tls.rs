@@ -16,16 +16,30 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::{CipherSuite, DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 fn invalid(what: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what)
 }
 
-/// The crypto the relay link uses: ring's.
+/// The crypto the relay link uses: ring's, with AES-128-GCM first.
+///
+/// AES-128-GCM is the suite TLS 1.3 requires of every implementation and browsers' first
+/// choice; it takes ten rounds of AES a block against AES-256's fourteen, on every byte of
+/// both hops. A client offers the suites in this order and a relay follows its client's
+/// order, so a client that prefers another suite (ChaCha20 where AES is slow) still gets it.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|suite| {
+        !matches!(
+            suite.suite(),
+            CipherSuite::TLS13_AES_128_GCM_SHA256
+                | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    Arc::new(provider)
 }
 
 /// The SHA-256 fingerprint of a certificate, as hex: what `--pin` takes.
