@@ -31,6 +31,12 @@ fn relay(args: &[&str], lines: usize) -> (Killed, Vec<String>) {
     (Killed(child), said)
 }
 
+/// The fingerprint a self-signed relay printed for its clients' `--pin`, among `said`.
+fn pin_of(said: &[String]) -> String {
+    let line = said.iter().find(|l| l.contains("--pin")).expect("the pin");
+    line.split_whitespace().last().unwrap().to_string()
+}
+
 /// A command from alice to nobody through `server` with `trust` flags: the login is what
 /// is checked (OFFLINE, exit status 3, means it went through).
 fn send(server: &str, trust: &[&str]) -> std::process::Output {
@@ -50,8 +56,7 @@ fn went_through(out: &std::process::Output) -> bool {
 fn a_self_signed_relay_is_reached_by_its_pin_only() {
     let addr = format!("127.0.0.1:{}", port());
     let (_relay, said) = relay(&["--listen", &addr, "--tls-self-signed"], 3);
-    let line = said.iter().find(|l| l.contains("--pin")).expect("the pin");
-    let pin = line.split_whitespace().last().unwrap();
+    let pin = &pin_of(&said);
     let server = format!("tls://{addr}");
     let out = send(&server, &["--pin", pin]);
     assert!(went_through(&out), "{out:?}");
@@ -188,10 +193,6 @@ fn a_certificate_and_a_key_that_do_not_match_are_refused_at_start_and_on_sighup(
 #[test]
 fn a_self_signed_relay_keeps_its_pin_across_a_restart_with_tls_state() {
     let state = tempfile::tempdir().unwrap();
-    let pin_of = |said: &[String]| {
-        let line = said.iter().find(|l| l.contains("--pin")).expect("the pin");
-        line.split_whitespace().last().unwrap().to_string()
-    };
     let listen = format!("127.0.0.1:{}", port());
     let args = [
         "--listen",
@@ -217,8 +218,7 @@ fn file_through_tls_relay(extra: &[&str], payload: &[u8]) -> Vec<u8> {
     let mut args = vec!["--listen", &listen, "--tls-self-signed"];
     args.extend_from_slice(extra);
     let (_relay, said) = relay(&args, 3);
-    let line = said.iter().find(|l| l.contains("--pin")).expect("the pin");
-    let pin = line.split_whitespace().last().unwrap();
+    let pin = &pin_of(&said);
     let server = format!("tls://{listen}");
     let (inbox, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut bob = bin()
